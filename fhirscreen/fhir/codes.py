@@ -1,0 +1,178 @@
+"""Code systems, their aliases, and matching of codings against value sets.
+
+EHRs send the same code system under several URIs (OIDs, Synthea's ``SNOMED-CT``), and ICD-10-CM
+codes with or without the dot; everything is normalised here so that matching is a set lookup.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+SNOMED = "http://snomed.info/sct"
+ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
+ICD10 = "http://hl7.org/fhir/sid/icd-10"
+LOINC = "http://loinc.org"
+RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
+CPT = "http://www.ama-assn.org/go/cpt"
+HCPCS = "https://www.cms.gov/Medicare/Coding/HCPCSReleaseCodeSets"
+ICD10PCS = "http://www.cms.gov/Medicare/Coding/ICD10"
+UCUM = "http://unitsofmeasure.org"
+
+# Short names used in trial files.
+SHORT_NAMES: dict[str, str] = {
+    "snomed": SNOMED,
+    "icd10cm": ICD10CM,
+    "icd10": ICD10,
+    "loinc": LOINC,
+    "rxnorm": RXNORM,
+    "cpt": CPT,
+    "hcpcs": HCPCS,
+    "icd10pcs": ICD10PCS,
+    "ucum": UCUM,
+}
+
+# Aliases seen in the wild (criteria-codes.md section 0.1), normalised to the canonical URI on input.
+_ALIASES: dict[str, str] = {
+    "urn:oid:2.16.840.1.113883.6.96": SNOMED,
+    "snomed-ct": SNOMED,
+    "http://snomed.info/sct/": SNOMED,
+    "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+    "urn:oid:2.16.840.1.113883.6.1": LOINC,
+    "urn:oid:2.16.840.1.113883.6.88": RXNORM,
+    "urn:oid:2.16.840.1.113883.6.12": CPT,
+    "http://www.cms.gov/medicare/coding/hcpcsreleasecodesets": HCPCS,
+    "http://www.nlm.nih.gov/research/umls/hcpcs": HCPCS,
+    "urn:oid:2.16.840.1.113883.6.285": HCPCS,
+    "urn:oid:2.16.840.1.113883.6.4": ICD10PCS,
+}
+
+_ICD_SYSTEMS = frozenset({ICD10CM, ICD10})
+
+
+def canonical_system(system: str | None) -> str:
+    """The canonical URI for a code system URI or short name; unknown systems pass through."""
+    if not system:
+        return ""
+    s = system.strip()
+    low = s.lower()
+    if low in SHORT_NAMES:
+        return SHORT_NAMES[low]
+    return _ALIASES.get(low, _ALIASES.get(low.rstrip("/"), s))
+
+
+def normalise_code(system: str, code: str) -> str:
+    """ICD-10 codes are compared in upper case with the dot after the third character."""
+    c = code.strip()
+    if system in _ICD_SYSTEMS:
+        c = c.upper().replace(".", "")
+        if len(c) > 3:
+            c = c[:3] + "." + c[3:]
+    return c
+
+
+def codings(concept: Mapping[str, Any] | None) -> Iterator[tuple[str, str, str]]:
+    """(system, code, display) of every coding in a CodeableConcept, normalised."""
+    if not concept:
+        return
+    for coding in concept.get("coding") or ():
+        if not isinstance(coding, Mapping):
+            continue
+        code = coding.get("code")
+        if not isinstance(code, str) or not code:
+            continue
+        system = canonical_system(coding.get("system"))
+        yield system, normalise_code(system, code), str(coding.get("display") or "")
+
+
+def concept_label(concept: Mapping[str, Any] | None) -> str:
+    """A human label for a CodeableConcept: its text, else the first display, else the first code."""
+    if not concept:
+        return "(no code)"
+    if concept.get("text"):
+        return str(concept["text"])
+    first = None
+    for _system, code, display in codings(concept):
+        if display:
+            return display
+        first = first or code
+    return first or "(no code)"
+
+
+@dataclass(frozen=True)
+class Code:
+    system: str
+    code: str
+    display: str = ""
+
+
+@dataclass
+class ValueSet:
+    """A named set of codes: exact codes, ICD-10 style prefixes (``M32.1*``) and text patterns.
+
+    Text patterns only apply where the trial file declares them (medications, cellular therapies),
+    because free text is not a reliable diagnosis code.
+    """
+
+    name: str
+    codes: dict[tuple[str, str], Code] = field(default_factory=dict)
+    prefixes: dict[str, list[str]] = field(default_factory=dict)
+    text_patterns: list[re.Pattern[str]] = field(default_factory=list)
+
+    def add(self, system: str, code: str, display: str = "") -> None:
+        system = canonical_system(system)
+        if code.endswith("*"):
+            self.prefixes.setdefault(system, []).append(normalise_code(system, code[:-1]).rstrip("."))
+        else:
+            c = normalise_code(system, code)
+            self.codes[(system, c)] = Code(system, c, display)
+
+    def add_text(self, pattern: str) -> None:
+        self.text_patterns.append(re.compile(pattern, re.IGNORECASE))
+
+    def extend(self, other: ValueSet) -> None:
+        self.codes.update(other.codes)
+        for system, prefixes in other.prefixes.items():
+            self.prefixes.setdefault(system, []).extend(prefixes)
+        self.text_patterns.extend(other.text_patterns)
+
+    def has_code(self, system: str, code: str) -> bool:
+        if (system, code) in self.codes:
+            return True
+        prefixes = self.prefixes.get(system)
+        if prefixes:
+            bare = code.replace(".", "")
+            return any(bare.startswith(p.replace(".", "")) for p in prefixes)
+        return False
+
+    def match(self, concept: Mapping[str, Any] | None) -> str | None:
+        """The display of the first matching coding (or the matching text), None if nothing matches."""
+        if not concept:
+            return None
+        for system, code, display in codings(concept):
+            if self.has_code(system, code):
+                known = self.codes.get((system, code))
+                return display or (known.display if known else "") or code
+        if self.text_patterns:
+            texts = [str(concept.get("text") or "")]
+            texts += [str(c.get("display") or "") for c in concept.get("coding") or () if isinstance(c, Mapping)]
+            for text in texts:
+                if text and any(p.search(text) for p in self.text_patterns):
+                    return text
+        return None
+
+    def __contains__(self, concept: object) -> bool:
+        return isinstance(concept, Mapping) and self.match(concept) is not None
+
+    def searchable_codes(self) -> list[Code]:
+        """Exact codes, for server searches (prefixes and text cannot be searched portably)."""
+        return list(self.codes.values())
+
+
+def union(name: str, sets: Iterable[ValueSet]) -> ValueSet:
+    out = ValueSet(name)
+    for vs in sets:
+        out.extend(vs)
+    return out

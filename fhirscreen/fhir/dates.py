@@ -1,0 +1,106 @@
+"""FHIR dates and periods, reduced to calendar days.
+
+FHIR dates may be partial (``1980``, ``1980-04``); a partial date is kept as the range of days it
+could mean so that callers can tell when it cannot decide a threshold.
+"""
+
+from __future__ import annotations
+
+import calendar
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from dateutil.relativedelta import relativedelta
+
+_DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+
+
+@dataclass(frozen=True)
+class PartialDate:
+    """A FHIR date as the first and last calendar day it can denote."""
+
+    earliest: date
+    latest: date
+    text: str
+
+    @property
+    def exact(self) -> bool:
+        return self.earliest == self.latest
+
+
+def parse_date(value: object) -> PartialDate | None:
+    """Parse a FHIR date/dateTime/instant; None when absent or malformed (time and zone are dropped)."""
+    if not isinstance(value, str):
+        return None
+    m = _DATE_RE.match(value.strip())
+    if not m:
+        return None
+    try:
+        year = int(m.group(1))
+        if m.group(2) is None:
+            return PartialDate(date(year, 1, 1), date(year, 12, 31), value)
+        month = int(m.group(2))
+        if m.group(3) is None:
+            last = calendar.monthrange(year, month)[1]
+            return PartialDate(date(year, month, 1), date(year, month, last), value)
+        day = date(year, month, int(m.group(3)))
+        return PartialDate(day, day, value)
+    except ValueError:
+        return None
+
+
+def day(value: object) -> date | None:
+    """The earliest day a FHIR date can denote (for ordering and windows), or None."""
+    parsed = parse_date(value)
+    return parsed.earliest if parsed else None
+
+
+@dataclass(frozen=True)
+class Span:
+    """When something happened or held: start and end days, either may be open (None)."""
+
+    start: date | None
+    end: date | None
+
+    def overlaps(self, first: date, last: date) -> bool:
+        if self.start is not None and self.start > last:
+            return False
+        return not (self.end is not None and self.end < first)
+
+    @property
+    def latest(self) -> date | None:
+        return self.end or self.start
+
+
+def span_of(element: Mapping[str, Any], prefix: str) -> Span | None:
+    """The span of a choice element such as ``effective[x]``/``onset[x]``/``performed[x]``."""
+    for suffix in ("DateTime", "Instant", "Date"):
+        d = day(element.get(prefix + suffix))
+        if d is not None:
+            return Span(d, d)
+    period = element.get(prefix + "Period")
+    if isinstance(period, Mapping):
+        start, end = day(period.get("start")), day(period.get("end"))
+        if start or end:
+            return Span(start, end)
+    return None
+
+
+def months_before(as_of: date, months: int) -> date:
+    """Calendar months back (criteria-codes.md 0.3: '6 months' is calendar months)."""
+    return as_of - relativedelta(months=months)
+
+
+def days_before(as_of: date, days: int) -> date:
+    return as_of - timedelta(days=days)
+
+
+def age_in_years(birth: date, on: date) -> int:
+    """Completed years of age on a day."""
+    years = on.year - birth.year
+    if (on.month, on.day) < (birth.month, birth.day):
+        years -= 1
+    return years

@@ -1,0 +1,133 @@
+"""Typed access to the parts of FHIR R4 resources that screening reads.
+
+Resources stay plain JSON dicts: parsing every resource into pydantic models would cost more than
+the whole evaluation, and the evaluators read a handful of fields.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fhirscreen.fhir.codes import codings
+from fhirscreen.fhir.dates import Span, day, span_of
+
+Resource = dict[str, Any]
+
+# The element that links each resource type to its patient.
+PATIENT_LINK: dict[str, str] = {
+    "Condition": "subject",
+    "Observation": "subject",
+    "MedicationStatement": "subject",
+    "MedicationRequest": "subject",
+    "MedicationAdministration": "subject",
+    "MedicationDispense": "subject",
+    "Procedure": "subject",
+    "ResearchSubject": "individual",
+    "DiagnosticReport": "subject",
+    "Encounter": "subject",
+    "ServiceRequest": "subject",
+    "Immunization": "patient",
+    "AllergyIntolerance": "patient",
+}
+
+# Records that hygiene drops everywhere (criteria-codes.md 0.2).
+_DROPPED_STATUS: dict[str, frozenset[str]] = {
+    "Observation": frozenset({"cancelled", "entered-in-error"}),
+    "MedicationRequest": frozenset({"cancelled", "entered-in-error", "draft"}),
+    "MedicationStatement": frozenset({"not-taken", "entered-in-error"}),
+    "MedicationAdministration": frozenset({"not-done", "entered-in-error"}),
+    "MedicationDispense": frozenset({"cancelled", "entered-in-error", "declined"}),
+    "Procedure": frozenset({"not-done", "entered-in-error"}),
+    "ServiceRequest": frozenset({"revoked", "entered-in-error"}),
+    "ResearchSubject": frozenset({"withdrawn", "not-registered", "ineligible"}),
+}
+_DROPPED_VERIFICATION = frozenset({"entered-in-error", "refuted"})
+_ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
+
+
+def ref(resource: Mapping[str, Any]) -> str:
+    """``Type/id`` of a resource, the form used in evidence lists."""
+    return f"{resource.get('resourceType')}/{resource.get('id')}"
+
+
+def reference_id(reference: object, resource_type: str | None = None) -> str | None:
+    """The logical id in a Reference (``Patient/1``, an absolute URL, a history URL), or None."""
+    if not isinstance(reference, Mapping):
+        return None
+    value = reference.get("reference")
+    if not isinstance(value, str) or not value:
+        return None
+    parts = value.split("/")
+    if "_history" in parts:
+        parts = parts[: parts.index("_history")]
+    if len(parts) < 2:
+        return None
+    if resource_type is not None and parts[-2] != resource_type:
+        return None
+    return parts[-1]
+
+
+def patient_id_of(resource: Mapping[str, Any]) -> str | None:
+    link = PATIENT_LINK.get(str(resource.get("resourceType")))
+    if link is None:
+        return None
+    return reference_id(resource.get(link), "Patient")
+
+
+def is_usable(resource: Mapping[str, Any]) -> bool:
+    """False for records that must be ignored: entered-in-error, refuted, cancelled, not taken."""
+    rtype = str(resource.get("resourceType"))
+    if rtype == "Condition":
+        return not (_status_codes(resource.get("verificationStatus")) & _DROPPED_VERIFICATION)
+    dropped = _DROPPED_STATUS.get(rtype)
+    if dropped and resource.get("status") in dropped:
+        return False
+    return not (rtype == "MedicationStatement" and resource.get("taken") == "n")
+
+
+def _status_codes(concept: object) -> set[str]:
+    if not isinstance(concept, Mapping):
+        return set()
+    return {code for _s, code, _d in codings(concept)}
+
+
+def clinical_status(condition: Mapping[str, Any]) -> str | None:
+    codes = _status_codes(condition.get("clinicalStatus"))
+    return next(iter(sorted(codes)), None)
+
+
+def condition_span(condition: Mapping[str, Any]) -> Span:
+    """When a condition held: onset (else recordedDate) to abatement (open when still present)."""
+    onset = span_of(condition, "onset")
+    start = onset.start if onset else day(condition.get("recordedDate"))
+    abatement = span_of(condition, "abatement")
+    end = abatement.latest if abatement else None
+    status = clinical_status(condition)
+    if end is None and status in {"resolved", "inactive", "remission"}:
+        # Resolved without an abatement date: it held at some point up to when it was recorded.
+        end = day(condition.get("recordedDate")) or start
+    return Span(start, end)
+
+
+def is_active_on(condition: Mapping[str, Any], on: Any) -> bool:
+    """Active at a day: clinicalStatus active/recurrence/relapse (or missing) and not abated by then."""
+    status = clinical_status(condition)
+    if status is not None and status not in _ACTIVE_CLINICAL:
+        return False
+    span = condition_span(condition)
+    if span.start is not None and span.start > on:
+        return False
+    return not (span.end is not None and span.end <= on)
+
+
+def observation_day(observation: Mapping[str, Any]) -> Any:
+    """The clinically relevant day of an Observation: effective[x], else issued."""
+    span = span_of(observation, "effective")
+    if span is not None:
+        return span.latest
+    return day(observation.get("issued"))
+
+
+def procedure_span(procedure: Mapping[str, Any]) -> Span | None:
+    return span_of(procedure, "performed")

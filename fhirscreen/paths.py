@@ -1,0 +1,25 @@
+"""Where the bundled trial file and sample data live, in a checkout or an installed copy."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+_REPO = Path(__file__).resolve().parent.parent
+_SHARE = Path(sys.prefix) / "share" / "fhirscreen"
+
+
+def _first_existing(relative: str) -> Path:
+    for base in (_REPO, _SHARE):
+        candidate = base / relative
+        if candidate.exists():
+            return candidate
+    return _REPO / relative
+
+
+def default_trial_file() -> Path:
+    return _first_existing("queries/NCT06737380.yaml")
+
+
+def sample_data_dir() -> Path:
+    return _first_existing("sample_bundles")

@@ -1,0 +1,49 @@
+"""Data-quality findings: problems in the input that did not stop the run.
+
+Findings name a file or a resource id, never patient names, birth dates or identifiers.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+Severity = Literal["error", "warning", "info"]
+
+
+@dataclass(frozen=True)
+class Finding:
+    severity: Severity
+    where: str  # a file path (with line) or a resource reference such as Observation/123
+    problem: str  # a short category, e.g. "malformed-json", "no-subject", "unknown-unit"
+    message: str
+
+    def as_dict(self) -> dict[str, str]:
+        return asdict(self)
+
+
+@dataclass
+class DataQuality:
+    """Collects findings; the run goes on. Duplicates (same where/problem) are kept once."""
+
+    findings: list[Finding] = field(default_factory=list)
+    _seen: set[tuple[str, str, str]] = field(default_factory=set, repr=False)
+
+    def add(self, severity: Severity, where: str, problem: str, message: str) -> None:
+        key = (where, problem, message)
+        if key in self._seen:
+            return
+        self._seen.add(key)
+        self.findings.append(Finding(severity, where, problem, message))
+
+    def extend(self, other: DataQuality) -> None:
+        for f in other.findings:
+            self.add(f.severity, f.where, f.problem, f.message)
+
+    def counts(self) -> Counter[str]:
+        return Counter(f.problem for f in self.findings)
+
+    def sorted(self) -> list[Finding]:
+        order = {"error": 0, "warning": 1, "info": 2}
+        return sorted(self.findings, key=lambda f: (order[f.severity], f.problem, f.where, f.message))

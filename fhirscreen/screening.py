@@ -1,0 +1,110 @@
+"""Screen a population against a trial: every criterion for every patient, overall status, ranking."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Literal
+
+from fhirscreen.criteria.base import Context, CriterionResult, Outcome, result
+from fhirscreen.fhir.resources import ref
+from fhirscreen.quality import DataQuality
+from fhirscreen.record import PatientRecord, Population
+from fhirscreen.trial.loader import Trial
+
+Status = Literal["eligible", "possible", "ineligible"]
+STATUS_ORDER: dict[str, int] = {"eligible": 0, "possible": 1, "ineligible": 2}
+
+
+@dataclass(frozen=True)
+class PatientScreen:
+    patient_id: str
+    results: dict[str, CriterionResult]  # in protocol order
+    status: Status
+    score: float  # share of computable criteria that pass, 0..1
+    strength: float  # tie-breaker within a score: stronger evidence first (e.g. SLEDAI-2K)
+    rank: int = 0
+
+    @property
+    def ref(self) -> str:
+        return f"Patient/{self.patient_id}"
+
+    def count(self, outcome: Outcome) -> int:
+        return sum(1 for r in self.results.values() if r.outcome is outcome)
+
+
+@dataclass
+class ScreeningRun:
+    trial: Trial
+    as_of: date
+    source: str
+    patients: list[PatientScreen]  # ranked
+    quality: DataQuality
+    patients_read: int  # all patients in the data, before the initial population
+    skipped_types: dict[str, int] = field(default_factory=dict)
+
+
+def population_evidence(record: PatientRecord, trial: Trial) -> list[str]:
+    """The Conditions that put a patient in the initial population (an SLE diagnosis on record)."""
+    vs = trial.population
+    return [ref(c) for c in record.of_type("Condition") if vs.match(c.get("code")) is not None]
+
+
+def overall_status(results: Iterable[CriterionResult]) -> Status:
+    outcomes = [r.outcome for r in results]
+    if Outcome.FAIL in outcomes:
+        return "ineligible"
+    if Outcome.UNKNOWN in outcomes:
+        return "possible"
+    return "eligible"
+
+
+def screen_patient(record: PatientRecord, trial: Trial, as_of: date, quality: DataQuality | None = None) -> PatientScreen:
+    ctx = Context(as_of=as_of, value_sets=trial.value_sets, quality=quality or DataQuality())
+    results: dict[str, CriterionResult] = {}
+    for criterion in trial.criteria:
+        try:
+            results[criterion.id] = criterion.kind.fn(record, ctx, criterion.params)
+        except Exception as exc:  # noqa: BLE001 - one odd record must not end a night's run
+            ctx.quality.add(
+                "error", record.ref, "evaluator-error",
+                f"{criterion.id} could not be evaluated ({type(exc).__name__}); reported as unknown",
+            )
+            results[criterion.id] = result(
+                Outcome.UNKNOWN,
+                f"Could not be evaluated automatically ({type(exc).__name__}); review the record by hand.",
+                next_step="Review this criterion in the chart.",
+            )
+    computable = [r for r in results.values() if r.outcome is not Outcome.MANUAL]
+    passed = sum(1 for r in computable if r.outcome is Outcome.PASS)
+    score = round(passed / len(computable), 2) if computable else 0.0
+    strength = sum(float(r.details.get("strength", 0)) for r in results.values())
+    return PatientScreen(record.id, results, overall_status(computable), score, strength)
+
+
+def rank(screens: Iterable[PatientScreen]) -> list[PatientScreen]:
+    """Eligible, then possible, then ineligible; within a status fewer unknowns (higher score) and
+    stronger evidence first; ties broken by patient id so runs are reproducible."""
+    ordered = sorted(screens, key=lambda s: (STATUS_ORDER[s.status], -s.score, -s.strength, s.patient_id))
+    return [
+        PatientScreen(s.patient_id, s.results, s.status, s.score, s.strength, rank=i)
+        for i, s in enumerate(ordered, start=1)
+    ]
+
+
+def screen_population(population: Population, trial: Trial, as_of: date, source: str) -> ScreeningRun:
+    screens = [
+        screen_patient(record, trial, as_of, population.quality)
+        for record in population.records.values()
+        if population_evidence(record, trial)
+    ]
+    return ScreeningRun(
+        trial=trial,
+        as_of=as_of,
+        source=source,
+        patients=rank(screens),
+        quality=population.quality,
+        patients_read=len(population.records),
+        skipped_types=population.skipped,
+    )

@@ -1,0 +1,55 @@
+"""The one small interface between the screening core and the outside world."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from fhirscreen.fhir.codes import LOINC, Code
+from fhirscreen.fhir.resources import Resource
+from fhirscreen.quality import DataQuality
+from fhirscreen.record import SCREENED_TYPES
+from fhirscreen.trial.loader import Trial
+
+
+class SourceError(Exception):
+    """The data source cannot be read at all (missing path, unreachable server, refused credentials)."""
+
+
+@dataclass(frozen=True)
+class QueryPlan:
+    """What a source needs to fetch for a trial; file sources read everything and ignore most of it."""
+
+    population_codes: tuple[Code, ...]
+    observation_codes: tuple[Code, ...]
+    resource_types: tuple[str, ...] = field(default=SCREENED_TYPES)
+    # Restrict to these patients (``explain``); None means the whole initial population.
+    patient_ids: tuple[str, ...] | None = None
+
+    @classmethod
+    def for_trial(cls, trial: Trial, patient_ids: tuple[str, ...] | None = None) -> QueryPlan:
+        observation_codes = {
+            (c.system, c.code): c
+            for vs in trial.value_sets.values()
+            for c in vs.searchable_codes()
+            if c.system == LOINC
+        }
+        return cls(
+            population_codes=tuple(sorted(trial.population.searchable_codes(), key=lambda c: (c.system, c.code))),
+            observation_codes=tuple(observation_codes[k] for k in sorted(observation_codes)),
+            patient_ids=patient_ids,
+        )
+
+
+class Source(Protocol):
+    def describe(self) -> str:
+        """A short description for reports (a path or a base URL, never a token)."""
+        ...
+
+    def read(self, plan: QueryPlan, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
+        """Yield (resource, origin) with references as ``Type/id``; report bad input to ``quality``.
+
+        Raises SourceError when nothing can be read at all.
+        """
+        ...

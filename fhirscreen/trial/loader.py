@@ -1,0 +1,141 @@
+"""Load a trial file: YAML (safe_load only) validated against the schema and each evaluator's params.
+
+Every mistake is reported with the key path and the line in the file, never a traceback.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import ValidationError
+
+from fhirscreen.criteria import load_evaluators
+from fhirscreen.criteria.base import EvaluatorKind, Params
+from fhirscreen.fhir.codes import ValueSet
+from fhirscreen.paths import default_trial_file
+from fhirscreen.trial.model import CriterionDef, TrialDef, build_value_sets
+
+
+class TrialFileError(Exception):
+    """A trial file that cannot be used; the message names the file, the key and the line."""
+
+
+@dataclass(frozen=True)
+class Criterion:
+    definition: CriterionDef
+    kind: EvaluatorKind[Any]
+    params: Params
+
+    @property
+    def id(self) -> str:
+        return self.definition.id
+
+
+@dataclass(frozen=True)
+class Trial:
+    definition: TrialDef
+    criteria: tuple[Criterion, ...]
+    value_sets: dict[str, ValueSet]
+    path: str
+
+    @property
+    def id(self) -> str:
+        return self.definition.trial.id
+
+    @property
+    def population(self) -> ValueSet:
+        return self.value_sets[self.definition.trial.population.value_set]
+
+    def criterion(self, criterion_id: str) -> Criterion:
+        for c in self.criteria:
+            if c.id == criterion_id:
+                return c
+        raise KeyError(criterion_id)
+
+
+
+
+def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
+    """Follow a pydantic error location through the YAML node tree to a 1-based line number."""
+    line = node.start_mark.line + 1 if node is not None else None
+    for part in loc:
+        if isinstance(node, yaml.MappingNode):
+            nxt = None
+            for key, value in node.value:
+                if key.value == part:
+                    nxt = value
+                    line = key.start_mark.line + 1
+                    break
+            if nxt is None:
+                break
+            node = nxt
+        elif isinstance(node, yaml.SequenceNode) and isinstance(part, int) and part < len(node.value):
+            node = node.value[part]
+            line = node.start_mark.line + 1
+        else:
+            break
+    return line
+
+
+def _describe(errors: ValidationError, root: yaml.Node | None, path: str, prefix: Sequence[int | str]) -> str:
+    lines = []
+    for err in errors.errors():
+        loc = [*prefix, *err["loc"]]
+        shown = ".".join(str(p) for p in loc) or "(top level)"
+        line = _line_of(root, loc)
+        where = f"{path}:{line}" if line else path
+        msg = err["msg"]
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key (a typo?)"
+        lines.append(f"{where}: {shown}: {msg}")
+    return "\n".join(lines)
+
+
+def load_trial(path: str | Path | None = None) -> Trial:
+    """Read and validate a trial file (the bundled NCT06737380 definition by default)."""
+    file = Path(path) if path is not None else default_trial_file()
+    shown = str(file)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise TrialFileError(f"{shown}: cannot read trial file: {exc.strerror or exc}") from None
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{shown}:{mark.line + 1}" if mark is not None else shown
+        raise TrialFileError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    if not isinstance(data, dict):
+        raise TrialFileError(f"{shown}: a trial file is a YAML mapping with trial, value_sets and criteria")
+    try:
+        definition = TrialDef.model_validate(data)
+    except ValidationError as exc:
+        raise TrialFileError(_describe(exc, root, shown, ())) from None
+
+    registry = load_evaluators()
+    context = {"value_sets": set(definition.value_sets)}
+    criteria: list[Criterion] = []
+    problems: list[str] = []
+    for index, cdef in enumerate(definition.criteria):
+        kind = registry.get(cdef.evaluator)
+        if kind is None:
+            line = _line_of(root, ["criteria", index, "evaluator"])
+            problems.append(
+                f"{shown}:{line}: criteria.{index}.evaluator: unknown evaluator {cdef.evaluator!r} "
+                f"for {cdef.id}; known: {', '.join(sorted(registry))}"
+            )
+            continue
+        try:
+            params = kind.params.model_validate(cdef.params, context=context)
+        except ValidationError as exc:
+            problems.append(_describe(exc, root, shown, ["criteria", index, "params"]))
+            continue
+        criteria.append(Criterion(cdef, kind, params))
+    if problems:
+        raise TrialFileError("\n".join(problems))
+    return Trial(definition, tuple(criteria), build_value_sets(definition.value_sets), shown)

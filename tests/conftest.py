@@ -1,0 +1,29 @@
+from __future__ import annotations
+
+from collections.abc import Callable
+from datetime import date
+
+import pytest
+
+from fhirscreen.criteria.base import Context, CriterionResult
+from fhirscreen.quality import DataQuality
+from fhirscreen.record import PatientRecord
+from fhirscreen.trial.loader import Trial, load_trial
+from tests.builders import AS_OF
+
+
+@pytest.fixture(scope="session")
+def trial() -> Trial:
+    return load_trial()
+
+
+@pytest.fixture
+def evaluate(trial: Trial) -> Callable[..., CriterionResult]:
+    """evaluate("I4", record, as_of=date(...)) runs one criterion of the bundled trial on a record."""
+
+    def run(criterion_id: str, rec: PatientRecord, as_of: date = AS_OF) -> CriterionResult:
+        criterion = trial.criterion(criterion_id)
+        ctx = Context(as_of=as_of, value_sets=trial.value_sets, quality=DataQuality())
+        return criterion.kind.fn(rec, ctx, criterion.params)
+
+    return run
