@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import sys
+from datetime import date
 from pathlib import Path
+
+# The bundled samples are written for this screening date (see sample_bundles/README.md).
+SAMPLE_AS_OF = date(2026, 6, 1)
 
 _REPO = Path(__file__).resolve().parent.parent
 _SHARE = Path(sys.prefix) / "share" / "fhirscreen"

@@ -20,6 +20,9 @@ from fhirscreen.paths import default_trial_file
 from fhirscreen.trial.model import CriterionDef, TrialDef, build_value_sets
 
 
+_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[assignment]
+
+
 class TrialFileError(Exception):
     """A trial file that cannot be used; the message names the file, the key and the line."""
 
@@ -104,18 +107,26 @@ def load_trial(path: str | Path | None = None) -> Trial:
     except OSError as exc:
         raise TrialFileError(f"{shown}: cannot read trial file: {exc.strerror or exc}") from None
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
-        data = yaml.safe_load(text)
+        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader (libyaml's when available)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{shown}:{mark.line + 1}" if mark is not None else shown
         raise TrialFileError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+    root: yaml.Node | None = None
+
+    def node_tree() -> yaml.Node | None:
+        # Composed only when there is an error to place: it costs as much again as the load itself.
+        nonlocal root
+        if root is None:
+            root = yaml.compose(text, Loader=_SafeLoader)
+        return root
+
     if not isinstance(data, dict):
         raise TrialFileError(f"{shown}: a trial file is a YAML mapping with trial, value_sets and criteria")
     try:
         definition = TrialDef.model_validate(data)
     except ValidationError as exc:
-        raise TrialFileError(_describe(exc, root, shown, ())) from None
+        raise TrialFileError(_describe(exc, node_tree(), shown, ())) from None
 
     registry = load_evaluators()
     context = {"value_sets": set(definition.value_sets)}
@@ -124,7 +135,7 @@ def load_trial(path: str | Path | None = None) -> Trial:
     for index, cdef in enumerate(definition.criteria):
         kind = registry.get(cdef.evaluator)
         if kind is None:
-            line = _line_of(root, ["criteria", index, "evaluator"])
+            line = _line_of(node_tree(), ["criteria", index, "evaluator"])
             problems.append(
                 f"{shown}:{line}: criteria.{index}.evaluator: unknown evaluator {cdef.evaluator!r} "
                 f"for {cdef.id}; known: {', '.join(sorted(registry))}"
@@ -133,9 +144,11 @@ def load_trial(path: str | Path | None = None) -> Trial:
         try:
             params = kind.params.model_validate(cdef.params, context=context)
         except ValidationError as exc:
-            problems.append(_describe(exc, root, shown, ["criteria", index, "params"]))
+            problems.append(_describe(exc, node_tree(), shown, ["criteria", index, "params"]))
             continue
         criteria.append(Criterion(cdef, kind, params))
     if problems:
         raise TrialFileError("\n".join(problems))
+    # Protocol order (I1..In, then E1..En) drives the attrition table, whatever the order in the file.
+    criteria.sort(key=lambda c: (c.id[0] != "I", int(c.id[1:])))
     return Trial(definition, tuple(criteria), build_value_sets(definition.value_sets), shown)

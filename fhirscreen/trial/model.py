@@ -94,8 +94,6 @@ class TrialDef(_Strict):
 
     @model_validator(mode="after")
     def _consistent(self) -> TrialDef:
-        # Protocol order (I1..In, then E1..En) drives the attrition table, whatever the file order.
-        self.criteria.sort(key=lambda c: (c.id[0] != "I", int(c.id[1:])))
         ids = [c.id for c in self.criteria]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:

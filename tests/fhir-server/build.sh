@@ -23,15 +23,16 @@ if up_to_date; then
     exit 0
 fi
 
-mvn_args=(-B -q -DskipTests)
+mvn_args=(-B -q -DskipTests -Dstyle.color=never)
 if [[ -n ${MAVEN_REPO_LOCAL:-} ]]; then
     mvn_args+=("-Dmaven.repo.local=$MAVEN_REPO_LOCAL")
 fi
 
 start=$(date +%s)
-echo "build.sh: building HAPI FHIR test server (first build downloads ~330 MB from Maven Central)..." >&2
+echo "build.sh: building HAPI FHIR test server (first build downloads ~340 MB from Maven Central)..." >&2
 rm -f "$stamp"
-mvn "${mvn_args[@]}" package dependency:build-classpath >&2
+# (Debian's Maven prints stray ANSI resets even with -B -q: strip them.)
+mvn "${mvn_args[@]}" package dependency:build-classpath 2>&1 | sed -u $'s/\x1b\\[[0-9;]*m//g' >&2
 [[ -s $stamp && -f $jar ]] || { echo "build.sh: maven finished but $stamp or $jar is missing" >&2; exit 1; }
 touch "$stamp"
 echo "build.sh: built in $(( $(date +%s) - start )) s" >&2

@@ -23,13 +23,14 @@ say() { echo "hapi.sh: $*" >&2; }
 
 base_url() { echo "http://127.0.0.1:$(cat "$portfile")/fhir"; }
 
-# True when the recorded pid is alive and is our JVM (guards against a recycled pid).
+# True when the recorded pid is alive and is our run.sh or the JVM it execs (guards against a
+# recycled pid).
 running() {
     [[ -s $pidfile ]] || return 1
     local pid
     pid=$(cat "$pidfile")
     kill -0 "$pid" 2>/dev/null || return 1
-    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -q "$main_class"
+    tr '\0' ' ' <"/proc/$pid/cmdline" 2>/dev/null | grep -qE "$main_class|fhir-server/run\.sh"
 }
 
 free_port() {

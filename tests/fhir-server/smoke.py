@@ -38,7 +38,9 @@ class Smoke:
         self.passed += 1
         print(f"ok   {name}{': ' + str(detail) if detail != '' else ''}")
 
-    def req(self, method: str, path: str, expect: int | tuple[int, ...] = 200, **kw: Any) -> requests.Response:
+    def req(
+        self, method: str, path: str, expect: int | tuple[int, ...] = 200, **kw: Any
+    ) -> requests.Response:
         url = path if path.startswith("http") else f"{self.base}/{path}"
         t0 = time.monotonic()
         r = self.s.request(method, url, timeout=60, **kw)
@@ -47,12 +49,16 @@ class Smoke:
         if r.status_code not in codes:
             print(f"FAIL {method} {url} -> {r.status_code} (wanted {codes}): {r.text[:800]}")
             sys.exit(1)
-        print(f"     {method} {url[len(self.base):] or '/'} -> {r.status_code} in {ms:.0f} ms")
+        print(f"     {method} {url[len(self.base) :] or '/'} -> {r.status_code} in {ms:.0f} ms")
         return r
 
     def search_ids(self, path: str) -> list[str]:
         bundle: Json = self.req("GET", path).json()
-        return [e["resource"]["id"] for e in bundle.get("entry", []) if e.get("search", {}).get("mode") != "include"]
+        return [
+            e["resource"]["id"]
+            for e in bundle.get("entry", [])
+            if e.get("search", {}).get("mode") != "include"
+        ]
 
 
 def patient(ident: str) -> Json:
@@ -68,8 +74,11 @@ def patient(ident: str) -> Json:
 def condition(subject: str, code: str = "55464009") -> Json:
     return {
         "resourceType": "Condition",
-        "clinicalStatus": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-clinical",
-                                       "code": "active"}]},
+        "clinicalStatus": {
+            "coding": [
+                {"system": "http://terminology.hl7.org/CodeSystem/condition-clinical", "code": "active"}
+            ]
+        },
         "code": {"coding": [{"system": SNOMED, "code": code, "display": "Systemic lupus erythematosus"}]},
         "subject": {"reference": subject},
     }
@@ -96,7 +105,7 @@ def transaction(entries: list[tuple[str, Json]]) -> Json:
     }
 
 
-def run(base: str) -> None:  # noqa: PLR0915 - one linear script
+def run(base: str) -> None:
     t = Smoke(base)
 
     r = t.req("GET", "metadata")
@@ -104,17 +113,21 @@ def run(base: str) -> None:  # noqa: PLR0915 - one linear script
 
     # 1. Transaction with urn:uuid fullUrls.
     pa, pb = f"urn:uuid:{uuid.uuid4()}", f"urn:uuid:{uuid.uuid4()}"
-    bundle = transaction([
-        (pa, patient(f"A-{TAG}")),
-        (pb, patient(f"B-{TAG}")),
-        (f"urn:uuid:{uuid.uuid4()}", condition(pa)),
-        (f"urn:uuid:{uuid.uuid4()}", observation(pa, 6.1)),
-        (f"urn:uuid:{uuid.uuid4()}", observation(pa, 6.4)),
-        (f"urn:uuid:{uuid.uuid4()}", observation(pb, 7.2)),
-    ])
+    bundle = transaction(
+        [
+            (pa, patient(f"A-{TAG}")),
+            (pb, patient(f"B-{TAG}")),
+            (f"urn:uuid:{uuid.uuid4()}", condition(pa)),
+            (f"urn:uuid:{uuid.uuid4()}", observation(pa, 6.1)),
+            (f"urn:uuid:{uuid.uuid4()}", observation(pa, 6.4)),
+            (f"urn:uuid:{uuid.uuid4()}", observation(pb, 7.2)),
+        ]
+    )
     resp: Json = t.req("POST", "", json=bundle).json()
     locs = [e["response"]["location"] for e in resp["entry"]]
-    t.check("transaction urn:uuid", all(e["response"]["status"].startswith("201") for e in resp["entry"]), locs)
+    t.check(
+        "transaction urn:uuid", all(e["response"]["status"].startswith("201") for e in resp["entry"]), locs
+    )
     pid_a, pid_b = locs[0].split("/")[1], locs[1].split("/")[1]
     obs = t.req("GET", locs[3].split("/_history")[0]).json()
     t.check("urn:uuid reference rewritten", obs["subject"]["reference"] == f"Patient/{pid_a}", obs["subject"])
@@ -140,10 +153,18 @@ def run(base: str) -> None:  # noqa: PLR0915 - one linear script
         url = next((link["url"] for link in page.get("link", []) if link["relation"] == "next"), None)
         if pages > 10:
             t.check("paging terminates", False, pages)
-    t.check("Observation?patient=A,B&_count=1 via next links", len(ids) == 3 and len(set(ids)) == 3,
-            f"{pages} pages, ids {ids}")
-    default_page = t.req("GET", "Observation").json()
-    t.check("default page size <= 50", len(default_page.get("entry", [])) <= 50, len(default_page.get("entry", [])))
+    t.check(
+        "Observation?patient=A,B&_count=1 via next links",
+        len(ids) == 3 and len(set(ids)) == 3,
+        f"{pages} pages, ids {ids}",
+    )
+    many = [(f"urn:uuid:{uuid.uuid4()}", observation(f"Patient/{pid_b}", 7.0)) for _ in range(55)]
+    t.req("POST", "", json=transaction(many))
+    first: Json = t.req("GET", f"Observation?patient={pid_b}").json()
+    nxt = [link["url"] for link in first.get("link", []) if link["relation"] == "next"]
+    t.check("default page size is 50, with a next link", len(first["entry"]) == 50 and len(nxt) == 1)
+    rest: Json = t.req("GET", nxt[0]).json()
+    t.check("second page holds the rest", len(rest["entry"]) == 6, len(rest["entry"]))
 
     # 4. Client-assigned ids (PUT) and references to resources that do not exist yet.
     cid = f"smoke-{TAG}"
@@ -151,8 +172,12 @@ def run(base: str) -> None:  # noqa: PLR0915 - one linear script
     got = t.req("GET", f"Patient/{cid}").json()
     t.check("PUT Patient/<client id> then read", got["id"] == cid, got["id"])
     late = f"late-{TAG}"
-    t.req("PUT", f"Observation/obs-{late}", expect=201,
-          json={**observation(f"Patient/{late}", 5.5), "id": f"obs-{late}"})
+    t.req(
+        "PUT",
+        f"Observation/obs-{late}",
+        expect=201,
+        json={**observation(f"Patient/{late}", 5.5), "id": f"obs-{late}"},
+    )
     t.check("write referencing a missing Patient accepted", True)
     t.req("PUT", f"Patient/{late}", expect=(200, 201), json={**patient(f"L-{TAG}"), "id": late})
     by_ref = t.search_ids(f"Observation?patient={late}")
@@ -162,25 +187,36 @@ def run(base: str) -> None:  # noqa: PLR0915 - one linear script
     # Same in a transaction of PUTs, target after the referrer, as an ndjson loader would send.
     late2 = f"late2-{TAG}"
     tx = {
-        "resourceType": "Bundle", "type": "transaction",
+        "resourceType": "Bundle",
+        "type": "transaction",
         "entry": [
-            {"resource": {**condition(f"Patient/{late2}"), "id": f"cond-{late2}"},
-             "request": {"method": "PUT", "url": f"Condition/cond-{late2}"}},
-            {"resource": {**patient(f"L2-{TAG}"), "id": late2},
-             "request": {"method": "PUT", "url": f"Patient/{late2}"}},
+            {
+                "resource": {**condition(f"Patient/{late2}"), "id": f"cond-{late2}"},
+                "request": {"method": "PUT", "url": f"Condition/cond-{late2}"},
+            },
+            {
+                "resource": {**patient(f"L2-{TAG}"), "id": late2},
+                "request": {"method": "PUT", "url": f"Patient/{late2}"},
+            },
         ],
     }
     t.req("POST", "", json=tx)
     got2 = t.search_ids(f"Condition?subject=Patient/{late2}&code={SNOMED}|55464009")
     t.check("PUT transaction, referrer before target", got2 == [f"cond-{late2}"], got2)
     inc = t.req("GET", f"Condition?subject={late2}&_include=Condition:subject").json()
-    t.check("_include the late target", {e["resource"]["resourceType"] for e in inc["entry"]} == {"Condition", "Patient"})
+    t.check(
+        "_include the late target",
+        {e["resource"]["resourceType"] for e in inc["entry"]} == {"Condition", "Patient"},
+    )
 
     # 5. MeasureReport POST, read back, search.
     mr = {
-        "resourceType": "MeasureReport", "status": "complete", "type": "summary",
+        "resourceType": "MeasureReport",
+        "status": "complete",
+        "type": "summary",
         "measure": f"http://example.org/fhirscreen/Measure/smoke-{TAG}",
-        "date": "2026-11-26", "period": {"start": "2026-01-01", "end": "2026-12-31"},
+        "date": "2026-11-26",
+        "period": {"start": "2026-01-01", "end": "2026-12-31"},
         "group": [{"population": [{"code": {"coding": [{"code": "initial-population"}]}, "count": 2}]}],
     }
     loc = t.req("POST", "MeasureReport", expect=201, json=mr).headers["Location"]
@@ -190,8 +226,12 @@ def run(base: str) -> None:  # noqa: PLR0915 - one linear script
     t.check("MeasureReport search", found == [mr_back["id"]], found)
 
     # 6. Bulk Data $export: system, Patient and Group level, _type and _typeFilter.
-    grp = {"resourceType": "Group", "type": "person", "actual": True,
-           "member": [{"entity": {"reference": f"Patient/{pid_a}"}}]}
+    grp = {
+        "resourceType": "Group",
+        "type": "person",
+        "actual": True,
+        "member": [{"entity": {"reference": f"Patient/{pid_a}"}}],
+    }
     gid = t.req("POST", "Group", expect=201, json=grp).json()["id"]
     type_filter = f"Condition?code={SNOMED}|55464009"
     exports = {
@@ -219,8 +259,11 @@ def run(base: str) -> None:  # noqa: PLR0915 - one linear script
             d = t.req("GET", out["url"], headers={"Accept": "application/fhir+ndjson"})
             lines.setdefault(out["type"], []).extend(json.loads(x) for x in d.text.splitlines() if x.strip())
         counts = {k2: len(v) for k2, v in lines.items()}
-        t.check(f"$export {level}: ndjson", set(lines) <= set(params["_type"].split(",")) and "Patient" in lines,
-                counts)
+        t.check(
+            f"$export {level}: ndjson",
+            set(lines) <= set(params["_type"].split(",")) and "Patient" in lines,
+            counts,
+        )
         if level == "system":
             codes = {c["code"]["coding"][0]["code"] for c in lines.get("Condition", [])}
             t.check("$export _typeFilter applied", codes == {"55464009"}, codes)
@@ -228,12 +271,22 @@ def run(base: str) -> None:  # noqa: PLR0915 - one linear script
             pids = {p2["id"] for p2 in lines["Patient"]}
             t.check("$export Group: only the member", pids == {pid_a}, pids)
     no_prefer = t.req("GET", "$export", expect=(400, 202, 200))
-    t.check("$export without Prefer: respond-async is refused", no_prefer.status_code == 400, no_prefer.status_code)
+    t.check(
+        "$export without Prefer: respond-async is refused",
+        no_prefer.status_code == 400,
+        no_prefer.status_code,
+    )
 
     # 7. Clean-up: DELETE, conditional delete with _expunge, $expunge.
     t.req("DELETE", f"Patient/{cid}")
-    t.req("POST", f"Patient/{cid}/$expunge", json={"resourceType": "Parameters", "parameter": [
-        {"name": "expungeDeletedResources", "valueBoolean": True}]})
+    t.req(
+        "POST",
+        f"Patient/{cid}/$expunge",
+        json={
+            "resourceType": "Parameters",
+            "parameter": [{"name": "expungeDeletedResources", "valueBoolean": True}],
+        },
+    )
     t.req("GET", f"Patient/{cid}", expect=404)
     t.check("DELETE + $expunge by id", True)
     t.req("DELETE", f"Observation?patient={pid_a},{pid_b},{late}&_expunge=true")

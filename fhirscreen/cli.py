@@ -1,0 +1,221 @@
+"""Command line: thin wiring of sources, the screening core and the reports.
+
+Exit codes: 0 success (warnings allowed), 2 usage or configuration error, 3 data source unreadable.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from datetime import date
+from functools import wraps
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from fhirscreen import __version__, report
+from fhirscreen.paths import SAMPLE_AS_OF
+from fhirscreen.pipeline import load_population, run_screening
+from fhirscreen.screening import screen_patient
+from fhirscreen.sources.base import SourceError
+from fhirscreen.sources.factory import SourceOptions, open_source
+from fhirscreen.trial.loader import Trial, TrialFileError, load_trial
+
+EXIT_CONFIG = 2
+EXIT_SOURCE = 3
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int) -> None:
+    click.echo(f"fhirscreen: error: {message}", err=True)
+    sys.exit(code)
+
+
+def _parse_as_of(_ctx: click.Context, _param: click.Parameter, value: str | None) -> date | None:
+    if value is None:
+        return None
+    try:
+        return date.fromisoformat(value)
+    except ValueError:
+        raise click.BadParameter(f"{value!r} is not a date in YYYY-MM-DD form") from None
+
+
+def _trial_option(fn: F) -> F:
+    return click.option(
+        "--trial", "trial_file", type=click.Path(path_type=Path), default=None,
+        help="Trial definition YAML (default: the bundled queries/NCT06737380.yaml).",
+    )(fn)
+
+
+def _source_options(fn: F) -> F:
+    options = [
+        click.option("--data", type=click.Path(path_type=Path), default=None,
+                     help="FHIR JSON/NDJSON file or directory (searched recursively). Default: bundled sample_bundles/."),
+        click.option("--server", metavar="URL", default=None, help="FHIR R4 base URL to screen instead of files."),
+        click.option("--bulk", is_flag=True, help="With --server: read through Bulk Data $export."),
+        click.option("--token-env", metavar="NAME", default=None,
+                     help="Environment variable holding a bearer token (the token is never printed)."),
+        click.option("--smart-client-id", default=None, help="SMART Backend Services client id."),
+        click.option("--smart-key", "smart_key_file", type=click.Path(path_type=Path), default=None,
+                     help="SMART Backend Services private key (PEM, RS384 or ES384)."),
+        click.option("--smart-key-id", default=None, help="kid of the SMART signing key, if the server needs it."),
+        click.option("--smart-token-url", default=None,
+                     help="Token endpoint (default: discovered from .well-known/smart-configuration)."),
+        click.option("--smart-scope", default=None, help="Scopes to request (default: system/*.read)."),
+        click.option("--ca-bundle", type=click.Path(path_type=Path), default=None,
+                     help="PEM file of CA certificates to trust (a hospital's private CA)."),
+        click.option("--insecure", is_flag=True, help="Turn TLS certificate verification OFF (testing only)."),
+        click.option("--concurrency", type=click.IntRange(1, 32), default=4, show_default=True,
+                     help="Parallel requests to the server."),
+        click.option("--page-size", type=click.IntRange(1, 1000), default=200, show_default=True,
+                     help="_count for server searches."),
+        click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per HTTP request."),
+        click.option("-v", "--verbose", is_flag=True, help="Show progress and each server request on stderr."),
+    ]
+    for option in reversed(options):
+        fn = option(fn)
+    return _trial_option(fn)
+
+
+def _resolve_as_of(as_of: date | None, options: SourceOptions) -> date:
+    """Default screening date: today, except for the bundled samples, which are dated for SAMPLE_AS_OF
+    so that the demo run shows every status whatever the day it is run."""
+    if as_of is not None:
+        return as_of
+    if options.data is None and options.server is None:
+        click.echo(f"fhirscreen: screening the bundled sample data as of {SAMPLE_AS_OF.isoformat()} "
+                   "(use --as-of to change)", err=True)
+        return SAMPLE_AS_OF
+    return date.today()
+
+
+def _options(kwargs: dict[str, Any]) -> SourceOptions:
+    names = SourceOptions.__dataclass_fields__
+    return SourceOptions(**{k: kwargs[k] for k in names if k in kwargs})
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="fhirscreen: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+    if not verbose:
+        logging.getLogger("urllib3").setLevel(logging.WARNING)
+
+
+def _load_trial(path: Path | None) -> Trial:
+    try:
+        return load_trial(path)
+    except TrialFileError as exc:
+        _fail(f"invalid trial file:\n{exc}", EXIT_CONFIG)
+        raise  # unreachable; keeps type checkers satisfied
+
+
+def _guarded(fn: F) -> F:
+    """Turn expected failures into a clear message and the documented exit code."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except SourceError as exc:
+            _fail(str(exc), EXIT_SOURCE)
+        except report.OutputError as exc:
+            _fail(str(exc), EXIT_CONFIG)
+
+    return wrapper  # type: ignore[return-value]
+
+
+@click.group()
+@click.version_option(__version__, prog_name="fhirscreen")
+def main() -> None:
+    """Find candidates for clinical trial NCT06737380 in FHIR R4 data."""
+
+
+@main.command()
+@_source_options
+@click.option("--as-of", callback=_parse_as_of, default=None, metavar="YYYY-MM-DD",
+              help="Screening date every window is measured from (default: today; the bundled samples: 2026-06-01).")
+@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
+              help="Write candidates.json, candidates.csv, measure-report.json and group.json here.")
+@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option("--post-report", is_flag=True, help="With --server: POST the MeasureReport and Group back.")
+@_guarded
+def screen(trial_file: Path | None, as_of: date | None, out_dir: Path | None, fmt: str, post_report: bool,
+           **kwargs: Any) -> None:
+    """Screen every patient with an SLE diagnosis and print the ranked candidates."""
+    options = _options(kwargs)
+    _setup_logging(options.verbose)
+    trial = _load_trial(trial_file)
+    if post_report and not options.server:
+        _fail("--post-report needs --server", EXIT_CONFIG)
+    source = open_source(options)
+    run = run_screening(source, trial, _resolve_as_of(as_of, options))
+    written = report.write_outputs(run, out_dir) if out_dir is not None else []
+    click.echo(report.render_run(run, fmt), nl=False)
+    click.echo(report.render_summary(run, written), err=True, nl=False)
+    if post_report:
+        from fhirscreen.sources.server import post_reports
+
+        for line in post_reports(options, run):
+            click.echo(line, err=True)
+
+
+@main.command()
+@click.argument("patient_id")
+@_source_options
+@click.option("--as-of", callback=_parse_as_of, default=None, metavar="YYYY-MM-DD",
+              help="Screening date every window is measured from (default: today; the bundled samples: 2026-06-01).")
+@_guarded
+def explain(patient_id: str, trial_file: Path | None, as_of: date | None, **kwargs: Any) -> None:
+    """Explain every criterion for one patient, resource by resource."""
+    options = _options(kwargs)
+    _setup_logging(options.verbose)
+    trial = _load_trial(trial_file)
+    pid = patient_id.removeprefix("Patient/")
+    population = load_population(open_source(options), trial, (pid,))
+    record = population.records.get(pid)
+    if record is None:
+        _fail(f"Patient/{pid} is not in {open_source(options).describe()}", EXIT_CONFIG)
+        return
+    day = _resolve_as_of(as_of, options)
+    screened = screen_patient(record, trial, day, population.quality)
+    click.echo(report.render_explanation(screened, record, trial, day), nl=False)
+
+
+@main.command()
+@_trial_option
+@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True)
+def criteria(trial_file: Path | None, fmt: str) -> None:
+    """List the criteria: protocol text, how each is evaluated, computable / partial / manual."""
+    trial = _load_trial(trial_file)
+    click.echo(report.render_criteria(trial, fmt), nl=False)
+
+
+@main.command()
+@click.argument("path", type=click.Path(path_type=Path))
+@click.option("--server", metavar="URL", required=True, help="FHIR R4 base URL to upload to.")
+@click.option("--token-env", metavar="NAME", default=None, help="Environment variable holding a bearer token.")
+@click.option("--ca-bundle", type=click.Path(path_type=Path), default=None)
+@click.option("--insecure", is_flag=True, help="Turn TLS certificate verification OFF (testing only).")
+@click.option("--concurrency", type=click.IntRange(1, 32), default=2, show_default=True)
+@click.option("--timeout", type=float, default=120.0, show_default=True)
+@click.option("-v", "--verbose", is_flag=True)
+@_guarded
+def load(path: Path, **kwargs: Any) -> None:
+    """Upload bundles / NDJSON to a FHIR server (to stage the sample data on a test server)."""
+    options = _options(kwargs)
+    _setup_logging(options.verbose)
+    from fhirscreen.sources.upload import upload_path
+
+    summary = upload_path(options, path)
+    click.echo(summary)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

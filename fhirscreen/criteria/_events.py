@@ -1,0 +1,229 @@
+"""Dated clinical events (procedures, conditions, medications, observations) that match a value set.
+
+Shared by the "did X happen within a window" exclusions (E2 dialysis, E7/E8 cellular therapy, E9 surgery):
+each finds the matching resources once, with the days they cover, and then applies its own window.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from fhirscreen.fhir.codes import ValueSet, codings, concept_label
+from fhirscreen.fhir.dates import Span, day, span_of
+from fhirscreen.fhir.resources import Resource, condition_span, observation_day, ref
+from fhirscreen.record import PatientRecord
+
+MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
+
+# Procedure.status values that describe something not yet done (R4 EventStatus); "preparation" is the
+# one criteria-codes.md 0.2 calls meaningful for "planned". in-progress counts as planned only when it
+# is dated after the screening date.
+_PLANNED_STATUS = frozenset({"preparation", "on-hold"})
+
+
+@dataclass(frozen=True)
+class Event:
+    """A resource that matched a value set, with the label that matched and when it happened."""
+
+    resource: Resource
+    label: str
+    span: Span | None
+
+    @property
+    def ref(self) -> str:
+        return ref(self.resource)
+
+    @property
+    def first_day(self) -> date | None:
+        return (self.span.start or self.span.end) if self.span else None
+
+    @property
+    def last_day(self) -> date | None:
+        return self.span.latest if self.span else None
+
+    @property
+    def status(self) -> str:
+        return str(self.resource.get("status") or "")
+
+    def last_day_by(self, as_of: date) -> date | None:
+        """The last day it held up to the screening date (an open or later end is cut at as-of)."""
+        if self.span is None:
+            return None
+        end = self.span.end
+        if end is None or end > as_of:
+            start = self.span.start
+            return as_of if start is None or start <= as_of else None
+        return end
+
+    def in_window(self, first: date, last: date) -> bool:
+        return self.span is not None and self.span.overlaps(first, last)
+
+    def starts_after(self, as_of: date) -> bool:
+        start = self.first_day
+        return start is not None and start > as_of
+
+    def when(self) -> str:
+        """The date(s) for a reason: a day, a period, or 'undated'."""
+        if self.span is None:
+            return "undated"
+        start, end = self.span.start, self.span.end
+        if start and end and start != end:
+            return f"{start.isoformat()} to {end.isoformat()}"
+        if start and not end and self.resource.get("resourceType") != "Procedure":
+            return f"since {start.isoformat()}"
+        d = start or end
+        return d.isoformat() if d else "undated"
+
+
+def code_match(vs: ValueSet, concept: Mapping[str, Any] | None) -> str | None:
+    """Like ``ValueSet.match`` but on codings only (no text patterns): a code list that must win over text."""
+    if not concept:
+        return None
+    for system, code, display in codings(concept):
+        if vs.has_code(system, code):
+            known = vs.codes.get((system, code))
+            return display or (known.display if known else "") or code
+    return None
+
+
+def procedures(record: PatientRecord, vs: ValueSet) -> list[Event]:
+    """Procedures whose code matches (codes, then the value set's text patterns)."""
+    out = []
+    for proc in record.of_type("Procedure"):
+        label = vs.match(proc.get("code"))
+        if label is not None:
+            out.append(Event(proc, label, span_of(proc, "performed")))
+    return out
+
+
+def conditions(record: PatientRecord, vs: ValueSet) -> list[Event]:
+    """Conditions whose code matches; the span runs from onset to abatement (open while active).
+
+    Codes only: a value set's text patterns are for product names, and would misread diagnoses
+    ("mesenchymal chondrosarcoma" is not MSC therapy).
+    """
+    out = []
+    for cond in record.of_type("Condition"):
+        label = code_match(vs, cond.get("code"))
+        if label is not None:
+            span = condition_span(cond)
+            out.append(Event(cond, label, span if span.start or span.end else None))
+    return out
+
+
+def observations(record: PatientRecord, vs: ValueSet) -> list[Event]:
+    out = []
+    for obs in record.of_type("Observation"):
+        label = vs.match(obs.get("code"))
+        if label is not None:
+            d = observation_day(obs)
+            out.append(Event(obs, label, Span(d, d) if d else None))
+    return out
+
+
+def medication_concepts(record: PatientRecord, holder: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
+    """The concept(s) naming the drug: medicationCodeableConcept, else the referenced Medication's code."""
+    concept = holder.get("medicationCodeableConcept")
+    if isinstance(concept, Mapping):
+        yield concept
+    medication = record.medication(holder)
+    if medication is not None and isinstance(medication.get("code"), Mapping):
+        yield medication["code"]
+    reference = holder.get("medicationReference")
+    if isinstance(reference, Mapping) and reference.get("display"):
+        # A reference that cannot be resolved may still name the product.
+        yield {"text": str(reference["display"])}
+
+
+def medication_span(resource: Mapping[str, Any]) -> Span | None:
+    """When a medication record says the drug was taken or ordered (criteria-codes.md 0.2)."""
+    if resource.get("resourceType") == "MedicationRequest":
+        start = day(resource.get("authoredOn"))
+        end = None
+        for dosage in resource.get("dosageInstruction") or ():
+            bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {}
+            start = start or day(bounds.get("start"))
+            end = max(filter(None, (end, day(bounds.get("end")))), default=None)
+        return Span(start, end or start) if start or end else None
+    return span_of(resource, "effective")
+
+
+def medications(record: PatientRecord, vs: ValueSet) -> list[Event]:
+    """MedicationStatement/Request/Administration whose drug matches (codes or text)."""
+    out = []
+    for rtype in MEDICATION_TYPES:
+        for res in record.of_type(rtype):
+            for concept in medication_concepts(record, res):
+                label = vs.match(concept)
+                if label is not None:
+                    out.append(Event(res, label, medication_span(res)))
+                    break
+    return out
+
+
+def research_subjects(record: PatientRecord, vs: ValueSet) -> list[Event]:
+    """ResearchSubjects whose study reference names a matching product (only text can match here)."""
+    out = []
+    for subject in record.of_type("ResearchSubject"):
+        study = subject.get("study")
+        display = study.get("display") if isinstance(study, Mapping) else None
+        if display:
+            label = vs.match({"text": str(display)})
+            if label is not None:
+                out.append(Event(subject, label, _period(subject)))
+    return out
+
+
+def _period(resource: Mapping[str, Any]) -> Span | None:
+    period = resource.get("period")
+    if isinstance(period, Mapping):
+        start, end = day(period.get("start")), day(period.get("end"))
+        if start or end:
+            return Span(start, end)
+    return None
+
+
+def label_of(resource: Mapping[str, Any]) -> str:
+    return concept_label(resource.get("code"))
+
+
+def is_planned(event: Event, as_of: date) -> bool:
+    """A procedure not yet done at screening: status preparation/on-hold, or in progress from a later day."""
+    if event.resource.get("resourceType") != "Procedure":
+        return False
+    if event.status in _PLANNED_STATUS:
+        return True
+    return event.status == "in-progress" and event.starts_after(as_of)
+
+
+def happened_by(event: Event, as_of: date) -> bool:
+    """Done (or under way) on or before the screening date; later records are not known at screening."""
+    return not event.starts_after(as_of)
+
+
+def latest(events: Iterable[Event], as_of: date) -> Event | None:
+    dated = [e for e in events if e.last_day_by(as_of) is not None]
+    return max(dated, key=lambda e: e.last_day_by(as_of) or date.min, default=None)
+
+
+def iso(d: date) -> str:
+    return d.isoformat()
+
+
+def plus_days(d: date, days: int) -> date:
+    return d + timedelta(days=days)
+
+
+def refs(events: Iterable[Event]) -> list[str]:
+    return [e.ref for e in events]
+
+
+def describe(events: Iterable[Event], limit: int = 3) -> str:
+    """'Renal dialysis on 2026-03-01; Hemodialysis on 2026-02-01 (+2 more)' for reasons."""
+    items = list(events)
+    shown = "; ".join(f"{e.label} ({e.when()})" for e in items[:limit])
+    more = len(items) - limit
+    return shown + (f" (+{more} more)" if more > 0 else "")

@@ -1,0 +1,288 @@
+"""Lab lookups shared by the SLE laboratory criteria (I2, I3, I4, I6): results of a value set in a
+window, unit normalisation, and the autoantibody/count/urine readings the criteria share.
+
+Private (leading underscore): not an evaluator module, so the registry does not import it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date
+from typing import Any, Literal
+
+from fhirscreen.criteria.base import Context
+from fhirscreen.fhir.codes import ValueSet, codings, concept_label
+from fhirscreen.fhir.resources import Resource, observation_day, ref
+from fhirscreen.fhir.values import Quantity, polarity, quantity_of, reference_range, titer_quantity
+from fhirscreen.record import PatientRecord
+
+
+@dataclass(frozen=True)
+class Lab:
+    """One Observation of a value set, with the day it applies to."""
+
+    obs: Resource
+    day: date
+
+    @property
+    def ref(self) -> str:
+        return ref(self.obs)
+
+    @property
+    def name(self) -> str:
+        return concept_label(self.obs.get("code"))
+
+    @property
+    def when(self) -> str:
+        return self.day.isoformat()
+
+
+def labs(record: PatientRecord, vs: ValueSet, first: date | None, last: date) -> list[Lab]:
+    """Observations coded in ``vs`` dated within [first, last] (first None: no lower bound), latest first.
+
+    Undated observations cannot be placed in a window and are left out.
+    """
+    matched = record.memo(f"_labs:{vs.name}", lambda: _all_labs(record, vs))
+    return [lab for lab in matched if lab.day <= last and (first is None or lab.day >= first)]
+
+
+def _all_labs(record: PatientRecord, vs: ValueSet) -> list[Lab]:
+    out: list[Lab] = []
+    for obs in record.of_type("Observation"):
+        if vs.match(obs.get("code")) is None:
+            continue
+        when = observation_day(obs)
+        if isinstance(when, date):
+            out.append(Lab(obs, when))
+    out.sort(key=lambda lab: (lab.day, str(lab.obs.get("id"))), reverse=True)
+    return out
+
+
+def code_of(obs: Mapping[str, Any]) -> set[str]:
+    """The codes of an Observation's code (any system), for per-code preferences."""
+    return {code for _s, code, _d in codings(obs.get("code"))}
+
+
+def unit_key(unit: str) -> str:
+    """A unit folded for comparison: lower case, no spaces, micro sign as ``u``."""
+    return unit.strip().lower().replace(" ", "").replace("µ", "u").replace("μ", "u")
+
+
+def report_unit(ctx: Context, lab: Lab, what: str, unit: str) -> None:
+    ctx.quality.add(
+        "warning", lab.ref, "unknown-unit",
+        f"{lab.ref}: unit {unit or '(none)'!r} is not recognised for {what}; the result was not used",
+    )
+
+
+# --------------------------------------------------------------------------------- blood cell counts
+
+# Every spelling of 10^9/L (= 10^3/uL, "K/uL") seen in lab feeds, and of cells per microlitre.
+_PER_NANOLITRE = frozenset({
+    "10*3/ul", "10^3/ul", "10e3/ul", "x10e3/ul", "x10*3/ul", "x10^3/ul", "k/ul", "thou/ul", "th/ul",
+    "10*9/l", "10^9/l", "10e9/l", "x10e9/l", "x10*9/l", "x10^9/l", "/nl", "giga/l", "g/l{cells}",
+    "10*3/mm3", "10^3/mm3", "k/mm3", "{cells}/nl",
+})
+_PER_MICROLITRE = frozenset({"/ul", "/mm3", "/mm^3", "cells/ul", "{cells}/ul", "/cumm", "#/ul", "cells/mm3"})
+
+
+def count_e9_per_l(ctx: Context, lab: Lab, what: str) -> Quantity | None:
+    """A blood cell count in 10^9/L (= 10^3/uL); per-uL counts are divided by 1,000 (criteria-codes I2.b)."""
+    q = quantity_of(lab.obs)
+    if q is None:
+        return None
+    key = unit_key(q.unit)
+    if key in _PER_NANOLITRE:
+        return q.scaled(1.0, "10*9/L")
+    if key in _PER_MICROLITRE:
+        return q.scaled(0.001, "10*9/L")
+    report_unit(ctx, lab, what, q.unit)
+    return None
+
+
+def occasions_below(
+    ctx: Context, results: Iterable[Lab], threshold: float, what: str
+) -> list[tuple[Lab, Quantity]]:
+    """Results whose count is certainly below ``threshold`` (10^9/L), one per day (the lowest that day)."""
+    by_day: dict[date, tuple[Lab, Quantity]] = {}
+    for lab in results:
+        q = count_e9_per_l(ctx, lab, what)
+        if q is None or q.below(threshold) is not True:
+            continue
+        kept = by_day.get(lab.day)
+        if kept is None or q.value < kept[1].value:
+            by_day[lab.day] = (lab, q)
+    return [by_day[d] for d in sorted(by_day, reverse=True)]
+
+
+# --------------------------------------------------------------------------------------------- urine
+
+_G_PER_DAY = {"g/(24.h)": 1.0, "g/24h": 1.0, "g/24.h": 1.0, "g/d": 1.0, "g/day": 1.0,
+              "mg/(24.h)": 0.001, "mg/24h": 0.001, "mg/24.h": 0.001, "mg/d": 0.001, "mg/day": 0.001}
+# A protein/creatinine mass ratio without a unit is mass/mass, i.e. g/g.
+_G_PER_G = {"g/g": 1.0, "mg/mg": 1.0, "g/g{creat}": 1.0, "mg/mg{creat}": 1.0, "": 1.0, "{ratio}": 1.0,
+            "ratio": 1.0, "mg/g": 0.001, "mg/g{creat}": 0.001, "mg/gcreat": 0.001,
+            "mg/mmol": 0.00884, "mg/mmol{creat}": 0.00884, "g/mol{creat}": 0.00884, "g/mmol": 8.84}
+
+
+def protein_24h_g(ctx: Context, lab: Lab) -> Quantity | None:
+    """24-hour urine protein in g/day (mg/24 h divided by 1,000)."""
+    q = quantity_of(lab.obs)
+    if q is None:
+        return None
+    factor = _G_PER_DAY.get(unit_key(q.unit))
+    if factor is None:
+        report_unit(ctx, lab, "24-hour urine protein", q.unit)
+        return None
+    return q.scaled(factor, "g/d")
+
+
+def upcr_g_per_g(ctx: Context, lab: Lab) -> Quantity | None:
+    """Urine protein/creatinine ratio in g/g (mg/g / 1000; mg/mmol x 0.00884), criteria-codes.md I2.b."""
+    q = quantity_of(lab.obs)
+    if q is None:
+        return None
+    factor = _G_PER_G.get(unit_key(q.unit))
+    if factor is None:
+        report_unit(ctx, lab, "urine protein/creatinine ratio", q.unit)
+        return None
+    return q.scaled(factor, "g/g")
+
+
+# SNOMED "Urine protein test = +" ... "++++" (Synthea's 20454-5 answers; V-src in criteria-codes.md §1,
+# 167278006 "++++" and 167273002/167274008 negative/trace read in two public FHIR IG value sets).
+_DIPSTICK_SNOMED = {
+    "167273002": 0, "167274008": 0, "167275009": 1, "167276005": 2, "167277001": 3, "167278006": 4,
+}
+_DIPSTICK_WORDS = {"negative": 0, "neg": 0, "trace": 0, "+": 1, "1+": 1, "++": 2, "2+": 2, "+++": 3, "3+": 3,
+                   "++++": 4, "4+": 4}
+
+
+def dipstick_grade(lab: Lab) -> int | None:
+    """Urine dipstick protein as 0-4 "+": coded grades, "3+"/"+++" strings, or mg/dL by test strip.
+
+    mg/dL follows the usual strip calibration (30 = 1+, 100 = 2+, 300 = 3+, 2000 = 4+).
+    """
+    concept = lab.obs.get("valueCodeableConcept")
+    if isinstance(concept, Mapping):
+        for _s, code, display in codings(concept):
+            if code in _DIPSTICK_SNOMED:
+                return _DIPSTICK_SNOMED[code]
+            grade = _grade_from_text(display)
+            if grade is not None:
+                return grade
+        return _grade_from_text(str(concept.get("text") or ""))
+    text = lab.obs.get("valueString")
+    if isinstance(text, str):
+        grade = _grade_from_text(text)
+        if grade is not None:
+            return grade
+    q = quantity_of(lab.obs)
+    if q is None or unit_key(q.unit) not in ("mg/dl", ""):
+        return None
+    if q.comparator in ("<", "<="):
+        return 0 if q.value <= 30 else None  # "<30 mg/dL" is below 1+; "<300" could be 2+
+    for limit, grade in ((2000, 4), (300, 3), (100, 2), (30, 1)):
+        if q.value >= limit:
+            return grade
+    return 0
+
+
+def _grade_from_text(text: str) -> int | None:
+    key = text.strip().lower().replace(" ", "")
+    if key in _DIPSTICK_WORDS:
+        return _DIPSTICK_WORDS[key]
+    for word, grade in _DIPSTICK_WORDS.items():
+        if key.endswith("=" + word) or key.startswith(word + "("):
+            return grade
+    return None
+
+
+def per_hpf(ctx: Context, lab: Lab, what: str) -> Quantity | None:
+    """Cells per high-power field; the code says "per HPF", so any unit naming HPF (or none) is accepted."""
+    q = quantity_of(lab.obs)
+    if q is None:
+        return None
+    key = unit_key(q.unit)
+    if key and "hpf" not in key:
+        report_unit(ctx, lab, what, q.unit)
+        return None
+    return q
+
+
+def is_present(lab: Lab) -> bool | None:
+    """A presence result (casts): positive/negative, or a count above zero."""
+    verdict = polarity(lab.obs)
+    if verdict == "positive":
+        return True
+    if verdict == "negative":
+        return False
+    q = quantity_of(lab.obs)
+    if q is not None:
+        return q.above(0)
+    return None
+
+
+def temperature_c(ctx: Context, lab: Lab) -> Quantity | None:
+    """Body temperature in degrees Celsius (Fahrenheit converted)."""
+    q = quantity_of(lab.obs)
+    if q is None:
+        return None
+    key = unit_key(q.unit).replace("°", "deg").replace("[", "").replace("]", "")
+    if key in ("cel", "degc", "c"):
+        return q
+    if key in ("degf", "f"):
+        return Quantity((q.value - 32) * 5 / 9, q.comparator, "Cel")
+    report_unit(ctx, lab, "body temperature", q.unit)
+    return None
+
+
+# ------------------------------------------------------------------------------------ autoantibodies
+
+Verdict = Literal["positive", "negative", "indeterminate"]
+
+
+def dsdna_verdict(lab: Lab, titer_codes: ValueSet, min_titer: int) -> Verdict | None:
+    """Anti-dsDNA positivity (criteria-codes.md I3 order): interpretation, value vs reference range,
+    qualitative value, then (for IFA titer codes only) a titer >= ``min_titer``; never a global cut-off.
+    """
+    verdict = polarity(lab.obs)
+    if verdict is not None:
+        return verdict
+    if titer_codes.match(lab.obs.get("code")) is not None:
+        q = titer_quantity(lab.obs)
+        if q is not None:
+            at_least = q.at_least(min_titer)
+            if at_least is not None:
+                return "positive" if at_least else "negative"
+    return None
+
+
+def value_text(lab: Lab) -> str:
+    """The result as a coordinator would read it: "1:320", "45 IU/mL (ref <= 30)", "Positive"."""
+    obs = lab.obs
+    if isinstance(obs.get("valueString"), str):
+        return str(obs["valueString"])
+    t = titer_quantity(obs) if isinstance(obs.get("valueRatio"), Mapping) else None
+    if t is not None:
+        return f"{t.comparator or ''}1:{t.value:g}"
+    q = quantity_of(obs)
+    if q is not None:
+        low, high = reference_range(obs)
+        bounds = _range_text(low, high)
+        return f"{q}{f' (ref {bounds})' if bounds else ''}"
+    concept = obs.get("valueCodeableConcept")
+    if isinstance(concept, Mapping):
+        return concept_label(concept)
+    return "(no value)"
+
+
+def _range_text(low: float | None, high: float | None) -> str:
+    if low is not None and high is not None:
+        return f"{low:g}-{high:g}"
+    if high is not None:
+        return f"<= {high:g}"
+    if low is not None:
+        return f">= {low:g}"
+    return ""

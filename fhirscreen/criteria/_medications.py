@@ -1,0 +1,532 @@
+"""One normalised view of a patient's medication exposure, shared by I5, E1, E3, E4, E5 and E6.
+
+MedicationStatement, MedicationRequest and MedicationAdministration say the same things in different
+places: what drug (a CodeableConcept or a reference to a contained or separate Medication), over which
+days (effective[x]; authoredOn + timing bounds + dispense supply), how much per day (dosage), and why
+(reasonCode / reasonReference). Each record becomes one ``Exposure``; evaluators never read the raw
+medication resources again. The view does not depend on the screening date, so it is cached per record.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from fhirscreen.criteria.base import Params, ValueSetRef
+from fhirscreen.fhir.codes import ValueSet, codings, concept_label
+from fhirscreen.fhir.dates import day, span_of
+from fhirscreen.fhir.resources import Resource, ref
+from fhirscreen.record import PatientRecord
+
+MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
+
+# The FHIR element that says "done with it" vs "still going" differs per type; these are the statuses
+# whose exposure is over (ended at the last date the record states, or an unrecorded date after it).
+ENDED_STATUSES = frozenset({"completed", "stopped", "on-hold", "unknown", "not-done"})
+# A MedicationStatement "intended" is a plan, not exposure.
+PLANNED_STATUSES = frozenset({"intended"})
+
+_UNIT_DAYS: dict[str, float] = {
+    "s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.0, "a": 365.0,
+}
+# Timing.code abbreviations (v3-GTSAbbreviation) -> administrations per day.
+_TIMING_CODES: dict[str, float] = {
+    "QD": 1, "QOD": 0.5, "BID": 2, "TID": 3, "QID": 4, "AM": 1, "PM": 1, "QAM": 1, "QPM": 1, "QHS": 1,
+    "Q4H": 6, "Q6H": 4, "Q8H": 3, "Q12H": 2, "WK": 1 / 7, "MO": 1 / 30,
+}
+_MASS_TO_MG: dict[str, float] = {
+    "mg": 1.0, "g": 1000.0, "gm": 1000.0, "mcg": 0.001, "ug": 0.001, "µg": 0.001, "[mg]": 1.0,
+}
+# Units that mean "one of the dose form" (tablet, capsule...): the strength comes from the drug name.
+_UNIT_DOSE_FORMS = re.compile(
+    r"^(1|\{?(tbl|tab|tablet|tablets|cap|caps|capsule|capsules|each|ea|unit|dose|pill)s?\}?|)$", re.IGNORECASE
+)
+# "predniSONE 20 MG Oral Tablet" -> 20 mg per tablet; "... 5 MG/ML Oral Solution" -> 5 mg per mL.
+_STRENGTH = re.compile(r"(\d+(?:\.\d+)?)\s*(MG|MCG|G)\b(?!\s*/)", re.IGNORECASE)
+_CONCENTRATION = re.compile(r"(\d+(?:\.\d+)?)\s*(MG|MCG|G)\s*/\s*(?:(\d+(?:\.\d+)?)\s*)?ML\b", re.IGNORECASE)
+_SOLID_FORM = re.compile(r"tablet|capsule|\bpill\b|lozenge", re.IGNORECASE)
+_RESEARCH_STUDY_EXT = "http://hl7.org/fhir/StructureDefinition/workflow-researchStudy"
+
+
+@dataclass(frozen=True)
+class Dose:
+    """Amount per day, low..high (equal unless a dose range, frequencyMax or tapering steps differ)."""
+
+    low: float
+    high: float
+    unit: str  # as written ("" when none): "mg", "tablet", "{tbl}", "mL"...
+
+
+@dataclass(frozen=True)
+class Exposure:
+    """One medication record, normalised.
+
+    ``start``..``end`` are the days the record says the drug was taken. ``ongoing`` means the record
+    is still active with no end it states (exposure runs through the screening date). ``end_stated``
+    is False when ``end`` is merely the last date the record mentions (a stopped order with no
+    duration): the drug may have been taken for an unrecorded time after it.
+    """
+
+    ref: str
+    resource_type: str
+    status: str
+    concepts: tuple[Mapping[str, Any], ...]  # drug code(s): the medication concept and its ingredients
+    forms: tuple[Mapping[str, Any], ...]  # dose forms and routes, for telling systemic from local use
+    label: str
+    start: date | None
+    end: date | None
+    end_stated: bool
+    ongoing: bool
+    dose: Dose | None
+    reason_codes: tuple[Mapping[str, Any], ...]
+    reason_refs: tuple[str, ...]  # "Condition/x" etc.
+    research_study: str | None  # the workflow-researchStudy extension (reference or display), if any
+
+    def matches(self, vs: ValueSet) -> str | None:
+        """The display of the first concept that matches ``vs`` (codes first, then names)."""
+        for concept in self.concepts:
+            hit = vs.match(concept)
+            if hit is not None:
+                return hit
+        return None
+
+    def is_local(self, local_forms: ValueSet) -> bool:
+        """True for topical, inhaled, ophthalmic... use (by route code, dose form or drug name)."""
+        return any(local_forms.match(c) is not None for c in (*self.forms, *self.concepts))
+
+    def seen_by(self, as_of: date) -> bool:
+        """Dated and started on or before the screening date (later records are ignored)."""
+        return self.start is not None and self.start <= as_of
+
+    def last_day(self, as_of: date) -> date | None:
+        """The last day known to be exposed, as seen on the screening date (ongoing -> as_of)."""
+        if self.ongoing or self.end is None:
+            return as_of if self.ongoing else None
+        return min(self.end, as_of)
+
+    def covers(self, as_of: date) -> bool:
+        """Still taken on the screening date."""
+        return self.seen_by(as_of) and self.last_day(as_of) == as_of
+
+    def possible_last_day(self, as_of: date, unstated_days: int) -> date | None:
+        """The latest day the exposure may have lasted: an unstated end extends up to ``unstated_days``."""
+        last = self.last_day(as_of)
+        if self.end_stated or self.ongoing or self.start is None:
+            return last
+        return min(as_of, max(last or self.start, self.start + timedelta(days=unstated_days - 1)))
+
+    def when(self) -> str:
+        """Dates for a reason: "2026-01-02 to 2026-02-01", "since 2025-10-01", "on 2026-05-01"."""
+        if self.start is None:
+            return "(undated)"
+        if self.ongoing:
+            return f"since {self.start.isoformat()}"
+        if self.end is None or self.end == self.start:
+            return f"on {self.start.isoformat()}"
+        return f"{self.start.isoformat()} to {self.end.isoformat()}"
+
+
+# ----------------------------------------------------------------------------------------------
+# Parameters shared by the medication criteria: each drug is a named value set of the trial file.
+
+
+class Drug(Params):
+    """One ingredient: its name for reasons and the trial-file value set that recognises it."""
+
+    name: str
+    value_set: ValueSetRef
+    # A single administration (e.g. a monthly IV cyclophosphamide pulse) covers this many days.
+    covers_days: int = 1
+
+
+def first_drug(exposure: Exposure, drugs: Sequence[Drug], value_sets: Mapping[str, ValueSet]) -> Drug | None:
+    for drug in drugs:
+        if exposure.matches(value_sets[drug.value_set]) is not None:
+            return drug
+    return None
+
+
+def exposures(record: PatientRecord) -> tuple[Exposure, ...]:
+    """Every medication exposure on record (hygiene already applied by the record), cached."""
+    return record.memo("medications.exposures", lambda: tuple(_build_all(record)))
+
+
+def _build_all(record: PatientRecord) -> Iterator[Exposure]:
+    for rtype in MEDICATION_TYPES:
+        for res in record.of_type(rtype):
+            if res.get("status") in PLANNED_STATUSES:
+                continue
+            yield _exposure(record, res)
+
+
+def _exposure(record: PatientRecord, res: Resource) -> Exposure:
+    rtype = str(res.get("resourceType"))
+    medication = record.medication(res)
+    concepts = _drug_concepts(res, medication)
+    dosages = _dosages(res)
+    forms = [d.get("route") for d in dosages] + [medication.get("form") if medication else None]
+    start, end, end_stated, ongoing = _span(res, dosages)
+    return Exposure(
+        ref=ref(res),
+        resource_type=rtype,
+        status=str(res.get("status") or ""),
+        concepts=tuple(concepts),
+        forms=tuple(f for f in forms if isinstance(f, Mapping)),
+        label=concept_label(concepts[0]) if concepts else "(no code)",
+        start=start,
+        end=end,
+        end_stated=end_stated,
+        ongoing=ongoing,
+        dose=_daily_dose(dosages, rtype),
+        reason_codes=tuple(c for c in res.get("reasonCode") or () if isinstance(c, Mapping)),
+        reason_refs=tuple(_reference_strings(res.get("reasonReference"))),
+        research_study=_research_study(res),
+    )
+
+
+def _drug_concepts(res: Resource, medication: Resource | None) -> list[Mapping[str, Any]]:
+    concepts: list[Mapping[str, Any]] = []
+    direct = res.get("medicationCodeableConcept")
+    if isinstance(direct, Mapping):
+        concepts.append(direct)
+    if medication is not None:
+        if isinstance(medication.get("code"), Mapping):
+            concepts.append(medication["code"])
+        for ingredient in medication.get("ingredient") or ():
+            item = ingredient.get("itemCodeableConcept") if isinstance(ingredient, Mapping) else None
+            if isinstance(item, Mapping):
+                concepts.append(item)
+    else:
+        # An unresolved medicationReference may still carry a display ("Rituximab 100 MG/10 ML").
+        reference = res.get("medicationReference")
+        if isinstance(reference, Mapping) and reference.get("display"):
+            concepts.append({"text": str(reference["display"])})
+    return concepts
+
+
+def _dosages(res: Resource) -> list[Mapping[str, Any]]:
+    if res.get("resourceType") == "MedicationAdministration":
+        dosage = res.get("dosage")
+        return [dosage] if isinstance(dosage, Mapping) else []
+    key = "dosageInstruction" if res.get("resourceType") == "MedicationRequest" else "dosage"
+    return [d for d in res.get(key) or () if isinstance(d, Mapping)]
+
+
+def _mapping(value: object) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _reference_strings(references: object) -> Iterator[str]:
+    for reference in references or () if isinstance(references, list) else ():
+        if isinstance(reference, Mapping) and isinstance(reference.get("reference"), str):
+            parts = reference["reference"].split("/")
+            if len(parts) >= 2:
+                yield f"{parts[-2]}/{parts[-1]}"
+
+
+def _research_study(res: Resource) -> str | None:
+    for ext in res.get("extension") or ():
+        if isinstance(ext, Mapping) and ext.get("url") == _RESEARCH_STUDY_EXT:
+            value = ext.get("valueReference")
+            if isinstance(value, Mapping):
+                return str(value.get("reference") or value.get("display") or "ResearchStudy")
+            return "ResearchStudy"
+    return None
+
+
+# ----------------------------------------------------------------------------------------------
+# When: the span of exposure.
+
+
+def _span(res: Resource, dosages: Sequence[Mapping[str, Any]]) -> tuple[date | None, date | None, bool, bool]:
+    """(start, end, end_stated, ongoing) of one record."""
+    rtype = res.get("resourceType")
+    status = res.get("status")
+    if rtype == "MedicationRequest":
+        return _request_span(res, dosages)
+    span = span_of(res, "effective")
+    start = span.start if span else None
+    end = span.end if span else None
+    if rtype == "MedicationAdministration":
+        # An administration happened on its day(s).
+        return start, end or start, True, False
+    # MedicationStatement: an active statement without an end is still being taken.
+    if span is not None and span.end is not None and "effectivePeriod" in res:
+        return start, end, True, False
+    if status == "active":
+        return start, None, False, True
+    return start, start, False, False
+
+
+def _request_span(
+    res: Resource, dosages: Sequence[Mapping[str, Any]]
+) -> tuple[date | None, date | None, bool, bool]:
+    authored = day(res.get("authoredOn"))
+    bounds_start, bounds_end = _bounds(dosages, authored)
+    dispense = _mapping(res.get("dispenseRequest"))
+    validity = _mapping(dispense.get("validityPeriod"))
+    start = bounds_start or authored or day(validity.get("start"))
+    supply_end = _supply_end(dispense, start)
+    validity_end = day(validity.get("end"))
+    if res.get("status") == "active":
+        # An active order runs through the screening date unless its dosage bounds end it; a dispense
+        # supply that ran out does not end a chronic order (renewals are often not recorded).
+        if bounds_end is not None:
+            return start, bounds_end, True, False
+        return start, None, False, True
+    end = bounds_end or supply_end or validity_end
+    if end is not None:
+        return start, end, True, False
+    return start, start, False, False
+
+
+def _bounds(dosages: Sequence[Mapping[str, Any]], authored: date | None) -> tuple[date | None, date | None]:
+    starts: list[date] = []
+    ends: list[date] = []
+    for dosage in dosages:
+        repeat = _repeat(dosage)
+        period = repeat.get("boundsPeriod")
+        if isinstance(period, Mapping):
+            if (s := day(period.get("start"))) is not None:
+                starts.append(s)
+            if (e := day(period.get("end"))) is not None:
+                ends.append(e)
+        duration = _duration_days(repeat.get("boundsDuration"))
+        anchor = starts[-1] if starts else authored
+        if duration is not None and anchor is not None:
+            # boundsDuration counts from the first dose: 14 days from day 1 ends on day 14.
+            ends.append(anchor + timedelta(days=max(math.ceil(duration) - 1, 0)))
+    return (min(starts) if starts else None), (max(ends) if ends else None)
+
+
+def _supply_end(dispense: Mapping[str, Any], start: date | None) -> date | None:
+    supply = _duration_days(dispense.get("expectedSupplyDuration"))
+    if supply is None or start is None:
+        return None
+    repeats = dispense.get("numberOfRepeatsAllowed")
+    fills = 1 + (repeats if isinstance(repeats, int) and repeats > 0 else 0)
+    return start + timedelta(days=max(math.ceil(supply * fills) - 1, 0))
+
+
+def _duration_days(duration: object) -> float | None:
+    if not isinstance(duration, Mapping):
+        return None
+    value = duration.get("value")
+    unit = str(duration.get("code") or duration.get("unit") or "d").strip().lower()
+    unit = {"day": "d", "days": "d", "week": "wk", "weeks": "wk", "month": "mo", "months": "mo",
+            "hour": "h", "hours": "h", "year": "a", "years": "a"}.get(unit, unit)
+    if not isinstance(value, (int, float)) or unit not in _UNIT_DAYS:
+        return None
+    return float(value) * _UNIT_DAYS[unit]
+
+
+def _repeat(dosage: Mapping[str, Any]) -> Mapping[str, Any]:
+    timing = dosage.get("timing")
+    repeat = timing.get("repeat") if isinstance(timing, Mapping) else None
+    return repeat if isinstance(repeat, Mapping) else {}
+
+
+# ----------------------------------------------------------------------------------------------
+# How much: the daily dose.
+
+
+def _daily_dose(dosages: Sequence[Mapping[str, Any]], rtype: str) -> Dose | None:
+    """Daily amount summed over concurrent dosage lines (same sequence), max/min over sequential ones."""
+    by_sequence: dict[object, list[Dose]] = {}
+    for dosage in dosages:
+        one = _one_daily_dose(dosage, administration=rtype == "MedicationAdministration")
+        if one is None:
+            return None  # one unreadable line makes the total unknowable
+        # Lines with the same sequence (or, without one, the same bounds) are taken together and add
+        # up; different sequences/bounds are successive steps (a taper): the day's dose is one of them.
+        bounds = _repeat(dosage).get("boundsPeriod")
+        key = dosage.get("sequence", repr(bounds) if bounds else "together")
+        by_sequence.setdefault(key, []).append(one)
+    if not by_sequence:
+        return None
+    units = {d.unit for doses in by_sequence.values() for d in doses}
+    if len(units) > 1:
+        return None
+    steps = [Dose(sum(d.low for d in ds), sum(d.high for d in ds), ds[0].unit) for ds in by_sequence.values()]
+    return Dose(min(s.low for s in steps), max(s.high for s in steps), steps[0].unit)
+
+
+def _one_daily_dose(dosage: Mapping[str, Any], *, administration: bool) -> Dose | None:
+    amount = _amount(dosage, administration=administration)
+    if amount is None:
+        return None
+    low, high, unit = amount
+    if administration:
+        return Dose(low, high, unit)  # what was given that day
+    per_day = _per_day(dosage)
+    if per_day is None:
+        return None
+    return Dose(low * per_day[0], high * per_day[1], unit)
+
+
+def _amount(dosage: Mapping[str, Any], *, administration: bool) -> tuple[float, float, str] | None:
+    if administration:
+        dose = dosage.get("dose")
+        return _quantity(dose) if isinstance(dose, Mapping) else None
+    for dose_and_rate in dosage.get("doseAndRate") or ():
+        if not isinstance(dose_and_rate, Mapping):
+            continue
+        quantity = dose_and_rate.get("doseQuantity")
+        if isinstance(quantity, Mapping):
+            return _quantity(quantity)
+        dose_range = dose_and_rate.get("doseRange")
+        if isinstance(dose_range, Mapping):
+            low = _quantity(_mapping(dose_range.get("low")))
+            high = _quantity(_mapping(dose_range.get("high")))
+            if high is None:
+                return None  # an open-ended range cannot bound the dose
+            return ((low or high)[0], high[1], high[2])
+    return None
+
+
+def _quantity(q: Mapping[str, Any]) -> tuple[float, float, str] | None:
+    value = q.get("value")
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    unit = str(q.get("code") or q.get("unit") or "").strip()
+    return float(value), float(value), unit
+
+
+def _per_day(dosage: Mapping[str, Any]) -> tuple[float, float] | None:
+    """(min, max) administrations per day from Timing.repeat or Timing.code; once daily when absent."""
+    timing = dosage.get("timing")
+    repeat = _repeat(dosage)
+    if not repeat and isinstance(timing, Mapping) and isinstance(timing.get("code"), Mapping):
+        for _system, code, _display in codings(timing["code"]):
+            if code.upper() in _TIMING_CODES:
+                n = float(_TIMING_CODES[code.upper()])
+                return n, n
+        return None
+    when = [w for w in (repeat.get("when") or []) if isinstance(w, str)]
+    times = [t for t in (repeat.get("timeOfDay") or []) if isinstance(t, str)]
+    frequency = repeat.get("frequency")
+    if not isinstance(frequency, (int, float)):
+        frequency = max(len(when), len(times), 1)
+    frequency_max = repeat.get("frequencyMax")
+    if not isinstance(frequency_max, (int, float)):
+        frequency_max = frequency
+    period = repeat.get("period", 1)
+    unit = str(repeat.get("periodUnit") or "d")
+    if not isinstance(period, (int, float)) or period <= 0 or unit not in _UNIT_DAYS:
+        return None
+    days = float(period) * _UNIT_DAYS[unit]
+    return float(frequency) / days, float(frequency_max) / days
+
+
+def daily_mg(exposure: Exposure) -> tuple[float, float] | None:
+    """The daily dose in mg (low, high): mass units convert directly; tablets, capsules and mL use the
+    strength in the drug's name ("predniSONE 20 MG Oral Tablet"). None when it cannot be known."""
+    dose = exposure.dose
+    if dose is None:
+        return None
+    unit = dose.unit.lower()
+    if unit in _MASS_TO_MG:
+        return dose.low * _MASS_TO_MG[unit], dose.high * _MASS_TO_MG[unit]
+    names = [str(c.get("text") or "") for c in exposure.concepts]
+    names += [display for c in exposure.concepts for _s, _c, display in codings(c)]
+    if unit == "ml":
+        per_ml = _first(_mg_per_ml(n) for n in names)
+        return (dose.low * per_ml, dose.high * per_ml) if per_ml is not None else None
+    if _UNIT_DOSE_FORMS.match(unit):
+        # A bare number (Synthea writes doseQuantity without a unit) counts tablets only when the drug
+        # is a tablet or capsule; an explicit "tablet" unit trusts the strength in any name.
+        candidates = [n for n in names if unit or _SOLID_FORM.search(n)]
+        per_unit = _first(_mg_per_unit(n) for n in candidates)
+        return (dose.low * per_unit, dose.high * per_unit) if per_unit is not None else None
+    return None
+
+
+def _first(values: Iterable[float | None]) -> float | None:
+    return next((v for v in values if v is not None), None)
+
+
+def _mg_per_unit(name: str) -> float | None:
+    if _CONCENTRATION.search(name):
+        return None  # a solution: "1 dose" says nothing about the volume
+    found = _STRENGTH.findall(name)
+    if len(found) != 1:
+        return None  # none, or a combination product
+    value, unit = found[0]
+    return float(value) * _MASS_TO_MG[unit.lower()]
+
+
+def _mg_per_ml(name: str) -> float | None:
+    m = _CONCENTRATION.search(name)
+    if not m:
+        return None
+    per = float(m.group(3)) if m.group(3) else 1.0
+    return float(m.group(1)) * _MASS_TO_MG[m.group(2).lower()] / per
+
+
+# ----------------------------------------------------------------------------------------------
+# Why: the indication.
+
+
+def reason_concepts(record: PatientRecord, exposure: Exposure) -> tuple[list[Mapping[str, Any]], list[str]]:
+    """The indication concepts (reasonCode and the codes of referenced Conditions/Observations), and the
+    references that could not be resolved in the record."""
+    concepts: list[Mapping[str, Any]] = list(exposure.reason_codes)
+    unresolved: list[str] = []
+    for target in exposure.reason_refs:
+        rtype, _sep, rid = target.partition("/")
+        found = next((r for r in record.of_type(rtype) if r.get("id") == rid), None)
+        if found is not None and isinstance(found.get("code"), Mapping):
+            concepts.append(found["code"])
+        else:
+            unresolved.append(target)
+    return concepts, unresolved
+
+
+# ----------------------------------------------------------------------------------------------
+# Spans of days.
+
+
+@dataclass(frozen=True)
+class Interval:
+    start: date
+    end: date
+
+    @property
+    def days(self) -> int:
+        return (self.end - self.start).days + 1
+
+
+def merge(intervals: Iterable[Interval], max_gap_days: int = 0) -> list[Interval]:
+    """Union of day intervals; two intervals separated by at most ``max_gap_days`` days are joined."""
+    out: list[Interval] = []
+    for iv in sorted(intervals, key=lambda i: (i.start, i.end)):
+        if out and (iv.start - out[-1].end).days - 1 <= max_gap_days:
+            if iv.end > out[-1].end:
+                out[-1] = Interval(out[-1].start, iv.end)
+        else:
+            out.append(iv)
+    return out
+
+
+def clip(intervals: Iterable[Interval], first: date, last: date) -> list[Interval]:
+    inside = (i for i in intervals if i.end >= first and i.start <= last)
+    return [Interval(max(i.start, first), min(i.end, last)) for i in inside]
+
+
+def total_days(intervals: Iterable[Interval]) -> int:
+    return sum(i.days for i in merge(intervals))
+
+
+def study_reference_text(reference: object) -> str:
+    """Everything that can name a study in a Reference: reference, display and identifier value."""
+    if not isinstance(reference, Mapping):
+        return ""
+    identifier = reference.get("identifier")
+    parts = [str(reference.get("display") or ""), str(reference.get("reference") or "")]
+    if isinstance(identifier, Mapping):
+        parts.append(str(identifier.get("value") or ""))
+    return " ".join(dict.fromkeys(p for p in parts if p))

@@ -1,0 +1,165 @@
+"""E7 (MSC therapy within 52 weeks) and E8 (any other cellular therapy, ever).
+
+Neither has standard codes for most products (no SNOMED/CPT code for MSC or Treg therapy exists;
+criteria-codes.md E7/E8), so evidence comes from the trial file's codes (ICD-10-CM history codes, CPT,
+HCPCS, ICD-10-PCS, RxNorm) plus text patterns on procedure, medication and study names.
+"""
+
+from __future__ import annotations
+
+from datetime import date
+
+from fhirscreen.criteria import _events as ev
+from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.fhir.codes import ValueSet
+from fhirscreen.fhir.dates import days_before
+from fhirscreen.record import PatientRecord
+
+
+class MscParams(Params):
+    msc: ValueSetRef
+    # ICD-10-CM Z92.858/Z92.859 "history of other/unspecified cellular therapy": could be MSC.
+    unspecified_cellular: ValueSetRef | None = None
+    window_days: int = 364  # 52 weeks (criteria-codes.md 0.3)
+
+
+class CellularParams(Params):
+    cellular: ValueSetRef  # CAR-T, Tregs and other non-MSC cellular products: fail
+    hsct: ValueSetRef  # haematopoietic stem-cell transplant: cellular, not named by the protocol -> unknown
+    msc: ValueSetRef  # excepted by the protocol ("with the exception of previous MSCs")
+    unspecified_cellular: ValueSetRef | None = None  # unknown
+
+
+def _events(record: PatientRecord, vs: ValueSet, as_of: date) -> list[ev.Event]:
+    """Every record naming the therapy, known at screening (records dated after as-of are ignored)."""
+    found = (
+        ev.procedures(record, vs) + ev.medications(record, vs) + ev.conditions(record, vs)
+        + ev.research_subjects(record, vs)
+    )
+    return [e for e in found if ev.happened_by(e, as_of)]
+
+
+def _window_words(days: int, adjective: bool = False) -> str:
+    """'52 weeks' (or '52-week' before a noun); '365 days' when not a whole number of weeks."""
+    count, unit = (days // 7, "week") if days % 7 == 0 else (days, "day")
+    return f"{count}-{unit}" if adjective else f"{count} {unit}s"
+
+
+def _newest_first(events: list[ev.Event], as_of: date) -> list[ev.Event]:
+    return sorted(events, key=lambda e: e.last_day_by(as_of) or date.min, reverse=True)
+
+
+@evaluator("msc_therapy", MscParams)
+def msc_therapy(record: PatientRecord, ctx: Context, params: MscParams) -> CriterionResult:
+    """MSC therapy within the washout (52 weeks) before screening; the washout end date is reported."""
+    as_of = ctx.as_of
+    first = days_before(as_of, params.window_days)
+    window = _window_words(params.window_days)
+    found = _events(record, ctx.vs(params.msc), as_of)
+    recent = _newest_first([e for e in found if e.in_window(first, as_of)], as_of)
+    if recent:
+        last = recent[0].last_day_by(as_of) or as_of
+        ends, day0 = ev.plus_days(last, params.window_days), ev.plus_days(last, params.window_days + 1)
+        return result(
+            Outcome.FAIL,
+            f"MSC therapy within {window} before screening: {ev.describe(recent)}. "
+            f"The {_window_words(params.window_days, adjective=True)} washout runs to {ends.isoformat()} "
+            f"(Day 0 from {day0.isoformat()}; counted from the last dose on record).",
+            ev.refs(recent), last_msc=last.isoformat(), washout_ends=ends.isoformat(),
+            eligible_from=day0.isoformat(),
+        )
+    undated = [e for e in found if e.span is None]
+    if undated:
+        return result(
+            Outcome.UNKNOWN,
+            f"MSC therapy on record without a date: {ev.describe(undated)}.",
+            ev.refs(undated),
+            next_step=f"Confirm the date of the last MSC dose (washout {window}).",
+        )
+    unspecified = _unspecified_in_window(record, ctx, params.unspecified_cellular, first)
+    if unspecified:
+        return result(
+            Outcome.UNKNOWN,
+            f"Cellular therapy of unstated type on record ({ev.describe(unspecified)}); it may have been MSC "
+            f"therapy within {window} before screening.",
+            ev.refs(unspecified),
+            next_step="Ask which cellular therapy was given and when.",
+        )
+    older = ev.latest(found, as_of)
+    if older is not None and older.last_day is not None:
+        ends = ev.plus_days(older.last_day, params.window_days)
+        return result(
+            Outcome.PASS,
+            f"Last MSC therapy on record {older.last_day.isoformat()} ({older.label}), "
+            f"more than {window} before screening; the washout ended {ends.isoformat()}.",
+            [older.ref], last_msc=older.last_day.isoformat(), washout_ends=ends.isoformat(),
+        )
+    return result(
+        Outcome.PASS,
+        f"No MSC therapy on record in the last {window} "
+        "(MSC therapy is rarely coded: confirm with the participant).",
+    )
+
+
+def _unspecified_in_window(
+    record: PatientRecord, ctx: Context, name: str | None, first: date
+) -> list[ev.Event]:
+    """History-of-cellular-therapy codes first recorded within the window, or undated.
+
+    A "personal history of" code stays active for ever, so its onset (when the history was first noted,
+    on or after the therapy) is what dates it, not its open span.
+    """
+    if not name:
+        return []
+    found = _events(record, ctx.vs(name), ctx.as_of)
+    return [e for e in found if e.first_day is None or e.first_day >= first]
+
+
+@evaluator("cellular_therapy", CellularParams)
+def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams) -> CriterionResult:
+    """Any previous cellular therapy other than MSCs (CAR-T, Tregs...); HSCT is left to the investigator."""
+    as_of = ctx.as_of
+    msc = _events(record, ctx.vs(params.msc), as_of)
+    msc_refs = {e.ref for e in msc}
+    cellular = [e for e in _events(record, ctx.vs(params.cellular), as_of) if e.ref not in msc_refs]
+    if cellular:
+        cellular = _newest_first(cellular, as_of)
+        return result(
+            Outcome.FAIL,
+            f"Previous cellular therapy on record: {ev.describe(cellular)}. Any cellular therapy other than "
+            "MSCs excludes, at any time.",
+            ev.refs(cellular), cellular_therapy=[e.label for e in cellular],
+        )
+    unknown: list[str] = []
+    evidence: list[str] = []
+    hsct = [e for e in _events(record, ctx.vs(params.hsct), as_of) if e.ref not in msc_refs]
+    if hsct:
+        unknown.append(
+            f"Haematopoietic stem-cell transplant on record ({ev.describe(hsct)}): a cellular therapy the "
+            "protocol does not name (its examples are Tregs and CAR-T)."
+        )
+        evidence += ev.refs(hsct)
+    if params.unspecified_cellular:
+        unspecified = _events(record, ctx.vs(params.unspecified_cellular), as_of)
+        unspecified = [e for e in unspecified if e.ref not in msc_refs]
+        if unspecified:
+            unknown.append(
+                f"Cellular therapy of unstated type on record ({ev.describe(unspecified)}); "
+                "only MSCs are excepted."
+            )
+            evidence += ev.refs(unspecified)
+    if unknown:
+        return result(
+            Outcome.UNKNOWN, " ".join(unknown), evidence,
+            next_step="Investigator to decide whether this prior cellular therapy excludes "
+            "(MSCs are excepted).",
+            hsct=bool(hsct),
+        )
+    if msc:
+        return result(
+            Outcome.PASS,
+            f"No cellular therapy other than MSCs on record; previous MSC therapy ({ev.describe(msc)}) is "
+            "excepted here (see the MSC washout criterion).",
+            ev.refs(msc),
+        )
+    return result(Outcome.PASS, "No cellular therapy (CAR-T, Tregs or other) on record.")

@@ -1,0 +1,377 @@
+"""E10 (active hepatitis B, hepatitis C, HIV or tuberculosis) and E11 (any active infection).
+
+E10 looks at diagnoses and at the tests that confirm each disease (criteria-codes.md E10): a positive
+screening test that cannot tell past from present infection (isolated anti-HBc, HCV antibody, a
+positive interferon-gamma release assay) is unknown, with the confirmatory test that would settle it.
+E11 looks at infection diagnoses still open on the screening date; an acute infection left open for
+months is more likely a problem-list entry nobody closed than an infection, so it is unknown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import date
+
+from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.fhir.codes import ValueSet
+from fhirscreen.fhir.dates import days_before, months_before
+from fhirscreen.fhir.resources import (
+    Resource,
+    clinical_status,
+    condition_span,
+    is_active_on,
+    observation_day,
+    ref,
+)
+from fhirscreen.fhir.values import Polarity, polarity, quantity_of
+from fhirscreen.record import PatientRecord
+
+# ----------------------------------------------------------------------------------------- shared
+
+
+def _conditions(record: PatientRecord, vs: ValueSet, as_of: date) -> list[tuple[Resource, str]]:
+    """Conditions of a value set recorded by the screening date (later ones are ignored), with labels."""
+    found = []
+    for cond in record.of_type("Condition"):
+        label = vs.match(cond.get("code"))
+        if label is None:
+            continue
+        start = condition_span(cond).start
+        if start is not None and start > as_of:
+            continue
+        found.append((cond, label))
+    return found
+
+
+def _since(cond: Resource) -> str:
+    start = condition_span(cond).start
+    return f" since {start.isoformat()}" if start else " (no onset date)"
+
+
+@dataclass(frozen=True)
+class LabResult:
+    obs: Resource
+    day: date
+    verdict: Polarity
+    label: str
+
+    def describe(self) -> str:
+        return f"{self.label} {self.verdict} on {self.day.isoformat()} ({ref(self.obs)})"
+
+
+def _viral_load_verdict(obs: Resource) -> Polarity | None:
+    """A viral load with no stated polarity: a number is detected, a "<x" bound is not detected."""
+    q = quantity_of(obs)
+    if q is None:
+        return None
+    if q.comparator in ("<", "<="):
+        return "negative"
+    return "positive" if q.value > 0 else "negative"
+
+
+def _lab_results(
+    record: PatientRecord, vs: ValueSet, as_of: date, *, viral_load: bool = False
+) -> list[LabResult]:
+    """Dated results of a test group up to the screening date, oldest first; unreadable values dropped."""
+    out = []
+    for obs in record.of_type("Observation"):
+        label = vs.match(obs.get("code"))
+        if label is None:
+            continue
+        day = observation_day(obs)
+        if day is None or day > as_of:
+            continue
+        verdict = polarity(obs) or (_viral_load_verdict(obs) if viral_load else None)
+        if verdict is None:
+            continue
+        out.append(LabResult(obs, day, verdict, label))
+    # On one day, a positive outranks a negative: the later sort position decides "latest".
+    order = {"negative": 0, "indeterminate": 1, "positive": 2}
+    return sorted(out, key=lambda r: (r.day, order[r.verdict]))
+
+
+@dataclass
+class Findings:
+    """What one disease (or the whole criterion) contributes: exclusions, open questions, notes.
+
+    Evidence is kept per kind so that a result cites only the resources behind its own outcome.
+    """
+
+    fails: list[str] = field(default_factory=list)
+    unknowns: list[str] = field(default_factory=list)
+    next_steps: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    fail_refs: list[str] = field(default_factory=list)
+    unknown_refs: list[str] = field(default_factory=list)
+    note_refs: list[str] = field(default_factory=list)
+
+    def fail(self, text: str, *refs: str) -> None:
+        self.fails.append(text)
+        self.fail_refs.extend(refs)
+
+    def unknown(self, text: str, next_step: str, *refs: str) -> None:
+        self.unknowns.append(text)
+        self.next_steps.append(next_step)
+        self.unknown_refs.extend(refs)
+
+    def note(self, text: str, *refs: str) -> None:
+        self.notes.append(text)
+        self.note_refs.extend(refs)
+
+    def merge(self, other: Findings) -> None:
+        for name in ("fails", "unknowns", "next_steps", "notes", "fail_refs", "unknown_refs", "note_refs"):
+            getattr(self, name).extend(getattr(other, name))
+
+    def outcome(self, fail_prefix: str, unknown_prefix: str, pass_reason: str) -> CriterionResult:
+        if self.fails:
+            return result(Outcome.FAIL, fail_prefix + "; ".join(self.fails) + ".", self.fail_refs)
+        if self.unknowns:
+            return result(
+                Outcome.UNKNOWN, unknown_prefix + "; ".join(self.unknowns) + ".", self.unknown_refs,
+                next_step=" ".join(dict.fromkeys(self.next_steps)),
+            )
+        return result(Outcome.PASS, pass_reason, self.note_refs)
+
+
+def _windowed_confirmatory(
+    findings: Findings, disease: str, results: list[LabResult], window_start: date, repeat: str
+) -> None:
+    """The latest result within the look-back decides; an older positive alone is an open question."""
+    recent = [r for r in results if r.day >= window_start]
+    if recent:
+        latest = recent[-1]
+        if latest.verdict == "positive":
+            findings.fail(f"{disease}: {latest.describe()}", ref(latest.obs))
+        elif latest.verdict == "indeterminate":
+            findings.unknown(f"{disease}: {latest.describe()}", f"Repeat {repeat}.", ref(latest.obs))
+        else:
+            findings.note(f"{latest.label} negative on {latest.day.isoformat()}", ref(latest.obs))
+        return
+    if results and results[-1].verdict == "positive":
+        old = results[-1]
+        findings.unknown(
+            f"{disease}: {old.describe()}, before the {window_start.isoformat()} look-back, not repeated",
+            f"Repeat {repeat} to tell current from past infection.",
+            ref(old.obs),
+        )
+
+
+# ------------------------------------------------------------------------------------------- E10
+
+
+class ChronicInfectionParams(Params):
+    hbv_conditions: ValueSetRef
+    hcv_conditions: ValueSetRef
+    hiv_conditions: ValueSetRef
+    tb_conditions: ValueSetRef
+    latent_tb_conditions: ValueSetRef  # latent TB / TB history: explain a positive IGRA, never exclude
+    not_active_conditions: ValueSetRef  # immunity, exposure, screening: mentioned, never exclude
+    hbsag_tests: ValueSetRef
+    hbv_dna_tests: ValueSetRef
+    anti_hbc_tests: ValueSetRef
+    anti_hbs_tests: ValueSetRef
+    hcv_rna_tests: ValueSetRef
+    hcv_antibody_tests: ValueSetRef
+    hiv_antibody_antigen_tests: ValueSetRef
+    hiv_rna_tests: ValueSetRef
+    igra_tests: ValueSetRef
+    # HBV/HCV results older than this do not show *current* infection (acute HBV clears, HCV is cured).
+    lab_lookback_months: int = 24
+    # Appendix A #20: a positive IGRA cannot separate latent from active TB; unknown unless switched.
+    igra_positive_is_fail: bool = False
+
+
+def _active_condition_findings(
+    findings: Findings,
+    disease: str,
+    conds: Iterable[tuple[Resource, str]],
+    as_of: date,
+    *,
+    lifelong: bool = False,
+) -> None:
+    for cond, label in conds:
+        if is_active_on(cond, as_of):
+            findings.fail(f"{disease}: {label}{_since(cond)} ({ref(cond)})", ref(cond))
+        elif lifelong:
+            # HIV is not cured; a "resolved" HIV entry is a record error, not a cure (criteria-codes.md E10).
+            status = clinical_status(cond) or "ended"
+            findings.fail(
+                f"{disease}: {label} ({ref(cond)}), recorded as {status}, but HIV infection is lifelong",
+                ref(cond),
+            )
+        else:
+            findings.note(f"{label} is history, not active ({ref(cond)})", ref(cond))
+
+
+def _hepatitis_b(record: PatientRecord, ctx: Context, p: ChronicInfectionParams, start: date) -> Findings:
+    f = Findings()
+    as_of = ctx.as_of
+    _active_condition_findings(f, "hepatitis B", _conditions(record, ctx.vs(p.hbv_conditions), as_of), as_of)
+    hbsag = _lab_results(record, ctx.vs(p.hbsag_tests), as_of)
+    dna = _lab_results(record, ctx.vs(p.hbv_dna_tests), as_of, viral_load=True)
+    _windowed_confirmatory(f, "hepatitis B", hbsag, start, "HBsAg")
+    _windowed_confirmatory(f, "hepatitis B", dna, start, "HBV DNA")
+    anti_hbc = _lab_results(record, ctx.vs(p.anti_hbc_tests), as_of)
+    if f.fails or not anti_hbc or anti_hbc[-1].verdict != "positive":
+        return f
+    core = anti_hbc[-1]
+    anti_hbs = _lab_results(record, ctx.vs(p.anti_hbs_tests), as_of)
+    dna_negative = [r for r in dna if r.day >= start and r.verdict == "negative"]
+    if anti_hbs and anti_hbs[-1].verdict == "positive":
+        f.note(f"anti-HBc and anti-HBs positive: resolved hepatitis B ({ref(core.obs)})", ref(core.obs))
+    elif dna_negative and dna[-1].verdict == "negative":
+        f.note(f"anti-HBc positive with HBV DNA not detected ({ref(core.obs)})", ref(core.obs))
+    else:
+        # Appendix A #21: isolated anti-HBc is past or occult infection; HBV DNA tells which.
+        f.unknown(
+            f"hepatitis B: isolated {core.describe()} (no anti-HBs, no HBV DNA)",
+            "Order HBV DNA (and HBsAg) to rule out occult or active hepatitis B.",
+            ref(core.obs),
+        )
+    return f
+
+
+def _hepatitis_c(record: PatientRecord, ctx: Context, p: ChronicInfectionParams, start: date) -> Findings:
+    f = Findings()
+    as_of = ctx.as_of
+    _active_condition_findings(f, "hepatitis C", _conditions(record, ctx.vs(p.hcv_conditions), as_of), as_of)
+    rna = _lab_results(record, ctx.vs(p.hcv_rna_tests), as_of, viral_load=True)
+    _windowed_confirmatory(f, "hepatitis C", rna, start, "HCV RNA")
+    antibody = _lab_results(record, ctx.vs(p.hcv_antibody_tests), as_of)
+    if f.fails or f.unknowns or not antibody or antibody[-1].verdict != "positive":
+        return f
+    ab = antibody[-1]
+    later_rna = [r for r in rna if r.day >= ab.day]
+    if later_rna and later_rna[-1].verdict == "negative":
+        cleared = later_rna[-1].day.isoformat()
+        f.note(f"HCV antibody positive, RNA not detected on {cleared}: resolved", ref(ab.obs))
+    else:
+        f.unknown(
+            f"hepatitis C: {ab.describe()} without an HCV RNA result since",
+            "Order HCV RNA: antibody alone cannot tell current from cleared hepatitis C.",
+            ref(ab.obs),
+        )
+    return f
+
+
+def _hiv(record: PatientRecord, ctx: Context, p: ChronicInfectionParams) -> Findings:
+    f = Findings()
+    as_of = ctx.as_of
+    conds = _conditions(record, ctx.vs(p.hiv_conditions), as_of)
+    _active_condition_findings(f, "HIV", conds, as_of, lifelong=True)
+    # HIV is lifelong, so results count at any date; an undetectable viral load on treatment is still HIV.
+    for r in _lab_results(record, ctx.vs(p.hiv_rna_tests), as_of, viral_load=True):
+        if r.verdict == "positive":
+            f.fail(f"HIV: {r.describe()}", ref(r.obs))
+    serology = _lab_results(record, ctx.vs(p.hiv_antibody_antigen_tests), as_of)
+    if not serology:
+        return f
+    last = serology[-1]
+    earlier_positive = [r for r in serology if r.verdict == "positive"]
+    if last.verdict == "positive":
+        f.fail(f"HIV: {last.describe()}", ref(last.obs))
+    elif f.fails:
+        pass  # already excluded by a diagnosis or a detectable viral load
+    elif last.verdict == "indeterminate":
+        f.unknown(f"HIV: {last.describe()}", "Repeat HIV testing (differentiation assay).", ref(last.obs))
+    elif earlier_positive:
+        first = earlier_positive[-1]
+        f.unknown(
+            f"HIV: {first.describe()} but {last.describe()}",
+            "Discordant HIV results: confirm with an HIV-1/2 differentiation assay or HIV RNA.",
+            ref(first.obs), ref(last.obs),
+        )
+    return f
+
+
+def _tuberculosis(record: PatientRecord, ctx: Context, p: ChronicInfectionParams) -> Findings:
+    f = Findings()
+    as_of = ctx.as_of
+    _active_condition_findings(f, "tuberculosis", _conditions(record, ctx.vs(p.tb_conditions), as_of), as_of)
+    latent = _conditions(record, ctx.vs(p.latent_tb_conditions), as_of)
+    for cond, label in latent:
+        f.note(f"{label}, not active tuberculosis ({ref(cond)})", ref(cond))
+    igra = _lab_results(record, ctx.vs(p.igra_tests), as_of)
+    if f.fails or not igra:
+        return f
+    last = igra[-1]
+    if last.verdict == "positive":
+        if p.igra_positive_is_fail:
+            f.fail(f"tuberculosis: {last.describe()} (positive IGRA counted as active TB)", ref(last.obs))
+        elif latent:
+            f.note(f"{last.describe()}, explained by the latent TB diagnosis", ref(last.obs))
+        else:
+            f.unknown(
+                f"tuberculosis: {last.describe()} with no TB diagnosis (latent or active TB?)",
+                "Investigator to assess for active TB (symptoms, chest X-ray; sputum culture/NAAT).",
+                ref(last.obs),
+            )
+    elif last.verdict == "indeterminate":
+        f.unknown(f"tuberculosis: {last.describe()}", "Repeat the IGRA.", ref(last.obs))
+    return f
+
+
+@evaluator("chronic_infection", ChronicInfectionParams)
+def chronic_infection(record: PatientRecord, ctx: Context, params: ChronicInfectionParams) -> CriterionResult:
+    """Active hepatitis B/C, HIV or tuberculosis from diagnoses and confirmatory tests."""
+    start = months_before(ctx.as_of, params.lab_lookback_months)
+    parts = [
+        _hepatitis_b(record, ctx, params, start),
+        _hepatitis_c(record, ctx, params, start),
+        _hiv(record, ctx, params),
+        _tuberculosis(record, ctx, params),
+    ]
+    f = Findings()
+    for part in parts:
+        f.merge(part)
+    for cond, label in _conditions(record, ctx.vs(params.not_active_conditions), ctx.as_of):
+        f.note(f"{label} does not mean active infection ({ref(cond)})", ref(cond))
+    reason = "No active hepatitis B, hepatitis C, HIV or tuberculosis on record"
+    reason += f" ({'; '.join(f.notes)})." if f.notes else "."
+    return f.outcome("Active infection: ", "Cannot rule out active infection: ", reason)
+
+
+# ------------------------------------------------------------------------------------------- E11
+
+
+class ActiveInfectionParams(Params):
+    infections: ValueSetRef
+    # An acute infection still open this long after onset is treated as an entry nobody closed.
+    stale_after_days: int = 90
+
+
+@evaluator("active_infection", ActiveInfectionParams)
+def active_infection(record: PatientRecord, ctx: Context, params: ActiveInfectionParams) -> CriterionResult:
+    """An infection diagnosis still active on the screening date (stale open entries are unknown)."""
+    as_of = ctx.as_of
+    stale_before = days_before(as_of, params.stale_after_days)
+    f = Findings()
+    resolved: list[tuple[date, str, str]] = []
+    for cond, label in _conditions(record, ctx.vs(params.infections), as_of):
+        span = condition_span(cond)
+        if not is_active_on(cond, as_of):
+            ended = span.end or span.start
+            if ended is not None:
+                resolved.append((ended, label, ref(cond)))
+            continue
+        unstated = "" if clinical_status(cond) else ", no clinical status (taken as active)"
+        if span.start is None:
+            f.unknown(
+                f"{label} is open with no onset date ({ref(cond)}{unstated})",
+                f"Confirm whether {label} has resolved and update the problem list.", ref(cond),
+            )
+        elif span.start < stale_before:
+            f.unknown(
+                f"{label} has been open since {span.start.isoformat()}, over {params.stale_after_days} days "
+                f"({ref(cond)}{unstated}): probably never closed",
+                f"Confirm that {label} has resolved and close the entry.", ref(cond),
+            )
+        else:
+            f.fail(f"{label}{_since(cond)} ({ref(cond)}{unstated})", ref(cond))
+    pass_reason = "No active infection on record."
+    if resolved:
+        ended, label, last_ref = max(resolved)
+        pass_reason = f"No active infection on record (latest: {label}, resolved by {ended.isoformat()})."
+        f.note_refs.append(last_ref)
+    return f.outcome("Active infection on the screening date: ", "Possibly active infection: ", pass_reason)

@@ -1,0 +1,332 @@
+"""I5 (background therapy for at least 12 weeks) and E4 (regimen changed in the last 12 weeks).
+
+Both read the same drugs: non-biologic immunosuppressants and antimalarials, each a value set of the
+trial file. Exposure comes from the shared normalised view (``_medications``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from fhirscreen.criteria._medications import (
+    Drug,
+    Exposure,
+    Interval,
+    daily_mg,
+    exposures,
+    first_drug,
+    merge,
+)
+from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.record import PatientRecord
+
+
+class BackgroundTherapyParams(Params):
+    drugs: list[Drug]  # counted: antimalarials and non-biologic immunosuppressants
+    report_only: tuple[Drug, ...] = ()  # named in the reason, never counted (Appendix A #8)
+    local_forms: ValueSetRef  # topical/ophthalmic/inhaled forms and routes: not systemic therapy
+    min_days: int = 84  # 12 weeks
+    max_gap_days: int = 30  # gaps up to this long between courses do not interrupt therapy
+    # An order that states no duration is taken to last until the next order of the same drug when that
+    # follows within this many days (a renewal); alone, it may have lasted this long.
+    renewal_max_days: int = 366
+
+
+class RegimenChangeParams(Params):
+    drugs: list[Drug]
+    local_forms: ValueSetRef
+    window_days: int = 84  # "<= 12 weeks prior to the Screening visit"
+    # A record starting more than this many days after the drug's previous exposure ended is a (re)start.
+    max_gap_days: int = 30
+    renewal_max_days: int = 366
+
+
+@dataclass(frozen=True)
+class _Course:
+    """The exposures of one drug, with the days they cover once renewals are chained."""
+
+    drug: Drug
+    items: tuple[Exposure, ...]  # dated, sorted by start
+    intervals: tuple[Interval, ...]  # known exposure
+    possible: tuple[Interval, ...]  # known exposure plus unrecorded continuation after unstated ends
+
+
+def _systemic_by_drug(
+    record: PatientRecord, ctx: Context, drugs: Sequence[Drug], local_forms: str
+) -> tuple[dict[str, list[Exposure]], list[Exposure], list[Exposure]]:
+    """Dated exposures on or before as-of per drug name, undated ones, and local (non-systemic) ones."""
+    local = ctx.vs(local_forms)
+    by_drug: dict[str, list[Exposure]] = {}
+    undated: list[Exposure] = []
+    local_hits: list[Exposure] = []
+    for exp in exposures(record):
+        drug = first_drug(exp, drugs, ctx.value_sets)
+        if drug is None:
+            continue
+        if exp.is_local(local):
+            local_hits.append(exp)
+        elif exp.start is None:
+            undated.append(exp)
+        elif exp.seen_by(ctx.as_of):
+            by_drug.setdefault(drug.name, []).append(exp)
+    for items in by_drug.values():
+        items.sort(key=lambda e: (e.start or date.min, e.ref))
+    return by_drug, undated, local_hits
+
+
+def _course(drug: Drug, items: Sequence[Exposure], as_of: date, renewal_max_days: int) -> _Course:
+    known: list[Interval] = []
+    possible: list[Interval] = []
+    for i, exp in enumerate(items):
+        assert exp.start is not None
+        last = exp.last_day(as_of) or exp.start
+        if exp.resource_type == "MedicationAdministration":
+            last = min(as_of, max(last, exp.start + timedelta(days=drug.covers_days - 1)))
+        possible_last = last
+        if not exp.end_stated and not exp.ongoing:
+            renewal = _next_start(items, i, exp.start, renewal_max_days)
+            if renewal is not None:
+                last = max(last, renewal - timedelta(days=1))
+                possible_last = last
+            else:
+                possible_last = min(as_of, exp.start + timedelta(days=renewal_max_days))
+        known.append(Interval(exp.start, last))
+        possible.append(Interval(exp.start, max(last, possible_last)))
+    return _Course(drug, tuple(items), tuple(known), tuple(possible))
+
+
+def _next_start(items: Sequence[Exposure], index: int, start: date, within_days: int) -> date | None:
+    for later in items[index + 1:]:
+        if later.start is not None and later.start > start:
+            return later.start if (later.start - start).days <= within_days else None
+    return None
+
+
+def _names(items: Sequence[Exposure]) -> str:
+    return ", ".join(dict.fromkeys(e.label for e in items))
+
+
+@evaluator("background_therapy", BackgroundTherapyParams)
+def background_therapy(
+    record: PatientRecord, ctx: Context, params: BackgroundTherapyParams
+) -> CriterionResult:
+    """A non-biologic immunosuppressant or antimalarial taken at screening and for >= 12 weeks before."""
+    as_of = ctx.as_of
+    need_from = as_of - timedelta(days=params.min_days)
+    by_drug, undated, local_hits = _systemic_by_drug(record, ctx, params.drugs, params.local_forms)
+    drugs = {d.name: d for d in params.drugs}
+    courses = [_course(drugs[name], items, as_of, params.renewal_max_days) for name, items in by_drug.items()]
+    evidence = [e.ref for c in courses for e in c.items] + [e.ref for e in undated]
+    # Switching between qualifying drugs does not interrupt background therapy (E4 judges the switch).
+    known = merge([iv for c in courses for iv in c.intervals], params.max_gap_days)
+    possible = merge([iv for c in courses for iv in c.possible], params.max_gap_days)
+    names = ", ".join(c.drug.name for c in courses)
+    extra = _also_found(record, ctx, params, local_hits)
+
+    current = next((iv for iv in known if iv.end >= as_of), None)
+    if current is not None and current.start <= need_from:
+        weeks = (as_of - current.start).days // 7
+        return result(
+            Outcome.PASS,
+            f"On {names} since {current.start.isoformat()} ({weeks} weeks before {as_of.isoformat()}).",
+            evidence, therapy_start=current.start.isoformat(), drugs=[c.drug.name for c in courses],
+        )
+    if not courses and not undated:
+        return result(
+            Outcome.FAIL,
+            "No non-biologic immunosuppressant or antimalarial on record (medication lists are taken as "
+            f"complete).{extra}",
+            [e.ref for e in local_hits],
+        )
+    # Could have lasted 12 weeks: a past course that long, or an unrecorded stop that may be after as-of.
+    long_past = [iv for iv in possible if (iv.end - iv.start).days >= params.min_days]
+    if long_past or undated:
+        return result(
+            Outcome.UNKNOWN, _unknown_reason(courses, undated, known, params.min_days, as_of) + extra,
+            evidence,
+            next_step="Confirm the current background therapy and its start date with the patient.",
+        )
+    if current is not None:
+        days = (as_of - current.start).days
+        return result(
+            Outcome.FAIL,
+            f"On {names} only since {current.start.isoformat()} ({days} days), under "
+            f"{params.min_days // 7} weeks before {as_of.isoformat()}.{extra}",
+            evidence, therapy_start=current.start.isoformat(),
+        )
+    last = max(iv.end for iv in known)
+    return result(
+        Outcome.FAIL,
+        f"No current background therapy: the last course of {names} ended {last.isoformat()} and no course "
+        f"lasted {params.min_days // 7} weeks.{extra}",
+        evidence,
+    )
+
+
+def _unknown_reason(
+    courses: Sequence[_Course], undated: Sequence[Exposure], known: Sequence[Interval], min_days: int,
+    as_of: date,
+) -> str:
+    long_known = [iv for iv in known if (iv.end - iv.start).days >= min_days]
+    unstated = [e for c in courses for e in c.items if not e.end_stated and not e.ongoing]
+    if long_known:
+        iv = max(long_known, key=lambda i: i.end)
+        names = ", ".join(c.drug.name for c in courses)
+        return (f"A course of {names} from {iv.start.isoformat()} to {iv.end.isoformat()} ended before "
+                f"{as_of.isoformat()}; no current therapy on record (the protocol's 'prior ... for >= 12 "
+                "weeks' may mean a past course).")
+    if unstated:
+        latest = max(unstated, key=lambda e: e.start or date.min)
+        state = "on hold" if latest.status == "on-hold" else latest.status or "ended"
+        return (f"{latest.label} ordered {latest.when()} is {state} with no end date recorded: it may have "
+                "been taken for 12 weeks or more, and may or may not still be taken.")
+    return f"{_names(undated)} on record without dates ({', '.join(e.ref for e in undated)})."
+
+
+def _also_found(
+    record: PatientRecord, ctx: Context, params: BackgroundTherapyParams, local_hits: Sequence[Exposure]
+) -> str:
+    """Drugs worth naming although they do not count: judgement drugs and local forms."""
+    judged = [e for e in exposures(record) if first_drug(e, params.report_only, ctx.value_sets)]
+    notes = []
+    if judged:
+        notes.append(f"not counted by default: {_names(judged)}")
+    if local_hits:
+        notes.append(f"local (non-systemic) forms not counted: {_names(local_hits)}")
+    return f" ({'; '.join(notes)})" if notes else ""
+
+
+# ----------------------------------------------------------------------------------------------
+# E4
+
+
+@dataclass(frozen=True)
+class _Event:
+    kind: str  # "started", "changed", "stopped", "maybe"
+    text: str
+    refs: tuple[str, ...]
+
+
+@evaluator("regimen_change", RegimenChangeParams)
+def regimen_change(record: PatientRecord, ctx: Context, params: RegimenChangeParams) -> CriterionResult:
+    """A non-biologic immunosuppressant or antimalarial started, changed or stopped in the last 12 weeks."""
+    as_of = ctx.as_of
+    first = as_of - timedelta(days=params.window_days)
+    by_drug, undated, _local = _systemic_by_drug(record, ctx, params.drugs, params.local_forms)
+    drugs = {d.name: d for d in params.drugs}
+    events: list[_Event] = []
+    for name, items in by_drug.items():
+        course = _course(drugs[name], items, as_of, params.renewal_max_days)
+        events += _starts_and_changes(course, first, params.max_gap_days)
+        events += _stops(course, first, as_of)
+    since = f"since {first.isoformat()}"
+    definite = [e for e in events if e.kind != "maybe"]
+    evidence = [r for e in events for r in e.refs]
+    if definite:
+        return result(
+            Outcome.FAIL, f"Regimen change in the last {params.window_days // 7} weeks ({since}): "
+            + "; ".join(e.text for e in definite) + ".",
+            evidence, changes=[e.text for e in definite],
+        )
+    maybe = [e for e in events if e.kind == "maybe"]
+    if maybe or undated:
+        texts = [e.text for e in maybe] + [f"{e.label} undated ({e.ref})" for e in undated]
+        return result(
+            Outcome.UNKNOWN, f"A regimen change {since} cannot be ruled out: " + "; ".join(texts) + ".",
+            evidence + [e.ref for e in undated],
+            next_step="Confirm start dates, doses and stops of immunosuppressants/antimalarials "
+            f"{since}.",
+        )
+    if not by_drug:
+        return result(Outcome.PASS, "No non-biologic immunosuppressant or antimalarial on record.")
+    names = ", ".join(by_drug)
+    return result(
+        Outcome.PASS, f"{names}: no start, dose change or stop {since}.",
+        [e.ref for items in by_drug.values() for e in items],
+    )
+
+
+def _starts_and_changes(course: _Course, first: date, max_gap_days: int) -> list[_Event]:
+    events: list[_Event] = []
+    name = course.drug.name
+    for i, exp in enumerate(course.items):
+        assert exp.start is not None
+        if exp.start < first:
+            continue
+        # The previous exposure continues into this record (a refill) if it lasted until shortly before it.
+        earlier = [j for j, o in enumerate(course.items[:i]) if o.start is not None and o.start < exp.start]
+        reach = exp.start - timedelta(days=max_gap_days + 1)
+        recent = [j for j in earlier if course.possible[j].end >= reach]
+        if not recent:
+            verb = "restarted" if earlier else "started"
+            text = f"{name} {verb} {exp.start.isoformat()} ({exp.label})"
+            events.append(_Event("started", text, (exp.ref,)))
+            continue
+        previous = course.items[recent[-1]]
+        same = _same_dose(previous, exp)
+        if same is False:
+            events.append(_Event(
+                "changed", f"{name} dose changed on {exp.start.isoformat()} "
+                f"({_dose_text(previous)} -> {_dose_text(exp)})", (previous.ref, exp.ref),
+            ))
+        elif same is None:
+            events.append(_Event(
+                "maybe", f"{name} re-ordered {exp.start.isoformat()} without a comparable dose "
+                f"({previous.ref}, {exp.ref})", (previous.ref, exp.ref),
+            ))
+    return events
+
+
+def _stops(course: _Course, first: date, as_of: date) -> list[_Event]:
+    """The drug's last exposure ending inside the window is a discontinuation (Appendix A #13)."""
+    if any(iv.end >= as_of for iv in course.intervals):
+        return []  # still taken on the screening date (possibly through another record)
+    index = max(range(len(course.items)), key=lambda i: (course.intervals[i].end, i))
+    latest, known_end = course.items[index], course.intervals[index].end
+    name = course.drug.name
+    state = "put on hold" if latest.status == "on-hold" else "stopped"
+    if latest.end_stated:
+        if known_end < first:
+            return []
+        return [_Event("stopped", f"{name} {state}: last exposure {known_end.isoformat()} ({latest.label})",
+                       (latest.ref,))]
+    if course.possible[index].end >= first:
+        return [_Event(
+            "maybe", f"{name} ({latest.label}, {latest.when()}) is {latest.status} with no end date: it may "
+            f"have been {state} after {first.isoformat()}", (latest.ref,),
+        )]
+    return []
+
+
+def _same_dose(a: Exposure, b: Exposure) -> bool | None:
+    """True for a same-dose refill, False for a dose change, None when the doses cannot be compared."""
+    mg_a, mg_b = daily_mg(a), daily_mg(b)
+    if mg_a is not None and mg_b is not None:
+        return _close(mg_a, mg_b)
+    if a.dose is None or b.dose is None or a.dose.unit != b.dose.unit or _codes(a) != _codes(b):
+        return None
+    return _close((a.dose.low, a.dose.high), (b.dose.low, b.dose.high))
+
+
+def _close(x: tuple[float, float], y: tuple[float, float]) -> bool:
+    return abs(x[0] - y[0]) < 1e-6 and abs(x[1] - y[1]) < 1e-6
+
+
+def _codes(exp: Exposure) -> frozenset[tuple[str, str]]:
+    out = set()
+    for concept in exp.concepts:
+        for coding in concept.get("coding") or ():
+            if isinstance(coding, Mapping):
+                out.add((str(coding.get("system")), str(coding.get("code"))))
+    return frozenset(out)
+
+
+def _dose_text(exp: Exposure) -> str:
+    mg = daily_mg(exp)
+    if mg is not None:
+        return f"{mg[0]:g} mg/day" if mg[0] == mg[1] else f"{mg[0]:g}-{mg[1]:g} mg/day"
+    if exp.dose is not None:
+        return f"{exp.dose.low:g} {exp.dose.unit or 'unit(s)'}/day"
+    return "dose not recorded"

@@ -1,0 +1,249 @@
+"""E13: pregnant or breast-feeding now (the intention to become so is for the investigator).
+
+Evidence is put on one timeline per state (pregnancy, breastfeeding): what says "yes" (a pregnancy
+condition starting, a "pregnant" status, a positive hCG) and what says "no longer" (the condition
+abating, a delivery or abortion code, a "not pregnant" status, a negative hCG). The latest evidence on
+or before the screening date decides, if it is still recent enough to describe today; on one day,
+"no longer" outranks "yes" (a delivery recorded on the day a pregnancy entry was closed).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date
+
+from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.fhir.codes import ValueSet
+from fhirscreen.fhir.resources import Resource, condition_span, is_active_on, observation_day, ref
+from fhirscreen.fhir.values import Polarity, polarity, polarity_of_text, quantity_of
+from fhirscreen.record import PatientRecord
+
+# Reads a status or test Observation as positive/negative/indeterminate (None if unreadable).
+_Verdict = Callable[[Resource], "Polarity | None"]
+
+INTENTION = "intention to become pregnant or breast-feed must be confirmed by the investigator"
+
+# Units in which hCG thresholds are stated (mIU/mL = IU/L).
+_HCG_UNITS = frozenset({"miu/ml", "m[iu]/ml", "iu/l", "[iu]/l", "mu/ml", "u/l"})
+
+
+class PregnancyParams(Params):
+    pregnancy_conditions: ValueSetRef
+    pregnancy_ended_conditions: ValueSetRef  # delivery, abortive outcome, puerperium: pregnancy is over
+    lactation_conditions: ValueSetRef
+    pregnancy_status_tests: ValueSetRef  # LOINC 82810-3 and the older 11449-6
+    not_pregnant_values: ValueSetRef  # coded "Not pregnant" answers
+    breastfeeding_status_tests: ValueSetRef
+    hcg_qualitative_tests: ValueSetRef
+    hcg_quantitative_tests: ValueSetRef
+    hcg_window_days: int = 30  # a positive hCG this recent shows a current pregnancy
+    # Used only when the lab gives no interpretation or reference range (criteria-codes.md E13).
+    hcg_positive_at: float = 25.0  # mIU/mL
+    hcg_negative_below: float = 5.0  # mIU/mL
+    # How long a pregnancy entry or status can describe today (term is about 280 days from conception).
+    pregnancy_max_days: int = 300
+    lactation_max_days: int = 365
+
+
+@dataclass(frozen=True)
+class Event:
+    day: date
+    says: Polarity  # positive: pregnant/breast-feeding; negative: not (any more); indeterminate
+    what: str
+    ref: str
+    max_age_days: int  # how long a positive event shows the state now
+    ask_age_days: int | None  # beyond max_age, how long it still raises the question (None: forever)
+
+    def describe(self) -> str:
+        return f"{self.what} on {self.day.isoformat()} ({self.ref})"
+
+
+def _condition_events(
+    record: PatientRecord, vs: ValueSet, as_of: date, max_age: int, undated: list[Resource]
+) -> Iterator[Event]:
+    """A state condition says "yes" from its start and "no longer" from its end (if ended by as-of)."""
+    for cond in record.of_type("Condition"):
+        label = vs.match(cond.get("code"))
+        if label is None:
+            continue
+        span = condition_span(cond)
+        if span.start is None:
+            if is_active_on(cond, as_of):
+                undated.append(cond)
+            continue
+        # A still-open entry past max_age is a question (never closed?), whatever its age.
+        yield Event(span.start, "positive", label, ref(cond), max_age, None)
+        if not is_active_on(cond, as_of) and span.end is not None:
+            yield Event(span.end, "negative", f"{label} ended", ref(cond), 0, 0)
+
+
+def _ended_events(record: PatientRecord, vs: ValueSet) -> Iterator[Event]:
+    for cond in record.of_type("Condition"):
+        label = vs.match(cond.get("code"))
+        start = condition_span(cond).start
+        if label is not None and start is not None:
+            yield Event(start, "negative", label, ref(cond), 0, 0)
+
+
+def _observation_events(
+    record: PatientRecord, vs: ValueSet, verdict_of: _Verdict, max_age: int, ask_age: int
+) -> Iterator[Event]:
+    for obs in record.of_type("Observation"):
+        label = vs.match(obs.get("code"))
+        day = observation_day(obs)
+        if label is None or day is None:
+            continue
+        says = verdict_of(obs)
+        if says is not None:
+            yield Event(day, says, f"{label} {says}", ref(obs), max_age, ask_age)
+
+
+class _StatusVerdict:
+    """Pregnancy/breastfeeding status: a coded answer from the yes-set or the no-set, else the words."""
+
+    def __init__(self, yes: ValueSet, no: ValueSet) -> None:
+        self.yes, self.no = yes, no
+
+    def __call__(self, obs: Resource) -> Polarity | None:
+        value = obs.get("valueCodeableConcept")
+        if isinstance(value, dict):
+            if self.no.match(value) is not None:
+                return "negative"
+            if self.yes.match(value) is not None:
+                return "positive"
+        return polarity(obs) or _status_words(obs)
+
+
+def _status_words(obs: Resource) -> Polarity | None:
+    """'Not pregnant', 'Pregnant', 'Not breastfeeding', 'Breastfeeding' in a code's text or a string."""
+    value = obs.get("valueCodeableConcept")
+    texts = [str(obs.get("valueString") or "")]
+    if isinstance(value, dict):
+        texts.append(str(value.get("text") or ""))
+        texts += [str(c.get("display") or "") for c in value.get("coding") or () if isinstance(c, dict)]
+    for text in texts:
+        low = text.lower()
+        if not low.strip() or "unknown" in low:
+            continue
+        if low.startswith(("not ", "no ", "non", "never", "stopped")):
+            return "negative"
+        if "pregnan" in low or "breast" in low or "lactat" in low:
+            return "positive"
+        verdict = polarity_of_text(low)
+        if verdict:
+            return verdict
+    return None
+
+
+class _HcgVerdict:
+    """hCG: the lab's verdict (interpretation, qualitative value, reference range), else the thresholds."""
+
+    def __init__(self, positive_at: float, negative_below: float) -> None:
+        self.positive_at, self.negative_below = positive_at, negative_below
+
+    def __call__(self, obs: Resource) -> Polarity | None:
+        verdict = polarity(obs)
+        if verdict is not None:
+            return verdict
+        q = quantity_of(obs)
+        if q is None or q.unit.lower() not in _HCG_UNITS:
+            return None
+        if q.at_least(self.positive_at):
+            return "positive"
+        if q.below(self.negative_below):
+            return "negative"
+        return "indeterminate" if q.exact else None
+
+
+@dataclass(frozen=True)
+class State:
+    outcome: Outcome | None  # FAIL (now), UNKNOWN (open question), None (not now)
+    text: str
+    evidence: tuple[str, ...]
+    next_step: str | None = None
+
+
+def _current(events: list[Event], as_of: date, noun: str) -> State:
+    """The latest evidence on or before the screening date decides, if recent enough."""
+    order = {"positive": 0, "indeterminate": 1, "negative": 2}
+    dated = sorted((e for e in events if e.day <= as_of), key=lambda e: (e.day, order[e.says]))
+    if not dated:
+        return State(None, f"no {noun} record", ())
+    last = dated[-1]
+    age = (as_of - last.day).days
+    if last.says == "negative":
+        return State(None, f"latest: {last.describe()}", (last.ref,))
+    if last.says == "indeterminate":
+        if age <= last.max_age_days:
+            return State(Outcome.UNKNOWN, last.describe(), (last.ref,), f"Repeat the {noun} test.")
+        return State(None, f"no recent {noun} record", ())
+    if age <= last.max_age_days:
+        return State(Outcome.FAIL, last.describe(), (last.ref,))
+    if last.ask_age_days is None or age <= last.ask_age_days:
+        return State(
+            Outcome.UNKNOWN,
+            f"{last.describe()}, {age} days ago, and nothing on record since says it ended",
+            (last.ref,),
+            f"Confirm current {noun} status with the patient (and an hCG test if relevant).",
+        )
+    return State(None, f"no recent {noun} record (latest: {last.describe()})", (last.ref,))
+
+
+def _pregnancy(record: PatientRecord, ctx: Context, p: PregnancyParams) -> tuple[State, list[Resource]]:
+    as_of = ctx.as_of
+    undated: list[Resource] = []
+    max_days = p.pregnancy_max_days
+    events = list(_condition_events(record, ctx.vs(p.pregnancy_conditions), as_of, max_days, undated))
+    events += _ended_events(record, ctx.vs(p.pregnancy_ended_conditions))
+    status = _StatusVerdict(ctx.vs(p.pregnancy_conditions), ctx.vs(p.not_pregnant_values))
+    events += _observation_events(record, ctx.vs(p.pregnancy_status_tests), status, max_days, max_days)
+    hcg = _HcgVerdict(p.hcg_positive_at, p.hcg_negative_below)
+    for vs in (p.hcg_qualitative_tests, p.hcg_quantitative_tests):
+        # A positive hCG older than the window could still be the same, ongoing pregnancy: ask.
+        events += _observation_events(record, ctx.vs(vs), hcg, p.hcg_window_days, max_days)
+    return _current(events, as_of, "pregnancy"), undated
+
+
+def _breastfeeding(record: PatientRecord, ctx: Context, p: PregnancyParams) -> tuple[State, list[Resource]]:
+    as_of = ctx.as_of
+    undated: list[Resource] = []
+    yes = ctx.vs(p.lactation_conditions)
+    events = list(_condition_events(record, yes, as_of, p.lactation_max_days, undated))
+    status = _StatusVerdict(yes, ctx.vs(p.not_pregnant_values))
+    max_days = p.lactation_max_days
+    events += _observation_events(record, ctx.vs(p.breastfeeding_status_tests), status, max_days, max_days)
+    return _current(events, as_of, "breastfeeding"), undated
+
+
+@evaluator("pregnancy", PregnancyParams)
+def pregnancy(record: PatientRecord, ctx: Context, params: PregnancyParams) -> CriterionResult:
+    """Pregnant or breast-feeding on the screening date; the intention part is left to the investigator."""
+    if str(record.patient.get("gender") or "").lower() == "male":
+        return result(Outcome.PASS, "Not applicable: patient is male.", [record.ref])
+    pregnant, undated_p = _pregnancy(record, ctx, params)
+    feeding, undated_f = _breastfeeding(record, ctx, params)
+    fails = [s for s in (pregnant, feeding) if s.outcome is Outcome.FAIL]
+    if fails:
+        named = (("pregnant", pregnant), ("breast-feeding", feeding))
+        what = " and ".join(name for name, s in named if s.outcome is Outcome.FAIL)
+        evidence = [e for s in fails for e in s.evidence]
+        return result(Outcome.FAIL, f"Currently {what}: " + "; ".join(s.text for s in fails) + ".", evidence)
+    questions = [s for s in (pregnant, feeding) if s.outcome is Outcome.UNKNOWN]
+    undated = undated_p + undated_f
+    if questions or undated:
+        texts = [s.text for s in questions] + [f"undated open entry {ref(c)}" for c in undated]
+        steps = [s.next_step for s in questions if s.next_step]
+        if undated:
+            steps.append("Confirm whether the undated pregnancy/breastfeeding entry is current.")
+        evidence = [e for s in questions for e in s.evidence] + [ref(c) for c in undated]
+        return result(
+            Outcome.UNKNOWN, "Pregnancy or breastfeeding not ruled out: " + "; ".join(texts) + ".", evidence,
+            next_step=" ".join(steps),
+        )
+    evidence = list(pregnant.evidence + feeding.evidence)
+    return result(
+        Outcome.PASS,
+        f"Not pregnant or breast-feeding on record ({pregnant.text}; {feeding.text}); {INTENTION}.",
+        evidence,
+    )

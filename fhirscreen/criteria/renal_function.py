@@ -1,0 +1,230 @@
+"""I4: eGFR >= 30 mL/min/1.73 m2 in the screening period.
+
+The latest eGFR within ``window_days`` decides (criteria-codes.md Appendix A #6: "screening period" is
+undefined; 90 days by default). Without one, eGFR is computed from the latest serum creatinine in the
+window with the race-free CKD-EPI 2021 equation, and the reason says so.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date, timedelta
+
+from pydantic import ConfigDict
+
+from fhirscreen.criteria._labs import Lab, code_of, labs, report_unit, unit_key
+from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.fhir.dates import age_in_years, days_before, parse_date
+from fhirscreen.fhir.values import Quantity, quantity_of
+from fhirscreen.record import PatientRecord
+
+
+class EgfrParams(Params):
+    model_config = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+    window_days: int = 90
+    min_egfr: float = 30.0  # mL/min/1.73 m2, inclusive
+    egfr: ValueSetRef = "egfr"
+    creatinine: ValueSetRef = "serum_creatinine"
+    # Several eGFRs on the latest day: CKD-EPI 2021 first (criteria-codes.md I4), then the rest.
+    prefer: tuple[str, ...] = ("98979-8", "98980-6", "62238-1")
+
+
+# --------------------------------------------------------------------------------- CKD-EPI 2021
+
+
+def ckd_epi_2021(creatinine_mg_dl: float, age_years: int, female: bool) -> float:
+    """eGFR (mL/min/1.73 m2) by the race-free CKD-EPI 2021 creatinine equation.
+
+    Inker LA, Eneanya ND, Coresh J, et al. New creatinine- and cystatin C-based equations to estimate
+    GFR without race. N Engl J Med 2021;385:1737-49 (https://kidney.org/ckd-epi-creatinine-equation-2021):
+    142 x min(Scr/k, 1)^a x max(Scr/k, 1)^-1.200 x 0.9938^age x 1.012 [female],
+    k = 0.7 (F) / 0.9 (M), a = -0.241 (F) / -0.302 (M), Scr in mg/dL (IDMS-standardised).
+    """
+    kappa, alpha = (0.7, -0.241) if female else (0.9, -0.302)
+    ratio = creatinine_mg_dl / kappa
+    egfr: float = 142.0 * min(ratio, 1.0) ** alpha * max(ratio, 1.0) ** -1.200 * 0.9938**age_years
+    return egfr * 1.012 if female else egfr
+
+
+_MG_DL = frozenset({"mg/dl", "mg/100ml", "mg%"})
+_UMOL_L = frozenset({"umol/l", "micromol/l", "umol/liter"})
+_MMOL_L = frozenset({"mmol/l"})
+UMOL_PER_MG_DL = 88.4  # creatinine: 1 mg/dL = 88.4 umol/L
+
+
+def creatinine_mg_dl(ctx: Context, lab: Lab) -> Quantity | None:
+    """Serum creatinine in mg/dL (umol/L / 88.4; mmol/L x 1000 / 88.4); unknown units are reported."""
+    q = quantity_of(lab.obs)
+    if q is None or q.value <= 0:
+        return None
+    key = unit_key(q.unit)
+    if key in _MG_DL:
+        return q.scaled(1.0, "mg/dL")
+    if key in _UMOL_L:
+        return q.scaled(1 / UMOL_PER_MG_DL, "mg/dL")
+    if key in _MMOL_L:
+        return q.scaled(1000 / UMOL_PER_MG_DL, "mg/dL")
+    report_unit(ctx, lab, "serum creatinine", q.unit)
+    return None
+
+
+def egfr_value(ctx: Context, lab: Lab) -> Quantity | None:
+    """An eGFR in mL/min/1.73 m2. Any mL/min-based unit is accepted on eGFR codes, the code asserting
+    the normalisation (Synthea's dialysis module writes plain "mL/min", criteria-codes.md section 1)."""
+    q = quantity_of(lab.obs)
+    if q is None:
+        return None
+    # A unitless value (e.g. valueString ">60") takes the unit the eGFR code defines.
+    if not q.unit or unit_key(q.unit).startswith("ml/min"):
+        return q.scaled(1.0, "mL/min/1.73m2")
+    report_unit(ctx, lab, "eGFR", q.unit)
+    return None
+
+
+# ------------------------------------------------------------------------------------- evaluator
+
+
+@dataclass(frozen=True)
+class Reading:
+    lab: Lab
+    egfr: Quantity
+    text: str  # how the value was obtained, for the reason
+
+
+def _latest_egfr(record: PatientRecord, ctx: Context, params: EgfrParams, first: date) -> Reading | None:
+    """The latest usable eGFR in the window; on the same day the preferred equation wins."""
+    usable = [(lab, q) for lab in labs(record, ctx.vs(params.egfr), first, ctx.as_of)
+              if (q := egfr_value(ctx, lab)) is not None]
+    if not usable:
+        return None
+    latest_day = usable[0][0].day
+
+    def rank(item: tuple[Lab, Quantity]) -> int:
+        codes = code_of(item[0].obs)
+        return min((i for i, c in enumerate(params.prefer) if c in codes), default=len(params.prefer))
+
+    lab, q = min((item for item in usable if item[0].day == latest_day), key=rank)
+    return Reading(lab, q, f"eGFR {_fmt(q)} mL/min/1.73 m2 on {lab.when} ({lab.name})")
+
+
+@dataclass(frozen=True)
+class Computed:
+    reading: Reading | None
+    problem: str | None = None  # why creatinine could not be used
+
+
+def _sex(record: PatientRecord) -> str | None:
+    """male/female from Patient.gender, else the US Core birth-sex extension."""
+    gender = record.patient.get("gender")
+    if gender in ("male", "female"):
+        return str(gender)
+    for ext in record.patient.get("extension") or ():
+        if isinstance(ext, dict) and str(ext.get("url", "")).endswith("us-core-birthsex"):
+            return {"F": "female", "M": "male"}.get(str(ext.get("valueCode")))
+    return None
+
+
+def _from_creatinine(record: PatientRecord, ctx: Context, params: EgfrParams, first: date) -> Computed:
+    """CKD-EPI 2021 from the latest usable creatinine in the window.
+
+    Where sex or age is not known exactly, every possible combination is computed, and the result
+    is a range; it decides only when the whole range is on one side of the threshold.
+    """
+    usable = [(lab, q) for lab in labs(record, ctx.vs(params.creatinine), first, ctx.as_of)
+              if (q := creatinine_mg_dl(ctx, lab)) is not None]
+    if not usable:
+        return Computed(None)
+    lab, scr = usable[0]
+    birth = parse_date(record.patient.get("birthDate"))
+    if birth is None:
+        return Computed(None, f"creatinine {_fmt(scr)} mg/dL on {lab.when} but no birth date to compute eGFR")
+    sex = _sex(record)
+    sexes = [sex == "female"] if sex else [True, False]
+    ages = {age_in_years(birth.latest, lab.day), age_in_years(birth.earliest, lab.day)}
+    values = [ckd_epi_2021(scr.value, age, female) for age in ages for female in sexes]
+    low, high = min(values), max(values)
+    # eGFR falls as creatinine rises, so a bound on creatinine is the opposite bound on eGFR.
+    flipped = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(scr.comparator or "")
+    source = f"creatinine {_fmt(scr)} mg/dL on {lab.when}"
+    if scr.comparator in (">", ">="):
+        egfr = Quantity(high, flipped, "mL/min/1.73m2")
+    elif scr.comparator in ("<", "<="):
+        egfr = Quantity(low, flipped, "mL/min/1.73m2")
+    elif high - low > 1e-9 and low < params.min_egfr <= high:
+        why = "sex is not recorded" if sex is None else "the birth date is partial"
+        return Computed(None, f"{source} gives eGFR {low:.1f}-{high:.1f} (CKD-EPI 2021) because {why}")
+    else:
+        egfr = Quantity(low, None, "mL/min/1.73m2")
+    assumed = "" if sex else " for either sex"
+    text = f"eGFR {_fmt(egfr)} mL/min/1.73 m2 computed (CKD-EPI 2021{assumed}) from {source}"
+    return Computed(Reading(lab, egfr, text))
+
+
+def _fmt(q: Quantity) -> str:
+    return f"{q.comparator or ''}{round(q.value, 1):g}"
+
+
+def _decided(reading: Reading | None, threshold: float) -> bool:
+    return reading is not None and reading.egfr.at_least(threshold) is not None
+
+
+@evaluator("egfr", EgfrParams)
+def egfr(record: PatientRecord, ctx: Context, params: EgfrParams) -> CriterionResult:
+    """Latest eGFR in the window at or above the threshold (CKD-EPI 2021 from creatinine as fallback)."""
+    first = days_before(ctx.as_of, params.window_days)
+    measured = _latest_egfr(record, ctx, params, first)
+    if measured is not None and _decided(measured, params.min_egfr):
+        return _decide(measured, params, prefix="", computed=False)
+    # No eGFR, or one whose bound (e.g. "<60") cannot settle the threshold: compute one from a
+    # creatinine no older than that eGFR.
+    computed = _from_creatinine(record, ctx, params, measured.lab.day if measured else first)
+    if computed.reading is not None and _decided(computed.reading, params.min_egfr):
+        none = f"No eGFR in the last {params.window_days} days; "
+        prefix = f"{measured.text} does not decide; " if measured else none
+        return _decide(computed.reading, params, prefix=prefix, computed=True)
+    return _unknown(record, ctx, params, measured, computed)
+
+
+def _decide(reading: Reading, params: EgfrParams, *, prefix: str, computed: bool) -> CriterionResult:
+    ok = reading.egfr.at_least(params.min_egfr)
+    verdict = f"at or above {params.min_egfr:g}" if ok else f"below {params.min_egfr:g}"
+    return result(
+        Outcome.PASS if ok else Outcome.FAIL,
+        f"{prefix}{reading.text}: {verdict}.",
+        [reading.lab.ref],
+        egfr=round(reading.egfr.value, 1), egfr_comparator=reading.egfr.comparator,
+        egfr_date=reading.lab.when, computed_from_creatinine=computed,
+    )
+
+
+def _unknown(
+    record: PatientRecord, ctx: Context, params: EgfrParams, measured: Reading | None, computed: Computed
+) -> CriterionResult:
+    limit = f"{params.min_egfr:g}"
+    evidence: list[str] = []
+    if measured is not None:
+        evidence.append(measured.lab.ref)
+        reason = f"{measured.text} cannot tell whether eGFR is >= {limit}"
+    elif computed.reading is not None:
+        evidence.append(computed.reading.lab.ref)
+        reason = f"{computed.reading.text} cannot tell whether eGFR is >= {limit}"
+    elif computed.problem:
+        reason = f"No eGFR in the last {params.window_days} days; {computed.problem}"
+    else:
+        reason = f"No eGFR or serum creatinine in the last {params.window_days} days"
+        first = days_before(ctx.as_of, params.window_days)
+        unusable = labs(record, ctx.vs(params.egfr), first, ctx.as_of)
+        older = labs(record, ctx.vs(params.egfr), None, first - timedelta(days=1))
+        if unusable:
+            reason += f" with a usable value (eGFR on {unusable[0].when} has no readable value or unit)"
+            evidence.append(unusable[0].ref)
+        elif older:
+            value = quantity_of(older[0].obs)
+            shown = f"{value} " if value is not None else ""
+            reason += f" (latest eGFR {shown}on {older[0].when} is older)"
+            evidence.append(older[0].ref)
+    return result(
+        Outcome.UNKNOWN, f"{reason}.", evidence,
+        next_step="Order a serum creatinine (eGFR) for the screening visit.",
+    )

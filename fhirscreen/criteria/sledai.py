@@ -1,0 +1,332 @@
+"""I6: SLEDAI-2K >= 6 at screening.
+
+A recorded score decides when one exists in the window (no standard code exists: the trial file lists
+local codes, and any Observation whose code text/display names SLEDAI counts). Otherwise the items that
+structured data show within the window give a lower bound with the SLEDAI-2K weights (Gladman DD et al.,
+J Rheumatol 2002;29:288-91): it can pass the criterion, never fail it, because most items (headache,
+rash, ulcers...) live in the examination, not in coded data (criteria-codes.md I6, Appendix A #9).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import date
+from typing import Any
+
+from pydantic import ConfigDict, Field, model_validator
+
+from fhirscreen.criteria._labs import (
+    Lab,
+    count_e9_per_l,
+    dsdna_verdict,
+    is_present,
+    labs,
+    per_hpf,
+    protein_24h_g,
+    temperature_c,
+    upcr_g_per_g,
+    value_text,
+)
+from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.fhir.codes import ValueSet, concept_label
+from fhirscreen.fhir.dates import day, days_before
+from fhirscreen.fhir.resources import Resource, condition_span, ref
+from fhirscreen.fhir.values import is_below_range, quantity_of
+from fhirscreen.record import PatientRecord
+
+_STRICT = ConfigDict(extra="forbid", frozen=True, validate_default=True)
+
+# Items derived from laboratory results and vital signs (the rest come from coded manifestations).
+LAB_ITEMS = (
+    "urinary_casts", "hematuria", "proteinuria", "pyuria", "low_complement", "increased_dna_binding",
+    "fever", "thrombocytopenia", "leukopenia",
+)
+
+
+def _default_weights() -> dict[str, int]:
+    # SLEDAI-2K descriptor weights (https://medicalcriteria.com/web/reusledai/); lupus headache (8) has
+    # no structured evidence and is left out.
+    return {
+        "seizure": 8, "psychosis": 8, "organic_brain_syndrome": 8, "visual_disturbance": 8,
+        "cranial_nerve_disorder": 8, "cva": 8, "vasculitis": 8, "arthritis": 4, "myositis": 4,
+        "urinary_casts": 4, "hematuria": 4, "proteinuria": 4, "pyuria": 4, "rash": 2, "alopecia": 2,
+        "mucosal_ulcers": 2, "pleurisy": 2, "pericarditis": 2, "low_complement": 2,
+        "increased_dna_binding": 2, "fever": 1, "thrombocytopenia": 1, "leukopenia": 1,
+    }
+
+
+def _default_coded() -> dict[str, str]:
+    return {
+        "seizure": "seizure", "psychosis": "psychosis", "organic_brain_syndrome": "organic_brain_syndrome",
+        "visual_disturbance": "lupus_visual_disturbance", "cranial_nerve_disorder": "cranial_neuropathy",
+        "cva": "cerebral_infarction", "vasculitis": "vasculitis", "arthritis": "inflammatory_arthritis",
+        "myositis": "myositis", "rash": "lupus_rash", "alopecia": "alopecia_nonscarring",
+        "mucosal_ulcers": "oral_ulcers", "pleurisy": "pleurisy", "pericarditis": "pericarditis",
+    }
+
+
+class SledaiLabs(Params):
+    model_config = _STRICT
+
+    complement: ValueSetRef = "complement"
+    anti_dsdna: ValueSetRef = "anti_dsdna"
+    anti_dsdna_titer: ValueSetRef = "anti_dsdna_titer"
+    platelets: ValueSetRef = "platelets"
+    wbc: ValueSetRef = "wbc"
+    protein_24h: ValueSetRef = "urine_protein_24h"
+    upcr: ValueSetRef = "urine_protein_creatinine_ratio"
+    urinary_casts: ValueSetRef = "urine_rbc_casts"
+    urine_rbc: ValueSetRef = "urine_rbc_hpf"
+    urine_wbc: ValueSetRef = "urine_wbc_hpf"
+    temperature: ValueSetRef = "body_temperature"
+
+
+class SledaiParams(Params):
+    model_config = _STRICT
+
+    window_days: int = 30
+    threshold: int = 6
+    score: ValueSetRef = "sledai_score"
+    thrombocytopenia_below: float = 100.0  # 10^9/L
+    leukopenia_below: float = 3.0  # 10^9/L
+    proteinuria_above_g: float = 0.5  # g/24 h; UPCR g/g as a proxy
+    hematuria_above_hpf: float = 5.0
+    pyuria_above_hpf: float = 5.0
+    fever_above_c: float = 38.0
+    dsdna_min_titer: int = 10
+    weights: dict[str, int] = Field(default_factory=_default_weights)
+    coded_manifestations: dict[str, ValueSetRef] = Field(default_factory=_default_coded)
+    labs: SledaiLabs = SledaiLabs()
+    # SLEDAI-2K excludes hematuria/pyuria from infection or stones, and fever from infection.
+    urine_confounders: ValueSetRef = "urinary_infection_or_stone"
+    fever_confounders: ValueSetRef = "infection_for_fever"
+
+    @model_validator(mode="after")
+    def _every_item_weighted(self) -> SledaiParams:
+        needed = set(LAB_ITEMS) | set(self.coded_manifestations)
+        missing = sorted(needed - set(self.weights))
+        if missing:
+            raise ValueError(f"weights missing for SLEDAI-2K items: {', '.join(missing)}")
+        unused = sorted(set(self.weights) - needed)
+        if unused:
+            raise ValueError(f"weights for unknown SLEDAI-2K items (a typo?): {', '.join(unused)}")
+        return self
+
+
+@dataclass(frozen=True)
+class Item:
+    name: str
+    weight: int
+    text: str  # "low C3 52 mg/dL (ref 90-180) on 2026-05-10"
+    refs: tuple[str, ...]
+
+    def __str__(self) -> str:
+        label = self.name.replace("_", " ").replace("dna", "DNA").replace("cva", "CVA")
+        return f"{label} ({self.weight}): {self.text}"
+
+
+# ----------------------------------------------------------------------------------- conditions
+
+
+def _documented_in(condition: Resource, first: date, last: date) -> bool:
+    """Present during the window and documented in it (onset, recorded or abated within it): an
+    "active" code with an old onset and nothing newer does not show activity at screening."""
+    span = condition_span(condition)
+    if not span.overlaps(first, last):
+        return False
+    dates = (span.start, day(condition.get("recordedDate")), span.end)
+    return any(d is not None and first <= d <= last for d in dates)
+
+
+def _present_in(condition: Resource, first: date, last: date) -> bool:
+    return condition_span(condition).overlaps(first, last)
+
+
+def _conditions(
+    record: PatientRecord, vs: ValueSet, first: date, last: date, *, documented: bool
+) -> list[Resource]:
+    test = _documented_in if documented else _present_in
+    return [c for c in record.of_type("Condition") if vs.match(c.get("code")) and test(c, first, last)]
+
+
+def coded_items(record: PatientRecord, ctx: Context, params: SledaiParams, first: date) -> list[Item]:
+    items: list[Item] = []
+    for name, vs_name in params.coded_manifestations.items():
+        vs = ctx.vs(vs_name)
+        found = _conditions(record, vs, first, ctx.as_of, documented=True)
+        if found:
+            c = found[0]
+            start = condition_span(c).start
+            when = f" since {start.isoformat()}" if start else ""
+            text = f"coded manifestation {vs.match(c.get('code')) or concept_label(c.get('code'))}{when}"
+            items.append(Item(name, params.weights[name], text, tuple(ref(x) for x in found)))
+    return items
+
+
+# ----------------------------------------------------------------------------------------- labs
+
+
+Hits = list[tuple[Lab, str]]  # qualifying results (latest first) with their text for the reason
+
+
+def _item(name: str, hits: Hits, params: SledaiParams) -> Item | None:
+    if not hits:
+        return None
+    text = hits[0][1]  # the latest qualifying result is the one named
+    return Item(name, params.weights[name], text, tuple(lab.ref for lab, _t in hits))
+
+
+def lab_items(record: PatientRecord, ctx: Context, params: SledaiParams, first: date) -> list[Item]:
+    sets = params.labs
+
+    def results(name: str) -> list[Lab]:
+        return labs(record, ctx.vs(name), first, ctx.as_of)
+
+    def confounded(vs_name: str) -> bool:
+        return bool(_conditions(record, ctx.vs(vs_name), first, ctx.as_of, documented=False))
+
+    hits: dict[str, Hits] = {
+        "low_complement": _low_complement(results(sets.complement)),
+        "increased_dna_binding": _dsdna(ctx, params, results(sets.anti_dsdna)),
+        "thrombocytopenia": _counts_below(
+            ctx, results(sets.platelets), params.thrombocytopenia_below, "platelets"
+        ),
+        "leukopenia": _counts_below(ctx, results(sets.wbc), params.leukopenia_below, "WBC"),
+        "proteinuria": _proteinuria(ctx, params, results(sets.protein_24h), results(sets.upcr)),
+        "urinary_casts": [(lab, f"urinary casts on {lab.when}") for lab in results(sets.urinary_casts)
+                          if is_present(lab)],
+    }
+    if not confounded(params.urine_confounders):
+        hits["hematuria"] = _per_hpf_above(ctx, results(sets.urine_rbc), params.hematuria_above_hpf, "RBC")
+        hits["pyuria"] = _per_hpf_above(ctx, results(sets.urine_wbc), params.pyuria_above_hpf, "WBC")
+    if not confounded(params.fever_confounders):
+        hits["fever"] = _fever(ctx, params, results(sets.temperature))
+    items = [_item(name, found, params) for name, found in hits.items()]
+    return [item for item in items if item is not None]
+
+
+def _low_complement(results: list[Lab]) -> list[tuple[Lab, str]]:
+    return [(lab, f"{lab.name} {value_text(lab)} below the lab's range on {lab.when}")
+            for lab in results if is_below_range(lab.obs) is True]
+
+
+def _dsdna(ctx: Context, params: SledaiParams, results: list[Lab]) -> list[tuple[Lab, str]]:
+    titer_codes = ctx.vs(params.labs.anti_dsdna_titer)
+    return [(lab, f"anti-dsDNA {value_text(lab)} positive on {lab.when}")
+            for lab in results if dsdna_verdict(lab, titer_codes, params.dsdna_min_titer) == "positive"]
+
+
+def _counts_below(ctx: Context, results: list[Lab], limit: float, what: str) -> list[tuple[Lab, str]]:
+    out = []
+    for lab in results:
+        q = count_e9_per_l(ctx, lab, f"{what} count")
+        if q is not None and q.below(limit) is True:
+            out.append((lab, f"{what} {q.comparator or ''}{q.value:g} x10^9/L (< {limit:g}) on {lab.when}"))
+    return out
+
+
+def _proteinuria(
+    ctx: Context, params: SledaiParams, day_totals: list[Lab], ratios: list[Lab]
+) -> list[tuple[Lab, str]]:
+    limit = params.proteinuria_above_g
+    out = []
+    for lab in day_totals:
+        q = protein_24h_g(ctx, lab)
+        if q is not None and q.above(limit) is True:
+            text = f"24-h urine protein {q.comparator or ''}{q.value:g} g (> {limit:g})"
+            out.append((lab, f"{text} on {lab.when}"))
+    for lab in ratios:
+        q = upcr_g_per_g(ctx, lab)
+        if q is not None and q.above(limit) is True:
+            text = f"urine protein/creatinine {q.comparator or ''}{q.value:g} g/g (> {limit:g}; 24-h proxy)"
+            out.append((lab, f"{text} on {lab.when}"))
+    out.sort(key=lambda pair: pair[0].day, reverse=True)
+    return out
+
+
+def _per_hpf_above(ctx: Context, results: list[Lab], limit: float, what: str) -> list[tuple[Lab, str]]:
+    out = []
+    for lab in results:
+        q = per_hpf(ctx, lab, f"urine {what} per high-power field")
+        if q is not None and q.above(limit) is True:
+            out.append((lab, f"urine {what} {q.comparator or ''}{q.value:g}/hpf (> {limit:g}) on {lab.when}"))
+    return out
+
+
+def _fever(ctx: Context, params: SledaiParams, results: list[Lab]) -> list[tuple[Lab, str]]:
+    out = []
+    for lab in results:
+        q = temperature_c(ctx, lab)
+        if q is not None and q.above(params.fever_above_c) is True:
+            out.append((lab, f"temperature {q.value:.1f} C (> {params.fever_above_c:g}) on {lab.when}"))
+    return out
+
+
+# ------------------------------------------------------------------------------------ evaluator
+
+
+def recorded_score(
+    record: PatientRecord, ctx: Context, params: SledaiParams, first: date | None
+) -> Lab | None:
+    """The latest SLEDAI score with a numeric value in [first, as_of]."""
+    for lab in labs(record, ctx.vs(params.score), first, ctx.as_of):
+        if quantity_of(lab.obs) is not None:
+            return lab
+    return None
+
+
+@evaluator("sledai", SledaiParams)
+def sledai(record: PatientRecord, ctx: Context, params: SledaiParams) -> CriterionResult:
+    """Recorded SLEDAI-2K in the window, else a lower bound from structured data with SLEDAI-2K weights."""
+    first = days_before(ctx.as_of, params.window_days)
+    window = f"the {params.window_days} days before {ctx.as_of.isoformat()}"
+    scored = recorded_score(record, ctx, params, first)
+    if scored is not None:
+        return _from_recorded(scored, params)
+
+    items = coded_items(record, ctx, params, first) + lab_items(record, ctx, params, first)
+    bound = sum(item.weight for item in items)
+    evidence = [r for item in items for r in item.refs]
+    details: dict[str, Any] = {
+        "sledai_2k": bound, "strength": bound, "sledai_source": "lower bound",
+        "sledai_items": {item.name: item.weight for item in items},
+    }
+    listed = "; ".join(str(item) for item in items)
+    if bound >= params.threshold:
+        reason = f"No recorded SLEDAI-2K in {window}; coded data give a lower bound of {bound}: {listed}."
+        return result(Outcome.PASS, reason, evidence, **details)
+    older = recorded_score(record, ctx, params, None)
+    stale = f" (latest recorded score {_score_text(older)} is older)" if older else ""
+    found = f"a lower bound of {bound}: {listed}" if items else "no SLEDAI-2K item"
+    reason = f"No recorded SLEDAI-2K in {window}{stale}; coded data show {found}, below {params.threshold}."
+    if older is not None:
+        evidence.append(older.ref)
+    return result(
+        Outcome.UNKNOWN, reason, evidence,
+        next_step="Score SLEDAI-2K at the screening visit (exam, urinalysis, complement, anti-dsDNA).",
+        **details,
+    )
+
+
+def _score_text(lab: Lab) -> str:
+    q = quantity_of(lab.obs)
+    return f"{q.comparator or ''}{q.value:g} on {lab.when}" if q else f"on {lab.when}"
+
+
+def _from_recorded(lab: Lab, params: SledaiParams) -> CriterionResult:
+    q = quantity_of(lab.obs)
+    assert q is not None  # recorded_score only returns scores with a value
+    instrument = lab.name
+    ok = q.at_least(params.threshold)
+    details: dict[str, Any] = {
+        "sledai_2k": q.value, "strength": q.value,
+        "sledai_source": "recorded", "sledai_instrument": instrument,
+    }
+    text = f"{instrument} {_score_text(lab)}"
+    if ok is None:
+        return result(
+            Outcome.UNKNOWN, f"Recorded {text} cannot tell whether it is >= {params.threshold}.", [lab.ref],
+            next_step="Record the exact SLEDAI-2K total at the screening visit.", **details,
+        )
+    verdict = f"at or above {params.threshold}" if ok else f"below {params.threshold}"
+    return result(Outcome.PASS if ok else Outcome.FAIL, f"Recorded {text}: {verdict}.", [lab.ref], **details)

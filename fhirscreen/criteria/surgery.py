@@ -1,0 +1,199 @@
+"""E9: major surgery within 90 days before Baseline (Day 0), or major surgery planned during the study.
+
+"Major" has no single code (criteria-codes.md E9, Appendix A #19). A procedure is:
+* major when a coding is in the trial file's major list (codes only: text never makes surgery major);
+* minor when a coding or its text is in the minor list (biopsies, endoscopy, injections, dental work,
+  dialysis, lines) - minor procedures never exclude, whatever else matches;
+* possibly major when it is general anaesthesia (CPT 00100-01999 or SNOMED general-anaesthesia codes)
+  not on the same day as a minor procedure, or when its text says surgery/-ectomy and nothing above
+  decided it: unknown, for the coordinator to check;
+* otherwise not surgery (screenings, education, imaging... Synthea emits hundreds of these).
+Baseline is unknown at screening, so the window is counted back from the screening date
+(conservative, criteria-codes.md 0.3) and the date the washout ends is reported.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from fhirscreen.criteria import _events as ev
+from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.fhir.codes import CPT, ValueSet, codings
+from fhirscreen.fhir.dates import days_before, span_of
+from fhirscreen.record import PatientRecord
+
+MAJOR, ANAESTHESIA, POSSIBLE = "major", "anaesthesia", "possible"
+
+
+class SurgeryParams(Params):
+    major: ValueSetRef
+    minor: ValueSetRef
+    anaesthesia: ValueSetRef | None = None
+    # CPT anaesthesia services are the numeric range 00100-01999 (criteria-codes.json E9).
+    anaesthesia_cpt_range: tuple[int, int] | None = (100, 1999)
+    possible_major: ValueSetRef | None = None  # text patterns that make an unlisted procedure "unknown"
+    window_days: int = 90
+
+
+@dataclass(frozen=True)
+class _Rules:
+    major: ValueSet
+    minor: ValueSet
+    anaesthesia: ValueSet | None
+    cpt_range: tuple[int, int] | None
+    possible: ValueSet | None
+
+    def anaesthesia_label(self, concept: Mapping[str, Any] | None) -> str | None:
+        if self.anaesthesia is not None and (label := ev.code_match(self.anaesthesia, concept)):
+            return label
+        if self.cpt_range is not None:
+            low, high = self.cpt_range
+            for system, code, display in codings(concept):
+                if system == CPT and code.isdigit() and len(code) == 5 and low <= int(code) <= high:
+                    return display or f"anaesthesia (CPT {code})"
+        return None
+
+    def classify(self, concept: Mapping[str, Any] | None) -> tuple[str, str] | None:
+        """(kind, label) for a procedure code, or None for minor/non-surgical procedures."""
+        label = ev.code_match(self.major, concept)
+        if label is not None:
+            return MAJOR, label
+        if self.minor.match(concept) is not None:
+            return None
+        label = self.anaesthesia_label(concept)
+        if label is not None:
+            return ANAESTHESIA, label
+        if self.possible is not None and (label := self.possible.match(concept)) is not None:
+            return POSSIBLE, label
+        return None
+
+
+@dataclass
+class _Sorted:
+    recent: list[ev.Event] = field(default_factory=list)  # major, in the window
+    recent_possible: list[ev.Event] = field(default_factory=list)
+    planned: list[ev.Event] = field(default_factory=list)  # major, not done yet, dated after screening
+    planned_unsure: list[ev.Event] = field(default_factory=list)  # planned without a later date, or possible
+    older: list[ev.Event] = field(default_factory=list)
+    undated: list[ev.Event] = field(default_factory=list)
+
+
+def _minor_days(record: PatientRecord, minor: ValueSet) -> set[date]:
+    """Days with a minor procedure: anaesthesia on such a day is taken to be for it."""
+    days: set[date] = set()
+    for proc in record.of_type("Procedure"):
+        span = span_of(proc, "performed")
+        if span is not None and span.start is not None and minor.match(proc.get("code")) is not None:
+            days.add(span.start)
+    return days
+
+
+def _sort(record: PatientRecord, ctx: Context, rules: _Rules, first: date) -> _Sorted:
+    as_of = ctx.as_of
+    out = _Sorted()
+    minor_days = _minor_days(record, rules.minor)
+    for proc in record.of_type("Procedure"):
+        found = rules.classify(proc.get("code"))
+        if found is None:
+            continue
+        kind, label = found
+        event = ev.Event(proc, label, span_of(proc, "performed"))
+        if kind == ANAESTHESIA and event.first_day in minor_days:
+            continue
+        if ev.is_planned(event, as_of):
+            later = event.starts_after(as_of)
+            (out.planned if kind == MAJOR and later else out.planned_unsure).append(event)
+        elif event.starts_after(as_of):
+            continue  # recorded as done after the screening date: not known at screening
+        elif event.span is None:
+            if kind == MAJOR:
+                out.undated.append(event)
+        elif event.in_window(first, as_of):
+            (out.recent if kind == MAJOR else out.recent_possible).append(event)
+        elif kind == MAJOR:
+            out.older.append(event)
+    return out
+
+
+def _newest_first(events: list[ev.Event], as_of: date) -> list[ev.Event]:
+    return sorted(events, key=lambda e: e.last_day_by(as_of) or e.first_day or date.min, reverse=True)
+
+
+@evaluator("major_surgery", SurgeryParams)
+def major_surgery(record: PatientRecord, ctx: Context, params: SurgeryParams) -> CriterionResult:
+    """Major surgery within N days before screening, or planned after it; minor procedures never count."""
+    as_of = ctx.as_of
+    days = params.window_days
+    first = days_before(as_of, days)
+    rules = _Rules(
+        ctx.vs(params.major), ctx.vs(params.minor),
+        ctx.vs(params.anaesthesia) if params.anaesthesia else None,
+        params.anaesthesia_cpt_range,
+        ctx.vs(params.possible_major) if params.possible_major else None,
+    )
+    s = _sort(record, ctx, rules, first)
+    details: dict[str, Any] = {"window_start": first.isoformat()}
+    fail: list[str] = []
+    evidence: list[str] = []
+    if s.recent:
+        recent = _newest_first(s.recent, as_of)
+        last = recent[0].last_day_by(as_of) or as_of
+        ends, day0 = ev.plus_days(last, days), ev.plus_days(last, days + 1)
+        details.update(last_major_surgery=last.isoformat(), washout_ends=ends.isoformat(),
+                       eligible_from=day0.isoformat())
+        fail.append(
+            f"Major surgery within {days} days before screening: {ev.describe(recent)}. "
+            f"The {days}-day washout runs to {ends.isoformat()} (Day 0 from {day0.isoformat()})."
+        )
+        evidence += ev.refs(recent)
+    if s.planned:
+        planned = sorted(s.planned, key=lambda e: e.first_day or date.max)
+        details["planned_major_surgery"] = [e.when() for e in planned]
+        fail.append(
+            f"Major surgery planned after screening: {ev.describe(planned)} (status {planned[0].status})."
+        )
+        evidence += ev.refs(planned)
+    if fail:
+        return result(Outcome.FAIL, " ".join(fail), evidence, **details)
+    unknown: list[str] = []
+    if s.recent_possible:
+        possible = _newest_first(s.recent_possible, as_of)
+        last = possible[0].last_day_by(as_of) or as_of
+        details.update(washout_ends=ev.plus_days(last, days).isoformat(),
+                       eligible_from=ev.plus_days(last, days + 1).isoformat())
+        unknown.append(
+            f"Procedure(s) within {days} days before screening that may be major surgery "
+            f"(not in the major or minor lists): {ev.describe(possible)}. "
+            f"If major, the washout runs to {details['washout_ends']}."
+        )
+        evidence += ev.refs(possible)
+    if s.planned_unsure:
+        unknown.append(f"Planned procedure(s) without a later date, or not known to be major: "
+                       f"{ev.describe(s.planned_unsure)}.")
+        evidence += ev.refs(s.planned_unsure)
+    if unknown:
+        return result(
+            Outcome.UNKNOWN, " ".join(unknown), evidence,
+            next_step="Confirm whether the procedure was (or will be) major surgery, and its date.",
+            **details,
+        )
+    return _pass(s, days, first, details)
+
+
+def _pass(s: _Sorted, days: int, first: date, details: dict[str, Any]) -> CriterionResult:
+    notes = [f"No major surgery on record in the last {days} days (since {first.isoformat()}), none planned."]
+    evidence: list[str] = []
+    newest = ev.latest(s.older, first)
+    if newest is not None and newest.last_day is not None:
+        ended = ev.plus_days(newest.last_day, days)
+        details.update(last_major_surgery=newest.last_day.isoformat(), washout_ends=ended.isoformat())
+        notes.append(f"Last major surgery on record: {newest.label} on {newest.last_day.isoformat()}.")
+        evidence.append(newest.ref)
+    if s.undated:
+        # Undated surgical-history entries are usually old; reported, not counted, to keep false alarms low.
+        notes.append(f"Major surgery without a date is on record, not counted: {ev.describe(s.undated)}.")
+        evidence += ev.refs(s.undated)
+    return result(Outcome.PASS, " ".join(notes), evidence, **details)

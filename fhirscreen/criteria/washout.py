@@ -1,0 +1,286 @@
+"""E5 (investigational agent) and E6 (commercial immunomodulatory biologic) washouts.
+
+Both are anchored on Baseline (Day 0), which the EHR cannot know: they are computed against the
+screening date plus ``baseline_offset_days`` (0: conservative), and every result names the day the
+washout ends so a coordinator can schedule Day 0 (criteria-codes.md 0.3, Appendix A #14).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+from fhirscreen.criteria._medications import Drug, Exposure, exposures, first_drug, study_reference_text
+from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.fhir.dates import day
+from fhirscreen.fhir.resources import condition_span, ref
+from fhirscreen.record import PatientRecord
+
+
+class Biologic(Drug):
+    half_life_days: float | None = None  # terminal half-life from the US label; None: not known
+
+
+class BiologicWashoutParams(Params):
+    biologics: list[Biologic]
+    report_only: tuple[Drug, ...] = ()  # biologics named in the reason but not counted (Appendix A #16)
+    min_washout_days: int = 90
+    half_lives: float = 5
+    # Unknown half-life: last dose under min_washout_days ago fails, up to this many days is unknown.
+    unknown_half_life_decided_days: int = 180
+    baseline_offset_days: int = 0  # Day 0 = screening date + this
+
+
+class InvestigationalParams(Params):
+    products: ValueSetRef  # investigational product codes and names ("study drug", "placebo", NCT numbers)
+    participation: ValueSetRef | None = None  # weak evidence: "clinical trial participant" codes
+    this_study: list[str]  # identifiers of this trial: its own ResearchSubjects are not another study
+    washout_days: int = 90  # half-life of an investigational product is unknown: the 90-day floor applies
+    # ResearchSubject.status (R4 research-subject-status): receiving the agent, past it, about to start.
+    dosing_statuses: tuple[str, ...] = ("on-study", "on-study-intervention")
+    after_dosing_statuses: tuple[str, ...] = ("follow-up", "on-study-observation", "off-study")
+    pending_statuses: tuple[str, ...] = ("pending-on-study",)
+    baseline_offset_days: int = 0
+
+
+@dataclass(frozen=True)
+class _Washout:
+    """One agent's washout as of Day 0."""
+
+    outcome: Outcome
+    text: str
+    refs: tuple[str, ...]
+    ends: date | None  # None: ongoing or not datable
+
+    def as_detail(self) -> dict[str, Any]:
+        return {"what": self.text, "outcome": str(self.outcome), "washout_ends": _iso(self.ends)}
+
+
+def _iso(d: date | None) -> str | None:
+    return d.isoformat() if d else None
+
+
+def _combine(
+    washouts: Sequence[_Washout], day0: date, none_text: str, next_step: str, extra: str = ""
+) -> CriterionResult:
+    """Fail if any washout is running, else unknown if any is undecided, else pass; always name end dates."""
+    evidence = [r for w in washouts for r in w.refs]
+    ends = [w.ends for w in washouts if w.ends is not None]
+    details: dict[str, Any] = {"day0": day0.isoformat(), "washouts": [w.as_detail() for w in washouts]}
+    if ends:
+        details["washout_ends"] = max(ends).isoformat()
+    for outcome in (Outcome.FAIL, Outcome.UNKNOWN):
+        hits = [w for w in washouts if w.outcome is outcome]
+        if hits:
+            text = "; ".join(w.text for w in hits)
+            return result(outcome, f"{text}.{extra}", evidence,
+                          next_step=next_step if outcome is Outcome.UNKNOWN else None, **details)
+    if not washouts:
+        return result(Outcome.PASS, f"{none_text}.{extra}", **details)
+    return result(Outcome.PASS, "; ".join(w.text for w in washouts) + f".{extra}", evidence, **details)
+
+
+# ----------------------------------------------------------------------------------------------
+# E6
+
+
+def washout_days(half_life_days: float, half_lives: float, minimum: int) -> int:
+    """max(minimum, 5 half-lives) in whole days (rounded first: 5 x 19.4 is 97, not 97.000000001)."""
+    return max(minimum, math.ceil(round(half_life_days * half_lives, 6)))
+
+
+@evaluator("biologic_washout", BiologicWashoutParams)
+def biologic_washout(record: PatientRecord, ctx: Context, params: BiologicWashoutParams) -> CriterionResult:
+    """A commercial immunomodulatory biologic within max(90 days, 5 half-lives) of its last dose."""
+    day0 = ctx.as_of + timedelta(days=params.baseline_offset_days)
+    last_doses: dict[str, tuple[Biologic, Exposure, date | None]] = {}
+    for exp in exposures(record):
+        drug = first_drug(exp, params.biologics, ctx.value_sets)
+        if not isinstance(drug, Biologic) or not exp.seen_by(ctx.as_of):
+            continue
+        last = None if exp.covers(ctx.as_of) and exp.ongoing else exp.last_day(ctx.as_of) or exp.start
+        held = last_doses.get(drug.name)
+        if held is None or _later(last, held[2]):
+            last_doses[drug.name] = (drug, exp, last)
+    washouts = [_biologic_washout(drug, exp, last, day0, params) for drug, exp, last in last_doses.values()]
+    seen = [e for e in exposures(record) if e.seen_by(ctx.as_of)]
+    reported = [e for e in seen if first_drug(e, params.report_only, ctx.value_sets)]
+    extra = ""
+    if reported:
+        names = ", ".join(dict.fromkeys(e.label for e in reported))
+        extra = f" Not counted as immunomodulatory biologics: {names}."
+    return _combine(
+        sorted(washouts, key=lambda w: w.ends or date.max), day0,
+        "No immunomodulatory biologic on record",
+        "Confirm the half-life/last dose with the investigator.", extra,
+    )
+
+
+def _later(a: date | None, b: date | None) -> bool:
+    """Is last dose ``a`` later than ``b``? None (ongoing) is the latest of all."""
+    if a is None:
+        return True
+    return b is not None and a > b
+
+
+def _biologic_washout(
+    drug: Biologic, exp: Exposure, last: date | None, day0: date, params: BiologicWashoutParams
+) -> _Washout:
+    name = drug.name if exp.label.lower() == drug.name.lower() else f"{drug.name} ({exp.label})"
+    refs = (exp.ref,)
+    if last is None:
+        minimum = params.min_washout_days
+        if drug.half_life_days is not None:
+            minimum = washout_days(drug.half_life_days, params.half_lives, params.min_washout_days)
+        earliest = day0 + timedelta(days=minimum)
+        text = (f"{name} is ongoing ({exp.when()}, {exp.ref}): the {minimum}-day washout starts after the "
+                f"last dose (washout ends {earliest.isoformat()} at the earliest, if the last dose is on "
+                f"{day0.isoformat()})")
+        return _Washout(Outcome.FAIL, text, refs, earliest)
+    dated = f"{name} {'last dose' if exp.end_stated else 'last date on record'} {last.isoformat()}"
+    floor = params.min_washout_days
+    if drug.half_life_days is None:
+        earliest = last + timedelta(days=params.min_washout_days)
+        decided = last + timedelta(days=params.unknown_half_life_decided_days)
+        if day0 < earliest:
+            text = f"{dated}; half-life unknown, so at least {floor} days: washout ends no earlier than "
+            return _Washout(Outcome.FAIL, text + earliest.isoformat(), refs, earliest)
+        if day0 < decided:
+            text = (f"{dated}; half-life unknown: the washout ended {earliest.isoformat()} if "
+                    f"{params.half_lives:g} half-lives are under {floor} days, and surely by "
+                    f"{decided.isoformat()}")
+            return _Washout(Outcome.UNKNOWN, text, refs, decided)
+        text = f"{dated}, over {params.unknown_half_life_decided_days} days before Day 0"
+        return _Washout(Outcome.PASS, text, refs, decided)
+    days = washout_days(drug.half_life_days, params.half_lives, params.min_washout_days)
+    ends = last + timedelta(days=days)
+    rule = f"max({floor} d, {params.half_lives:g} x {drug.half_life_days:g} d) = {days} days"
+    if day0 < ends:
+        text = f"{dated}; washout {rule} ends {ends.isoformat()} (eligible for Day 0 on or after that date)"
+        return _Washout(Outcome.FAIL, text, refs, ends)
+    return _Washout(Outcome.PASS, f"{dated}; washout {rule} ended {ends.isoformat()}", refs, ends)
+
+
+# ----------------------------------------------------------------------------------------------
+# E5
+
+
+@evaluator("investigational_agent", InvestigationalParams)
+def investigational_agent(
+    record: PatientRecord, ctx: Context, params: InvestigationalParams
+) -> CriterionResult:
+    """An investigational agent (another study's ResearchSubject or study-drug records) within the washout."""
+    day0 = ctx.as_of + timedelta(days=params.baseline_offset_days)
+    washouts: list[_Washout] = []
+    ignored: list[str] = []
+    for subject in record.of_type("ResearchSubject"):
+        found = _subject_washout(subject, ctx.as_of, day0, params)
+        if isinstance(found, _Washout):
+            washouts.append(found)
+        elif found:
+            ignored.append(found)
+    products = ctx.vs(params.products)
+    for exp in exposures(record):
+        if not exp.seen_by(ctx.as_of):
+            continue
+        other_study = exp.research_study and not _is_this_study(exp.research_study, params.this_study)
+        hit = exp.matches(products)
+        if hit is not None or other_study:
+            what = hit or f"a product of {exp.research_study}"
+            washouts.append(_product_washout(exp, what, ctx.as_of, day0, params.washout_days))
+    if params.participation:
+        washouts += _participation_codes(record, ctx, params.participation, day0, params.washout_days)
+    extra = f" Not counted: {'; '.join(ignored)}." if ignored else ""
+    caveat = (f" The {params.washout_days}-day floor is used; 5 half-lives of the agent may be longer "
+              "(investigator to confirm).") if washouts else ""
+    return _combine(
+        washouts, day0, "No investigational agent or participation in another interventional study on record",
+        "Ask the patient about other studies and the date of the last study dose.", extra + caveat,
+    )
+
+
+def _is_this_study(text: str, ids: Sequence[str]) -> bool:
+    return any(i.lower() in text.lower() for i in ids)
+
+
+def _subject_washout(
+    subject: Mapping[str, Any], as_of: date, day0: date, params: InvestigationalParams
+) -> _Washout | str | None:
+    """The washout implied by one ResearchSubject; a string when it is recorded but does not count."""
+    study = study_reference_text(subject.get("study")) or "an unnamed study"
+    if _is_this_study(study, params.this_study):
+        return None
+    period = subject.get("period")
+    if not isinstance(period, Mapping):
+        period = {}
+    start, end = day(period.get("start")), day(period.get("end"))
+    status = str(subject.get("status") or "")
+    refs = (ref(subject),)
+    if start is not None and start > as_of:
+        return None  # enrolled after the screening date
+    if end is not None and end > as_of:
+        end = None  # still on study on the screening date
+    where = f"{study} ({status}{', from ' + start.isoformat() if start else ''}; {refs[0]})"
+    days = timedelta(days=params.washout_days)
+    if status in params.dosing_statuses:
+        if end is None:
+            earliest = day0 + days
+            text = (f"On another study, {where}: the washout starts after the last study dose (ends "
+                    f"{earliest.isoformat()} at the earliest, if the last dose is on {day0.isoformat()})")
+            return _Washout(Outcome.FAIL, text, refs, earliest)
+        outcome = Outcome.FAIL if day0 < end + days else Outcome.PASS
+        verb = "ends" if outcome is Outcome.FAIL else "ended"
+        text = f"Another study, {where}, ended {end.isoformat()}: washout {verb} {(end + days).isoformat()}"
+        return _Washout(outcome, text, refs, end + days)
+    if status in params.after_dosing_statuses:
+        if end is not None and day0 >= end + days:
+            ended = (end + days).isoformat()
+            text = f"Another study, {where}, ended {end.isoformat()}: washout ended {ended}"
+            return _Washout(Outcome.PASS, text, refs, end + days)
+        bound = f"by {(end + days).isoformat()}" if end else "on an unknown date"
+        text = f"After dosing in another study, {where}: last study dose not recorded, washout ends {bound}"
+        return _Washout(Outcome.UNKNOWN, text, refs, end + days if end else None)
+    if status in params.pending_statuses:
+        return _Washout(Outcome.UNKNOWN, f"About to start another study, {where}", refs, None)
+    return f"{study} with status {status or 'none'} (not dosed)"
+
+
+def _product_washout(exp: Exposure, what: str, as_of: date, day0: date, days: int) -> _Washout:
+    if exp.covers(as_of) and exp.ongoing:
+        earliest = day0 + timedelta(days=days)
+        text = (f"Investigational product {what} ongoing ({exp.when()}, {exp.ref}): washout ends "
+                f"{earliest.isoformat()} at the earliest, if the last dose is on {day0.isoformat()}")
+        return _Washout(Outcome.FAIL, text, (exp.ref,), earliest)
+    last = exp.last_day(as_of) or exp.start
+    assert last is not None
+    ends = last + timedelta(days=days)
+    if day0 < ends:
+        text = f"Investigational product {what} last on record {last.isoformat()} ({exp.ref}): washout ends "
+        return _Washout(Outcome.FAIL, text + ends.isoformat(), (exp.ref,), ends)
+    text = f"Investigational product {what} last on record {last.isoformat()}: washout ended "
+    text += ends.isoformat()
+    return _Washout(Outcome.PASS, text, (exp.ref,), ends)
+
+
+def _participation_codes(
+    record: PatientRecord, ctx: Context, value_set: str, day0: date, days: int
+) -> list[_Washout]:
+    """Weak evidence (a 'clinical trial participant' code) recent enough to matter: unknown, never fail."""
+    vs = ctx.vs(value_set)
+    first = day0 - timedelta(days=days)
+    out = []
+    for cond in record.of_type("Condition"):
+        if vs.match(cond.get("code")) is None:
+            continue
+        span = condition_span(cond)
+        if span.start is not None and span.start > ctx.as_of:
+            continue
+        if span.end is not None and span.end < first:
+            continue
+        when = span.start.isoformat() if span.start else "an unrecorded date"
+        text = f"Clinical-trial participation recorded on {when} ({ref(cond)}); agent and last dose unknown"
+        out.append(_Washout(Outcome.UNKNOWN, text, (ref(cond),), None))
+    return out

@@ -1,0 +1,55 @@
+"""candidates.json: every screened patient with every criterion, the attrition table, the worklist and
+the data-quality findings. Reproducible byte for byte for a fixed as-of date and input."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fhirscreen import __version__
+from fhirscreen.criteria.base import CriterionResult
+from fhirscreen.report.attrition import trial_attrition
+from fhirscreen.report.jsonio import dump_json, plain
+from fhirscreen.report.worklist import worklist
+from fhirscreen.screening import PatientScreen, ScreeningRun
+
+
+def criterion_entry(found: CriterionResult) -> dict[str, Any]:
+    """outcome, reason, evidence; next_step and details only when the evaluator gave them."""
+    entry: dict[str, Any] = {
+        "outcome": found.outcome.value,
+        "reason": found.reason,
+        "evidence": list(found.evidence),
+    }
+    if found.next_step:
+        entry["next_step"] = found.next_step
+    if found.details:
+        entry["details"] = plain(found.details)
+    return entry
+
+
+def patient_entry(screen: PatientScreen) -> dict[str, Any]:
+    # Criteria stay in protocol order (the order a reader checks them in), not sorted.
+    return {
+        "rank": screen.rank,
+        "patient": screen.ref,
+        "status": screen.status,
+        "score": screen.score,
+        "criteria": {cid: criterion_entry(found) for cid, found in screen.results.items()},
+    }
+
+
+def candidates_document(run: ScreeningRun) -> dict[str, Any]:
+    return {
+        "trial": run.trial.id,
+        "as_of": run.as_of.isoformat(),
+        "source": run.source,
+        "generated_by": f"fhirscreen {__version__}",
+        "patients": [patient_entry(s) for s in run.patients],
+        "attrition": [row.as_dict() for row in trial_attrition(run.patients, run.trial)],
+        "worklist": [w.as_dict() for w in worklist(run.patients)],
+        "data_quality": [f.as_dict() for f in run.quality.sorted()],
+    }
+
+
+def render_json(run: ScreeningRun) -> str:
+    return dump_json(candidates_document(run))

@@ -1,0 +1,184 @@
+"""One line per FHIR resource for explanations: type/id, what it is, when, and its value.
+
+Privacy: a Patient is described by gender and age only; names, birth dates, addresses, telecoms and
+identifiers are never printed, and no other resource's free-text notes are either.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import date
+from typing import Any
+
+from fhirscreen.fhir.codes import concept_label
+from fhirscreen.fhir.dates import age_in_years, parse_date
+from fhirscreen.fhir.resources import clinical_status, ref
+from fhirscreen.record import PatientRecord
+
+Resource = Mapping[str, Any]
+
+
+def _day(value: object) -> str:
+    # Dates are enough for screening windows; a dateTime's clock time adds noise.
+    return value[:10] if isinstance(value, str) else ""
+
+
+def _when(resource: Resource, prefix: str) -> str:
+    """``2026-05-01`` or ``2025-01-01 to 2026-02-01`` (``to ongoing`` when the period is open)."""
+    for suffix in ("DateTime", "Instant", "Date", "String"):
+        value = resource.get(prefix + suffix)
+        if isinstance(value, str):
+            return _day(value) if suffix != "String" else value
+    return _period(resource.get(prefix + "Period"))
+
+
+def _period(period: object) -> str:
+    if not isinstance(period, Mapping) or not (period.get("start") or period.get("end")):
+        return ""
+    start, end = _day(period.get("start")), _day(period.get("end"))
+    return f"{start or '?'} to {end or 'ongoing'}"
+
+
+def _number(value: object) -> str:
+    return f"{value:g}" if isinstance(value, float) else str(value)
+
+
+def _quantity(q: Mapping[str, Any]) -> str:
+    value = q.get("value")
+    unit = q.get("unit") or q.get("code") or ""
+    return f"{q.get('comparator') or ''}{_number(value)}{' ' + str(unit) if unit else ''}"
+
+
+def value_text(element: Resource) -> str:
+    """The value[x] of an Observation or component, with its unit; "" when there is none."""
+    for key, shown in (("valueQuantity", _quantity), ("valueCodeableConcept", concept_label)):
+        value = element.get(key)
+        if isinstance(value, Mapping):
+            return shown(value)
+    ratio = element.get("valueRatio")
+    if isinstance(ratio, Mapping):
+        num, den = ratio.get("numerator") or {}, ratio.get("denominator") or {}
+        return f"{_quantity(num)}:{_quantity(den)}" if num and den else ""
+    value_range = element.get("valueRange")
+    if isinstance(value_range, Mapping):
+        low, high = value_range.get("low"), value_range.get("high")
+        return f"{_quantity(low) if low else '?'}-{_quantity(high) if high else '?'}"
+    for key in ("valueString", "valueInteger", "valueBoolean", "valueDateTime"):
+        if key in element:
+            return str(element[key]).lower() if key == "valueBoolean" else str(element[key])
+    return ""
+
+
+def _interpretation(obs: Resource) -> str:
+    codes = [concept_label(c) for c in obs.get("interpretation") or () if isinstance(c, Mapping)]
+    return f" [{', '.join(codes)}]" if codes else ""
+
+
+def _patient(patient: Resource, as_of: date | None) -> list[str]:
+    parts = [str(patient.get("gender") or "gender not recorded")]
+    birth = parse_date(patient.get("birthDate"))
+    if birth is not None and as_of is not None:
+        oldest, youngest = age_in_years(birth.earliest, as_of), age_in_years(birth.latest, as_of)
+        parts.append(f"age {oldest}" if oldest == youngest else f"age {youngest}-{oldest}")
+    if patient.get("deceasedBoolean") is True or patient.get("deceasedDateTime"):
+        parts.append("deceased")
+    return parts
+
+
+def _observation(obs: Resource) -> list[str]:
+    parts = [concept_label(obs.get("code")), _when(obs, "effective") or _day(obs.get("issued"))]
+    value = value_text(obs)
+    if value:
+        parts.append(f"= {value}{_interpretation(obs)}")
+    elif obs.get("interpretation"):
+        parts.append(_interpretation(obs).strip())
+    for comp in (obs.get("component") or ())[:4]:
+        if isinstance(comp, Mapping):
+            parts.append(f"{concept_label(comp.get('code'))} = {value_text(comp) or '?'}")
+    return parts
+
+
+def _condition(cond: Resource) -> list[str]:
+    parts = [concept_label(cond.get("code")), clinical_status(cond) or "status not recorded"]
+    onset = _when(cond, "onset") or _day(cond.get("recordedDate"))
+    abated = _when(cond, "abatement")
+    if onset:
+        parts.append(f"onset {onset}")
+    if abated:
+        parts.append(f"abated {abated}")
+    return parts
+
+
+def _dose(dosage: object) -> str:
+    if not isinstance(dosage, Mapping):
+        return ""
+    if dosage.get("text"):
+        return str(dosage["text"])
+    amounts = [_quantity(d["doseQuantity"]) for d in dosage.get("doseAndRate") or ()
+               if isinstance(d, Mapping) and isinstance(d.get("doseQuantity"), Mapping)]
+    if isinstance(dosage.get("dose"), Mapping):  # MedicationAdministration.dosage
+        amounts.append(_quantity(dosage["dose"]))
+    repeat = (dosage.get("timing") or {}).get("repeat") or {}
+    if amounts and repeat.get("frequency") and repeat.get("period"):
+        per = f"{_number(repeat['period'])} {repeat.get('periodUnit', '')}".rstrip()
+        amounts[-1] += f" x{repeat['frequency']} per {per}"
+    return ", ".join(amounts)
+
+
+def _medication_use(use: Resource, record: PatientRecord | None) -> list[str]:
+    medication = record.medication(use) if record is not None else None
+    label = concept_label(use.get("medicationCodeableConcept")) if use.get("medicationCodeableConcept") else (
+        concept_label(medication.get("code")) if medication else "medication not resolved"
+    )
+    parts = [label, str(use.get("status") or "status not recorded")]
+    when = _day(use.get("authoredOn")) or _when(use, "effective")
+    if when:
+        parts.append(when)
+    dosage = (use.get("dosageInstruction") or use.get("dosage") or [None])
+    dose = _dose(dosage[0] if isinstance(dosage, list) and dosage else dosage)
+    if dose:
+        parts.append(dose)
+    return parts
+
+
+def _other(resource: Resource) -> list[str]:
+    rtype = resource.get("resourceType")
+    if rtype == "Procedure":
+        status = str(resource.get("status") or "")
+        return [concept_label(resource.get("code")), status, _when(resource, "performed")]
+    if rtype == "ResearchSubject":
+        study = (resource.get("study") or {}).get("reference", "study not given")
+        return [f"on {study}", str(resource.get("status") or ""), _period(resource.get("period"))]
+    return [concept_label(resource.get("code"))] if resource.get("code") else []
+
+
+def describe_resource(
+    resource: Resource, record: PatientRecord | None = None, as_of: date | None = None,
+) -> str:
+    """``Observation/o1: eGFR (CKD-EPI 2021), 2026-05-01, = 55 mL/min/{1.73_m2}``; never a name or identifier.
+
+    ``record`` resolves medicationReference; ``as_of`` turns a Patient's birth date into an age.
+    """
+    rtype = resource.get("resourceType")
+    if rtype == "Patient":
+        parts = _patient(resource, as_of)
+    elif rtype == "Observation":
+        parts = _observation(resource)
+    elif rtype == "Condition":
+        parts = _condition(resource)
+    elif rtype in ("MedicationRequest", "MedicationStatement", "MedicationAdministration"):
+        parts = _medication_use(resource, record)
+    else:
+        parts = _other(resource)
+    shown = ", ".join(p for p in parts if p)
+    return f"{ref(resource)}: {shown}" if shown else ref(resource)
+
+
+def find_resource(record: PatientRecord, reference: str) -> Resource | None:
+    """The resource an evidence reference (``Type/id``) points at in the record, if it is there."""
+    rtype, _, rid = reference.partition("/")
+    if rtype == "Patient":
+        return record.patient if rid == record.id else None
+    if rtype == "Medication":
+        return record.medications.get(rid)
+    return next((r for r in record.of_type(rtype) if r.get("id") == rid), None)

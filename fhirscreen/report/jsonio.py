@@ -1,0 +1,57 @@
+"""Deterministic JSON text and atomic file writes, shared by every output."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Mapping
+from datetime import date
+from enum import Enum
+from pathlib import Path
+from typing import Any
+
+
+class OutputError(Exception):
+    """An output that cannot be written; the message names the path."""
+
+
+def plain(value: Any) -> Any:
+    """JSON-ready data from evaluator details: mappings with sorted keys, sets sorted, dates as ISO text.
+
+    Details are free-form, so their keys are sorted to keep the output byte-for-byte reproducible.
+    """
+    if isinstance(value, Enum):
+        return plain(value.value)
+    if isinstance(value, Mapping):
+        return {str(k): plain(value[k]) for k in sorted(value, key=str)}
+    if isinstance(value, (set, frozenset)):
+        return sorted((plain(v) for v in value), key=str)
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, date):
+        return value.isoformat()
+    if value is None or isinstance(value, (str, int, float, bool)):
+        return value
+    return str(value)
+
+
+def dump_json(document: Any) -> str:
+    """Indented UTF-8 JSON with a trailing newline; key order is the order the document was built in."""
+    return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write a temporary file in the same directory, then rename it: a crash never leaves half a file."""
+    try:
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as exc:
+        raise OutputError(f"{path.parent}: cannot write output here: {exc.strerror or exc}") from None
+    try:
+        os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared with the study team
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
+        raise OutputError(f"{path}: cannot write output: {exc.strerror or exc}") from None

@@ -1,0 +1,257 @@
+"""FHIR Bulk Data export (HL7 Bulk Data Access IG 2.0): kick off, poll, download ndjson, read it.
+
+- Kick-off: ``GET [base]/$export`` (or ``Patient/$export``, ``Group/[id]/$export``) with
+  ``Prefer: respond-async``, ``_type`` = the screened types plus Medication, and ``_typeFilter`` keeping
+  Observations to the trial's LOINC codes and SLEDAI scores (repeated parameters are ORed).
+  System level is the default: Medication is not in the Patient compartment, and HAPI refuses it in a
+  Patient-level export.
+- Poll the status URL. A 202's ``Retry-After`` is treated as an upper bound: polls start after 1 s and
+  back off (1, 2, 4 ... 30 s) but never wait longer than the server asked (HAPI always says 120 s and is
+  done in about 3). A 429 is honoured (capped). ``X-Progress`` goes to the log. A total timeout ends it.
+- Download each output with ``Accept: application/fhir+ndjson`` (HAPI answers ``application/fhir+json``
+  with a Binary wrapper), into a private temp dir (``*.part`` renamed when complete), with the token only
+  when ``requiresAccessToken`` is true and the file is on the server's origin. Error files
+  (``error``/``outcome``) become data-quality findings.
+- Read each file with ``fhirscreen.sources.files.read_file``; DELETE the status URL; remove the temp dir.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import shutil
+import tempfile
+import time
+from collections.abc import Callable, Iterator, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+from fhirscreen.fhir.resources import Resource
+from fhirscreen.quality import DataQuality, Severity
+from fhirscreen.sources.base import QueryPlan, SourceError
+from fhirscreen.sources.files import read_file
+from fhirscreen.sources.http import FHIR_JSON, FHIR_NDJSON, FhirClient, outcome_text, parse_retry_after
+from fhirscreen.sources.server import SLEDAI_TEXT, chunk_values, normalise_references, search_codes
+
+log = logging.getLogger("fhirscreen.bulk")
+
+POLL_FIRST_S = 1.0
+POLL_CAP_S = 30.0
+TOTAL_TIMEOUT_S = 3600.0
+_TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]{1,63}$")  # manifest types become file names: no '../'
+_CHUNK = 1 << 16
+
+
+def export_types(plan: QueryPlan) -> list[str]:
+    return [*dict.fromkeys((*plan.resource_types, "Medication"))]
+
+
+def type_filters(plan: QueryPlan, max_codes_chars: int = 1000) -> list[str]:
+    """``_typeFilter`` queries: Observations with the trial's LOINC codes or a SLEDAI score."""
+    if "Observation" not in plan.resource_types:
+        return []
+    codes = search_codes(plan.observation_codes)
+    if not codes:
+        return []
+    filters = [f"Observation?code={','.join(chunk)}" for chunk in chunk_values(codes, max_codes_chars)]
+    filters += [f"Observation?code:text={SLEDAI_TEXT}", "Observation?category=survey"]
+    return filters
+
+
+def kickoff_query(plan: QueryPlan) -> str:
+    parts = [f"_type={','.join(export_types(plan))}"]
+    parts += [f"_typeFilter={quote(f, safe='')}" for f in type_filters(plan)]
+    return "&".join(parts)
+
+
+class BulkExport:
+    """One export job on one server; ``read`` yields the exported resources."""
+
+    def __init__(
+        self,
+        client: FhirClient,
+        caps: Any = None,
+        *,
+        level: str = "system",
+        timeout: float = 60.0,
+        total_timeout: float = TOTAL_TIMEOUT_S,
+        poll_cap: float = POLL_CAP_S,
+        sleep: Callable[[float], None] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.caps = caps
+        self.level = level
+        self.timeout = timeout
+        self.total_timeout = total_timeout
+        self.poll_cap = poll_cap
+        self._sleep = sleep or client.sleep_fn
+        self._clock = clock
+
+    def kickoff_path(self) -> str:
+        if self.level == "system":
+            return "$export"
+        if self.level == "patient":
+            return "Patient/$export"
+        if self.level.startswith("group:"):
+            return f"Group/{quote(self.level.split(':', 1)[1], safe='')}/$export"
+        raise ValueError(f"unknown export level {self.level!r}")
+
+    def read(self, plan: QueryPlan, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
+        if (
+            self.caps is not None
+            and getattr(self.caps, "listed", False)
+            and "export" not in self.caps.operations
+        ):
+            log.warning("the CapabilityStatement does not list $export; trying anyway")
+        status_url = self.kickoff(plan)
+        workdir = Path(tempfile.mkdtemp(prefix="fhirscreen-bulk-"))
+        completed = False
+        try:
+            manifest = self.wait(status_url)
+            files = self.download(manifest, workdir, quality)
+            completed = True
+            for file in files:
+                for resource, origin in read_file(file, quality):
+                    normalise_references(resource, self.client.base_url)
+                    yield resource, origin
+        finally:
+            if completed:
+                self.delete(status_url)
+            shutil.rmtree(workdir, ignore_errors=True)
+
+    # -- steps ---------------------------------------------------------------------------------------
+
+    def kickoff(self, plan: QueryPlan) -> str:
+        path = f"{self.kickoff_path()}?{kickoff_query(plan)}"
+        response = self.client.request(
+            "GET",
+            path,
+            headers={"Prefer": "respond-async", "Accept": FHIR_JSON},
+            expect=(202,),
+            what="Bulk Data kick-off ($export)",
+        )
+        location = response.headers.get("Content-Location")
+        if not location:
+            raise SourceError("Bulk Data kick-off: 202 without a Content-Location (status URL)")
+        log.info("bulk export started")
+        return self.client.resolve(location)
+
+    def wait(self, status_url: str) -> dict[str, Any]:
+        """Poll until the manifest is ready; return it."""
+        started = self._clock()
+        delay = POLL_FIRST_S
+        polls = 0
+        while True:
+            response = self.client.request(
+                "GET",
+                status_url,
+                expect=(200, 202),
+                what="Bulk Data status poll",
+                headers={"Accept": "application/json"},
+            )
+            polls += 1
+            if response.status_code == 200:
+                try:
+                    manifest = response.json()
+                except ValueError:
+                    manifest = None
+                if not isinstance(manifest, dict) or not isinstance(manifest.get("output"), list):
+                    raise SourceError(
+                        "Bulk Data status: the completion manifest is not JSON with an output list"
+                    )
+                log.info("bulk export ready after %d polls (%.1f s)", polls, self._clock() - started)
+                return manifest
+            progress = (response.headers.get("X-Progress") or "").strip()[:100]
+            asked = parse_retry_after(response.headers.get("Retry-After"))
+            wait = min(delay, asked) if asked is not None else delay
+            if self._clock() - started + wait > self.total_timeout:
+                raise SourceError(
+                    f"Bulk Data export not ready after {self.total_timeout:.0f} s ({polls} polls); "
+                    "giving up (the job is left on the server)"
+                )
+            log.info(
+                "bulk export in progress%s; next poll in %.1f s", f" ({progress})" if progress else "", wait
+            )
+            self._sleep(wait)
+            delay = min(delay * 2, self.poll_cap)
+
+    def download(self, manifest: Mapping[str, Any], workdir: Path, quality: DataQuality) -> list[Path]:
+        token_ok = bool(manifest.get("requiresAccessToken"))
+        files: list[Path] = []
+        outputs = [o for o in manifest.get("output") or () if isinstance(o, Mapping)]
+        for index, item in enumerate(outputs):
+            files.append(self._download_one(item, index, workdir, token_ok))
+        errors = [
+            o for key in ("error", "outcome") for o in manifest.get(key) or () if isinstance(o, Mapping)
+        ]
+        for index, item in enumerate(errors):
+            path = self._download_one(item, index, workdir, token_ok, prefix="error")
+            self._report_errors(path, quality)
+        log.info("downloaded %d bulk file(s), %d error file(s)", len(outputs), len(errors))
+        return files
+
+    def delete(self, status_url: str) -> None:
+        """Tell the server the files can go; a failure here does not spoil the run."""
+        try:
+            self.client.request(
+                "DELETE", status_url, expect=(200, 202, 204, 404), what="Bulk Data cleanup (DELETE)"
+            )
+        except SourceError as exc:
+            log.warning("could not delete the export job on the server: %s", exc)
+
+    # -- helpers -------------------------------------------------------------------------------------
+
+    def _download_one(
+        self, item: Mapping[str, Any], index: int, workdir: Path, token_ok: bool, prefix: str = ""
+    ) -> Path:
+        rtype = str(item.get("type") or "")
+        if not _TYPE_NAME.match(rtype):
+            rtype = "Unknown"
+        url = item.get("url")
+        if not isinstance(url, str) or not url:
+            raise SourceError(f"Bulk Data manifest: output {index} has no url")
+        url = self.client.resolve(url)
+        name = f"{prefix + '.' if prefix else ''}{index:04d}.{rtype}.ndjson"
+        target = workdir / name
+        part = workdir / (name + ".part")
+        # The token goes to the file only when the manifest requires it (and, in the client, only when
+        # the file is on the server's own origin).
+        response = self.client.request(
+            "GET",
+            url,
+            headers={"Accept": FHIR_NDJSON},
+            stream=True,
+            authenticate=token_ok,
+            what=f"Bulk Data download ({rtype})",
+        )
+        received = 0
+        try:
+            with part.open("wb") as out:
+                for chunk in response.iter_content(_CHUNK):
+                    out.write(chunk)
+                    received += len(chunk)
+        except Exception as exc:  # requests raises several types for a dropped stream
+            raise SourceError(f"Bulk Data download ({rtype}) was cut off: {type(exc).__name__}") from None
+        finally:
+            response.close()
+        self.client.count("bytes", received)
+        part.replace(target)
+        return target
+
+    def _report_errors(self, path: Path, quality: DataQuality) -> None:
+        scratch = DataQuality()
+        for resource, _origin in read_file(path, scratch):
+            if resource.get("resourceType") != "OperationOutcome":
+                continue
+            severities = {
+                str(i.get("severity")) for i in resource.get("issue") or () if isinstance(i, Mapping)
+            }
+            severity: Severity = "error" if severities & {"error", "fatal"} else "warning"
+            quality.add(
+                severity,
+                "bulk export",
+                "export-error",
+                f"the server reported a problem with the export: {outcome_text(resource)}",
+            )

@@ -1,0 +1,38 @@
+"""Choose a source from the command-line options."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from fhirscreen.paths import sample_data_dir
+from fhirscreen.sources.base import Source
+from fhirscreen.sources.files import FileSource
+
+
+@dataclass(frozen=True)
+class SourceOptions:
+    data: Path | None = None
+    server: str | None = None
+    bulk: bool = False
+    token_env: str | None = None
+    smart_client_id: str | None = None
+    smart_key_file: Path | None = None
+    smart_token_url: str | None = None
+    smart_key_id: str | None = None
+    smart_scope: str | None = None
+    ca_bundle: Path | None = None
+    insecure: bool = False
+    concurrency: int = 4
+    page_size: int = 200
+    timeout: float = 60.0
+    verbose: bool = False
+
+
+def open_source(options: SourceOptions) -> Source:
+    """A server source when --server is given, else files (the bundled samples by default)."""
+    if options.server:
+        from fhirscreen.sources.server import open_server_source
+
+        return open_server_source(options)
+    return FileSource(options.data if options.data is not None else sample_data_dir())

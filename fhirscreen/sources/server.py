@@ -1,0 +1,634 @@
+"""Screen a live FHIR R4 server: a query plan that scales with the number of candidates.
+
+The plan (every search sends ``_count`` and ``Cache-Control: no-cache`` and follows ``next`` links):
+
+1. ``GET /metadata``: which types and search parameters the server has; the plan falls back where it
+   can (``subject=Patient/x`` for ``patient=x``, no ``_include`` → Medications fetched by ``_id``).
+2. Initial population: ``Condition?code=c1,c2,...`` over the population value set's exact codes, in
+   chunks that keep each URL short. Codes are sent without their system so that a server storing a
+   system under an alias (an OID) still matches; the screening core re-checks the system, and ICD-10
+   codes are sent with and without the dot.
+3. For each batch of candidate ids (``patient=id1,id2,...``): Patient (by ``_id``), Condition,
+   Observation (by the trial's LOINC codes, chunked), SLEDAI scores (``code:text=sledai`` when the
+   server supports the modifier, else ``category=survey``), MedicationStatement / MedicationRequest /
+   MedicationAdministration (with ``_include`` of their Medication), Procedure and ResearchSubject.
+4. Medications referenced but not included: ``Medication?_id=...`` in batches.
+
+Requests = searches x pages, never one request per patient. ``explain`` (plan.patient_ids) skips step 2.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote, urlencode
+
+from fhirscreen.fhir.codes import ICD10, ICD10CM, Code
+from fhirscreen.fhir.resources import Resource
+from fhirscreen.quality import DataQuality
+from fhirscreen.record import SCREENED_TYPES
+from fhirscreen.sources.base import QueryPlan, Source, SourceError
+from fhirscreen.sources.factory import SourceOptions
+from fhirscreen.sources.http import Auth, FhirClient, outcome_text
+
+log = logging.getLogger("fhirscreen.server")
+
+# Budgets for one search URL: encoded characters of the id list and of the code list. Together with
+# the path and the other parameters a URL stays under ~2,200 characters, below the 4-8 kB that
+# proxies and servlet containers commonly allow.
+MAX_IDS_CHARS = 1000
+MAX_IDS_PER_BATCH = 100
+MAX_CODES_CHARS = 1000
+MAX_PAGES_PER_SEARCH = 10_000  # a loop guard: a server re-serving next links forever is stopped
+SEARCH_HEADERS = {"Cache-Control": "no-cache"}  # HAPI reuses cached search results for 60 s otherwise
+MEDICATION_HOLDERS = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
+# How each type links to its patient, best first (R4 search parameter names).
+PATIENT_PARAMS: dict[str, tuple[str, ...]] = {"ResearchSubject": ("patient", "individual")}
+SLEDAI_TEXT = "sledai"
+
+
+# -- small pure helpers (unit-tested) -----------------------------------------------------------------
+
+
+def encoded_len(value: str) -> int:
+    return len(quote(value, safe=",:/"))
+
+
+def chunk_values(values: Sequence[str], max_chars: int, max_items: int | None = None) -> list[list[str]]:
+    """Split values into comma lists whose encoded length stays within max_chars (each at least 1 value)."""
+    chunks: list[list[str]] = []
+    current: list[str] = []
+    size = 0
+    for value in values:
+        extra = encoded_len(value) + (1 if current else 0)
+        if current and (size + extra > max_chars or (max_items is not None and len(current) >= max_items)):
+            chunks.append(current)
+            current, size = [], 0
+            extra = encoded_len(value)
+        current.append(value)
+        size += extra
+    if current:
+        chunks.append(current)
+    return chunks
+
+
+def search_codes(codes: Iterable[Code]) -> list[str]:
+    """Code values to search for, without systems; ICD-10 both dotted and undotted; sorted, unique."""
+    out: set[str] = set()
+    for c in codes:
+        out.add(c.code)
+        if c.system in (ICD10CM, ICD10) and "." in c.code:
+            out.add(c.code.replace(".", ""))
+    return sorted(out)
+
+
+def query_string(params: Sequence[tuple[str, str]]) -> str:
+    # Commas, colons and slashes stay readable (they are legal in a query); '|' is never sent.
+    return urlencode(params, safe=",:/", quote_via=quote)
+
+
+def normalise_references(node: Any, base_url: str) -> None:
+    """Rewrite absolute references to this server (``{base}/Type/id``) as ``Type/id``, in place."""
+    prefix = base_url.rstrip("/") + "/"
+    if isinstance(node, dict):
+        value = node.get("reference")
+        if isinstance(value, str) and value.startswith(prefix):
+            node["reference"] = value[len(prefix) :]
+        for child in node.values():
+            if isinstance(child, (dict, list)):
+                normalise_references(child, base_url)
+    elif isinstance(node, list):
+        for child in node:
+            if isinstance(child, (dict, list)):
+                normalise_references(child, base_url)
+
+
+def patient_ids_in(conditions: Iterable[Resource]) -> list[str]:
+    ids: set[str] = set()
+    for c in conditions:
+        subject = c.get("subject")
+        value = subject.get("reference") if isinstance(subject, Mapping) else None
+        if isinstance(value, str):
+            parts = value.split("/")
+            if "_history" in parts:
+                parts = parts[: parts.index("_history")]
+            if len(parts) >= 2 and parts[-2] == "Patient":
+                ids.add(parts[-1])
+    return sorted(ids)
+
+
+def medication_ids(resources: Iterable[Resource]) -> set[str]:
+    """Ids of separate Medication resources that MedicationX resources point at (not contained ones)."""
+    ids: set[str] = set()
+    for r in resources:
+        ref = r.get("medicationReference")
+        value = ref.get("reference") if isinstance(ref, Mapping) else None
+        if isinstance(value, str) and value.startswith("Medication/"):
+            ids.add(value.split("/")[1])
+    return ids
+
+
+# -- capabilities ------------------------------------------------------------------------------------
+
+
+@dataclass
+class Capabilities:
+    """What the CapabilityStatement says; an empty statement means 'assume the standard'."""
+
+    fhir_version: str = ""
+    types: dict[str, set[str]] = field(default_factory=dict)  # type -> search parameter names
+    includes: dict[str, set[str]] = field(default_factory=dict)
+    operations: set[str] = field(default_factory=set)
+    listed: bool = False  # False when the statement lists no resources at all
+
+    @classmethod
+    def parse(cls, statement: Mapping[str, Any]) -> Capabilities:
+        caps = cls(fhir_version=str(statement.get("fhirVersion") or ""))
+        for rest in statement.get("rest") or ():
+            if not isinstance(rest, Mapping) or rest.get("mode", "server") != "server":
+                continue
+            for op in rest.get("operation") or ():
+                if isinstance(op, Mapping) and op.get("name"):
+                    caps.operations.add(str(op["name"]).lstrip("$"))
+            for res in rest.get("resource") or ():
+                if not isinstance(res, Mapping) or not res.get("type"):
+                    continue
+                caps.listed = True
+                rtype = str(res["type"])
+                params = {str(p.get("name")) for p in res.get("searchParam") or () if isinstance(p, Mapping)}
+                caps.types.setdefault(rtype, set()).update(params)
+                caps.includes.setdefault(rtype, set()).update(str(i) for i in res.get("searchInclude") or ())
+                for op in res.get("operation") or ():
+                    if isinstance(op, Mapping) and op.get("name"):
+                        caps.operations.add(str(op["name"]).lstrip("$"))
+        return caps
+
+    def has_type(self, rtype: str) -> bool:
+        return not self.listed or rtype in self.types
+
+    def has_param(self, rtype: str, name: str) -> bool:
+        params = self.types.get(rtype)
+        # A type listed without any searchParam says nothing: assume the standard parameters.
+        return not self.listed or not params or name in params
+
+    def has_include(self, rtype: str, include: str) -> bool:
+        if not self.listed:
+            return True
+        listed = self.includes.get(rtype, set())
+        return include in listed or "*" in listed
+
+
+# -- the searches ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Search:
+    """One search: a resource type and its parameters; ``_count`` is added when it is run."""
+
+    resource_type: str
+    params: tuple[tuple[str, str], ...]
+    purpose: str
+
+    def path(self, page_size: int) -> str:
+        return f"{self.resource_type}?{query_string((*self.params, ('_count', str(page_size))))}"
+
+
+@dataclass
+class PlanNotes:
+    """How the plan adapted to the server, for the log and the data-quality section."""
+
+    fallbacks: list[str] = field(default_factory=list)
+    skipped_types: list[str] = field(default_factory=list)
+
+
+def patient_searches(
+    ids: Sequence[str],
+    plan: QueryPlan,
+    caps: Capabilities,
+    notes: PlanNotes | None = None,
+    sledai_text: bool = True,
+) -> list[Search]:
+    """The searches for one batch of patient ids: one per type (Observation: one per code chunk + SLEDAI)."""
+    notes = notes if notes is not None else PlanNotes()
+    joined = ",".join(ids)
+    searches: list[Search] = []
+    for rtype in plan.resource_types:
+        if not caps.has_type(rtype):
+            if rtype not in notes.skipped_types:
+                notes.skipped_types.append(rtype)
+            continue
+        if rtype == "Patient":
+            searches.append(Search("Patient", (("_id", joined),), "patients"))
+            continue
+        link = _patient_link(rtype, ids, caps, notes)
+        if rtype == "Observation":
+            codes = search_codes(plan.observation_codes)
+            if codes and caps.has_param("Observation", "code"):
+                for chunk in chunk_values(codes, MAX_CODES_CHARS):
+                    searches.append(Search(rtype, (link, ("code", ",".join(chunk))), "trial LOINC codes"))
+                if sledai_text:
+                    searches.append(
+                        Search(rtype, (link, ("code:text", SLEDAI_TEXT)), "SLEDAI scores by text")
+                    )
+                if caps.has_param("Observation", "category"):
+                    searches.append(Search(rtype, (link, ("category", "survey")), "scores (survey category)"))
+            else:
+                if codes:
+                    _note(
+                        notes,
+                        "Observation has no code search parameter: all Observations of candidates are read",
+                    )
+                searches.append(Search(rtype, (link,), "all observations"))
+            continue
+        params: tuple[tuple[str, str], ...] = (link,)
+        if rtype in MEDICATION_HOLDERS:
+            include = f"{rtype}:medication"
+            if caps.has_include(rtype, include):
+                params = (*params, ("_include", include))
+        searches.append(Search(rtype, params, rtype))
+    return searches
+
+
+def _patient_link(rtype: str, ids: Sequence[str], caps: Capabilities, notes: PlanNotes) -> tuple[str, str]:
+    for name in PATIENT_PARAMS.get(rtype, ("patient",)):
+        if caps.has_param(rtype, name):
+            return name, ",".join(ids)
+    if caps.has_param(rtype, "subject"):
+        _note(notes, f"{rtype} has no patient search parameter: searching subject=Patient/id instead")
+        return "subject", ",".join(f"Patient/{i}" for i in ids)
+    raise SourceError(
+        f"the server cannot search {rtype} by patient (no patient or subject search parameter); "
+        "try --bulk if it supports Bulk Data export"
+    )
+
+
+def _note(notes: PlanNotes, text: str) -> None:
+    if text not in notes.fallbacks:
+        notes.fallbacks.append(text)
+
+
+def population_searches(plan: QueryPlan, caps: Capabilities) -> list[Search]:
+    if not caps.has_param("Condition", "code"):
+        raise SourceError(
+            "the server cannot search Condition by code, so the SLE population cannot be found by search; "
+            "try --bulk if it supports Bulk Data export"
+        )
+    codes = search_codes(plan.population_codes)
+    if not codes:
+        raise SourceError("the trial's population value set has no exact codes to search for")
+    return [
+        Search("Condition", (("code", ",".join(chunk)),), "initial population")
+        for chunk in chunk_values(codes, MAX_CODES_CHARS)
+    ]
+
+
+def id_batches(ids: Sequence[str]) -> list[list[str]]:
+    return chunk_values(ids, MAX_IDS_CHARS, MAX_IDS_PER_BATCH)
+
+
+def request_bound(candidates: int | Sequence[str], plan: QueryPlan) -> int:
+    """Upper bound on requests for a run, counting one page per search (add extra pages on top).
+
+    metadata + the code:text probe + population code chunks + per id batch: the searches of
+    ``patient_searches`` and at most one Medication ``_id`` batch. Given a count, batches assume the
+    longest ids (64 characters); given the ids, they are exact.
+    """
+    caps = Capabilities()
+    if isinstance(candidates, int):
+        worst = ["x" * 64] * candidates
+        batches = max(1, len(id_batches(worst)))
+    else:
+        batches = max(1, len(id_batches(list(candidates))))
+    per_batch = len(patient_searches(["x"], plan, caps))
+    population = len(population_searches(plan, caps)) if plan.patient_ids is None else 0
+    return 2 + population + batches * (per_batch + 1)
+
+
+# -- the source --------------------------------------------------------------------------------------
+
+
+class ServerSource:
+    """A FHIR R4 server read through searches (or Bulk Data export with ``--bulk``)."""
+
+    def __init__(self, options: SourceOptions, client: FhirClient) -> None:
+        self.options = options
+        self.client = client
+        self.page_size = options.page_size
+        self.concurrency = max(1, options.concurrency)
+        self.notes = PlanNotes()
+        self._started: float | None = None
+        self._finished: float | None = None
+        self._pages = 0
+        self._resources = 0
+        self._searches = 0
+        self._lock = threading.Lock()
+
+    def describe(self) -> str:
+        return self.client.base_url + (" (Bulk Data export)" if self.options.bulk else "")
+
+    def stats(self) -> dict[str, int | float]:
+        stats = self.client.stats()
+        end = self._finished if self._finished is not None else time.monotonic()
+        seconds = end - self._started if self._started is not None else 0.0
+        stats.update(
+            {
+                "searches": self._searches,
+                "pages": self._pages,
+                "resources": self._resources,
+                "seconds": round(seconds, 2),
+            }
+        )
+        return stats
+
+    # -- Source protocol -----------------------------------------------------------------------------
+
+    def read(self, plan: QueryPlan, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
+        self._started = time.monotonic()
+        try:
+            caps = self.capabilities()
+            if self.options.bulk and plan.patient_ids is None:
+                from fhirscreen.sources.bulk import BulkExport
+
+                exporter = BulkExport(self.client, caps, timeout=self.options.timeout)
+                yield from self._counted(exporter.read(plan, quality))
+            else:
+                if self.options.bulk:
+                    log.info("one patient: reading by search instead of a Bulk Data export")
+                yield from self._counted(self._read_by_search(plan, quality, caps))
+        finally:
+            self._finished = time.monotonic()
+            s = self.stats()
+            log.info(
+                "server: %d requests (%d retries), %.1f MB received, %d resources in %.1f s",
+                s["requests"],
+                s["retries"],
+                float(s["bytes"]) / 1e6,
+                s["resources"],
+                s["seconds"],
+            )
+
+    def _counted(self, items: Iterator[tuple[Resource, str]]) -> Iterator[tuple[Resource, str]]:
+        for item in items:
+            self._resources += 1
+            yield item
+
+    # -- steps ---------------------------------------------------------------------------------------
+
+    def capabilities(self) -> Capabilities:
+        statement = self.client.get_resource(
+            "metadata", expect_type="CapabilityStatement", what="capability check (GET /metadata)"
+        )
+        caps = Capabilities.parse(statement)
+        if caps.fhir_version and not caps.fhir_version.startswith("4.0"):
+            log.warning("the server speaks FHIR %s; fhirscreen expects R4 (4.0.x)", caps.fhir_version)
+        return caps
+
+    def _read_by_search(
+        self, plan: QueryPlan, quality: DataQuality, caps: Capabilities
+    ) -> Iterator[tuple[Resource, str]]:
+        seen: set[tuple[str, str]] = set()
+        if plan.patient_ids is None:
+            conditions = self._run(population_searches(plan, caps), quality)
+            ids = patient_ids_in(r for batch in conditions for r in batch)
+            log.info(
+                "initial population search: %d patients with a diagnosis code of the population value set",
+                len(ids),
+            )
+        else:
+            ids = sorted(set(plan.patient_ids))
+        sledai_text = bool(ids) and self._supports_code_text(caps)
+        searches = [
+            s
+            for batch in id_batches(ids)
+            for s in patient_searches(batch, plan, caps, self.notes, sledai_text)
+        ]
+        for text in self.notes.fallbacks:
+            log.warning("plan: %s", text)
+        for rtype in self.notes.skipped_types:
+            quality.add(
+                "warning",
+                self.client.base_url,
+                "type-not-supported",
+                f"the server does not offer {rtype}; criteria using it may be unknown",
+            )
+        medication_refs: set[str] = set()
+        for results in self._run(searches, quality):
+            for resource in results:
+                key = (str(resource.get("resourceType")), str(resource.get("id")))
+                if key in seen:
+                    continue  # the same resource from two pages/batches (an _include, a shifted page)
+                seen.add(key)
+                if key[0] in MEDICATION_HOLDERS:
+                    medication_refs |= medication_ids([resource])
+                yield resource, self._origin(key)
+        missing = sorted(m for m in medication_refs if ("Medication", m) not in seen)
+        if missing and caps.has_type("Medication"):
+            med_searches = [
+                Search("Medication", (("_id", ",".join(c)),), "referenced medications")
+                for c in id_batches(missing)
+            ]
+            for results in self._run(med_searches, quality):
+                for resource in results:
+                    key = ("Medication", str(resource.get("id")))
+                    if key not in seen:
+                        seen.add(key)
+                        yield resource, self._origin(key)
+
+    def _supports_code_text(self, caps: Capabilities) -> bool:
+        """SLEDAI scores have no standard code: they are found by code text and by the survey category.
+
+        ``code:text`` is a standard token modifier, but a CapabilityStatement cannot say whether a
+        server implements it, so it is probed once (``_summary=count``); an error means 'not supported'.
+        """
+        if not caps.has_param("Observation", "code"):
+            return False
+        probe = f"Observation?{query_string([('code:text', SLEDAI_TEXT), ('_summary', 'count')])}"
+        try:
+            self.client.get_resource(
+                probe, expect_type="Bundle", what="SLEDAI code:text probe", headers=SEARCH_HEADERS
+            )
+            return True
+        except SourceError as exc:
+            log.info("the server does not support code:text (%s); SLEDAI scores only by category=survey", exc)
+            return False
+
+    def _origin(self, key: tuple[str, str]) -> str:
+        return f"{self.client.base_url}/{key[0]}/{key[1]}"
+
+    def _run(self, searches: Sequence[Search], quality: DataQuality) -> Iterator[list[Resource]]:
+        """Run searches on the worker pool; yield each search's resources in plan order (reproducible)."""
+        if not searches:
+            return
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(searches))) as pool:
+            futures: list[Future[list[Resource]]] = [
+                pool.submit(self._search_all, s, quality) for s in searches
+            ]
+            try:
+                for future in futures:
+                    yield future.result()
+            finally:
+                for future in futures:
+                    future.cancel()
+
+    def _search_all(self, search: Search, quality: DataQuality) -> list[Resource]:
+        """One search, every page, following ``next`` links as the server gives them."""
+        with self._lock:
+            self._searches += 1
+        url: str | None = self.client.url(search.path(self.page_size))
+        visited: set[str] = set()
+        found: list[Resource] = []
+        label = f"{search.resource_type} search ({search.purpose})"
+        while url is not None:
+            if url in visited or len(visited) >= MAX_PAGES_PER_SEARCH:
+                raise SourceError(
+                    f"{label}: the server's next links loop (page {len(visited) + 1}); stopping"
+                )
+            visited.add(url)
+            page = self.client.get_resource(url, expect_type="Bundle", what=label, headers=SEARCH_HEADERS)
+            with self._lock:
+                self._pages += 1
+            found.extend(self._entries(page, label, quality))
+            url = self._next_link(page, label)
+        return found
+
+    def _entries(self, page: Mapping[str, Any], label: str, quality: DataQuality) -> Iterator[Resource]:
+        for entry in page.get("entry") or ():
+            resource = entry.get("resource") if isinstance(entry, Mapping) else None
+            if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+                continue
+            if resource["resourceType"] == "OperationOutcome":
+                text = outcome_text(resource) or ""
+                quality.add(
+                    "warning", label, "server-warning", f"the server added a note to a search: {text}"
+                )
+                continue
+            normalise_references(resource, self.client.base_url)
+            yield resource
+
+    def _next_link(self, page: Mapping[str, Any], label: str) -> str | None:
+        for link in page.get("link") or ():
+            if isinstance(link, Mapping) and link.get("relation") == "next" and link.get("url"):
+                url = self.client.resolve(str(link["url"]))
+                if not self.client.same_origin(url) and self.client.auth is not None:
+                    raise SourceError(
+                        f"{label}: the server's next link points at another host; not sending the access "
+                        "token there (check the server's configured base address)"
+                    )
+                return url
+        return None
+
+
+# -- construction ------------------------------------------------------------------------------------
+
+
+def _verify(options: SourceOptions) -> bool | str:
+    if options.insecure:
+        log.warning("TLS certificate verification is OFF (--insecure); use it for testing only")
+        import urllib3
+
+        urllib3.disable_warnings(urllib3.exceptions.InsecureRequestWarning)
+        return False
+    if options.ca_bundle is not None:
+        if not options.ca_bundle.is_file():
+            raise SourceError(f"--ca-bundle {options.ca_bundle}: no such file")
+        return str(options.ca_bundle)
+    return True
+
+
+def make_client(options: SourceOptions, write_types: Sequence[str] = ()) -> FhirClient:
+    """A client for ``options.server`` with TLS settings and credentials from the options."""
+    if not options.server:
+        raise SourceError("no --server URL given")
+    client = FhirClient(
+        options.server,
+        timeout=options.timeout,
+        verify=_verify(options),
+        pool_size=max(2, options.concurrency),
+        verbose=options.verbose,
+    )
+    client.auth = make_auth(options, client, write_types)
+    return client
+
+
+def make_auth(options: SourceOptions, client: FhirClient, write_types: Sequence[str] = ()) -> Auth | None:
+    smart = options.smart_client_id or options.smart_key_file
+    if options.token_env and smart:
+        raise SourceError("give either --token-env or the --smart-* options, not both")
+    if options.token_env:
+        from fhirscreen.sources.auth import BearerTokenAuth
+
+        return BearerTokenAuth(options.token_env)
+    if smart:
+        from fhirscreen.sources.auth import SmartBackendAuth, default_scopes
+
+        if not (options.smart_client_id and options.smart_key_file):
+            raise SourceError("SMART Backend Services needs both --smart-client-id and --smart-key")
+        scope = options.smart_scope or default_scopes((*SCREENED_TYPES, "Medication"), write_types)
+        return SmartBackendAuth(
+            base_url=client.base_url,
+            client_id=options.smart_client_id,
+            key_file=options.smart_key_file,
+            session=client.session,
+            scope=scope,
+            token_url=options.smart_token_url,
+            key_id=options.smart_key_id,
+            timeout=options.timeout,
+        )
+    return None
+
+
+def open_server_source(options: SourceOptions) -> Source:
+    return ServerSource(options, make_client(options))
+
+
+# -- posting the report back -------------------------------------------------------------------------
+
+
+def report_bundle(measure_report: Mapping[str, Any], group: Mapping[str, Any]) -> dict[str, Any]:
+    """A transaction that PUTs both resources at their deterministic ids: a re-post replaces them, and a
+    retried request cannot create duplicates."""
+    entries = []
+    for resource in (group, measure_report):
+        rtype, rid = resource["resourceType"], resource["id"]
+        entries.append(
+            {
+                "fullUrl": f"{rtype}/{rid}",
+                "resource": dict(resource),
+                "request": {"method": "PUT", "url": f"{rtype}/{rid}"},
+            }
+        )
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def post_reports(options: SourceOptions, run: Any) -> list[str]:
+    """PUT the MeasureReport and the candidate Group on the server; lines naming the stored versions."""
+    from fhirscreen.report.group import group_resource
+    from fhirscreen.report.measure import measure_report
+
+    client = make_client(options, write_types=("MeasureReport", "Group"))
+    bundle = report_bundle(measure_report(run), group_resource(run))
+    response = client.request(
+        "POST",
+        client.base_url,
+        json_body=bundle,
+        what="posting the MeasureReport and Group",
+        headers={"Content-Type": "application/fhir+json"},
+        expect=(200,),
+    )
+    body = response.json()
+    lines = []
+    for entry in body.get("entry") or () if isinstance(body, Mapping) else ():
+        answer = entry.get("response") if isinstance(entry, Mapping) else None
+        if isinstance(answer, Mapping):
+            location = str(answer.get("location") or "")
+            lines.append(
+                f"posted {location.split('/_history')[0] or '?'} ({answer.get('status', '')})".strip()
+            )
+    stats = client.stats()
+    lines.append(f"post-report: {stats['requests']} request(s) to {client.base_url}")
+    return lines

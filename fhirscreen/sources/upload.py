@@ -1,0 +1,232 @@
+"""``fhirscreen load``: stage Bundles and NDJSON on a FHIR server, so that a test server holds the samples.
+
+Every resource is written with ``PUT Type/id`` inside a transaction: the ids on the server are the ids
+in the files (``urn:uuid:`` fullUrls become the id, exactly as the file source reads them), so
+references line up, results from the server match results from the files, and loading twice changes
+nothing. One transaction per Bundle; NDJSON lines are sent in transactions of ``NDJSON_BATCH``.
+Shared resources (Synthea's hospital and practitioner bundles; Organization, Practitioner, Medication
+and Patient NDJSON) go first, and failed transactions are tried once more at the end, after the rest
+(a reference into another file may not have existed yet). A failed transaction is reported with the
+server's diagnostics and the run goes on.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+import json
+import logging
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+from fhirscreen.fhir.resources import Resource
+from fhirscreen.quality import DataQuality
+from fhirscreen.sources.base import SourceError
+from fhirscreen.sources.factory import SourceOptions
+from fhirscreen.sources.files import FileSource, bundle_resources
+from fhirscreen.sources.http import FhirClient, outcome_text
+
+log = logging.getLogger("fhirscreen.upload")
+
+NDJSON_BATCH = 200
+# Loaded before everything else: what other files refer to.
+_SHARED_FILE_PREFIXES = (
+    "hospitalinformation",
+    "practitionerinformation",
+    "organization",
+    "location",
+    "practitioner",
+)
+_SHARED_TYPES = ("Organization", "Location", "Practitioner", "PractitionerRole", "Medication", "Patient")
+
+
+def _open(path: Path) -> IO[str]:
+    if path.name.endswith(".gz"):
+        return gzip.open(path, "rt", encoding="utf-8")
+    return path.open(encoding="utf-8")
+
+
+@dataclass
+class Unit:
+    """One transaction to send: where it came from and the Bundle."""
+
+    label: str
+    bundle: dict[str, Any]
+    shared: bool = False
+
+    @property
+    def size(self) -> int:
+        return len(self.bundle.get("entry") or ())
+
+
+def transaction(resources: Iterable[Resource]) -> dict[str, Any]:
+    """A transaction Bundle: PUT Type/id for resources with an id, POST for the rest."""
+    entries = []
+    for resource in resources:
+        rtype, rid = resource["resourceType"], resource.get("id")
+        if isinstance(rid, str) and rid:
+            request = {"method": "PUT", "url": f"{rtype}/{rid}"}
+            entries.append({"fullUrl": f"{rtype}/{rid}", "resource": resource, "request": request})
+        else:
+            entries.append({"resource": resource, "request": {"method": "POST", "url": rtype}})
+    return {"resourceType": "Bundle", "type": "transaction", "entry": entries}
+
+
+def units_from_file(file: Path, quality: DataQuality) -> Iterator[Unit]:
+    """The transactions for one file: one per Bundle, NDJSON in batches, lone resources one each."""
+    shown = str(file)
+    shared_name = file.name.lower().startswith(_SHARED_FILE_PREFIXES)
+    if file.name.lower().endswith((".ndjson", ".ndjson.gz")):
+        yield from _ndjson_units(file, quality)
+        return
+    try:
+        with _open(file) as fh:
+            data = json.load(fh)
+    except (OSError, ValueError, EOFError) as exc:
+        quality.add(
+            "error", shown, "unreadable-file", f"cannot read file ({type(exc).__name__}); not uploaded"
+        )
+        return
+    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+        quality.add("error", shown, "not-fhir", "not a FHIR resource; not uploaded")
+        return
+    if data["resourceType"] == "Bundle":
+        resources = [r for r, _origin in bundle_resources(data, shown, quality)]
+    else:
+        resources = [data]
+    if resources:
+        # Bundles without a Patient (hospital, practitioner, medication lists) are what others refer to.
+        shared = shared_name or not any(r["resourceType"] == "Patient" for r in resources)
+        yield Unit(shown, transaction(resources), shared=shared)
+
+
+def _ndjson_units(file: Path, quality: DataQuality) -> Iterator[Unit]:
+    shown = str(file)
+    batch: list[Resource] = []
+    first_line = 1
+    try:
+        with _open(file) as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    resource = json.loads(line)
+                except ValueError:
+                    quality.add(
+                        "error", f"{shown}:{lineno}", "malformed-json", "line is not JSON; not uploaded"
+                    )
+                    continue
+                if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+                    quality.add("error", f"{shown}:{lineno}", "not-fhir", "not a FHIR resource; not uploaded")
+                    continue
+                if not batch:
+                    first_line = lineno
+                batch.append(resource)
+                if len(batch) >= NDJSON_BATCH:
+                    yield _ndjson_unit(shown, first_line, lineno, batch)
+                    batch = []
+            if batch:
+                yield _ndjson_unit(shown, first_line, lineno, batch)
+    except (OSError, UnicodeDecodeError, EOFError) as exc:
+        quality.add("error", shown, "unreadable-file", f"cannot read file ({type(exc).__name__})")
+
+
+def _ndjson_unit(shown: str, first: int, last: int, batch: Sequence[Resource]) -> Unit:
+    shared = all(r["resourceType"] in _SHARED_TYPES for r in batch)
+    return Unit(f"{shown}:{first}-{last}", transaction(batch), shared=shared)
+
+
+class Uploader:
+    def __init__(self, client: FhirClient, concurrency: int) -> None:
+        self.client = client
+        self.concurrency = max(1, concurrency)
+        self.lock = threading.Lock()
+        self.sent = 0
+        self.resources = 0
+        self.done = 0
+        self.total = 0
+        self.started = time.monotonic()
+        self.last_report = self.started
+
+    def send(self, unit: Unit) -> str | None:
+        """POST one transaction; None on success, else the reason (already logged)."""
+        try:
+            response = self.client.request(
+                "POST",
+                self.client.base_url,
+                json_body=unit.bundle,
+                headers={"Content-Type": "application/fhir+json", "Prefer": "return=minimal"},
+                what=f"upload of {unit.label}",
+            )
+        except SourceError as exc:
+            return str(exc)
+        body: Any = None
+        with contextlib.suppress(ValueError):
+            body = response.json()
+        if isinstance(body, dict) and body.get("resourceType") == "OperationOutcome":
+            return f"upload of {unit.label}: {outcome_text(body)}"
+        with self.lock:
+            self.resources += unit.size
+            self.done += 1
+            now = time.monotonic()
+            if now - self.last_report >= 5 or self.done == self.total:
+                log.info(
+                    "loaded %d/%d transactions, %d resources (%.0f s)",
+                    self.done,
+                    self.total,
+                    self.resources,
+                    now - self.started,
+                )
+                self.last_report = now
+        return None
+
+    def send_all(self, units: Sequence[Unit]) -> list[tuple[Unit, str]]:
+        if not units:
+            return []
+        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(units))) as pool:
+            outcomes = list(pool.map(self.send, units))
+        return [(u, why) for u, why in zip(units, outcomes, strict=True) if why is not None]
+
+
+def upload_path(options: SourceOptions, path: Path) -> str:
+    """Upload every Bundle / NDJSON under ``path``; return a one-paragraph summary."""
+    from fhirscreen.sources.server import make_client
+
+    client = make_client(options, write_types=("*",))
+    quality = DataQuality()
+    units = [u for f in FileSource(path).files() for u in units_from_file(f, quality)]
+    for finding in quality.sorted():
+        log.warning("%s: %s", finding.where, finding.message)
+    uploader = Uploader(client, options.concurrency)
+    uploader.total = len(units)
+    shared = [u for u in units if u.shared]
+    rest = [u for u in units if not u.shared]
+    log.info(
+        "uploading %d resources in %d transactions to %s",
+        sum(u.size for u in units),
+        len(units),
+        client.base_url,
+    )
+    failed = uploader.send_all(shared) + uploader.send_all(rest)
+    if failed:
+        log.info("trying %d failed transaction(s) once more", len(failed))
+        failed = uploader.send_all([u for u, _why in failed])
+    for _unit, why in failed:
+        log.error("%s", why)
+    seconds = time.monotonic() - uploader.started
+    stats = client.stats()
+    summary = (
+        f"uploaded {uploader.resources} resources in {uploader.done} transactions to {client.base_url} "
+        f"in {seconds:.1f} s ({stats['requests']} requests, {stats['retries']} retries)"
+    )
+    if failed:
+        lost = sum(u.size for u, _why in failed)
+        summary += f"; {len(failed)} transaction(s) with {lost} resources failed (see the messages above)"
+    if quality.findings:
+        summary += f"; {len(quality.findings)} input problem(s) skipped"
+    return summary

@@ -1,0 +1,282 @@
+"""I5 (background therapy >= 12 weeks at screening) and E4 (regimen change in the last 12 weeks)."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from fhirscreen.criteria.base import Outcome
+from tests.builders import (
+    AS_OF,
+    concept,
+    medication_administration,
+    medication_request,
+    medication_statement,
+    record,
+)
+
+HCQ = "5521"
+MMF = "68149"
+
+
+def ago(days: int) -> str:
+    return (AS_OF - timedelta(days=days)).isoformat()
+
+
+# ------------------------------------------------------------------------------------------- I5
+
+
+@pytest.mark.parametrize(("days", "expected"), [(84, Outcome.PASS), (85, Outcome.PASS), (83, Outcome.FAIL)])
+def test_i5_twelve_weeks_of_current_therapy(evaluate, days, expected):
+    req = medication_request(HCQ, ago(days), display="hydroxychloroquine", id="hcq")
+    res = evaluate("I5", record(req))
+    assert res.outcome is expected
+    assert res.evidence == ("MedicationRequest/hcq",)
+    assert ago(days) in res.reason
+
+
+def test_i5_no_qualifying_medication_fails_because_lists_are_complete(evaluate):
+    res = evaluate(
+        "I5", record(medication_request("312615", ago(200), display="predniSONE 20 MG Oral Tablet"))
+    )
+    assert res.outcome is Outcome.FAIL
+    assert "taken as complete" in res.reason
+
+
+def test_i5_long_course_that_ended_before_screening_is_unknown(evaluate):
+    ms = medication_statement(
+        MMF, "2025-01-01", "2026-04-01", status="completed", display="mycophenolate mofetil"
+    )
+    res = evaluate("I5", record(ms))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "2026-04-01" in res.reason and res.next_step
+
+
+def test_i5_short_past_course_with_known_end_fails(evaluate):
+    # Synthea flare pattern: a few weeks of cyclosporine with a stated end.
+    ms = medication_statement(
+        "241834",
+        "2025-06-01",
+        "2025-06-28",
+        status="completed",
+        display="cycloSPORINE, modified 100 MG Oral Capsule",
+    )
+    res = evaluate("I5", record(ms))
+    assert res.outcome is Outcome.FAIL
+    assert "no course lasted 12 weeks" in res.reason
+
+
+def test_i5_synthea_renewal_chain_of_stopped_orders_counts_as_continuous(evaluate):
+    rec = record(
+        medication_request(HCQ, "2025-06-01", status="stopped", id="r1"),
+        medication_request(HCQ, "2025-12-01", status="stopped", id="r2"),
+        medication_request(HCQ, ago(20), status="active", id="r3"),
+    )
+    res = evaluate("I5", rec)
+    assert res.outcome is Outcome.PASS
+    assert res.details["therapy_start"] == "2025-06-01"
+    assert set(res.evidence) == {"MedicationRequest/r1", "MedicationRequest/r2", "MedicationRequest/r3"}
+
+
+def test_i5_stopped_order_without_end_date_is_unknown(evaluate):
+    res = evaluate(
+        "I5", record(medication_request(HCQ, "2025-10-01", status="stopped", display="hydroxychloroquine"))
+    )
+    assert res.outcome is Outcome.UNKNOWN
+    assert "no end date" in res.reason
+
+
+def test_i5_on_hold_order_is_unknown(evaluate):
+    res = evaluate(
+        "I5", record(medication_request(HCQ, "2025-01-01", status="on-hold", display="hydroxychloroquine"))
+    )
+    assert res.outcome is Outcome.UNKNOWN
+    assert "on hold" in res.reason
+
+
+def test_i5_switch_between_counted_drugs_does_not_interrupt_therapy(evaluate):
+    rec = record(
+        medication_statement("1256", "2025-01-01", ago(40), status="stopped", display="azathioprine"),
+        medication_request(MMF, ago(40), display="mycophenolate mofetil"),
+    )
+    assert evaluate("I5", rec).outcome is Outcome.PASS
+
+
+def test_i5_topical_tacrolimus_does_not_count(evaluate):
+    req = medication_request("42316", "2025-01-01", display="tacrolimus 0.1 % Topical Ointment")
+    res = evaluate("I5", record(req))
+    assert res.outcome is Outcome.FAIL
+    assert "local" in res.reason
+
+
+def test_i5_jak_inhibitor_is_reported_not_counted(evaluate):
+    res = evaluate(
+        "I5", record(medication_request("2048566", "2025-01-01", display="tofacitinib 10 MG Oral Tablet"))
+    )
+    assert res.outcome is Outcome.FAIL
+    assert "not counted by default" in res.reason and "tofacitinib" in res.reason
+
+
+def test_i5_brand_name_without_code_is_matched(evaluate):
+    req = medication_request(
+        "999999", "2025-01-01", system="http://example.org/local-drugs", display="Plaquenil 200"
+    )
+    assert evaluate("I5", record(req)).outcome is Outcome.PASS
+
+
+def test_i5_contained_medication(evaluate):
+    req = medication_request("0", "2025-01-01")
+    del req["medicationCodeableConcept"]
+    req["contained"] = [{"resourceType": "Medication", "id": "m", "code": concept("rxnorm", "979092")}]
+    req["medicationReference"] = {"reference": "#m"}
+    assert evaluate("I5", record(req)).outcome is Outcome.PASS
+
+
+def test_i5_separate_medication(evaluate):
+    med = {
+        "resourceType": "Medication",
+        "id": "aza",
+        "code": concept("rxnorm", "197388", "azathioprine 50 MG"),
+    }
+    req = medication_request("0", "2025-01-01")
+    del req["medicationCodeableConcept"]
+    req["medicationReference"] = {"reference": "Medication/aza"}
+    assert evaluate("I5", record(med, req)).outcome is Outcome.PASS
+
+
+def test_i5_monthly_cyclophosphamide_pulses_from_administrations_only(evaluate):
+    pulses = [
+        medication_administration("3002", ago(d), display="cyclophosphamide 1000 MG Injection")
+        for d in (110, 80, 50, 20)
+    ]
+    assert evaluate("I5", record(*pulses)).outcome is Outcome.PASS
+    # the last pulse 40 days ago: monthly coverage has lapsed
+    lapsed = [medication_administration("3002", ago(d)) for d in (130, 100, 70, 40)]
+    assert evaluate("I5", record(*lapsed)).outcome is not Outcome.PASS
+
+
+def test_i5_undated_record_is_unknown(evaluate):
+    res = evaluate("I5", record(medication_statement(HCQ, None, display="hydroxychloroquine", id="u1")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "without dates" in res.reason
+
+
+def test_i5_orders_after_screening_are_ignored(evaluate):
+    res = evaluate("I5", record(medication_request(HCQ, "2026-06-02")))
+    assert res.outcome is Outcome.FAIL
+
+
+# ------------------------------------------------------------------------------------------- E4
+
+
+@pytest.mark.parametrize(("days", "expected"), [(83, Outcome.FAIL), (84, Outcome.FAIL), (85, Outcome.PASS)])
+def test_e4_new_drug_started_within_12_weeks(evaluate, days, expected):
+    res = evaluate("E4", record(medication_request(HCQ, ago(days), display="hydroxychloroquine", id="n")))
+    assert res.outcome is expected
+    if expected is Outcome.FAIL:
+        assert "hydroxychloroquine started" in res.reason and res.evidence == ("MedicationRequest/n",)
+
+
+def test_e4_dose_change_of_an_existing_drug(evaluate):
+    rec = record(
+        medication_request(HCQ, "2025-06-01", status="stopped", dose=200, id="old"),
+        medication_request(HCQ, ago(30), dose=200, frequency=2, id="new"),
+    )
+    res = evaluate("E4", rec)
+    assert res.outcome is Outcome.FAIL
+    assert "200 mg/day -> 400 mg/day" in res.reason
+    assert set(res.evidence) == {"MedicationRequest/old", "MedicationRequest/new"}
+
+
+def test_e4_dose_change_just_before_the_window_is_not_a_change(evaluate):
+    rec = record(
+        medication_request(HCQ, "2025-06-01", status="stopped", dose=200),
+        medication_request(HCQ, ago(85), dose=400),
+    )
+    assert evaluate("E4", rec).outcome is Outcome.PASS
+
+
+def test_e4_same_dose_refill_is_not_a_change(evaluate):
+    rec = record(
+        medication_request(HCQ, "2025-06-01", status="stopped", dose=200, frequency=2),
+        medication_request(HCQ, ago(30), dose=400, frequency=1),  # 400 mg/day either way
+    )
+    res = evaluate("E4", rec)
+    assert res.outcome is Outcome.PASS
+    assert "no start, dose change or stop" in res.reason
+
+
+def test_e4_refill_without_dose_cannot_rule_out_a_change(evaluate):
+    rec = record(
+        medication_request(HCQ, "2025-06-01", status="stopped", dose=200),
+        medication_request(HCQ, ago(30)),
+    )
+    res = evaluate("E4", rec)
+    assert res.outcome is Outcome.UNKNOWN
+    assert res.next_step
+
+
+def test_e4_switch_within_class_is_an_addition(evaluate):
+    rec = record(
+        medication_statement(MMF, "2024-01-01", ago(30), status="stopped", display="mycophenolate mofetil"),
+        medication_request("485023", ago(29), display="mycophenolic acid 360 MG Delayed Release Oral Tablet"),
+    )
+    res = evaluate("E4", rec)
+    assert res.outcome is Outcome.FAIL
+    assert "mycophenolic acid started" in res.reason
+    assert "mycophenolate mofetil stopped" in res.reason
+
+
+def test_e4_discontinuation_in_window_counts_as_change(evaluate):
+    ms = medication_statement("1256", "2024-01-01", ago(10), status="stopped", display="azathioprine")
+    res = evaluate("E4", record(ms))
+    assert res.outcome is Outcome.FAIL
+    assert "stopped" in res.reason
+
+
+def test_e4_restart_after_a_long_break_is_an_addition(evaluate):
+    rec = record(
+        medication_statement(HCQ, "2024-01-01", "2025-06-30", status="completed"),
+        medication_request(HCQ, ago(30)),
+    )
+    assert "started" in evaluate("E4", rec).reason
+
+
+def test_e4_no_drug_passes(evaluate):
+    res = evaluate("E4", record())
+    assert res.outcome is Outcome.PASS
+
+
+def test_e4_stable_long_term_therapy_passes(evaluate):
+    assert evaluate("E4", record(medication_request(HCQ, "2024-01-01", dose=200))).outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize(("gap", "expected"), [(30, Outcome.PASS), (31, Outcome.FAIL)])
+def test_e4_same_dose_resumed_after_a_gap(evaluate, gap, expected):
+    first = medication_request(
+        HCQ, "2025-01-01", status="completed", dose=200, bounds_start="2025-01-01", bounds_end=ago(61)
+    )
+    resumed = medication_request(HCQ, ago(61 - gap - 1), dose=200)
+    res = evaluate("E4", record(first, resumed))
+    assert res.outcome is expected
+    if expected is Outcome.FAIL:
+        assert "restarted" in res.reason
+
+
+def test_e4_synthea_flare_course_restart_is_a_change(evaluate):
+    # Synthea lupus.json: cyclosporine at each flare, earlier course stopped with a dispense validity period.
+    old = medication_request(
+        "241834",
+        "2025-11-03",
+        status="stopped",
+        dose=1,
+        display="cycloSPORINE, modified 100 MG Oral Capsule",
+        dispenseRequest={"validityPeriod": {"start": "2025-11-03", "end": "2025-11-24"}},
+    )
+    new = medication_request(
+        "241834", "2026-05-05", dose=1, display="cycloSPORINE, modified 100 MG Oral Capsule"
+    )
+    res = evaluate("E4", record(old, new))
+    assert res.outcome is Outcome.FAIL
+    assert "cyclosporine restarted 2026-05-05" in res.reason

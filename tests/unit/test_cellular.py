@@ -1,0 +1,197 @@
+"""E7 (MSC therapy within 52 weeks) and E8 (any other cellular therapy, ever; HSCT unknown)."""
+
+from __future__ import annotations
+
+import pytest
+
+from fhirscreen.criteria.base import Outcome
+from tests.builders import (
+    condition,
+    medication_administration,
+    medication_request,
+    medication_statement,
+    procedure,
+    record,
+)
+
+LOCAL = "http://hospital.example/procedures"  # a site's own code system: only the text can match
+
+
+def msc_dose(when: str | None, **kw):
+    return medication_administration("local-1", when, system=LOCAL, display="Remestemcel-L infusion", **kw)
+
+
+# --- E7 -------------------------------------------------------------------------------------------------
+
+def test_no_msc_on_record_passes_and_says_it_is_rarely_coded(evaluate):
+    res = evaluate("E7", record())
+    assert res.outcome is Outcome.PASS
+    assert "rarely coded" in res.reason
+
+
+@pytest.mark.parametrize(
+    ("when", "expected"),
+    [
+        ("2025-06-02", Outcome.FAIL),  # 364 days before 2026-06-01: inside 52 weeks
+        ("2025-06-01", Outcome.PASS),  # 365 days
+        ("2026-06-01", Outcome.FAIL),  # on the screening date
+        ("2026-06-02", Outcome.PASS),  # after screening: not known at screening
+    ],
+)
+def test_52_week_window_edges(evaluate, when, expected):
+    assert evaluate("E7", record(msc_dose(when))).outcome is expected
+
+
+def test_msc_in_the_window_reports_when_the_washout_ends(evaluate):
+    res = evaluate("E7", record(msc_dose("2025-06-02", id="m1")))
+    assert res.outcome is Outcome.FAIL
+    assert res.details["washout_ends"] == "2026-06-01"
+    assert res.details["eligible_from"] == "2026-06-02"
+    assert "2026-06-01" in res.reason and "Day 0 from 2026-06-02" in res.reason
+    assert res.evidence == ("MedicationAdministration/m1",)
+
+
+def test_older_msc_passes_with_the_date_of_the_last_dose(evaluate):
+    res = evaluate("E7", record(msc_dose("2024-01-10", id="old")))
+    assert res.outcome is Outcome.PASS
+    assert "2024-01-10" in res.reason and "more than 52 weeks" in res.reason
+    assert res.details["washout_ends"] == "2025-01-08"  # + 364 days (2024 is a leap year)
+    assert res.evidence == ("MedicationAdministration/old",)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Infusion of umbilical cord mesenchymal stromal cells", "UC-MSC infusion", "hUC-MSCs, single dose",
+     "Allogeneic mesenchymal stem cell therapy", "Wharton's jelly derived cells"],
+)
+def test_msc_procedure_text_variants_fail(evaluate, text):
+    assert evaluate("E7", record(procedure(LOCAL, "x1", "2026-01-05", text=text))).outcome is Outcome.FAIL
+
+
+def test_msc_named_in_a_contained_medication_fails(evaluate):
+    req = medication_request("x", "2026-02-01", id="r1")
+    del req["medicationCodeableConcept"]
+    med = {"resourceType": "Medication", "id": "med", "code": {"text": "Ryoncil (remestemcel-L)"}}
+    req["contained"] = [med]
+    req["medicationReference"] = {"reference": "#med"}
+    res = evaluate("E7", record(req))
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("MedicationRequest/r1",)
+
+
+def test_msc_statement_period_ending_in_the_window_fails(evaluate):
+    stmt = medication_statement("x", "2025-01-01", "2025-07-01", system=LOCAL, display="MSC therapy")
+    assert evaluate("E7", record(stmt)).outcome is Outcome.FAIL
+
+
+def test_mesenchymal_tumour_diagnosis_is_not_msc_therapy(evaluate):
+    cond = condition("snomed", "404037004", "2026-01-01", display="Mesenchymal chondrosarcoma")
+    assert evaluate("E7", record(cond)).outcome is Outcome.PASS
+
+
+def test_undated_msc_is_unknown(evaluate):
+    res = evaluate("E7", record(medication_statement("x", None, system=LOCAL, display="MSC infusion")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert res.next_step and "date" in res.next_step
+
+
+def test_unspecified_cellular_therapy_history_recorded_in_the_window_is_unknown(evaluate):
+    res = evaluate("E7", record(condition("icd10cm", "Z92.858", "2026-01-01", id="h")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert res.evidence == ("Condition/h",)
+
+
+def test_unspecified_cellular_therapy_history_recorded_long_ago_passes(evaluate):
+    assert evaluate("E7", record(condition("icd10cm", "Z92.858", "2020-01-01"))).outcome is Outcome.PASS
+
+
+def test_entered_in_error_msc_record_is_ignored(evaluate):
+    assert evaluate("E7", record(msc_dose("2026-01-01", status="entered-in-error"))).outcome is Outcome.PASS
+
+
+# --- E8 -------------------------------------------------------------------------------------------------
+
+def test_no_cellular_therapy_passes(evaluate):
+    res = evaluate("E8", record())
+    assert res.outcome is Outcome.PASS
+    assert "No cellular therapy" in res.reason
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        condition("icd10cm", "Z92.850", "2019-01-01"),
+        medication_administration("1986438", "2015-03-01"),  # tisagenlecleucel, RxNorm
+        procedure("cpt", "0540T", "2021-05-01"),
+        procedure("cpt", "38228", "2025-05-01"),
+        procedure("hcpcs", "Q2054", "2025-05-01"),
+        procedure("icd10pcs", "XW033C3", "2022-05-01"),
+        procedure(LOCAL, "x", "2024-01-01", text="CD19 CAR-T cell infusion"),
+        procedure(LOCAL, "x", "2024-01-01", text="Autologous polyclonal Treg infusion"),
+        medication_request("x", "2024-01-01", system=LOCAL, display="Carvykti"),
+        procedure(LOCAL, "x", "2010-01-01", text="Tumor-infiltrating lymphocyte therapy"),
+    ],
+)
+def test_any_non_msc_cellular_therapy_fails_at_any_time(evaluate, resource):
+    res = evaluate("E8", record(resource))
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == (f"{resource['resourceType']}/{resource['id']}",)
+
+
+def test_undated_car_t_still_fails(evaluate):
+    assert evaluate("E8", record(procedure("cpt", "0540T", None))).outcome is Outcome.FAIL
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        procedure("snomed", "58776007", "2019-05-02", display="Autologous bone marrow transplant"),  # Synthea
+        condition("icd10cm", "Z94.84", "2019-05-02"),
+        condition("snomed", "153351000119102", "2019-05-02"),  # Synthea history of PBSC transplant
+        procedure("cpt", "38241", "2019-05-02"),
+        procedure("icd10pcs", "30243Y0", "2019-05-02"),
+    ],
+)
+def test_haematopoietic_stem_cell_transplant_is_unknown(evaluate, resource):
+    res = evaluate("E8", record(resource))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "Haematopoietic stem-cell transplant" in res.reason
+    assert res.details["hsct"] is True and res.next_step
+
+
+def test_unspecified_cellular_therapy_is_unknown(evaluate):
+    res = evaluate("E8", record(condition("icd10cm", "Z92.859", "2022-01-01")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "unstated type" in res.reason
+
+
+def test_previous_msc_is_excepted(evaluate):
+    res = evaluate("E8", record(msc_dose("2020-01-01", id="m")))
+    assert res.outcome is Outcome.PASS
+    assert "excepted" in res.reason
+    assert res.evidence == ("MedicationAdministration/m",)
+
+
+def test_car_t_alongside_msc_still_fails(evaluate):
+    rec = record(msc_dose("2020-01-01"), procedure("cpt", "38228", "2023-01-01", id="car"))
+    res = evaluate("E8", rec)
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("Procedure/car",)
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["Cartilage repair", "Anti-T cell therapy (antithymocyte globulin)", "Carotid ultrasound",
+     "Treatment until resolution"],
+)
+def test_ordinary_words_do_not_look_like_cellular_therapy(evaluate, text):
+    assert evaluate("E8", record(procedure(LOCAL, "x", "2026-01-01", text=text))).outcome is Outcome.PASS
+
+
+def test_car_t_after_the_screening_date_is_ignored(evaluate):
+    assert evaluate("E8", record(procedure("cpt", "38228", "2026-06-02"))).outcome is Outcome.PASS
+
+
+def test_entered_in_error_car_t_history_is_ignored(evaluate):
+    cond = condition("icd10cm", "Z92.850", "2019-01-01", verification="entered-in-error")
+    assert evaluate("E8", record(cond)).outcome is Outcome.PASS

@@ -1,0 +1,226 @@
+"""The command line end to end on small files: formats, outputs, explanations, exit codes, bad input."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner, Result
+
+from fhirscreen import cli
+from fhirscreen.cli import main
+from fhirscreen.paths import default_trial_file
+from fhirscreen.trial.loader import Trial
+
+GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
+AS_OF = "2026-06-01"
+PROTOCOL_IDS = [f"I{i}" for i in range(1, 9)] + [f"E{i}" for i in range(1, 17)]
+OUTPUTS = ("candidates.json", "candidates.csv", "measure-report.json", "group.json")
+# Identifying facts of Patient/gp-eligible in the fixture: none may ever be printed.
+SECRETS = ("Harriet", "Quimby", "1985-03-15", "999-01-2345", "Lantern", "Springfield")
+
+
+@pytest.fixture(autouse=True)
+def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Parse the bundled trial file once per session (it takes seconds); other trial files as usual."""
+    real = cli.load_trial
+    monkeypatch.setattr(cli, "load_trial", lambda path=None: trial if path is None else real(path))
+
+
+def invoke(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def screen(*args: str | Path, data: Path = GOLDEN_DATA) -> Result:
+    return invoke("screen", "--data", data, "--as-of", AS_OF, *args)
+
+
+@pytest.fixture(scope="module")
+def golden_json() -> dict:
+    result = screen("--format", "json")
+    assert result.exit_code == 0, result.stderr
+    return json.loads(result.stdout)
+
+
+# ---------------------------------------------------------------------------------------- screen
+
+
+def test_screen_table_ranks_every_sle_patient_with_each_status_present(golden_json):
+    result = screen()
+    assert result.exit_code == 0, result.stderr
+    statuses = {p["status"] for p in golden_json["patients"]}
+    assert statuses, "the golden data must yield candidates"
+    for patient in golden_json["patients"]:
+        row = next(line for line in result.stdout.splitlines() if patient["patient"] in line)
+        assert patient["status"] in row
+    assert all(status in result.stdout for status in statuses)
+    assert "Patient/gp-nosle" not in result.stdout  # no SLE diagnosis: not in the initial population
+    assert "Attrition" in result.stdout and "Worklist" in result.stdout
+
+
+def test_screen_summary_on_stderr(golden_json):
+    result = screen()
+    assert f"{len(golden_json['patients'])} in the initial population" in result.stderr
+    assert "4 patients read" in result.stderr
+
+
+def test_screen_json_format(golden_json):
+    assert golden_json["trial"] == "NCT06737380" and golden_json["as_of"] == AS_OF
+    assert sorted(p["patient"] for p in golden_json["patients"]) == [
+        "Patient/gp-eligible", "Patient/gp-ineligible", "Patient/gp-possible",
+    ]
+    assert [p["rank"] for p in golden_json["patients"]] == [1, 2, 3]
+
+
+def test_screen_csv_format(golden_json):
+    result = screen("--format", "csv")
+    assert result.exit_code == 0, result.stderr
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0][:4] == ["rank", "patient", "status", "score"] and rows[0][-1] == "reasons"
+    assert [r[1] for r in rows[1:]] == [p["patient"] for p in golden_json["patients"]]
+
+
+def test_screen_out_writes_the_four_files(tmp_path, golden_json):
+    out = tmp_path / "run"
+    result = screen("--out", out)
+    assert result.exit_code == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
+    assert json.loads((out / "candidates.json").read_text()) == golden_json
+    assert json.loads((out / "measure-report.json").read_text())["resourceType"] == "MeasureReport"
+    assert all(str(out / name) in result.stderr for name in OUTPUTS)
+
+
+def test_screen_is_reproducible_byte_for_byte(tmp_path):
+    first, second = screen("--out", tmp_path / "a"), screen("--out", tmp_path / "b")
+    assert first.exit_code == second.exit_code == 0
+    assert first.stdout == second.stdout
+    for name in OUTPUTS:
+        assert (tmp_path / "a" / name).read_bytes() == (tmp_path / "b" / name).read_bytes(), name
+
+
+def test_screen_out_on_a_file_is_a_configuration_error(tmp_path):
+    blocker = tmp_path / "taken"
+    blocker.write_text("")
+    result = screen("--out", blocker)
+    assert result.exit_code == 2
+    assert "taken" in result.stderr
+
+
+# --------------------------------------------------------------------------------------- explain
+
+
+def test_explain_shows_every_criterion_and_the_evidence_but_no_identity(golden_json):
+    result = invoke("explain", "Patient/gp-eligible", "--data", GOLDEN_DATA, "--as-of", AS_OF)
+    assert result.exit_code == 0, result.stderr
+    text = result.stdout
+    criteria = next(p for p in golden_json["patients"] if p["patient"] == "Patient/gp-eligible")["criteria"]
+    for cid in criteria:
+        assert re.search(rf"^{cid} ", text, re.MULTILINE), cid
+    evidence = {ref for entry in criteria.values() for ref in entry["evidence"]}
+    assert "Patient/gp-eligible" in evidence
+    for ref in evidence:
+        assert ref in text
+    for secret in SECRETS:
+        assert secret not in result.output, secret
+
+
+def test_explain_a_patient_not_in_the_data():
+    result = invoke("explain", "nobody", "--data", GOLDEN_DATA, "--as-of", AS_OF)
+    assert result.exit_code == 2
+    assert "Patient/nobody" in result.stderr
+
+
+def test_nothing_identifying_is_printed_by_screen():
+    for fmt in ("table", "json", "csv"):
+        result = screen("--format", fmt)
+        assert not any(secret in result.output for secret in SECRETS), fmt
+
+
+# -------------------------------------------------------------------------------------- criteria
+
+
+@pytest.mark.parametrize("fmt", ["table", "markdown", "json"])
+def test_criteria_lists_all_24_protocol_criteria(fmt):
+    result = invoke("criteria", "--format", fmt)
+    assert result.exit_code == 0, result.stderr
+    for cid in PROTOCOL_IDS:
+        assert re.search(rf"(^|[|\"\s]){cid}([|\"\s]|$)", result.stdout, re.MULTILINE), cid
+
+
+# ------------------------------------------------------------------------------------ exit codes
+
+
+def test_bad_as_of_is_a_usage_error():
+    result = screen_with_as_of("2026-13-01")
+    assert result.exit_code == 2
+    assert "2026-13-01" in result.stderr
+
+
+def screen_with_as_of(value: str) -> Result:
+    return invoke("screen", "--data", GOLDEN_DATA, "--as-of", value)
+
+
+@pytest.mark.parametrize(
+    ("original", "typo"),
+    [
+        ("    computability: computable\n", "    computabilty: computable\n"),  # a criterion key
+        ("      min_years: 18\n", "      min_yeras: 18\n"),  # an evaluator parameter
+    ],
+)
+def test_trial_file_typo_names_the_key_and_the_line(tmp_path, original, typo):
+    text = default_trial_file().read_text(encoding="utf-8")
+    assert original in text
+    broken = text.replace(original, typo, 1)
+    path = tmp_path / "trial.yaml"
+    path.write_text(broken, encoding="utf-8")
+    line = broken[: broken.index(typo)].count("\n") + 1
+    key = typo.strip().split(":")[0]
+    result = invoke("screen", "--trial", path, "--data", GOLDEN_DATA, "--as-of", AS_OF)
+    assert result.exit_code == 2
+    assert key in result.stderr and f"{path}:{line}" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_missing_data_path_is_a_source_error(tmp_path):
+    result = screen(data=tmp_path / "nowhere")
+    assert result.exit_code == 3
+    assert "nowhere" in result.stderr
+
+
+def test_empty_data_directory_is_a_source_error(tmp_path):
+    result = screen(data=tmp_path)
+    assert result.exit_code == 3
+    assert str(tmp_path) in result.stderr
+
+
+# ------------------------------------------------------------------------------------- bad input
+
+
+def test_bad_input_is_reported_and_the_rest_is_screened(tmp_path):
+    data = tmp_path / "data"
+    shutil.copytree(GOLDEN_DATA, data)
+    (data / "broken.json").write_text('{"resourceType": "Patient", "id": ')
+    (data / "not-fhir.json").write_text('{"hello": "world"}')
+    (data / "orphan.ndjson").write_text(json.dumps({
+        "resourceType": "Condition", "id": "cond-no-subject",
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"}]},
+    }) + "\n")
+    (data / "odd-unit.json").write_text(json.dumps({
+        "resourceType": "Observation", "id": "egfr-odd-unit", "status": "final",
+        "subject": {"reference": "Patient/gp-possible"}, "effectiveDateTime": "2026-05-28",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8"}]},
+        "valueQuantity": {"value": 64, "unit": "furlongs/fortnight"},
+    }))
+    result = screen("--format", "json", data=data)
+    assert result.exit_code == 0, result.stderr
+    for where in ("broken.json", "not-fhir.json", "Condition/cond-no-subject", "Observation/egfr-odd-unit"):
+        assert where in result.stderr, where
+    screened = {p["patient"] for p in json.loads(result.stdout)["patients"]}
+    assert screened == {"Patient/gp-eligible", "Patient/gp-ineligible", "Patient/gp-possible"}
+    problems = {f["problem"] for f in json.loads(result.stdout)["data_quality"]}
+    assert {"malformed-json", "not-fhir", "no-subject", "unknown-unit"} <= problems

@@ -1,0 +1,59 @@
+"""Golden files: ``screen --as-of 2026-06-01 --out`` on tests/fixtures/golden_data must reproduce
+tests/golden/* byte for byte.
+
+The data are small synthetic FHIR R4 files: a transaction Bundle with ``urn:uuid:`` references
+(Patient/gp-eligible, Patient/gp-possible) and Bulk Data NDJSON (Patient/gp-ineligible, Patient/gp-nosle
+who has no SLE diagnosis, and an Observation without a subject).
+
+When a change to the outputs is intended, regenerate the golden files and review the diff:
+
+    FHIRSCREEN_UPDATE_GOLDEN=1 python3 -m pytest -q tests/unit/test_golden.py
+    git diff tests/golden
+
+The run happens from the repository root with relative paths, so ``source`` and the data-quality
+findings in the outputs do not depend on where the checkout lives.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from fhirscreen.cli import main
+
+ROOT = Path(__file__).resolve().parents[2]
+GOLDEN = ROOT / "tests" / "golden"
+DATA = Path("tests") / "fixtures" / "golden_data"
+OUTPUTS = ("candidates.json", "candidates.csv", "measure-report.json", "group.json")
+UPDATE = os.environ.get("FHIRSCREEN_UPDATE_GOLDEN") == "1"
+
+
+@pytest.fixture(scope="module")
+def produced(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("golden-run")
+    cwd = Path.cwd()
+    os.chdir(ROOT)
+    try:
+        args = ["screen", "--data", str(DATA), "--as-of", "2026-06-01", "--out", str(out)]
+        result = CliRunner().invoke(main, args)
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 0, result.stderr
+    return out
+
+
+@pytest.mark.parametrize("name", OUTPUTS)
+def test_output_matches_the_golden_file(produced: Path, name: str) -> None:
+    actual = (produced / name).read_bytes()
+    expected_file = GOLDEN / name
+    if UPDATE:
+        GOLDEN.mkdir(parents=True, exist_ok=True)
+        expected_file.write_bytes(actual)
+    assert expected_file.exists(), f"{expected_file} is missing: run with FHIRSCREEN_UPDATE_GOLDEN=1"
+    assert actual == expected_file.read_bytes(), (
+        f"{name} differs from {expected_file}; if the change is intended, regenerate with "
+        "FHIRSCREEN_UPDATE_GOLDEN=1 and review the diff"
+    )

@@ -1,0 +1,408 @@
+from __future__ import annotations
+
+import pytest
+
+from fhirscreen.criteria.base import Outcome
+from tests.builders import concept, condition, observation, record
+
+POSITIVE = concept("snomed", "10828004", "Positive")
+NEGATIVE = concept("snomed", "260385009", "Negative")
+DETECTED = concept("snomed", "260373001", "Detected")
+NOT_DETECTED = concept("snomed", "260415000", "Not detected")
+
+
+# ----------------------------------------------------------------------------------------------- E10
+
+
+def test_no_infection_data_passes(evaluate):
+    res = evaluate("E10", record())
+    assert res.outcome is Outcome.PASS
+    assert "No active hepatitis B, hepatitis C, HIV or tuberculosis" in res.reason
+
+
+@pytest.mark.parametrize(
+    ("system", "code", "disease"),
+    [
+        ("icd10cm", "B18.1", "hepatitis B"),
+        ("icd10cm", "b181", "hepatitis B"),  # no dot, lower case
+        ("snomed", "61977001", "hepatitis B"),
+        ("icd10cm", "B18.2", "hepatitis C"),
+        ("snomed", "128302006", "hepatitis C"),
+        ("icd10cm", "B20", "HIV"),
+        ("icd10cm", "Z21", "HIV"),
+        ("icd10cm", "A15.0", "tuberculosis"),
+        ("snomed", "154283005", "tuberculosis"),
+    ],
+)
+def test_active_diagnosis_excludes_and_names_the_disease(evaluate, system, code, disease):
+    res = evaluate("E10", record(condition(system, code, "2024-02-01", id="c1")))
+    assert res.outcome is Outcome.FAIL
+    assert disease in res.reason
+    assert res.evidence == ("Condition/c1",)
+
+
+@pytest.mark.parametrize(
+    ("system", "code"), [("icd10cm", "B18.1"), ("icd10cm", "B18.2"), ("icd10cm", "A15.0")]
+)
+@pytest.mark.parametrize("status", ["resolved", "inactive", "remission"])
+def test_resolved_hepatitis_or_tb_history_does_not_exclude(evaluate, system, code, status):
+    res = evaluate("E10", record(condition(system, code, "2015-01-01", clinical=status, id="c1")))
+    assert res.outcome is Outcome.PASS
+    assert "history" in res.reason
+
+
+def test_abatement_on_the_screening_date_is_history(evaluate):
+    res = evaluate("E10", record(condition("icd10cm", "B17.10", "2026-03-01", abatement="2026-06-01")))
+    assert res.outcome is Outcome.PASS
+
+
+def test_hiv_is_lifelong_even_when_the_entry_says_resolved(evaluate):
+    res = evaluate("E10", record(condition("icd10cm", "B20", "2010-01-01", clinical="resolved", id="h")))
+    assert res.outcome is Outcome.FAIL
+    assert "lifelong" in res.reason
+
+
+@pytest.mark.parametrize("verification", ["entered-in-error", "refuted"])
+def test_entered_in_error_and_refuted_diagnoses_are_ignored(evaluate, verification):
+    res = evaluate("E10", record(condition("icd10cm", "B20", "2020-01-01", verification=verification)))
+    assert res.outcome is Outcome.PASS
+
+
+def test_diagnosis_after_the_screening_date_is_ignored(evaluate):
+    res = evaluate("E10", record(condition("icd10cm", "B18.2", "2026-06-02")))
+    assert res.outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize(
+    ("system", "code"),
+    [("snomed", "271511000"), ("icd10cm", "Z20.6"), ("icd10cm", "Z86.19"), ("icd10cm", "Z11.4")],
+)
+def test_immunity_exposure_and_history_codes_do_not_exclude(evaluate, system, code):
+    res = evaluate("E10", record(condition(system, code, "2022-01-01", id="z")))
+    assert res.outcome is Outcome.PASS
+    assert "Condition/z" in res.evidence
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"coded": POSITIVE}, Outcome.FAIL),
+        ({"string": "Reactive"}, Outcome.FAIL),
+        ({"value": 250.0, "unit": "{s_co_ratio}", "interpretation": "POS"}, Outcome.FAIL),
+        ({"coded": NEGATIVE}, Outcome.PASS),
+        ({"string": "Non-reactive"}, Outcome.PASS),
+        ({"string": "Indeterminate"}, Outcome.UNKNOWN),
+        ({"string": "see report"}, Outcome.PASS),  # unreadable value: no result
+    ],
+)
+def test_hbsag_result_encodings(evaluate, kwargs, expected):
+    res = evaluate("E10", record(observation("5196-1", "2026-01-10", id="o1", **kwargs)))
+    assert res.outcome is expected
+
+
+def test_hbsag_positive_exactly_24_months_ago_still_counts(evaluate):
+    assert (
+        evaluate("E10", record(observation("5196-1", "2024-06-01", coded=POSITIVE))).outcome is Outcome.FAIL
+    )
+
+
+def test_hbsag_positive_older_than_the_look_back_asks_for_a_repeat(evaluate):
+    res = evaluate("E10", record(observation("5196-1", "2024-05-31", coded=POSITIVE, id="old")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "HBsAg" in res.next_step
+    assert res.evidence == ("Observation/old",)
+
+
+def test_a_later_negative_hbsag_supersedes_a_positive(evaluate):
+    rec = record(
+        observation("5196-1", "2025-01-10", coded=POSITIVE),
+        observation("5196-1", "2025-09-10", coded=NEGATIVE, id="neg"),
+    )
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.PASS
+    assert "negative" in res.reason
+
+
+def test_positive_and_negative_on_the_same_day_keeps_the_positive(evaluate):
+    rec = record(
+        observation("5196-1", "2025-09-10", coded=NEGATIVE),
+        observation("5196-1", "2025-09-10", coded=POSITIVE),
+    )
+    assert evaluate("E10", rec).outcome is Outcome.FAIL
+
+
+def test_results_after_the_screening_date_are_ignored(evaluate):
+    assert (
+        evaluate("E10", record(observation("5196-1", "2026-06-02", coded=POSITIVE))).outcome is Outcome.PASS
+    )
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "expected"),
+    [
+        ({"value": 1500.0, "unit": "[IU]/mL"}, Outcome.FAIL),
+        ({"value": 20.0, "unit": "[IU]/mL", "comparator": "<"}, Outcome.PASS),
+        ({"string": "<20 IU/mL"}, Outcome.PASS),
+        ({"value": 0.0, "unit": "[IU]/mL"}, Outcome.PASS),
+        ({"coded": DETECTED}, Outcome.FAIL),
+        ({"string": "Detected, below the limit of quantification"}, Outcome.FAIL),
+    ],
+)
+def test_hbv_dna_viral_load(evaluate, kwargs, expected):
+    assert evaluate("E10", record(observation("29615-2", "2026-03-01", **kwargs))).outcome is expected
+
+
+def test_isolated_anti_hbc_is_unknown_and_asks_for_hbv_dna(evaluate):
+    res = evaluate("E10", record(observation("16933-4", "2026-03-01", coded=POSITIVE, id="core")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "HBV DNA" in res.next_step
+    assert res.evidence == ("Observation/core",)
+
+
+@pytest.mark.parametrize(
+    "settling",
+    [
+        observation("16935-9", "2026-03-01", value=120.0, unit="m[IU]/mL", interpretation="POS"),  # anti-HBs
+        observation("29615-2", "2026-03-05", coded=NOT_DETECTED),  # HBV DNA
+    ],
+)
+def test_anti_hbc_with_immunity_or_no_viral_dna_is_resolved(evaluate, settling):
+    rec = record(observation("16933-4", "2026-03-01", coded=POSITIVE), settling)
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.PASS
+    assert "anti-HBc" in res.reason
+
+
+def test_hcv_antibody_without_rna_is_unknown(evaluate):
+    res = evaluate("E10", record(observation("16128-1", "2025-11-01", string="Reactive")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "HCV RNA" in res.next_step
+
+
+def test_hcv_antibody_with_rna_not_detected_is_cleared(evaluate):
+    rec = record(
+        observation("16128-1", "2025-11-01", string="Reactive"),
+        observation("11259-9", "2025-11-01", string="Not detected"),
+    )
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.PASS
+    assert "resolved" in res.reason
+
+
+def test_hcv_rna_detected_excludes(evaluate):
+    rec = record(
+        observation("16128-1", "2025-11-01", string="Reactive"),
+        observation("11011-4", "2025-11-15", value=350000.0, unit="[IU]/mL", id="rna"),
+    )
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.FAIL
+    assert "hepatitis C" in res.reason
+    assert "Observation/rna" in res.evidence
+
+
+@pytest.mark.parametrize(
+    ("code", "kwargs"), [("56888-1", {"string": "Reactive"}), ("20447-9", {"value": 4000.0})]
+)
+def test_hiv_antigen_antibody_or_viral_load_excludes(evaluate, code, kwargs):
+    res = evaluate("E10", record(observation(code, "2018-01-01", **kwargs)))
+    assert res.outcome is Outcome.FAIL  # HIV counts at any date
+    assert "HIV" in res.reason
+
+
+def test_treated_hiv_with_undetectable_load_still_excludes(evaluate):
+    rec = record(
+        observation("56888-1", "2019-01-01", string="Reactive"),
+        observation("20447-9", "2026-01-01", value=20.0, comparator="<", unit="{copies}/mL"),
+    )
+    assert evaluate("E10", rec).outcome is Outcome.FAIL
+
+
+def test_reactive_hiv_screen_followed_by_negative_is_unknown(evaluate):
+    rec = record(
+        observation("56888-1", "2026-01-01", string="Reactive", id="s1"),
+        observation("56888-1", "2026-01-20", string="Non-reactive", id="s2"),
+    )
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.UNKNOWN
+    assert set(res.evidence) == {"Observation/s1", "Observation/s2"}
+    assert "differentiation" in res.next_step
+
+
+def test_undetectable_hiv_load_alone_does_not_exclude(evaluate):
+    rec = record(observation("20447-9", "2026-01-01", value=20.0, comparator="<", unit="{copies}/mL"))
+    assert evaluate("E10", rec).outcome is Outcome.PASS
+
+
+def test_positive_igra_without_tb_diagnosis_is_unknown(evaluate):
+    res = evaluate("E10", record(observation("71773-6", "2026-02-01", coded=POSITIVE, id="igra")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "latent or active" in res.reason
+    assert "active TB" in res.next_step
+
+
+def test_positive_igra_explained_by_latent_tb_passes(evaluate):
+    rec = record(
+        observation("71773-6", "2026-02-01", coded=POSITIVE),
+        condition("icd10cm", "Z22.7", "2026-02-10", id="ltbi"),
+    )
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.PASS
+    assert "latent" in res.reason.lower()
+
+
+def test_negative_igra_passes(evaluate):
+    assert (
+        evaluate("E10", record(observation("71773-6", "2026-02-01", coded=NEGATIVE))).outcome is Outcome.PASS
+    )
+
+
+def test_igra_switch_makes_a_positive_igra_exclude(evaluate, trial):
+    from fhirscreen.criteria.base import Context
+
+    criterion = trial.criterion("E10")
+    params = criterion.params.model_copy(update={"igra_positive_is_fail": True})
+    rec = record(observation("71773-6", "2026-02-01", coded=POSITIVE))
+    from tests.builders import AS_OF
+
+    res = criterion.kind.fn(rec, Context(as_of=AS_OF, value_sets=trial.value_sets), params)
+    assert res.outcome is Outcome.FAIL
+
+
+def test_fail_outranks_unknown_and_lists_every_disease(evaluate):
+    rec = record(
+        condition("icd10cm", "B18.1", "2020-01-01", id="hbv"),
+        condition("icd10cm", "A15.0", "2026-05-01", id="tb"),
+        observation("16128-1", "2025-11-01", string="Reactive"),
+    )
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.FAIL
+    assert "hepatitis B" in res.reason and "tuberculosis" in res.reason
+    assert {"Condition/hbv", "Condition/tb"} <= set(res.evidence)
+
+
+# ----------------------------------------------------------------------------------------------- E11
+
+
+def test_no_infection_on_record_passes(evaluate):
+    res = evaluate("E11", record())
+    assert res.outcome is Outcome.PASS
+    assert res.reason == "No active infection on record."
+
+
+@pytest.mark.parametrize(
+    ("system", "code"),
+    [
+        ("snomed", "444814009"),  # viral sinusitis (Synthea)
+        ("snomed", "10509002"),  # acute bronchitis
+        ("snomed", "43878008"),  # streptococcal sore throat
+        ("snomed", "233604007"),  # pneumonia
+        ("icd10cm", "N39.0"),
+        ("icd10cm", "n390"),
+        ("icd10cm", "J18.9"),
+        ("icd10cm", "L03.115"),
+        ("icd10cm", "A41.9"),  # sepsis
+        ("icd10cm", "B15.9"),  # hepatitis A: not handled by E10
+        ("icd10cm", "U07.1"),
+    ],
+)
+def test_recent_active_infection_excludes(evaluate, system, code):
+    res = evaluate("E11", record(condition(system, code, "2026-05-20", id="inf")))
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("Condition/inf",)
+    assert "2026-05-20" in res.reason
+
+
+@pytest.mark.parametrize(
+    ("system", "code"),
+    [
+        ("icd10cm", "A15.0"),
+        ("icd10cm", "B18.2"),
+        ("icd10cm", "B20"),
+        ("icd10cm", "B95.2"),
+        ("icd10cm", "B94.8"),
+        ("icd10cm", "U09.9"),
+        ("snomed", "40055000"),
+    ],
+)
+def test_codes_left_to_e10_or_not_active_infection(evaluate, system, code):
+    assert evaluate("E11", record(condition(system, code, "2026-05-20"))).outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize(
+    ("onset", "expected"),
+    [("2026-03-03", Outcome.FAIL), ("2026-03-02", Outcome.UNKNOWN)],  # 90 vs 91 days before 2026-06-01
+)
+def test_infection_open_longer_than_90_days_is_a_stale_entry(evaluate, onset, expected):
+    res = evaluate("E11", record(condition("snomed", "444814009", onset)))
+    assert res.outcome is expected
+    if expected is Outcome.UNKNOWN:
+        assert "never closed" in res.reason
+        assert "resolved" in res.next_step
+
+
+@pytest.mark.parametrize(
+    ("abatement", "expected"),
+    [("2026-05-31", Outcome.PASS), ("2026-06-01", Outcome.PASS), ("2026-06-02", Outcome.FAIL)],
+)
+def test_abatement_on_or_before_the_screening_date_resolves(evaluate, abatement, expected):
+    rec = record(condition("snomed", "10509002", "2026-05-20", abatement=abatement))
+    assert evaluate("E11", rec).outcome is expected
+
+
+@pytest.mark.parametrize("status", ["resolved", "inactive", "remission"])
+def test_resolved_infection_passes_and_says_when(evaluate, status):
+    rec = record(
+        condition("snomed", "43878008", "2026-05-01", clinical=status, abatement="2026-05-10", id="st")
+    )
+    res = evaluate("E11", rec)
+    assert res.outcome is Outcome.PASS
+    assert "No active infection on record" in res.reason
+    assert "2026-05-10" in res.reason
+    assert res.evidence == ("Condition/st",)
+
+
+def test_recurrence_counts_as_active(evaluate):
+    rec = record(condition("snomed", "68566005", "2026-05-25", clinical="recurrence"))
+    assert evaluate("E11", rec).outcome is Outcome.FAIL
+
+
+def test_missing_clinical_status_is_taken_as_active_and_said(evaluate):
+    res = evaluate("E11", record(condition("snomed", "68566005", "2026-05-25", clinical=None)))
+    assert res.outcome is Outcome.FAIL
+    assert "no clinical status" in res.reason
+
+
+def test_undated_open_infection_is_unknown(evaluate):
+    res = evaluate("E11", record(condition("snomed", "68566005", None)))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "no onset date" in res.reason
+
+
+def test_infection_starting_after_the_screening_date_is_ignored(evaluate):
+    assert evaluate("E11", record(condition("snomed", "233604007", "2026-06-02"))).outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize("verification", ["entered-in-error", "refuted"])
+def test_e11_ignores_entered_in_error_and_refuted(evaluate, verification):
+    rec = record(condition("snomed", "233604007", "2026-05-25", verification=verification))
+    assert evaluate("E11", rec).outcome is Outcome.PASS
+
+
+def test_a_fail_cites_only_the_resources_behind_it(evaluate):
+    rec = record(
+        condition("icd10cm", "B18.1", "2020-01-01", id="hbv"),
+        observation("71773-6", "2026-02-01", coded=POSITIVE, id="igra"),
+    )
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("Condition/hbv",)
+
+
+def test_e11_fail_cites_the_recent_infection_not_the_stale_one(evaluate):
+    rec = record(
+        condition("snomed", "444814009", "2025-01-01", id="stale"),
+        condition("snomed", "10509002", "2026-05-28", id="recent"),
+    )
+    res = evaluate("E11", rec)
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("Condition/recent",)

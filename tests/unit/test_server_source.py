@@ -1,0 +1,497 @@
+"""ServerSource: the query plan (O(batches) requests), paging, faults mid-search, references, fallbacks."""
+
+from __future__ import annotations
+
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+import responses
+
+from fhirscreen.fhir.codes import ICD10CM, LOINC, SNOMED, Code
+from fhirscreen.quality import DataQuality
+from fhirscreen.sources.base import QueryPlan, SourceError
+from fhirscreen.sources.factory import SourceOptions
+from fhirscreen.sources.http import FhirClient
+from fhirscreen.sources.server import (
+    MAX_CODES_CHARS,
+    MAX_IDS_PER_BATCH,
+    Capabilities,
+    ServerSource,
+    chunk_values,
+    id_batches,
+    normalise_references,
+    patient_searches,
+    request_bound,
+    search_codes,
+)
+
+BASE = "http://fhir.test/fhir"
+PLAN = QueryPlan(
+    population_codes=(Code(SNOMED, "55464009"), Code(ICD10CM, "M32.14")),
+    observation_codes=(Code(LOINC, "33914-3"), Code(LOINC, "5048-4")),
+)
+TYPES = (
+    "Patient",
+    "Condition",
+    "Observation",
+    "MedicationStatement",
+    "MedicationRequest",
+    "MedicationAdministration",
+    "Procedure",
+    "ResearchSubject",
+    "Medication",
+)
+
+
+def capability(
+    types: Iterable[str] = TYPES, drop: dict[str, set[str]] | None = None, includes: bool = True
+) -> dict[str, Any]:
+    params = {
+        "Patient": {"_id"},
+        "Condition": {"code", "patient", "subject"},
+        "Observation": {"code", "patient", "subject", "category"},
+        "ResearchSubject": {"patient", "individual"},
+        "Medication": {"_id"},
+    }
+    resources = []
+    for t in types:
+        names = params.get(t, {"patient", "subject"}) - (drop or {}).get(t, set())
+        entry: dict[str, Any] = {"type": t, "searchParam": [{"name": n} for n in sorted(names)]}
+        if includes and t.startswith("Medication") and t != "Medication":
+            entry["searchInclude"] = [f"{t}:medication"]
+        resources.append(entry)
+    return {
+        "resourceType": "CapabilityStatement",
+        "fhirVersion": "4.0.1",
+        "rest": [{"mode": "server", "resource": resources}],
+    }
+
+
+class FakeFhir:
+    """Just enough FHIR search for the plan: _id, patient/subject, code, code:text, category, _include,
+    and paging through next links."""
+
+    def __init__(
+        self, resources: list[dict[str, Any]], caps: dict[str, Any] | None = None, absolute_refs: bool = False
+    ) -> None:
+        self.resources = resources
+        self.caps = caps or capability()
+        self.absolute_refs = absolute_refs
+        self.pages: dict[str, list[dict[str, Any]]] = {}
+        self.log: list[str] = []
+        self.fail_once: set[str] = set()  # page keys that drop the connection once
+
+    def install(self, mock: responses.RequestsMock) -> None:
+        mock.add_callback(responses.GET, re.compile(re.escape(BASE) + r".*"), callback=self.handle)
+
+    def handle(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        parts = urlsplit(str(request.url))
+        path = parts.path[len("/fhir") :].strip("/")
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        self.log.append(f"{path or 'page'}?{parts.query}")
+        if path == "metadata":
+            return self.json(self.caps)
+        if "_getpages" in query:
+            key = f"{query['_getpages']}:{query['_getpagesoffset']}"
+            if key in self.fail_once:
+                self.fail_once.discard(key)
+                raise requests.ConnectionError("connection dropped mid-page")
+            return self.page(query["_getpages"], int(query["_getpagesoffset"]), int(query["_count"]))
+        matches = [r for r in self.resources if r["resourceType"] == path and self.matches(r, query)]
+        if query.get("_summary") == "count":
+            return self.json({"resourceType": "Bundle", "type": "searchset", "total": len(matches)})
+        entries = [{"resource": r, "search": {"mode": "match"}} for r in matches]
+        include = query.get("_include")
+        if include:
+            wanted = {
+                m["medicationReference"]["reference"].split("/")[1]
+                for m in matches
+                if "medicationReference" in m
+            }
+            entries += [
+                {"resource": r, "search": {"mode": "include"}}
+                for r in self.resources
+                if r["resourceType"] == "Medication" and r["id"] in wanted
+            ]
+        search_id = f"s{len(self.pages)}"
+        self.pages[search_id] = entries
+        return self.page(search_id, 0, int(query.get("_count", "20")))
+
+    def page(self, search_id: str, offset: int, count: int) -> tuple[int, dict[str, str], str]:
+        entries = self.pages[search_id]
+        bundle: dict[str, Any] = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": len(entries),
+            "entry": entries[offset : offset + count],
+            "link": [],
+        }
+        if offset + count < len(entries):
+            bundle["link"].append(
+                {
+                    "relation": "next",
+                    "url": (
+                        f"{BASE}?_getpages={search_id}&_getpagesoffset={offset + count}"
+                        f"&_count={count}&_bundletype=searchset"
+                    ),
+                }
+            )
+        text = json.dumps(bundle)
+        if self.absolute_refs:
+            text = text.replace('"reference": "', f'"reference": "{BASE}/')
+        return 200, {"Content-Type": "application/fhir+json"}, text
+
+    @staticmethod
+    def json(body: dict[str, Any]) -> tuple[int, dict[str, str], str]:
+        return 200, {"Content-Type": "application/fhir+json"}, json.dumps(body)
+
+    @staticmethod
+    def matches(resource: dict[str, Any], query: dict[str, str]) -> bool:
+        for name, value in query.items():
+            values = set(value.split(","))
+            if name == "_id" and resource["id"] not in values:
+                return False
+            if name in ("patient", "subject", "individual"):
+                ref = (resource.get("subject") or resource.get("individual") or {}).get("reference", "")
+                if ref.split("/")[-1] not in {v.split("/")[-1] for v in values}:
+                    return False
+            if name == "code":
+                codes = {c["code"] for c in resource.get("code", {}).get("coding", [])}
+                if not codes & values:
+                    return False
+            if name == "code:text" and not resource.get("code", {}).get("text", "").lower().startswith(value):
+                return False
+            if name == "category":
+                cats = {c["code"] for cat in resource.get("category", []) for c in cat.get("coding", [])}
+                if value not in cats:
+                    return False
+        return True
+
+    def searches(self) -> Counter[str]:
+        return Counter(entry.split("?")[0] for entry in self.log)
+
+
+def population(n: int, *, extra_obs: bool = True) -> list[dict[str, Any]]:
+    """n SLE patients, each with a Condition, Observations and a MedicationRequest; one non-SLE patient."""
+    out: list[dict[str, Any]] = [
+        {"resourceType": "Medication", "id": "hcq", "code": {"text": "hydroxychloroquine"}}
+    ]
+    for i in range(n):
+        pid = f"p{i:04d}"
+        subject = {"reference": f"Patient/{pid}"}
+        out += [
+            {"resourceType": "Patient", "id": pid, "birthDate": "1980-01-01"},
+            {
+                "resourceType": "Condition",
+                "id": f"c{i}",
+                "subject": subject,
+                "code": {"coding": [{"system": SNOMED, "code": "55464009"}]},
+            },
+            {
+                "resourceType": "Observation",
+                "id": f"o{i}",
+                "status": "final",
+                "subject": subject,
+                "code": {"coding": [{"system": LOINC, "code": "33914-3"}]},
+            },
+            {
+                "resourceType": "MedicationRequest",
+                "id": f"mr{i}",
+                "status": "active",
+                "subject": subject,
+                "medicationReference": {"reference": "Medication/hcq"},
+            },
+        ]
+        if extra_obs:
+            out.append(
+                {
+                    "resourceType": "Observation",
+                    "id": f"s{i}",
+                    "status": "final",
+                    "subject": subject,
+                    "code": {
+                        "coding": [{"system": "urn:local", "code": "SLEDAI"}],
+                        "text": "SLEDAI-2K total",
+                    },
+                }
+            )
+    out += [
+        {"resourceType": "Patient", "id": "other", "birthDate": "1990-01-01"},
+        {
+            "resourceType": "Condition",
+            "id": "c-other",
+            "subject": {"reference": "Patient/other"},
+            "code": {"coding": [{"system": SNOMED, "code": "38341003"}]},
+        },
+        {
+            "resourceType": "Observation",
+            "id": "o-other",
+            "status": "final",
+            "subject": {"reference": "Patient/other"},
+            "code": {"coding": [{"system": LOINC, "code": "8867-4"}]},
+        },
+    ]
+    return out
+
+
+def source(page_size: int = 200, concurrency: int = 2, **kwargs: Any) -> ServerSource:
+    options = SourceOptions(server=BASE, page_size=page_size, concurrency=concurrency, **kwargs)
+    return ServerSource(options, FhirClient(BASE, sleep=lambda _s: None))
+
+
+def read_all(src: ServerSource, plan: QueryPlan = PLAN) -> tuple[list[dict[str, Any]], DataQuality]:
+    quality = DataQuality()
+    return [r for r, _origin in src.read(plan, quality)], quality
+
+
+def ids_of(resources: Iterable[dict[str, Any]], rtype: str) -> set[str]:
+    return {r["id"] for r in resources if r["resourceType"] == rtype}
+
+
+# -- the plan -----------------------------------------------------------------------------------------
+
+
+def test_reads_the_population_and_only_its_records() -> None:
+    fake = FakeFhir(population(3))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        resources, quality = read_all(source())
+    assert ids_of(resources, "Patient") == {"p0000", "p0001", "p0002"}
+    assert ids_of(resources, "Observation") == {"o0", "o1", "o2", "s0", "s1", "s2"}
+    assert ids_of(resources, "Medication") == {"hcq"}  # _included once, not per request
+    assert "other" not in ids_of(resources, "Patient")
+    assert quality.findings == []
+
+
+def test_request_count_grows_with_batches_not_patients_times_types() -> None:
+    n = 250  # three batches of at most 100
+    fake = FakeFhir(population(n))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        src = source(page_size=1000, concurrency=4)
+        resources, _q = read_all(src)
+    assert len(ids_of(resources, "Patient")) == n
+    batches = len(id_batches([f"p{i:04d}" for i in range(n)]))
+    assert batches == 3
+    counts = fake.searches()
+    assert counts["Condition"] == 1 + batches  # population search + one per batch
+    assert counts["MedicationRequest"] == batches
+    assert counts["Observation"] == 1 + batches * 3  # the code:text probe + codes, text, survey per batch
+    # metadata + probe + population + per batch: Patient, Condition, 3 Observation, 3 Med*, Procedure,
+    # ResearchSubject
+    assert src.stats()["requests"] == 3 + batches * 10
+    assert src.stats()["requests"] <= request_bound(n, PLAN)
+    assert src.stats()["requests"] < n  # never one request per patient
+
+
+def test_paging_follows_next_links_until_the_end() -> None:
+    fake = FakeFhir(population(25))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        src = source(page_size=10)
+        resources, _q = read_all(src)
+    assert len(ids_of(resources, "Patient")) == 25
+    assert len(ids_of(resources, "Observation")) == 50
+    assert sum(1 for entry in fake.log if entry.startswith("page?")) >= 9
+    assert src.stats()["pages"] > src.stats()["searches"]
+
+
+def test_dropped_connection_on_page_two_is_retried_and_nothing_is_lost() -> None:
+    fake = FakeFhir(population(25))
+    fake.fail_once = {"s0:10"}  # the population search's 2nd page
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        src = source(page_size=10, concurrency=1)
+        resources, _q = read_all(src)
+    assert len(ids_of(resources, "Patient")) == 25
+    assert src.stats()["retries"] == 1
+
+
+def test_malformed_page_is_a_clear_error() -> None:
+    fake = FakeFhir(population(3))
+    with responses.RequestsMock() as mock:
+        for _ in range(2):  # retried once (a cut-off page is often a proxy hiccup), then reported
+            mock.get(
+                re.compile(re.escape(BASE) + r"/Condition\?code=.*"),
+                body="<html>proxy error</html>",
+                content_type="text/html",
+            )
+        fake.install(mock)
+        with pytest.raises(SourceError, match=r"initial population.*did not answer with FHIR JSON"):
+            read_all(source())
+
+
+def test_next_link_loop_is_stopped() -> None:
+    page = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [],
+        "link": [{"relation": "next", "url": f"{BASE}?_getpages=x&_getpagesoffset=0"}],
+    }
+    with responses.RequestsMock() as mock:
+        mock.get(f"{BASE}/metadata", json=capability())
+        mock.get(re.compile(re.escape(BASE) + r"/Condition.*"), json=page)
+        mock.get(re.compile(re.escape(BASE) + r"\?_getpages.*"), json=page)
+        with pytest.raises(SourceError, match="next links loop"):
+            read_all(source())
+
+
+def test_next_link_to_another_host_does_not_get_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TOKEN", "secret")
+    page = {
+        "resourceType": "Bundle",
+        "type": "searchset",
+        "entry": [],
+        "link": [{"relation": "next", "url": "http://internal-host:8080/fhir?_getpages=x"}],
+    }
+    with responses.RequestsMock() as mock:
+        mock.get(f"{BASE}/metadata", json=capability())
+        mock.get(re.compile(re.escape(BASE) + r"/Condition.*"), json=page)
+        options = SourceOptions(server=BASE, token_env="TOKEN")
+        from fhirscreen.sources.server import make_client
+
+        with pytest.raises(SourceError, match="next link points at another host"):
+            read_all(ServerSource(options, make_client(options)))
+
+
+def test_explain_skips_the_population_search() -> None:
+    fake = FakeFhir(population(3))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        resources, _q = read_all(
+            source(), QueryPlan(PLAN.population_codes, PLAN.observation_codes, patient_ids=("p0001",))
+        )
+    assert ids_of(resources, "Patient") == {"p0001"}
+    assert not any(e.startswith("Condition?code=") for e in fake.log)
+
+
+def test_absolute_references_become_type_slash_id() -> None:
+    fake = FakeFhir(population(2), absolute_refs=True)
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        resources, _q = read_all(source())
+    refs = {r["subject"]["reference"] for r in resources if "subject" in r}
+    assert refs == {"Patient/p0000", "Patient/p0001"}
+
+
+def test_without_include_support_medications_are_fetched_by_id_in_batches() -> None:
+    fake = FakeFhir(population(3), caps=capability(includes=False))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        resources, _q = read_all(source())
+    assert ids_of(resources, "Medication") == {"hcq"}
+    assert fake.searches()["Medication"] == 1
+    assert not any("_include" in e for e in fake.log)
+
+
+def test_missing_patient_parameter_falls_back_to_subject() -> None:
+    fake = FakeFhir(population(2), caps=capability(drop={"Procedure": {"patient"}}))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        src = source()
+        read_all(src)
+    assert any(e.startswith("Procedure?subject=Patient/p0000") for e in fake.log)
+    assert any("subject=Patient/id" in note for note in src.notes.fallbacks)
+
+
+def test_type_the_server_lacks_is_skipped_with_a_warning() -> None:
+    fake = FakeFhir(population(2), caps=capability(types=[t for t in TYPES if t != "ResearchSubject"]))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        _r, quality = read_all(source())
+    assert not any(e.startswith("ResearchSubject") for e in fake.log)
+    assert [f.problem for f in quality.findings] == ["type-not-supported"]
+
+
+def test_server_that_cannot_search_conditions_by_code_suggests_bulk() -> None:
+    with responses.RequestsMock() as mock:
+        mock.get(f"{BASE}/metadata", json=capability(drop={"Condition": {"code"}}))
+        with pytest.raises(SourceError, match="try --bulk"):
+            read_all(source())
+
+
+def test_metadata_that_is_not_a_capability_statement() -> None:
+    with responses.RequestsMock() as mock:
+        mock.get(f"{BASE}/metadata", json={"resourceType": "Patient", "id": "x"})
+        with pytest.raises(SourceError, match=r"capability check.*expected a CapabilityStatement"):
+            read_all(source())
+
+
+def test_code_text_unsupported_falls_back_to_survey_category() -> None:
+    fake = FakeFhir(population(2))
+    with responses.RequestsMock() as mock:
+        mock.get(
+            re.compile(re.escape(BASE) + r"/Observation\?code:text=sledai&_summary.*"),
+            status=400,
+            json={
+                "resourceType": "OperationOutcome",
+                "issue": [{"severity": "error", "code": "not-supported"}],
+            },
+        )
+        fake.install(mock)
+        read_all(source())
+    assert not any(e.startswith("Observation?patient") and "code:text" in e for e in fake.log)
+    assert any("category=survey" in e for e in fake.log)
+
+
+def test_stats_report_requests_bytes_and_time() -> None:
+    fake = FakeFhir(population(2))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        src = source()
+        read_all(src)
+    stats = src.stats()
+    assert stats["requests"] == len(fake.log)
+    assert stats["bytes"] > 0
+    assert stats["resources"] == 2 * 5 + 1
+    assert {"retries", "seconds", "pages"} <= set(stats)
+
+
+# -- pure helpers -------------------------------------------------------------------------------------
+
+
+def test_long_code_lists_are_chunked_to_keep_urls_short() -> None:
+    codes = [f"{10000 + i}-{i % 10}" for i in range(400)]
+    chunks = chunk_values(codes, MAX_CODES_CHARS)
+    assert len(chunks) > 1
+    assert [c for chunk in chunks for c in chunk] == codes
+    assert all(len(",".join(chunk)) <= MAX_CODES_CHARS for chunk in chunks)
+    plan = QueryPlan(PLAN.population_codes, tuple(Code(LOINC, c) for c in codes))
+    searches = patient_searches(["p1"], plan, Capabilities())
+    observation_urls = [s.path(200) for s in searches if s.resource_type == "Observation"]
+    assert len(observation_urls) == len(chunks) + 2
+    assert all(len(u) < 1200 for u in observation_urls)
+
+
+def test_id_batches_respect_count_and_length() -> None:
+    assert [len(b) for b in id_batches([f"p{i}" for i in range(250)])] == [
+        MAX_IDS_PER_BATCH,
+        MAX_IDS_PER_BATCH,
+        50,
+    ]
+    long_ids = ["x" * 64] * 40
+    assert all(len(",".join(b)) <= 1000 for b in id_batches(long_ids))
+
+
+def test_search_codes_drop_systems_and_add_undotted_icd10() -> None:
+    assert search_codes([Code(ICD10CM, "M32.14"), Code(SNOMED, "55464009")]) == [
+        "55464009",
+        "M32.14",
+        "M3214",
+    ]
+
+
+def test_normalise_references_only_touches_this_server() -> None:
+    resource: dict[str, Any] = {
+        "subject": {"reference": f"{BASE}/Patient/1"},
+        "performer": [{"reference": "https://other.test/fhir/Practitioner/2"}],
+    }
+    normalise_references(resource, BASE)
+    assert resource["subject"]["reference"] == "Patient/1"
+    assert resource["performer"][0]["reference"] == "https://other.test/fhir/Practitioner/2"

@@ -1,0 +1,234 @@
+"""E5 (investigational agent) and E6 (immunomodulatory biologic) washouts, with the dates they end."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from fhirscreen.criteria.base import Outcome
+from fhirscreen.criteria.washout import washout_days
+from tests.builders import (
+    AS_OF,
+    concept,
+    condition,
+    medication_administration,
+    medication_request,
+    medication_statement,
+    record,
+)
+
+BELIMUMAB = "1092437"
+RITUXIMAB = "121191"
+
+
+def ago(days: int) -> str:
+    return (AS_OF - timedelta(days=days)).isoformat()
+
+
+def after(days: int) -> str:
+    return (AS_OF + timedelta(days=days)).isoformat()
+
+
+# ------------------------------------------------------------------------------------------- E6
+
+
+def test_washout_days_is_max_of_floor_and_five_half_lives_without_float_noise():
+    assert washout_days(19.4, 5, 90) == 97
+    assert washout_days(23, 5, 90) == 115
+    assert washout_days(4.25, 5, 90) == 90
+
+
+@pytest.mark.parametrize(("days_ago", "expected"), [(96, Outcome.FAIL), (97, Outcome.PASS)])
+def test_e6_belimumab_five_half_lives_is_97_days(evaluate, days_ago, expected):
+    ma = medication_administration(BELIMUMAB, ago(days_ago), display="belimumab 400 MG Injection", id="bel")
+    res = evaluate("E6", record(ma))
+    assert res.outcome is expected
+    ends = (AS_OF + timedelta(days=97 - days_ago)).isoformat()
+    assert res.details["washout_ends"] == ends
+    assert ends in res.reason
+    assert res.evidence == ("MedicationAdministration/bel",)
+
+
+def test_e6_rituximab_uses_115_days(evaluate):
+    res = evaluate("E6", record(medication_administration(RITUXIMAB, ago(100), display="rituximab")))
+    assert res.outcome is Outcome.FAIL
+    assert res.details["washout_ends"] == after(15)
+    assert "115 days" in res.reason
+
+
+@pytest.mark.parametrize(
+    ("days_ago", "expected"),
+    [(80, Outcome.FAIL), (100, Outcome.UNKNOWN), (179, Outcome.UNKNOWN), (181, Outcome.PASS)],
+)
+def test_e6_unknown_half_life_zones(evaluate, days_ago, expected):
+    req = medication_request(
+        "0",
+        ago(days_ago),
+        status="completed",
+        system="http://example.org/drugs",
+        display="Saphnelo 300 mg IV",
+    )
+    res = evaluate("E6", record(req))
+    assert res.outcome is expected
+    assert "washout_ends" in res.details
+
+
+def test_e6_active_order_without_end_is_ongoing(evaluate):
+    res = evaluate("E6", record(medication_request(BELIMUMAB, ago(300), display="belimumab")))
+    assert res.outcome is Outcome.FAIL
+    assert "ongoing" in res.reason
+
+
+def test_e6_statement_end_is_the_last_dose(evaluate):
+    ms = medication_statement(RITUXIMAB, "2025-01-01", ago(120), status="completed", display="rituximab-abbs")
+    res = evaluate("E6", record(ms))
+    assert res.outcome is Outcome.PASS
+    assert res.details["washout_ends"] == ago(5)
+
+
+def test_e6_latest_dose_of_the_same_drug_decides(evaluate):
+    rec = record(
+        medication_administration(BELIMUMAB, ago(200)), medication_administration(BELIMUMAB, ago(30))
+    )
+    res = evaluate("E6", rec)
+    assert res.outcome is Outcome.FAIL
+    assert res.details["washout_ends"] == after(67)
+
+
+def test_e6_reports_the_latest_washout_end_over_several_biologics(evaluate):
+    rec = record(medication_administration(BELIMUMAB, ago(50)), medication_administration(RITUXIMAB, ago(50)))
+    res = evaluate("E6", rec)
+    assert res.details["washout_ends"] == after(65)
+    assert len(res.details["washouts"]) == 2
+
+
+def test_e6_separate_medication_reference(evaluate):
+    med = {
+        "resourceType": "Medication",
+        "id": "rtx",
+        "code": concept("rxnorm", "1000000", "Truxima 500 MG/50ML"),
+    }
+    ma = medication_administration("0", ago(10))
+    del ma["medicationCodeableConcept"]
+    ma["medicationReference"] = {"reference": "Medication/rtx"}
+    assert evaluate("E6", record(med, ma)).outcome is Outcome.FAIL
+
+
+def test_e6_no_biologic_passes(evaluate):
+    res = evaluate("E6", record(medication_request("5521", ago(300))))
+    assert res.outcome is Outcome.PASS
+    assert "No immunomodulatory biologic" in res.reason
+
+
+def test_e6_denosumab_is_reported_not_counted(evaluate):
+    res = evaluate("E6", record(medication_administration("0", ago(10), display="Prolia 60 MG/ML")))
+    assert res.outcome is Outcome.PASS
+    assert "Not counted" in res.reason
+
+
+def test_e6_doses_after_screening_are_ignored(evaluate):
+    assert evaluate("E6", record(medication_administration(BELIMUMAB, after(3)))).outcome is Outcome.PASS
+
+
+# ------------------------------------------------------------------------------------------- E5
+
+
+def research_subject(
+    status: str,
+    study: str = "ResearchStudy/NCT01234567",
+    start: str | None = "2025-01-01",
+    end: str | None = None,
+    rid: str = "rs1",
+):
+    rs = {
+        "resourceType": "ResearchSubject",
+        "id": rid,
+        "status": status,
+        "study": {"reference": study},
+        "individual": {"reference": "Patient/p1"},
+    }
+    period = {k: v for k, v in (("start", start), ("end", end)) if v}
+    if period:
+        rs["period"] = period
+    return rs
+
+
+def test_e5_on_another_study_fails(evaluate):
+    res = evaluate("E5", record(research_subject("on-study")))
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("ResearchSubject/rs1",)
+    assert "may be longer" in res.reason
+
+
+def test_e5_this_study_is_not_another_study(evaluate):
+    res = evaluate("E5", record(research_subject("on-study", study="ResearchStudy/NCT06737380")))
+    assert res.outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize(("end_ago", "expected"), [(89, Outcome.FAIL), (90, Outcome.PASS)])
+def test_e5_dosing_study_ended_within_90_days(evaluate, end_ago, expected):
+    res = evaluate("E5", record(research_subject("on-study-intervention", end=ago(end_ago))))
+    assert res.outcome is expected
+    assert res.details["washout_ends"] == (AS_OF + timedelta(days=90 - end_ago)).isoformat()
+
+
+def test_e5_follow_up_without_dates_is_unknown(evaluate):
+    res = evaluate("E5", record(research_subject("follow-up")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert res.next_step
+
+
+def test_e5_off_study_long_ago_passes(evaluate):
+    res = evaluate("E5", record(research_subject("off-study", end=ago(200))))
+    assert res.outcome is Outcome.PASS
+    assert res.details["washout_ends"] == ago(110)
+
+
+def test_e5_candidate_was_not_dosed(evaluate):
+    res = evaluate("E5", record(research_subject("candidate")))
+    assert res.outcome is Outcome.PASS
+    assert "not dosed" in res.reason
+
+
+def test_e5_investigational_product_by_name(evaluate):
+    ma = medication_administration(
+        "0", ago(30), system="http://example.org/drugs", display="Study drug ABC-1234 or placebo", id="ip"
+    )
+    res = evaluate("E5", record(ma))
+    assert res.outcome is Outcome.FAIL
+    assert res.details["washout_ends"] == after(60)
+    assert after(60) in res.reason
+
+
+def test_e5_research_study_extension_on_a_medication_record(evaluate):
+    ext = [
+        {
+            "url": "http://hl7.org/fhir/StructureDefinition/workflow-researchStudy",
+            "valueReference": {"reference": "ResearchStudy/other"},
+        }
+    ]
+    ms = medication_statement("5521", "2025-01-01", ago(10), status="completed", extension=ext)
+    assert evaluate("E5", record(ms)).outcome is Outcome.FAIL
+
+
+def test_e5_trial_participant_code_alone_is_unknown(evaluate):
+    rec = record(condition("snomed", "428024001", ago(40), id="ctp"))
+    res = evaluate("E5", rec)
+    assert res.outcome is Outcome.UNKNOWN
+    assert res.evidence == ("Condition/ctp",)
+
+
+@pytest.mark.parametrize(
+    "display",
+    [
+        "predniSONE 20 MG Oral Tablet",
+        "24 HR tacrolimus 1 MG Extended Release Oral Capsule",
+        "hydroxychloroquine sulfate 200 MG Oral Tablet",
+        "Influenza, seasonal, injectable, preservative free",
+    ],
+)
+def test_e5_ordinary_drugs_are_not_investigational(evaluate, display):
+    res = evaluate("E5", record(medication_request("1", ago(10), display=display)))
+    assert res.outcome is Outcome.PASS
+    assert "No investigational agent" in res.reason
