@@ -45,35 +45,79 @@ def _parse_as_of(_ctx: click.Context, _param: click.Parameter, value: str | None
 
 def _trial_option(fn: F) -> F:
     return click.option(
-        "--trial", "trial_file", type=click.Path(path_type=Path), default=None,
+        "--trial",
+        "trial_file",
+        type=click.Path(path_type=Path),
+        default=None,
         help="Trial definition YAML (default: the bundled queries/NCT06737380.yaml).",
     )(fn)
 
 
 def _source_options(fn: F) -> F:
     options = [
-        click.option("--data", type=click.Path(path_type=Path), default=None,
-                     help="FHIR JSON/NDJSON file or directory (searched recursively). Default: bundled sample_bundles/."),
-        click.option("--server", metavar="URL", default=None, help="FHIR R4 base URL to screen instead of files."),
+        click.option(
+            "--data",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="FHIR JSON/NDJSON file or directory (searched recursively). "
+            "Default: bundled sample_bundles/.",
+        ),
+        click.option(
+            "--server", metavar="URL", default=None, help="FHIR R4 base URL to screen instead of files."
+        ),
         click.option("--bulk", is_flag=True, help="With --server: read through Bulk Data $export."),
-        click.option("--token-env", metavar="NAME", default=None,
-                     help="Environment variable holding a bearer token (the token is never printed)."),
+        click.option(
+            "--token-env",
+            metavar="NAME",
+            default=None,
+            help="Environment variable holding a bearer token (the token is never printed).",
+        ),
         click.option("--smart-client-id", default=None, help="SMART Backend Services client id."),
-        click.option("--smart-key", "smart_key_file", type=click.Path(path_type=Path), default=None,
-                     help="SMART Backend Services private key (PEM, RS384 or ES384)."),
-        click.option("--smart-key-id", default=None, help="kid of the SMART signing key, if the server needs it."),
-        click.option("--smart-token-url", default=None,
-                     help="Token endpoint (default: discovered from .well-known/smart-configuration)."),
+        click.option(
+            "--smart-key",
+            "smart_key_file",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="SMART Backend Services private key (PEM, RS384 or ES384).",
+        ),
+        click.option(
+            "--smart-key-id", default=None, help="kid of the SMART signing key, if the server needs it."
+        ),
+        click.option(
+            "--smart-token-url",
+            default=None,
+            help="Token endpoint (default: discovered from .well-known/smart-configuration).",
+        ),
         click.option("--smart-scope", default=None, help="Scopes to request (default: system/*.read)."),
-        click.option("--ca-bundle", type=click.Path(path_type=Path), default=None,
-                     help="PEM file of CA certificates to trust (a hospital's private CA)."),
-        click.option("--insecure", is_flag=True, help="Turn TLS certificate verification OFF (testing only)."),
-        click.option("--concurrency", type=click.IntRange(1, 32), default=4, show_default=True,
-                     help="Parallel requests to the server."),
-        click.option("--page-size", type=click.IntRange(1, 1000), default=200, show_default=True,
-                     help="_count for server searches."),
-        click.option("--timeout", type=float, default=60.0, show_default=True, help="Seconds per HTTP request."),
-        click.option("-v", "--verbose", is_flag=True, help="Show progress and each server request on stderr."),
+        click.option(
+            "--ca-bundle",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="PEM file of CA certificates to trust (a hospital's private CA).",
+        ),
+        click.option(
+            "--insecure", is_flag=True, help="Turn TLS certificate verification OFF (testing only)."
+        ),
+        click.option(
+            "--concurrency",
+            type=click.IntRange(1, 32),
+            default=4,
+            show_default=True,
+            help="Parallel requests to the server.",
+        ),
+        click.option(
+            "--page-size",
+            type=click.IntRange(1, 1000),
+            default=200,
+            show_default=True,
+            help="_count for server searches.",
+        ),
+        click.option(
+            "--timeout", type=float, default=60.0, show_default=True, help="Seconds per HTTP request."
+        ),
+        click.option(
+            "-v", "--verbose", is_flag=True, help="Show progress and each server request on stderr."
+        ),
     ]
     for option in reversed(options):
         fn = option(fn)
@@ -86,8 +130,11 @@ def _resolve_as_of(as_of: date | None, options: SourceOptions) -> date:
     if as_of is not None:
         return as_of
     if options.data is None and options.server is None:
-        click.echo(f"fhirscreen: screening the bundled sample data as of {SAMPLE_AS_OF.isoformat()} "
-                   "(use --as-of to change)", err=True)
+        click.echo(
+            f"fhirscreen: screening the bundled sample data as of {SAMPLE_AS_OF.isoformat()} "
+            "(use --as-of to change)",
+            err=True,
+        )
         return SAMPLE_AS_OF
     return date.today()
 
@@ -139,15 +186,33 @@ def main() -> None:
 
 @main.command()
 @_source_options
-@click.option("--as-of", callback=_parse_as_of, default=None, metavar="YYYY-MM-DD",
-              help="Screening date every window is measured from (default: today; the bundled samples: 2026-06-01).")
-@click.option("--out", "out_dir", type=click.Path(path_type=Path), default=None,
-              help="Write candidates.json, candidates.csv, measure-report.json and group.json here.")
-@click.option("--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True)
+@click.option(
+    "--as-of",
+    callback=_parse_as_of,
+    default=None,
+    metavar="YYYY-MM-DD",
+    help="Screening date every window is measured from (default: today; the bundled samples: 2026-06-01).",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="Write candidates.json, candidates.csv, measure-report.json and group.json here.",
+)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
+)
 @click.option("--post-report", is_flag=True, help="With --server: POST the MeasureReport and Group back.")
 @_guarded
-def screen(trial_file: Path | None, as_of: date | None, out_dir: Path | None, fmt: str, post_report: bool,
-           **kwargs: Any) -> None:
+def screen(
+    trial_file: Path | None,
+    as_of: date | None,
+    out_dir: Path | None,
+    fmt: str,
+    post_report: bool,
+    **kwargs: Any,
+) -> None:
     """Screen every patient with an SLE diagnosis and print the ranked candidates."""
     options = _options(kwargs)
     _setup_logging(options.verbose)
@@ -169,8 +234,13 @@ def screen(trial_file: Path | None, as_of: date | None, out_dir: Path | None, fm
 @main.command()
 @click.argument("patient_id")
 @_source_options
-@click.option("--as-of", callback=_parse_as_of, default=None, metavar="YYYY-MM-DD",
-              help="Screening date every window is measured from (default: today; the bundled samples: 2026-06-01).")
+@click.option(
+    "--as-of",
+    callback=_parse_as_of,
+    default=None,
+    metavar="YYYY-MM-DD",
+    help="Screening date every window is measured from (default: today; the bundled samples: 2026-06-01).",
+)
 @_guarded
 def explain(patient_id: str, trial_file: Path | None, as_of: date | None, **kwargs: Any) -> None:
     """Explain every criterion for one patient, resource by resource."""
@@ -178,10 +248,11 @@ def explain(patient_id: str, trial_file: Path | None, as_of: date | None, **kwar
     _setup_logging(options.verbose)
     trial = _load_trial(trial_file)
     pid = patient_id.removeprefix("Patient/")
-    population = load_population(open_source(options), trial, (pid,))
+    source = open_source(options)
+    population = load_population(source, trial, (pid,))
     record = population.records.get(pid)
     if record is None:
-        _fail(f"Patient/{pid} is not in {open_source(options).describe()}", EXIT_CONFIG)
+        _fail(f"Patient/{pid} is not in {source.describe()}", EXIT_CONFIG)
         return
     day = _resolve_as_of(as_of, options)
     screened = screen_patient(record, trial, day, population.quality)
@@ -190,7 +261,9 @@ def explain(patient_id: str, trial_file: Path | None, as_of: date | None, **kwar
 
 @main.command()
 @_trial_option
-@click.option("--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True
+)
 def criteria(trial_file: Path | None, fmt: str) -> None:
     """List the criteria: protocol text, how each is evaluated, computable / partial / manual."""
     trial = _load_trial(trial_file)
@@ -200,7 +273,9 @@ def criteria(trial_file: Path | None, fmt: str) -> None:
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
 @click.option("--server", metavar="URL", required=True, help="FHIR R4 base URL to upload to.")
-@click.option("--token-env", metavar="NAME", default=None, help="Environment variable holding a bearer token.")
+@click.option(
+    "--token-env", metavar="NAME", default=None, help="Environment variable holding a bearer token."
+)
 @click.option("--ca-bundle", type=click.Path(path_type=Path), default=None)
 @click.option("--insecure", is_flag=True, help="Turn TLS certificate verification OFF (testing only).")
 @click.option("--concurrency", type=click.IntRange(1, 32), default=2, show_default=True)

@@ -35,7 +35,10 @@ def load_population(source: Source, trial: Trial, patient_ids: tuple[str, ...] |
         population.records = {pid: r for pid, r in population.records.items() if pid in patient_ids}
     log.info(
         "read %d resources for %d patients from %s in %.1f s",
-        count, len(population.records), source.describe(), time.monotonic() - started,
+        count,
+        len(population.records),
+        source.describe(),
+        time.monotonic() - started,
     )
     return population
 
@@ -44,5 +47,9 @@ def run_screening(source: Source, trial: Trial, as_of: date) -> ScreeningRun:
     population = load_population(source, trial)
     started = time.monotonic()
     run = screen_population(population, trial, as_of, source.describe())
-    log.info("screened %d patients of the initial population in %.2f s", len(run.patients), time.monotonic() - started)
+    log.info(
+        "screened %d patients of the initial population in %.2f s",
+        len(run.patients),
+        time.monotonic() - started,
+    )
     return run

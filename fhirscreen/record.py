@@ -138,7 +138,9 @@ class PopulationBuilder:
         for pid in sorted(set(self._by_patient) - set(self._patients)):
             n = sum(len(v) for v in self._by_patient[pid].values())
             self.quality.add(
-                "warning", f"Patient/{pid}", "missing-patient",
+                "warning",
+                f"Patient/{pid}",
+                "missing-patient",
                 f"{n} resource(s) refer to Patient/{pid}, which is not in the data",
             )
         return Population(records=records, quality=self.quality, skipped=dict(self.skipped))

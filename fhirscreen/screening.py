@@ -60,15 +60,19 @@ def overall_status(results: Iterable[CriterionResult]) -> Status:
     return "eligible"
 
 
-def screen_patient(record: PatientRecord, trial: Trial, as_of: date, quality: DataQuality | None = None) -> PatientScreen:
+def screen_patient(
+    record: PatientRecord, trial: Trial, as_of: date, quality: DataQuality | None = None
+) -> PatientScreen:
     ctx = Context(as_of=as_of, value_sets=trial.value_sets, quality=quality or DataQuality())
     results: dict[str, CriterionResult] = {}
     for criterion in trial.criteria:
         try:
             results[criterion.id] = criterion.kind.fn(record, ctx, criterion.params)
-        except Exception as exc:  # noqa: BLE001 - one odd record must not end a night's run
+        except Exception as exc:
             ctx.quality.add(
-                "error", record.ref, "evaluator-error",
+                "error",
+                record.ref,
+                "evaluator-error",
                 f"{criterion.id} could not be evaluated ({type(exc).__name__}); reported as unknown",
             )
             results[criterion.id] = result(

@@ -31,7 +31,9 @@ def _status(system_suffix: str, code: str) -> dict[str, Any]:
     return {"coding": [{"system": f"http://terminology.hl7.org/CodeSystem/{system_suffix}", "code": code}]}
 
 
-def patient(pid: str = PID, birth: str | None = "1985-03-15", gender: str = "female", **extra: Any) -> dict[str, Any]:
+def patient(
+    pid: str = PID, birth: str | None = "1985-03-15", gender: str = "female", **extra: Any
+) -> dict[str, Any]:
     p: dict[str, Any] = {"resourceType": "Patient", "id": pid, "gender": gender}
     if birth is not None:
         p["birthDate"] = birth
@@ -40,12 +42,22 @@ def patient(pid: str = PID, birth: str | None = "1985-03-15", gender: str = "fem
 
 
 def condition(
-    system: str, code: str, onset: str | None = "2020-01-01", *, pid: str = PID, clinical: str | None = "active",
-    verification: str | None = "confirmed", abatement: str | None = None, display: str = "",
-    id: str | None = None, **extra: Any,
+    system: str,
+    code: str,
+    onset: str | None = "2020-01-01",
+    *,
+    pid: str = PID,
+    clinical: str | None = "active",
+    verification: str | None = "confirmed",
+    abatement: str | None = None,
+    display: str = "",
+    id: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     c: dict[str, Any] = {
-        "resourceType": "Condition", "id": id or _id("cond"), "subject": {"reference": f"Patient/{pid}"},
+        "resourceType": "Condition",
+        "id": id or _id("cond"),
+        "subject": {"reference": f"Patient/{pid}"},
         "code": concept(system, code, display),
     }
     if clinical:
@@ -61,15 +73,30 @@ def condition(
 
 
 def observation(
-    code: str, when: str | None = "2026-05-01", *, system: str = "loinc", pid: str = PID,
-    value: float | None = None, unit: str | None = None, comparator: str | None = None,
-    string: str | None = None, coded: dict[str, Any] | None = None, low: float | None = None,
-    high: float | None = None, interpretation: str | None = None, status: str = "final",
-    id: str | None = None, display: str = "", **extra: Any,
+    code: str,
+    when: str | None = "2026-05-01",
+    *,
+    system: str = "loinc",
+    pid: str = PID,
+    value: float | None = None,
+    unit: str | None = None,
+    comparator: str | None = None,
+    string: str | None = None,
+    coded: dict[str, Any] | None = None,
+    low: float | None = None,
+    high: float | None = None,
+    interpretation: str | None = None,
+    status: str = "final",
+    id: str | None = None,
+    display: str = "",
+    **extra: Any,
 ) -> dict[str, Any]:
     o: dict[str, Any] = {
-        "resourceType": "Observation", "id": id or _id("obs"), "status": status,
-        "subject": {"reference": f"Patient/{pid}"}, "code": concept(system, code, display),
+        "resourceType": "Observation",
+        "id": id or _id("obs"),
+        "status": status,
+        "subject": {"reference": f"Patient/{pid}"},
+        "code": concept(system, code, display),
     }
     if when:
         o["effectiveDateTime"] = when
@@ -98,14 +125,31 @@ def observation(
 
 
 def medication_request(
-    code: str, authored: str = "2025-01-01", *, system: str = "rxnorm", pid: str = PID, status: str = "active",
-    display: str = "", dose: float | None = None, dose_unit: str = "mg", frequency: int = 1, period: float = 1,
-    period_unit: str = "d", bounds_start: str | None = None, bounds_end: str | None = None,
-    reason: dict[str, Any] | None = None, id: str | None = None, **extra: Any,
+    code: str,
+    authored: str = "2025-01-01",
+    *,
+    system: str = "rxnorm",
+    pid: str = PID,
+    status: str = "active",
+    display: str = "",
+    dose: float | None = None,
+    dose_unit: str = "mg",
+    frequency: int = 1,
+    period: float = 1,
+    period_unit: str = "d",
+    bounds_start: str | None = None,
+    bounds_end: str | None = None,
+    reason: dict[str, Any] | None = None,
+    id: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     r: dict[str, Any] = {
-        "resourceType": "MedicationRequest", "id": id or _id("mr"), "status": status, "intent": "order",
-        "subject": {"reference": f"Patient/{pid}"}, "authoredOn": authored,
+        "resourceType": "MedicationRequest",
+        "id": id or _id("mr"),
+        "status": status,
+        "intent": "order",
+        "subject": {"reference": f"Patient/{pid}"},
+        "authoredOn": authored,
         "medicationCodeableConcept": concept(system, code, display),
     }
     dosage: dict[str, Any] = {}
@@ -125,12 +169,23 @@ def medication_request(
 
 
 def medication_statement(
-    code: str, start: str | None = "2025-01-01", end: str | None = None, *, system: str = "rxnorm",
-    pid: str = PID, status: str = "active", display: str = "", id: str | None = None, **extra: Any,
+    code: str,
+    start: str | None = "2025-01-01",
+    end: str | None = None,
+    *,
+    system: str = "rxnorm",
+    pid: str = PID,
+    status: str = "active",
+    display: str = "",
+    id: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     s: dict[str, Any] = {
-        "resourceType": "MedicationStatement", "id": id or _id("ms"), "status": status,
-        "subject": {"reference": f"Patient/{pid}"}, "medicationCodeableConcept": concept(system, code, display),
+        "resourceType": "MedicationStatement",
+        "id": id or _id("ms"),
+        "status": status,
+        "subject": {"reference": f"Patient/{pid}"},
+        "medicationCodeableConcept": concept(system, code, display),
     }
     if start or end:
         s["effectivePeriod"] = {k: v for k, v in (("start", start), ("end", end)) if v}
@@ -139,12 +194,22 @@ def medication_statement(
 
 
 def medication_administration(
-    code: str, when: str = "2026-05-01", *, system: str = "rxnorm", pid: str = PID, status: str = "completed",
-    display: str = "", id: str | None = None, **extra: Any,
+    code: str,
+    when: str = "2026-05-01",
+    *,
+    system: str = "rxnorm",
+    pid: str = PID,
+    status: str = "completed",
+    display: str = "",
+    id: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     a: dict[str, Any] = {
-        "resourceType": "MedicationAdministration", "id": id or _id("ma"), "status": status,
-        "subject": {"reference": f"Patient/{pid}"}, "medicationCodeableConcept": concept(system, code, display),
+        "resourceType": "MedicationAdministration",
+        "id": id or _id("ma"),
+        "status": status,
+        "subject": {"reference": f"Patient/{pid}"},
+        "medicationCodeableConcept": concept(system, code, display),
         "effectiveDateTime": when,
     }
     a.update(extra)
@@ -152,12 +217,23 @@ def medication_administration(
 
 
 def procedure(
-    system: str, code: str, performed: str | None = "2026-05-01", *, pid: str = PID, status: str = "completed",
-    display: str = "", text: str | None = None, id: str | None = None, **extra: Any,
+    system: str,
+    code: str,
+    performed: str | None = "2026-05-01",
+    *,
+    pid: str = PID,
+    status: str = "completed",
+    display: str = "",
+    text: str | None = None,
+    id: str | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
     p: dict[str, Any] = {
-        "resourceType": "Procedure", "id": id or _id("proc"), "status": status,
-        "subject": {"reference": f"Patient/{pid}"}, "code": concept(system, code, display, text),
+        "resourceType": "Procedure",
+        "id": id or _id("proc"),
+        "status": status,
+        "subject": {"reference": f"Patient/{pid}"},
+        "code": concept(system, code, display, text),
     }
     if performed:
         p["performedDateTime"] = performed

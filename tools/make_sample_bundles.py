@@ -1024,8 +1024,10 @@ def readme_text() -> str:
         lines.append(f"| `{s.pid}` | `{_file_of(s)}` | {s.twist} | {status} | {outcomes} |")
     lines += [
         "",
-        "Outcomes not listed for a patient are meant to be those of the baseline (pass), except where a",
-        "twist necessarily moves another criterion (listed).",
+        "Outcomes not listed for a patient are those of the baseline (pass); a twist that necessarily",
+        "moves another criterion lists it too. Every computable criterion (I1-I6, E1-E13) shows pass,",
+        "fail and unknown somewhere, except I2 fail: only SLE patients are screened, and too few",
+        "classification items give unknown, never fail.",
         "",
     ]
     return "\n".join(lines)

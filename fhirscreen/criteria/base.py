@@ -10,10 +10,9 @@ from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from enum import Enum
-from typing import Any, Generic, TypeVar
+from typing import Annotated, Any, Generic, TypeVar
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, ValidationInfo
-from typing_extensions import Annotated
 
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.quality import DataQuality
@@ -102,7 +101,9 @@ class EvaluatorKind(Generic[P]):
 REGISTRY: dict[str, EvaluatorKind[Any]] = {}
 
 
-def evaluator(name: str, params: type[P]) -> Callable[
+def evaluator(
+    name: str, params: type[P]
+) -> Callable[
     [Callable[[PatientRecord, Context, P], CriterionResult]],
     Callable[[PatientRecord, Context, P], CriterionResult],
 ]:

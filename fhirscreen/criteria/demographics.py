@@ -24,19 +24,26 @@ def age(record: PatientRecord, ctx: Context, params: AgeParams) -> CriterionResu
     birth = parse_date(patient.get("birthDate"))
     if birth is None:
         return result(
-            Outcome.UNKNOWN, "No usable birth date on record.", evidence,
+            Outcome.UNKNOWN,
+            "No usable birth date on record.",
+            evidence,
             next_step="Confirm the date of birth.",
         )
     youngest = age_in_years(birth.latest, ctx.as_of)
     oldest = age_in_years(birth.earliest, ctx.as_of)
     span = f"{params.min_years}-{params.max_years}"
     if youngest >= params.min_years and oldest <= params.max_years:
-        return result(Outcome.PASS, f"Age {oldest} on {ctx.as_of.isoformat()} is within {span}.", evidence, age=oldest)
+        return result(
+            Outcome.PASS, f"Age {oldest} on {ctx.as_of.isoformat()} is within {span}.", evidence, age=oldest
+        )
     if oldest < params.min_years or youngest > params.max_years:
-        return result(Outcome.FAIL, f"Age {oldest} on {ctx.as_of.isoformat()} is outside {span}.", evidence, age=oldest)
+        return result(
+            Outcome.FAIL, f"Age {oldest} on {ctx.as_of.isoformat()} is outside {span}.", evidence, age=oldest
+        )
     return result(
         Outcome.UNKNOWN,
-        f"Birth date {birth.text} is partial: age could be {youngest}-{oldest}, which straddles the {span} limit.",
+        f"The birth date on record is partial: age could be {youngest}-{oldest}, "
+        f"which straddles the {span} limit.",
         evidence,
         next_step="Confirm the full date of birth.",
     )

@@ -157,7 +157,9 @@ class ValueSet:
                 return display or (known.display if known else "") or code
         if self.text_patterns:
             texts = [str(concept.get("text") or "")]
-            texts += [str(c.get("display") or "") for c in concept.get("coding") or () if isinstance(c, Mapping)]
+            texts += [
+                str(c.get("display") or "") for c in concept.get("coding") or () if isinstance(c, Mapping)
+            ]
             for text in texts:
                 if text and any(p.search(text) for p in self.text_patterns):
                     return text

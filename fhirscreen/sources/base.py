@@ -36,7 +36,9 @@ class QueryPlan:
             if c.system == LOINC
         }
         return cls(
-            population_codes=tuple(sorted(trial.population.searchable_codes(), key=lambda c: (c.system, c.code))),
+            population_codes=tuple(
+                sorted(trial.population.searchable_codes(), key=lambda c: (c.system, c.code))
+            ),
             observation_codes=tuple(observation_codes[k] for k in sorted(observation_codes)),
             patient_ids=patient_ids,
         )

@@ -36,9 +36,7 @@ class FileSource:
             raise SourceError(f"{self.path}: no such file or directory")
         if self.path.is_file():
             return [self.path]
-        found = sorted(
-            p for p in self.path.rglob("*") if p.is_file() and p.name.lower().endswith(_SUFFIXES)
-        )
+        found = sorted(p for p in self.path.rglob("*") if p.is_file() and p.name.lower().endswith(_SUFFIXES))
         if not found:
             raise SourceError(f"{self.path}: no FHIR .json or .ndjson files found (searched recursively)")
         return found
@@ -57,7 +55,9 @@ def read_file(file: Path, quality: DataQuality) -> Iterator[tuple[Resource, str]
         with _open(file) as fh:
             data = json.load(fh)
     except json.JSONDecodeError as exc:
-        quality.add("error", f"{shown}:{exc.lineno}", "malformed-json", f"not valid JSON ({exc.msg}); file skipped")
+        quality.add(
+            "error", f"{shown}:{exc.lineno}", "malformed-json", f"not valid JSON ({exc.msg}); file skipped"
+        )
         return
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         quality.add("error", shown, "unreadable-file", f"cannot read file: {exc}; skipped")
@@ -74,7 +74,12 @@ def _read_ndjson(file: Path, quality: DataQuality) -> Iterator[tuple[Resource, s
             try:
                 data = json.loads(line)
             except json.JSONDecodeError as exc:
-                quality.add("error", f"{shown}:{lineno}", "malformed-json", f"line is not valid JSON ({exc.msg}); skipped")
+                quality.add(
+                    "error",
+                    f"{shown}:{lineno}",
+                    "malformed-json",
+                    f"line is not valid JSON ({exc.msg}); skipped",
+                )
                 continue
             yield from _resources_in(data, f"{shown}:{lineno}", quality)
 
@@ -89,7 +94,9 @@ def _resources_in(data: Any, origin: str, quality: DataQuality) -> Iterator[tupl
         yield data, origin
 
 
-def bundle_resources(bundle: Mapping[str, Any], origin: str, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
+def bundle_resources(
+    bundle: Mapping[str, Any], origin: str, quality: DataQuality
+) -> Iterator[tuple[Resource, str]]:
     """The resources of a Bundle with ``urn:uuid:`` and absolute fullUrl references rewritten to ``Type/id``.
 
     Transaction entries often have no id (the server would assign one); the id is then taken from the
@@ -101,7 +108,9 @@ def bundle_resources(bundle: Mapping[str, Any], origin: str, quality: DataQualit
     for index, entry in enumerate(entries):
         resource = entry.get("resource")
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-            quality.add("warning", f"{origin} entry {index}", "not-fhir", "bundle entry without a resource; skipped")
+            quality.add(
+                "warning", f"{origin} entry {index}", "not-fhir", "bundle entry without a resource; skipped"
+            )
             continue
         if resource.get("resourceType") == "OperationOutcome":
             continue

@@ -19,8 +19,7 @@ from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.paths import default_trial_file
 from fhirscreen.trial.model import CriterionDef, TrialDef, build_value_sets
 
-
-_SafeLoader: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # type: ignore[assignment]
+_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
 
 
 class TrialFileError(Exception):
@@ -58,8 +57,6 @@ class Trial:
             if c.id == criterion_id:
                 return c
         raise KeyError(criterion_id)
-
-
 
 
 def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
@@ -107,7 +104,7 @@ def load_trial(path: str | Path | None = None) -> Trial:
     except OSError as exc:
         raise TrialFileError(f"{shown}: cannot read trial file: {exc.strerror or exc}") from None
     try:
-        data = yaml.load(text, Loader=_SafeLoader)  # noqa: S506 - a safe loader (libyaml's when available)
+        data = yaml.load(text, Loader=_SafeLoader)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{shown}:{mark.line + 1}" if mark is not None else shown

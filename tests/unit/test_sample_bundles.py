@@ -7,9 +7,11 @@ the screening output.
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from datetime import date
+from pathlib import Path
 
 import pytest
 
@@ -22,10 +24,14 @@ from fhirscreen.trial.loader import load_trial
 
 AS_OF = date(2026, 6, 1)
 SAMPLES = sample_data_dir()
+TOOL = Path(__file__).resolve().parents[2] / "tools" / "make_sample_bundles.py"
 
 COMPUTABLE = ["I1", "I2", "I3", "I4", "I5", "I6", *(f"E{i}" for i in range(1, 14))]
 
-# Outcomes the issue's semantics make impossible on this data, with why.
+# Outcomes the issue's semantics make impossible on this data, with why. I5 shows all three: fail because
+# "medication lists are taken as complete" (no qualifying drug on record), unknown because "a course that
+# ended earlier gives unknown". E2 unknown comes from CKD stage 5 without dialysis, E13 unknown from an
+# equivocal hCG, E5 unknown from a study in follow-up whose last dose is not recorded.
 IMPOSSIBLE: dict[tuple[str, str], str] = {
     # Only patients with an SLE diagnosis are screened, and I2 never fails on missing classification
     # items: "pass when either rule is met; unknown when SLE is diagnosed but fewer items are evidenced".
@@ -100,7 +106,7 @@ REASON_FACTS: list[tuple[str, str, str]] = [
     ("sle-e3-weight-lb-e4-dose-change", "E3", "59.9"),  # 132 lb in kg
     ("sle-e3-concurrent-e4-mmf-added", "E3", "35"),  # 10 + 25 mg/day
     ("sle-e1-asthma-steroid-e5-other-trial", "E1", "Asthma"),
-    ("sle-i1-partial-birthdate-e12-active-bcc", "I1", "1950-06"),
+    ("sle-i1-partial-birthdate-e12-active-bcc", "I1", "75-76"),  # birthDate "1950-06" (not printed)
 ]
 
 # (patient, criterion, evidence that must be cited, evidence that must not be: ignored records).
@@ -147,9 +153,23 @@ def _why(screen: PatientScreen, criterion: str) -> str:
 
 def test_generator_reproduces_the_committed_data() -> None:
     """sample_bundles/ is exactly what tools/make_sample_bundles.py writes (deterministic, no hand edits)."""
-    tool = SAMPLES.parent / "tools" / "make_sample_bundles.py"
-    done = subprocess.run([sys.executable, str(tool), "--check"], capture_output=True, text=True)
+    done = subprocess.run([sys.executable, str(TOOL), "--check"], capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
+
+
+def test_readme_table_and_this_test_intend_the_same() -> None:
+    """The generator writes the README table from its own list; it must say what this file asserts."""
+    spec = importlib.util.spec_from_file_location("make_sample_bundles", TOOL)
+    assert spec is not None and spec.loader is not None
+    tool = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = tool  # dataclasses look their module up while the module is loading
+    try:
+        spec.loader.exec_module(tool)
+    finally:
+        del sys.modules[spec.name]
+    table = {s.pid: (s.status, s.intended) for s in tool.PATIENTS if s.status != "absent"}
+    assert table == INTENDED
+    assert [s.pid for s in tool.PATIENTS if s.status == "absent"] == NON_SLE
 
 
 def test_sample_data_is_small_and_in_every_layout() -> None:
