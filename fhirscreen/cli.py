@@ -88,7 +88,11 @@ def _source_options(fn: F) -> F:
             default=None,
             help="Token endpoint (default: discovered from .well-known/smart-configuration).",
         ),
-        click.option("--smart-scope", default=None, help="Scopes to request (default: system/*.read)."),
+        click.option(
+            "--smart-scope",
+            default=None,
+            help="Scopes to request (default: system/<Type>.read for the types screened).",
+        ),
         click.option(
             "--ca-bundle",
             type=click.Path(path_type=Path),
@@ -141,7 +145,26 @@ def _resolve_as_of(as_of: date | None, options: SourceOptions) -> date:
 
 def _options(kwargs: dict[str, Any]) -> SourceOptions:
     names = SourceOptions.__dataclass_fields__
-    return SourceOptions(**{k: kwargs[k] for k in names if k in kwargs})
+    options = SourceOptions(**{k: kwargs[k] for k in names if k in kwargs})
+    if options.bulk and not options.server:
+        _fail("--bulk needs --server (Bulk Data export is a server operation)", EXIT_CONFIG)
+    if options.server and options.data is not None:
+        _fail("use either --data or --server, not both", EXIT_CONFIG)
+    return options
+
+
+def _echo_source_stats(source: object) -> None:
+    """The request count and volume of a server run, for the run summary (files have none)."""
+    stats = getattr(source, "stats", None)
+    if not callable(stats):
+        return
+    s = stats()
+    click.echo(
+        f"Server: {s.get('requests', 0)} requests ({s.get('retries', 0)} retries), "
+        f"{float(s.get('bytes', 0)) / 1e6:.1f} MB received, {s.get('resources', 0)} resources "
+        f"in {s.get('seconds', 0)} s.",
+        err=True,
+    )
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -151,8 +174,8 @@ def _setup_logging(verbose: bool) -> None:
         stream=sys.stderr,
         force=True,
     )
-    if not verbose:
-        logging.getLogger("urllib3").setLevel(logging.WARNING)
+    # urllib3 would repeat every request next to fhirscreen's own "METHOD URL status ms" line.
+    logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
 def _load_trial(path: Path | None) -> Trial:
@@ -224,6 +247,7 @@ def screen(
     written = report.write_outputs(run, out_dir) if out_dir is not None else []
     click.echo(report.render_run(run, fmt), nl=False)
     click.echo(report.render_summary(run, written), err=True, nl=False)
+    _echo_source_stats(source)
     if post_report:
         from fhirscreen.sources.server import post_reports
 
@@ -276,6 +300,17 @@ def criteria(trial_file: Path | None, fmt: str) -> None:
 @click.option(
     "--token-env", metavar="NAME", default=None, help="Environment variable holding a bearer token."
 )
+@click.option("--smart-client-id", default=None, help="SMART Backend Services client id.")
+@click.option(
+    "--smart-key",
+    "smart_key_file",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="SMART Backend Services private key (PEM).",
+)
+@click.option("--smart-key-id", default=None, help="kid of the SMART signing key.")
+@click.option("--smart-token-url", default=None, help="Token endpoint (default: discovered).")
+@click.option("--smart-scope", default=None, help="Scopes to request.")
 @click.option("--ca-bundle", type=click.Path(path_type=Path), default=None)
 @click.option("--insecure", is_flag=True, help="Turn TLS certificate verification OFF (testing only).")
 @click.option("--concurrency", type=click.IntRange(1, 32), default=2, show_default=True)
