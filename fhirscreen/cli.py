@@ -53,19 +53,9 @@ def _trial_option(fn: F) -> F:
     )(fn)
 
 
-def _source_options(fn: F) -> F:
-    options = [
-        click.option(
-            "--data",
-            type=click.Path(path_type=Path),
-            default=None,
-            help="FHIR JSON/NDJSON file or directory (searched recursively). "
-            "Default: bundled sample_bundles/.",
-        ),
-        click.option(
-            "--server", metavar="URL", default=None, help="FHIR R4 base URL to screen instead of files."
-        ),
-        click.option("--bulk", is_flag=True, help="With --server: read through Bulk Data $export."),
+def _connection_options(concurrency: int, timeout: float) -> list[Callable[[F], F]]:
+    """How to reach and authenticate to a server: shared by screen/explain and load."""
+    return [
         click.option(
             "--token-env",
             metavar="NAME",
@@ -105,10 +95,38 @@ def _source_options(fn: F) -> F:
         click.option(
             "--concurrency",
             type=click.IntRange(1, 32),
-            default=4,
+            default=concurrency,
             show_default=True,
             help="Parallel requests to the server.",
         ),
+        click.option(
+            "--timeout", type=float, default=timeout, show_default=True, help="Seconds per HTTP request."
+        ),
+        click.option(
+            "-v", "--verbose", is_flag=True, help="Show progress and each server request on stderr."
+        ),
+    ]
+
+
+def _apply(fn: F, options: list[Callable[[F], F]]) -> F:
+    for option in reversed(options):
+        fn = option(fn)
+    return fn
+
+
+def _source_options(fn: F) -> F:
+    options: list[Callable[[F], F]] = [
+        click.option(
+            "--data",
+            type=click.Path(path_type=Path),
+            default=None,
+            help="FHIR JSON/NDJSON file or directory (searched recursively). "
+            "Default: bundled sample_bundles/.",
+        ),
+        click.option(
+            "--server", metavar="URL", default=None, help="FHIR R4 base URL to screen instead of files."
+        ),
+        click.option("--bulk", is_flag=True, help="With --server: read through Bulk Data $export."),
         click.option(
             "--page-size",
             type=click.IntRange(1, 1000),
@@ -116,16 +134,9 @@ def _source_options(fn: F) -> F:
             show_default=True,
             help="_count for server searches.",
         ),
-        click.option(
-            "--timeout", type=float, default=60.0, show_default=True, help="Seconds per HTTP request."
-        ),
-        click.option(
-            "-v", "--verbose", is_flag=True, help="Show progress and each server request on stderr."
-        ),
+        *_connection_options(concurrency=4, timeout=60.0),
     ]
-    for option in reversed(options):
-        fn = option(fn)
-    return _trial_option(fn)
+    return _trial_option(_apply(fn, options))
 
 
 def _resolve_as_of(as_of: date | None, options: SourceOptions) -> date:
@@ -294,28 +305,14 @@ def criteria(trial_file: Path | None, fmt: str) -> None:
     click.echo(report.render_criteria(trial, fmt), nl=False)
 
 
+def _load_options(fn: F) -> F:
+    server = click.option("--server", metavar="URL", required=True, help="FHIR R4 base URL to upload to.")
+    return _apply(fn, [server, *_connection_options(concurrency=2, timeout=120.0)])
+
+
 @main.command()
 @click.argument("path", type=click.Path(path_type=Path))
-@click.option("--server", metavar="URL", required=True, help="FHIR R4 base URL to upload to.")
-@click.option(
-    "--token-env", metavar="NAME", default=None, help="Environment variable holding a bearer token."
-)
-@click.option("--smart-client-id", default=None, help="SMART Backend Services client id.")
-@click.option(
-    "--smart-key",
-    "smart_key_file",
-    type=click.Path(path_type=Path),
-    default=None,
-    help="SMART Backend Services private key (PEM).",
-)
-@click.option("--smart-key-id", default=None, help="kid of the SMART signing key.")
-@click.option("--smart-token-url", default=None, help="Token endpoint (default: discovered).")
-@click.option("--smart-scope", default=None, help="Scopes to request.")
-@click.option("--ca-bundle", type=click.Path(path_type=Path), default=None)
-@click.option("--insecure", is_flag=True, help="Turn TLS certificate verification OFF (testing only).")
-@click.option("--concurrency", type=click.IntRange(1, 32), default=2, show_default=True)
-@click.option("--timeout", type=float, default=120.0, show_default=True)
-@click.option("-v", "--verbose", is_flag=True)
+@_load_options
 @_guarded
 def load(path: Path, **kwargs: Any) -> None:
     """Upload bundles / NDJSON to a FHIR server (to stage the sample data on a test server)."""

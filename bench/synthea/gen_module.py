@@ -31,10 +31,17 @@ def lab(name: str, loinc: str, display: str, unit: str, low: float, high: float,
 
 def labs_submodule() -> dict[str, Any]:
     s: dict[str, Any] = {
+        # ANA: a titer at about half the visits, a presence-only result (some labs report only
+        # "positive") at some, none at the rest (ANA is not repeated at every visit).
         "Initial": {"type": "Initial", "distributed_transition": [
-            {"distribution": 0.55, "transition": "ANA_Titer_Pick"},
-            {"distribution": 0.45, "transition": "Anti_dsDNA"},
+            {"distribution": 0.45, "transition": "ANA_Titer_Pick"},
+            {"distribution": 0.15, "transition": "ANA_Presence"},
+            {"distribution": 0.40, "transition": "Anti_dsDNA"},
         ]},
+        "ANA_Presence": {"type": "Observation", "category": "laboratory",
+                         "codes": code("LOINC", "8061-4", "Nuclear Ab [Presence] in Serum by Immunofluorescence"),
+                         "value_code": {"system": "SNOMED-CT", "code": "10828004", "display": "Positive (qualifier value)"},
+                         "direct_transition": "Anti_dsDNA"},
         "ANA_Titer_Pick": {"type": "Simple", "distributed_transition": [
             {"distribution": 0.15, "transition": "Titer_80"},
             {"distribution": 0.2, "transition": "Titer_160"},
@@ -151,16 +158,19 @@ def main_module() -> dict[str, Any]:
                      "direct_transition": "Events"}
     s.update(order("Belimumab_Dose", "1092437", "belimumab", "sle_belimumab_dose", "Events", admin=True))
     s["Rituximab_Followup"] = {"type": "Simple", "direct_transition": "Events"}
+    # Chances per follow-up visit (one every 2-4 months, for decades): the first version used 3 % for
+    # nephritis and 35 % ESRD per later check, which gave every SLE patient nephritis and most ESRD.
+    # Now about half develop nephritis within 10 years and one in six of those reaches ESRD.
     s["Events"] = {"type": "Simple", "distributed_transition": [
         {"distribution": 0.06, "transition": "Flare_Steroid"},
         {"distribution": 0.04, "transition": "Start_MMF_Check"},
         {"distribution": 0.02, "transition": "Start_AZA_Check"},
-        {"distribution": 0.03, "transition": "Biologic_Check"},
-        {"distribution": 0.03, "transition": "Nephritis_Check"},
+        {"distribution": 0.012, "transition": "Biologic_Check"},
+        {"distribution": 0.015, "transition": "Nephritis_Check"},
         {"distribution": 0.02, "transition": "Pneumonia"},
-        {"distribution": 0.03, "transition": "Pregnancy_Check"},
+        {"distribution": 0.015, "transition": "Pregnancy_Check"},
         {"distribution": 0.01, "transition": "Major_Surgery"},
-        {"distribution": 0.76, "transition": "Followup_End"},
+        {"distribution": 0.798, "transition": "Followup_End"},
     ]}
     # Flare: a 3-week prednisone burst, then back to the visit cycle.
     s.update(order("Flare_Steroid", "312615", "predniSONE 20 MG Oral Tablet", "sle_flare_steroid", "Flare_End",
@@ -194,20 +204,29 @@ def main_module() -> dict[str, Any]:
     s["Nephritis_Onset"] = {"type": "ConditionOnset", "assign_to_attribute": "sle_nephritis",
                             "codes": code("SNOMED-CT", "68815009",
                                           "Systemic lupus erythematosus glomerulonephritis syndrome"),
-                            "direct_transition": "Followup_End"}
+                            "direct_transition": "Kidney_Biopsy"}
+    # Lupus nephritis is confirmed by kidney biopsy: a minor procedure that must never count as major
+    # surgery (E9). SNOMED 48426002 (snomed.info/id/48426002, "Fine needle biopsy of kidney").
+    s["Kidney_Biopsy"] = {"type": "Procedure", "reason": "sle_nephritis",
+                          "codes": code("SNOMED-CT", "48426002", "Fine needle biopsy of kidney (procedure)"),
+                          "duration": {"low": 30, "high": 60, "unit": "minutes"}, "direct_transition": "Followup_End"}
     s["ESRD_Risk"] = {"type": "Simple", "distributed_transition": [
-        {"distribution": 0.35, "transition": "ESRD_Onset"}, {"distribution": 0.65, "transition": "Followup_End"}]}
+        {"distribution": 0.25, "transition": "ESRD_Onset"}, {"distribution": 0.75, "transition": "Followup_End"}]}
     s["ESRD_Onset"] = {"type": "ConditionOnset", "assign_to_attribute": "sle_esrd",
                        "codes": code("SNOMED-CT", "46177005", "End-stage renal disease (disorder)"),
                        "direct_transition": "Followup_End"}
     s["Pneumonia"] = {"type": "ConditionOnset", "assign_to_attribute": "sle_pneumonia",
                       "codes": code("SNOMED-CT", "233604007", "Pneumonia (disorder)"),
-                      "direct_transition": "Pneumonia_Visit_End"}
+                      "direct_transition": "Pneumonia_Antibiotic"}
+    s.update(order("Pneumonia_Antibiotic", "562251", "Amoxicillin 250 MG / Clavulanate 125 MG Oral Tablet",
+                   "sle_antibiotic", "Pneumonia_Visit_End", frequency=3, weeks=1, reason="sle_pneumonia"))
     s["Pneumonia_Visit_End"] = {"type": "EncounterEnd", "direct_transition": "Pneumonia_Course"}
     s["Pneumonia_Course"] = {"type": "Delay", "range": {"low": 2, "high": 4, "unit": "weeks"},
                              "direct_transition": "Pneumonia_Resolved"}
     s["Pneumonia_Resolved"] = {"type": "ConditionEnd", "referenced_by_attribute": "sle_pneumonia",
-                               "direct_transition": "Followup_Delay"}
+                               "direct_transition": "End_Antibiotic"}
+    s["End_Antibiotic"] = {"type": "MedicationEnd", "referenced_by_attribute": "sle_antibiotic",
+                           "direct_transition": "Followup_Delay"}
     s["Pregnancy_Check"] = {"type": "Simple", "conditional_transition": [
         {"condition": {"condition_type": "And", "conditions": [
             {"condition_type": "Gender", "gender": "F"},
@@ -233,6 +252,52 @@ def main_module() -> dict[str, Any]:
         "ESRD with dialysis, pregnancies, pneumonia and surgery at chosen rates."], "states": s}
 
 
+# Reference ranges the Flexporter adds (GMF cannot): (LOINC, name, unit, low, high). Sources in the header.
+RANGES = [
+    ("5130-0", "anti-dsDNA", "[IU]/mL", None, 30),
+    ("4485-9", "complement C3", "mg/dL", 90, 180),
+    ("4498-2", "complement C4", "mg/dL", 10, 40),
+    ("777-3", "platelets", "10*3/uL", 150, 400),
+    ("6690-2", "leukocytes", "10*3/uL", 4.0, 11.0),
+]
+
+FLEX_HEADER = """\
+# Synthea Flexporter mapping, passed with -fm by bench/synthea.sh. Generated by gen_module.py: edit there.
+# GMF cannot write Observation.referenceRange or interpretation (hapi-synthea.md 5.2), so they are added
+# at export time (https://github.com/synthetichealth/synthea/wiki/Flexporter: set_values, FHIRPath
+# applicability). Adult ranges in the units the module and Synthea's CBC panel use:
+#   anti-dsDNA 5130-0: positive above 30 IU/mL. ELISA cut-offs are kit-dependent (about 10-30 IU/mL);
+#     30 is the conservative end (tests/golden's sample uses it too). No lower limit.
+#   C3 4485-9 90-180 mg/dL, C4 4498-2 10-40 mg/dL (common adult intervals; labs vary by method).
+#   Platelets 777-3 150-400 x10^3/uL, WBC 6690-2 4.0-11.0 x10^3/uL (standard adult CBC intervals).
+# Interpretation: v3 ObservationInterpretation H above the high limit, L below the low limit.
+"""
+
+
+def flexporter() -> str:
+    v3 = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpretation"
+    lines = [FLEX_HEADER.rstrip("\n"), "name: fhirscreen reference ranges", "applicability: true", "actions:"]
+    for loinc, name, unit, low, high in RANGES:
+        obs = f"Observation.where(code.coding.code = '{loinc}')"
+        lines += [f"  - name: {name} reference range", "    set_values:",
+                  f'      - applicability: "{obs}"', "        fields:"]
+        for end, limit in (("low", low), ("high", high)):
+            if limit is None:
+                continue
+            for key, value in (("value", limit), ("unit", unit), ("system", "http://unitsofmeasure.org"),
+                               ("code", unit)):
+                lines += [f"          - location: Observation.referenceRange.{end}.{key}", f"            value: '{value}'"]
+        for flag, op, limit in (("H", ">", high), ("L", "<", low)):
+            if limit is None:
+                continue
+            lines += [f"  - name: {name} interpretation {flag}", "    set_values:",
+                      f'      - applicability: "Observation.where(code.coding.code = \'{loinc}\' and '
+                      f'(value as Quantity).value {op} {limit})"', "        fields:",
+                      "          - location: Observation.interpretation.coding.system", f"            value: '{v3}'",
+                      "          - location: Observation.interpretation.coding.code", f"            value: '{flag}'"]
+    return "\n".join(lines) + "\n"
+
+
 def keep_module() -> dict[str, Any]:
     return {"name": "Keep SLE", "gmf_version": 2, "states": {
         "Initial": {"type": "Initial", "conditional_transition": [
@@ -251,4 +316,5 @@ if __name__ == "__main__":
     (HERE / "sle_trial.json").write_text(json.dumps(main_module(), indent=1) + "\n")
     (HERE / "sle_trial" / "labs.json").write_text(json.dumps(labs_submodule(), indent=1) + "\n")
     (HERE.parent / "keep_sle.json").write_text(json.dumps(keep_module(), indent=1) + "\n")
-    print("wrote modules/sle_trial.json, modules/sle_trial/labs.json, keep_sle.json")
+    (HERE.parent / "flexporter.yaml").write_text(flexporter())
+    print("wrote modules/sle_trial.json, modules/sle_trial/labs.json, keep_sle.json, flexporter.yaml")

@@ -397,8 +397,9 @@ def sle_classification(
     dx_conditions = dx.specific or dx.tentative or dx.unspecified
     dx_vs = ctx.vs(params.unspecified_lupus if kind == "unspecified lupus" else params.sle_codes)
     diagnosis_text = "; ".join(sorted({_condition_text(c, dx_vs) for c in dx_conditions}))
-    evidence = [ref(c) for c in dx_conditions]
-    evidence += [f.ref for hits in (*acr.values(), *slicc.values()) for f in hits]
+    # Sorted, so that the evidence does not depend on the order the source delivered the resources in.
+    evidence = sorted({ref(c) for c in dx_conditions})
+    evidence += sorted({f.ref for hits in (*acr.values(), *slicc.values()) for f in hits} - set(evidence))
     details: dict[str, Any] = {
         "diagnosis": kind,
         "acr_items": list(acr), "slicc_items": list(slicc),

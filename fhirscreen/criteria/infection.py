@@ -41,6 +41,8 @@ def _conditions(record: PatientRecord, vs: ValueSet, as_of: date) -> list[tuple[
         if start is not None and start > as_of:
             continue
         found.append((cond, label))
+    # Onset then id: findings are listed in the same order whatever order the source delivered them in.
+    found.sort(key=lambda f: (condition_span(f[0]).start or date.min, ref(f[0])))
     return found
 
 

@@ -73,7 +73,8 @@ def _systemic_by_drug(
             by_drug.setdefault(drug.name, []).append(exp)
     for items in by_drug.values():
         items.sort(key=lambda e: (e.start or date.min, e.ref))
-    return by_drug, undated, local_hits
+    # Drugs in name order: reasons must not depend on the order the source delivered the resources in.
+    return dict(sorted(by_drug.items())), undated, local_hits
 
 
 def _course(drug: Drug, items: Sequence[Exposure], as_of: date, renewal_max_days: int) -> _Course:

@@ -280,3 +280,25 @@ def test_e4_synthea_flare_course_restart_is_a_change(evaluate):
     res = evaluate("E4", record(old, new))
     assert res.outcome is Outcome.FAIL
     assert "cyclosporine restarted 2026-05-05" in res.reason
+
+
+def test_i5_and_e4_name_drugs_in_the_same_order_whatever_the_resource_order(evaluate):
+    # Bundles deliver a patient's resources by date, Bulk NDJSON by id, a server page by its own order:
+    # the reason must not change with it.
+    mmf = medication_request(MMF, ago(200), display="mycophenolate mofetil", id="mmf")
+    hcq = medication_request(HCQ, ago(200), display="hydroxychloroquine", id="hcq")
+    for cid in ("I5", "E4"):
+        first, second = evaluate(cid, record(mmf, hcq)), evaluate(cid, record(hcq, mmf))
+        assert first.reason == second.reason
+        assert "hydroxychloroquine, mycophenolate mofetil" in first.reason
+    assert evaluate("I5", record(mmf, hcq)).outcome is Outcome.PASS
+
+
+def test_i5_synthea_yearly_renewals_53_weeks_apart_are_one_course(evaluate):
+    # Synthea renews chronic drugs at yearly wellness visits 364-371 days apart (7-day steps) and marks
+    # the earlier orders "stopped" with no end date: one continuous course, not one-year pieces.
+    orders = [medication_request(HCQ, ago(8 + 371 * k), status="stopped" if k else "active",
+                                 display="hydroxychloroquine", id=f"hcq{k}") for k in range(3)]
+    res = evaluate("I5", record(*orders))
+    assert res.outcome is Outcome.PASS
+    assert ago(8 + 371 * 2) in res.reason

@@ -161,6 +161,20 @@ def test_bad_as_of_is_a_usage_error():
     assert "2026-13-01" in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--bulk"], "--bulk needs --server"),
+        (["--server", "http://127.0.0.1:9/fhir"], "either --data or --server"),
+        (["--post-report"], "--post-report needs --server"),
+    ],
+)
+def test_contradictory_source_options_are_usage_errors(args, message):
+    result = invoke("screen", "--data", GOLDEN_DATA, *args)
+    assert result.exit_code == 2
+    assert message in result.stderr
+
+
 def screen_with_as_of(value: str) -> Result:
     return invoke("screen", "--data", GOLDEN_DATA, "--as-of", value)
 

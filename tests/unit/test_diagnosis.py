@@ -246,3 +246,13 @@ def test_standalone_nephritis_rule_is_reported_not_counted(evaluate):
     res = evaluate("I2", record(ln, ana_pos()))
     assert res.outcome is Outcome.UNKNOWN
     assert "not counted alone" in res.reason
+
+
+def test_i2_evidence_does_not_depend_on_the_resource_order(evaluate):
+    # Bundles deliver resources by date, Bulk NDJSON by id: same patient, same evidence list.
+    resources = [sle(), ana_pos(), dsdna_pos(), low_c3(),
+                 observation("777-3", "2025-05-01", id="plt1", value=80, unit="10*3/uL"),
+                 observation("777-3", "2025-06-01", id="plt0", value=85, unit="10*3/uL")]
+    first, second = evaluate("I2", record(*resources)), evaluate("I2", record(*reversed(resources)))
+    assert first.evidence == second.evidence
+    assert first.evidence[0] == "Condition/sle"

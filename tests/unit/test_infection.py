@@ -406,3 +406,22 @@ def test_e11_fail_cites_the_recent_infection_not_the_stale_one(evaluate):
     res = evaluate("E11", rec)
     assert res.outcome is Outcome.FAIL
     assert res.evidence == ("Condition/recent",)
+
+
+def test_e11_lists_open_infections_in_the_same_order_whatever_the_resource_order(evaluate):
+    # Synthea's COVID-19 module opens several infections on one day; bundles and NDJSON order them differently.
+    covid = condition("snomed", "840539006", "2026-01-10", id="b-covid", display="COVID-19")
+    sepsis = condition("snomed", "770349000", "2026-01-10", id="a-sepsis", display="Sepsis caused by virus")
+    first, second = evaluate("E11", record(covid, sepsis)), evaluate("E11", record(sepsis, covid))
+    assert first.outcome is Outcome.UNKNOWN  # open > 90 days: probably never closed
+    assert first.reason == second.reason
+    assert first.reason.index("Sepsis caused by virus") < first.reason.index("COVID-19")
+
+
+@pytest.mark.parametrize(("code", "name"), [("307426000", "Acute infective cystitis"),
+                                            ("427898007", "Infection of tooth"),
+                                            ("87628006", "Bacterial infectious disease")])
+def test_e11_synthea_infection_codes_exclude(evaluate, code, name):
+    res = evaluate("E11", record(condition("snomed", code, "2026-05-20", id="inf", display=name)))
+    assert res.outcome is Outcome.FAIL
+    assert name in res.reason

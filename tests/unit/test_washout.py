@@ -232,3 +232,15 @@ def test_e5_ordinary_drugs_are_not_investigational(evaluate, display):
     res = evaluate("E5", record(medication_request("1", ago(10), display=display)))
     assert res.outcome is Outcome.PASS
     assert "No investigational agent" in res.reason
+
+
+def test_e5_rxnorm_fda_application_names_are_not_investigational_codes(evaluate):
+    # Synthea (RxNorm) names approved products after their application: "NDA020503 200 ACTUAT Albuterol
+    # ...", "BLA..."; the development-code pattern must not take them for an investigational product.
+    albuterol = medication_request("2123111", "2026-05-20", id="alb",
+                                   display="NDA020503 200 ACTUAT Albuterol 0.09 MG/ACTUAT Metered Dose Inhaler")
+    res = evaluate("E5", record(albuterol))
+    assert res.outcome is Outcome.PASS
+    assert "Investigational product" not in res.reason
+    coded = medication_request("999", "2026-05-20", id="abc", display="ABC-1234 100 MG Oral Tablet")
+    assert evaluate("E5", record(coded)).outcome is Outcome.FAIL

@@ -1,0 +1,206 @@
+"""File-mode benchmark: parse + evaluate throughput and peak memory of ``fhirscreen screen --data``.
+
+Each measurement runs in its own Python process, so the peak RSS reported (``ru_maxrss``) belongs to
+that one run. The parent prints one table row per run:
+
+    python3 bench/file_bench.py /tmp/syn60/ndjson /tmp/syn60/bundles
+    python3 bench/file_bench.py /tmp/syn60 --scale 1,4,16          # whole population copied N times
+    python3 bench/file_bench.py /tmp/syn60 --noncandidates 0,4,16  # N extra copies of non-SLE patients only
+
+``--scale`` and ``--noncandidates`` take a Synthea output root holding ``bundles/`` (one transaction
+bundle per patient); the copies get fresh ids (every UUID is prefixed with ``cN-``), are written as
+bundles and, through ``bench/bundles_to_ndjson.py``, as Bulk NDJSON, and both are measured.
+
+Columns: resources in the input (every resource, including the types screening skips), resources kept
+(in patient records, after the prefilter), patients read, SLE patients (initial population), parse s
+(read + group), evaluate s (all criteria), resources/s = input resources / (parse + evaluate), peak RSS.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from datetime import date
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+_UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+# ------------------------------------------------------------------------------ one measurement
+
+
+def measure(path: Path, as_of: date) -> dict[str, object]:
+    """Screen ``path`` in this process; timings and counts (no report rendering: that is not file mode)."""
+    from fhirscreen.pipeline import load_population
+    from fhirscreen.screening import screen_population
+    from fhirscreen.sources.files import FileSource
+    from fhirscreen.trial.loader import load_trial
+
+    trial = load_trial()
+    source = FileSource(path)
+    started = time.perf_counter()
+    population = load_population(source, trial)
+    parsed = time.perf_counter()
+    run = screen_population(population, trial, as_of, source.describe())
+    evaluated = time.perf_counter()
+    kept = sum(len(v) for r in population.records.values() for v in r.resources.values())
+    kept += len(population.records)
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return {
+        "path": str(path),
+        "kept": kept,
+        "patients": run.patients_read,
+        "sle": len(run.patients),
+        "parse_s": parsed - started,
+        "evaluate_s": evaluated - parsed,
+        "peak_rss_mb": rss_kb / 1024,
+        "findings": len(run.quality.findings),
+        "statuses": sorted((s.patient_id, s.status, s.score) for s in run.patients),
+    }
+
+
+def count_resources(path: Path) -> int:
+    """Every resource in the input, independently of the code under test (bundle entries, NDJSON lines)."""
+    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".json", ".ndjson"))
+    total = 0
+    for file in files:
+        if file.suffix == ".ndjson":
+            with file.open("rb") as fh:
+                total += sum(1 for line in fh if line.strip())
+        else:
+            data = json.loads(file.read_bytes())
+            total += len(data.get("entry") or ()) if data.get("resourceType") == "Bundle" else 1
+    return total
+
+
+def run_child(path: Path, as_of: date) -> dict[str, object]:
+    out = subprocess.run(
+        [sys.executable, __file__, "--child", str(path), "--as-of", as_of.isoformat()],
+        check=True, capture_output=True, text=True,
+    )
+    result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
+    return result
+
+
+# ------------------------------------------------------------------------------ synthetic populations
+
+
+def _rename(text: bytes, copy: int) -> bytes:
+    """Fresh ids for copy ``copy`` (0 keeps the originals): every UUID gets a ``cN-`` prefix."""
+    if copy == 0:
+        return text
+    prefix = f"c{copy}-".encode()
+    return _UUID.sub(lambda m: prefix + m.group(0), text)
+
+
+def is_candidate_bundle(file: Path) -> bool:
+    """Does this bundle hold a usable Condition of the trial's initial population (an SLE diagnosis)?"""
+    from fhirscreen.fhir.resources import is_usable
+    from fhirscreen.trial.loader import load_trial
+
+    population = load_trial().population
+    data = json.loads(file.read_bytes())
+    for entry in data.get("entry") or ():
+        res = entry.get("resource") or {}
+        if res.get("resourceType") == "Condition" and is_usable(res) and population.match(res.get("code")):
+            return True
+    return False
+
+
+def make_population(root: Path, out: Path, copies: int, only_noncandidates: bool) -> Path:
+    """Bundles and NDJSON under ``out``: the original population plus ``copies`` renamed copies
+    (of every patient, or of the non-candidate patients only). Returns ``out``."""
+    sys.path.insert(0, str(HERE))
+    from bundles_to_ndjson import main as bundles_to_ndjson
+
+    src = root / "bundles"
+    bundles = out / "bundles"
+    bundles.mkdir(parents=True, exist_ok=True)
+    files = sorted(src.glob("*.json"))
+    extra = [f for f in files if not is_candidate_bundle(f)] if only_noncandidates else files
+    for file in files:
+        shutil.copyfile(file, bundles / file.name)
+    for copy in range(1, copies + 1):
+        for file in extra:
+            (bundles / f"c{copy}-{file.name}").write_bytes(_rename(file.read_bytes(), copy))
+    bundles_to_ndjson(bundles, out / "ndjson")
+    return out
+
+
+# ------------------------------------------------------------------------------ table
+
+_HEADER = (
+    f"{'input':<34} {'resources':>10} {'kept':>9} {'patients':>8} {'SLE':>4} "
+    f"{'parse s':>8} {'eval s':>7} {'res/s':>8} {'peak RSS MB':>11}"
+)
+
+
+def row(label: str, total: int, m: dict[str, object]) -> str:
+    parse_s = float(m["parse_s"])  # type: ignore[arg-type]
+    eval_s = float(m["evaluate_s"])  # type: ignore[arg-type]
+    rate = total / (parse_s + eval_s)
+    return (
+        f"{label:<34} {total:>10,} {m['kept']:>9,} {m['patients']:>8} {m['sle']:>4} "
+        f"{parse_s:>8.2f} {eval_s:>7.2f} {rate:>8,.0f} {float(m['peak_rss_mb']):>11.0f}"  # type: ignore[arg-type]
+    )
+
+
+def bench(paths: list[tuple[str, Path]], as_of: date, repeat: int) -> None:
+    print(_HEADER, flush=True)
+    for label, path in paths:
+        total = count_resources(path)
+        runs = [run_child(path, as_of) for _ in range(repeat)]
+        best = min(runs, key=lambda m: float(m["parse_s"]) + float(m["evaluate_s"]))  # type: ignore[arg-type]
+        print(row(label, total, best), flush=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("paths", nargs="+", type=Path)
+    parser.add_argument("--as-of", default="2026-06-01", type=date.fromisoformat)
+    parser.add_argument("--repeat", type=int, default=1, help="runs per input; the fastest is shown")
+    parser.add_argument("--scale", help="comma-separated copy factors of the whole population, e.g. 1,4,16")
+    parser.add_argument("--noncandidates", help="comma-separated numbers of extra non-SLE copies, e.g. 0,4,16")
+    parser.add_argument("--workdir", type=Path, help="where generated populations go (default: a temp dir)")
+    parser.add_argument("--keep", action="store_true", help="keep the generated populations")
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.child:
+        print(json.dumps(measure(args.paths[0], args.as_of)))
+        return
+    if not (args.scale or args.noncandidates):
+        bench([(str(p), p) for p in args.paths], args.as_of, args.repeat)
+        return
+    root = args.paths[0]
+    work = args.workdir or Path(tempfile.mkdtemp(prefix="fhirscreen-bench-"))
+    try:
+        plans = [(f"scale {n}x", n - 1, False) for n in (int(x) for x in (args.scale or "").split(",") if x)]
+        plans += [
+            (f"+{n} non-SLE copies", n, True) for n in (int(x) for x in (args.noncandidates or "").split(",") if x)
+        ]
+        targets: list[tuple[str, Path]] = []
+        for label, copies, only_non in plans:
+            out = work / label.replace(" ", "_").replace("+", "plus")
+            if not (out / "ndjson").exists():
+                print(f"generating {label} in {out} ...", file=sys.stderr, flush=True)
+                make_population(root, out, copies, only_non)
+            targets += [(f"{label} ndjson", out / "ndjson"), (f"{label} bundles", out / "bundles")]
+        bench(targets, args.as_of, args.repeat)
+    finally:
+        if not args.keep and args.workdir is None:
+            shutil.rmtree(work, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("PYTHONHASHSEED", "0")
+    main()
