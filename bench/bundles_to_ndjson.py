@@ -7,9 +7,17 @@ is byte-identical for the same population.
 from __future__ import annotations
 
 import json
+import re
 import sys
 from collections import defaultdict
 from pathlib import Path
+
+# A whole JSON string that is an in-bundle reference: "urn:uuid:<uuid>".
+_URN = re.compile(r'"(urn:uuid:[0-9A-Fa-f-]+)"')
+
+
+def _relative_references(text: str, aliases: dict[str, str]) -> str:
+    return _URN.sub(lambda m: f'"{aliases.get(m.group(1), m.group(1))}"', text)
 
 
 def main(src: Path, dst: Path) -> None:
@@ -26,9 +34,9 @@ def main(src: Path, dst: Path) -> None:
         for entry in bundle.get("entry", []):
             res = entry["resource"]
             text = json.dumps(res, separators=(",", ":"), ensure_ascii=False)
-            for full, rel in aliases.items():
-                if full in text:
-                    text = text.replace(f'"{full}"', f'"{rel}"')
+            # One pass per resource (the first version tried every fullUrl of the bundle on every resource:
+            # quadratic, minutes for a few hundred all-module patients).
+            text = _relative_references(text, aliases)
             lines[res["resourceType"]].append(text)
     dst.mkdir(parents=True, exist_ok=True)
     for rtype, rows in sorted(lines.items()):

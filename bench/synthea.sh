@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Generate a seeded synthetic population with Synthea 3.3.0 (fetched from Maven Central) plus
 # fhirscreen's SLE module (bench/synthea/modules), as FHIR R4 transaction bundles and Bulk NDJSON.
+# The Flexporter mapping bench/synthea/flexporter.yaml adds reference ranges and H/L flags to the SLE labs.
 #
 #   bench/synthea.sh [-p PEOPLE] [-s SEED] [-o OUTDIR] [-m MODULES] [-k] [-e YYYYMMDD]
 #     -p  living people to generate (default 200)
@@ -33,6 +34,8 @@ fi
 
 rm -rf "$out" && mkdir -p "$out"
 args=(-s "$seed" -cs "$seed" -r "$end" -e "$end" -p "$people" -d "$here/synthea/modules")
+# Reference ranges and H/L flags on the SLE labs (GMF cannot write them): bench/synthea/flexporter.yaml.
+args+=(-fm "$here/synthea/flexporter.yaml")
 [ -n "$modules" ] && args+=(-m "$modules")
 [ "$keep" = 1 ] && args+=(-k "$here/synthea/keep_sle.json")
 common=(

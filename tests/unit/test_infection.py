@@ -409,7 +409,8 @@ def test_e11_fail_cites_the_recent_infection_not_the_stale_one(evaluate):
 
 
 def test_e11_lists_open_infections_in_the_same_order_whatever_the_resource_order(evaluate):
-    # Synthea's COVID-19 module opens several infections on one day; bundles and NDJSON order them differently.
+    # Synthea's COVID-19 module opens several infections on one day; bundles and NDJSON order them
+    # differently.
     covid = condition("snomed", "840539006", "2026-01-10", id="b-covid", display="COVID-19")
     sepsis = condition("snomed", "770349000", "2026-01-10", id="a-sepsis", display="Sepsis caused by virus")
     first, second = evaluate("E11", record(covid, sepsis)), evaluate("E11", record(sepsis, covid))

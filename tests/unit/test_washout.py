@@ -237,8 +237,8 @@ def test_e5_ordinary_drugs_are_not_investigational(evaluate, display):
 def test_e5_rxnorm_fda_application_names_are_not_investigational_codes(evaluate):
     # Synthea (RxNorm) names approved products after their application: "NDA020503 200 ACTUAT Albuterol
     # ...", "BLA..."; the development-code pattern must not take them for an investigational product.
-    albuterol = medication_request("2123111", "2026-05-20", id="alb",
-                                   display="NDA020503 200 ACTUAT Albuterol 0.09 MG/ACTUAT Metered Dose Inhaler")
+    name = "NDA020503 200 ACTUAT Albuterol 0.09 MG/ACTUAT Metered Dose Inhaler"
+    albuterol = medication_request("2123111", "2026-05-20", id="alb", display=name)
     res = evaluate("E5", record(albuterol))
     assert res.outcome is Outcome.PASS
     assert "Investigational product" not in res.reason
