@@ -1,7 +1,7 @@
 """File-mode benchmark: parse + evaluate throughput and peak memory of ``fhirscreen screen --data``.
 
-Each measurement runs in its own Python process, so the peak RSS reported (``ru_maxrss``) belongs to
-that one run. The parent prints one table row per run:
+Each measurement runs in its own Python process, so the peak RSS reported (``VmHWM``, else
+``ru_maxrss``) belongs to that one run. The parent prints one table row per run:
 
     python3 bench/file_bench.py /tmp/syn60/ndjson /tmp/syn60/bundles
     python3 bench/file_bench.py /tmp/syn60 --scale 1,4,16          # whole population copied N times
@@ -12,8 +12,10 @@ bundle per patient); the copies get fresh ids (every UUID is prefixed with ``cN-
 bundles and, through ``bench/bundles_to_ndjson.py``, as Bulk NDJSON, and both are measured.
 
 Columns: resources in the input (every resource, including the types screening skips), resources kept
-(in patient records, after the prefilter), patients read, SLE patients (initial population), parse s
+(in patient records after hygiene and the prefilter; Patients and Medications not counted), patients read, SLE patients (initial population), parse s
 (read + group), evaluate s (all criteria), resources/s = input resources / (parse + evaluate), peak RSS.
+Times are CPU seconds of the measuring process (``time.process_time``): one core's work, unaffected by
+other load on the machine; wall-clock seconds of parse + evaluate are shown too.
 """
 
 from __future__ import annotations
@@ -41,20 +43,23 @@ _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 def measure(path: Path, as_of: date) -> dict[str, object]:
     """Screen ``path`` in this process; timings and counts (no report rendering: that is not file mode)."""
     from fhirscreen.pipeline import load_population
-    from fhirscreen.screening import screen_population
+    try:
+        from fhirscreen.pipeline import evaluate_population as screen_population
+    except ImportError:  # before issue 4's changes
+        from fhirscreen.screening import screen_population
     from fhirscreen.sources.files import FileSource
     from fhirscreen.trial.loader import load_trial
 
     trial = load_trial()
     source = FileSource(path)
-    started = time.perf_counter()
+    # CPU time of this process: the figure for "one core", and robust on a shared, loaded machine.
+    started, wall0 = time.process_time(), time.perf_counter()
     population = load_population(source, trial)
-    parsed = time.perf_counter()
+    parsed = time.process_time()
     run = screen_population(population, trial, as_of, source.describe())
-    evaluated = time.perf_counter()
+    evaluated, wall1 = time.process_time(), time.perf_counter()
     kept = sum(len(v) for r in population.records.values() for v in r.resources.values())
-    kept += len(population.records)
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    rss_kb = peak_rss_kb()
     return {
         "path": str(path),
         "kept": kept,
@@ -62,15 +67,30 @@ def measure(path: Path, as_of: date) -> dict[str, object]:
         "sle": len(run.patients),
         "parse_s": parsed - started,
         "evaluate_s": evaluated - parsed,
+        "wall_s": wall1 - wall0,
         "peak_rss_mb": rss_kb / 1024,
         "findings": len(run.quality.findings),
         "statuses": sorted((s.patient_id, s.status, s.score) for s in run.patients),
     }
 
 
+def peak_rss_kb() -> int:
+    """This process's peak RSS. ``VmHWM`` starts afresh at exec; ``ru_maxrss`` would also count the
+    pages the child shared with its (possibly large) parent between fork and exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+
+
 def count_resources(path: Path) -> int:
     """Every resource in the input, independently of the code under test (bundle entries, NDJSON lines)."""
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.suffix in (".json", ".ndjson"))
+    files = [path] if path.is_file() else sorted(
+        p for p in path.rglob("*") if p.suffix in (".json", ".ndjson")
+    )
     total = 0
     for file in files:
         if file.suffix == ".ndjson":
@@ -116,23 +136,41 @@ def is_candidate_bundle(file: Path) -> bool:
     return False
 
 
+def _entry_ids(bundle: Path) -> set[bytes]:
+    data = json.loads(bundle.read_bytes())
+    return {str(e["resource"].get("id")).encode() for e in data.get("entry") or () if "resource" in e}
+
+
 def make_population(root: Path, out: Path, copies: int, only_noncandidates: bool) -> Path:
     """Bundles and NDJSON under ``out``: the original population plus ``copies`` renamed copies
-    (of every patient, or of the non-candidate patients only). Returns ``out``."""
-    sys.path.insert(0, str(HERE))
-    from bundles_to_ndjson import main as bundles_to_ndjson
+    (of every patient, or of the non-candidate patients only). Returns ``out``.
 
+    ``root`` holds ``bundles/`` and ``ndjson/`` (the same population, as bench/synthea.sh writes it);
+    NDJSON lines are copied with the same renaming, leaving out the resources of candidate bundles."""
     src = root / "bundles"
     bundles = out / "bundles"
     bundles.mkdir(parents=True, exist_ok=True)
     files = sorted(src.glob("*.json"))
-    extra = [f for f in files if not is_candidate_bundle(f)] if only_noncandidates else files
+    candidates = [f for f in files if is_candidate_bundle(f)] if only_noncandidates else []
+    extra = [f for f in files if f not in candidates]
     for file in files:
         shutil.copyfile(file, bundles / file.name)
     for copy in range(1, copies + 1):
         for file in extra:
             (bundles / f"c{copy}-{file.name}").write_bytes(_rename(file.read_bytes(), copy))
-    bundles_to_ndjson(bundles, out / "ndjson")
+    excluded: set[bytes] = set().union(*(_entry_ids(f) for f in candidates)) if candidates else set()
+    ndjson = out / "ndjson"
+    ndjson.mkdir(parents=True, exist_ok=True)
+    leading_id = re.compile(rb'"id"\s*:\s*"([^"]+)"')
+    for file in sorted((root / "ndjson").glob("*.ndjson")):
+        lines = file.read_bytes().splitlines(keepends=True)
+        others = [
+            line for line in lines if (m := leading_id.search(line)) is None or m.group(1) not in excluded
+        ]
+        with (ndjson / file.name).open("wb") as fh:
+            fh.writelines(lines)
+            for copy in range(1, copies + 1):
+                fh.writelines(_rename(line, copy) for line in others)
     return out
 
 
@@ -140,7 +178,7 @@ def make_population(root: Path, out: Path, copies: int, only_noncandidates: bool
 
 _HEADER = (
     f"{'input':<34} {'resources':>10} {'kept':>9} {'patients':>8} {'SLE':>4} "
-    f"{'parse s':>8} {'eval s':>7} {'res/s':>8} {'peak RSS MB':>11}"
+    f"{'parse s':>8} {'eval s':>7} {'res/s':>8} {'wall s':>7} {'peak RSS MB':>11}"
 )
 
 
@@ -150,7 +188,8 @@ def row(label: str, total: int, m: dict[str, object]) -> str:
     rate = total / (parse_s + eval_s)
     return (
         f"{label:<34} {total:>10,} {m['kept']:>9,} {m['patients']:>8} {m['sle']:>4} "
-        f"{parse_s:>8.2f} {eval_s:>7.2f} {rate:>8,.0f} {float(m['peak_rss_mb']):>11.0f}"  # type: ignore[arg-type]
+        f"{parse_s:>8.2f} {eval_s:>7.2f} {rate:>8,.0f} {float(m.get('wall_s', 0)):>7.2f} "  # type: ignore[arg-type]
+        f"{float(m['peak_rss_mb']):>11.0f}"  # type: ignore[arg-type]
     )
 
 
@@ -164,12 +203,14 @@ def bench(paths: list[tuple[str, Path]], as_of: date, repeat: int) -> None:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("paths", nargs="+", type=Path)
     parser.add_argument("--as-of", default="2026-06-01", type=date.fromisoformat)
     parser.add_argument("--repeat", type=int, default=1, help="runs per input; the fastest is shown")
     parser.add_argument("--scale", help="comma-separated copy factors of the whole population, e.g. 1,4,16")
-    parser.add_argument("--noncandidates", help="comma-separated numbers of extra non-SLE copies, e.g. 0,4,16")
+    parser.add_argument("--noncandidates", help="comma-separated extra non-SLE copies, e.g. 0,4,16")
     parser.add_argument("--workdir", type=Path, help="where generated populations go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the generated populations")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -184,10 +225,10 @@ def main() -> None:
     root = args.paths[0]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fhirscreen-bench-"))
     try:
-        plans = [(f"scale {n}x", n - 1, False) for n in (int(x) for x in (args.scale or "").split(",") if x)]
-        plans += [
-            (f"+{n} non-SLE copies", n, True) for n in (int(x) for x in (args.noncandidates or "").split(",") if x)
-        ]
+        scales = [int(x) for x in (args.scale or "").split(",") if x]
+        extras = [int(x) for x in (args.noncandidates or "").split(",") if x]
+        plans = [(f"scale {n}x", n - 1, False) for n in scales]
+        plans += [(f"+{n} non-SLE copies", n, True) for n in extras]
         targets: list[tuple[str, Path]] = []
         for label, copies, only_non in plans:
             out = work / label.replace(" ", "_").replace("+", "plus")

@@ -1,9 +1,40 @@
-"""Wire a source to the screening core: read, group by patient, screen. No formatting here."""
+"""Wire a source to the screening core: read, group by patient, screen. No formatting here.
+
+Memory design (issue 4: peak memory must not grow with patients outside the initial population).
+Only patients with an SLE diagnosis are screened, but which patients those are is known for sure only
+once every Condition has been read. Three designs were measured with bench/file_bench.py:
+
+- keep everything, drop the others at the end (before): the peak holds the whole input, ~6 MB of
+  Python objects per Synthea patient;
+- two passes, a census of Conditions first: NDJSON lines of other types are skipped by their first
+  bytes, so the census costs little for Bulk NDJSON, but Bundles must be parsed whole twice (on the
+  60-patient Synthea set: 2.65 s instead of 1.3 s CPU to read the bundles);
+- one pass that grows the kept set as it goes (chosen): the file source looks at each file's
+  Conditions before passing on any of its other resources and adds SLE patients to the kept set; the
+  builder keeps resources of patients in the set and only checks the others'. A patient whose
+  diagnosis turns up in a later file than some of their resources is caught up at the end: the source
+  reads those files again for them alone. With one bundle per patient nothing is read twice; with
+  Bulk NDJSON only the small Condition file (a patient's other Conditions listed before the SLE one)
+  and Medication file (Medications come before the resources that refer to them) are.
+
+The peak is then the population's resources (and the Medications they refer to; other Medications
+are not kept) plus, per other patient, a Patient stub, a counter (for missing-Patient warnings) and
+the indices of the files that held their resources; and the largest single file while it is parsed.
+Duplicates are detected among kept resources only. Sources without ``prefilters`` (the server source
+already fetches only the population) are read as before. ``explain`` keeps just the patient asked for.
+
+The cyclic garbage collector is paused while reading and evaluating: the resources are acyclic JSON, and
+the collector's repeated walks over a growing heap of dicts cost as much as parsing them did.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import gc
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import date
 
 from fhirscreen.quality import DataQuality
@@ -15,22 +46,44 @@ from fhirscreen.trial.loader import Trial
 log = logging.getLogger("fhirscreen")
 
 
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """Pause the cyclic garbage collector (reference counting still frees memory as usual)."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
 def load_population(source: Source, trial: Trial, patient_ids: tuple[str, ...] | None = None) -> Population:
     """Read every resource the plan asks for and group it by patient."""
     plan = QueryPlan.for_trial(trial, patient_ids)
     quality = DataQuality()
-    builder = PopulationBuilder(quality)
     started = time.monotonic()
-    count = 0
-    last_report = started
-    for resource, origin in source.read(plan, quality):
-        builder.add(resource, origin)
-        count += 1
-        now = time.monotonic()
-        if now - last_report > 10:
-            log.info("read %d resources so far (%.0f s)", count, now - started)
-            last_report = now
-    population = builder.build()
+    keep: set[str] | frozenset[str] | None = None
+    if getattr(source, "prefilters", False):
+        if patient_ids is not None:
+            keep = frozenset(patient_ids)
+            plan = dataclasses.replace(plan, keep_patients=keep)
+        else:
+            keep = set()  # grown by the source as it finds the initial population
+            plan = dataclasses.replace(plan, keep_patients=keep, population=trial.population)
+    with gc_paused():
+        builder = PopulationBuilder(quality, keep)
+        count = 0
+        last_report = started
+        for resource, origin in source.read(plan, quality):
+            builder.add(resource, origin)
+            count += 1
+            if count % 4096 == 0:
+                now = time.monotonic()
+                if now - last_report > 10:
+                    log.info("read %d resources so far (%.0f s)", count, now - started)
+                    last_report = now
+        population = builder.build()
     if patient_ids is not None:
         population.records = {pid: r for pid, r in population.records.items() if pid in patient_ids}
     log.info(
@@ -43,10 +96,16 @@ def load_population(source: Source, trial: Trial, patient_ids: tuple[str, ...] |
     return population
 
 
+def evaluate_population(population: Population, trial: Trial, as_of: date, source: str) -> ScreeningRun:
+    """Every criterion for every patient of the initial population (see ``screen_population``)."""
+    with gc_paused():
+        return screen_population(population, trial, as_of, source)
+
+
 def run_screening(source: Source, trial: Trial, as_of: date) -> ScreeningRun:
     population = load_population(source, trial)
     started = time.monotonic()
-    run = screen_population(population, trial, as_of, source.describe())
+    run = evaluate_population(population, trial, as_of, source.describe())
     log.info(
         "screened %d patients of the initial population in %.2f s",
         len(run.patients),

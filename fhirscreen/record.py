@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
-from fhirscreen.fhir.resources import Resource, is_usable, patient_id_of, reference_id
+from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, patient_id_of, reference_id
 from fhirscreen.quality import DataQuality
 
 T = TypeVar("T")
@@ -24,6 +24,8 @@ SCREENED_TYPES: tuple[str, ...] = (
     "ResearchSubject",
 )
 SHARED_TYPES: tuple[str, ...] = ("Medication",)
+# Every type the builder keeps; sources may pass other types on as ``{"resourceType": T}`` stubs.
+KEPT_TYPES: frozenset[str] = frozenset(SCREENED_TYPES + SHARED_TYPES)
 
 
 @dataclass
@@ -78,15 +80,31 @@ class Population:
 
 
 class PopulationBuilder:
-    """Groups resources by patient. Sources feed it resources whose references are already ``Type/id``."""
+    """Groups resources by patient. Sources feed it resources whose references are already ``Type/id``.
 
-    def __init__(self, quality: DataQuality | None = None) -> None:
+    ``keep_patients``: when given, only these patients' resources are kept (the initial population,
+    which a file source finds while reading, or the patients ``explain`` asks for), so memory does not
+    grow with the other patients. Every resource is still checked as before (no id, no subject,
+    hygiene, missing Patient) except one thing: duplicates are detected among kept resources only,
+    since remembering the id of every other resource would grow with them. Other patients appear as
+    records holding a Patient stub (``{"resourceType": "Patient", "id": ...}``) and no resources, so
+    patient counts stay the same.
+    A patient added to ``keep_patients`` after some of their resources were dropped must have those
+    resources (and their Patient) added again by the source; the file source re-reads those files.
+    """
+
+    def __init__(
+        self, quality: DataQuality | None = None, keep_patients: Collection[str] | None = None
+    ) -> None:
         self.quality = quality or DataQuality()
         self._patients: dict[str, Resource] = {}
         self._by_patient: dict[str, dict[str, list[Resource]]] = defaultdict(lambda: defaultdict(list))
         self._medications: dict[str, Resource] = {}
         self._seen: set[tuple[str, str]] = set()
         self.skipped: dict[str, int] = defaultdict(int)
+        # Held, not copied: a source's census may add patients while reading (never removes any).
+        self._keep = keep_patients
+        self._dropped: dict[str, int] = defaultdict(int)  # usable resources of patients not kept
 
     def add(self, resource: Resource, origin: str) -> None:
         rtype = resource.get("resourceType")
@@ -94,11 +112,13 @@ class PopulationBuilder:
         if not isinstance(rtype, str):
             self.quality.add("error", origin, "not-fhir", "JSON object without a resourceType was skipped")
             return
-        if rtype not in SCREENED_TYPES and rtype not in SHARED_TYPES:
+        if rtype not in KEPT_TYPES:
             self.skipped[rtype] += 1
             return
         if not isinstance(rid, str) or not rid:
             self.quality.add("warning", origin, "no-id", f"{rtype} without an id was skipped")
+            return
+        if self._keep is not None and self._add_unkept(resource, rtype, rid):
             return
         key = (rtype, rid)
         if key in self._seen:
@@ -114,13 +134,35 @@ class PopulationBuilder:
             return
         if not is_usable(resource):
             return
-        pid = patient_id_of(resource)
+        pid = patient_id(resource)
         if pid is None:
             self.quality.add(
                 "warning", f"{rtype}/{rid}", "no-subject", f"{rtype}/{rid} has no Patient subject; skipped"
             )
             return
         self._by_patient[pid][rtype].append(resource)
+
+    def _add_unkept(self, resource: Resource, rtype: str, rid: str) -> bool:
+        """Handle a resource of a patient outside ``keep_patients``; False when it is to be kept."""
+        keep = self._keep
+        assert keep is not None
+        if rtype == "Patient":
+            if rid in keep:
+                return False
+            if rid in self._patients:
+                message = f"Patient/{rid} appears more than once"
+                self.quality.add("info", f"Patient/{rid}", "duplicate", message)
+            else:
+                self._patients[rid] = {"resourceType": "Patient", "id": rid}
+            return True
+        if rtype == "Medication":
+            return False
+        pid = patient_id(resource)
+        if pid is None or pid in keep:
+            return False  # kept, or reported as having no subject
+        if pid not in self._patients and is_usable(resource):
+            self._dropped[pid] += 1  # only ever read for patients without a Patient resource
+        return True
 
     def add_all(self, resources: Iterable[tuple[Resource, str]]) -> None:
         for resource, origin in resources:
@@ -135,8 +177,12 @@ class PopulationBuilder:
                 resources={k: list(v) for k, v in grouped.items()},
                 medications=self._medications,
             )
-        for pid in sorted(set(self._by_patient) - set(self._patients)):
-            n = sum(len(v) for v in self._by_patient[pid].values())
+        orphans = (set(self._by_patient) | set(self._dropped)) - set(self._patients)
+        for pid in sorted(orphans):
+            if self._keep is None or pid in self._keep:  # kept (late joiners were added again)
+                n = sum(len(v) for v in self._by_patient[pid].values()) if pid in self._by_patient else 0
+            else:
+                n = self._dropped[pid]
             self.quality.add(
                 "warning",
                 f"Patient/{pid}",
@@ -144,3 +190,22 @@ class PopulationBuilder:
                 f"{n} resource(s) refer to Patient/{pid}, which is not in the data",
             )
         return Population(records=records, quality=self.quality, skipped=dict(self.skipped))
+
+
+def patient_id(resource: Mapping[str, Any]) -> str | None:
+    """The id of the patient a resource belongs to: ``patient_id_of``, with a fast path for the plain
+    ``Patient/<id>`` reference that nearly all data use."""
+    link = PATIENT_LINK.get(resource["resourceType"])
+    if link is not None:
+        holder = resource.get(link)
+        if holder.__class__ is dict:
+            value = holder.get("reference")
+            if (
+                value.__class__ is str
+                and value.startswith("Patient/")
+                and len(value) > 8
+                and value.find("/", 8) < 0
+                and value != "Patient/_history"
+            ):
+                return value[8:]
+    return patient_id_of(resource)

@@ -49,14 +49,49 @@ def labs(record: PatientRecord, vs: ValueSet, first: date | None, last: date) ->
 
 def _all_labs(record: PatientRecord, vs: ValueSet) -> list[Lab]:
     out: list[Lab] = []
-    for obs in record.of_type("Observation"):
-        if vs.match(obs.get("code")) is None:
-            continue
+    for obs in _coded_in(record, vs):
         when = observation_day(obs)
         if isinstance(when, date):
             out.append(Lab(obs, when))
     out.sort(key=lambda lab: (lab.day, str(lab.obs.get("id"))), reverse=True)
     return out
+
+
+def _coded_in(record: PatientRecord, vs: ValueSet) -> list[Resource]:
+    """The Observations whose code ``vs`` matches, in record order.
+
+    A record has a few hundred distinct codes but thousands of Observations, and the lab criteria ask
+    for some forty value sets: looking codes up in a per-record index (built once) instead of matching
+    every Observation against every value set is what keeps evaluation linear. Value sets with text
+    patterns need the text, so they are matched one Observation at a time as before.
+    """
+    observations = record.of_type("Observation")
+    if vs.text_patterns:
+        return [obs for obs in observations if vs.match(obs.get("code")) is not None]
+    index = record.memo("_labs:code-index", lambda: _code_index(observations))
+    if not vs.prefixes and len(vs.codes) <= len(index):
+        hits = [index[key] for key in vs.codes if key in index]
+    else:
+        hits = [positions for key, positions in index.items() if vs.has_code(*key)]
+    if not hits:
+        return []
+    if len(hits) == 1:
+        return [observations[p] for p in hits[0]]
+    return [observations[p] for p in sorted({p for positions in hits for p in positions})]
+
+
+def _code_index(observations: list[Resource]) -> dict[tuple[str, str], list[int]]:
+    """(system, code) -> positions of the Observations coded with it (each position once per key)."""
+    index: dict[tuple[str, str], list[int]] = {}
+    for position, obs in enumerate(observations):
+        concept = obs.get("code")
+        if not concept:
+            continue
+        for system, code, _display in codings(concept):
+            positions = index.setdefault((system, code), [])
+            if not positions or positions[-1] != position:
+                positions.append(position)
+    return index
 
 
 def code_of(obs: Mapping[str, Any]) -> set[str]:

@@ -6,6 +6,7 @@ codes with or without the dot; everything is normalised here so that matching is
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -54,6 +55,17 @@ _ICD_SYSTEMS = frozenset({ICD10CM, ICD10})
 
 def canonical_system(system: str | None) -> str:
     """The canonical URI for a code system URI or short name; unknown systems pass through."""
+    if system.__class__ is str:
+        return _canonical_str(system)
+    return _canonical(system)
+
+
+@functools.lru_cache(maxsize=4096)
+def _canonical_str(system: str) -> str:
+    return _canonical(system)
+
+
+def _canonical(system: str | None) -> str:
     if not system:
         return ""
     s = system.strip()
@@ -73,6 +85,25 @@ def normalise_code(system: str, code: str) -> str:
     return c
 
 
+# (system as sent, code as sent) -> normalised (system, code). Data use few distinct codes, and
+# screening matches each one against dozens of value sets: normalising once per distinct pair is the
+# single largest saving in evaluation. Bounded so that odd data cannot grow it without limit.
+_NORMALISED: dict[tuple[str | None, str], tuple[str, str]] = {}
+_NORMALISED_MAX = 200_000
+
+
+def normalised(system: Any, code: str) -> tuple[str, str]:
+    """``(canonical_system(system), normalise_code(...))``, cached for str/None systems."""
+    key = (system, code)
+    hit = _NORMALISED.get(key) if system is None or system.__class__ is str else None
+    if hit is None:
+        canonical = canonical_system(system)
+        hit = (canonical, normalise_code(canonical, code))
+        if (system is None or system.__class__ is str) and len(_NORMALISED) < _NORMALISED_MAX:
+            _NORMALISED[key] = hit
+    return hit
+
+
 def codings(concept: Mapping[str, Any] | None) -> Iterator[tuple[str, str, str]]:
     """(system, code, display) of every coding in a CodeableConcept, normalised."""
     if not concept:
@@ -83,8 +114,8 @@ def codings(concept: Mapping[str, Any] | None) -> Iterator[tuple[str, str, str]]
         code = coding.get("code")
         if not isinstance(code, str) or not code:
             continue
-        system = canonical_system(coding.get("system"))
-        yield system, normalise_code(system, code), str(coding.get("display") or "")
+        system, norm = normalised(coding.get("system"), code)
+        yield system, norm, str(coding.get("display") or "")
 
 
 def concept_label(concept: Mapping[str, Any] | None) -> str:
@@ -120,6 +151,8 @@ class ValueSet:
     codes: dict[tuple[str, str], Code] = field(default_factory=dict)
     prefixes: dict[str, list[str]] = field(default_factory=dict)
     text_patterns: list[re.Pattern[str]] = field(default_factory=list)
+    # text -> does a pattern match it; texts repeat (drug names), regex searches are the cost.
+    _text_hits: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
 
     def add(self, system: str, code: str, display: str = "") -> None:
         system = canonical_system(system)
@@ -131,12 +164,14 @@ class ValueSet:
 
     def add_text(self, pattern: str) -> None:
         self.text_patterns.append(re.compile(pattern, re.IGNORECASE))
+        self._text_hits.clear()
 
     def extend(self, other: ValueSet) -> None:
         self.codes.update(other.codes)
         for system, prefixes in other.prefixes.items():
             self.prefixes.setdefault(system, []).extend(prefixes)
         self.text_patterns.extend(other.text_patterns)
+        self._text_hits.clear()
 
     def has_code(self, system: str, code: str) -> bool:
         if (system, code) in self.codes:
@@ -151,19 +186,36 @@ class ValueSet:
         """The display of the first matching coding (or the matching text), None if nothing matches."""
         if not concept:
             return None
-        for system, code, display in codings(concept):
-            if self.has_code(system, code):
-                known = self.codes.get((system, code))
-                return display or (known.display if known else "") or code
+        # ``codings`` inlined: this runs for every resource against every value set a criterion reads.
+        codes = self.codes
+        prefixes = self.prefixes
+        for coding in concept.get("coding") or ():
+            if not isinstance(coding, Mapping):
+                continue
+            code = coding.get("code")
+            if not isinstance(code, str) or not code:
+                continue
+            key = normalised(coding.get("system"), code)
+            if key in codes or (prefixes and self.has_code(*key)):
+                known = codes.get(key)
+                return str(coding.get("display") or "") or (known.display if known else "") or key[1]
         if self.text_patterns:
             texts = [str(concept.get("text") or "")]
             texts += [
                 str(c.get("display") or "") for c in concept.get("coding") or () if isinstance(c, Mapping)
             ]
             for text in texts:
-                if text and any(p.search(text) for p in self.text_patterns):
+                if text and self._text_matches(text):
                     return text
         return None
+
+    def _text_matches(self, text: str) -> bool:
+        hit = self._text_hits.get(text)
+        if hit is None:
+            hit = any(p.search(text) for p in self.text_patterns)
+            if len(self._text_hits) < 50_000:
+                self._text_hits[text] = hit
+        return hit
 
     def __contains__(self, concept: object) -> bool:
         return isinstance(concept, Mapping) and self.match(concept) is not None

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from typing import Protocol
 
-from fhirscreen.fhir.codes import LOINC, Code
+from fhirscreen.fhir.codes import LOINC, Code, ValueSet
 from fhirscreen.fhir.resources import Resource
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import SCREENED_TYPES
@@ -26,6 +26,13 @@ class QueryPlan:
     resource_types: tuple[str, ...] = field(default=SCREENED_TYPES)
     # Restrict to these patients (``explain``); None means the whole initial population.
     patient_ids: tuple[str, ...] | None = None
+    # Prefilter hints, for sources whose ``prefilters`` attribute is True (files); others ignore them.
+    # keep_patients: only these patients' resources are kept by the record builder, so the source may
+    # leave the others' resources unparsed or unrewritten. None: every patient. With ``population``
+    # the set is the source's to grow: it adds each patient with a usable Condition in that value set
+    # before passing on any resource of that patient (the initial population, found while reading).
+    keep_patients: Collection[str] | None = field(default=None, compare=False)
+    population: ValueSet | None = field(default=None, compare=False)
 
     @classmethod
     def for_trial(cls, trial: Trial, patient_ids: tuple[str, ...] | None = None) -> QueryPlan:

@@ -1,29 +1,76 @@
-"""Read FHIR R4 JSON from files: Bundles of any type and Bulk Data NDJSON, mixed freely."""
+"""Read FHIR R4 JSON from files: Bundles of any type and Bulk Data NDJSON, mixed freely.
+
+Speed (file mode must screen >= 50,000 resources/s on one core; ``bench/file_bench.py`` measures it):
+
+- JSON is parsed with orjson, 2-3x faster than the standard library. When orjson refuses a document
+  the standard library parses it again, so what is accepted (NaN, lone surrogates, huge integers) and
+  the error messages in data-quality findings are exactly those of ``json``.
+- With a ``QueryPlan``, resources of types screening does not read are not parsed at all. A Bulk NDJSON
+  line that starts ``{"resourceType":"Encounter"`` (as every exporter writes it) is passed on as the
+  stub ``{"resourceType": "Encounter"}``, so it is still counted as read and skipped; a line of such a
+  type that does not end in ``}`` (a truncated line) is parsed in full so that it is still reported as
+  malformed. Other damage inside a skipped line goes unreported: nothing of it would be used anyway
+  (nor would a second, later "resourceType" member in the same object, which ``json`` would honour).
+  Bundle entries of skipped types become the same stubs and are not walked for references.
+- References are rewritten only in Bundles that have fullUrl aliases and only in the resources of
+  kept patients; other patients' resources get just their patient reference resolved.
+
+Memory (the design and its trade-off are in ``fhirscreen.pipeline``): with ``QueryPlan.keep_patients``
+and ``population`` the source finds the initial population while reading. Each file's Conditions are
+looked at before its other resources; a patient added late is caught up by reading again only the
+files that held their earlier resources, and Medications (shared, not tied to a patient) are passed on
+only when a kept resource refers to them, from the same Bundle or, last, from a re-read of the files
+that held them. With one bundle per patient, or Bulk NDJSON, only the small Condition and Medication
+files are ever read twice.
+"""
 
 from __future__ import annotations
 
 import gzip
 import json
+import logging
 import os
-from collections.abc import Iterator, Mapping
+import re
+from collections import defaultdict
+from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
-from fhirscreen.fhir.resources import Resource
+import orjson
+
+from fhirscreen.fhir.codes import ValueSet
+from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, reference_id
 from fhirscreen.quality import DataQuality
+from fhirscreen.record import KEPT_TYPES, patient_id
 from fhirscreen.sources.base import QueryPlan, SourceError
 
+log = logging.getLogger("fhirscreen")
+
 _SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
+# The resourceType as the first member of an NDJSON line: how every Bulk Data exporter writes it.
+_NOT_PATIENT_IDS = frozenset({"Patient/", "Patient/_history"})
+_LEADING_TYPE = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"')
 
 
-def _open(path: Path) -> IO[str]:
-    if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
+def _open_binary(path: Path) -> IO[bytes]:
+    if path.name.lower().endswith(".gz"):
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
+def _loads(data: bytes) -> Any:
+    """Parse JSON with orjson; anything orjson refuses is decided (accepted or raised) by ``json``."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return json.loads(data.decode("utf-8"))
 
 
 class FileSource:
     """A file, or a directory searched recursively, of ``.json`` / ``.ndjson`` (optionally gzipped)."""
+
+    # Honours QueryPlan.keep_patients / population (the pipeline's memory prefilter).
+    prefilters = True
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
@@ -41,19 +88,206 @@ class FileSource:
             raise SourceError(f"{self.path}: no FHIR .json or .ndjson files found (searched recursively)")
         return found
 
-    def read(self, plan: QueryPlan, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
-        for file in self.files():
-            yield from read_file(file, quality)
+    def read(self, plan: QueryPlan | None, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
+        """Every resource; with a plan, resources of types neither the plan nor the record builder
+        reads are passed on as ``{"resourceType": T}`` stubs (counted, not parsed).
+
+        With ``plan.keep_patients``, other patients' resources are passed on with only their patient
+        reference resolved (the builder checks and drops them). With ``plan.population`` too, the kept
+        set is grown here: each file's Conditions are looked at before its other resources, and the
+        files that held resources of a patient who joined later are read again for that patient.
+        Medications come only when a kept resource refers to them (see the module docstring).
+        """
+        files = self.files()
+        wanted = None if plan is None else KEPT_TYPES | frozenset(plan.resource_types)
+        keep = None if plan is None else plan.keep_patients
+        if keep is None:
+            for file in files:
+                yield from read_file(file, quality, wanted)
+            return
+        census = plan.population if plan is not None and isinstance(keep, set) else None
+        prefilter = _Prefilter(keep, census)
+        for index, file in enumerate(files):
+            prefilter.start_file(index)
+            yield from read_file(file, quality, wanted, prefilter)
+        passed_over = prefilter.passed_over
+        late = {pid: prefilter.joined[pid] for pid in passed_over if pid in keep}
+        if late:
+            yield from self._read_again(files, prefilter, late, wanted or KEPT_TYPES)
+        missing = prefilter.referenced - prefilter.delivered
+        if missing and prefilter.medication_files:
+            yield from self._read_medications(files, prefilter.medication_files, missing)
+
+    def _read_medications(
+        self, files: list[Path], indices: list[int], missing: set[str]
+    ) -> Iterator[tuple[Resource, str]]:
+        """The held-back Medications that kept resources refer to, from the files that held them."""
+        log.info("reading %d file(s) again for %d Medication(s)", len(indices), len(missing))
+        scratch = DataQuality()
+        only = frozenset({"Medication"})
+        for index in indices:
+            for resource, origin in read_file(files[index], scratch, only):
+                if resource["resourceType"] == "Medication" and resource.get("id") in missing:
+                    yield resource, origin
+
+    def _read_again(
+        self,
+        files: list[Path],
+        first: _Prefilter,
+        late: Mapping[str, tuple[int, int]],
+        wanted: Collection[str],
+    ) -> Iterator[tuple[Resource, str]]:
+        """The resources of patients who joined the kept set after some of their files were read: those
+        read before the patient joined (at ``late[pid]``, a file index and a position in that file).
+
+        Findings were reported on the first reading; only the late patients' own resources are passed
+        on (no stubs, no Medications), so nothing is counted twice."""
+        passed_over = first.passed_over
+        indices = sorted({i for pid in late for i in passed_over[pid] if i <= late[pid][0]})
+        log.info("reading %d file(s) again for %d patient(s) found late", len(indices), len(late))
+        prefilter = _Prefilter(frozenset(late), None, first.referenced, defer_medications=False)
+        scratch = DataQuality()
+        for index in indices:
+            prefilter.start_file(index)
+            for resource, origin in read_file(files[index], scratch, wanted, prefilter):
+                pid = _owner(resource)
+                if (
+                    pid is not None
+                    and pid in late
+                    and (index, prefilter.checked - 1) < late[pid]
+                    and resource["resourceType"] in wanted  # others were counted as skipped already
+                ):
+                    yield resource, origin
 
 
-def read_file(file: Path, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
+def _owner(resource: Resource) -> str | None:
+    """The patient a kept-type resource belongs to (a Patient owns itself); None for stubs and others."""
+    if len(resource) < 2:
+        return None  # a stub of a skipped type
+    if resource.get("resourceType") == "Patient":
+        rid = resource.get("id")
+        return rid if isinstance(rid, str) and rid else None
+    return patient_id(resource)
+
+
+class _Prefilter:
+    """Which patients' resources are worth resolving, and the census that grows that set."""
+
+    def __init__(
+        self,
+        keep: Collection[str],
+        population: ValueSet | None,
+        referenced: set[str] | None = None,
+        defer_medications: bool = True,
+    ) -> None:
+        self.keep = keep
+        self.population = population
+        # Medications are shared, not linked to a patient: only those that kept resources refer to
+        # (medicationReference) are passed on, in-bundle at once, the others from a last re-read.
+        self.referenced: set[str] = set() if referenced is None else referenced
+        self.delivered: set[str] = set()
+        self.defer_medications = defer_medications
+        self.medication_files: list[int] = []
+        # Where the census is: the file index, and how many resources of the file ``wants`` has seen.
+        # A patient's resources before the position where they joined were passed over; the
+        # resource that made them join and all later ones are kept.
+        self.index = 0
+        self.checked = 0
+        self.joined: dict[str, tuple[int, int]] = {}  # patient id -> (file index, checked) at joining
+        # patient id -> indices of the files that held their resources while they were not kept
+        self.passed_over: dict[str, list[int]] = defaultdict(list)
+
+    def start_file(self, index: int) -> None:
+        self.index = index
+        self.checked = 0
+
+    def census(self, resource: Resource, aliases: Mapping[str, str]) -> None:
+        """Add the patient of a usable Condition coded in the population value set to the kept set."""
+        if self.population is None or resource.get("resourceType") != "Condition":
+            return
+        if is_usable(resource) and self.population.match(resource.get("code")) is not None:
+            pid = _linked_patient(resource, aliases)
+            if pid is not None and pid not in self.keep:
+                self.keep.add(pid)  # type: ignore[attr-defined]
+                self.joined[pid] = (self.index, self.checked)
+
+    def wants(self, resource: Resource, aliases: Mapping[str, str]) -> bool:
+        """False for a resource of a patient outside the kept set (it will only be checked, not kept);
+        while the census runs, such a patient's file is noted so that it can be read again."""
+        self.checked += 1
+        if resource["resourceType"] == "Patient":
+            pid = resource.get("id")
+            if not isinstance(pid, str) or not pid:
+                return True
+        else:
+            pid = _linked_patient(resource, aliases)
+            if pid is None:
+                return True
+        if pid in self.keep:
+            self._note_medication(resource, aliases)
+            return True
+        if self.population is not None:
+            held = self.passed_over[pid]
+            if not held or held[-1] != self.index:
+                held.append(self.index)
+        return False
+
+
+    def _note_medication(self, resource: Resource, aliases: Mapping[str, str]) -> None:
+        holder = resource.get("medicationReference")
+        if isinstance(holder, dict):
+            value = holder.get("reference")
+            if isinstance(value, str):
+                mid = reference_id({"reference": aliases.get(value, value)}, "Medication")
+                if mid:
+                    self.referenced.add(mid)
+
+    def defer(self, medication: Resource) -> bool:
+        """True for a Medication no kept resource refers to yet: it is held back (its file noted)."""
+        if not self.defer_medications:
+            return False
+        mid = medication.get("id")
+        if not isinstance(mid, str) or not mid or mid in self.referenced:
+            if isinstance(mid, str):
+                self.delivered.add(mid)
+            return False  # passed on now (one without an id, for the builder to report)
+        if not self.medication_files or self.medication_files[-1] != self.index:
+            self.medication_files.append(self.index)
+        self.checked += 1  # counted as ``wants`` would have: positions must match on re-reading
+        return True
+
+
+def _linked_patient(resource: Resource, aliases: Mapping[str, str]) -> str | None:
+    """The patient id of a resource, resolving its patient reference through the bundle's aliases
+    (the reference itself is rewritten, as the full rewrite would have done)."""
+    link = PATIENT_LINK.get(resource["resourceType"])
+    if link is None:
+        return None
+    holder = resource.get(link)
+    if isinstance(holder, dict):
+        value = holder.get("reference")
+        if isinstance(value, str):
+            if value in aliases:
+                value = holder["reference"] = aliases[value]
+            if value.startswith("Patient/") and value.find("/", 8) < 0 and value not in _NOT_PATIENT_IDS:
+                return value[8:]  # the plain form: what ``patient_id`` would return, faster
+    return patient_id(resource)
+
+
+def read_file(
+    file: Path,
+    quality: DataQuality,
+    wanted: Collection[str] | None = None,
+    prefilter: _Prefilter | None = None,
+) -> Iterator[tuple[Resource, str]]:
+    """The resources in one file; with ``wanted``, other types come as ``{"resourceType": T}`` stubs."""
     shown = str(file)
     try:
         if file.name.lower().endswith((".ndjson", ".ndjson.gz")):
-            yield from _read_ndjson(file, quality)
+            yield from _read_ndjson(file, quality, wanted, prefilter)
             return
-        with _open(file) as fh:
-            data = json.load(fh)
+        with _open_binary(file) as fh:
+            data = _loads(fh.read())
     except json.JSONDecodeError as exc:
         quality.add(
             "error", f"{shown}:{exc.lineno}", "malformed-json", f"not valid JSON ({exc.msg}); file skipped"
@@ -62,45 +296,83 @@ def read_file(file: Path, quality: DataQuality) -> Iterator[tuple[Resource, str]
     except (OSError, UnicodeDecodeError, EOFError) as exc:
         quality.add("error", shown, "unreadable-file", f"cannot read file: {exc}; skipped")
         return
-    yield from _resources_in(data, shown, quality)
+    yield from _resources_in(data, shown, quality, wanted, prefilter)
 
 
-def _read_ndjson(file: Path, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
+def _read_ndjson(
+    file: Path, quality: DataQuality, wanted: Collection[str] | None, prefilter: _Prefilter | None
+) -> Iterator[tuple[Resource, str]]:
     shown = str(file)
-    with _open(file) as fh:
+    stubs: dict[bytes, Resource] = {}
+    with _open_binary(file) as fh:
         for lineno, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
+            if wanted is not None:
+                m = _LEADING_TYPE.match(line)
+                if m is not None and line.rstrip().endswith(b"}"):
+                    rtype = m.group(1)
+                    if rtype not in stubs:
+                        name = rtype.decode("ascii")
+                        stubs[rtype] = {"resourceType": name} if name not in wanted else {}
+                    stub = stubs[rtype]
+                    if stub:
+                        yield dict(stub), f"{shown}:{lineno}"
+                        continue
             try:
-                data = json.loads(line)
-            except json.JSONDecodeError as exc:
-                quality.add(
-                    "error",
-                    f"{shown}:{lineno}",
-                    "malformed-json",
-                    f"line is not valid JSON ({exc.msg}); skipped",
-                )
-                continue
-            yield from _resources_in(data, f"{shown}:{lineno}", quality)
+                data = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                text = line.decode("utf-8")  # as text-mode reading did: bad UTF-8 makes the file unreadable
+                if not text.strip():
+                    continue
+                try:
+                    data = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    quality.add(
+                        "error",
+                        f"{shown}:{lineno}",
+                        "malformed-json",
+                        f"line is not valid JSON ({exc.msg}); skipped",
+                    )
+                    continue
+            yield from _resources_in(data, f"{shown}:{lineno}", quality, wanted, prefilter)
 
 
-def _resources_in(data: Any, origin: str, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
+def _resources_in(
+    data: Any,
+    origin: str,
+    quality: DataQuality,
+    wanted: Collection[str] | None = None,
+    prefilter: _Prefilter | None = None,
+) -> Iterator[tuple[Resource, str]]:
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
         quality.add("error", origin, "not-fhir", "JSON is not a FHIR resource (no resourceType); skipped")
         return
     if data["resourceType"] == "Bundle":
-        yield from bundle_resources(data, origin, quality)
+        yield from bundle_resources(data, origin, quality, wanted, prefilter)
     else:
+        if prefilter is not None:
+            rtype = data["resourceType"]
+            if rtype == "Condition":
+                prefilter.census(data, {})
+            elif rtype == "Medication" and prefilter.defer(data):
+                return
+            prefilter.wants(data, {})
         yield data, origin
 
 
 def bundle_resources(
-    bundle: Mapping[str, Any], origin: str, quality: DataQuality
+    bundle: Mapping[str, Any],
+    origin: str,
+    quality: DataQuality,
+    wanted: Collection[str] | None = None,
+    prefilter: _Prefilter | None = None,
 ) -> Iterator[tuple[Resource, str]]:
     """The resources of a Bundle with ``urn:uuid:`` and absolute fullUrl references rewritten to ``Type/id``.
 
     Transaction entries often have no id (the server would assign one); the id is then taken from the
-    fullUrl so that references inside the bundle still line up.
+    fullUrl so that references inside the bundle still line up. With ``wanted``, entries of other types
+    (nested Bundles excepted) come as ``{"resourceType": T}`` stubs and are not rewritten. With a
+    ``prefilter``, the bundle's Conditions go through its census first, and resources of patients it
+    does not keep get only their patient reference rewritten.
     """
     entries = [e for e in bundle.get("entry") or () if isinstance(e, Mapping)]
     aliases: dict[str, str] = {}
@@ -112,33 +384,60 @@ def bundle_resources(
                 "warning", f"{origin} entry {index}", "not-fhir", "bundle entry without a resource; skipped"
             )
             continue
-        if resource.get("resourceType") == "OperationOutcome":
+        rtype = resource["resourceType"]
+        if rtype == "OperationOutcome":
             continue
         full_url = entry.get("fullUrl")
-        rtype = resource["resourceType"]
-        if not resource.get("id") and isinstance(full_url, str):
-            resource["id"] = full_url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
-        if isinstance(full_url, str) and resource.get("id"):
-            aliases[full_url] = f"{rtype}/{resource['id']}"
+        if isinstance(full_url, str):
+            rid = resource.get("id")
+            if not rid:
+                rid = resource["id"] = full_url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
+            if rid:
+                aliases[full_url] = f"{rtype}/{rid}"
         resources.append(resource)
+    if prefilter is not None and prefilter.population is not None:
+        for resource in resources:
+            if resource["resourceType"] == "Condition":
+                prefilter.census(resource, aliases)
+    medications: list[Resource] = []
     for resource in resources:
-        if aliases:
+        rtype = resource["resourceType"]
+        if wanted is not None and rtype not in wanted and rtype != "Bundle":
+            yield {"resourceType": rtype}, origin
+            continue
+        if rtype == "Medication" and prefilter is not None and prefilter.defer_medications:
+            medications.append(resource)  # after the resources that may refer to them
+            continue
+        if rtype == "Bundle":
+            if aliases:
+                _rewrite_references(resource, aliases)
+            yield from bundle_resources(resource, origin, quality, wanted, prefilter)
+            continue
+        if prefilter is None:
+            if aliases:
+                _rewrite_references(resource, aliases)
+        elif prefilter.wants(resource, aliases) and aliases:
             _rewrite_references(resource, aliases)
-        if resource["resourceType"] == "Bundle":
-            yield from bundle_resources(resource, origin, quality)
-        else:
-            yield resource, origin
+        yield resource, origin
+    for medication in medications:
+        assert prefilter is not None
+        if not prefilter.defer(medication):
+            prefilter.wants(medication, aliases)
+            if aliases:
+                _rewrite_references(medication, aliases)
+            yield medication, origin
 
 
-def _rewrite_references(node: Any, aliases: Mapping[str, str]) -> None:
+def _rewrite_references(node: dict[str, Any] | list[Any], aliases: Mapping[str, str]) -> None:
+    """Replace ``reference`` values that are fullUrls of the bundle, in place, at any depth."""
     if isinstance(node, dict):
         value = node.get("reference")
         if isinstance(value, str) and value in aliases:
             node["reference"] = aliases[value]
-        for child in node.values():
-            if isinstance(child, (dict, list)):
-                _rewrite_references(child, aliases)
-    elif isinstance(node, list):
-        for child in node:
-            if isinstance(child, (dict, list)):
-                _rewrite_references(child, aliases)
+        children: Any = node.values()
+    else:
+        children = node
+    for child in children:
+        cls = child.__class__
+        if cls is dict or cls is list or isinstance(child, (dict, list)):  # exact types tested first: faster
+            _rewrite_references(child, aliases)

@@ -1,0 +1,375 @@
+"""File source speed-ups must not change what is read: skipped types are counted, bad lines reported,
+and the memory prefilter keeps exactly the initial population's resources, whatever the file order."""
+
+from __future__ import annotations
+
+import gzip
+import json
+from datetime import date
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fhirscreen.pipeline import load_population, run_screening
+from fhirscreen.quality import DataQuality
+from fhirscreen.record import Population, PopulationBuilder
+from fhirscreen.sources.base import QueryPlan
+from fhirscreen.sources.files import FileSource, bundle_resources
+from fhirscreen.trial.loader import Trial
+
+AS_OF = date(2026, 6, 1)
+SNOMED = "http://snomed.info/sct"
+SLE = "55464009"  # Systemic lupus erythematosus
+ASTHMA = "195967001"
+
+
+def patient(pid: str) -> dict[str, Any]:
+    return {"resourceType": "Patient", "id": pid, "birthDate": "1990-01-01", "gender": "female"}
+
+
+def condition(cid: str, pid: str, code: str, ref: str | None = None) -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": cid,
+        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "code": {"coding": [{"system": SNOMED, "code": code}]},
+        "subject": {"reference": ref or f"Patient/{pid}"},
+        "onsetDateTime": "2020-01-01",
+    }
+
+
+def observation(oid: str, pid: str, ref: str | None = None) -> dict[str, Any]:
+    return {
+        "resourceType": "Observation",
+        "id": oid,
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "33914-3"}]},
+        "subject": {"reference": ref or f"Patient/{pid}"},
+        "effectiveDateTime": "2026-05-01",
+        "valueQuantity": {"value": 75, "unit": "mL/min/{1.73_m2}"},
+    }
+
+
+def encounter(eid: str, pid: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Encounter",
+        "id": eid,
+        "status": "finished",
+        "subject": {"reference": f"Patient/{pid}"},
+    }
+
+
+def ndjson(path: Path, *resources: dict[str, Any]) -> Path:
+    path.write_text("".join(json.dumps(r, separators=(",", ":")) + "\n" for r in resources))
+    return path
+
+
+def plan(trial: Trial) -> QueryPlan:
+    return QueryPlan.for_trial(trial)
+
+
+def unfiltered(path: Path) -> Population:
+    """The population as read before the speed-ups: every resource parsed, every patient kept."""
+    quality = DataQuality()
+    builder = PopulationBuilder(quality)
+    builder.add_all(FileSource(path).read(None, quality))
+    return builder.build()
+
+
+def kept_ids(population: Population) -> dict[str, list[str]]:
+    return {
+        pid: sorted(f"{t}/{r['id']}" for t, rs in rec.resources.items() for r in rs)
+        for pid, rec in population.records.items()
+    }
+
+
+def findings(population: Population) -> list[tuple[str, str, str]]:
+    return [(f.where, f.problem, f.message) for f in population.quality.sorted()]
+
+
+# ------------------------------------------------------------------------------ skipping and counting
+
+
+def test_unscreened_ndjson_lines_are_counted_without_being_parsed(tmp_path: Path, trial: Trial) -> None:
+    file = tmp_path / "mixed.ndjson"
+    file.write_text(
+        '{"resourceType":"Encounter","id":"e1", not JSON }\n'  # damaged inside: skipped unparsed
+        + json.dumps(patient("p1"))
+        + "\n"
+        + json.dumps(encounter("e2", "p1"))
+        + "\n"
+    )
+    quality = DataQuality()
+    items = list(FileSource(file).read(plan(trial), quality))
+    assert [r["resourceType"] for r, _o in items] == ["Encounter", "Patient", "Encounter"]
+    assert items[0][0] == {"resourceType": "Encounter"}  # a stub: counted, never parsed
+    assert items[1][0]["id"] == "p1"  # screened types are parsed as before
+    assert items[2][1] == f"{file}:3"
+    assert quality.findings == []
+    population = load_population(FileSource(file), trial)
+    assert population.skipped == {"Encounter": 2}
+    # Read without a plan (as before the speed-up), the damaged line is an error instead.
+    assert unfiltered(file).skipped == {"Encounter": 1}
+
+
+def test_truncated_line_of_a_skipped_type_is_still_reported(tmp_path: Path, trial: Trial) -> None:
+    file = tmp_path / "Encounter.ndjson"
+    line = json.dumps(encounter("e1", "p1"))
+    file.write_text(line[:-10] + "\n" + line + "\n")
+    population = load_population(FileSource(file), trial)
+    [finding] = population.quality.findings
+    assert (finding.where, finding.problem) == (f"{file}:1", "malformed-json")
+    assert population.skipped == {"Encounter": 1}
+
+
+def test_malformed_lines_report_the_standard_library_message(tmp_path: Path, trial: Trial) -> None:
+    file = tmp_path / "Observation.ndjson"
+    file.write_text('{"resourceType":"Observation","id":"o1",}\n\n   \n[1, 2]\n')
+    population = load_population(FileSource(file), trial)
+    assert findings(population) == [
+        (
+            f"{file}:1",
+            "malformed-json",
+            "line is not valid JSON (Expecting property name enclosed in double quotes); skipped",
+        ),
+        (f"{file}:4", "not-fhir", "JSON is not a FHIR resource (no resourceType); skipped"),
+    ]
+
+
+def test_what_orjson_refuses_the_standard_library_still_accepts(tmp_path: Path, trial: Trial) -> None:
+    obs = json.dumps(observation("o1", "p1")).replace("75", "NaN")  # json accepts NaN, orjson does not
+    file = tmp_path / "data.ndjson"
+    file.write_text(
+        json.dumps(patient("p1")) + "\n" + obs + "\n" + json.dumps(condition("c1", "p1", SLE)) + "\n"
+    )
+    population = load_population(FileSource(file), trial)
+    [obs_read] = population.records["p1"].of_type("Observation")
+    assert obs_read["valueQuantity"]["value"] != obs_read["valueQuantity"]["value"]  # NaN
+    assert population.quality.findings == []
+
+
+def test_bad_utf8_makes_an_ndjson_file_unreadable_as_before(tmp_path: Path, trial: Trial) -> None:
+    file = tmp_path / "Patient.ndjson"
+    file.write_bytes(b'{"resourceType":"Patient","id":"p\xff"}\n')
+    population = load_population(FileSource(file), trial)
+    assert [(f.where, f.problem) for f in population.quality.findings] == [(str(file), "unreadable-file")]
+
+
+def test_gzipped_ndjson_is_skipped_and_counted_the_same(tmp_path: Path, trial: Trial) -> None:
+    file = tmp_path / "Encounter.ndjson.gz"
+    with gzip.open(file, "wt") as fh:
+        fh.write(json.dumps(encounter("e1", "p1")) + "\n")
+    assert load_population(FileSource(file), trial).skipped == {"Encounter": 1}
+
+
+def test_bundle_entries_of_skipped_types_are_stubs_and_kept_ones_rewritten(trial: Trial) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "transaction",
+        "entry": [
+            {"fullUrl": "urn:uuid:p1", "resource": {"resourceType": "Patient", "id": "p1"}},
+            {
+                "fullUrl": "urn:uuid:e1",
+                "resource": encounter("e1", "p1") | {"subject": {"reference": "urn:uuid:p1"}},
+            },
+            {
+                "fullUrl": "urn:uuid:o1",
+                "resource": observation("o1", "p1", ref="urn:uuid:p1")
+                | {"encounter": {"reference": "urn:uuid:e1"}},
+            },
+        ],
+    }
+    wanted = frozenset(plan(trial).resource_types)
+    out = [r for r, _o in bundle_resources(bundle, "b.json", DataQuality(), wanted)]
+    assert out[1] == {"resourceType": "Encounter"}
+    assert out[2]["subject"] == {"reference": "Patient/p1"}
+    assert out[2]["encounter"] == {"reference": "Encounter/e1"}  # references to skipped types still resolve
+
+
+# ------------------------------------------------------------------------------ memory prefilter
+
+
+def population_files(tmp_path: Path) -> Path:
+    """Bulk-style NDJSON where the order is unkind: observations and patients come before conditions,
+    and one candidate's SLE diagnosis comes after another of their conditions."""
+    data = tmp_path / "export"
+    data.mkdir()
+    ndjson(
+        data / "1-Observation.ndjson",
+        observation("o-sle", "sle"),
+        observation("o-other", "other"),
+        observation("o-late", "late"),
+    )
+    ndjson(data / "2-Patient.ndjson", patient("sle"), patient("other"), patient("late"))
+    ndjson(
+        data / "3-Condition.ndjson",
+        condition("c-sle", "sle", SLE),
+        condition("c-other", "other", ASTHMA),
+        condition("c-late-asthma", "late", ASTHMA),
+        condition("c-late", "late", SLE),
+        condition("c-nobody", "ghost", ASTHMA),
+        condition("c-late-after", "late", ASTHMA),
+    )
+    ndjson(
+        data / "4-Observation.ndjson",
+        observation("o-sle-2", "sle"),
+        observation("o-other-2", "other"),
+        observation("o-ghost", "ghost"),
+        {"resourceType": "Observation", "id": "o-nosubject", "status": "final"},
+    )
+    return data
+
+
+def test_prefilter_keeps_the_population_whatever_the_file_order(tmp_path: Path, trial: Trial) -> None:
+    data = population_files(tmp_path)
+    before = unfiltered(data)
+    after = load_population(FileSource(data), trial)
+    assert set(after.records) == set(before.records) == {"sle", "other", "late"}  # patients read unchanged
+    for pid in ("sle", "late"):
+        assert kept_ids(after)[pid] == kept_ids(before)[pid]
+        assert after.records[pid].patient == before.records[pid].patient
+    assert kept_ids(after)["late"] == [
+        "Condition/c-late",
+        "Condition/c-late-after",
+        "Condition/c-late-asthma",
+        "Observation/o-late",
+    ]
+    assert after.records["other"].resources == {}  # not in the population: checked, not kept
+    assert after.records["other"].patient == {"resourceType": "Patient", "id": "other"}
+    # Same findings: no duplicates from the second reading, the missing Patient and the missing
+    # subject are still reported for patients outside the population, with the same counts.
+    assert findings(after) == findings(before)
+    assert (
+        "Patient/ghost",
+        "missing-patient",
+        "2 resource(s) refer to Patient/ghost, which is not in the data",
+    ) in (findings(after))
+
+
+def test_prefilter_screens_the_same_as_reading_everything(tmp_path: Path, trial: Trial) -> None:
+    data = population_files(tmp_path)
+    run = run_screening(FileSource(data), trial, AS_OF)
+    assert sorted(s.patient_id for s in run.patients) == ["late", "sle"]
+    assert run.patients_read == 3
+
+
+def test_prefilter_needs_no_second_reading_for_one_bundle_per_patient(
+    tmp_path: Path, trial: Trial, caplog: pytest.LogCaptureFixture
+) -> None:
+    for pid, code in (("sle", SLE), ("other", ASTHMA)):
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [
+                {"fullUrl": f"urn:uuid:{pid}", "resource": patient(pid)},
+                {
+                    "fullUrl": f"urn:uuid:o-{pid}",
+                    "resource": observation(f"o-{pid}", pid, ref=f"urn:uuid:{pid}"),
+                },
+                {
+                    "fullUrl": f"urn:uuid:c-{pid}",
+                    "resource": condition(f"c-{pid}", pid, code, ref=f"urn:uuid:{pid}"),
+                },
+            ],
+        }
+        (tmp_path / f"{pid}.json").write_text(json.dumps(bundle))
+    caplog.set_level("INFO", logger="fhirscreen")
+    population = load_population(FileSource(tmp_path), trial)
+    assert kept_ids(population) == {"sle": ["Condition/c-sle", "Observation/o-sle"], "other": []}
+    assert population.records["sle"].of_type("Observation")[0]["subject"] == {"reference": "Patient/sle"}
+    assert "again" not in caplog.text
+
+
+def test_duplicates_of_kept_resources_are_still_reported(tmp_path: Path, trial: Trial) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    ndjson(data / "a.ndjson", patient("sle"), condition("c1", "sle", SLE), observation("o1", "sle"))
+    ndjson(data / "b.ndjson", observation("o1", "sle"), patient("sle"))
+    population = load_population(FileSource(data), trial)
+    assert [(f.where, f.problem) for f in population.quality.findings] == [
+        ("Observation/o1", "duplicate"),
+        ("Patient/sle", "duplicate"),
+    ]
+    assert kept_ids(population)["sle"] == ["Condition/c1", "Observation/o1"]
+
+
+def test_explain_keeps_a_patient_outside_the_population(tmp_path: Path, trial: Trial) -> None:
+    data = population_files(tmp_path)
+    population = load_population(FileSource(data), trial, ("other",))
+    assert list(population.records) == ["other"]
+    assert kept_ids(population)["other"] == kept_ids(unfiltered(data))["other"]
+    assert population.records["other"].patient["birthDate"] == "1990-01-01"
+
+
+def test_second_reading_does_not_count_skipped_types_twice(tmp_path: Path, trial: Trial) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    late_encounter = {"id": "e1", "resourceType": "Encounter", "subject": {"reference": "Patient/late"}}
+    ndjson(data / "1.ndjson", patient("late"), late_encounter, observation("o1", "late"))  # type not first
+    ndjson(data / "2.ndjson", condition("c1", "late", SLE))
+    population = load_population(FileSource(data), trial)
+    assert population.skipped == unfiltered(data).skipped == {"Encounter": 1}
+    assert kept_ids(population)["late"] == ["Condition/c1", "Observation/o1"]
+    assert population.records["late"].patient["birthDate"] == "1990-01-01"
+
+
+def medication(mid: str) -> dict[str, Any]:
+    rx = "http://www.nlm.nih.gov/research/umls/rxnorm"
+    return {"resourceType": "Medication", "id": mid, "code": {"coding": [{"system": rx, "code": "979092"}]}}
+
+
+def administration(aid: str, pid: str, med: str) -> dict[str, Any]:
+    return {
+        "resourceType": "MedicationAdministration",
+        "id": aid,
+        "status": "completed",
+        "subject": {"reference": f"Patient/{pid}"},
+        "medicationReference": {"reference": med},
+        "effectiveDateTime": "2026-05-01",
+    }
+
+
+def test_only_medications_that_kept_resources_refer_to_are_kept(tmp_path: Path, trial: Trial) -> None:
+    data = tmp_path / "d"
+    data.mkdir()
+    # Bulk order: the Medication file comes before the resources that refer to it.
+    ndjson(data / "Condition.ndjson", condition("c1", "sle", SLE), condition("c2", "other", ASTHMA))
+    ndjson(
+        data / "Medication.ndjson", medication("m-sle"), medication("m-other"), {"resourceType": "Medication"}
+    )
+    ndjson(
+        data / "MedicationAdministration.ndjson",
+        administration("a1", "sle", "Medication/m-sle"),
+        administration("a2", "other", "Medication/m-other"),
+    )
+    ndjson(data / "Patient.ndjson", patient("sle"), patient("other"))
+    population = load_population(FileSource(data), trial)
+    record = population.records["sle"]
+    assert set(record.medications) == {"m-sle"}
+    assert record.medication(record.of_type("MedicationAdministration")[0]) == medication("m-sle")
+    assert findings(population) == findings(unfiltered(data))  # the Medication without an id: reported
+
+
+def test_bundle_medications_resolve_without_reading_again(
+    tmp_path: Path, trial: Trial, caplog: pytest.LogCaptureFixture
+) -> None:
+    for pid, code in (("sle", SLE), ("other", ASTHMA)):
+        entries = [
+            (pid, patient(pid)),
+            (f"m-{pid}", medication(f"m-{pid}")),
+            (f"a-{pid}", administration(f"a-{pid}", pid, f"urn:uuid:m-{pid}")),
+            (f"c-{pid}", condition(f"c-{pid}", pid, code)),
+        ]
+        bundle = {
+            "resourceType": "Bundle",
+            "type": "transaction",
+            "entry": [{"fullUrl": f"urn:uuid:{key}", "resource": res} for key, res in entries],
+        }
+        (tmp_path / f"{pid}.json").write_text(json.dumps(bundle))
+    caplog.set_level("INFO", logger="fhirscreen")
+    population = load_population(FileSource(tmp_path), trial)
+    assert set(population.records["sle"].medications) == {"m-sle"}
+    [use] = population.records["sle"].of_type("MedicationAdministration")
+    assert use["medicationReference"] == {"reference": "Medication/m-sle"}
+    assert "again" not in caplog.text
