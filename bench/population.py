@@ -8,7 +8,7 @@ hold many non-candidates next to the candidates, as a hospital does.
 
 SLE patient (about 45 resources): the SLE Condition (SNOMED, or ICD-10-CM M32.x for a quarter; lupus
 nephritis for some, with a renal biopsy Procedure), sometimes hypertension; four visits about 90 days
-apart (the last 5-150 days before the as-of date), each with anti-dsDNA, C3, C4, creatinine, eGFR
+apart (the last 3-100 days before the as-of date), each with anti-dsDNA, C3, C4, creatinine, eGFR
 (CKD-EPI 2021), platelets, leukocytes and a body weight; ANA titers; a urine protein/creatinine ratio;
 hydroxychloroquine and often mycophenolate (some via a separate Medication resource) MedicationRequests,
 prednisone for some, and monthly belimumab MedicationAdministrations for a fifth of them.
@@ -83,7 +83,13 @@ LAB = {  # value-set name in the trial file -> (LOINC, display, unit)
     "upcr": ("2890-2", "Protein/Creatinine [Mass Ratio] in Urine", "mg/g"),
     "weight": ("29463-7", "Body weight", "kg"),
 }
-REFERENCE = {"anti_dsdna": (0, 30), "c3": (90, 180), "c4": (10, 40), "platelets": (150, 400), "wbc": (4.0, 11.0)}
+REFERENCE = {
+    "anti_dsdna": (0, 30),
+    "c3": (90, 180),
+    "c4": (10, 40),
+    "platelets": (150, 400),
+    "wbc": (4.0, 11.0),
+}
 HCQ = (RXNORM, "979092", "hydroxychloroquine sulfate 200 MG Oral Tablet")
 MMF = (RXNORM, "200060", "mycophenolate mofetil 500 MG Oral Tablet")
 PREDNISONE = (RXNORM, "312617", "prednisone 5 MG Oral Tablet")
@@ -149,8 +155,16 @@ def condition(rid: str, pid: str, code: tuple[str, str, str], onset: date) -> Re
         "id": rid,
         "clinicalStatus": {"coding": [{"system": CLINICAL, "code": "active"}]},
         "verificationStatus": {"coding": [{"system": VERIFICATION, "code": "confirmed"}]},
-        "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/condition-category",
-                                  "code": "problem-list-item"}]}],
+        "category": [
+            {
+                "coding": [
+                    {
+                        "system": "http://terminology.hl7.org/CodeSystem/condition-category",
+                        "code": "problem-list-item",
+                    }
+                ]
+            }
+        ],
         "code": concept(*code),
         "subject": {"reference": f"Patient/{pid}"},
         "onsetDateTime": stamp(onset),
@@ -187,7 +201,12 @@ def with_range(obs: Resource, low: float, high: float, unit: str) -> Resource:
 
 
 def medication_request(
-    rid: str, pid: str, drug: tuple[str, str, str], authored: date, dose_mg: float, per_day: int,
+    rid: str,
+    pid: str,
+    drug: tuple[str, str, str],
+    authored: date,
+    dose_mg: float,
+    per_day: int,
     reference: str | None = None,
 ) -> Resource:
     request: Resource = {
@@ -256,7 +275,7 @@ def sle_person(pid: str, rng: random.Random) -> list[Resource]:
     low_egfr = rng.random() < 0.08  # I4 fails
     active = rng.random() < 0.6  # positive anti-dsDNA and low complement: SLEDAI lower bound >= 6
     weight = round(rng.uniform(48, 105), 1)
-    last_visit = AS_OF - timedelta(days=rng.randint(5, 150))
+    last_visit = AS_OF - timedelta(days=rng.randint(3, 100))
     visits = [last_visit - timedelta(days=90 * k + rng.randint(0, 10)) for k in range(3, -1, -1)]
     titer = rng.choice(["1:80", "1:160", "1:320", "1:640", "1:1280"])
     out.append(observation(f"{pid}-ana0", pid, LAB["ana_titer"], onset, titer))
@@ -269,23 +288,51 @@ def sle_person(pid: str, rng: random.Random) -> list[Resource]:
         egfr = rng.uniform(18, 29) if low_egfr and latest else rng.uniform(55, 115)
         creat = round(max(0.4, 90 / egfr), 2)
         labs = [
-            with_range(observation(f"{pid}-v{v}-dsdna", pid, LAB["anti_dsdna"], day, round(dsdna, 1)),
-                       *REFERENCE["anti_dsdna"], LAB["anti_dsdna"][2]),
-            with_range(observation(f"{pid}-v{v}-c3", pid, LAB["c3"], day, round(c3)), *REFERENCE["c3"], "mg/dL"),
-            with_range(observation(f"{pid}-v{v}-c4", pid, LAB["c4"], day, round(c4, 1)), *REFERENCE["c4"], "mg/dL"),
+            with_range(
+                observation(f"{pid}-v{v}-dsdna", pid, LAB["anti_dsdna"], day, round(dsdna, 1)),
+                *REFERENCE["anti_dsdna"],
+                LAB["anti_dsdna"][2],
+            ),
+            with_range(
+                observation(f"{pid}-v{v}-c3", pid, LAB["c3"], day, round(c3)), *REFERENCE["c3"], "mg/dL"
+            ),
+            with_range(
+                observation(f"{pid}-v{v}-c4", pid, LAB["c4"], day, round(c4, 1)), *REFERENCE["c4"], "mg/dL"
+            ),
             observation(f"{pid}-v{v}-cr", pid, LAB["creatinine"], day, creat),
             observation(f"{pid}-v{v}-egfr", pid, LAB["egfr"], day, round(egfr)),
-            with_range(observation(f"{pid}-v{v}-plt", pid, LAB["platelets"], day, round(rng.uniform(120, 350))),
-                       *REFERENCE["platelets"], LAB["platelets"][2]),
-            with_range(observation(f"{pid}-v{v}-wbc", pid, LAB["wbc"], day, round(rng.uniform(2.8, 9.0), 1)),
-                       *REFERENCE["wbc"], LAB["wbc"][2]),
-            observation(f"{pid}-v{v}-wt", pid, LAB["weight"], day, round(weight + rng.uniform(-2, 2), 1),
-                        category="vital-signs"),
+            with_range(
+                observation(f"{pid}-v{v}-plt", pid, LAB["platelets"], day, round(rng.uniform(120, 350))),
+                *REFERENCE["platelets"],
+                LAB["platelets"][2],
+            ),
+            with_range(
+                observation(f"{pid}-v{v}-wbc", pid, LAB["wbc"], day, round(rng.uniform(2.8, 9.0), 1)),
+                *REFERENCE["wbc"],
+                LAB["wbc"][2],
+            ),
+            observation(
+                f"{pid}-v{v}-wt",
+                pid,
+                LAB["weight"],
+                day,
+                round(weight + rng.uniform(-2, 2), 1),
+                category="vital-signs",
+            ),
         ]
         out.extend(labs)
         if v % 2 == 1:
-            out.append(observation(f"{pid}-v{v}-upcr", pid, LAB["upcr"], day,
-                                   round(rng.uniform(600, 2500) if nephritis and flare else rng.uniform(50, 300))))
+            out.append(
+                observation(
+                    f"{pid}-v{v}-upcr",
+                    pid,
+                    LAB["upcr"],
+                    day,
+                    round(
+                        rng.uniform(600, 2500) if flare and (nephritis or v == 3) else rng.uniform(50, 300)
+                    ),
+                )
+            )
     if rng.random() < 0.5:
         out.append(observation(f"{pid}-ana1", pid, LAB["ana_titer"], visits[-1], titer))
 
@@ -295,12 +342,23 @@ def sle_person(pid: str, rng: random.Random) -> list[Resource]:
         recent = rng.random() < 0.15  # started within 12 weeks: E4 excludes
         started = AS_OF - timedelta(days=rng.randint(20, 70) if recent else rng.randint(150, 900))
         via_reference = rng.random() < 0.5
-        out.append(medication_request(f"{pid}-mmf", pid, MMF, started, 1000, 2,
-                                      reference="bench-mmf-500" if via_reference else None))
+        out.append(
+            medication_request(
+                f"{pid}-mmf", pid, MMF, started, 1000, 2, reference="bench-mmf-500" if via_reference else None
+            )
+        )
     if rng.random() < 0.3:
         high = rng.random() < 0.15  # > 0.5 mg/kg/day: E3 excludes
-        out.append(medication_request(f"{pid}-pred", pid, PREDNISONE, AS_OF - timedelta(days=rng.randint(10, 300)),
-                                      40 if high else 5, 1))
+        out.append(
+            medication_request(
+                f"{pid}-pred",
+                pid,
+                PREDNISONE,
+                AS_OF - timedelta(days=rng.randint(10, 300)),
+                40 if high else 5,
+                1,
+            )
+        )
     if rng.random() < 0.2:  # belimumab: E6 washout depends on the last dose
         last_dose = AS_OF - timedelta(days=rng.randint(10, 400))
         for k in range(6):
@@ -316,15 +374,23 @@ def ordinary_person(pid: str, rng: random.Random) -> list[Resource]:
     egfr = rng.uniform(40, 110)
     out.append(observation(f"{pid}-cr", pid, LAB["creatinine"], day, round(max(0.4, 90 / egfr), 2)))
     out.append(observation(f"{pid}-egfr", pid, LAB["egfr"], day, round(egfr)))
-    out.append(observation(f"{pid}-wt", pid, LAB["weight"], day, round(rng.uniform(50, 120), 1), "vital-signs"))
+    out.append(
+        observation(f"{pid}-wt", pid, LAB["weight"], day, round(rng.uniform(50, 120), 1), "vital-signs")
+    )
     if rng.random() < 0.5:
         out.append(observation(f"{pid}-a1c", pid, HBA1C, day, round(rng.uniform(4.8, 9.5), 1)))
     else:
         out.append(observation(f"{pid}-sbp", pid, SYSTOLIC, day, rng.randint(105, 165), "vital-signs"))
-    out.append(medication_request(f"{pid}-rx", pid, rng.choice(ORDINARY_DRUGS),
-                                  AS_OF - timedelta(days=rng.randint(30, 1500)), 10, 1))
-    out.append(procedure(f"{pid}-px", pid, rng.choice(ORDINARY_PROCEDURES),
-                         AS_OF - timedelta(days=rng.randint(30, 3000))))
+    out.append(
+        medication_request(
+            f"{pid}-rx", pid, rng.choice(ORDINARY_DRUGS), AS_OF - timedelta(days=rng.randint(30, 1500)), 10, 1
+        )
+    )
+    out.append(
+        procedure(
+            f"{pid}-px", pid, rng.choice(ORDINARY_PROCEDURES), AS_OF - timedelta(days=rng.randint(30, 3000))
+        )
+    )
     return out
 
 
@@ -344,7 +410,11 @@ def people(n: int, seed: int, sle_share: float) -> Iterator[tuple[str, bool, lis
 
 
 def generate(
-    n: int, seed: int, out: Path, sle_share: float = 0.03, bundles: bool = False,
+    n: int,
+    seed: int,
+    out: Path,
+    sle_share: float = 0.03,
+    bundles: bool = False,
     progress: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
     """Write ``out/ndjson/<Type>.ndjson`` (and ``out/bundles/<patient>.json``); return the manifest,
@@ -405,19 +475,29 @@ def _write_bundle(path: Path, resources: list[Resource], dumps: Callable[[Any], 
         }
         for r in resources
     ]
-    path.write_text(dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries}), encoding="utf-8")
+    path.write_text(
+        dumps({"resourceType": "Bundle", "type": "transaction", "entry": entries}), encoding="utf-8"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--people", type=int, required=True)
     parser.add_argument("--seed", type=int, default=42)
     parser.add_argument("--sle-share", type=float, default=0.03)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--bundles", action="store_true", help="also write one transaction Bundle per person")
     args = parser.parse_args(argv)
-    manifest = generate(args.people, args.seed, args.out, args.sle_share, args.bundles,
-                        progress=lambda s: print(s, file=sys.stderr, flush=True))
+    manifest = generate(
+        args.people,
+        args.seed,
+        args.out,
+        args.sle_share,
+        args.bundles,
+        progress=lambda s: print(s, file=sys.stderr, flush=True),
+    )
     print(json.dumps(manifest, indent=2))
 
 

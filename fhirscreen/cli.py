@@ -128,6 +128,14 @@ def _source_options(fn: F) -> F:
         ),
         click.option("--bulk", is_flag=True, help="With --server: read through Bulk Data $export."),
         click.option(
+            "--observations",
+            type=click.Choice(["codes", "all"]),
+            default="codes",
+            show_default=True,
+            help="With --server: search Observations by the trial's LOINC codes, or read all of the "
+            "candidates' Observations (faster on servers whose code search scans every Observation).",
+        ),
+        click.option(
             "--page-size",
             type=click.IntRange(1, 1000),
             default=200,

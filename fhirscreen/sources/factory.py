@@ -25,6 +25,9 @@ class SourceOptions:
     insecure: bool = False
     concurrency: int = 4
     page_size: int = 200
+    # "codes": Observations by the trial's LOINC codes; "all": every Observation of the candidates,
+    # filtered here (much faster on servers that scan all coded Observations, e.g. HAPI on H2).
+    observations: str = "codes"
     timeout: float = 60.0
     verbose: bool = False
 

@@ -24,7 +24,7 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote, urlencode
 
@@ -349,6 +349,9 @@ class ServerSource:
 
     def read(self, plan: QueryPlan, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
         self._started = time.monotonic()
+        if self.options.observations == "all":
+            # No code filter: one Observation search per batch; the evaluators pick what they need.
+            plan = replace(plan, observation_codes=())
         try:
             caps = self.capabilities()
             if self.options.bulk and plan.patient_ids is None:

@@ -151,6 +151,14 @@ def test_paging_with_a_page_size_smaller_than_the_population(
     assert paged.requests > server_run.requests
 
 
+def test_observations_all_equals_file_mode_with_fewer_searches(
+    loaded_server: LoadedServer, file_run: Run, server_run: Run, tmp_path: Path
+) -> None:
+    unfiltered = screen(tmp_path, "--server", loaded_server.base_url, "--observations", "all")
+    assert_same_screening(file_run, unfiltered)
+    assert unfiltered.requests < server_run.requests  # one Observation search per batch
+
+
 def test_bulk_mode_equals_file_mode(loaded_server: LoadedServer, file_run: Run, tmp_path: Path) -> None:
     bulk = screen(tmp_path, "--server", loaded_server.base_url, "--bulk", "-v")
     assert "$export" in bulk.stderr

@@ -290,6 +290,18 @@ def test_request_count_grows_with_batches_not_patients_times_types() -> None:
     assert src.stats()["requests"] < n  # never one request per patient
 
 
+def test_observations_all_reads_every_observation_of_the_candidates_in_one_search_per_batch() -> None:
+    fake = FakeFhir(population(3))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        src = source(observations="all")
+        resources, quality = read_all(src)
+    # The same resources as the code-filtered plan (the SLEDAI score included), none of the others'.
+    assert ids_of(resources, "Observation") == {"o0", "o1", "o2", "s0", "s1", "s2"}
+    assert fake.searches()["Observation"] == 1 + 1  # the code:text probe, then one search for the batch
+    assert quality.findings == []
+
+
 def test_paging_follows_next_links_until_the_end() -> None:
     fake = FakeFhir(population(25))
     with responses.RequestsMock() as mock:
