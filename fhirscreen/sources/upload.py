@@ -185,10 +185,11 @@ class Uploader:
                 self.last_report = now
         return None
 
-    def send_all(self, units: Sequence[Unit]) -> list[tuple[Unit, str]]:
+    def send_all(self, units: Sequence[Unit], concurrency: int | None = None) -> list[tuple[Unit, str]]:
         if not units:
             return []
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(units))) as pool:
+        workers = min(concurrency or self.concurrency, len(units))
+        with ThreadPoolExecutor(max_workers=workers) as pool:
             outcomes = list(pool.map(self.send, units))
         return [(u, why) for u, why in zip(units, outcomes, strict=True) if why is not None]
 
@@ -214,8 +215,10 @@ def upload_path(options: SourceOptions, path: Path) -> str:
     )
     failed = uploader.send_all(shared) + uploader.send_all(rest)
     if failed:
-        log.info("trying %d failed transaction(s) once more", len(failed))
-        failed = uploader.send_all([u for u, _why in failed])
+        # One at a time: parallel transactions that create the same placeholder reference target
+        # (an Encounter several files point at) can fail on HAPI with a 409 id-constraint race.
+        log.info("trying %d failed transaction(s) once more, one at a time", len(failed))
+        failed = uploader.send_all([u for u, _why in failed], concurrency=1)
     for _unit, why in failed:
         log.error("%s", why)
     seconds = time.monotonic() - uploader.started
