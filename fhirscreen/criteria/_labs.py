@@ -161,28 +161,28 @@ _G_PER_G = {"g/g": 1.0, "mg/mg": 1.0, "g/g{creat}": 1.0, "mg/mg{creat}": 1.0, ""
             "mg/mmol": 0.00884, "mg/mmol{creat}": 0.00884, "g/mol{creat}": 0.00884, "g/mmol": 8.84}
 
 
-def protein_24h_g(ctx: Context, lab: Lab) -> Quantity | None:
-    """24-hour urine protein in g/day (mg/24 h divided by 1,000)."""
+def _scaled_by_unit(
+    ctx: Context, lab: Lab, factors: dict[str, float], what: str, target: str
+) -> Quantity | None:
+    """The result converted with a unit -> factor table; an unknown unit is a data-quality finding."""
     q = quantity_of(lab.obs)
     if q is None:
         return None
-    factor = _G_PER_DAY.get(unit_key(q.unit))
+    factor = factors.get(unit_key(q.unit))
     if factor is None:
-        report_unit(ctx, lab, "24-hour urine protein", q.unit)
+        report_unit(ctx, lab, what, q.unit)
         return None
-    return q.scaled(factor, "g/d")
+    return q.scaled(factor, target)
+
+
+def protein_24h_g(ctx: Context, lab: Lab) -> Quantity | None:
+    """24-hour urine protein in g/day (mg/24 h divided by 1,000)."""
+    return _scaled_by_unit(ctx, lab, _G_PER_DAY, "24-hour urine protein", "g/d")
 
 
 def upcr_g_per_g(ctx: Context, lab: Lab) -> Quantity | None:
     """Urine protein/creatinine ratio in g/g (mg/g / 1000; mg/mmol x 0.00884), criteria-codes.md I2.b."""
-    q = quantity_of(lab.obs)
-    if q is None:
-        return None
-    factor = _G_PER_G.get(unit_key(q.unit))
-    if factor is None:
-        report_unit(ctx, lab, "urine protein/creatinine ratio", q.unit)
-        return None
-    return q.scaled(factor, "g/g")
+    return _scaled_by_unit(ctx, lab, _G_PER_G, "urine protein/creatinine ratio", "g/g")
 
 
 # SNOMED "Urine protein test = +" ... "++++" (Synthea's 20454-5 answers; V-src in criteria-codes.md §1,
