@@ -20,7 +20,11 @@ SCREENED_TYPES: tuple[str, ...] = (
     "MedicationStatement",
     "MedicationRequest",
     "MedicationAdministration",
+    "MedicationDispense",
     "Procedure",
+    "ServiceRequest",
+    "CarePlan",
+    "Appointment",
     "ResearchSubject",
 )
 SHARED_TYPES: tuple[str, ...] = ("Medication",)

@@ -27,6 +27,7 @@ PATIENT_LINK: dict[str, str] = {
     "DiagnosticReport": "subject",
     "Encounter": "subject",
     "ServiceRequest": "subject",
+    "CarePlan": "subject",
     "Immunization": "patient",
     "AllergyIntolerance": "patient",
 }
@@ -40,6 +41,8 @@ _DROPPED_STATUS: dict[str, frozenset[str]] = {
     "MedicationDispense": frozenset({"cancelled", "entered-in-error", "declined"}),
     "Procedure": frozenset({"not-done", "entered-in-error"}),
     "ServiceRequest": frozenset({"revoked", "entered-in-error"}),
+    "CarePlan": frozenset({"revoked", "entered-in-error"}),
+    "Appointment": frozenset({"cancelled", "entered-in-error", "noshow"}),
     "ResearchSubject": frozenset({"withdrawn", "not-registered", "ineligible"}),
 }
 _DROPPED_VERIFICATION = frozenset({"entered-in-error", "refuted"})
@@ -69,7 +72,16 @@ def reference_id(reference: object, resource_type: str | None = None) -> str | N
 
 
 def patient_id_of(resource: Mapping[str, Any]) -> str | None:
-    link = PATIENT_LINK.get(str(resource.get("resourceType")))
+    rtype = str(resource.get("resourceType"))
+    if rtype == "Appointment":
+        # An Appointment names its patient among the participants' actors.
+        for participant in resource.get("participant") or ():
+            if isinstance(participant, Mapping):
+                pid = reference_id(participant.get("actor"), "Patient")
+                if pid:
+                    return pid
+        return None
+    link = PATIENT_LINK.get(rtype)
     if link is None:
         return None
     return reference_id(resource.get(link), "Patient")

@@ -46,7 +46,12 @@ MAX_IDS_PER_BATCH = 100
 MAX_CODES_CHARS = 1000
 MAX_PAGES_PER_SEARCH = 10_000  # a loop guard: a server re-serving next links forever is stopped
 SEARCH_HEADERS = {"Cache-Control": "no-cache"}  # HAPI reuses cached search results for 60 s otherwise
-MEDICATION_HOLDERS = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
+MEDICATION_HOLDERS = (
+    "MedicationStatement",
+    "MedicationRequest",
+    "MedicationAdministration",
+    "MedicationDispense",
+)
 # How each type links to its patient, best first (R4 search parameter names).
 PATIENT_PARAMS: dict[str, tuple[str, ...]] = {"ResearchSubject": ("patient", "individual")}
 SLEDAI_TEXT = "sledai"

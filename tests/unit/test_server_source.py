@@ -15,6 +15,7 @@ import responses
 
 from fhirscreen.fhir.codes import ICD10CM, LOINC, SNOMED, Code
 from fhirscreen.quality import DataQuality
+from fhirscreen.record import SCREENED_TYPES
 from fhirscreen.sources.base import QueryPlan, SourceError
 from fhirscreen.sources.factory import SourceOptions
 from fhirscreen.sources.http import FhirClient
@@ -36,17 +37,7 @@ PLAN = QueryPlan(
     population_codes=(Code(SNOMED, "55464009"), Code(ICD10CM, "M32.14")),
     observation_codes=(Code(LOINC, "33914-3"), Code(LOINC, "5048-4")),
 )
-TYPES = (
-    "Patient",
-    "Condition",
-    "Observation",
-    "MedicationStatement",
-    "MedicationRequest",
-    "MedicationAdministration",
-    "Procedure",
-    "ResearchSubject",
-    "Medication",
-)
+TYPES = (*SCREENED_TYPES, "Medication")
 
 
 def capability(
@@ -283,9 +274,9 @@ def test_request_count_grows_with_batches_not_patients_times_types() -> None:
     assert counts["Condition"] == 1 + batches  # population search + one per batch
     assert counts["MedicationRequest"] == batches
     assert counts["Observation"] == 1 + batches * 3  # the code:text probe + codes, text, survey per batch
-    # metadata + probe + population + per batch: Patient, Condition, 3 Observation, 3 Med*, Procedure,
-    # ResearchSubject
-    assert src.stats()["requests"] == 3 + batches * 10
+    # metadata + probe + population + per batch: Patient, Condition, 3 Observation, 4 Med*, Procedure,
+    # ServiceRequest, CarePlan, Appointment, ResearchSubject
+    assert src.stats()["requests"] == 3 + batches * 14
     assert src.stats()["requests"] <= request_bound(n, PLAN)
     assert src.stats()["requests"] < n  # never one request per patient
 

@@ -1,0 +1,39 @@
+"""The exit codes of every fhirscreen command: one per failure class, never reused.
+
+A cron job or a service monitor reads these to tell a broken night from a quiet one. The table is
+documented in README.md ("Exit codes"); each code has a test.
+
+- 0 success; data-quality warnings allowed.
+- 1 an unexpected internal error (a bug in fhirscreen): please report it.
+- 2 usage or configuration error: bad option, invalid trial file, unusable --out, unset token variable,
+  unreadable key.
+- 3 the source cannot be read at all: missing path, unreachable server, refused credentials.
+- 4 the source was read but gave nothing usable: no patient, every file unreadable, every load
+  transaction failed.
+- 5 partial data: outputs were written, but some files or pages were lost after retries (run.json
+  says which).
+- 6 another run holds the lock on the output directory.
+- 130 interrupted (SIGINT/SIGTERM); nothing partial is left behind.
+"""
+
+from __future__ import annotations
+
+EXIT_OK = 0
+EXIT_INTERNAL = 1
+EXIT_USAGE = 2
+EXIT_SOURCE_UNREACHABLE = 3
+EXIT_NOTHING_USABLE = 4
+EXIT_PARTIAL = 5
+EXIT_LOCKED = 6
+EXIT_INTERRUPTED = 130
+
+EXIT_CODES: dict[int, str] = {
+    EXIT_OK: "success (data-quality warnings allowed)",
+    EXIT_INTERNAL: "internal error (a bug in fhirscreen; please report it)",
+    EXIT_USAGE: "usage or configuration error",
+    EXIT_SOURCE_UNREACHABLE: "data source unreachable or refused",
+    EXIT_NOTHING_USABLE: "data source read, but nothing usable in it",
+    EXIT_PARTIAL: "partial data: outputs written, some files or pages lost",
+    EXIT_LOCKED: "another run holds the output directory's lock",
+    EXIT_INTERRUPTED: "interrupted",
+}
