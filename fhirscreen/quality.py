@@ -11,6 +11,10 @@ from typing import Literal
 
 Severity = Literal["error", "warning", "info"]
 
+# The problem code of data that was lost after retries (a file that could not be read, a page that
+# never came): the run's outputs are then partial, and the exit code says so (exitcodes.EXIT_PARTIAL).
+DATA_LOST = "data-lost"
+
 
 @dataclass(frozen=True)
 class Finding:
@@ -36,6 +40,14 @@ class DataQuality:
             return
         self._seen.add(key)
         self.findings.append(Finding(severity, where, problem, message))
+
+    def lost(self, where: str, message: str) -> None:
+        """Record data lost after retries: the run goes on, but its outputs are marked partial."""
+        self.add("error", where, DATA_LOST, message)
+
+    @property
+    def partial(self) -> bool:
+        return any(f.problem == DATA_LOST for f in self.findings)
 
     def extend(self, other: DataQuality) -> None:
         for f in other.findings:
