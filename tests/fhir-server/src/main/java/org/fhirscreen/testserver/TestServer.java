@@ -18,6 +18,7 @@ import ca.uhn.fhir.jpa.config.util.HapiEntityManagerFactoryUtil;
 import ca.uhn.fhir.jpa.model.config.PartitionSettings;
 import ca.uhn.fhir.jpa.model.config.SubscriptionSettings;
 import ca.uhn.fhir.jpa.model.dialect.HapiFhirH2Dialect;
+import ca.uhn.fhir.jpa.model.dialect.HapiFhirPostgresDialect;
 import ca.uhn.fhir.jpa.provider.IJpaSystemProvider;
 import ca.uhn.fhir.jpa.provider.JpaCapabilityStatementProvider;
 import ca.uhn.fhir.jpa.search.DatabaseBackedPagingProvider;
@@ -128,13 +129,18 @@ public class TestServer {
 			ConfigurableListableBeanFactory beanFactory,
 			FhirContext fhirContext,
 			JpaStorageSettings storageSettings,
-			DataSource dataSource) {
+			DataSource dataSource,
+			@Value("${spring.datasource.url}") String databaseUrl) {
 		LocalContainerEntityManagerFactoryBean emf =
 				HapiEntityManagerFactoryUtil.newEntityManagerFactory(beanFactory, fhirContext, storageSettings);
 		emf.setPersistenceUnitName("HAPI_PU");
 		emf.setDataSource(dataSource);
 		Properties jpa = new Properties();
-		jpa.put("hibernate.dialect", HapiFhirH2Dialect.class.getName());
+		// The dialect follows the database: H2 (the quick default) or PostgreSQL (as in production).
+		boolean postgres = databaseUrl.startsWith("jdbc:postgresql:");
+		jpa.put("hibernate.dialect",
+				(postgres ? HapiFhirPostgresDialect.class : HapiFhirH2Dialect.class).getName());
+		LOG.info("Database: {}", postgres ? "PostgreSQL" : "H2");
 		jpa.put("hibernate.hbm2ddl.auto", "update");
 		jpa.put("hibernate.search.enabled", "false");
 		jpa.put("hibernate.jdbc.batch_size", "20");
