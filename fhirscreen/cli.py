@@ -129,11 +129,12 @@ def _source_options(fn: F) -> F:
         click.option("--bulk", is_flag=True, help="With --server: read through Bulk Data $export."),
         click.option(
             "--observations",
-            type=click.Choice(["codes", "all"]),
-            default="codes",
+            type=click.Choice(["auto", "codes", "all"]),
+            default="auto",
             show_default=True,
             help="With --server: search Observations by the trial's LOINC codes, or read all of the "
-            "candidates' Observations (faster on servers whose code search scans every Observation).",
+            "candidates' Observations (faster on servers whose code search scans every Observation); "
+            "auto tries both on the first batch and keeps the faster.",
         ),
         click.option(
             "--page-size",

@@ -26,8 +26,9 @@ class SourceOptions:
     concurrency: int = 4
     page_size: int = 200
     # "codes": Observations by the trial's LOINC codes; "all": every Observation of the candidates,
-    # filtered here (much faster on servers that scan all coded Observations, e.g. HAPI on H2).
-    observations: str = "codes"
+    # filtered here (much faster on servers that scan all coded Observations, e.g. HAPI on H2);
+    # "auto": the first batch runs both and the run keeps the faster (sources/observation_plan.py).
+    observations: str = "auto"
     timeout: float = 60.0
     verbose: bool = False
 

@@ -19,6 +19,7 @@ Requests = searches x pages, never one request per patient. ``explain`` (plan.pa
 
 from __future__ import annotations
 
+import itertools
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ from fhirscreen.fhir.codes import ICD10, ICD10CM, Code
 from fhirscreen.fhir.resources import Resource
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import SCREENED_TYPES
+from fhirscreen.sources import observation_plan
 from fhirscreen.sources.base import QueryPlan, Source, SourceError
 from fhirscreen.sources.factory import SourceOptions
 from fhirscreen.sources.http import Auth, FhirClient, outcome_text
@@ -311,7 +313,9 @@ def request_bound(candidates: int | Sequence[str], plan: QueryPlan) -> int:
         batches = max(1, len(id_batches(list(candidates))))
     per_batch = len(patient_searches(["x"], plan, caps))
     population = len(population_searches(plan, caps)) if plan.patient_ids is None else 0
-    return 2 + population + batches * (per_batch + 1)
+    # --observations auto: the first batch also runs the unfiltered Observation search once.
+    probe = 1 if plan.patient_ids is None and plan.observation_codes else 0
+    return 2 + population + probe + batches * (per_batch + 1)
 
 
 # -- the source --------------------------------------------------------------------------------------
@@ -332,6 +336,8 @@ class ServerSource:
         self._resources = 0
         self._searches = 0
         self._lock = threading.Lock()
+        # The Observation plan in force: "codes" or "all", or "auto" until the first batch decides.
+        self.observation_plan = options.observations
 
     def describe(self) -> str:
         return self.client.base_url + (" (Bulk Data export)" if self.options.bulk else "")
@@ -354,7 +360,7 @@ class ServerSource:
 
     def read(self, plan: QueryPlan, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
         self._started = time.monotonic()
-        if self.options.observations == "all":
+        if self.options.observations == observation_plan.ALL:
             # No code filter: one Observation search per batch; the evaluators pick what they need.
             plan = replace(plan, observation_codes=())
         try:
@@ -410,11 +416,19 @@ class ServerSource:
         else:
             ids = sorted(set(plan.patient_ids))
         sledai_text = bool(ids) and self._supports_code_text(caps)
-        searches = [
-            s
-            for batch in id_batches(ids)
-            for s in patient_searches(batch, plan, caps, self.notes, sledai_text)
-        ]
+        batches = id_batches(ids)
+        probed: list[list[Resource]] = []
+        if self._probes_observations(plan, caps, batches):
+            plan, probed = self._probe_observations(batches[0], plan, caps, quality, sledai_text)
+            without_observations = tuple(t for t in plan.resource_types if t != "Observation")
+            searches = patient_searches(
+                batches[0], replace(plan, resource_types=without_observations), caps, self.notes, sledai_text
+            )
+            batches = batches[1:]
+        else:
+            searches = []
+        for batch in batches:
+            searches += patient_searches(batch, plan, caps, self.notes, sledai_text)
         for text in self.notes.fallbacks:
             log.warning("plan: %s", text)
         for rtype in self.notes.skipped_types:
@@ -425,7 +439,7 @@ class ServerSource:
                 f"the server does not offer {rtype}; criteria using it may be unknown",
             )
         medication_refs: set[str] = set()
-        for results in self._run(searches, quality):
+        for results in itertools.chain(probed, self._run(searches, quality)):
             for resource in results:
                 key = (str(resource.get("resourceType")), str(resource.get("id")))
                 if key in seen:
@@ -446,6 +460,51 @@ class ServerSource:
                     if key not in seen:
                         seen.add(key)
                         yield resource, self._origin(key)
+
+    def _probes_observations(
+        self, plan: QueryPlan, caps: Capabilities, batches: Sequence[Sequence[str]]
+    ) -> bool:
+        """The first batch decides the Observation plan (``--observations auto``) for a population run."""
+        return (
+            self.options.observations == observation_plan.AUTO
+            and plan.patient_ids is None
+            and bool(batches)
+            and bool(plan.observation_codes)
+            and "Observation" in plan.resource_types
+            and caps.has_type("Observation")
+            and caps.has_param("Observation", "code")
+        )
+
+    def _probe_observations(
+        self,
+        batch: Sequence[str],
+        plan: QueryPlan,
+        caps: Capabilities,
+        quality: DataQuality,
+        sledai_text: bool,
+    ) -> tuple[QueryPlan, list[list[Resource]]]:
+        """Run the first batch's Observation searches both ways; keep the faster plan for the run.
+
+        Returns the plan for the other batches and the first batch's Observations under the chosen plan.
+        Each side collects its findings apart, so an abandoned side adds nothing to the run's.
+        """
+        only = replace(plan, resource_types=("Observation",))
+        unfiltered_plan = replace(only, observation_codes=())
+        by_code = patient_searches(batch, only, caps, self.notes, sledai_text)
+        unfiltered = patient_searches(batch, unfiltered_plan, caps, self.notes, sledai_text)
+        notes = {observation_plan.CODES: DataQuality(), observation_plan.ALL: DataQuality()}
+        choice, reason, results = observation_plan.race(
+            lambda: [self._search_all(s, notes[observation_plan.CODES]) for s in by_code],
+            lambda: [self._search_all(s, notes[observation_plan.ALL]) for s in unfiltered],
+        )
+        quality.extend(notes[choice])
+        self.observation_plan = choice
+        log.info(
+            "Observation searches: %s (%s; --observations codes|all skips this check)",
+            "by the trial's codes" if choice == observation_plan.CODES else "all of the candidates'",
+            reason,
+        )
+        return (replace(plan, observation_codes=()) if choice == observation_plan.ALL else plan), results
 
     def _supports_code_text(self, caps: Capabilities) -> bool:
         """SLEDAI scores have no standard code: they are found by code text and by the survey category.

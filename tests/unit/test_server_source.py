@@ -232,6 +232,8 @@ def population(n: int, *, extra_obs: bool = True) -> list[dict[str, Any]]:
 
 
 def source(page_size: int = 200, concurrency: int = 2, **kwargs: Any) -> ServerSource:
+    # The plan tests below pin the code-filtered plan; --observations auto has tests of its own.
+    kwargs.setdefault("observations", "codes")
     options = SourceOptions(server=BASE, page_size=page_size, concurrency=concurrency, **kwargs)
     return ServerSource(options, FhirClient(BASE, sleep=lambda _s: None))
 
