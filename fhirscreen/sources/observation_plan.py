@@ -39,8 +39,9 @@ PREFER_CODES_WITHIN = 1.5
 class Timed(Generic[T]):
     """The outcome of one plan's probe, run in a daemon thread (an abandoned probe never delays exit)."""
 
-    work: Callable[[], T]
+    work: Callable[[threading.Event], T]  # given an event that is set when its result is no longer wanted
     notify: threading.Event
+    abandoned: threading.Event = field(default_factory=threading.Event)
     started: float = field(default_factory=time.monotonic)
     seconds: float | None = None
     result: T | None = None
@@ -57,7 +58,7 @@ class Timed(Generic[T]):
 
     def _run(self) -> None:
         try:
-            self.result = self.work()
+            self.result = self.work(self.abandoned)
         except BaseException as exc:  # handed to the caller, which decides
             self.error = exc
         finally:
@@ -94,12 +95,15 @@ def decide(
     return ALL, f"by code {codes_seconds:.1f} s, without a filter {all_seconds:.1f} s"
 
 
-def race(codes: Callable[[], T], every: Callable[[], T]) -> tuple[str, str, T]:
+def race(
+    codes: Callable[[threading.Event], T], every: Callable[[threading.Event], T]
+) -> tuple[str, str, T]:
     """Run both plans' searches for one batch; return (plan, reason, the chosen plan's results).
 
     The first plan to finish sets the time box of the other: ``max(PROBE_FACTOR * its time,
-    PROBE_MIN_S)`` from the start. A plan still running then is abandoned (its thread is a daemon; the
-    server may go on working on it for a while). When both fail, the code-filtered plan's error is raised.
+    PROBE_MIN_S)`` from the start. A plan still running then is abandoned: its event is set, so it sends
+    no further search, and its thread is a daemon (the server may go on working on the search in flight
+    for a while). When both fail, the code-filtered plan's error is raised.
     """
     first_done = threading.Event()
     by_code = Timed(codes, first_done).start()
@@ -123,5 +127,6 @@ def race(codes: Callable[[], T], every: Callable[[], T]) -> tuple[str, str, T]:
         all_failed=unfiltered.error is not None,
     )
     chosen = by_code if plan == CODES else unfiltered
+    (unfiltered if chosen is by_code else by_code).abandoned.set()
     assert chosen.ok and chosen.result is not None
     return plan, reason, chosen.result

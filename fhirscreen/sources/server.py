@@ -23,7 +23,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -493,9 +493,13 @@ class ServerSource:
         by_code = patient_searches(batch, only, caps, self.notes, sledai_text)
         unfiltered = patient_searches(batch, unfiltered_plan, caps, self.notes, sledai_text)
         notes = {observation_plan.CODES: DataQuality(), observation_plan.ALL: DataQuality()}
+
+        def side(kind: str, searches: list[Search]) -> Callable[[threading.Event], list[list[Resource]]]:
+            # Sequential within a side, so that an abandoned side stops before its next search.
+            return lambda stop: [self._search_all(s, notes[kind]) for s in searches if not stop.is_set()]
+
         choice, reason, results = observation_plan.race(
-            lambda: [self._search_all(s, notes[observation_plan.CODES]) for s in by_code],
-            lambda: [self._search_all(s, notes[observation_plan.ALL]) for s in unfiltered],
+            side(observation_plan.CODES, by_code), side(observation_plan.ALL, unfiltered)
         )
         quality.extend(notes[choice])
         self.observation_plan = choice
