@@ -1,10 +1,13 @@
 """FHIR Bulk Data export (HL7 Bulk Data Access IG 2.0): kick off, poll, download ndjson, read it.
 
-- Kick-off: ``GET [base]/$export`` (or ``Patient/$export``, ``Group/[id]/$export``) with
-  ``Prefer: respond-async``, ``_type`` = the screened types plus Medication, and ``_typeFilter`` keeping
-  Observations to the trial's LOINC codes and SLEDAI scores (repeated parameters are ORed).
-  System level is the default: Medication is not in the Patient compartment, and HAPI refuses it in a
-  Patient-level export.
+- Kick-off, for the candidates only (Bulk Data 2.0): ``POST [base]/Patient/$export`` with a
+  Parameters body naming each candidate (``patient``), ``_type`` = the screened types (Medication is
+  not in the Patient compartment, and HAPI refuses it there: the source fetches the Medications the
+  export refers to by id afterwards), and ``_typeFilter`` keeping Observations to the trial's LOINC codes
+  and SLEDAI scores (repeated filters are ORed). A server without the ``patient`` parameter (an
+  error answer to the kick-off) gets ``GET [base]/$export`` instead, a system-level export of everyone
+  (with Medication in ``_type``), and the log says so. All requests carry ``Prefer: respond-async``;
+  ``_since`` is passed on when given.
 - Poll the status URL. A 202's ``Retry-After`` is treated as an upper bound: polls start after 1 s and
   back off (1, 2, 4 ... 30 s) but never wait longer than the server asked (HAPI always says 120 s and is
   done in about 3). A 429 is honoured (capped). ``X-Progress`` goes to the log. A total timeout ends it.
@@ -17,12 +20,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import shutil
 import tempfile
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -41,6 +45,10 @@ POLL_CAP_S = 30.0
 TOTAL_TIMEOUT_S = 3600.0
 _TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]{1,63}$")  # manifest types become file names: no '../'
 _CHUNK = 1 << 16
+# Types a Patient-level export cannot hold (they are not in the Patient compartment).
+OUTSIDE_PATIENT_COMPARTMENT = frozenset({"Medication"})
+# Kick-off answers that mean "this server cannot export by patient list": fall back to system level.
+_UNSUPPORTED = (400, 404, 405, 422, 501)
 
 
 def export_types(plan: QueryPlan) -> list[str]:
@@ -59,10 +67,28 @@ def type_filters(plan: QueryPlan, max_codes_chars: int = 1000) -> list[str]:
     return filters
 
 
-def kickoff_query(plan: QueryPlan) -> str:
+def kickoff_query(plan: QueryPlan, since: str | None = None) -> str:
     parts = [f"_type={','.join(export_types(plan))}"]
     parts += [f"_typeFilter={quote(f, safe='')}" for f in type_filters(plan)]
+    if since:
+        parts.append(f"_since={quote(since, safe='')}")
     return "&".join(parts)
+
+
+def patient_kickoff_parameters(
+    plan: QueryPlan, patients: Sequence[str], since: str | None = None
+) -> dict[str, Any]:
+    """The Parameters body of ``POST Patient/$export`` for these patients (types in their compartment)."""
+    types = [t for t in plan.resource_types if t not in OUTSIDE_PATIENT_COMPARTMENT]
+    parameters: list[dict[str, Any]] = [
+        {"name": "_outputFormat", "valueString": FHIR_NDJSON},
+        {"name": "_type", "valueString": ",".join(types)},
+    ]
+    parameters += [{"name": "_typeFilter", "valueString": f} for f in type_filters(plan)]
+    if since:
+        parameters.append({"name": "_since", "valueInstant": since})
+    parameters += [{"name": "patient", "valueReference": {"reference": f"Patient/{p}"}} for p in patients]
+    return {"resourceType": "Parameters", "parameter": parameters}
 
 
 class BulkExport:
@@ -79,8 +105,14 @@ class BulkExport:
         poll_cap: float = POLL_CAP_S,
         sleep: Callable[[float], None] | None = None,
         clock: Callable[[], float] = time.monotonic,
+        patients: Sequence[str] | None = None,
+        since: str | None = None,
     ) -> None:
+        """``patients``: export only these (``POST Patient/$export``), falling back to a system-level
+        export when the server cannot; None: a ``level`` export of everyone."""
         self.client = client
+        self.patients = list(patients) if patients is not None else None
+        self.since = since
         self.caps = caps
         self.level = level
         self.timeout = timeout
@@ -124,7 +156,12 @@ class BulkExport:
     # -- steps ---------------------------------------------------------------------------------------
 
     def kickoff(self, plan: QueryPlan) -> str:
-        path = f"{self.kickoff_path()}?{kickoff_query(plan)}"
+        if self.patients is not None:
+            response = self._kickoff_for_patients(plan, self.patients)
+            if response is not None:
+                return self._status_url(response, f"for {len(self.patients)} candidate(s)")
+            self.level = "system"
+        path = f"{self.kickoff_path()}?{kickoff_query(plan, self.since)}"
         response = self.client.request(
             "GET",
             path,
@@ -132,10 +169,40 @@ class BulkExport:
             expect=(202,),
             what="Bulk Data kick-off ($export)",
         )
+        return self._status_url(response, f"({self.level} level)")
+
+    def _kickoff_for_patients(self, plan: QueryPlan, patients: Sequence[str]) -> Any:
+        """``POST Patient/$export`` with the patient list; None when the server cannot do that."""
+        response = self.client.request(
+            "POST",
+            "Patient/$export",
+            json_body=patient_kickoff_parameters(plan, patients, self.since),
+            headers={"Prefer": "respond-async", "Accept": FHIR_JSON, "Content-Type": FHIR_JSON},
+            expect=(202, *_UNSUPPORTED),
+            idempotent=False,
+            what="Bulk Data kick-off (Patient/$export for the candidates)",
+        )
+        if response.status_code == 202:
+            return response
+        detail = ""
+        with contextlib.suppress(ValueError):
+            body = response.json()
+            if isinstance(body, Mapping) and body.get("resourceType") == "OperationOutcome":
+                detail = f": {outcome_text(body)}"
+        response.close()
+        log.warning(
+            "the server cannot export a list of patients (HTTP %d on Patient/$export%s); exporting every "
+            "patient instead (system-level $export), which takes longer",
+            response.status_code,
+            detail[:300],
+        )
+        return None
+
+    def _status_url(self, response: Any, scope: str) -> str:
         location = response.headers.get("Content-Location")
         if not location:
             raise SourceError("Bulk Data kick-off: 202 without a Content-Location (status URL)")
-        log.info("bulk export started")
+        log.info("bulk export started %s", scope)
         return self.client.resolve(location)
 
     def wait(self, status_url: str) -> dict[str, Any]:

@@ -366,10 +366,7 @@ class ServerSource:
         try:
             caps = self.capabilities()
             if self.options.bulk and plan.patient_ids is None:
-                from fhirscreen.sources.bulk import BulkExport
-
-                exporter = BulkExport(self.client, caps, timeout=self.options.timeout)
-                yield from self._counted(exporter.read(plan, quality))
+                yield from self._counted(self._read_by_bulk(plan, quality, caps))
             else:
                 if self.options.bulk:
                     log.info("one patient: reading by search instead of a Bulk Data export")
@@ -402,17 +399,62 @@ class ServerSource:
             log.warning("the server speaks FHIR %s; fhirscreen expects R4 (4.0.x)", caps.fhir_version)
         return caps
 
+    def _population_ids(self, plan: QueryPlan, caps: Capabilities, quality: DataQuality) -> list[str]:
+        """The candidates: patients with a Condition coded in the population value set."""
+        conditions = self._run(population_searches(plan, caps), quality)
+        ids = patient_ids_in(r for batch in conditions for r in batch)
+        log.info(
+            "initial population search: %d patients with a diagnosis code of the population value set",
+            len(ids),
+        )
+        return ids
+
+    def _read_by_bulk(
+        self, plan: QueryPlan, quality: DataQuality, caps: Capabilities
+    ) -> Iterator[tuple[Resource, str]]:
+        """A Bulk Data export of the candidates only (system level where the server cannot), then the
+        Medications the export refers to (they are outside the Patient compartment), by id."""
+        from fhirscreen.sources.bulk import BulkExport
+
+        ids = self._population_ids(plan, caps, quality)
+        if not ids:
+            log.info("no candidates: nothing to export")
+            return
+        exporter = BulkExport(self.client, caps, timeout=self.options.timeout, patients=ids)
+        seen: set[tuple[str, str]] = set()
+        medication_refs: set[str] = set()
+        for resource, origin in exporter.read(plan, quality):
+            key = (str(resource.get("resourceType")), str(resource.get("id")))
+            seen.add(key)
+            if key[0] in MEDICATION_HOLDERS:
+                medication_refs |= medication_ids([resource])
+            yield resource, origin
+        yield from self._fetch_medications(medication_refs, seen, caps, quality)
+
+    def _fetch_medications(
+        self, refs: set[str], seen: set[tuple[str, str]], caps: Capabilities, quality: DataQuality
+    ) -> Iterator[tuple[Resource, str]]:
+        """Medications referenced but not read yet: ``Medication?_id=...`` in batches."""
+        missing = sorted(m for m in refs if ("Medication", m) not in seen)
+        if not missing or not caps.has_type("Medication"):
+            return
+        med_searches = [
+            Search("Medication", (("_id", ",".join(c)),), "referenced medications")
+            for c in id_batches(missing)
+        ]
+        for results in self._run(med_searches, quality):
+            for resource in results:
+                key = ("Medication", str(resource.get("id")))
+                if key not in seen:
+                    seen.add(key)
+                    yield resource, self._origin(key)
+
     def _read_by_search(
         self, plan: QueryPlan, quality: DataQuality, caps: Capabilities
     ) -> Iterator[tuple[Resource, str]]:
         seen: set[tuple[str, str]] = set()
         if plan.patient_ids is None:
-            conditions = self._run(population_searches(plan, caps), quality)
-            ids = patient_ids_in(r for batch in conditions for r in batch)
-            log.info(
-                "initial population search: %d patients with a diagnosis code of the population value set",
-                len(ids),
-            )
+            ids = self._population_ids(plan, caps, quality)
         else:
             ids = sorted(set(plan.patient_ids))
         sledai_text = bool(ids) and self._supports_code_text(caps)
@@ -448,18 +490,7 @@ class ServerSource:
                 if key[0] in MEDICATION_HOLDERS:
                     medication_refs |= medication_ids([resource])
                 yield resource, self._origin(key)
-        missing = sorted(m for m in medication_refs if ("Medication", m) not in seen)
-        if missing and caps.has_type("Medication"):
-            med_searches = [
-                Search("Medication", (("_id", ",".join(c)),), "referenced medications")
-                for c in id_batches(missing)
-            ]
-            for results in self._run(med_searches, quality):
-                for resource in results:
-                    key = ("Medication", str(resource.get("id")))
-                    if key not in seen:
-                        seen.add(key)
-                        yield resource, self._origin(key)
+        yield from self._fetch_medications(medication_refs, seen, caps, quality)
 
     def _probes_observations(
         self, plan: QueryPlan, caps: Capabilities, batches: Sequence[Sequence[str]]

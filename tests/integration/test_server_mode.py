@@ -162,7 +162,14 @@ def test_observations_all_equals_file_mode_with_fewer_searches(
 def test_bulk_mode_equals_file_mode(loaded_server: LoadedServer, file_run: Run, tmp_path: Path) -> None:
     bulk = screen(tmp_path, "--server", loaded_server.base_url, "--bulk", "-v")
     assert "$export" in bulk.stderr
+    # Only the candidates are exported (Bulk Data 2.0 patient list), not every patient on the server.
+    assert "bulk export started for" in bulk.stderr, bulk.stderr[-3000:]
+    assert "exporting every patient instead" not in bulk.stderr
     assert_same_screening(file_run, bulk)
+
+
+def test_default_search_chooses_an_observation_plan(server_run: Run) -> None:
+    assert "Observation searches:" in server_run.stderr
 
 
 def test_post_report_then_read_it_back(loaded_server: LoadedServer, tmp_path: Path) -> None:

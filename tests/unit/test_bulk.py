@@ -248,3 +248,60 @@ def test_export_levels() -> None:
     assert BulkExport(client).kickoff_path() == "$export"
     assert BulkExport(client, level="patient").kickoff_path() == "Patient/$export"
     assert BulkExport(client, level="group:sle cohort").kickoff_path() == "Group/sle%20cohort/$export"
+
+
+# -- candidate-only export (Bulk Data 2.0 Patient/$export with a patient list) ---------------------------
+
+
+def _job_after_kickoff(mock: responses.RequestsMock) -> None:
+    mock.get(STATUS, json=manifest())
+    mock.get(f"{BASE}/Binary/a", body=ndjson(PATIENT), content_type="application/fhir+ndjson")
+    mock.get(f"{BASE}/Binary/b", body=ndjson(CONDITION), content_type="application/fhir+ndjson")
+    mock.delete(STATUS, status=202)
+
+
+@responses.activate(registry=OrderedRegistry)
+def test_candidates_only_export_posts_the_patient_list(clock: Clock) -> None:
+    responses.post(f"{BASE}/Patient/$export", status=202, headers={"Content-Location": STATUS})
+    _job_after_kickoff(responses.mock)
+    job = BulkExport(
+        FhirClient(BASE, sleep=clock.sleep), sleep=clock.sleep, clock=clock, patients=["p1", "p2"]
+    )
+    resources = [r for r, _o in job.read(PLAN, DataQuality())]
+    assert [r["id"] for r in resources] == ["p1", "c1"]
+    kickoff = responses.calls[0].request
+    assert kickoff.method == "POST" and kickoff.headers["Prefer"] == "respond-async"
+    body = json.loads(kickoff.body or b"{}")
+    assert body["resourceType"] == "Parameters"
+    params = [
+        (p["name"], p.get("valueString") or p.get("valueReference", {}).get("reference"))
+        for p in body["parameter"]
+    ]
+    assert ("patient", "Patient/p1") in params and ("patient", "Patient/p2") in params
+    types = dict(params)["_type"].split(",")
+    assert "Medication" not in types  # not in the Patient compartment: fetched by id by the source
+    assert {"Patient", "Condition", "Observation", "MedicationRequest"} <= set(types)
+    assert ("_typeFilter", "Observation?code=33914-3") in params
+
+
+@responses.activate(registry=OrderedRegistry)
+def test_server_without_patient_lists_falls_back_to_a_system_export(
+    clock: Clock, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level("INFO")
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "not-supported", "diagnostics": "patient parameter"}],
+    }
+    responses.post(f"{BASE}/Patient/$export", status=400, json=outcome)
+    add_job(responses.mock, polls=0)
+    job = BulkExport(FhirClient(BASE, sleep=clock.sleep), sleep=clock.sleep, clock=clock, patients=["p1"])
+    resources = [r for r, _o in job.read(PLAN, DataQuality())]
+    assert [r["id"] for r in resources] == ["p1", "c1"]
+    assert responses.calls[1].request.method == "GET"
+    assert "Medication" in parse_qs(urlsplit(str(responses.calls[1].request.url)).query)["_type"][0]
+    assert "exporting every patient instead" in caplog.text
+
+
+def test_since_is_passed_on() -> None:
+    assert "_since=2026-05-31T00%3A00%3A00Z" in kickoff_query(PLAN, since="2026-05-31T00:00:00Z")
