@@ -58,6 +58,7 @@ sys.path.insert(0, str(HERE))
 import population  # noqa: E402  (bench/population.py)
 
 from tests.integration.hapi_server import HapiServer, start_hapi  # noqa: E402
+from tests.integration.postgres_server import PostgresServer, start_postgres  # noqa: E402
 
 PY = sys.executable
 CLI = [PY, "-m", "fhirscreen.cli"]
@@ -402,13 +403,43 @@ def ensure_population(work: Path, people: int, seed: int, share: float) -> tuple
     return out, manifest
 
 
-def start_server(db_dir: Path, xmx: str) -> HapiServer:
+class Database:
+    """The database under HAPI for one population: an H2 file, or a kept PostgreSQL cluster."""
+
+    def __init__(self, kind: str, db_dir: Path) -> None:
+        self.kind = kind
+        self.db_dir = db_dir
+        self.postgres: PostgresServer | None = None
+
+    def env(self) -> dict[str, str]:
+        if self.kind == "postgres":
+            self.postgres = start_postgres(folder=self.db_dir / "pg", shared_buffers="1GB")
+            log(f"PostgreSQL ready on port {self.postgres.port} in {self.postgres.startup_seconds:.1f} s")
+            return self.postgres.hapi_env()
+        return {"HAPI_DB_URL": f"jdbc:h2:file:{self.db_dir / 'h2'}"}
+
+    def stop(self) -> None:
+        if self.postgres is not None:
+            self.postgres.stop()
+            self.postgres = None
+
+
+def start_server(db_dir: Path, xmx: str, database: Database) -> HapiServer:
     db_dir.mkdir(parents=True, exist_ok=True)
-    env = {"HAPI_DB_URL": f"jdbc:h2:file:{db_dir / 'h2'}", "HAPI_XMX": xmx}
+    env = {**database.env(), "HAPI_XMX": xmx}
     log(f"starting HAPI on {env['HAPI_DB_URL']}")
-    server = start_hapi(db_dir / "logs", env=env)
+    try:
+        server = start_hapi(db_dir / "logs", env=env)
+    except BaseException:
+        database.stop()
+        raise
     log(f"HAPI ready at {server.base_url} in {server.startup_seconds:.1f} s (pid {server.pid})")
     return server
+
+
+def db_dir_for(args: argparse.Namespace, pop_dir: Path) -> Path:
+    # H2 databases keep their old folder names, so loaded H2 databases from earlier runs are reused.
+    return args.work / (f"hapi-{pop_dir.name}" if args.db == "h2" else f"hapi-{args.db}-{pop_dir.name}")
 
 
 def count_of(base: str, rtype: str) -> int:
@@ -482,18 +513,21 @@ def median_run(runs: list[Measured]) -> Measured:
 
 def load_size(args: argparse.Namespace, people: int) -> dict[str, Any]:
     pop_dir, manifest = ensure_population(args.work, people, args.seed, args.sle_share)
-    db_dir = args.work / f"hapi-{pop_dir.name}"
-    server = start_server(db_dir, args.hapi_xmx)
+    db_dir = db_dir_for(args, pop_dir)
+    database = Database(args.db, db_dir)
+    server = start_server(db_dir, args.hapi_xmx, database)
     try:
         return ensure_loaded(server, db_dir, pop_dir, manifest, args.load_concurrency)
     finally:
         server.stop()
+        database.stop()
 
 
 def measure_size(args: argparse.Namespace, people: int, logs: Path) -> SizeResult:
     pop_dir, manifest = ensure_population(args.work, people, args.seed, args.sle_share)
     ndjson = pop_dir / "ndjson"
-    db_dir = args.work / f"hapi-{pop_dir.name}"
+    db_dir = db_dir_for(args, pop_dir)
+    database = Database(args.db, db_dir)
     runs = logs / f"n{people}"
     runs.mkdir(parents=True, exist_ok=True)
     as_of = manifest["as_of"]
@@ -508,7 +542,7 @@ def measure_size(args: argparse.Namespace, people: int, logs: Path) -> SizeResul
     reference = candidates(reference_run.stdout)
     rows: list[Row] = []
 
-    server = start_server(db_dir, args.hapi_xmx)
+    server = start_server(db_dir, args.hapi_xmx, database)
     try:
         load = ensure_loaded(server, db_dir, pop_dir, manifest, args.load_concurrency)
         base = server.base_url
@@ -614,6 +648,28 @@ def measure_size(args: argparse.Namespace, people: int, logs: Path) -> SizeResul
                         note=f"not the tool's plan; {wf[2] / 1e6:.2f} MB gzip on the wire",
                     )
                 )
+            for forced in ("codes", "all"):
+                if f"force-{forced}" in skip:
+                    continue
+                log(f"search mode with --observations {forced}")
+                run = run_measured(
+                    [*screen, "--observations", forced], runs, f"server-{forced}", limit=args.max_run_s
+                )
+                stats = parse_cli_stats(run.stderr)
+                rows.append(
+                    Row(
+                        f"search, `--observations {forced}`",
+                        run.wall,
+                        int(stats.get("requests", 0)),
+                        stats.get("mbytes"),
+                        run.rss_mb,
+                        int(stats.get("resources", 0)),
+                        stats.get("read_s"),
+                        stats.get("screen_s"),
+                        "n/a" if run.dnf else check(candidates(run.stdout), reference),
+                        note=f"DID NOT FINISH: killed after {args.max_run_s:.0f} s" if run.dnf else "",
+                    )
+                )
             if "pagesize" not in skip:
                 log("search mode with --page-size 1000")
                 big = run_measured(
@@ -671,6 +727,7 @@ def measure_size(args: argparse.Namespace, people: int, logs: Path) -> SizeResul
     finally:
         log("stopping HAPI")
         server.stop()
+        database.stop()
 
     if "file" not in skip:
         rows.append(file_row(ndjson, as_of, manifest["resources"], runs, reference, args.repeat))
@@ -1007,7 +1064,11 @@ def main() -> None:
         default=1000,
         help="above this many people the naive baseline runs on a random sample and is extrapolated",
     )
-    parser.add_argument("--skip", default="", help="comma-separated: floor,bulk,naive,file,whatif,pagesize")
+    parser.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated: floor,bulk,naive,file,whatif,pagesize,force-codes,force-all",
+    )
     parser.add_argument(
         "--load-only", action="store_true", help="generate and load the databases, measure nothing"
     )
@@ -1028,6 +1089,12 @@ def main() -> None:
         "--timeout", type=float, default=1200.0, help="fhirscreen --timeout for the measured runs"
     )
     parser.add_argument("--hapi-xmx", default="2g")
+    parser.add_argument(
+        "--db",
+        choices=("h2", "postgres"),
+        default="h2",
+        help="the database under HAPI: an H2 file, or a private PostgreSQL cluster (Debian's postgresql)",
+    )
     parser.add_argument("--work", type=Path, default=HERE / "work")
     parser.add_argument("--results", type=Path, default=HERE / "results")
     args = parser.parse_args()
@@ -1044,7 +1111,7 @@ def main() -> None:
     started = datetime.now()
     host = socket.gethostname().split(".")[0]
     args.results.mkdir(parents=True, exist_ok=True)
-    args.results_prefix = args.results / f"{started:%Y-%m-%d}-{host}"
+    args.results_prefix = args.results / f"{started:%Y-%m-%d}-{host}-{args.db}"
     logs = args.work / "logs" / f"{started:%Y%m%d-%H%M%S}"
     load_before = loadavg()
     log(f"load average before: {load_before}")

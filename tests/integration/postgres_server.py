@@ -78,9 +78,12 @@ def _run_as() -> tuple[int, int] | None:
 class PostgresServer:
     """A running private cluster; ``jdbc_url`` is what HAPI_DB_URL wants."""
 
-    def __init__(self, bindir: Path, datadir: Path, port: int, process: subprocess.Popen[bytes]) -> None:
+    def __init__(
+        self, bindir: Path, datadir: Path, port: int, process: subprocess.Popen[bytes], keep: bool = False
+    ) -> None:
         self.bindir = bindir
         self.datadir = datadir
+        self.keep = keep  # a persistent cluster (a benchmark database): stop() leaves its folder
         self.port = port
         self.process = process
         self.startup_seconds = 0.0
@@ -100,7 +103,7 @@ class PostgresServer:
         return "\n".join(log.read_text(errors="replace").splitlines()[-lines:])
 
     def stop(self) -> None:
-        """Fast shutdown (SIGINT), then remove the data folder. Idempotent."""
+        """Fast shutdown (SIGINT), then remove the data folder unless it is kept. Idempotent."""
         if self.process.poll() is None:
             self.process.send_signal(2)  # SIGINT = PostgreSQL's "fast" shutdown
             try:
@@ -108,7 +111,8 @@ class PostgresServer:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait(timeout=30)
-        shutil.rmtree(self.datadir.parent, ignore_errors=True)
+        if not self.keep:
+            shutil.rmtree(self.datadir.parent, ignore_errors=True)
 
     def __enter__(self) -> PostgresServer:
         return self
@@ -119,8 +123,15 @@ class PostgresServer:
         self.stop()
 
 
-def start_postgres(*, port: int | None = None, shared_buffers: str = "256MB") -> PostgresServer:
-    """Create a cluster in a new temporary folder, start it and create the ``hapi`` database."""
+def start_postgres(
+    *, port: int | None = None, shared_buffers: str = "256MB", folder: Path | None = None
+) -> PostgresServer:
+    """Create a cluster in a new temporary folder, start it and create the ``hapi`` database.
+
+    ``folder``: keep the cluster there instead (created on first use, reused and left in place after;
+    the benchmark keeps one loaded database per population). Its parents must be enterable by the
+    ``postgres`` user when running as root.
+    """
     bindir = find_bindir()
     if bindir is None:
         raise PostgresUnavailable(
@@ -129,26 +140,20 @@ def start_postgres(*, port: int | None = None, shared_buffers: str = "256MB") ->
         )
     owner = _run_as()
     # Not under pytest's tmp folders: those are 0700 root, which the postgres user cannot enter.
-    top = Path(tempfile.mkdtemp(prefix="fhirscreen-pg-"))
+    top = folder if folder is not None else Path(tempfile.mkdtemp(prefix="fhirscreen-pg-"))
+    top.mkdir(parents=True, exist_ok=True)
     datadir = top / "data"
-    datadir.mkdir(mode=0o700)
+    fresh = not (datadir / "PG_VERSION").exists()
+    datadir.mkdir(mode=0o700, exist_ok=True)
     if owner is not None:
         os.chmod(top, 0o755)
         os.chown(datadir, *owner)
     user_kw: dict[str, int] = {} if owner is None else {"user": owner[0], "group": owner[1]}
     started = time.monotonic()
-    init = subprocess.run(
-        [str(bindir / "initdb"), "-D", str(datadir), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-locale"],
-        capture_output=True,
-        stdin=subprocess.DEVNULL,
-        check=False,
-        **user_kw,  # type: ignore[arg-type]
-    )
-    if init.returncode != 0:
-        shutil.rmtree(top, ignore_errors=True)
-        raise PostgresUnavailable(f"initdb failed: {init.stderr.decode(errors='replace')[-2000:]}")
+    if fresh:
+        _initdb(bindir, datadir, user_kw)
     chosen = port if port is not None else _free_port()
-    log = open(datadir / "postgres.log", "wb")  # noqa: SIM115 - the server process keeps writing to it
+    log = open(datadir / "postgres.log", "ab")  # noqa: SIM115 - the server process keeps writing to it
     proc = subprocess.Popen(
         [
             str(bindir / "postgres"),
@@ -165,36 +170,50 @@ def start_postgres(*, port: int | None = None, shared_buffers: str = "256MB") ->
         start_new_session=True,
         **user_kw,  # type: ignore[arg-type]
     )
-    server = PostgresServer(bindir, datadir, chosen, proc)
+    server = PostgresServer(bindir, datadir, chosen, proc, keep=folder is not None)
     atexit.register(server.stop)
-    deadline = time.monotonic() + START_TIMEOUT_S
-    while True:
-        if proc.poll() is not None:
-            tail = server.log_tail()
-            server.stop()
-            raise PostgresUnavailable(f"postgres exited with code {proc.returncode}:\n{tail}")
-        ready = subprocess.run(
-            [str(bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(chosen), "-U", USER, "-d", "postgres"],
+    _wait_ready(server)
+    if fresh:
+        created = subprocess.run(
+            [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(chosen), "-U", USER, DATABASE],
             capture_output=True,
             check=False,
         )
-        if ready.returncode == 0:
-            break
+        if created.returncode != 0:
+            server.stop()
+            raise PostgresUnavailable(f"createdb failed: {created.stderr.decode(errors='replace')}")
+    server.startup_seconds = time.monotonic() - started
+    return server
+
+
+def _initdb(bindir: Path, datadir: Path, user_kw: dict[str, int]) -> None:
+    init = subprocess.run(
+        [str(bindir / "initdb"), "-D", str(datadir), "-U", USER, "--auth=trust", "-E", "UTF8", "--no-locale"],
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        check=False,
+        **user_kw,  # type: ignore[arg-type]
+    )
+    if init.returncode != 0:
+        shutil.rmtree(datadir, ignore_errors=True)
+        raise PostgresUnavailable(f"initdb failed: {init.stderr.decode(errors='replace')[-2000:]}")
+
+
+def _wait_ready(server: PostgresServer) -> None:
+    deadline = time.monotonic() + START_TIMEOUT_S
+    ready_cmd = [str(server.bindir / "pg_isready"), "-h", "127.0.0.1", "-p", str(server.port), "-U", USER]
+    while True:
+        if server.process.poll() is not None:
+            tail = server.log_tail()
+            server.stop()
+            raise PostgresUnavailable(f"postgres exited with code {server.process.returncode}:\n{tail}")
+        if subprocess.run([*ready_cmd, "-d", "postgres"], capture_output=True, check=False).returncode == 0:
+            return
         if time.monotonic() > deadline:
             tail = server.log_tail()
             server.stop()
             raise PostgresUnavailable(f"postgres not ready after {START_TIMEOUT_S:.0f} s:\n{tail}")
         time.sleep(0.2)
-    created = subprocess.run(
-        [str(bindir / "createdb"), "-h", "127.0.0.1", "-p", str(chosen), "-U", USER, DATABASE],
-        capture_output=True,
-        check=False,
-    )
-    if created.returncode != 0:
-        server.stop()
-        raise PostgresUnavailable(f"createdb failed: {created.stderr.decode(errors='replace')}")
-    server.startup_seconds = time.monotonic() - started
-    return server
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@ a failed bundle is reported with the server's diagnostics and the rest still goe
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 from pathlib import Path
@@ -147,3 +148,58 @@ def test_shared_bundles_go_first(tmp_path: Path) -> None:
     upload_path(SourceOptions(server=BASE, concurrency=1), tmp_path)
     first = json.loads(responses.calls[0].request.body or b"")
     assert first["entry"][0]["request"]["url"] == "Practitioner/dr"
+
+
+@responses.activate
+def test_load_streams_in_phases_so_reference_targets_exist_first(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Practitioners, then Patients, then Encounters, then the rest: every transaction of a phase is
+    answered before the next phase starts (no two transactions race to create the same placeholder),
+    and no more than 2 x concurrency transactions are built ahead of the server."""
+    import threading
+    import time
+
+    import fhirscreen.sources.upload as upload
+
+    monkeypatch.setattr(upload, "NDJSON_BATCH", 2)
+    for rtype in ("Observation", "Encounter", "Patient", "Practitioner"):  # written in the wrong order
+        lines = [json.dumps({"resourceType": rtype, "id": f"{rtype[:3]}{i}"}) for i in range(7)]
+        (tmp_path / f"{rtype}.ndjson").write_text("\n".join(lines) + "\n")
+    spans: list[tuple[str, float, float]] = []
+    lock = threading.Lock()
+    active = [0, 0]  # now, most
+
+    def answer(request: Any) -> tuple[int, dict[str, str], str]:
+        with lock:
+            active[0] += 1
+            active[1] = max(active)
+        started = time.monotonic()
+        time.sleep(0.01)
+        rtype = json.loads(request.body)["entry"][0]["resource"]["resourceType"]
+        with lock:
+            active[0] -= 1
+            spans.append((rtype, started, time.monotonic()))
+        return 200, {}, json.dumps({"resourceType": "Bundle", "type": "transaction-response"})
+
+    built = [0]
+    real_units = upload.units_from_file
+
+    def counted(file: Path, quality: DataQuality) -> Any:
+        for unit in real_units(file, quality):
+            built[0] += 1
+            with lock:
+                assert built[0] - len(spans) <= 2 * 3 + 1  # built ahead of the answers, bounded
+            yield unit
+
+    monkeypatch.setattr(upload, "units_from_file", counted)
+    responses.add_callback(responses.POST, BASE, callback=answer)
+    summary = upload_path(SourceOptions(server=BASE, concurrency=3), tmp_path)
+    assert summary.startswith(f"uploaded 28 resources in 16 transactions to {BASE}")
+    assert "resources/s" in summary
+    order = ["Practitioner", "Patient", "Encounter", "Observation"]
+    for before, after in itertools.pairwise(order):
+        last_end = max(end for rtype, _s, end in spans if rtype == before)
+        first_start = min(start for rtype, start, _e in spans if rtype == after)
+        assert last_end <= first_start, f"{after} started before every {before} was loaded"
+    assert active[1] <= 3
