@@ -890,7 +890,7 @@ def summarise_pyspy(raw: str, top: int = 40) -> str:
 # -- the report ----------------------------------------------------------------------------------
 
 
-def machine_facts() -> dict[str, str]:
+def machine_facts(db: str = "h2") -> dict[str, str]:
     cpu = next(
         (
             line.split(":", 1)[1].strip()
@@ -921,7 +921,9 @@ def machine_facts() -> dict[str, str]:
         "os": platform.platform(),
         "python": platform.python_version(),
         "java": java[0] if java else "?",
-        "hapi": "HAPI FHIR JPA 8.8.0 (tests/fhir-server), H2 file database, -XX:+UseSerialGC C1",
+        "hapi": "HAPI FHIR JPA 8.8.0 (tests/fhir-server), "
+        + ("PostgreSQL (Debian's postgresql, private cluster)" if db == "postgres" else "H2 file database")
+        + ", -XX:+UseSerialGC C1",
         "fhirscreen": f"{__version__} at {commit.stdout.strip() or '?'}{' + local changes' if dirty else ''}",
     }
 
@@ -1121,7 +1123,7 @@ def main() -> None:
         return
     results = [measure_size(args, n, logs) for n in args.sizes]
     text = render(
-        results, machine_facts(), command, f"{started:%Y-%m-%d %H:%M}", load_before, args.concurrency
+        results, machine_facts(args.db), command, f"{started:%Y-%m-%d %H:%M}", load_before, args.concurrency
     )
     print(text)
     md = args.results_prefix.with_suffix(".md")
