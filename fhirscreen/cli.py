@@ -268,6 +268,7 @@ def screen(
     if post_report and not options.server:
         _fail("--post-report needs --server", EXIT_CONFIG)
     source = runs.observe(open_source(options))
+    click.get_current_context().call_on_close(source.close_progress)
     run = run_screening(source, trial, _resolve_as_of(as_of, options))
     source.close_progress()
     written = output.commit(run, source, options) if output is not None else []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import sys
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -38,6 +39,9 @@ class Progress:
         self._last = self.started
         self._shown = False
         self._filter = _ClearLine(self)
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._ticker: threading.Thread | None = None
 
     # -- what the run reports ------------------------------------------------------------------------
 
@@ -64,19 +68,34 @@ class Progress:
         now = self.clock()
         if not force and now - self._last < self.interval:
             return
-        self._last = now
-        if self.interactive:
-            self.stream.write("\r\x1b[K" + self.line()[:79])
-            self._shown = True
-        else:
-            self.stream.write(f"fhirscreen: progress: {self.line()}\n")
-        self.stream.flush()
+        with self._lock:
+            self._last = now
+            if self.interactive:
+                self.stream.write("\r\x1b[K" + self.line()[:79])
+                self._shown = True
+            else:
+                self.stream.write(f"fhirscreen: progress: {self.line()}\n")
+            self.stream.flush()
 
     def clear(self) -> None:
-        if self._shown:
-            self.stream.write("\r\x1b[K")
-            self.stream.flush()
-            self._shown = False
+        with self._lock:
+            if self._shown:
+                self.stream.write("\r\x1b[K")
+                self.stream.flush()
+                self._shown = False
+
+    def start(self) -> Progress:
+        """Also tick from a background thread, so that a source that is still waiting for a server
+        (no resource yet) is not silent: requests and elapsed time keep moving."""
+        period = 0.5 if self.interactive else self.interval / 3
+
+        def run() -> None:
+            while not self._stop.wait(period):
+                self._tick()
+
+        self._ticker = threading.Thread(target=run, name="fhirscreen-progress", daemon=True)
+        self._ticker.start()
+        return self
 
     def attach(self) -> Progress:
         """Clear the live line before each log record (root logger handlers)."""
@@ -85,6 +104,10 @@ class Progress:
         return self
 
     def close(self) -> None:
+        self._stop.set()
+        if self._ticker is not None:
+            self._ticker.join()
+            self._ticker = None
         self.clear()
         for handler in logging.getLogger().handlers:
             handler.removeFilter(self._filter)

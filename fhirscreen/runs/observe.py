@@ -103,5 +103,5 @@ def observe(source: Source) -> ObservedSource:
     def requests() -> int:
         return int(stats()["requests"]) if callable(stats) else 0
 
-    observed.progress = Progress(requests=requests if callable(stats) else None).attach()
+    observed.progress = Progress(requests=requests if callable(stats) else None).attach().start()
     return observed

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import logging
+import time
 from collections.abc import Iterator
 
 from fhirscreen.progress import Progress
@@ -81,3 +82,15 @@ def test_the_observed_source_counts_by_type_and_passes_everything_on_unchanged(t
     assert source.prefilters is True  # the pipeline's prefilter hint still reaches the wrapped source
     assert source.describe() == str(tmp_path / "data")
     assert source.server_stats() is None
+
+
+def test_a_source_still_waiting_for_its_first_resource_is_not_silent():
+    stream = io.StringIO()
+    progress = Progress(stream, interactive=False, interval=0.3, requests=lambda: 7).start()
+    try:
+        time.sleep(0.75)
+    finally:
+        progress.close()
+    lines = stream.getvalue().splitlines()
+    assert lines and all(line.startswith("fhirscreen: progress: reading: 0 resources") for line in lines)
+    assert "7 requests" in lines[0] and len(lines) <= 3
