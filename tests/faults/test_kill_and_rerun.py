@@ -193,3 +193,21 @@ def test_ten_reruns_are_byte_identical_for_relative_and_absolute_paths(tmp_path)
         "\nrerun figure: 10 runs (5 relative, 5 absolute --data, 10 hash seeds): the 4 outputs and "
         "run.json (minus timings) byte-identical, source written the same"
     )
+
+
+def test_a_second_process_on_the_same_directory_exits_at_once_with_the_locked_code(population, tmp_path):
+    out = tmp_path / "out"
+    first = subprocess.Popen(
+        screen_command(population, out), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    while not (out / ".lock").exists() or not (out / ".lock").read_text():
+        assert first.poll() is None, "the first run ended before the second could start"
+        time.sleep(0.01)
+    started = time.monotonic()
+    second = subprocess.run(screen_command(population, out), capture_output=True, text=True)
+    waited = time.monotonic() - started
+    assert second.returncode == 6, second.stderr
+    assert f"pid {first.pid}" in second.stderr
+    assert first.wait() == 0
+    assert len(list((out / "runs").iterdir())) == 1
+    print(f"\nlock figure: the second run exited with 6 after {waited:.1f} s (interpreter start included)")

@@ -16,7 +16,7 @@ from click.testing import CliRunner, Result
 
 from fhirscreen import cli
 from fhirscreen.cli import main
-from fhirscreen.exitcodes import EXIT_LOCKED, EXIT_USAGE
+from fhirscreen.exitcodes import EXIT_LOCKED, EXIT_NOTHING_USABLE, EXIT_USAGE
 from fhirscreen.paths import default_trial_file
 from fhirscreen.runs import OutputDir, compute_changes
 from fhirscreen.runs.lock import OutputLock
@@ -319,3 +319,30 @@ def test_settled_unknowns_and_criteria_are_sorted():
     assert changes["settled_unknowns"][0]["evidence"] == ["Observation/a-I4"]
     assert [s["patient"] for s in changes["status_changes"]] == ["Patient/a"]
     assert changes["new_candidates"] == []  # possible -> eligible is a status change, not a new candidate
+
+
+def test_a_run_that_read_nothing_usable_never_becomes_latest(tmp_path):
+    out = tmp_path / "out"
+    assert screen(out).exit_code == 0
+    latest = os.readlink(out / "latest")
+    junk = tmp_path / "junk"
+    junk.mkdir()
+    (junk / "export.json").write_text('{"not": "fhir"}\n')
+    result = screen(out, data=junk)
+    assert result.exit_code == EXIT_NOTHING_USABLE, result.output
+    assert os.readlink(out / "latest") == latest  # the coordinator's list is not emptied by a bad night
+    for run in run_dirs(out):
+        manifest = json.loads((run / "run.json").read_text())
+        assert manifest["exit_status"] in (0, EXIT_NOTHING_USABLE)
+    assert invoke("diff", out).exit_code == EXIT_USAGE  # one usable run: nothing to compare
+
+
+def test_a_failed_run_releases_the_lock_and_leaves_nothing_behind(tmp_path):
+    out = tmp_path / "out"
+    assert screen(out).exit_code == 0
+    failed = screen(out, data=tmp_path / "does-not-exist")
+    assert failed.exit_code == 3, failed.output
+    assert (out / ".lock").read_text() == "" and not any((out / ".in-progress").iterdir())
+    again = screen(out)
+    assert again.exit_code == 0 and "stale lock" not in again.stderr
+    assert len(run_dirs(out)) == 2
