@@ -243,6 +243,7 @@ def main() -> None:
     "out_dir",
     type=click.Path(path_type=Path),
     default=None,
+    metavar="DIR",
     help="Keep this run in DIR/runs/<as-of>T<time>/; DIR/latest (and DIR/candidates.json ...) point to it.",
 )
 @click.option("--keep", type=click.IntRange(1), metavar="N", help="With --out: keep only the N newest runs.")
