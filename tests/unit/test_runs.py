@@ -346,3 +346,35 @@ def test_a_failed_run_releases_the_lock_and_leaves_nothing_behind(tmp_path):
     again = screen(out)
     assert again.exit_code == 0 and "stale lock" not in again.stderr
     assert len(run_dirs(out)) == 2
+
+
+def test_run_json_of_a_server_run_counts_requests_and_waits(tmp_path, monkeypatch):
+    import responses
+
+    from fhirscreen.sources.http import FhirClient
+    from tests.unit.test_server_source import BASE, FakeFhir, population
+
+    waits: list[float] = []
+    real_init = FhirClient.__init__
+
+    def no_real_sleep(self, *args, **kwargs):  # the back-off is counted, not waited for
+        real_init(self, *args, **kwargs)
+        self.sleep_fn = waits.append
+
+    monkeypatch.setattr(FhirClient, "__init__", no_real_sleep)
+    fake = FakeFhir(population(3))
+    fake.fail_once.add("s1:2")  # the second page of the second search drops once: one retry, one wait
+    out = tmp_path / "out"
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake.install(mock)
+        result = CliRunner().invoke(
+            main,
+            ["screen", "--server", BASE, "--as-of", AS_OF, "--out", str(out), "--page-size", "2"],
+        )
+    assert result.exit_code == 0, result.output
+    manifest = json.loads((out / "latest" / "run.json").read_text())
+    assert manifest["source"] == BASE and manifest["options"]["mode"] == "search"
+    server = manifest["server"]
+    assert server["requests"] == len(fake.log) and server["requests"] > 5
+    assert server["retries"] == 1 and server["waits"] == len(waits) == 1
+    assert manifest["resources_read"]["Patient"] == 3
