@@ -19,17 +19,15 @@ from fhirscreen.sources.base import QueryPlan, Source
 def canonical_source(described: str) -> str:
     """The source as written in outputs: a URL without credentials, query or fragment; a path absolute
     (so that ``--data x`` and ``--data /abs/x`` are written the same)."""
-    head, sep, tail = described.partition(" (")
-    if head.lower().startswith(("http://", "https://")):
-        parts = urlsplit(head)
-        host = parts.hostname or ""
-        netloc = f"[{host}]" if ":" in host else host
-        if parts.port is not None:
-            netloc += f":{parts.port}"
-        head = urlunsplit((parts.scheme, netloc, parts.path, "", ""))
-    else:
-        head = str(Path(head).resolve())
-    return head + sep + tail
+    if not described.lower().startswith(("http://", "https://")):
+        return str(Path(described).resolve())
+    head, sep, tail = described.partition(" (")  # e.g. "https://... (Bulk Data export)"
+    parts = urlsplit(head)
+    host = parts.hostname or ""
+    netloc = f"[{host}]" if ":" in host else host
+    if parts.port is not None:
+        netloc += f":{parts.port}"
+    return urlunsplit((parts.scheme, netloc, parts.path, "", "")) + sep + tail
 
 
 class _CountingSleep:
@@ -59,6 +57,8 @@ class ObservedSource:
             client.sleep_fn = self._waits
 
     def __getattr__(self, name: str) -> Any:
+        if name == "_source":  # not set yet (copy, pickle): no recursion
+            raise AttributeError(name)
         return getattr(self._source, name)
 
     def describe(self) -> str:

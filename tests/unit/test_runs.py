@@ -110,6 +110,7 @@ def test_run_json_options_name_no_secret_and_urls_carry_no_credentials():
     assert canonical_source("https://u:pw@fhir.example.org:8443/R4?_format=json (Bulk Data export)") == (
         "https://fhir.example.org:8443/R4 (Bulk Data export)"
     )
+    assert canonical_source("/data/export (copy)") == "/data/export (copy)"
 
 
 def test_keep_prunes_the_oldest_runs_but_never_latest(tmp_path):
