@@ -215,10 +215,8 @@ def _guarded(fn: F) -> F:
             return fn(*args, **kwargs)
         except SourceError as exc:
             _fail(str(exc), EXIT_SOURCE)
-        except (report.OutputError, runs.RunNotFound) as exc:
+        except report.OutputError as exc:
             _fail(str(exc), EXIT_CONFIG)
-        except runs.LockedError as exc:
-            _fail(str(exc), EXIT_LOCKED)
 
     return wrapper  # type: ignore[return-value]
 
@@ -291,7 +289,11 @@ def _open_output(out_dir: Path | None, keep: int | None) -> runs.RunOutput | Non
         if keep is not None:
             _fail("--keep needs --out", EXIT_CONFIG)
         return None
-    output = runs.RunOutput.open(out_dir, keep)
+    try:
+        output = runs.RunOutput.open(out_dir, keep)
+    except runs.LockedError as exc:
+        _fail(str(exc), EXIT_LOCKED)
+        raise  # unreachable
     click.get_current_context().call_on_close(output.close)
     return output
 

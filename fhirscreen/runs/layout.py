@@ -97,6 +97,7 @@ class OutputDir:
     def __init__(self, root: Path) -> None:
         self.root = root
         self.lock = OutputLock(root)
+        self._staging: Path | None = None  # a run folder being written by this process
 
     @classmethod
     def open(cls, root: Path) -> OutputDir:
@@ -128,6 +129,10 @@ class OutputDir:
         return out
 
     def close(self) -> None:
+        """Release the lock; a run folder left unpublished (interrupted) is removed first."""
+        if self._staging is not None:
+            shutil.rmtree(self._staging, ignore_errors=True)
+            self._staging = None
         self.lock.release()
 
     def _clean_leftovers(self) -> None:
@@ -160,11 +165,13 @@ class OutputDir:
         """Write a run's files and publish it: in-progress folder, rename into runs/, switch latest."""
         staging = self.root / IN_PROGRESS / name
         staging.mkdir()
+        self._staging = staging
         for file_name, data in files.items():
             write_file(staging / file_name, data)
         fsync_dir(staging)
         final = self.root / RUNS / name
         os.rename(staging, final)
+        self._staging = None
         fsync_dir(self.root / RUNS)
         fsync_dir(self.root / IN_PROGRESS)
         if switch_latest:

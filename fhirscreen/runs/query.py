@@ -5,13 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from fhirscreen.report.jsonio import OutputError
 from fhirscreen.runs.changes import compute_changes
 from fhirscreen.runs.job import load_candidates
 from fhirscreen.runs.layout import RunInfo, latest_name, list_runs
 
 
-class RunNotFound(Exception):
-    """A run name that is not in the directory, or too few runs to compare."""
+class RunNotFound(OutputError):
+    """A run name that is not in the directory, or too few runs to compare (a usage error)."""
 
 
 def choose_pair(root: Path, first: str | None, second: str | None) -> tuple[RunInfo, RunInfo]:

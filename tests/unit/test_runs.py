@@ -379,3 +379,31 @@ def test_run_json_of_a_server_run_counts_requests_and_waits(tmp_path, monkeypatc
     assert server["requests"] == len(fake.log) and server["requests"] > 5
     assert server["retries"] == 1 and server["waits"] == len(waits) == 1
     assert manifest["resources_read"]["Patient"] == 3
+
+
+def test_an_interrupted_write_leaves_no_partial_folder_once_the_run_closes(tmp_path, monkeypatch):
+    """SIGTERM (systemd stop) arrives as KeyboardInterrupt while the third file is written."""
+    from fhirscreen.runs import layout
+
+    out = tmp_path / "out"
+    assert screen(out).exit_code == 0
+    latest = os.readlink(out / "latest")
+    written: list[str] = []
+    real_write = layout.write_file
+
+    def interrupted(path: Path, data: str | bytes, mode: int = 0o644) -> None:
+        if len(written) == 2:
+            raise KeyboardInterrupt("SIGTERM")
+        written.append(path.name)
+        real_write(path, data, mode)
+
+    monkeypatch.setattr(layout, "write_file", interrupted)
+    directory = OutputDir.open(out)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            directory.commit("2026-06-02T023000Z", {"a.json": "{}", "b.json": "{}", "c.json": "{}"})
+        assert any((out / ".in-progress").iterdir())
+    finally:
+        directory.close()
+    assert not any((out / ".in-progress").iterdir()) and (out / ".lock").read_text() == ""
+    assert os.readlink(out / "latest") == latest and len(run_dirs(out)) == 1
