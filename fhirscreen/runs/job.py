@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Mapping
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -50,13 +51,23 @@ class RunOutput:
     def close(self) -> None:
         self.directory.close()
 
-    def commit(self, run: ScreeningRun, source: ObservedSource, options: SourceOptions) -> list[Path]:
-        """Write the run folder and switch ``latest`` (unless the run read nothing usable); prune."""
+    def commit(
+        self,
+        run: ScreeningRun,
+        source: ObservedSource,
+        options: SourceOptions,
+        outputs: Mapping[str, str] | None = None,
+        more_options: Mapping[str, Any] | None = None,
+    ) -> list[Path]:
+        """Write the run folder and switch ``latest`` (unless the run read nothing usable); prune.
+
+        ``outputs``: the rendered files (default ``render_outputs(run)``); ``more_options``: options of
+        the command beyond the source's, recorded in run.json (no secrets)."""
         screened = time.monotonic()
         directory = self.directory
         name = directory.new_run_id(run.as_of, self.started_at)
         base = directory.latest()
-        files: dict[str, str | bytes] = dict(render_outputs(run))
+        files: dict[str, str | bytes] = dict(outputs if outputs is not None else render_outputs(run))
         current = json.loads(files["candidates.json"])
         previous = load_candidates(base) if base else None
         changes = compute_changes(name, base.name if base else None, current, previous)
@@ -78,6 +89,7 @@ class RunOutput:
                 source=source,
                 options=options,
                 keep=self.keep,
+                more_options=more_options,
                 started_at=self.started_at,
                 finished_at=datetime.now(timezone.utc),
                 durations=durations,

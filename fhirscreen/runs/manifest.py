@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import Counter
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -36,7 +37,9 @@ def trial_sha256(path: str) -> str | None:
         return None
 
 
-def recorded_options(options: SourceOptions, keep: int | None) -> dict[str, Any]:
+def recorded_options(
+    options: SourceOptions, keep: int | None, more: Mapping[str, Any] | None = None
+) -> dict[str, Any]:
     """The options that shape a run; secrets and what could be one (a token variable's name may be a
     pasted token) are reduced to how the run authenticated."""
     if options.smart_client_id or options.smart_key_file:
@@ -58,6 +61,7 @@ def recorded_options(options: SourceOptions, keep: int | None) -> dict[str, Any]
             "ca_bundle": options.ca_bundle is not None,
         }
     recorded["keep"] = keep
+    recorded.update(more or {})
     return recorded
 
 
@@ -73,6 +77,7 @@ def run_manifest(
     source: ObservedSource,
     options: SourceOptions,
     keep: int | None,
+    more_options: Mapping[str, Any] | None = None,
     started_at: datetime,
     finished_at: datetime,
     durations: dict[str, float],
@@ -91,7 +96,7 @@ def run_manifest(
         },
         "as_of": run.as_of.isoformat(),
         "source": canonical_source(run.source),
-        "options": recorded_options(options, keep),
+        "options": recorded_options(options, keep, more_options),
         "started_at": _iso(started_at),
         "finished_at": _iso(finished_at),
         "durations_s": {k: round(v, 2) for k, v in durations.items()},

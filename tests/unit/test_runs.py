@@ -9,6 +9,7 @@ import io
 import json
 import os
 import shutil
+from datetime import date
 from pathlib import Path
 
 import pytest
@@ -407,3 +408,26 @@ def test_an_interrupted_write_leaves_no_partial_folder_once_the_run_closes(tmp_p
         directory.close()
     assert not any((out / ".in-progress").iterdir()) and (out / ".lock").read_text() == ""
     assert os.readlink(out / "latest") == latest and len(run_dirs(out)) == 1
+
+
+def test_a_caller_may_add_outputs_and_options_to_the_run_folder(tmp_path, trial):
+    """The HTML report (and its options) join the run folder through the same atomic commit."""
+    from fhirscreen.pipeline import run_screening
+    from fhirscreen.report.output import render_outputs
+    from fhirscreen.runs import RunOutput, observe
+    from fhirscreen.sources.factory import SourceOptions, open_source
+
+    options = SourceOptions(data=GOLDEN_DATA)
+    source = observe(open_source(options))
+    output = RunOutput.open(tmp_path / "out", keep=None)
+    try:
+        run = run_screening(source, trial, date(2026, 6, 1))
+        source.close_progress()
+        files = {**render_outputs(run), "report.html": "<!doctype html>\n"}
+        written = output.commit(run, source, options, files, {"show_names": False})
+    finally:
+        output.close()
+    latest = tmp_path / "out" / "latest"
+    assert (latest / "report.html").read_text() == "<!doctype html>\n" and latest / "report.html" in written
+    assert (tmp_path / "out" / "report.html").read_text() == "<!doctype html>\n"  # in the flat view too
+    assert json.loads((latest / "run.json").read_text())["options"]["show_names"] is False
