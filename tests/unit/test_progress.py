@@ -86,11 +86,13 @@ def test_the_observed_source_counts_by_type_and_passes_everything_on_unchanged(t
 
 def test_a_source_still_waiting_for_its_first_resource_is_not_silent():
     stream = io.StringIO()
-    progress = Progress(stream, interactive=False, interval=0.3, requests=lambda: 7).start()
+    progress = Progress(stream, interactive=False, interval=0.15, requests=lambda: 7).start()
+    started = time.monotonic()
     try:
-        time.sleep(0.75)
+        time.sleep(0.4)
     finally:
         progress.close()
+    elapsed = time.monotonic() - started
     lines = stream.getvalue().splitlines()
     assert lines and all(line.startswith("fhirscreen: progress: reading: 0 resources") for line in lines)
-    assert "7 requests" in lines[0] and len(lines) <= 3
+    assert "7 requests" in lines[0] and len(lines) <= elapsed / 0.15 + 1  # one per interval, no more
