@@ -8,7 +8,6 @@ finds the file non-empty but unlocked is taking over after a run that died: it s
 
 from __future__ import annotations
 
-import fcntl
 import logging
 import os
 from datetime import datetime, timezone
@@ -30,6 +29,8 @@ class OutputLock:
 
     def acquire(self) -> None:
         """Take the lock at once or raise LockedError (never waits: cron would pile runs up)."""
+        import fcntl  # POSIX only; imported here so that the other commands still load elsewhere
+
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -57,6 +58,8 @@ class OutputLock:
     def release(self) -> None:
         if self._fd is None:
             return
+        import fcntl
+
         try:
             os.ftruncate(self._fd, 0)  # an empty file: the last run finished cleanly
             fcntl.flock(self._fd, fcntl.LOCK_UN)
