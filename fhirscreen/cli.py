@@ -15,7 +15,8 @@ from typing import Any, TypeVar
 
 import click
 
-from fhirscreen import __version__, report
+from fhirscreen import __version__, report, runs
+from fhirscreen.exitcodes import EXIT_LOCKED
 from fhirscreen.paths import SAMPLE_AS_OF
 from fhirscreen.pipeline import load_population, run_screening
 from fhirscreen.screening import screen_patient
@@ -241,8 +242,10 @@ def main() -> None:
     "out_dir",
     type=click.Path(path_type=Path),
     default=None,
-    help="Write candidates.json, candidates.csv, measure-report.json and group.json here.",
+    metavar="DIR",
+    help="Keep this run in DIR/runs/<as-of>T<time>/; DIR/latest (and DIR/candidates.json ...) point to it.",
 )
+@click.option("--keep", type=click.IntRange(1), metavar="N", help="With --out: keep only the N newest runs.")
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
@@ -254,17 +257,21 @@ def screen(
     out_dir: Path | None,
     fmt: str,
     post_report: bool,
+    keep: int | None,
     **kwargs: Any,
 ) -> None:
     """Screen every patient with an SLE diagnosis and print the ranked candidates."""
     options = _options(kwargs)
     _setup_logging(options.verbose)
+    output = _open_output(out_dir, keep)
     trial = _load_trial(trial_file)
     if post_report and not options.server:
         _fail("--post-report needs --server", EXIT_CONFIG)
-    source = open_source(options)
+    source = runs.observe(open_source(options))
+    click.get_current_context().call_on_close(source.close_progress)
     run = run_screening(source, trial, _resolve_as_of(as_of, options))
-    written = report.write_outputs(run, out_dir) if out_dir is not None else []
+    source.close_progress()
+    written = output.commit(run, source, options) if output is not None else []
     click.echo(report.render_run(run, fmt), nl=False)
     click.echo(report.render_summary(run, written), err=True, nl=False)
     _echo_source_stats(source)
@@ -273,6 +280,58 @@ def screen(
 
         for line in post_reports(options, run):
             click.echo(line, err=True)
+    if output is not None and output.exit_status:
+        sys.exit(output.exit_status)
+
+
+def _open_output(out_dir: Path | None, keep: int | None) -> runs.RunOutput | None:
+    """Check, lock and clean --out before any work starts (released when the command ends)."""
+    if out_dir is None:
+        if keep is not None:
+            _fail("--keep needs --out", EXIT_CONFIG)
+        return None
+    try:
+        output = runs.RunOutput.open(out_dir, keep)
+    except runs.LockedError as exc:
+        _fail(str(exc), EXIT_LOCKED)
+        raise  # unreachable
+    click.get_current_context().call_on_close(output.close)
+    return output
+
+
+def _directory_argument(fn: F) -> F:
+    kind = click.Path(path_type=Path, exists=True, file_okay=False)
+    return click.argument("directory", type=kind)(fn)
+
+
+@main.command()
+@_directory_argument
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
+)
+def history(directory: Path, fmt: str) -> None:
+    """List the runs kept in an --out directory, with their counts and exit status."""
+    from fhirscreen.runs.render import render_history
+
+    listed = runs.list_runs(directory)
+    click.echo(render_history(str(directory), listed, runs.latest_name(directory), fmt), nl=False)
+
+
+@main.command()
+@_directory_argument
+@click.argument("run_a", required=False)
+@click.argument("run_b", required=False)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
+)
+@_guarded
+def diff(directory: Path, run_a: str | None, run_b: str | None, fmt: str) -> None:
+    """What changed between two runs (default: latest against the run before it)."""
+    from fhirscreen.runs.render import render_changes
+
+    older, newer = runs.choose_pair(directory, run_a, run_b)
+    changes, warnings = runs.diff_runs(older, newer)
+    click.echo(render_changes(changes, fmt, warnings), nl=False)
 
 
 @main.command()

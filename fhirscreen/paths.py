@@ -10,11 +10,15 @@ from pathlib import Path
 SAMPLE_AS_OF = date(2026, 6, 1)
 
 _REPO = Path(__file__).resolve().parent.parent
+# A wheel carries queries/ and sample_bundles/ here (copied at build time by setup.py).
+_PACKAGED = Path(__file__).resolve().parent / "data"
 _SHARE = Path(sys.prefix) / "share" / "fhirscreen"
 
 
 def _first_existing(relative: str) -> Path:
-    for base in (_REPO, _SHARE):
+    """A checkout (editable install) first, then the installed package data."""
+    bases = ([_REPO] if (_REPO / "pyproject.toml").is_file() else []) + [_PACKAGED, _SHARE]
+    for base in bases:
         candidate = base / relative
         if candidate.exists():
             return candidate

@@ -39,4 +39,5 @@ def open_source(options: SourceOptions) -> Source:
         from fhirscreen.sources.server import open_server_source
 
         return open_server_source(options)
-    return FileSource(options.data if options.data is not None else sample_data_dir())
+    # Absolute, so that outputs and findings name the same files whatever the working directory.
+    return FileSource((options.data if options.data is not None else sample_data_dir()).resolve())

@@ -89,10 +89,12 @@ def test_screen_out_writes_the_four_files(tmp_path, golden_json):
     out = tmp_path / "run"
     result = screen("--out", out)
     assert result.exit_code == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == sorted(OUTPUTS)
-    assert json.loads((out / "candidates.json").read_text()) == golden_json
-    assert json.loads((out / "measure-report.json").read_text())["resourceType"] == "MeasureReport"
-    assert all(str(out / name) in result.stderr for name in OUTPUTS)
+    latest = out / "latest"
+    assert sorted(p.name for p in latest.iterdir()) == sorted([*OUTPUTS, "run.json", "changes.json"])
+    assert json.loads((latest / "candidates.json").read_text()) == golden_json
+    assert json.loads((out / "candidates.json").read_text()) == golden_json  # the flat view
+    assert json.loads((latest / "measure-report.json").read_text())["resourceType"] == "MeasureReport"
+    assert all(str(latest / name) in result.stderr for name in OUTPUTS)
 
 
 def test_screen_is_reproducible_byte_for_byte(tmp_path):

@@ -1,0 +1,110 @@
+"""One screening run into an output directory: open (check, lock, clean), commit (files, run.json,
+changes.json, latest), prune. The CLI calls these three and nothing else of this package."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Mapping
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from fhirscreen.exitcodes import EXIT_NOTHING_USABLE
+from fhirscreen.report.jsonio import OutputError, dump_json
+from fhirscreen.report.output import render_outputs
+from fhirscreen.runs.changes import compute_changes
+from fhirscreen.runs.layout import LATEST, RUN_JSON, OutputDir, RunInfo
+from fhirscreen.runs.manifest import exit_status, run_manifest
+from fhirscreen.runs.observe import ObservedSource
+from fhirscreen.screening import ScreeningRun
+from fhirscreen.sources.factory import SourceOptions
+
+log = logging.getLogger("fhirscreen")
+
+CHANGES_JSON = "changes.json"
+
+
+def load_candidates(info: RunInfo) -> dict[str, Any] | None:
+    try:
+        data = json.loads((info.path / "candidates.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+class RunOutput:
+    """``--out DIR``: opened before any work starts, so that a bad or busy DIR fails at once."""
+
+    def __init__(self, directory: OutputDir, keep: int | None) -> None:
+        self.directory = directory
+        self.keep = keep
+        self.started_at = datetime.now(timezone.utc)
+        self.started = time.monotonic()
+        self.exit_status = 0
+
+    @classmethod
+    def open(cls, root: Path, keep: int | None) -> RunOutput:
+        return cls(OutputDir.open(root), keep)
+
+    def close(self) -> None:
+        self.directory.close()
+
+    def commit(
+        self,
+        run: ScreeningRun,
+        source: ObservedSource,
+        options: SourceOptions,
+        outputs: Mapping[str, str] | None = None,
+        more_options: Mapping[str, Any] | None = None,
+    ) -> list[Path]:
+        """Write the run folder and switch ``latest`` (unless the run read nothing usable); prune.
+
+        ``outputs``: the rendered files (default ``render_outputs(run)``); ``more_options``: options of
+        the command beyond the source's, recorded in run.json (no secrets)."""
+        screened = time.monotonic()
+        directory = self.directory
+        name = directory.new_run_id(run.as_of, self.started_at)
+        base = directory.latest()
+        files: dict[str, str | bytes] = dict(outputs if outputs is not None else render_outputs(run))
+        current = json.loads(files["candidates.json"])
+        previous = load_candidates(base) if base else None
+        changes = compute_changes(name, base.name if base else None, current, previous)
+        files[CHANGES_JSON] = dump_json(changes)
+        self.exit_status = exit_status(run)
+        usable = self.exit_status != EXIT_NOTHING_USABLE
+        now = time.monotonic()
+        durations = {
+            "read": source.read_seconds,
+            "evaluate": max(0.0, screened - self.started - source.read_seconds),
+            "render": now - screened,
+            "total": now - self.started,
+        }
+        files[RUN_JSON] = dump_json(
+            run_manifest(
+                run_id=name,
+                base_run=base.name if base else None,
+                run=run,
+                source=source,
+                options=options,
+                keep=self.keep,
+                more_options=more_options,
+                started_at=self.started_at,
+                finished_at=datetime.now(timezone.utc),
+                durations=durations,
+            )
+        )
+        try:
+            folder = directory.commit(name, files, switch_latest=usable)
+        except OSError as exc:
+            raise OutputError(
+                f"{directory.root}: cannot write the run {name}: {exc.strerror or exc}"
+            ) from None
+        if not usable:
+            log.warning("%s: the run read nothing usable; %s still points to the run before", folder, LATEST)
+        if self.keep is not None:
+            for pruned in directory.prune(self.keep):
+                log.info("pruned the old run %s (--keep %d)", pruned, self.keep)
+        shown = directory.root / LATEST if usable else folder
+        return [shown / file_name for file_name in files]
