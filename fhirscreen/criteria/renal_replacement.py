@@ -16,6 +16,7 @@ from datetime import date
 from typing import Any
 
 from fhirscreen.criteria import _events as ev
+from fhirscreen.criteria import _plans
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.dates import days_before, months_before
 from fhirscreen.fhir.resources import is_active_on
@@ -120,6 +121,34 @@ def _check_expected_rrt(record: PatientRecord, ctx: Context, params: DialysisPar
             f"Renal replacement therapy is planned: {ev.describe(planned)}, status {planned[0].status}."
         )
         f.cite(planned, as_of)
+    _check_planned_rrt(record, ctx, params, f)
+
+
+def _check_planned_rrt(record: PatientRecord, ctx: Context, params: DialysisParams, f: _Findings) -> None:
+    """Transplant or dialysis ordered, booked or in a care plan (see _plans): a firm plan dated ahead or
+    open-ended (a standing dialysis order) fails; a proposal, a plan on hold or an undated one is unknown.
+    A plan dated before screening is left to the Procedures (a completed order is not the treatment)."""
+    as_of = ctx.as_of
+    sets = (ctx.vs(params.kidney_transplant), ctx.vs(params.dialysis_procedures))
+    firm: list[str] = []
+    unsure: list[str] = []
+    cited: list[str] = []
+    for plan in _plans.plans(record):
+        label = next((m for vs in sets for c in plan.concepts if (m := vs.match(c)) is not None), None)
+        if label is None or not (plan.is_ahead(as_of) or plan.span is None):
+            continue
+        text = f"{label} ({plan.state}; {plan.when()})"
+        (firm if plan.firm and plan.span is not None else unsure).append(text)
+        cited.append(plan.ref)
+    if firm:
+        f.details["expected_rrt"] = True
+        f.fail.append(f"Renal replacement therapy is planned: {'; '.join(firm[:3])}.")
+    if unsure:
+        f.unknown.append(
+            f"Renal replacement therapy proposed, on hold or without a date: {'; '.join(unsure[:3])}."
+        )
+        f.next_steps.append(_ASK_INVESTIGATOR)
+    f.evidence.extend(list(dict.fromkeys(cited))[:_MAX_EVIDENCE])
 
 
 def _check_transplant_history(
