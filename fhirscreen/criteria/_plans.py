@@ -182,7 +182,7 @@ def care_plan_plans(care_plan: Resource, patient_id: str | None = None) -> list[
         return []
     intent = str(care_plan.get("intent") or "")
     plan_firm = status == "active" and (intent == "plan" or intent in ORDER_INTENTS)
-    period = span_of(care_plan, "period")
+    period = _period(care_plan.get("period"))
     out: list[Plan] = []
     for activity in care_plan.get("activity") or ():
         if not isinstance(activity, Mapping):
@@ -195,6 +195,13 @@ def care_plan_plans(care_plan: Resource, patient_id: str | None = None) -> list[
         for contained in _contained(care_plan, activity.get("reference")):
             out += _contained_plan(care_plan, contained, plan_firm, patient_id)
     return out
+
+
+def _period(period: object) -> Span | None:
+    if not isinstance(period, Mapping):
+        return None
+    start, end = day(period.get("start")), day(period.get("end"))
+    return Span(start, end) if start or end else None
 
 
 def _activity_plan(

@@ -134,7 +134,17 @@ def _check_planned_rrt(record: PatientRecord, ctx: Context, params: DialysisPara
     unsure: list[str] = []
     cited: list[str] = []
     for plan in _plans.plans(record):
-        label = next((m for vs in sets for c in plan.concepts if (m := vs.match(c)) is not None), None)
+        # Care-plan activities count by code only (their texts name regimes, as in E9).
+        codes_only = plan.resource.get("resourceType") == "CarePlan"
+        label = next(
+            (
+                m
+                for vs in sets
+                for c in plan.concepts
+                if (m := ev.code_match(vs, c) if codes_only else vs.match(c)) is not None
+            ),
+            None,
+        )
         if label is None or not (plan.is_ahead(as_of) or plan.span is None):
             continue
         text = f"{label} ({plan.state}; {plan.when()})"

@@ -132,6 +132,10 @@ def _sort_plans(record: PatientRecord, as_of: date, rules: _Rules, first: date, 
         if found is None:
             continue
         kind, label = found
+        if kind != MAJOR and plan.resource.get("resourceType") == "CarePlan":
+            # Care-plan activities are mostly regimes ("Transplantation of kidney regime", "Post-surgical
+            # wound care"): only a coded major operation counts, never a surgical-sounding word.
+            continue
         ahead, undated = plan.is_ahead(as_of), plan.span is None
         if kind == MAJOR and plan.firm and ahead:
             out.plan_orders.append((plan, label))
