@@ -248,3 +248,10 @@ def test_export_levels() -> None:
     assert BulkExport(client).kickoff_path() == "$export"
     assert BulkExport(client, level="patient").kickoff_path() == "Patient/$export"
     assert BulkExport(client, level="group:sle cohort").kickoff_path() == "Group/sle%20cohort/$export"
+
+
+def test_export_asks_for_pharmacy_fills_and_plans() -> None:
+    types = parse_qs(kickoff_query(PLAN))["_type"][0].split(",")
+    for rtype in ("MedicationDispense", "ServiceRequest", "CarePlan", "Appointment", "Medication"):
+        assert rtype in types, rtype
+    assert len(types) == len(set(types))
