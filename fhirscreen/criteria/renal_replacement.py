@@ -68,7 +68,13 @@ def _check_dialysis(record: PatientRecord, ctx: Context, params: DialysisParams,
     first = months_before(as_of, params.window_months)
     f.details["dialysis_window_start"] = first.isoformat()
     sessions = ev.procedures(record, ctx.vs(params.dialysis_procedures))
-    done = [e for e in sessions if not ev.is_planned(e, as_of)]
+    # A session recorded with status "unknown" may not have happened: a question, not a fail.
+    unsure = [
+        e
+        for e in sessions
+        if e.status == "unknown" and ev.happened_by(e, as_of) and e.in_window(first, as_of)
+    ]
+    done = [e for e in sessions if not ev.is_planned(e, as_of) and e.status != "unknown"]
     if params.dialysis_observations:
         done += ev.observations(record, ctx.vs(params.dialysis_observations))
     done += ev.conditions(record, ctx.vs(params.dialysis_status))
@@ -89,6 +95,10 @@ def _check_dialysis(record: PatientRecord, ctx: Context, params: DialysisParams,
         f.unknown.append(f"Dialysis on record without a date: {ev.describe(undated)}.")
         f.evidence.extend(ev.refs(undated[:_MAX_EVIDENCE]))
         f.next_steps.append("Confirm when the patient was last dialysed.")
+    if not recent and unsure:
+        f.unknown.append(f"Dialysis recorded with status unknown in the window: {ev.describe(unsure)}.")
+        f.cite(unsure, as_of)
+        f.next_steps.append("Confirm whether the dialysis was performed.")
     if not recent and older:
         newest = ev.latest(older, as_of)
         if newest is not None and newest.last_day is not None:

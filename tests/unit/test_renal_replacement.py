@@ -283,3 +283,14 @@ def test_synthea_post_transplant_care_plan_regime_is_not_a_planned_transplant(ev
     plan = care_plan(activity, period={"start": "2024-01-01"})
     assert evaluate("E2", record(plan)).outcome is Outcome.PASS
     assert evaluate("E9", record(plan)).outcome is Outcome.PASS
+
+
+def test_dialysis_recorded_with_status_unknown_is_a_question(evaluate):
+    res = evaluate("E2", record(procedure(*DIALYSIS, "2026-03-01", status="unknown", id="u")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "status unknown" in res.reason and res.evidence == ("Procedure/u",)
+
+
+def test_dialysis_coded_in_icd10pcs_under_the_hl7_style_uri_counts(evaluate):
+    proc = procedure("http://hl7.org/fhir/sid/icd-10-pcs", "5A1D70Z", "2026-03-01")
+    assert evaluate("E2", record(proc)).outcome is Outcome.FAIL
