@@ -369,3 +369,18 @@ def test_booked_surgical_clinic_visit_is_a_question_not_an_exclusion(evaluate):
 @pytest.mark.parametrize(("status", "expected"), [("unknown", Outcome.UNKNOWN), ("stopped", Outcome.FAIL)])
 def test_procedure_status_unknown_is_a_question_and_stopped_was_an_operation(evaluate, status, expected):
     assert evaluate("E9", record(procedure(*TKR, "2026-05-01", status=status))).outcome is expected
+
+
+def test_explain_describes_plans_by_code_status_and_date():
+    from fhirscreen.report.describe import describe_resource
+
+    order = service_request(*THR, "2026-08-01", id="o", display="Total replacement of hip")
+    assert describe_resource(order) == "ServiceRequest/o: Total replacement of hip, order active, 2026-08-01"
+    visit = appointment(*THR, id="a")
+    visit["serviceType"][0]["coding"][0]["display"] = "Total replacement of hip"
+    assert describe_resource(visit) == "Appointment/a: Total replacement of hip, booked, 2026-08-01"
+    plan = care_plan(care_plan_activity("snomed", "302497006"), id="c", period={"start": "2026-05-01"},
+                     description="free text the coordinator does not need")
+    plan["activity"][0]["detail"]["code"]["coding"][0]["display"] = "Hemodialysis"
+    shown = describe_resource(plan)
+    assert shown == "CarePlan/c: care plan (Hemodialysis), plan active, 2026-05-01 to ongoing"
