@@ -5,10 +5,12 @@ as well as Procedures. Each plan becomes a ``Plan``: what it asks for (its codes
 None when undated), and whether it is *firm*, i.e. decided and not merely proposed:
 
 * ServiceRequest: ``doNotPerform`` is never a plan; ``completed`` is not the operation itself (the
-  Procedure is) and ``revoked``/``entered-in-error`` never count. Firm = an order (``intent`` order,
-  original-order, reflex-order, filler-order, instance-order) that is ``active``. A ``proposal``,
-  ``plan``, ``directive`` or ``option``, and an order in ``draft``, ``on-hold`` or ``unknown`` status,
-  is a plan not yet decided. When: ``occurrence[x]`` (dateTime, Period, Timing events and
+  Procedure is) and ``revoked``/``entered-in-error`` never count. Firm = ``active`` with ``intent``
+  plan or an order (order, original-order, reflex-order, filler-order, instance-order): E9 and E2 ask
+  whether an operation is *planned*, and intent plan is exactly "an intention to ensure it occurs"
+  (unlike a medication, where only an order is exposure). A ``proposal`` ("a suggestion ... without an
+  intention"), ``directive`` or ``option``, and any request in ``draft``, ``on-hold`` or ``unknown``
+  status, is not yet decided. When: ``occurrence[x]`` (dateTime, Period, Timing events and
   repeat.boundsPeriod); ``authoredOn`` is when it was written, not when it is for.
 * CarePlan activity (``activity.detail``, or a *contained* ServiceRequest/Appointment that
   ``activity.reference`` points at; a reference to a separate resource is read as that resource, once):
@@ -94,7 +96,7 @@ def service_request_plan(sr: Mapping[str, Any], cite: Resource | None = None) ->
     if sr.get("doNotPerform") is True or status in _SR_NEVER:
         return None
     intent = str(sr.get("intent") or "")
-    firm = intent in ORDER_INTENTS and status == "active"
+    firm = (intent == "plan" or intent in ORDER_INTENTS) and status == "active"
     concept = sr.get("code")
     return Plan(
         resource=cite if cite is not None else dict(sr),

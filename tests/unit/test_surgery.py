@@ -202,7 +202,6 @@ def test_every_occurrence_encoding_of_a_future_order_fails(evaluate, occurrence)
     ("intent", "status"),
     [
         ("proposal", "active"),  # a suggestion, not a decision
-        ("plan", "active"),  # an intention, not yet ordered
         ("order", "draft"),  # not signed
         ("order", "on-hold"),  # suspended
         ("order", "unknown"),
@@ -384,3 +383,11 @@ def test_explain_describes_plans_by_code_status_and_date():
     plan["activity"][0]["detail"]["code"]["coding"][0]["display"] = "Hemodialysis"
     shown = describe_resource(plan)
     assert shown == "CarePlan/c: care plan (Hemodialysis), plan active, 2026-05-01 to ongoing"
+
+
+def test_surgery_planned_with_intent_plan_is_planned(evaluate):
+    # RequestIntent "plan": an intention to ensure it occurs - what "major surgery planned" means (E9),
+    # unlike a medication, where only an order is exposure.
+    res = evaluate("E9", record(service_request(*THR, "2026-08-01", intent="plan", id="p")))
+    assert res.outcome is Outcome.FAIL
+    assert "ServiceRequest plan, active" in res.reason
