@@ -657,3 +657,16 @@ def test_plans_dispenses_and_appointments_are_read_with_their_medications() -> N
         assert ids_of(found, "CarePlan") == {"cp1"}
         assert ids_of(found, "Appointment") == {"ap1"}
         assert quality.findings == []
+
+
+def test_observation_codes_include_every_code_of_a_lab_value_set_not_only_loinc(tmp_path: Any) -> None:
+    # A site that lists its local lab code beside the LOINC one must have it searched too.
+    trial_file = tmp_path / "trial.yaml"
+    text = default_trial_file().read_text(encoding="utf-8")
+    anchor = '      - {system: loinc, code: "33914-3"'
+    assert anchor in text
+    local = '      - {system: "http://hospital.example/lab", code: "EGFR-LOCAL", display: "eGFR (local)"}\n'
+    trial_file.write_text(text.replace(anchor, local + anchor, 1), encoding="utf-8")
+    plan = QueryPlan.for_trial(load_trial(trial_file))
+    assert "EGFR-LOCAL" in {c.code for c in plan.observation_codes}
+    assert "55464009" not in {c.code for c in plan.observation_codes}  # diagnoses stay out
