@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from fhirscreen.fhir.dates import Span, day, span_of
+from fhirscreen.fhir.dates import Span, day, parse_date, span_of
 from fhirscreen.fhir.resources import Resource, ref
 from fhirscreen.record import PatientRecord
 
@@ -86,6 +86,19 @@ def plans(record: PatientRecord) -> list[Plan]:
     for care_plan in record.of_type("CarePlan"):
         out += care_plan_plans(care_plan, record.id)
     return out
+
+
+# -- when a Procedure was done ----------------------------------------------------------------------
+
+def performed_span(procedure: Mapping[str, Any]) -> Span | None:
+    """``performed[x]`` as dateTime or Period, or a string that holds a (partial) date ("2026-05-01",
+    "2026-05"). An Age or Range (a year of life or more) is left undated: too coarse for a 90-day window,
+    it is reported, not counted."""
+    span = span_of(procedure, "performed")
+    if span is not None:
+        return span
+    text = parse_date(procedure.get("performedString"))
+    return Span(text.earliest, text.latest) if text is not None else None
 
 
 # -- ServiceRequest ----------------------------------------------------------------------------------

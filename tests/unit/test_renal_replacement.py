@@ -294,3 +294,9 @@ def test_dialysis_recorded_with_status_unknown_is_a_question(evaluate):
 def test_dialysis_coded_in_icd10pcs_under_the_hl7_style_uri_counts(evaluate):
     proc = procedure("http://hl7.org/fhir/sid/icd-10-pcs", "5A1D70Z", "2026-03-01")
     assert evaluate("E2", record(proc)).outcome is Outcome.FAIL
+
+
+def test_dialysis_dated_by_a_performed_string_counts(evaluate):
+    res = evaluate("E2", record(procedure(*DIALYSIS, None, performedString="2026-02-14", id="s")))
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("Procedure/s",)

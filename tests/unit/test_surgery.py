@@ -391,3 +391,20 @@ def test_surgery_planned_with_intent_plan_is_planned(evaluate):
     res = evaluate("E9", record(service_request(*THR, "2026-08-01", intent="plan", id="p")))
     assert res.outcome is Outcome.FAIL
     assert "ServiceRequest plan, active" in res.reason
+
+
+@pytest.mark.parametrize(
+    ("performed", "expected"),
+    [
+        ({"performedString": "2026-05-01"}, Outcome.FAIL),  # a date written as a string
+        ({"performedString": "2026-04"}, Outcome.FAIL),  # a month
+        ({"performedString": "2025"}, Outcome.PASS),  # a year long before the window
+        ({"performedString": "in childhood"}, Outcome.PASS),  # no date: reported, not counted
+        ({"performedAge": {"value": 40, "unit": "a"}}, Outcome.PASS),  # too coarse: reported, not counted
+    ],
+)
+def test_performed_string_and_age_encodings(evaluate, performed, expected):
+    res = evaluate("E9", record(procedure(*TKR, None, **performed)))
+    assert res.outcome is expected
+    if "performedAge" in performed or "childhood" in str(performed):
+        assert "without a date" in res.reason
