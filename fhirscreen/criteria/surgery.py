@@ -143,7 +143,9 @@ def _sort_plans(record: PatientRecord, as_of: date, rules: _Rules, first: date, 
             out.plan_questions.append((plan, label, "ordered without a date"))
         elif kind == MAJOR and (ahead or undated):
             out.plan_questions.append((plan, label, "proposed or on hold, not yet a firm order"))
-        elif ahead or undated:
+        elif ahead:
+            # Only dated plans raise the question: undated orders named "surgical ..." are mostly
+            # standing lab or pathology orders.
             out.plan_questions.append((plan, label, "may be major surgery"))
         elif kind == MAJOR and plan.firm and plan.span is not None and plan.span.overlaps(first, as_of):
             out.plan_questions.append((plan, label, "ordered for a day in the window; no Procedure"))

@@ -408,3 +408,11 @@ def test_performed_string_and_age_encodings(evaluate, performed, expected):
     assert res.outcome is expected
     if "performedAge" in performed or "childhood" in str(performed):
         assert "without a date" in res.reason
+
+
+def test_undated_order_only_named_like_surgery_is_not_a_question(evaluate):
+    lab = service_request(LOCAL, "sp", None, text="Surgical pathology, tissue exam")
+    assert evaluate("E9", record(lab)).outcome is Outcome.PASS
+    dated = service_request(LOCAL, "sg", "2026-07-01", text="Laparoscopic sleeve gastrectomy", id="g")
+    res = evaluate("E9", record(dated))
+    assert res.outcome is Outcome.UNKNOWN and "may be major surgery" in res.reason
