@@ -241,6 +241,92 @@ def procedure(
     return p
 
 
+def service_request(
+    system: str,
+    code: str,
+    occurrence: str | None = "2026-08-01",
+    *,
+    pid: str = PID,
+    status: str = "active",
+    intent: str = "order",
+    display: str = "",
+    text: str | None = None,
+    id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A ServiceRequest (an order, by default, for a day after the screening date)."""
+    r: dict[str, Any] = {
+        "resourceType": "ServiceRequest",
+        "id": id or _id("sr"),
+        "status": status,
+        "intent": intent,
+        "subject": {"reference": f"Patient/{pid}"},
+        "code": concept(system, code, display, text),
+        "authoredOn": "2026-05-15",
+    }
+    if occurrence:
+        r["occurrenceDateTime"] = occurrence
+    r.update(extra)
+    return r
+
+
+def care_plan(
+    *activities: dict[str, Any],
+    pid: str = PID,
+    status: str = "active",
+    intent: str = "plan",
+    id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A CarePlan; each activity is a dict such as ``{"detail": {...}}`` or ``{"reference": {...}}``."""
+    r: dict[str, Any] = {
+        "resourceType": "CarePlan",
+        "id": id or _id("cp"),
+        "status": status,
+        "intent": intent,
+        "subject": {"reference": f"Patient/{pid}"},
+        "activity": list(activities),
+    }
+    r.update(extra)
+    return r
+
+
+def care_plan_activity(
+    system: str, code: str, scheduled: str | None = "2026-08-01", *, status: str = "scheduled", **extra: Any
+) -> dict[str, Any]:
+    """``{"detail": ...}`` for care_plan(): a coded activity scheduled on a day (a one-day period)."""
+    detail: dict[str, Any] = {"status": status, "code": concept(system, code)}
+    if scheduled:
+        detail["scheduledPeriod"] = {"start": scheduled, "end": scheduled}
+    detail.update(extra)
+    return {"detail": detail}
+
+
+def appointment(
+    system: str,
+    code: str,
+    start: str | None = "2026-08-01T09:00:00Z",
+    *,
+    pid: str = PID,
+    status: str = "booked",
+    element: str = "serviceType",
+    id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """An Appointment whose patient is a participant; the code goes in serviceType (or reasonCode...)."""
+    r: dict[str, Any] = {
+        "resourceType": "Appointment",
+        "id": id or _id("ap"),
+        "status": status,
+        element: [concept(system, code)],
+        "participant": [{"actor": {"reference": f"Patient/{pid}"}, "status": "accepted"}],
+    }
+    if start:
+        r["start"] = start
+    r.update(extra)
+    return r
+
+
 def record(*resources: dict[str, Any], pid: str = PID, quality: DataQuality | None = None) -> PatientRecord:
     """A PatientRecord from resources; adds a default Patient when none is given."""
     builder = PopulationBuilder(quality or DataQuality())

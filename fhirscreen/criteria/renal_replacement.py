@@ -11,12 +11,14 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import date
 from typing import Any
 
 from fhirscreen.criteria import _events as ev
+from fhirscreen.criteria import _plans
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import days_before, months_before
 from fhirscreen.fhir.resources import is_active_on
 from fhirscreen.record import PatientRecord
@@ -61,13 +63,27 @@ def _newest_first(events: list[ev.Event], as_of: date) -> list[ev.Event]:
     return sorted(events, key=lambda e: e.last_day_by(as_of) or e.first_day or date.min, reverse=True)
 
 
+def _procedures(record: PatientRecord, vs: ValueSet) -> list[ev.Event]:
+    """``ev.procedures`` with every performed[x] encoding read (a date string; see _plans)."""
+    return [
+        e if e.span is not None else replace(e, span=_plans.performed_span(e.resource))
+        for e in ev.procedures(record, vs)
+    ]
+
+
 def _check_dialysis(record: PatientRecord, ctx: Context, params: DialysisParams, f: _Findings) -> None:
     """Dialysis sessions, dialysis-only labs and dialysis-dependence conditions in the window."""
     as_of = ctx.as_of
     first = months_before(as_of, params.window_months)
     f.details["dialysis_window_start"] = first.isoformat()
-    sessions = ev.procedures(record, ctx.vs(params.dialysis_procedures))
-    done = [e for e in sessions if not ev.is_planned(e, as_of)]
+    sessions = _procedures(record, ctx.vs(params.dialysis_procedures))
+    # A session recorded with status "unknown" may not have happened: a question, not a fail.
+    unsure = [
+        e
+        for e in sessions
+        if e.status == "unknown" and ev.happened_by(e, as_of) and e.in_window(first, as_of)
+    ]
+    done = [e for e in sessions if not ev.is_planned(e, as_of) and e.status != "unknown"]
     if params.dialysis_observations:
         done += ev.observations(record, ctx.vs(params.dialysis_observations))
     done += ev.conditions(record, ctx.vs(params.dialysis_status))
@@ -88,6 +104,10 @@ def _check_dialysis(record: PatientRecord, ctx: Context, params: DialysisParams,
         f.unknown.append(f"Dialysis on record without a date: {ev.describe(undated)}.")
         f.evidence.extend(ev.refs(undated[:_MAX_EVIDENCE]))
         f.next_steps.append("Confirm when the patient was last dialysed.")
+    if not recent and unsure:
+        f.unknown.append(f"Dialysis recorded with status unknown in the window: {ev.describe(unsure)}.")
+        f.cite(unsure, as_of)
+        f.next_steps.append("Confirm whether the dialysis was performed.")
     if not recent and older:
         newest = ev.latest(older, as_of)
         if newest is not None and newest.last_day is not None:
@@ -110,8 +130,8 @@ def _check_expected_rrt(record: PatientRecord, ctx: Context, params: DialysisPar
         )
         f.cite(esrd, as_of)
     planned = [
-        e for e in ev.procedures(record, ctx.vs(params.kidney_transplant))
-        + ev.procedures(record, ctx.vs(params.dialysis_procedures))
+        e for e in _procedures(record, ctx.vs(params.kidney_transplant))
+        + _procedures(record, ctx.vs(params.dialysis_procedures))
         if ev.is_planned(e, as_of)
     ]
     if planned:
@@ -120,6 +140,44 @@ def _check_expected_rrt(record: PatientRecord, ctx: Context, params: DialysisPar
             f"Renal replacement therapy is planned: {ev.describe(planned)}, status {planned[0].status}."
         )
         f.cite(planned, as_of)
+    _check_planned_rrt(record, ctx, params, f)
+
+
+def _check_planned_rrt(record: PatientRecord, ctx: Context, params: DialysisParams, f: _Findings) -> None:
+    """Transplant or dialysis ordered, booked or in a care plan (see _plans): a firm plan dated ahead or
+    open-ended (a standing dialysis order) fails; a proposal, a plan on hold or an undated one is unknown.
+    A plan dated before screening is left to the Procedures (a completed order is not the treatment)."""
+    as_of = ctx.as_of
+    sets = (ctx.vs(params.kidney_transplant), ctx.vs(params.dialysis_procedures))
+    firm: list[str] = []
+    unsure: list[str] = []
+    cited: list[str] = []
+    for plan in _plans.plans(record):
+        # Care-plan activities count by code only (their texts name regimes, as in E9).
+        codes_only = plan.resource.get("resourceType") == "CarePlan"
+        label = next(
+            (
+                m
+                for vs in sets
+                for c in plan.concepts
+                if (m := ev.code_match(vs, c) if codes_only else vs.match(c)) is not None
+            ),
+            None,
+        )
+        if label is None or not (plan.is_ahead(as_of) or plan.span is None):
+            continue
+        text = f"{label} ({plan.state}; {plan.when()})"
+        (firm if plan.firm and plan.span is not None else unsure).append(text)
+        cited.append(plan.ref)
+    if firm:
+        f.details["expected_rrt"] = True
+        f.fail.append(f"Renal replacement therapy is planned: {'; '.join(firm[:3])}.")
+    if unsure:
+        f.unknown.append(
+            f"Renal replacement therapy proposed, on hold or without a date: {'; '.join(unsure[:3])}."
+        )
+        f.next_steps.append(_ASK_INVESTIGATOR)
+    f.evidence.extend(list(dict.fromkeys(cited))[:_MAX_EVIDENCE])
 
 
 def _check_transplant_history(
@@ -128,7 +186,7 @@ def _check_transplant_history(
     """A functioning kidney graft is not an exclusion by itself (criteria-codes.md E2); it is reported."""
     as_of = ctx.as_of
     history = [
-        e for e in ev.procedures(record, ctx.vs(params.kidney_transplant))
+        e for e in _procedures(record, ctx.vs(params.kidney_transplant))
         if not ev.is_planned(e, as_of) and ev.happened_by(e, as_of)
     ]
     if params.transplant_history:

@@ -20,9 +20,10 @@ from datetime import date
 from typing import Any
 
 from fhirscreen.criteria import _events as ev
+from fhirscreen.criteria import _plans
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import CPT, ValueSet, codings
-from fhirscreen.fhir.dates import days_before, span_of
+from fhirscreen.fhir.dates import days_before
 from fhirscreen.record import PatientRecord
 
 MAJOR, ANAESTHESIA, POSSIBLE = "major", "anaesthesia", "possible"
@@ -79,13 +80,16 @@ class _Sorted:
     planned_unsure: list[ev.Event] = field(default_factory=list)  # planned without a later date, or possible
     older: list[ev.Event] = field(default_factory=list)
     undated: list[ev.Event] = field(default_factory=list)
+    # ServiceRequests, CarePlan activities, Appointments: (plan, label, why it is only a question)
+    plan_orders: list[tuple[_plans.Plan, str]] = field(default_factory=list)
+    plan_questions: list[tuple[_plans.Plan, str, str]] = field(default_factory=list)
 
 
 def _minor_days(record: PatientRecord, minor: ValueSet) -> set[date]:
     """Days with a minor procedure: anaesthesia on such a day is taken to be for it."""
     days: set[date] = set()
     for proc in record.of_type("Procedure"):
-        span = span_of(proc, "performed")
+        span = _plans.performed_span(proc)
         if span is not None and span.start is not None and minor.match(proc.get("code")) is not None:
             days.add(span.start)
     return days
@@ -100,9 +104,11 @@ def _sort(record: PatientRecord, ctx: Context, rules: _Rules, first: date) -> _S
         if found is None:
             continue
         kind, label = found
-        event = ev.Event(proc, label, span_of(proc, "performed"))
+        event = ev.Event(proc, label, _plans.performed_span(proc))
         if kind == ANAESTHESIA and event.first_day in minor_days:
             continue
+        if event.status == "unknown" and kind == MAJOR:
+            kind = POSSIBLE  # recorded, but whether it was done is unknown: a question, not a fail
         if ev.is_planned(event, as_of):
             later = event.starts_after(as_of)
             (out.planned if kind == MAJOR and later else out.planned_unsure).append(event)
@@ -115,7 +121,44 @@ def _sort(record: PatientRecord, ctx: Context, rules: _Rules, first: date) -> _S
             (out.recent if kind == MAJOR else out.recent_possible).append(event)
         elif kind == MAJOR:
             out.older.append(event)
+    _sort_plans(record, as_of, rules, first, out)
     return out
+
+
+def _sort_plans(record: PatientRecord, as_of: date, rules: _Rules, first: date, out: _Sorted) -> None:
+    """Planned operations recorded as orders, care-plan activities or appointments (see _plans)."""
+    for plan in _plans.plans(record):
+        found = next((f for c in plan.concepts if (f := rules.classify(c)) is not None), None)
+        if found is None:
+            continue
+        kind, label = found
+        if kind != MAJOR and plan.resource.get("resourceType") == "CarePlan":
+            # Care-plan activities are mostly regimes ("Transplantation of kidney regime", "Post-surgical
+            # wound care"): only a coded major operation counts, never a surgical-sounding word.
+            continue
+        ahead, undated = plan.is_ahead(as_of), plan.span is None
+        if kind == MAJOR and plan.firm and ahead:
+            out.plan_orders.append((plan, label))
+        elif kind == MAJOR and plan.firm and undated:
+            out.plan_questions.append((plan, label, "ordered without a date"))
+        elif kind == MAJOR and (ahead or undated):
+            out.plan_questions.append((plan, label, "proposed or on hold, not yet a firm order"))
+        elif ahead:
+            # Only dated plans raise the question: undated orders named "surgical ..." are mostly
+            # standing lab or pathology orders.
+            out.plan_questions.append((plan, label, "may be major surgery"))
+        elif kind == MAJOR and plan.firm and plan.span is not None and plan.span.overlaps(first, as_of):
+            out.plan_questions.append((plan, label, "ordered for a day in the window; no Procedure"))
+
+
+def _describe_plans(items: list[tuple[_plans.Plan, str]] | list[tuple[_plans.Plan, str, str]]) -> str:
+    parts = []
+    for item in items[:3]:
+        plan, label = item[0], item[1]
+        why = f"; {item[2]}" if len(item) > 2 else ""
+        parts.append(f"{label} ({plan.state}; {plan.when()}{why})")
+    more = len(items) - 3
+    return "; ".join(parts) + (f" (+{more} more)" if more > 0 else "")
 
 
 def _newest_first(events: list[ev.Event], as_of: date) -> list[ev.Event]:
@@ -156,6 +199,11 @@ def major_surgery(record: PatientRecord, ctx: Context, params: SurgeryParams) ->
             f"Major surgery planned after screening: {ev.describe(planned)} (status {planned[0].status})."
         )
         evidence += ev.refs(planned)
+    if s.plan_orders:
+        orders = sorted(s.plan_orders, key=lambda p: (p[0].span.start if p[0].span else None) or date.max)
+        details.setdefault("planned_major_surgery", []).extend(p.when() for p, _l in orders)
+        fail.append(f"Major surgery planned after screening: {_describe_plans(orders)}.")
+        evidence += list(dict.fromkeys(p.ref for p, _l in orders))
     if fail:
         return result(Outcome.FAIL, " ".join(fail), evidence, **details)
     unknown: list[str] = []
@@ -174,6 +222,10 @@ def major_surgery(record: PatientRecord, ctx: Context, params: SurgeryParams) ->
         unknown.append(f"Planned procedure(s) without a later date, or not known to be major: "
                        f"{ev.describe(s.planned_unsure)}.")
         evidence += ev.refs(s.planned_unsure)
+    if s.plan_questions:
+        questions = _describe_plans(s.plan_questions)
+        unknown.append(f"Planned procedure(s) that may be major surgery: {questions}.")
+        evidence += list(dict.fromkeys(p.ref for p, _l, _w in s.plan_questions))
     if unknown:
         return result(
             Outcome.UNKNOWN, " ".join(unknown), evidence,

@@ -48,6 +48,7 @@ _ALIASES: dict[str, str] = {
     "http://www.nlm.nih.gov/research/umls/hcpcs": HCPCS,
     "urn:oid:2.16.840.1.113883.6.285": HCPCS,
     "urn:oid:2.16.840.1.113883.6.4": ICD10PCS,
+    "http://hl7.org/fhir/sid/icd-10-pcs": ICD10PCS,  # seen in exports; not the registered URI
 }
 
 _ICD_SYSTEMS = frozenset({ICD10CM, ICD10})

@@ -146,6 +146,19 @@ def _other(resource: Resource) -> list[str]:
     if rtype == "Procedure":
         status = str(resource.get("status") or "")
         return [concept_label(resource.get("code")), status, _when(resource, "performed")]
+    if rtype == "ServiceRequest":
+        intent = f"{resource.get('intent') or 'no intent'} {resource.get('status') or ''}".strip()
+        return [concept_label(resource.get("code")), intent, _when(resource, "occurrence")]
+    if rtype == "Appointment":
+        what = [concept_label(c) for k in ("serviceType", "reasonCode") for c in resource.get(k) or ()
+                if isinstance(c, Mapping)]
+        return [*what[:2], str(resource.get("status") or ""), _day(resource.get("start"))]
+    if rtype == "CarePlan":
+        activities = [concept_label(a["detail"].get("code")) for a in resource.get("activity") or ()
+                      if isinstance(a, Mapping) and isinstance(a.get("detail"), Mapping)]
+        status = f"{resource.get('intent') or ''} {resource.get('status') or ''}".strip()
+        return [f"care plan ({', '.join(activities[:3]) or 'no coded activity'})", status,
+                _period(resource.get("period"))]
     if rtype == "ResearchSubject":
         study = (resource.get("study") or {}).get("reference", "study not given")
         return [f"on {study}", str(resource.get("status") or ""), _period(resource.get("period"))]

@@ -10,6 +10,7 @@ from fhirscreen.fhir.codes import LOINC, Code, ValueSet
 from fhirscreen.fhir.resources import Resource
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import SCREENED_TYPES
+from fhirscreen.sources.code_lists import searchable, union_searchable
 from fhirscreen.trial.loader import Trial
 
 
@@ -33,21 +34,36 @@ class QueryPlan:
     # before passing on any resource of that patient (the initial population, found while reading).
     keep_patients: Collection[str] | None = field(default=None, compare=False)
     population: ValueSet | None = field(default=None, compare=False)
+    # What a search cannot reach: prefixes without a shipped code list, text patterns (sentences).
+    search_gaps: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
     def for_trial(cls, trial: Trial, patient_ids: tuple[str, ...] | None = None) -> QueryPlan:
-        observation_codes = {
-            (c.system, c.code): c
-            for vs in trial.value_sets.values()
-            for c in vs.searchable_codes()
-            if c.system == LOINC
+        """Population and Observation codes as exact codes: ICD-10 prefixes expanded (code_lists).
+
+        The Observation codes are every code of the value sets that hold a LOINC code (the ones the
+        evaluators read from Observations), so a local or SNOMED code listed beside the LOINC codes
+        is searched too.
+        """
+        population = searchable(trial.population)
+        observation_sets = {
+            name: vs
+            for name, vs in trial.value_sets.items()
+            if any(c.system == LOINC for c in vs.codes.values())
         }
+        observations = union_searchable(observation_sets.values())
+        gaps = population.gaps(trial.definition.trial.population.value_set)
+        gaps += [
+            gap
+            for name, vs in sorted(observation_sets.items())
+            for gap in searchable(vs).gaps(name)
+            if "text patterns" not in gap  # SLEDAI text has its own searches (code:text, survey)
+        ]
         return cls(
-            population_codes=tuple(
-                sorted(trial.population.searchable_codes(), key=lambda c: (c.system, c.code))
-            ),
-            observation_codes=tuple(observation_codes[k] for k in sorted(observation_codes)),
+            population_codes=population.codes,
+            observation_codes=observations.codes,
             patient_ids=patient_ids,
+            search_gaps=tuple(dict.fromkeys(gaps)),
         )
 
 

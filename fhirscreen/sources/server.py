@@ -11,7 +11,9 @@ The plan (every search sends ``_count`` and ``Cache-Control: no-cache`` and foll
 3. For each batch of candidate ids (``patient=id1,id2,...``): Patient (by ``_id``), Condition,
    Observation (by the trial's LOINC codes, chunked), SLEDAI scores (``code:text=sledai`` when the
    server supports the modifier, else ``category=survey``), MedicationStatement / MedicationRequest /
-   MedicationAdministration (with ``_include`` of their Medication), Procedure and ResearchSubject.
+   MedicationAdministration / MedicationDispense (with ``_include`` of their Medication), Procedure,
+   ServiceRequest, CarePlan, Appointment (``patient``, else ``actor=Patient/x``) and ResearchSubject.
+   Population and Observation codes are exact codes; ICD-10 prefixes are expanded (code_lists.py).
 4. Medications referenced but not included: ``Medication?_id=...`` in batches.
 
 Requests = searches x pages, never one request per patient. ``explain`` (plan.patient_ids) skips step 2.
@@ -54,8 +56,17 @@ MEDICATION_HOLDERS = (
     "MedicationAdministration",
     "MedicationDispense",
 )
-# How each type links to its patient, best first (R4 search parameter names).
-PATIENT_PARAMS: dict[str, tuple[str, ...]] = {"ResearchSubject": ("patient", "individual")}
+# How each type links to its patient, best first (R4 search parameter names). An Appointment names
+# its patient among the participants: ``patient``, else ``actor=Patient/x`` (it has no ``subject``).
+PATIENT_PARAMS: dict[str, tuple[str, ...]] = {
+    "ResearchSubject": ("patient", "individual"),
+    "Appointment": ("patient", "actor"),
+}
+# Parameters whose values must carry the type (they accept references to several types).
+TYPED_REFERENCE_PARAMS = frozenset({"actor", "subject"})
+# Without these the population cannot be screened at all; another type that cannot be searched by
+# patient is skipped with a warning (its criteria read what the other types show).
+REQUIRED_TYPES = frozenset({"Patient", "Condition"})
 SLEDAI_TEXT = "sledai"
 
 
@@ -211,6 +222,7 @@ class PlanNotes:
 
     fallbacks: list[str] = field(default_factory=list)
     skipped_types: list[str] = field(default_factory=list)
+    unlinked_types: list[str] = field(default_factory=list)  # offered, but not searchable by patient
 
 
 def patient_searches(
@@ -232,7 +244,14 @@ def patient_searches(
         if rtype == "Patient":
             searches.append(Search("Patient", (("_id", joined),), "patients"))
             continue
-        link = _patient_link(rtype, ids, caps, notes)
+        try:
+            link = _patient_link(rtype, ids, caps, notes)
+        except SourceError:
+            if rtype in REQUIRED_TYPES:
+                raise
+            if rtype not in notes.unlinked_types:
+                notes.unlinked_types.append(rtype)
+            continue
         if rtype == "Observation":
             codes = search_codes(plan.observation_codes)
             if codes and caps.has_param("Observation", "code"):
@@ -264,6 +283,9 @@ def patient_searches(
 def _patient_link(rtype: str, ids: Sequence[str], caps: Capabilities, notes: PlanNotes) -> tuple[str, str]:
     for name in PATIENT_PARAMS.get(rtype, ("patient",)):
         if caps.has_param(rtype, name):
+            if name in TYPED_REFERENCE_PARAMS:
+                _note(notes, f"{rtype} has no patient search parameter: searching {name}=Patient/id instead")
+                return name, ",".join(f"Patient/{i}" for i in ids)
             return name, ",".join(ids)
     if caps.has_param(rtype, "subject"):
         _note(notes, f"{rtype} has no patient search parameter: searching subject=Patient/id instead")
@@ -480,6 +502,16 @@ class ServerSource:
                 "type-not-supported",
                 f"the server does not offer {rtype}; criteria using it may be unknown",
             )
+        for rtype in self.notes.unlinked_types:
+            quality.add(
+                "warning",
+                self.client.base_url,
+                "type-not-searchable",
+                f"the server cannot search {rtype} by patient; criteria using it may be unknown "
+                "(--bulk reads it)",
+            )
+        for gap in plan.search_gaps:
+            quality.add("warning", self.client.base_url, "not-searchable", gap)
         medication_refs: set[str] = set()
         for results in itertools.chain(probed, self._run(searches, quality)):
             for resource in results:

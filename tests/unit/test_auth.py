@@ -257,3 +257,14 @@ def test_options_choose_the_auth(rsa_file: Path, monkeypatch: pytest.MonkeyPatch
     assert isinstance(client.auth, SmartBackendAuth)
     assert "system/Observation.read" in client.auth.scope
     assert make_client(SourceOptions(server=BASE)).auth is None
+
+
+def test_default_smart_scopes_cover_pharmacy_fills_and_plans(rsa_file: Path) -> None:
+    client = make_client(
+        SourceOptions(server=BASE, smart_client_id="c", smart_key_file=rsa_file, smart_token_url=TOKEN_URL)
+    )
+    assert isinstance(client.auth, SmartBackendAuth)
+    scopes = client.auth.scope.split()
+    for rtype in ("MedicationDispense", "ServiceRequest", "CarePlan", "Appointment", "Medication"):
+        assert f"system/{rtype}.read" in scopes, rtype
+    assert not any(s.endswith(".write") for s in scopes)  # read-only unless --post-report

@@ -305,3 +305,8 @@ def test_server_without_patient_lists_falls_back_to_a_system_export(
 
 def test_since_is_passed_on() -> None:
     assert "_since=2026-05-31T00%3A00%3A00Z" in kickoff_query(PLAN, since="2026-05-31T00:00:00Z")
+def test_export_asks_for_pharmacy_fills_and_plans() -> None:
+    types = parse_qs(kickoff_query(PLAN))["_type"][0].split(",")
+    for rtype in ("MedicationDispense", "ServiceRequest", "CarePlan", "Appointment", "Medication"):
+        assert rtype in types, rtype
+    assert len(types) == len(set(types))

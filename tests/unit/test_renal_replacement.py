@@ -5,7 +5,16 @@ from __future__ import annotations
 import pytest
 
 from fhirscreen.criteria.base import Outcome
-from tests.builders import condition, observation, procedure, record
+from tests.builders import (
+    appointment,
+    care_plan,
+    care_plan_activity,
+    condition,
+    observation,
+    procedure,
+    record,
+    service_request,
+)
 
 DIALYSIS = ("snomed", "265764009")  # Synthea's "Renal dialysis (procedure)"
 
@@ -196,3 +205,98 @@ def test_many_sessions_cite_only_the_most_recent(evaluate):
     assert res.outcome is Outcome.FAIL
     assert res.evidence[0] == "Procedure/s20" and len(res.evidence) == 5
     assert "(+17 more)" in res.reason
+
+
+# -- transplant or dialysis planned as an order, a care-plan activity or an appointment (issue 8 s.4) ---
+
+KIDNEY_TX = ("snomed", "70536003")  # Transplant of kidney
+
+
+def test_ordered_kidney_transplant_fails(evaluate):
+    order = service_request(*KIDNEY_TX, "2026-09-01", id="tx", display="Transplant of kidney")
+    res = evaluate("E2", record(order))
+    assert res.outcome is Outcome.FAIL
+    planned = "Transplant of kidney (ServiceRequest order, active; 2026-09-01)"
+    assert f"Renal replacement therapy is planned: {planned}" in res.reason
+    assert res.evidence == ("ServiceRequest/tx",)
+    assert res.details["expected_rrt"] is True
+
+
+def test_standing_dialysis_order_without_an_end_fails(evaluate):
+    repeat = {"frequency": 3, "period": 1, "periodUnit": "wk", "boundsPeriod": {"start": "2026-05-20"}}
+    timing = {"repeat": repeat}
+    order = service_request("cpt", "90935", None, occurrenceTiming=timing, id="hd")
+    res = evaluate("E2", record(order))
+    assert res.outcome is Outcome.FAIL
+    assert "from 2026-05-20, open-ended" in res.reason
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        service_request(*KIDNEY_TX, "2026-09-01", intent="proposal"),
+        service_request(*KIDNEY_TX, "2026-09-01", status="on-hold"),
+        service_request(*KIDNEY_TX, None),  # ordered, no date
+        appointment(*KIDNEY_TX, status="waitlist"),
+        care_plan(care_plan_activity(*KIDNEY_TX, "2026-09-01", status="on-hold")),
+    ],
+)
+def test_transplant_proposed_on_hold_or_undated_is_for_the_investigator(evaluate, plan):
+    res = evaluate("E2", record(plan))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "proposed, on hold or without a date" in res.reason
+    assert res.next_step and "Investigator" in res.next_step
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        care_plan(care_plan_activity(*KIDNEY_TX, "2026-09-01")),
+        appointment(*KIDNEY_TX, "2026-07-01T08:00:00Z", element="reasonCode"),
+        appointment(*DIALYSIS, "2026-06-03T08:00:00Z"),
+    ],
+)
+def test_transplant_or_dialysis_in_a_care_plan_or_booked_fails(evaluate, plan):
+    assert evaluate("E2", record(plan)).outcome is Outcome.FAIL
+
+
+@pytest.mark.parametrize(
+    "plan",
+    [
+        service_request(*KIDNEY_TX, "2025-09-01", status="completed"),  # the Procedure is the transplant
+        service_request(*KIDNEY_TX, "2026-09-01", doNotPerform=True),
+        service_request(*KIDNEY_TX, "2026-09-01", status="revoked"),
+        appointment(*KIDNEY_TX, status="cancelled"),
+        appointment(*DIALYSIS, "2026-05-01T08:00:00Z", status="fulfilled"),
+        service_request(*DIALYSIS, "2025-01-10"),  # an order for a day long past
+        care_plan(care_plan_activity(*KIDNEY_TX, "2026-09-01"), status="completed"),
+    ],
+)
+def test_plans_that_are_not_expected_renal_replacement_pass(evaluate, plan):
+    assert evaluate("E2", record(plan)).outcome is Outcome.PASS
+
+
+def test_synthea_post_transplant_care_plan_regime_is_not_a_planned_transplant(evaluate):
+    # Synthea kidney_transplant.json: an open-ended care plan whose activity is the transplant *regime*.
+    activity = care_plan_activity("snomed", "711446003", None, status="in-progress")
+    activity["detail"]["code"]["coding"][0]["display"] = "Transplantation of kidney regime (regime/therapy)"
+    plan = care_plan(activity, period={"start": "2024-01-01"})
+    assert evaluate("E2", record(plan)).outcome is Outcome.PASS
+    assert evaluate("E9", record(plan)).outcome is Outcome.PASS
+
+
+def test_dialysis_recorded_with_status_unknown_is_a_question(evaluate):
+    res = evaluate("E2", record(procedure(*DIALYSIS, "2026-03-01", status="unknown", id="u")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "status unknown" in res.reason and res.evidence == ("Procedure/u",)
+
+
+def test_dialysis_coded_in_icd10pcs_under_the_hl7_style_uri_counts(evaluate):
+    proc = procedure("http://hl7.org/fhir/sid/icd-10-pcs", "5A1D70Z", "2026-03-01")
+    assert evaluate("E2", record(proc)).outcome is Outcome.FAIL
+
+
+def test_dialysis_dated_by_a_performed_string_counts(evaluate):
+    res = evaluate("E2", record(procedure(*DIALYSIS, None, performedString="2026-02-14", id="s")))
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("Procedure/s",)

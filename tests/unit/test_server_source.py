@@ -6,6 +6,7 @@ import json
 import re
 from collections import Counter
 from collections.abc import Iterable
+from dataclasses import replace
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
@@ -13,16 +14,19 @@ import pytest
 import requests
 import responses
 
-from fhirscreen.fhir.codes import ICD10CM, LOINC, SNOMED, Code
+from fhirscreen.fhir.codes import ICD10CM, LOINC, SNOMED, Code, ValueSet
+from fhirscreen.paths import default_trial_file
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import SCREENED_TYPES
 from fhirscreen.sources.base import QueryPlan, SourceError
+from fhirscreen.sources.code_lists import expand_prefix, searchable
 from fhirscreen.sources.factory import SourceOptions
 from fhirscreen.sources.http import FhirClient
 from fhirscreen.sources.server import (
     MAX_CODES_CHARS,
     MAX_IDS_PER_BATCH,
     Capabilities,
+    PlanNotes,
     ServerSource,
     chunk_values,
     id_batches,
@@ -31,6 +35,7 @@ from fhirscreen.sources.server import (
     request_bound,
     search_codes,
 )
+from fhirscreen.trial.loader import load_trial
 
 BASE = "http://fhir.test/fhir"
 PLAN = QueryPlan(
@@ -48,11 +53,12 @@ def capability(
         "Condition": {"code", "patient", "subject"},
         "Observation": {"code", "patient", "subject", "category"},
         "ResearchSubject": {"patient", "individual"},
+        "Appointment": {"patient", "actor", "date"},
         "Medication": {"_id"},
     }
     resources = []
     for t in types:
-        names = params.get(t, {"patient", "subject"}) - (drop or {}).get(t, set())
+        names = params.get(t, {"patient", "subject", "date"}) - (drop or {}).get(t, set())
         entry: dict[str, Any] = {"type": t, "searchParam": [{"name": n} for n in sorted(names)]}
         if includes and t.startswith("Medication") and t != "Medication":
             entry["searchInclude"] = [f"{t}:medication"]
@@ -148,9 +154,11 @@ class FakeFhir:
             values = set(value.split(","))
             if name == "_id" and resource["id"] not in values:
                 return False
-            if name in ("patient", "subject", "individual"):
-                ref = (resource.get("subject") or resource.get("individual") or {}).get("reference", "")
-                if ref.split("/")[-1] not in {v.split("/")[-1] for v in values}:
+            if name in ("patient", "subject", "individual", "actor"):
+                refs = [(resource.get("subject") or resource.get("individual") or {}).get("reference", "")]
+                refs += [p.get("actor", {}).get("reference", "") for p in resource.get("participant", [])]
+                wanted = {v.split("/")[-1] for v in values}
+                if not any(r.startswith("Patient/") and r.split("/")[-1] in wanted for r in refs):
                     return False
             if name == "code":
                 codes = {c["code"] for c in resource.get("code", {}).get("coding", [])}
@@ -500,3 +508,167 @@ def test_normalise_references_only_touches_this_server() -> None:
     normalise_references(resource, BASE)
     assert resource["subject"]["reference"] == "Patient/1"
     assert resource["performer"][0]["reference"] == "https://other.test/fhir/Practitioner/2"
+
+
+# -- value sets as exact codes; the types read for plans and dispenses --------------------------------
+
+
+def sle_patient(pid: str, coding: dict[str, str]) -> list[dict[str, Any]]:
+    subject = {"reference": f"Patient/{pid}"}
+    return [
+        {"resourceType": "Patient", "id": pid, "birthDate": "1980-01-01"},
+        {"resourceType": "Condition", "id": f"c-{pid}", "subject": subject, "code": {"coding": [coding]}},
+    ]
+
+
+def test_shipped_icd10cm_children_are_the_tabular_codes() -> None:
+    # ICD-10-CM tabular, M32.1 "SLE with organ or system involvement": the subcategory and its seven codes.
+    assert expand_prefix("M32.1") == [
+        "M32.1",
+        "M32.10",
+        "M32.11",
+        "M32.12",
+        "M32.13",
+        "M32.14",
+        "M32.15",
+        "M32.19",
+    ]
+    assert expand_prefix("Q99.9") is None  # not a prefix of the trial: no list, never a guess
+
+
+def test_every_searched_prefix_of_the_bundled_trial_has_its_code_list() -> None:
+    trial = load_trial(default_trial_file())
+    plan = QueryPlan.for_trial(trial)
+    assert plan.search_gaps == ()  # run tools/icd10cm_children.py after adding a prefix
+    population = {c.code for c in plan.population_codes}
+    assert {"M32.10", "M32.14", "M32.19", "M32.8", "M32.9"} <= population
+    assert all(not c.code.endswith("*") for c in (*plan.population_codes, *plan.observation_codes))
+
+
+def test_child_coded_and_who_coded_sle_patients_are_in_the_population_searched_on_a_server() -> None:
+    # Issue 8 section 6: lupus nephritis coded only M32.14 (the trial's value set says M32.1*) was found
+    # from files and missed by search; WHO ICD-10 codes the subcategory itself (M32.1).
+    plan = QueryPlan.for_trial(load_trial(default_trial_file()))
+    resources = (
+        sle_patient("child", {"system": ICD10CM, "code": "M32.14"})
+        + sle_patient("undotted", {"system": ICD10CM, "code": "M3215"})
+        + sle_patient("who", {"system": "http://hl7.org/fhir/sid/icd-10", "code": "M32.1"})
+        + sle_patient("snomed", {"system": SNOMED, "code": "68815009"})
+        + sle_patient("ra", {"system": ICD10CM, "code": "M06.9"})
+    )
+    fake = FakeFhir(resources)
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        found, quality = read_all(source(), plan)
+    assert ids_of(found, "Patient") == {"child", "undotted", "who", "snomed"}
+    assert quality.findings == []
+
+
+def test_a_prefix_without_a_code_list_is_reported_not_silently_skipped() -> None:
+    vs = ValueSet("local_sle")
+    vs.add("icd10cm", "Q99.9*")
+    vs.add("snomed", "55464009")
+    vs.add_text(r"\blupus\b")
+    codes = searchable(vs)
+    assert [c.code for c in codes.codes] == ["55464009"]
+    gaps = codes.gaps("local_sle")
+    assert "Q99.9*" in gaps[0] and "--bulk" in gaps[0]
+    assert "text patterns" in gaps[1]
+    plan = replace(PLAN, search_gaps=tuple(gaps))
+    fake = FakeFhir(population(1))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        _r, quality = read_all(source(), plan)
+    assert [f.problem for f in quality.findings] == ["not-searchable", "not-searchable"]
+
+
+def test_plans_dispenses_and_appointments_are_searched_by_patient() -> None:
+    searches = patient_searches(["p1", "p2"], PLAN, Capabilities.parse(capability()))
+    by_type = {s.resource_type: s.params for s in searches}
+    assert by_type["MedicationDispense"] == (
+        ("patient", "p1,p2"),
+        ("_include", "MedicationDispense:medication"),
+    )
+    for rtype in ("ServiceRequest", "CarePlan", "Appointment"):
+        assert by_type[rtype] == (("patient", "p1,p2"),)
+
+
+def test_appointment_without_a_patient_parameter_is_searched_by_actor() -> None:
+    caps = Capabilities.parse(capability(drop={"Appointment": {"patient"}}))
+    notes = PlanNotes()
+    searches = patient_searches(["p1", "p2"], PLAN, caps, notes)
+    appointment = next(s for s in searches if s.resource_type == "Appointment")
+    assert appointment.params == (("actor", "Patient/p1,Patient/p2"),)
+    assert any("actor=Patient/id" in n for n in notes.fallbacks)
+
+
+def test_an_optional_type_that_cannot_be_searched_by_patient_is_skipped_with_a_warning() -> None:
+    fake = FakeFhir(
+        population(2),
+        caps=capability(drop={"Appointment": {"patient", "actor"}, "CarePlan": {"patient", "subject"}}),
+    )
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        resources, quality = read_all(source())
+    assert ids_of(resources, "Patient") == {"p0000", "p0001"}  # the run goes on
+    assert not any(e.startswith(("Appointment", "CarePlan")) for e in fake.log)
+    assert sorted(f.problem for f in quality.findings) == ["type-not-searchable", "type-not-searchable"]
+
+
+def test_plans_dispenses_and_appointments_are_read_with_their_medications() -> None:
+    resources = population(1)
+    subject = {"reference": "Patient/p0000"}
+    resources += [
+        {"resourceType": "Medication", "id": "mmf", "code": {"text": "mycophenolate mofetil"}},
+        {
+            "resourceType": "MedicationDispense",
+            "id": "md1",
+            "status": "completed",
+            "subject": subject,
+            "medicationReference": {"reference": "Medication/mmf"},
+        },
+        {
+            "resourceType": "ServiceRequest",
+            "id": "sr1",
+            "status": "active",
+            "intent": "order",
+            "subject": subject,
+        },
+        {"resourceType": "CarePlan", "id": "cp1", "status": "active", "intent": "plan", "subject": subject},
+        {
+            "resourceType": "Appointment",
+            "id": "ap1",
+            "status": "booked",
+            "participant": [{"actor": {"reference": "Patient/p0000"}, "status": "accepted"}],
+        },
+        {
+            "resourceType": "Appointment",
+            "id": "ap-other",
+            "status": "booked",
+            "participant": [{"actor": {"reference": "Patient/other"}, "status": "accepted"}],
+        },
+    ]
+    for includes in (True, False):
+        fake = FakeFhir(resources, caps=capability(includes=includes))
+        with responses.RequestsMock() as mock:
+            fake.install(mock)
+            found, quality = read_all(source())
+        assert ids_of(found, "MedicationDispense") == {"md1"}
+        assert ids_of(found, "Medication") == {"hcq", "mmf"}
+        assert ids_of(found, "ServiceRequest") == {"sr1"}
+        assert ids_of(found, "CarePlan") == {"cp1"}
+        assert ids_of(found, "Appointment") == {"ap1"}
+        assert quality.findings == []
+
+
+def test_observation_codes_include_every_code_of_a_lab_value_set_not_only_loinc(tmp_path: Any) -> None:
+    # A site that lists its local lab code beside the LOINC one must have it searched too.
+    trial_file = tmp_path / "trial.yaml"
+    text = default_trial_file().read_text(encoding="utf-8")
+    anchor = '      - {system: loinc, code: "33914-3"'
+    assert anchor in text
+    local = '      - {system: "http://hospital.example/lab", code: "EGFR-LOCAL", display: "eGFR (local)"}\n'
+    trial_file.write_text(text.replace(anchor, local + anchor, 1), encoding="utf-8")
+    plan = QueryPlan.for_trial(load_trial(trial_file))
+    assert "EGFR-LOCAL" in {c.code for c in plan.observation_codes}
+    assert "55464009" not in {c.code for c in plan.observation_codes}  # diagnoses stay out
