@@ -43,9 +43,12 @@ _DROPPED_STATUS: dict[str, frozenset[str]] = {
     "ServiceRequest": frozenset({"revoked", "entered-in-error"}),
     "CarePlan": frozenset({"revoked", "entered-in-error"}),
     "Appointment": frozenset({"cancelled", "entered-in-error", "noshow"}),
-    "ResearchSubject": frozenset({"withdrawn", "not-registered", "ineligible"}),
+    # ResearchSubject statuses are all kept: a withdrawal after dosing is still exposure (issue 8 s5);
+    # criteria/_research.py decides what each status means.
 }
 _DROPPED_VERIFICATION = frozenset({"entered-in-error", "refuted"})
+# Not (yet) a diagnosis: an exclusion resting on one is a question for the coordinator, never a fail.
+TENTATIVE_VERIFICATION = frozenset({"provisional", "differential", "unconfirmed"})
 _ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
 
 
@@ -102,6 +105,22 @@ def _status_codes(concept: object) -> set[str]:
     if not isinstance(concept, Mapping):
         return set()
     return {code for _s, code, _d in codings(concept)}
+
+
+def tentative(condition: Mapping[str, Any]) -> str | None:
+    """'provisional', 'differential' or 'unconfirmed' when the diagnosis is not confirmed, else None."""
+    codes = _status_codes(condition.get("verificationStatus")) & TENTATIVE_VERIFICATION
+    return min(codes) if codes else None
+
+
+def suspected(condition: Mapping[str, Any], label: str) -> str:
+    """'suspected tuberculosis (provisional, Condition/c1)': how a reason names a tentative diagnosis."""
+    return f"suspected {label} ({tentative(condition) or 'unconfirmed'}, {ref(condition)})"
+
+
+def death_day(patient: Mapping[str, Any]) -> Any:
+    """The day a patient died (deceasedDateTime), None when alive or the day is not recorded."""
+    return day(patient.get("deceasedDateTime"))
 
 
 def clinical_status(condition: Mapping[str, Any]) -> str | None:
