@@ -209,7 +209,8 @@ class PopulationBuilder:
         orphans = (set(self._by_patient) | set(self._dropped)) - set(self._patients)
         for pid in sorted(orphans):
             if self._keep is None or pid in self._keep:  # kept (late joiners were added again)
-                n = sum(len(v) for v in _usable(self._by_patient[pid]).values()) if pid in self._by_patient else 0
+                held = _usable(self._by_patient[pid]) if pid in self._by_patient else {}
+                n = sum(len(v) for v in held.values())
             else:
                 n = self._dropped[pid]
             self.quality.add(

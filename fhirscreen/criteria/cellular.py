@@ -34,7 +34,7 @@ def _events(record: PatientRecord, vs: ValueSet, as_of: date) -> list[ev.Event]:
     """Every record naming the therapy, known at screening (records dated after as-of are ignored)."""
     found = (
         ev.procedures(record, vs) + ev.medications(record, vs) + ev.conditions(record, vs)
-        + ev.research_subjects(record, vs)
+        + ev.research_subjects(record, vs, as_of)
     )
     return [e for e in found if ev.happened_by(e, as_of)]
 
@@ -75,6 +75,15 @@ def msc_therapy(record: PatientRecord, ctx: Context, params: MscParams) -> Crite
             f"MSC therapy on record without a date: {ev.describe(undated)}.",
             ev.refs(undated),
             next_step=f"Confirm the date of the last MSC dose (washout {window}).",
+        )
+    studies = [e for e in ev.research_questions(record, ctx.vs(params.msc), as_of)
+               if e.span is None or e.span.latest is None or e.span.latest >= first]
+    if studies:
+        return result(
+            Outcome.UNKNOWN,
+            f"On record in an MSC study, exposure not clear: {ev.describe(studies)}.",
+            ev.refs(studies),
+            next_step="Ask whether the patient received the study's MSC product, and when.",
         )
     unspecified = _unspecified_in_window(record, ctx, params.unspecified_cellular, first)
     if unspecified:
@@ -148,6 +157,11 @@ def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams
                 "only MSCs are excepted."
             )
             evidence += ev.refs(unspecified)
+    studies = ev.research_questions(record, ctx.vs(params.cellular), as_of)
+    studies = [e for e in studies if e.ref not in msc_refs]
+    if studies:
+        unknown.append(f"On record in a cellular-therapy study, exposure not clear: {ev.describe(studies)}.")
+        evidence += ev.refs(studies)
     if unknown:
         return result(
             Outcome.UNKNOWN, " ".join(unknown), evidence,
