@@ -79,8 +79,8 @@ def test_bare_withdrawn_is_unknown(evaluate, criterion, study):
 
 @pytest.mark.parametrize(("criterion", "study"), [("E5", None), ("E7", MSC_STUDY), ("E8", CAR_T_STUDY)])
 def test_withdrawn_before_intervention_is_not_exposure(evaluate, criterion, study):
-    reason = {"url": "http://hospital.example/withdrawal-reason", "valueString": "Withdrawn before randomisation"}
-    rs = subject("withdrawn", study, extension=[reason]) if study else subject("withdrawn", extension=[reason])
+    why = [{"url": "http://hospital.example/why", "valueString": "Withdrawn before randomisation"}]
+    rs = subject("withdrawn", study, extension=why) if study else subject("withdrawn", extension=why)
     assert evaluate(criterion, record(rs)).outcome is Outcome.PASS
 
 
