@@ -15,7 +15,14 @@ from dataclasses import dataclass
 from datetime import date
 
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
-from fhirscreen.fhir.resources import Resource, clinical_status, condition_span, is_active_on, ref
+from fhirscreen.fhir.resources import (
+    Resource,
+    clinical_status,
+    condition_span,
+    is_active_on,
+    ref,
+    tentative,
+)
 from fhirscreen.record import PatientRecord
 
 
@@ -81,7 +88,8 @@ def cancer_history(record: PatientRecord, ctx: Context, params: CancerHistoryPar
         by_role.setdefault(hit.role, []).append(hit)
     evidence = [ref(h.cond) for h in hits]
 
-    cancers = by_role.get("cancer", [])
+    cancers = [h for h in by_role.get("cancer", []) if tentative(h.cond) is None]
+    suspected_cancers = [h for h in by_role.get("cancer", []) if tentative(h.cond) is not None]
     if cancers:
         listed = "; ".join(h.when for h in cancers)
         return result(Outcome.FAIL, f"History of cancer: {listed}.", [ref(h.cond) for h in cancers])
@@ -89,8 +97,12 @@ def cancer_history(record: PatientRecord, ctx: Context, params: CancerHistoryPar
     excepted = by_role.get("excepted", [])
     untreated = [h for h in excepted if is_active_on(h.cond, ctx.as_of)]
     uncertain = by_role.get("uncertain", []) + by_role.get("text_hint", [])
-    if uncertain or untreated:
+    if uncertain or untreated or suspected_cancers:
         questions, steps = [], []
+        if suspected_cancers:
+            questions.append("suspected, not confirmed: " + "; ".join(
+                f"{h.when.rstrip(')')}, {tentative(h.cond)})" for h in suspected_cancers))
+            steps.append("Confirm or rule out the suspected cancer (histology).")
         if uncertain:
             questions.append("malignancy of unstated type: " + "; ".join(h.when for h in uncertain))
             steps.append("Check the histology: only skin BCC/SCC and cervical carcinoma in situ are allowed.")

@@ -23,6 +23,8 @@ from fhirscreen.fhir.resources import (
     is_active_on,
     observation_day,
     ref,
+    suspected,
+    tentative,
 )
 from fhirscreen.fhir.values import Polarity, polarity, quantity_of
 from fhirscreen.record import PatientRecord
@@ -193,7 +195,12 @@ def _active_condition_findings(
     lifelong: bool = False,
 ) -> None:
     for cond, label in conds:
-        if is_active_on(cond, as_of):
+        if tentative(cond) and (is_active_on(cond, as_of) or lifelong):
+            findings.unknown(
+                f"{disease}: {suspected(cond, label)}{_since(cond)}",
+                f"Confirm or rule out the suspected {disease} (the diagnosis is not confirmed).", ref(cond),
+            )
+        elif is_active_on(cond, as_of):
             findings.fail(f"{disease}: {label}{_since(cond)} ({ref(cond)})", ref(cond))
         elif lifelong:
             # HIV is not cured; a "resolved" HIV entry is a record error, not a cure (criteria-codes.md E10).
@@ -358,7 +365,12 @@ def active_infection(record: PatientRecord, ctx: Context, params: ActiveInfectio
                 resolved.append((ended, label, ref(cond)))
             continue
         unstated = "" if clinical_status(cond) else ", no clinical status (taken as active)"
-        if span.start is None:
+        if tentative(cond):
+            f.unknown(
+                f"{suspected(cond, label)}{_since(cond)}",
+                f"Confirm or rule out the suspected {label}.", ref(cond),
+            )
+        elif span.start is None:
             f.unknown(
                 f"{label} is open with no onset date ({ref(cond)}{unstated})",
                 f"Confirm whether {label} has resolved and update the problem list.", ref(cond),

@@ -15,7 +15,15 @@ from datetime import date
 
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet
-from fhirscreen.fhir.resources import Resource, condition_span, is_active_on, observation_day, ref
+from fhirscreen.fhir.resources import (
+    Resource,
+    condition_span,
+    is_active_on,
+    observation_day,
+    ref,
+    suspected,
+    tentative,
+)
 from fhirscreen.fhir.values import Polarity, polarity, polarity_of_text, quantity_of
 from fhirscreen.record import PatientRecord
 
@@ -71,6 +79,11 @@ def _condition_events(
         if span.start is None:
             if is_active_on(cond, as_of):
                 undated.append(cond)
+            continue
+        if tentative(cond):
+            # "Possible pregnancy" is a question until confirmed (issue 8 s2), never "pregnant".
+            if is_active_on(cond, as_of):
+                yield Event(span.start, "indeterminate", suspected(cond, label), ref(cond), max_age, None)
             continue
         # A still-open entry past max_age is a question (never closed?), whatever its age.
         yield Event(span.start, "positive", label, ref(cond), max_age, None)
@@ -176,7 +189,8 @@ def _current(events: list[Event], as_of: date, noun: str) -> State:
         return State(None, f"latest: {last.describe()}", (last.ref,))
     if last.says == "indeterminate":
         if age <= last.max_age_days:
-            return State(Outcome.UNKNOWN, last.describe(), (last.ref,), f"Repeat the {noun} test.")
+            step = f"Repeat the {noun} test to confirm."
+            return State(Outcome.UNKNOWN, last.describe(), (last.ref,), step)
         return State(None, f"no recent {noun} record", ())
     if age <= last.max_age_days:
         return State(Outcome.FAIL, last.describe(), (last.ref,))
