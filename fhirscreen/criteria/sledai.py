@@ -30,7 +30,7 @@ from fhirscreen.criteria._labs import (
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet, concept_label
 from fhirscreen.fhir.dates import day, days_before
-from fhirscreen.fhir.resources import Resource, condition_span, ref
+from fhirscreen.fhir.resources import Resource, condition_span, ref, tentative
 from fhirscreen.fhir.values import is_below_range, quantity_of
 from fhirscreen.record import PatientRecord
 
@@ -146,7 +146,11 @@ def _conditions(
     record: PatientRecord, vs: ValueSet, first: date, last: date, *, documented: bool
 ) -> list[Resource]:
     test = _documented_in if documented else _present_in
-    return [c for c in record.of_type("Condition") if vs.match(c.get("code")) and test(c, first, last)]
+    # A suspected manifestation (provisional/differential/unconfirmed) scores no SLEDAI points.
+    return [
+        c for c in record.of_type("Condition")
+        if vs.match(c.get("code")) and test(c, first, last) and tentative(c) is None
+    ]
 
 
 def coded_items(record: PatientRecord, ctx: Context, params: SledaiParams, first: date) -> list[Item]:
