@@ -174,6 +174,17 @@ def egfr(record: PatientRecord, ctx: Context, params: EgfrParams) -> CriterionRe
     """Latest eGFR in the window at or above the threshold (CKD-EPI 2021 from creatinine as fallback)."""
     first = days_before(ctx.as_of, params.window_days)
     measured = _latest_egfr(record, ctx, params, first)
+    # The most recent kidney-function result wins, eGFR or creatinine (issue 8 s3): a creatinine after
+    # the latest eGFR (an AKI 70 days ago, recovered since) is today's kidney function. On the same day
+    # the lab's reported eGFR wins (its own calculation on that sample), and creatinine is used only
+    # when that eGFR is a bound that cannot decide.
+    if measured is not None:
+        newer = _from_creatinine(record, ctx, params, measured.lab.day + timedelta(days=1))
+        if newer.reading is not None or newer.problem is not None:
+            prefix = f"{measured.text} is older; "
+            if newer.reading is not None and _decided(newer.reading, params.min_egfr):
+                return _decide(newer.reading, params, prefix=prefix, computed=True)
+            return _unknown(record, ctx, params, None, newer, prefix=prefix)
     if measured is not None and _decided(measured, params.min_egfr):
         return _decide(measured, params, prefix="", computed=False)
     # No eGFR, or one whose bound (e.g. "<60") cannot settle the threshold: compute one from a
@@ -199,7 +210,8 @@ def _decide(reading: Reading, params: EgfrParams, *, prefix: str, computed: bool
 
 
 def _unknown(
-    record: PatientRecord, ctx: Context, params: EgfrParams, measured: Reading | None, computed: Computed
+    record: PatientRecord, ctx: Context, params: EgfrParams, measured: Reading | None, computed: Computed,
+    prefix: str = "",
 ) -> CriterionResult:
     limit = f"{params.min_egfr:g}"
     evidence: list[str] = []
@@ -224,7 +236,9 @@ def _unknown(
             shown = f"{value} " if value is not None else ""
             reason += f" (latest eGFR {shown}on {older[0].when} is older)"
             evidence.append(older[0].ref)
+    if prefix and computed.problem:
+        reason = computed.problem
     return result(
-        Outcome.UNKNOWN, f"{reason}.", evidence,
+        Outcome.UNKNOWN, f"{prefix}{reason}.", evidence,
         next_step="Order a serum creatinine (eGFR) for the screening visit.",
     )

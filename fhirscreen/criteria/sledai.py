@@ -9,6 +9,7 @@ rash, ulcers...) live in the examination, not in coded data (criteria-codes.md I
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -272,11 +273,20 @@ def _fever(ctx: Context, params: SledaiParams, results: list[Lab]) -> list[tuple
 def recorded_score(
     record: PatientRecord, ctx: Context, params: SledaiParams, first: date | None
 ) -> Lab | None:
-    """The latest SLEDAI score with a numeric value in [first, as_of]."""
+    """The latest SLEDAI score with a numeric value in [first, as_of].
+
+    A total held in ``Observation.component`` counts; the item components of a SLEDAI panel
+    ("SLEDAI-2K seizure") do not, so a component must name a total or score.
+    """
     for lab in labs(record, ctx.vs(params.score), first, ctx.as_of):
+        if lab.obs.get("_component") and not _TOTAL.search(lab.name):
+            continue
         if quantity_of(lab.obs) is not None:
             return lab
     return None
+
+
+_TOTAL = re.compile(r"total|score|sum\b", re.IGNORECASE)
 
 
 @evaluator("sledai", SledaiParams)

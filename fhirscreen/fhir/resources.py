@@ -6,7 +6,7 @@ the whole evaluation, and the evaluators read a handful of fields.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fhirscreen.fhir.codes import codings
@@ -150,6 +150,27 @@ def is_active_on(condition: Mapping[str, Any], on: Any) -> bool:
     if span.start is not None and span.start > on:
         return False
     return not (span.end is not None and span.end <= on)
+
+
+# What a component replaces when it is read as an Observation of its own.
+_RESULT_KEYS = ("code", "interpretation", "referenceRange", "dataAbsentReason", "component", "hasMember")
+
+
+def observation_parts(observation: Mapping[str, Any]) -> Iterator[Resource]:
+    """The Observation, then each ``component`` read as an Observation of its own (issue 8 s3).
+
+    A SLEDAI-2K total, a blood pressure or a complement panel may be held in ``Observation.component``:
+    each component keeps its parent's id (evidence names the parent), subject, status and dates, with
+    its own code, value[x], interpretation and reference range.
+    """
+    yield dict(observation) if not isinstance(observation, dict) else observation
+    for component in observation.get("component") or ():
+        if not isinstance(component, Mapping) or not isinstance(component.get("code"), Mapping):
+            continue
+        part = {k: v for k, v in observation.items() if k not in _RESULT_KEYS and not k.startswith("value")}
+        part.update(component)
+        part["_component"] = True
+        yield part
 
 
 def observation_day(observation: Mapping[str, Any]) -> Any:
