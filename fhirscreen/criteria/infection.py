@@ -9,6 +9,7 @@ months is more likely a problem-list entry nobody closed than an infection, so i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
@@ -22,6 +23,7 @@ from fhirscreen.fhir.resources import (
     condition_span,
     is_active_on,
     observation_day,
+    observation_parts,
     ref,
     suspected,
     tentative,
@@ -64,8 +66,29 @@ class LabResult:
         return f"{self.label} {self.verdict} on {self.day.isoformat()} ({ref(self.obs)})"
 
 
+# How labs write a viral load below detection ("Undetectable", "TND", "<LLOQ" is *detected* below the
+# quantification limit and stays positive).
+_UNDETECTABLE = re.compile(
+    r"\bundetectable\b|\btnd\b|target\s+not\s+detected|\bbdl\b|below\s+(the\s+)?(lower\s+)?"
+    r"(limit\s+of\s+)?detection|<\s*(lod|llod)\b|no\s+(virus|viral\s+(rna|dna))\s+detected",
+    re.IGNORECASE,
+)
+
+
+def _value_texts(obs: Resource) -> list[str]:
+    texts = [str(obs.get("valueString") or "")]
+    concept = obs.get("valueCodeableConcept")
+    if isinstance(concept, dict):
+        texts.append(str(concept.get("text") or ""))
+        texts += [str(c.get("display") or "") for c in concept.get("coding") or () if isinstance(c, dict)]
+    return [t for t in texts if t]
+
+
 def _viral_load_verdict(obs: Resource) -> Polarity | None:
-    """A viral load with no stated polarity: a number is detected, a "<x" bound is not detected."""
+    """A viral load with no stated polarity: a number is detected, a "<x" bound is not detected
+    ("<20 IU/mL", "<1.30 log IU/mL"), and so are "Undetectable", "TND", "below detection"."""
+    if any(_UNDETECTABLE.search(t) for t in _value_texts(obs)):
+        return "negative"
     q = quantity_of(obs)
     if q is None:
         return None
@@ -79,14 +102,21 @@ def _lab_results(
 ) -> list[LabResult]:
     """Dated results of a test group up to the screening date, oldest first; unreadable values dropped."""
     out = []
-    for obs in record.of_type("Observation"):
+    parts = (part for obs in record.of_type("Observation") for part in observation_parts(obs))
+    for obs in parts:  # a result held in Observation.component counts too
         label = vs.match(obs.get("code"))
         if label is None:
             continue
         day = observation_day(obs)
         if day is None or day > as_of:
             continue
-        verdict = polarity(obs) or (_viral_load_verdict(obs) if viral_load else None)
+        if viral_load:
+            verdict = (
+                "negative" if any(_UNDETECTABLE.search(t) for t in _value_texts(obs))
+                else polarity(obs) or _viral_load_verdict(obs)
+            )
+        else:
+            verdict = polarity(obs)
         if verdict is None:
             continue
         out.append(LabResult(obs, day, verdict, label))

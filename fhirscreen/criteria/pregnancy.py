@@ -20,6 +20,7 @@ from fhirscreen.fhir.resources import (
     condition_span,
     is_active_on,
     observation_day,
+    observation_parts,
     ref,
     suspected,
     tentative,
@@ -102,7 +103,8 @@ def _ended_events(record: PatientRecord, vs: ValueSet) -> Iterator[Event]:
 def _observation_events(
     record: PatientRecord, vs: ValueSet, verdict_of: _Verdict, max_age: int, ask_age: int
 ) -> Iterator[Event]:
-    for obs in record.of_type("Observation"):
+    parts = (part for obs in record.of_type("Observation") for part in observation_parts(obs))
+    for obs in parts:  # a status or hCG held in Observation.component counts too
         label = vs.match(obs.get("code"))
         day = observation_day(obs)
         if label is None or day is None:
