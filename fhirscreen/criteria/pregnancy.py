@@ -9,12 +9,13 @@ or before the screening date decides, if it is still recent enough to describe t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
-from fhirscreen.fhir.codes import ValueSet
+from fhirscreen.fhir.codes import ValueSet, union
 from fhirscreen.fhir.resources import (
     Resource,
     condition_span,
@@ -43,6 +44,8 @@ class PregnancyParams(Params):
     lactation_conditions: ValueSetRef
     pregnancy_status_tests: ValueSetRef  # LOINC 82810-3 and the older 11449-6
     not_pregnant_values: ValueSetRef  # coded "Not pregnant" answers
+    pregnant_values: ValueSetRef | None = None  # coded "Pregnant" answers (LOINC LA15173-0)
+    uncertain_values: ValueSetRef | None = None  # "Possible pregnancy": a question until confirmed
     breastfeeding_status_tests: ValueSetRef
     hcg_qualitative_tests: ValueSetRef
     hcg_quantitative_tests: ValueSetRef
@@ -115,35 +118,57 @@ def _observation_events(
 
 
 class _StatusVerdict:
-    """Pregnancy/breastfeeding status: a coded answer from the yes-set or the no-set, else the words."""
+    """Pregnancy/breastfeeding status: a coded answer (uncertain, no, yes), else the words."""
 
-    def __init__(self, yes: ValueSet, no: ValueSet) -> None:
-        self.yes, self.no = yes, no
+    def __init__(self, yes: ValueSet, no: ValueSet, uncertain: ValueSet | None = None) -> None:
+        self.yes, self.no, self.uncertain = yes, no, uncertain
 
     def __call__(self, obs: Resource) -> Polarity | None:
         value = obs.get("valueCodeableConcept")
         if isinstance(value, dict):
+            if self.uncertain is not None and self.uncertain.match(value) is not None:
+                return "indeterminate"
             if self.no.match(value) is not None:
                 return "negative"
             if self.yes.match(value) is not None:
                 return "positive"
-        return polarity(obs) or _status_words(obs)
+        return _status_words(obs) or polarity(obs)
+
+
+_STATE = r"(pregnan|breast|lactat|nursing)"
+# "Not known", "declined to answer": no information (as if nothing were recorded).
+_NO_ANSWER = re.compile(r"\bunknown\b|\bnot\s+(known|asked|assessed|recorded)\b|declined|\bunable\b")
+# "Possible pregnancy", "may be pregnant", "pregnancy suspected", "unsure": a question until confirmed.
+_UNCERTAIN = re.compile(
+    r"\b(possib\w*|maybe|may\s+be|might\s+be|suspect\w*|unsure|not\s+sure|uncertain|unconfirmed|"
+    r"probabl\w*|questionable|query|pending)\b|\?\s*" + _STATE
+)
+# A negation shortly before the state ("patient states she is not pregnant", "denies pregnancy") or a
+# denial after it ("pregnancy test: negative", "pregnant: no", "pregnancy ruled out").
+_NEGATED = re.compile(
+    r"\b(not|no|non|never|denies|denied|negative\s+for|isn'?t|no\s+longer|stopped|ceased|without)\b"
+    r"[\w\s'-]{0,30}?" + _STATE
+    + r"|\bnon-?pregnant\b|\bweaned\b|" + _STATE
+    + r"\w*[\w\s:=-]{0,20}?\b(negative|neg|ruled\s+out|denied|excluded|no|none)\b"
+)
 
 
 def _status_words(obs: Resource) -> Polarity | None:
-    """'Not pregnant', 'Pregnant', 'Not breastfeeding', 'Breastfeeding' in a code's text or a string."""
+    """Read a status written in words, with its negation and its doubt ('Possible pregnancy')."""
     value = obs.get("valueCodeableConcept")
     texts = [str(obs.get("valueString") or "")]
     if isinstance(value, dict):
         texts.append(str(value.get("text") or ""))
         texts += [str(c.get("display") or "") for c in value.get("coding") or () if isinstance(c, dict)]
     for text in texts:
-        low = text.lower()
-        if not low.strip() or "unknown" in low:
+        low = " ".join(text.lower().split())
+        if not low or _NO_ANSWER.search(low):
             continue
-        if low.startswith(("not ", "no ", "non", "never", "stopped")):
+        if _UNCERTAIN.search(low):
+            return "indeterminate"
+        if _NEGATED.search(low):
             return "negative"
-        if "pregnan" in low or "breast" in low or "lactat" in low:
+        if re.search(_STATE, low):
             return "positive"
         verdict = polarity_of_text(low)
         if verdict:
@@ -212,7 +237,11 @@ def _pregnancy(record: PatientRecord, ctx: Context, p: PregnancyParams) -> tuple
     max_days = p.pregnancy_max_days
     events = list(_condition_events(record, ctx.vs(p.pregnancy_conditions), as_of, max_days, undated))
     events += _ended_events(record, ctx.vs(p.pregnancy_ended_conditions))
-    status = _StatusVerdict(ctx.vs(p.pregnancy_conditions), ctx.vs(p.not_pregnant_values))
+    yes = ctx.vs(p.pregnancy_conditions)
+    if p.pregnant_values:
+        yes = union("pregnant", (yes, ctx.vs(p.pregnant_values)))
+    uncertain = ctx.vs(p.uncertain_values) if p.uncertain_values else None
+    status = _StatusVerdict(yes, ctx.vs(p.not_pregnant_values), uncertain)
     events += _observation_events(record, ctx.vs(p.pregnancy_status_tests), status, max_days, max_days)
     hcg = _HcgVerdict(p.hcg_positive_at, p.hcg_negative_below)
     for vs in (p.hcg_qualitative_tests, p.hcg_quantitative_tests):
