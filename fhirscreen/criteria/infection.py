@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
+from fhirscreen.criteria._medications import exposures
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import days_before, months_before
@@ -378,6 +379,33 @@ class ActiveInfectionParams(Params):
     infections: ValueSetRef
     # An acute infection still open this long after onset is treated as an entry nobody closed.
     stale_after_days: int = 90
+    # Systemic antibacterials, antivirals and antifungals: on one at screening is unknown (is it
+    # treating an infection, or prophylaxis?), never pass.
+    anti_infectives: ValueSetRef | None = None
+    local_forms: ValueSetRef | None = None  # topical/ophthalmic/otic use is not systemic treatment
+    # An order without a stated end may still be running this long after it started.
+    unstated_course_days: int = 14
+
+
+def _on_anti_infective(
+    record: PatientRecord, ctx: Context, params: ActiveInfectionParams, as_of: date
+) -> Findings:
+    f = Findings()
+    if params.anti_infectives is None:
+        return f
+    drugs = ctx.vs(params.anti_infectives)
+    local = ctx.vs(params.local_forms) if params.local_forms else None
+    for exp in exposures(record):
+        if not exp.seen_by(as_of) or exp.possible_last_day(as_of, params.unstated_course_days) != as_of:
+            continue
+        name = exp.matches(drugs)
+        if name is None or (local is not None and exp.is_local(local)):
+            continue
+        f.unknown(
+            f"on {name} at screening ({exp.when()}, {exp.ref}): treating an infection, or prophylaxis?",
+            f"Ask what {name} is for: an infection being treated excludes until it has resolved.", exp.ref,
+        )
+    return f
 
 
 @evaluator("active_infection", ActiveInfectionParams)
@@ -413,6 +441,7 @@ def active_infection(record: PatientRecord, ctx: Context, params: ActiveInfectio
             )
         else:
             f.fail(f"{label}{_since(cond)} ({ref(cond)}{unstated})", ref(cond))
+    f.merge(_on_anti_infective(record, ctx, params, as_of))
     pass_reason = "No active infection on record."
     if resolved:
         ended, label, last_ref = max(resolved)

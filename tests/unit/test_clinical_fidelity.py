@@ -12,7 +12,16 @@ import pytest
 
 from fhirscreen.criteria.base import Outcome
 from fhirscreen.screening import population_evidence, screen_patient
-from tests.builders import AS_OF, concept, condition, medication_request, observation, procedure, record
+from tests.builders import (
+    AS_OF,
+    concept,
+    condition,
+    medication_administration,
+    medication_request,
+    observation,
+    procedure,
+    record,
+)
 
 WHO = "http://hl7.org/fhir/sid/icd-10"
 
@@ -327,3 +336,39 @@ def test_e1_steroids_for_cutaneous_lupus_are_sle_treatment(evaluate, system, cod
     assert res.outcome is Outcome.PASS, res.reason
     asthma = {**course, "reasonCode": [concept("icd10cm", "J45.909", "Asthma")]}
     assert evaluate("E1", record(sle, asthma)).outcome is Outcome.FAIL
+
+
+# ------------------------------------------------------------------------- E11 while on antibiotics
+
+
+@pytest.mark.parametrize(
+    ("code", "display"),
+    [
+        ("723", "amoxicillin 500 MG Oral Capsule"),
+        ("local", "Levofloxacin 750 mg tablet"),
+        ("local", "valACYclovir 1 g tablet"),
+        ("local", "Fluconazole 150 mg tablet"),
+    ],
+)
+def test_e11_on_a_systemic_anti_infective_at_screening_is_unknown(evaluate, code, display):
+    order = medication_request(code, "2026-05-28", display=display, id="abx",
+                               system="rxnorm" if code != "local" else "http://hospital.example/drugs")
+    res = evaluate("E11", record(order))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "MedicationRequest/abx" in res.evidence
+    assert "prophylaxis" in res.reason and res.next_step
+
+
+def test_e11_finished_antibiotic_course_and_topical_antibiotic_pass(evaluate):
+    finished = medication_request("723", "2026-04-01", display="amoxicillin 500 MG Oral Capsule",
+                                  status="completed", bounds_start="2026-04-01", bounds_end="2026-04-10")
+    cream = medication_request("local", "2026-05-28", system="http://hospital.example/drugs",
+                               display="erythromycin 5 MG/G Ophthalmic Ointment")
+    dapsone = medication_request("local", "2025-05-28", system="http://hospital.example/drugs",
+                                 display="dapsone 100 MG Oral Tablet")
+    assert evaluate("E11", record(finished, cream, dapsone)).outcome is Outcome.PASS
+
+
+def test_e11_administration_on_the_screening_date_is_unknown(evaluate):
+    given = medication_administration("2193", "2026-06-01", display="ceftriaxone 1 G Injection")
+    assert evaluate("E11", record(given)).outcome is Outcome.UNKNOWN
