@@ -17,6 +17,7 @@ from datetime import date
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.resources import (
     Resource,
+    alive_until,
     clinical_status,
     condition_span,
     is_active_on,
@@ -82,7 +83,8 @@ def _hits(record: PatientRecord, ctx: Context, params: CancerHistoryParams, as_o
 @evaluator("cancer_history", CancerHistoryParams)
 def cancer_history(record: PatientRecord, ctx: Context, params: CancerHistoryParams) -> CriterionResult:
     """Any cancer ever (active or resolved), except treated skin BCC/SCC and cervical carcinoma in situ."""
-    hits = _hits(record, ctx, params, ctx.as_of)
+    as_of = alive_until(record.patient, ctx.as_of)  # a diagnosis dated after death is a record error
+    hits = _hits(record, ctx, params, as_of)
     by_role: dict[str, list[Hit]] = {}
     for hit in hits:
         by_role.setdefault(hit.role, []).append(hit)
@@ -95,7 +97,7 @@ def cancer_history(record: PatientRecord, ctx: Context, params: CancerHistoryPar
         return result(Outcome.FAIL, f"History of cancer: {listed}.", [ref(h.cond) for h in cancers])
 
     excepted = by_role.get("excepted", [])
-    untreated = [h for h in excepted if is_active_on(h.cond, ctx.as_of)]
+    untreated = [h for h in excepted if is_active_on(h.cond, as_of)]
     uncertain = by_role.get("uncertain", []) + by_role.get("text_hint", [])
     if uncertain or untreated or suspected_cancers:
         questions, steps = [], []

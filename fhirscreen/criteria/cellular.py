@@ -13,6 +13,7 @@ from fhirscreen.criteria import _events as ev
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import days_before
+from fhirscreen.fhir.resources import alive_until
 from fhirscreen.record import PatientRecord
 
 
@@ -52,7 +53,7 @@ def _newest_first(events: list[ev.Event], as_of: date) -> list[ev.Event]:
 @evaluator("msc_therapy", MscParams)
 def msc_therapy(record: PatientRecord, ctx: Context, params: MscParams) -> CriterionResult:
     """MSC therapy within the washout (52 weeks) before screening; the washout end date is reported."""
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     first = days_before(as_of, params.window_days)
     window = _window_words(params.window_days)
     found = _events(record, ctx.vs(params.msc), as_of)
@@ -120,14 +121,14 @@ def _unspecified_in_window(
     """
     if not name:
         return []
-    found = _events(record, ctx.vs(name), ctx.as_of)
+    found = _events(record, ctx.vs(name), alive_until(record.patient, ctx.as_of))
     return [e for e in found if e.first_day is None or e.first_day >= first]
 
 
 @evaluator("cellular_therapy", CellularParams)
 def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams) -> CriterionResult:
     """Any previous cellular therapy other than MSCs (CAR-T, Tregs...); HSCT is left to the investigator."""
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     msc = _events(record, ctx.vs(params.msc), as_of)
     msc_refs = {e.ref for e in msc}
     cellular = [e for e in _events(record, ctx.vs(params.cellular), as_of) if e.ref not in msc_refs]

@@ -20,6 +20,7 @@ from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import days_before, months_before
 from fhirscreen.fhir.resources import (
     Resource,
+    alive_until,
     clinical_status,
     condition_span,
     is_active_on,
@@ -246,7 +247,7 @@ def _active_condition_findings(
 
 def _hepatitis_b(record: PatientRecord, ctx: Context, p: ChronicInfectionParams, start: date) -> Findings:
     f = Findings()
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     _active_condition_findings(f, "hepatitis B", _conditions(record, ctx.vs(p.hbv_conditions), as_of), as_of)
     hbsag = _lab_results(record, ctx.vs(p.hbsag_tests), as_of)
     dna = _lab_results(record, ctx.vs(p.hbv_dna_tests), as_of, viral_load=True)
@@ -274,7 +275,7 @@ def _hepatitis_b(record: PatientRecord, ctx: Context, p: ChronicInfectionParams,
 
 def _hepatitis_c(record: PatientRecord, ctx: Context, p: ChronicInfectionParams, start: date) -> Findings:
     f = Findings()
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     _active_condition_findings(f, "hepatitis C", _conditions(record, ctx.vs(p.hcv_conditions), as_of), as_of)
     rna = _lab_results(record, ctx.vs(p.hcv_rna_tests), as_of, viral_load=True)
     _windowed_confirmatory(f, "hepatitis C", rna, start, "HCV RNA")
@@ -297,7 +298,7 @@ def _hepatitis_c(record: PatientRecord, ctx: Context, p: ChronicInfectionParams,
 
 def _hiv(record: PatientRecord, ctx: Context, p: ChronicInfectionParams) -> Findings:
     f = Findings()
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     conds = _conditions(record, ctx.vs(p.hiv_conditions), as_of)
     _active_condition_findings(f, "HIV", conds, as_of, lifelong=True)
     # HIV is lifelong, so results count at any date; an undetectable viral load on treatment is still HIV.
@@ -327,7 +328,7 @@ def _hiv(record: PatientRecord, ctx: Context, p: ChronicInfectionParams) -> Find
 
 def _tuberculosis(record: PatientRecord, ctx: Context, p: ChronicInfectionParams) -> Findings:
     f = Findings()
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     _active_condition_findings(f, "tuberculosis", _conditions(record, ctx.vs(p.tb_conditions), as_of), as_of)
     latent = _conditions(record, ctx.vs(p.latent_tb_conditions), as_of)
     for cond, label in latent:
@@ -355,7 +356,7 @@ def _tuberculosis(record: PatientRecord, ctx: Context, p: ChronicInfectionParams
 @evaluator("chronic_infection", ChronicInfectionParams)
 def chronic_infection(record: PatientRecord, ctx: Context, params: ChronicInfectionParams) -> CriterionResult:
     """Active hepatitis B/C, HIV or tuberculosis from diagnoses and confirmatory tests."""
-    start = months_before(ctx.as_of, params.lab_lookback_months)
+    start = months_before(alive_until(record.patient, ctx.as_of), params.lab_lookback_months)
     parts = [
         _hepatitis_b(record, ctx, params, start),
         _hepatitis_c(record, ctx, params, start),
@@ -365,7 +366,8 @@ def chronic_infection(record: PatientRecord, ctx: Context, params: ChronicInfect
     f = Findings()
     for part in parts:
         f.merge(part)
-    for cond, label in _conditions(record, ctx.vs(params.not_active_conditions), ctx.as_of):
+    alive = alive_until(record.patient, ctx.as_of)
+    for cond, label in _conditions(record, ctx.vs(params.not_active_conditions), alive):
         f.note(f"{label} does not mean active infection ({ref(cond)})", ref(cond))
     reason = "No active hepatitis B, hepatitis C, HIV or tuberculosis on record"
     reason += f" ({'; '.join(f.notes)})." if f.notes else "."
@@ -411,7 +413,7 @@ def _on_anti_infective(
 @evaluator("active_infection", ActiveInfectionParams)
 def active_infection(record: PatientRecord, ctx: Context, params: ActiveInfectionParams) -> CriterionResult:
     """An infection diagnosis still active on the screening date (stale open entries are unknown)."""
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     stale_before = days_before(as_of, params.stale_after_days)
     f = Findings()
     resolved: list[tuple[date, str, str]] = []

@@ -18,6 +18,7 @@ from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, 
 from fhirscreen.fhir.codes import ValueSet, union
 from fhirscreen.fhir.resources import (
     Resource,
+    alive_until,
     condition_span,
     is_active_on,
     observation_day,
@@ -232,7 +233,7 @@ def _current(events: list[Event], as_of: date, noun: str) -> State:
 
 
 def _pregnancy(record: PatientRecord, ctx: Context, p: PregnancyParams) -> tuple[State, list[Resource]]:
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     undated: list[Resource] = []
     max_days = p.pregnancy_max_days
     events = list(_condition_events(record, ctx.vs(p.pregnancy_conditions), as_of, max_days, undated))
@@ -251,7 +252,7 @@ def _pregnancy(record: PatientRecord, ctx: Context, p: PregnancyParams) -> tuple
 
 
 def _breastfeeding(record: PatientRecord, ctx: Context, p: PregnancyParams) -> tuple[State, list[Resource]]:
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     undated: list[Resource] = []
     yes = ctx.vs(p.lactation_conditions)
     events = list(_condition_events(record, yes, as_of, p.lactation_max_days, undated))

@@ -123,6 +123,16 @@ def death_day(patient: Mapping[str, Any]) -> Any:
     return day(patient.get("deceasedDateTime"))
 
 
+def alive_until(patient: Mapping[str, Any], as_of: Any) -> Any:
+    """The last day a patient's state can be current: the screening date, or the day of death if earlier.
+
+    Conditions and observations dated after a recorded death are record errors, not the patient's state;
+    evaluators of a current state (infection, pregnancy, labs) read the record as of this day.
+    """
+    died = death_day(patient)
+    return died if died is not None and died < as_of else as_of
+
+
 def clinical_status(condition: Mapping[str, Any]) -> str | None:
     codes = _status_codes(condition.get("clinicalStatus"))
     return next(iter(sorted(codes)), None)

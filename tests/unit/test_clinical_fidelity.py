@@ -19,6 +19,7 @@ from tests.builders import (
     medication_administration,
     medication_request,
     observation,
+    patient,
     procedure,
     record,
 )
@@ -372,3 +373,31 @@ def test_e11_finished_antibiotic_course_and_topical_antibiotic_pass(evaluate):
 def test_e11_administration_on_the_screening_date_is_unknown(evaluate):
     given = medication_administration("2193", "2026-06-01", display="ceftriaxone 1 G Injection")
     assert evaluate("E11", record(given)).outcome is Outcome.UNKNOWN
+
+
+# ------------------------------------------------------------------ events after the patient's death
+
+
+@pytest.mark.parametrize(
+    ("criterion", "event"),
+    [
+        ("E10", condition("icd10cm", "A15.0", "2026-05-10")),
+        ("E11", condition("snomed", "233604007", "2026-05-10", display="Pneumonia")),
+        ("E12", condition("snomed", "254837009", "2026-05-10", display="Malignant neoplasm of breast")),
+        ("E13", observation("2106-3", "2026-05-25", coded=concept("snomed", "10828004", "Positive"))),
+    ],
+)
+def test_records_dated_after_death_are_not_the_current_state(evaluate, criterion, event):
+    dead = patient(deceasedDateTime="2026-03-01")
+    assert evaluate(criterion, record(dead, event)).outcome is Outcome.PASS
+    alive = evaluate(criterion, record(patient(), event))
+    assert alive.outcome is Outcome.FAIL
+
+
+def test_death_does_not_hide_the_labs_of_inclusion_criteria(trial):
+    """I1 fails a deceased patient; the lab criteria keep their outcome (one change flips one criterion)."""
+    egfr = observation("62238-1", "2026-05-20", value=75, unit="mL/min/{1.73_m2}")
+    dead = record(patient(deceasedDateTime="2026-03-01"), condition("icd10cm", "M32.14", "2018-01-01"), egfr)
+    results = screen_patient(dead, trial, AS_OF).results
+    assert results["I1"].outcome is Outcome.FAIL
+    assert results["I4"].outcome is Outcome.PASS
