@@ -401,3 +401,18 @@ def test_death_does_not_hide_the_labs_of_inclusion_criteria(trial):
     results = screen_patient(dead, trial, AS_OF).results
     assert results["I1"].outcome is Outcome.FAIL
     assert results["I4"].outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize(
+    "system",
+    [
+        "http://snomed.info/sct/731000124108",  # US edition module in the system URI
+        "http://snomed.info/sct/900000000000207008/version/20250101",
+        "urn:oid:2.16.840.1.113883.6.96",
+        "SNOMED-CT",
+        "https://snomed.info/sct",
+    ],
+)
+def test_snomed_only_sle_under_any_system_spelling_is_in_the_population(trial, system):
+    rec = record(condition(system, "55464009", "2015-01-01", id="sle"))
+    assert population_evidence(rec, trial) == ["Condition/sle"]
