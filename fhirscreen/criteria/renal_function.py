@@ -104,8 +104,16 @@ def _latest_egfr(record: PatientRecord, ctx: Context, params: EgfrParams, first:
         codes = code_of(item[0].obs)
         return min((i for i, c in enumerate(params.prefer) if c in codes), default=len(params.prefer))
 
-    lab, q = min((item for item in usable if item[0].day == latest_day), key=rank)
+    # Same day: the preferred equation, then the later time stamp (a repeat draw), then the id.
+    same_day = sorted((item for item in usable if item[0].day == latest_day), key=_stamp, reverse=True)
+    lab, q = min(same_day, key=rank)
     return Reading(lab, q, f"eGFR {_fmt(q)} mL/min/1.73 m2 on {lab.when} ({lab.name})")
+
+
+def _stamp(item: tuple[Lab, Quantity]) -> str:
+    """The effective time as written, for ordering results of one day (UTC offsets are rare within a lab)."""
+    obs = item[0].obs
+    return str(obs.get("effectiveDateTime") or obs.get("effectiveInstant") or obs.get("issued") or "")
 
 
 @dataclass(frozen=True)

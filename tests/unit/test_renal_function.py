@@ -210,3 +210,24 @@ def test_egfr_held_in_a_component_counts(evaluate):
     res = evaluate("I4", record(panel))
     assert res.outcome is Outcome.FAIL
     assert res.evidence == ("Observation/cmp",)
+
+
+def test_two_egfrs_on_one_day_the_preferred_equation_then_the_later_draw_wins(evaluate):
+    rec = record(
+        observation("62238-1", "2026-05-20T08:00:00Z", id="early", value=25, unit=UCUM_EGFR),
+        observation("62238-1", "2026-05-20T14:00:00Z", id="late", value=34, unit=UCUM_EGFR),
+    )
+    res = evaluate("I4", rec)
+    assert res.outcome is Outcome.PASS
+    assert res.evidence == ("Observation/late",)
+    rec = record(
+        observation("62238-1", "2026-05-20T14:00:00Z", id="late", value=34, unit=UCUM_EGFR),
+        observation(EGFR_2021, "2026-05-20T08:00:00Z", id="ckdepi", value=28, unit=UCUM_EGFR),
+    )
+    assert evaluate("I4", rec).evidence == ("Observation/ckdepi",)
+
+
+def test_result_stamped_just_after_midnight_utc_on_the_screening_day_counts_on_that_day(evaluate):
+    rec = record(observation(EGFR_2021, "2026-06-01T00:05:00Z", id="e", value=70, unit=UCUM_EGFR))
+    res = evaluate("I4", rec)
+    assert res.outcome is Outcome.PASS and res.details["egfr_date"] == "2026-06-01"
