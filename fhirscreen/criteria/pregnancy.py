@@ -217,7 +217,8 @@ def _current(events: list[Event], as_of: date, noun: str) -> State:
         return State(None, f"latest: {last.describe()}", (last.ref,))
     if last.says == "indeterminate":
         if age <= last.max_age_days:
-            step = f"Repeat the {noun} test to confirm."
+            step = (f"Repeat the {noun} test to confirm." if noun == "pregnancy"
+                    else f"Confirm {noun} status with the patient.")
             return State(Outcome.UNKNOWN, last.describe(), (last.ref,), step)
         return State(None, f"no recent {noun} record", ())
     if age <= last.max_age_days:

@@ -416,3 +416,10 @@ def test_death_does_not_hide_the_labs_of_inclusion_criteria(trial):
 def test_snomed_only_sle_under_any_system_spelling_is_in_the_population(trial, system):
     rec = record(condition(system, "55464009", "2015-01-01", id="sle"))
     assert population_evidence(rec, trial) == ["Condition/sle"]
+
+
+def test_suspected_breastfeeding_asks_the_patient(evaluate):
+    rec = record(condition("snomed", "169750002", "2026-05-01", verification="unconfirmed"))
+    res = evaluate("E13", rec)
+    assert res.outcome is Outcome.UNKNOWN
+    assert "Confirm breastfeeding status" in res.next_step
