@@ -423,3 +423,12 @@ def test_suspected_breastfeeding_asks_the_patient(evaluate):
     res = evaluate("E13", rec)
     assert res.outcome is Outcome.UNKNOWN
     assert "Confirm breastfeeding status" in res.next_step
+
+
+def test_suspected_manifestation_is_not_a_classification_item(evaluate):
+    sle = condition("icd10cm", "M32.9", "2015-01-01")
+    confirmed = evaluate("I2", record(sle, condition("snomed", "36402006", "2020-01-01", id="n")))
+    suspected = evaluate("I2", record(sle, condition("snomed", "36402006", "2020-01-01", id="n",
+                                                     verification="differential")))
+    assert "Condition/n" in confirmed.evidence or "Condition/n" in confirmed.reason
+    assert "Condition/n" not in suspected.evidence
