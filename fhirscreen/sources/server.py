@@ -31,7 +31,7 @@ from urllib.parse import quote, urlencode
 from fhirscreen.fhir.codes import ICD10, ICD10CM, Code
 from fhirscreen.fhir.resources import Resource
 from fhirscreen.quality import DataQuality
-from fhirscreen.record import SCREENED_TYPES
+from fhirscreen.record import SCREENED_TYPES, is_later_version
 from fhirscreen.sources.base import QueryPlan, Source, SourceError
 from fhirscreen.sources.factory import SourceOptions
 from fhirscreen.sources.http import Auth, FhirClient, outcome_text
@@ -399,7 +399,7 @@ class ServerSource:
     def _read_by_search(
         self, plan: QueryPlan, quality: DataQuality, caps: Capabilities
     ) -> Iterator[tuple[Resource, str]]:
-        seen: set[tuple[str, str]] = set()
+        seen: dict[tuple[str, str], Resource] = {}
         if plan.patient_ids is None:
             conditions = self._run(population_searches(plan, caps), quality)
             ids = patient_ids_in(r for batch in conditions for r in batch)
@@ -428,9 +428,10 @@ class ServerSource:
         for results in self._run(searches, quality):
             for resource in results:
                 key = (str(resource.get("resourceType")), str(resource.get("id")))
-                if key in seen:
+                if key in seen and not is_later_version(resource, seen[key]):
                     continue  # the same resource from two pages/batches (an _include, a shifted page)
-                seen.add(key)
+                # A later version (updated while the run paged through) goes on: the builder keeps it.
+                seen[key] = resource
                 if key[0] in MEDICATION_HOLDERS:
                     medication_refs |= medication_ids([resource])
                 yield resource, self._origin(key)
@@ -444,7 +445,7 @@ class ServerSource:
                 for resource in results:
                     key = ("Medication", str(resource.get("id")))
                     if key not in seen:
-                        seen.add(key)
+                        seen[key] = resource
                         yield resource, self._origin(key)
 
     def _supports_code_text(self, caps: Capabilities) -> bool:

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from fhirscreen.criteria.base import Outcome
+from fhirscreen.pipeline import load_population
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import PopulationBuilder
+from fhirscreen.sources.files import FileSource
 from tests.builders import condition, observation, patient, record
 
 
@@ -60,3 +63,17 @@ def test_same_version_twice_keeps_one_copy():
     obs = versioned(observation("62238-1", value=70, unit="mL/min/{1.73_m2}", id="e9"), "3")
     rec = record(obs, dict(obs))
     assert len(rec.of_type("Observation")) == 1
+
+
+def test_file_mode_collection_bundle_and_re_export_keep_the_latest_version(tmp_path, trial):
+    sle = condition("icd10cm", "M32.14", "2018-01-01", id="sle", pid="v1")
+    tb = condition("icd10cm", "A15.0", "2026-05-10", id="tb", pid="v1")
+    tb_v2 = {**tb, "clinicalStatus": {"coding": [{"code": "resolved"}]}, "abatementDateTime": "2026-05-20"}
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [
+        {"resource": patient("v1")}, {"resource": sle}, {"resource": versioned(tb_v2, "2")},
+    ]}
+    (tmp_path / "a.json").write_text(json.dumps(bundle))
+    (tmp_path / "b.ndjson").write_text(json.dumps(versioned(tb, "1")) + "\n")
+    population = load_population(FileSource(tmp_path), trial)
+    held = population.records["v1"].of_type("Condition")
+    assert [c["meta"]["versionId"] for c in held if c["id"] == "tb"] == ["2"]
