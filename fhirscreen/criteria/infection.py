@@ -404,7 +404,8 @@ def _on_anti_infective(
         if name is None or (local is not None and exp.is_local(local)):
             continue
         f.unknown(
-            f"on {name} at screening ({exp.when()}, {exp.ref}): treating an infection, or prophylaxis?",
+            f"on {name} at screening ({exp.when()}, {exp.ref}), which may be treating an infection "
+            "(or be prophylaxis)",
             f"Ask what {name} is for: an infection being treated excludes until it has resolved.", exp.ref,
         )
     return f

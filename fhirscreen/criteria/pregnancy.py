@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date
 
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
-from fhirscreen.fhir.codes import ValueSet, union
+from fhirscreen.fhir.codes import ValueSet, concept_label, union
 from fhirscreen.fhir.resources import (
     Resource,
     alive_until,
@@ -115,7 +115,17 @@ def _observation_events(
             continue
         says = verdict_of(obs)
         if says is not None:
-            yield Event(day, says, f"{label} {says}", ref(obs), max_age, ask_age)
+            written = _written_value(obs)
+            what = f"{label} {says}" + (f" ('{written}')" if says == "indeterminate" and written else "")
+            yield Event(day, says, what, ref(obs), max_age, ask_age)
+
+
+def _written_value(obs: Resource) -> str:
+    """The value as the record writes it ("Possible pregnancy"), for reasons."""
+    value = obs.get("valueCodeableConcept")
+    if isinstance(value, dict):
+        return concept_label(value)
+    return str(obs.get("valueString") or "")
 
 
 class _StatusVerdict:
