@@ -32,6 +32,7 @@ class CancerHistoryParams(Params):
     excepted: ValueSetRef  # skin BCC/SCC (incl. in situ), cervical carcinoma in situ
     excepted_history: ValueSetRef  # "personal history of" the excepted ones: treated by definition
     uncertain: ValueSetRef  # unspecified skin malignancy, MDS/myeloid neoplasms of uncertain behaviour
+    text_malignant: ValueSetRef | None = None  # text-only: a clearly malignant name on an unlisted code
     text_hint: ValueSetRef | None = None  # text-only patterns: malignancy words on an unlisted code
 
 
@@ -61,6 +62,10 @@ def _classify(cond: Resource, ctx: Context, params: CancerHistoryParams) -> Hit 
         label = ctx.vs(name).match(code)
         if label is not None:
             return Hit(role, cond, label)
+    if params.text_malignant is not None:
+        label = ctx.vs(params.text_malignant).match(code)
+        if label is not None:
+            return Hit("cancer", cond, label)
     if params.text_hint is not None:
         label = ctx.vs(params.text_hint).match(code)
         if label is not None:

@@ -432,3 +432,19 @@ def test_suspected_manifestation_is_not_a_classification_item(evaluate):
                                                      verification="differential")))
     assert "Condition/n" in confirmed.evidence or "Condition/n" in confirmed.reason
     assert "Condition/n" not in suspected.evidence
+
+
+@pytest.mark.parametrize(
+    ("display", "expected"),
+    [
+        ("Malignant tumor of esophagus", Outcome.FAIL),
+        ("Diffuse large B-cell lymphoma", Outcome.FAIL),
+        ("Adenocarcinoma of pancreas", Outcome.FAIL),
+        ("Basal cell carcinoma of skin", Outcome.UNKNOWN),  # excepted if treated: the histology decides
+        ("Family history of malignant neoplasm of breast", Outcome.PASS),
+        ("Malignant hypertension", Outcome.PASS),
+    ],
+)
+def test_e12_unlisted_snomed_code_with_a_clearly_malignant_name_fails(evaluate, display, expected):
+    cond = condition("snomed", "999999999", "2019-01-01", display=display)
+    assert evaluate("E12", record(cond)).outcome is expected
