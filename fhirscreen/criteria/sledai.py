@@ -279,14 +279,20 @@ def recorded_score(
     ("SLEDAI-2K seizure") do not, so a component must name a total or score.
     """
     for lab in labs(record, ctx.vs(params.score), first, ctx.as_of):
-        if lab.obs.get("_component") and not _TOTAL.search(lab.name):
-            continue
+        if not _TOTAL.search(lab.name) and (lab.obs.get("_component") or _ITEM.search(lab.name)):
+            continue  # one descriptor of the instrument ("SLEDAI-2K seizure: 8"), not the total
         if quantity_of(lab.obs) is not None:
             return lab
     return None
 
 
 _TOTAL = re.compile(r"total|score|sum\b", re.IGNORECASE)
+_ITEM = re.compile(
+    r"seizure|psychosis|organic brain|visual|cranial|headache|\bcva\b|vasculitis|arthritis|myositis|"
+    r"\bcasts?\b|h(a)?ematuria|proteinuria|pyuria|rash|alopecia|ulcer|pleurisy|pericarditis|complement|"
+    r"\bdna\b|fever|thrombocytopenia|leukopenia",
+    re.IGNORECASE,
+)
 
 
 @evaluator("sledai", SledaiParams)

@@ -448,3 +448,9 @@ def test_suspected_manifestation_is_not_a_classification_item(evaluate):
 def test_e12_unlisted_snomed_code_with_a_clearly_malignant_name_fails(evaluate, display, expected):
     cond = condition("snomed", "999999999", "2019-01-01", display=display)
     assert evaluate("E12", record(cond)).outcome is expected
+
+
+def test_a_separate_sledai_item_observation_is_not_the_total(evaluate):
+    item = observation("x", "2026-05-20", system="http://hospital.example/obs", value=2)
+    item["code"] = {"text": "SLEDAI-2K alopecia"}
+    assert evaluate("I6", record(item)).details["sledai_source"] == "lower bound"
