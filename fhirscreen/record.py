@@ -211,6 +211,8 @@ class PopulationBuilder:
             if self._keep is None or pid in self._keep:  # kept (late joiners were added again)
                 held = _usable(self._by_patient[pid]) if pid in self._by_patient else {}
                 n = sum(len(v) for v in held.values())
+                if n == 0 and pid not in self._dropped:
+                    continue  # only unusable records (entered-in-error...): nothing refers to it
             else:
                 n = self._dropped[pid]
             self.quality.add(
