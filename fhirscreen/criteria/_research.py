@@ -46,7 +46,10 @@ _BEFORE_INTERVENTION = re.compile(
 
 
 # A study named as observational is not an intervention (protocol E5 says "interventional agent").
-_OBSERVATIONAL = re.compile(r"\b(registr(y|ies)|observational|cohort|natural history|biobank|survey)\b", re.I)
+# ("cohort" alone is not enough: interventional trials have dose-escalation cohorts.)
+_OBSERVATIONAL = re.compile(
+    r"\b(registr(y|ies)|observational|natural history|biobank|cohort study|survey)\b", re.IGNORECASE
+)
 
 
 def observational(study_text: str) -> bool:

@@ -89,3 +89,8 @@ def test_e5_observational_registry_is_not_an_agent(evaluate):
     res = evaluate("E5", record(rs))
     assert res.outcome is Outcome.PASS
     assert "observational" in res.reason
+
+
+def test_e5_dose_escalation_cohort_is_still_an_interventional_study(evaluate):
+    res = evaluate("E5", record(subject("on-study", "Phase 1 dose-escalation cohort 3, drug XY-123")))
+    assert res.outcome is Outcome.FAIL
