@@ -20,7 +20,6 @@ from tests.builders import (
     medication_request,
     observation,
     patient,
-    procedure,
     record,
 )
 
@@ -305,11 +304,6 @@ def test_anti_dsdna_held_in_a_component_counts(evaluate):
     res = evaluate("I3", record(panel))
     assert res.outcome is Outcome.PASS
     assert res.evidence == ("Observation/ana",)
-
-
-def test_procedure_unrelated_is_ignored(evaluate):
-    # A guard that the component reader does not touch other resource types.
-    assert evaluate("E12", record(procedure("snomed", "73761001"))).outcome is Outcome.PASS
 
 
 # ---------------------------------------------------------------------- E1: cutaneous lupus is SLE
