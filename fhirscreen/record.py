@@ -131,7 +131,8 @@ class PopulationBuilder:
         if key in self._seen:
             # The same resource from two files, two pages, a collection Bundle or a re-export: the
             # latest version wins (meta.versionId, then meta.lastUpdated; the first on a tie). Say so once.
-            self.quality.add("info", f"{rtype}/{rid}", "duplicate", f"{rtype}/{rid} appears more than once")
+            message = f"{rtype}/{rid} appears more than once; the latest version (meta) is used"
+            self.quality.add("info", f"{rtype}/{rid}", "duplicate", message)
             if not self._replace(resource, rtype, rid):
                 return
         self._seen.add(key)
