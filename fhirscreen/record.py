@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
+from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, patient_id_of, reference_id
@@ -102,7 +103,9 @@ class PopulationBuilder:
     ) -> None:
         self.quality = quality or DataQuality()
         self._patients: dict[str, Resource] = {}
-        self._by_patient: dict[str, dict[str, list[Resource]]] = defaultdict(lambda: defaultdict(list))
+        # patient -> type -> id -> resource (one entry per id: the latest version)
+        self._by_patient: dict[str, dict[str, dict[str, Resource]]] = defaultdict(lambda: defaultdict(dict))
+        self._owner: dict[tuple[str, str], str] = {}  # (type, id) -> patient, for kept resources
         self._medications: dict[str, Resource] = {}
         self._seen: set[tuple[str, str]] = set()
         self.skipped: dict[str, int] = defaultdict(int)
@@ -126,9 +129,12 @@ class PopulationBuilder:
             return
         key = (rtype, rid)
         if key in self._seen:
-            # The same resource from two files (or two pages): keep the first, say so once.
-            self.quality.add("info", f"{rtype}/{rid}", "duplicate", f"{rtype}/{rid} appears more than once")
-            return
+            # The same resource from two files, two pages, a collection Bundle or a re-export: the
+            # latest version wins (meta.versionId, then meta.lastUpdated; the first on a tie). Say so once.
+            message = f"{rtype}/{rid} appears more than once; the latest version (meta) is used"
+            self.quality.add("info", f"{rtype}/{rid}", "duplicate", message)
+            if not self._replace(resource, rtype, rid):
+                return
         self._seen.add(key)
         if rtype == "Patient":
             self._patients[rid] = resource
@@ -136,15 +142,35 @@ class PopulationBuilder:
         if rtype == "Medication":
             self._medications[rid] = resource
             return
-        if not is_usable(resource):
-            return
         pid = patient_id(resource)
         if pid is None:
-            self.quality.add(
-                "warning", f"{rtype}/{rid}", "no-subject", f"{rtype}/{rid} has no Patient subject; skipped"
-            )
+            if is_usable(resource):
+                self.quality.add(
+                    "warning", f"{rtype}/{rid}", "no-subject",
+                    f"{rtype}/{rid} has no Patient subject; skipped",
+                )
             return
-        self._by_patient[pid][rtype].append(resource)
+        # Kept even when not usable: a later version may be, and an unusable later version must
+        # replace a usable earlier one. Hygiene is applied in build().
+        self._by_patient[pid][rtype][rid] = resource
+        self._owner[key] = pid
+
+    def _replace(self, resource: Resource, rtype: str, rid: str) -> bool:
+        """True when ``resource`` is a later version of one already held (which is then forgotten)."""
+        key = (rtype, rid)
+        if rtype == "Patient":
+            held = self._patients.get(rid)
+        elif rtype == "Medication":
+            held = self._medications.get(rid)
+        else:
+            owner = self._owner.get(key)
+            held = self._by_patient[owner][rtype].get(rid) if owner is not None else None
+        if held is None or not is_later_version(resource, held):
+            return False
+        owner = self._owner.pop(key, None)
+        if owner is not None:
+            self._by_patient[owner][rtype].pop(rid, None)
+        return True
 
     def _add_unkept(self, resource: Resource, rtype: str, rid: str) -> bool:
         """Handle a resource of a patient outside ``keep_patients``; False when it is to be kept."""
@@ -178,13 +204,16 @@ class PopulationBuilder:
             grouped = self._by_patient.get(pid, {})
             records[pid] = PatientRecord(
                 patient=patient,
-                resources={k: list(v) for k, v in grouped.items()},
+                resources=_usable(grouped),
                 medications=self._medications,
             )
         orphans = (set(self._by_patient) | set(self._dropped)) - set(self._patients)
         for pid in sorted(orphans):
             if self._keep is None or pid in self._keep:  # kept (late joiners were added again)
-                n = sum(len(v) for v in self._by_patient[pid].values()) if pid in self._by_patient else 0
+                held = _usable(self._by_patient[pid]) if pid in self._by_patient else {}
+                n = sum(len(v) for v in held.values())
+                if n == 0 and pid not in self._dropped:
+                    continue  # only unusable records (entered-in-error...): nothing refers to it
             else:
                 n = self._dropped[pid]
             self.quality.add(
@@ -194,6 +223,47 @@ class PopulationBuilder:
                 f"{n} resource(s) refer to Patient/{pid}, which is not in the data",
             )
         return Population(records=records, quality=self.quality, skipped=dict(self.skipped))
+
+
+def _usable(grouped: Mapping[str, Mapping[str, Resource]]) -> dict[str, list[Resource]]:
+    """Per type, the usable records (hygiene: entered-in-error, refuted, cancelled, not taken dropped)."""
+    out = {}
+    for rtype, by_id in grouped.items():
+        kept = [r for r in by_id.values() if is_usable(r)]
+        if kept:
+            out[rtype] = kept
+    return out
+
+
+def _version(resource: Mapping[str, Any]) -> tuple[int | None, datetime | None]:
+    meta = resource.get("meta")
+    if not isinstance(meta, Mapping):
+        return None, None
+    raw = meta.get("versionId")
+    number = int(raw) if isinstance(raw, str) and raw.strip().isdigit() else None
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        number = raw
+    updated = None
+    stamp = meta.get("lastUpdated")
+    if isinstance(stamp, str):
+        try:
+            updated = datetime.fromisoformat(stamp.replace("Z", "+00:00"))
+            if updated.tzinfo is None:
+                updated = updated.replace(tzinfo=timezone.utc)
+        except ValueError:
+            updated = None
+    return number, updated
+
+
+def is_later_version(new: Mapping[str, Any], held: Mapping[str, Any]) -> bool:
+    """meta.versionId compared as numbers when both have one, else meta.lastUpdated; False on a tie."""
+    new_number, new_updated = _version(new)
+    held_number, held_updated = _version(held)
+    if new_number is not None and held_number is not None and new_number != held_number:
+        return new_number > held_number
+    if new_updated is not None and held_updated is not None:
+        return new_updated > held_updated
+    return False
 
 
 def patient_id(resource: Mapping[str, Any]) -> str | None:

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Literal
 
+from fhirscreen.criteria._tentative import unconfirmed_only
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, result
 from fhirscreen.fhir.resources import ref
 from fhirscreen.quality import DataQuality
@@ -68,6 +69,8 @@ def screen_patient(
     for criterion in trial.criteria:
         try:
             results[criterion.id] = criterion.kind.fn(record, ctx, criterion.params)
+            if criterion.definition.type == "exclusion":
+                results[criterion.id] = unconfirmed_only(results[criterion.id], record)
         except Exception as exc:
             ctx.quality.add(
                 "error",

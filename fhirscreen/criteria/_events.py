@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from fhirscreen.criteria._research import Participation, participation
 from fhirscreen.fhir.codes import ValueSet, codings, concept_label
 from fhirscreen.fhir.dates import Span, day, span_of
 from fhirscreen.fhir.resources import Resource, condition_span, observation_day, ref
@@ -164,17 +165,29 @@ def medications(record: PatientRecord, vs: ValueSet) -> list[Event]:
     return out
 
 
-def research_subjects(record: PatientRecord, vs: ValueSet) -> list[Event]:
-    """ResearchSubjects whose study reference names a matching product (only text can match here)."""
-    out = []
+def research_subjects(record: PatientRecord, vs: ValueSet, as_of: date | None = None) -> list[Event]:
+    """ResearchSubjects whose study names a matching product and whose status shows the patient was
+    dosed (criteria/_research.py); screening, candidates, ineligible and not-registered are not exposure.
+    Only text can match here: the study reference's display."""
+    return [e for e, taking in _subjects(record, vs, as_of) if taking.exposed]
+
+
+def research_questions(record: PatientRecord, vs: ValueSet, as_of: date) -> list[Event]:
+    """Matching ResearchSubjects whose exposure cannot be told (a bare 'withdrawn', pending-on-study)."""
+    return [e for e, taking in _subjects(record, vs, as_of) if taking.exposure in ("unknown", "pending")]
+
+
+def _subjects(
+    record: PatientRecord, vs: ValueSet, as_of: date | None
+) -> Iterator[tuple[Event, Participation]]:
     for subject in record.of_type("ResearchSubject"):
         study = subject.get("study")
         display = study.get("display") if isinstance(study, Mapping) else None
         if display:
             label = vs.match({"text": str(display)})
             if label is not None:
-                out.append(Event(subject, label, _period(subject)))
-    return out
+                taking = participation(subject, as_of or date.max)
+                yield Event(subject, f"{label} ({taking.why})", _period(subject)), taking
 
 
 def _period(resource: Mapping[str, Any]) -> Span | None:

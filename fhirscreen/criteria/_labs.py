@@ -13,7 +13,7 @@ from typing import Any, Literal
 
 from fhirscreen.criteria.base import Context
 from fhirscreen.fhir.codes import ValueSet, codings, concept_label
-from fhirscreen.fhir.resources import Resource, observation_day, ref
+from fhirscreen.fhir.resources import Resource, observation_day, observation_parts, ref
 from fhirscreen.fhir.values import Quantity, polarity, quantity_of, reference_range, titer_quantity
 from fhirscreen.record import PatientRecord
 
@@ -65,7 +65,7 @@ def _coded_in(record: PatientRecord, vs: ValueSet) -> list[Resource]:
     every Observation against every value set is what keeps evaluation linear. Value sets with text
     patterns need the text, so they are matched one Observation at a time as before.
     """
-    observations = record.of_type("Observation")
+    observations = record.memo("_labs:parts", lambda: _parts(record))
     if vs.text_patterns:
         return [obs for obs in observations if vs.match(obs.get("code")) is not None]
     index = record.memo("_labs:code-index", lambda: _code_index(observations))
@@ -78,6 +78,17 @@ def _coded_in(record: PatientRecord, vs: ValueSet) -> list[Resource]:
     if len(hits) == 1:
         return [observations[p] for p in hits[0]]
     return [observations[p] for p in sorted({p for positions in hits for p in positions})]
+
+
+def _parts(record: PatientRecord) -> list[Resource]:
+    """Every Observation and every one of its components (read as Observations of their own)."""
+    out: list[Resource] = []
+    for obs in record.of_type("Observation"):
+        if obs.get("component"):
+            out.extend(observation_parts(obs))
+        else:
+            out.append(obs)
+    return out
 
 
 def _code_index(observations: list[Resource]) -> dict[tuple[str, str], list[int]]:

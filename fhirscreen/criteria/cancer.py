@@ -15,7 +15,15 @@ from dataclasses import dataclass
 from datetime import date
 
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
-from fhirscreen.fhir.resources import Resource, clinical_status, condition_span, is_active_on, ref
+from fhirscreen.fhir.resources import (
+    Resource,
+    alive_until,
+    clinical_status,
+    condition_span,
+    is_active_on,
+    ref,
+    tentative,
+)
 from fhirscreen.record import PatientRecord
 
 
@@ -24,6 +32,7 @@ class CancerHistoryParams(Params):
     excepted: ValueSetRef  # skin BCC/SCC (incl. in situ), cervical carcinoma in situ
     excepted_history: ValueSetRef  # "personal history of" the excepted ones: treated by definition
     uncertain: ValueSetRef  # unspecified skin malignancy, MDS/myeloid neoplasms of uncertain behaviour
+    text_malignant: ValueSetRef | None = None  # text-only: a clearly malignant name on an unlisted code
     text_hint: ValueSetRef | None = None  # text-only patterns: malignancy words on an unlisted code
 
 
@@ -53,6 +62,10 @@ def _classify(cond: Resource, ctx: Context, params: CancerHistoryParams) -> Hit 
         label = ctx.vs(name).match(code)
         if label is not None:
             return Hit(role, cond, label)
+    if params.text_malignant is not None:
+        label = ctx.vs(params.text_malignant).match(code)
+        if label is not None:
+            return Hit("cancer", cond, label)
     if params.text_hint is not None:
         label = ctx.vs(params.text_hint).match(code)
         if label is not None:
@@ -75,22 +88,28 @@ def _hits(record: PatientRecord, ctx: Context, params: CancerHistoryParams, as_o
 @evaluator("cancer_history", CancerHistoryParams)
 def cancer_history(record: PatientRecord, ctx: Context, params: CancerHistoryParams) -> CriterionResult:
     """Any cancer ever (active or resolved), except treated skin BCC/SCC and cervical carcinoma in situ."""
-    hits = _hits(record, ctx, params, ctx.as_of)
+    as_of = alive_until(record.patient, ctx.as_of)  # a diagnosis dated after death is a record error
+    hits = _hits(record, ctx, params, as_of)
     by_role: dict[str, list[Hit]] = {}
     for hit in hits:
         by_role.setdefault(hit.role, []).append(hit)
     evidence = [ref(h.cond) for h in hits]
 
-    cancers = by_role.get("cancer", [])
+    cancers = [h for h in by_role.get("cancer", []) if tentative(h.cond) is None]
+    suspected_cancers = [h for h in by_role.get("cancer", []) if tentative(h.cond) is not None]
     if cancers:
         listed = "; ".join(h.when for h in cancers)
         return result(Outcome.FAIL, f"History of cancer: {listed}.", [ref(h.cond) for h in cancers])
 
     excepted = by_role.get("excepted", [])
-    untreated = [h for h in excepted if is_active_on(h.cond, ctx.as_of)]
+    untreated = [h for h in excepted if is_active_on(h.cond, as_of)]
     uncertain = by_role.get("uncertain", []) + by_role.get("text_hint", [])
-    if uncertain or untreated:
+    if uncertain or untreated or suspected_cancers:
         questions, steps = [], []
+        if suspected_cancers:
+            questions.append("suspected, not confirmed: " + "; ".join(
+                f"{h.when.rstrip(')')}, {tentative(h.cond)})" for h in suspected_cancers))
+            steps.append("Confirm or rule out the suspected cancer (histology).")
         if uncertain:
             questions.append("malignancy of unstated type: " + "; ".join(h.when for h in uncertain))
             steps.append("Check the histology: only skin BCC/SCC and cervical carcinoma in situ are allowed.")

@@ -13,6 +13,7 @@ from fhirscreen.criteria import _events as ev
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import days_before
+from fhirscreen.fhir.resources import alive_until
 from fhirscreen.record import PatientRecord
 
 
@@ -34,7 +35,7 @@ def _events(record: PatientRecord, vs: ValueSet, as_of: date) -> list[ev.Event]:
     """Every record naming the therapy, known at screening (records dated after as-of are ignored)."""
     found = (
         ev.procedures(record, vs) + ev.medications(record, vs) + ev.conditions(record, vs)
-        + ev.research_subjects(record, vs)
+        + ev.research_subjects(record, vs, as_of)
     )
     return [e for e in found if ev.happened_by(e, as_of)]
 
@@ -52,7 +53,7 @@ def _newest_first(events: list[ev.Event], as_of: date) -> list[ev.Event]:
 @evaluator("msc_therapy", MscParams)
 def msc_therapy(record: PatientRecord, ctx: Context, params: MscParams) -> CriterionResult:
     """MSC therapy within the washout (52 weeks) before screening; the washout end date is reported."""
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     first = days_before(as_of, params.window_days)
     window = _window_words(params.window_days)
     found = _events(record, ctx.vs(params.msc), as_of)
@@ -75,6 +76,15 @@ def msc_therapy(record: PatientRecord, ctx: Context, params: MscParams) -> Crite
             f"MSC therapy on record without a date: {ev.describe(undated)}.",
             ev.refs(undated),
             next_step=f"Confirm the date of the last MSC dose (washout {window}).",
+        )
+    studies = [e for e in ev.research_questions(record, ctx.vs(params.msc), as_of)
+               if e.span is None or e.span.latest is None or e.span.latest >= first]
+    if studies:
+        return result(
+            Outcome.UNKNOWN,
+            f"On record in an MSC study, exposure not clear: {ev.describe(studies)}.",
+            ev.refs(studies),
+            next_step="Ask whether the patient received the study's MSC product, and when.",
         )
     unspecified = _unspecified_in_window(record, ctx, params.unspecified_cellular, first)
     if unspecified:
@@ -111,14 +121,14 @@ def _unspecified_in_window(
     """
     if not name:
         return []
-    found = _events(record, ctx.vs(name), ctx.as_of)
+    found = _events(record, ctx.vs(name), alive_until(record.patient, ctx.as_of))
     return [e for e in found if e.first_day is None or e.first_day >= first]
 
 
 @evaluator("cellular_therapy", CellularParams)
 def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams) -> CriterionResult:
     """Any previous cellular therapy other than MSCs (CAR-T, Tregs...); HSCT is left to the investigator."""
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     msc = _events(record, ctx.vs(params.msc), as_of)
     msc_refs = {e.ref for e in msc}
     cellular = [e for e in _events(record, ctx.vs(params.cellular), as_of) if e.ref not in msc_refs]
@@ -148,6 +158,11 @@ def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams
                 "only MSCs are excepted."
             )
             evidence += ev.refs(unspecified)
+    studies = ev.research_questions(record, ctx.vs(params.cellular), as_of)
+    studies = [e for e in studies if e.ref not in msc_refs]
+    if studies:
+        unknown.append(f"On record in a cellular-therapy study, exposure not clear: {ev.describe(studies)}.")
+        evidence += ev.refs(studies)
     if unknown:
         return result(
             Outcome.UNKNOWN, " ".join(unknown), evidence,

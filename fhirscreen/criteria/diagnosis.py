@@ -210,6 +210,8 @@ def coded_findings(record: PatientRecord, ctx: Context, sets: ManifestationSets)
     for feature, vs_name in sets.model_dump().items():
         vs = ctx.vs(vs_name)
         for c in _conditions(record, vs, ctx.as_of):
+            if _verification(c) in _TENTATIVE:
+                continue  # a suspected manifestation is not an evidenced classification item
             found[feature].append(Finding(feature, _condition_text(c, vs), ref(c)))
     return found
 

@@ -9,20 +9,26 @@ months is more likely a problem-list entry nobody closed than an infection, so i
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
+from fhirscreen.criteria._medications import exposures
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import days_before, months_before
 from fhirscreen.fhir.resources import (
     Resource,
+    alive_until,
     clinical_status,
     condition_span,
     is_active_on,
     observation_day,
+    observation_parts,
     ref,
+    suspected,
+    tentative,
 )
 from fhirscreen.fhir.values import Polarity, polarity, quantity_of
 from fhirscreen.record import PatientRecord
@@ -62,8 +68,29 @@ class LabResult:
         return f"{self.label} {self.verdict} on {self.day.isoformat()} ({ref(self.obs)})"
 
 
+# How labs write a viral load below detection ("Undetectable", "TND", "<LLOQ" is *detected* below the
+# quantification limit and stays positive).
+_UNDETECTABLE = re.compile(
+    r"\bundetectable\b|\btnd\b|target\s+not\s+detected|\bbdl\b|below\s+(the\s+)?(lower\s+)?"
+    r"(limit\s+of\s+)?detection|<\s*(lod|llod)\b|no\s+(virus|viral\s+(rna|dna))\s+detected",
+    re.IGNORECASE,
+)
+
+
+def _value_texts(obs: Resource) -> list[str]:
+    texts = [str(obs.get("valueString") or "")]
+    concept = obs.get("valueCodeableConcept")
+    if isinstance(concept, dict):
+        texts.append(str(concept.get("text") or ""))
+        texts += [str(c.get("display") or "") for c in concept.get("coding") or () if isinstance(c, dict)]
+    return [t for t in texts if t]
+
+
 def _viral_load_verdict(obs: Resource) -> Polarity | None:
-    """A viral load with no stated polarity: a number is detected, a "<x" bound is not detected."""
+    """A viral load with no stated polarity: a number is detected, a "<x" bound is not detected
+    ("<20 IU/mL", "<1.30 log IU/mL"), and so are "Undetectable", "TND", "below detection"."""
+    if any(_UNDETECTABLE.search(t) for t in _value_texts(obs)):
+        return "negative"
     q = quantity_of(obs)
     if q is None:
         return None
@@ -77,14 +104,21 @@ def _lab_results(
 ) -> list[LabResult]:
     """Dated results of a test group up to the screening date, oldest first; unreadable values dropped."""
     out = []
-    for obs in record.of_type("Observation"):
+    parts = (part for obs in record.of_type("Observation") for part in observation_parts(obs))
+    for obs in parts:  # a result held in Observation.component counts too
         label = vs.match(obs.get("code"))
         if label is None:
             continue
         day = observation_day(obs)
         if day is None or day > as_of:
             continue
-        verdict = polarity(obs) or (_viral_load_verdict(obs) if viral_load else None)
+        if viral_load:
+            verdict = (
+                "negative" if any(_UNDETECTABLE.search(t) for t in _value_texts(obs))
+                else polarity(obs) or _viral_load_verdict(obs)
+            )
+        else:
+            verdict = polarity(obs)
         if verdict is None:
             continue
         out.append(LabResult(obs, day, verdict, label))
@@ -193,7 +227,12 @@ def _active_condition_findings(
     lifelong: bool = False,
 ) -> None:
     for cond, label in conds:
-        if is_active_on(cond, as_of):
+        if tentative(cond) and (is_active_on(cond, as_of) or lifelong):
+            findings.unknown(
+                f"{disease}: {suspected(cond, label)}{_since(cond)}",
+                f"Confirm or rule out the suspected {disease} (the diagnosis is not confirmed).", ref(cond),
+            )
+        elif is_active_on(cond, as_of):
             findings.fail(f"{disease}: {label}{_since(cond)} ({ref(cond)})", ref(cond))
         elif lifelong:
             # HIV is not cured; a "resolved" HIV entry is a record error, not a cure (criteria-codes.md E10).
@@ -208,7 +247,7 @@ def _active_condition_findings(
 
 def _hepatitis_b(record: PatientRecord, ctx: Context, p: ChronicInfectionParams, start: date) -> Findings:
     f = Findings()
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     _active_condition_findings(f, "hepatitis B", _conditions(record, ctx.vs(p.hbv_conditions), as_of), as_of)
     hbsag = _lab_results(record, ctx.vs(p.hbsag_tests), as_of)
     dna = _lab_results(record, ctx.vs(p.hbv_dna_tests), as_of, viral_load=True)
@@ -236,7 +275,7 @@ def _hepatitis_b(record: PatientRecord, ctx: Context, p: ChronicInfectionParams,
 
 def _hepatitis_c(record: PatientRecord, ctx: Context, p: ChronicInfectionParams, start: date) -> Findings:
     f = Findings()
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     _active_condition_findings(f, "hepatitis C", _conditions(record, ctx.vs(p.hcv_conditions), as_of), as_of)
     rna = _lab_results(record, ctx.vs(p.hcv_rna_tests), as_of, viral_load=True)
     _windowed_confirmatory(f, "hepatitis C", rna, start, "HCV RNA")
@@ -259,7 +298,7 @@ def _hepatitis_c(record: PatientRecord, ctx: Context, p: ChronicInfectionParams,
 
 def _hiv(record: PatientRecord, ctx: Context, p: ChronicInfectionParams) -> Findings:
     f = Findings()
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     conds = _conditions(record, ctx.vs(p.hiv_conditions), as_of)
     _active_condition_findings(f, "HIV", conds, as_of, lifelong=True)
     # HIV is lifelong, so results count at any date; an undetectable viral load on treatment is still HIV.
@@ -289,7 +328,7 @@ def _hiv(record: PatientRecord, ctx: Context, p: ChronicInfectionParams) -> Find
 
 def _tuberculosis(record: PatientRecord, ctx: Context, p: ChronicInfectionParams) -> Findings:
     f = Findings()
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     _active_condition_findings(f, "tuberculosis", _conditions(record, ctx.vs(p.tb_conditions), as_of), as_of)
     latent = _conditions(record, ctx.vs(p.latent_tb_conditions), as_of)
     for cond, label in latent:
@@ -317,7 +356,7 @@ def _tuberculosis(record: PatientRecord, ctx: Context, p: ChronicInfectionParams
 @evaluator("chronic_infection", ChronicInfectionParams)
 def chronic_infection(record: PatientRecord, ctx: Context, params: ChronicInfectionParams) -> CriterionResult:
     """Active hepatitis B/C, HIV or tuberculosis from diagnoses and confirmatory tests."""
-    start = months_before(ctx.as_of, params.lab_lookback_months)
+    start = months_before(alive_until(record.patient, ctx.as_of), params.lab_lookback_months)
     parts = [
         _hepatitis_b(record, ctx, params, start),
         _hepatitis_c(record, ctx, params, start),
@@ -327,7 +366,8 @@ def chronic_infection(record: PatientRecord, ctx: Context, params: ChronicInfect
     f = Findings()
     for part in parts:
         f.merge(part)
-    for cond, label in _conditions(record, ctx.vs(params.not_active_conditions), ctx.as_of):
+    alive = alive_until(record.patient, ctx.as_of)
+    for cond, label in _conditions(record, ctx.vs(params.not_active_conditions), alive):
         f.note(f"{label} does not mean active infection ({ref(cond)})", ref(cond))
     reason = "No active hepatitis B, hepatitis C, HIV or tuberculosis on record"
     reason += f" ({'; '.join(f.notes)})." if f.notes else "."
@@ -341,12 +381,40 @@ class ActiveInfectionParams(Params):
     infections: ValueSetRef
     # An acute infection still open this long after onset is treated as an entry nobody closed.
     stale_after_days: int = 90
+    # Systemic antibacterials, antivirals and antifungals: on one at screening is unknown (is it
+    # treating an infection, or prophylaxis?), never pass.
+    anti_infectives: ValueSetRef | None = None
+    local_forms: ValueSetRef | None = None  # topical/ophthalmic/otic use is not systemic treatment
+    # An order without a stated end may still be running this long after it started.
+    unstated_course_days: int = 14
+
+
+def _on_anti_infective(
+    record: PatientRecord, ctx: Context, params: ActiveInfectionParams, as_of: date
+) -> Findings:
+    f = Findings()
+    if params.anti_infectives is None:
+        return f
+    drugs = ctx.vs(params.anti_infectives)
+    local = ctx.vs(params.local_forms) if params.local_forms else None
+    for exp in exposures(record):
+        if not exp.seen_by(as_of) or exp.possible_last_day(as_of, params.unstated_course_days) != as_of:
+            continue
+        name = exp.matches(drugs)
+        if name is None or (local is not None and exp.is_local(local)):
+            continue
+        f.unknown(
+            f"on {name} at screening ({exp.when()}, {exp.ref}), which may be treating an infection "
+            "(or be prophylaxis)",
+            f"Ask what {name} is for: an infection being treated excludes until it has resolved.", exp.ref,
+        )
+    return f
 
 
 @evaluator("active_infection", ActiveInfectionParams)
 def active_infection(record: PatientRecord, ctx: Context, params: ActiveInfectionParams) -> CriterionResult:
     """An infection diagnosis still active on the screening date (stale open entries are unknown)."""
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     stale_before = days_before(as_of, params.stale_after_days)
     f = Findings()
     resolved: list[tuple[date, str, str]] = []
@@ -358,7 +426,12 @@ def active_infection(record: PatientRecord, ctx: Context, params: ActiveInfectio
                 resolved.append((ended, label, ref(cond)))
             continue
         unstated = "" if clinical_status(cond) else ", no clinical status (taken as active)"
-        if span.start is None:
+        if tentative(cond):
+            f.unknown(
+                f"{suspected(cond, label)}{_since(cond)}",
+                f"Confirm or rule out the suspected {label}.", ref(cond),
+            )
+        elif span.start is None:
             f.unknown(
                 f"{label} is open with no onset date ({ref(cond)}{unstated})",
                 f"Confirm whether {label} has resolved and update the problem list.", ref(cond),
@@ -371,6 +444,7 @@ def active_infection(record: PatientRecord, ctx: Context, params: ActiveInfectio
             )
         else:
             f.fail(f"{label}{_since(cond)} ({ref(cond)}{unstated})", ref(cond))
+    f.merge(_on_anti_infective(record, ctx, params, as_of))
     pass_reason = "No active infection on record."
     if resolved:
         ended, label, last_ref = max(resolved)

@@ -9,13 +9,24 @@ or before the screening date decides, if it is still recent enough to describe t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
-from fhirscreen.fhir.codes import ValueSet
-from fhirscreen.fhir.resources import Resource, condition_span, is_active_on, observation_day, ref
+from fhirscreen.fhir.codes import ValueSet, concept_label, union
+from fhirscreen.fhir.resources import (
+    Resource,
+    alive_until,
+    condition_span,
+    is_active_on,
+    observation_day,
+    observation_parts,
+    ref,
+    suspected,
+    tentative,
+)
 from fhirscreen.fhir.values import Polarity, polarity, polarity_of_text, quantity_of
 from fhirscreen.record import PatientRecord
 
@@ -34,6 +45,8 @@ class PregnancyParams(Params):
     lactation_conditions: ValueSetRef
     pregnancy_status_tests: ValueSetRef  # LOINC 82810-3 and the older 11449-6
     not_pregnant_values: ValueSetRef  # coded "Not pregnant" answers
+    pregnant_values: ValueSetRef | None = None  # coded "Pregnant" answers (LOINC LA15173-0)
+    uncertain_values: ValueSetRef | None = None  # "Possible pregnancy": a question until confirmed
     breastfeeding_status_tests: ValueSetRef
     hcg_qualitative_tests: ValueSetRef
     hcg_quantitative_tests: ValueSetRef
@@ -72,6 +85,11 @@ def _condition_events(
             if is_active_on(cond, as_of):
                 undated.append(cond)
             continue
+        if tentative(cond):
+            # "Possible pregnancy" is a question until confirmed (issue 8 s2), never "pregnant".
+            if is_active_on(cond, as_of):
+                yield Event(span.start, "indeterminate", suspected(cond, label), ref(cond), max_age, None)
+            continue
         # A still-open entry past max_age is a question (never closed?), whatever its age.
         yield Event(span.start, "positive", label, ref(cond), max_age, None)
         if not is_active_on(cond, as_of) and span.end is not None:
@@ -89,46 +107,79 @@ def _ended_events(record: PatientRecord, vs: ValueSet) -> Iterator[Event]:
 def _observation_events(
     record: PatientRecord, vs: ValueSet, verdict_of: _Verdict, max_age: int, ask_age: int
 ) -> Iterator[Event]:
-    for obs in record.of_type("Observation"):
+    parts = (part for obs in record.of_type("Observation") for part in observation_parts(obs))
+    for obs in parts:  # a status or hCG held in Observation.component counts too
         label = vs.match(obs.get("code"))
         day = observation_day(obs)
         if label is None or day is None:
             continue
         says = verdict_of(obs)
         if says is not None:
-            yield Event(day, says, f"{label} {says}", ref(obs), max_age, ask_age)
+            written = _written_value(obs)
+            what = f"{label} {says}" + (f" ('{written}')" if says == "indeterminate" and written else "")
+            yield Event(day, says, what, ref(obs), max_age, ask_age)
+
+
+def _written_value(obs: Resource) -> str:
+    """The value as the record writes it ("Possible pregnancy"), for reasons."""
+    value = obs.get("valueCodeableConcept")
+    if isinstance(value, dict):
+        return concept_label(value)
+    return str(obs.get("valueString") or "")
 
 
 class _StatusVerdict:
-    """Pregnancy/breastfeeding status: a coded answer from the yes-set or the no-set, else the words."""
+    """Pregnancy/breastfeeding status: a coded answer (uncertain, no, yes), else the words."""
 
-    def __init__(self, yes: ValueSet, no: ValueSet) -> None:
-        self.yes, self.no = yes, no
+    def __init__(self, yes: ValueSet, no: ValueSet, uncertain: ValueSet | None = None) -> None:
+        self.yes, self.no, self.uncertain = yes, no, uncertain
 
     def __call__(self, obs: Resource) -> Polarity | None:
         value = obs.get("valueCodeableConcept")
         if isinstance(value, dict):
+            if self.uncertain is not None and self.uncertain.match(value) is not None:
+                return "indeterminate"
             if self.no.match(value) is not None:
                 return "negative"
             if self.yes.match(value) is not None:
                 return "positive"
-        return polarity(obs) or _status_words(obs)
+        return _status_words(obs) or polarity(obs)
+
+
+_STATE = r"(pregnan|breast|lactat|nursing)"
+# "Not known", "declined to answer": no information (as if nothing were recorded).
+_NO_ANSWER = re.compile(r"\bunknown\b|\bnot\s+(known|asked|assessed|recorded)\b|declined|\bunable\b")
+# "Possible pregnancy", "may be pregnant", "pregnancy suspected", "unsure": a question until confirmed.
+_UNCERTAIN = re.compile(
+    r"\b(possib\w*|maybe|may\s+be|might\s+be|suspect\w*|unsure|not\s+sure|uncertain|unconfirmed|"
+    r"probabl\w*|questionable|query|pending)\b|\?\s*" + _STATE
+)
+# A negation shortly before the state ("patient states she is not pregnant", "denies pregnancy") or a
+# denial after it ("pregnancy test: negative", "pregnant: no", "pregnancy ruled out").
+_NEGATED = re.compile(
+    r"\b(not|no|non|never|denies|denied|negative\s+for|isn'?t|no\s+longer|stopped|ceased|without)\b"
+    r"[\w\s'-]{0,30}?" + _STATE
+    + r"|\bnon-?pregnant\b|\bweaned\b|" + _STATE
+    + r"\w*[\w\s:=-]{0,20}?\b(negative|neg|ruled\s+out|denied|excluded|no|none)\b"
+)
 
 
 def _status_words(obs: Resource) -> Polarity | None:
-    """'Not pregnant', 'Pregnant', 'Not breastfeeding', 'Breastfeeding' in a code's text or a string."""
+    """Read a status written in words, with its negation and its doubt ('Possible pregnancy')."""
     value = obs.get("valueCodeableConcept")
     texts = [str(obs.get("valueString") or "")]
     if isinstance(value, dict):
         texts.append(str(value.get("text") or ""))
         texts += [str(c.get("display") or "") for c in value.get("coding") or () if isinstance(c, dict)]
     for text in texts:
-        low = text.lower()
-        if not low.strip() or "unknown" in low:
+        low = " ".join(text.lower().split())
+        if not low or _NO_ANSWER.search(low):
             continue
-        if low.startswith(("not ", "no ", "non", "never", "stopped")):
+        if _UNCERTAIN.search(low):
+            return "indeterminate"
+        if _NEGATED.search(low):
             return "negative"
-        if "pregnan" in low or "breast" in low or "lactat" in low:
+        if re.search(_STATE, low):
             return "positive"
         verdict = polarity_of_text(low)
         if verdict:
@@ -176,7 +227,9 @@ def _current(events: list[Event], as_of: date, noun: str) -> State:
         return State(None, f"latest: {last.describe()}", (last.ref,))
     if last.says == "indeterminate":
         if age <= last.max_age_days:
-            return State(Outcome.UNKNOWN, last.describe(), (last.ref,), f"Repeat the {noun} test.")
+            step = (f"Repeat the {noun} test to confirm." if noun == "pregnancy"
+                    else f"Confirm {noun} status with the patient.")
+            return State(Outcome.UNKNOWN, last.describe(), (last.ref,), step)
         return State(None, f"no recent {noun} record", ())
     if age <= last.max_age_days:
         return State(Outcome.FAIL, last.describe(), (last.ref,))
@@ -191,12 +244,16 @@ def _current(events: list[Event], as_of: date, noun: str) -> State:
 
 
 def _pregnancy(record: PatientRecord, ctx: Context, p: PregnancyParams) -> tuple[State, list[Resource]]:
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     undated: list[Resource] = []
     max_days = p.pregnancy_max_days
     events = list(_condition_events(record, ctx.vs(p.pregnancy_conditions), as_of, max_days, undated))
     events += _ended_events(record, ctx.vs(p.pregnancy_ended_conditions))
-    status = _StatusVerdict(ctx.vs(p.pregnancy_conditions), ctx.vs(p.not_pregnant_values))
+    yes = ctx.vs(p.pregnancy_conditions)
+    if p.pregnant_values:
+        yes = union("pregnant", (yes, ctx.vs(p.pregnant_values)))
+    uncertain = ctx.vs(p.uncertain_values) if p.uncertain_values else None
+    status = _StatusVerdict(yes, ctx.vs(p.not_pregnant_values), uncertain)
     events += _observation_events(record, ctx.vs(p.pregnancy_status_tests), status, max_days, max_days)
     hcg = _HcgVerdict(p.hcg_positive_at, p.hcg_negative_below)
     for vs in (p.hcg_qualitative_tests, p.hcg_quantitative_tests):
@@ -206,7 +263,7 @@ def _pregnancy(record: PatientRecord, ctx: Context, p: PregnancyParams) -> tuple
 
 
 def _breastfeeding(record: PatientRecord, ctx: Context, p: PregnancyParams) -> tuple[State, list[Resource]]:
-    as_of = ctx.as_of
+    as_of = alive_until(record.patient, ctx.as_of)
     undated: list[Resource] = []
     yes = ctx.vs(p.lactation_conditions)
     events = list(_condition_events(record, yes, as_of, p.lactation_max_days, undated))

@@ -104,8 +104,16 @@ def _latest_egfr(record: PatientRecord, ctx: Context, params: EgfrParams, first:
         codes = code_of(item[0].obs)
         return min((i for i, c in enumerate(params.prefer) if c in codes), default=len(params.prefer))
 
-    lab, q = min((item for item in usable if item[0].day == latest_day), key=rank)
+    # Same day: the preferred equation, then the later time stamp (a repeat draw), then the id.
+    same_day = sorted((item for item in usable if item[0].day == latest_day), key=_stamp, reverse=True)
+    lab, q = min(same_day, key=rank)
     return Reading(lab, q, f"eGFR {_fmt(q)} mL/min/1.73 m2 on {lab.when} ({lab.name})")
+
+
+def _stamp(item: tuple[Lab, Quantity]) -> str:
+    """The effective time as written, for ordering results of one day (UTC offsets are rare within a lab)."""
+    obs = item[0].obs
+    return str(obs.get("effectiveDateTime") or obs.get("effectiveInstant") or obs.get("issued") or "")
 
 
 @dataclass(frozen=True)
@@ -174,6 +182,17 @@ def egfr(record: PatientRecord, ctx: Context, params: EgfrParams) -> CriterionRe
     """Latest eGFR in the window at or above the threshold (CKD-EPI 2021 from creatinine as fallback)."""
     first = days_before(ctx.as_of, params.window_days)
     measured = _latest_egfr(record, ctx, params, first)
+    # The most recent kidney-function result wins, eGFR or creatinine (issue 8 s3): a creatinine after
+    # the latest eGFR (an AKI 70 days ago, recovered since) is today's kidney function. On the same day
+    # the lab's reported eGFR wins (its own calculation on that sample), and creatinine is used only
+    # when that eGFR is a bound that cannot decide.
+    if measured is not None:
+        newer = _from_creatinine(record, ctx, params, measured.lab.day + timedelta(days=1))
+        if newer.reading is not None or newer.problem is not None:
+            prefix = f"{measured.text} is older; "
+            if newer.reading is not None and _decided(newer.reading, params.min_egfr):
+                return _decide(newer.reading, params, prefix=prefix, computed=True)
+            return _unknown(record, ctx, params, None, newer, prefix=prefix)
     if measured is not None and _decided(measured, params.min_egfr):
         return _decide(measured, params, prefix="", computed=False)
     # No eGFR, or one whose bound (e.g. "<60") cannot settle the threshold: compute one from a
@@ -199,7 +218,8 @@ def _decide(reading: Reading, params: EgfrParams, *, prefix: str, computed: bool
 
 
 def _unknown(
-    record: PatientRecord, ctx: Context, params: EgfrParams, measured: Reading | None, computed: Computed
+    record: PatientRecord, ctx: Context, params: EgfrParams, measured: Reading | None, computed: Computed,
+    prefix: str = "",
 ) -> CriterionResult:
     limit = f"{params.min_egfr:g}"
     evidence: list[str] = []
@@ -224,7 +244,9 @@ def _unknown(
             shown = f"{value} " if value is not None else ""
             reason += f" (latest eGFR {shown}on {older[0].when} is older)"
             evidence.append(older[0].ref)
+    if prefix and computed.problem:
+        reason = computed.problem
     return result(
-        Outcome.UNKNOWN, f"{reason}.", evidence,
+        Outcome.UNKNOWN, f"{prefix}{reason}.", evidence,
         next_step="Order a serum creatinine (eGFR) for the screening visit.",
     )

@@ -9,6 +9,7 @@ rash, ulcers...) live in the examination, not in coded data (criteria-codes.md I
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -30,7 +31,7 @@ from fhirscreen.criteria._labs import (
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet, concept_label
 from fhirscreen.fhir.dates import day, days_before
-from fhirscreen.fhir.resources import Resource, condition_span, ref
+from fhirscreen.fhir.resources import Resource, condition_span, ref, tentative
 from fhirscreen.fhir.values import is_below_range, quantity_of
 from fhirscreen.record import PatientRecord
 
@@ -146,7 +147,11 @@ def _conditions(
     record: PatientRecord, vs: ValueSet, first: date, last: date, *, documented: bool
 ) -> list[Resource]:
     test = _documented_in if documented else _present_in
-    return [c for c in record.of_type("Condition") if vs.match(c.get("code")) and test(c, first, last)]
+    # A suspected manifestation (provisional/differential/unconfirmed) scores no SLEDAI points.
+    return [
+        c for c in record.of_type("Condition")
+        if vs.match(c.get("code")) and test(c, first, last) and tentative(c) is None
+    ]
 
 
 def coded_items(record: PatientRecord, ctx: Context, params: SledaiParams, first: date) -> list[Item]:
@@ -268,11 +273,26 @@ def _fever(ctx: Context, params: SledaiParams, results: list[Lab]) -> list[tuple
 def recorded_score(
     record: PatientRecord, ctx: Context, params: SledaiParams, first: date | None
 ) -> Lab | None:
-    """The latest SLEDAI score with a numeric value in [first, as_of]."""
+    """The latest SLEDAI score with a numeric value in [first, as_of].
+
+    A total held in ``Observation.component`` counts; the item components of a SLEDAI panel
+    ("SLEDAI-2K seizure") do not, so a component must name a total or score.
+    """
     for lab in labs(record, ctx.vs(params.score), first, ctx.as_of):
+        if not _TOTAL.search(lab.name) and (lab.obs.get("_component") or _ITEM.search(lab.name)):
+            continue  # one descriptor of the instrument ("SLEDAI-2K seizure: 8"), not the total
         if quantity_of(lab.obs) is not None:
             return lab
     return None
+
+
+_TOTAL = re.compile(r"total|score|sum\b", re.IGNORECASE)
+_ITEM = re.compile(
+    r"seizure|psychosis|organic brain|visual|cranial|headache|\bcva\b|vasculitis|arthritis|myositis|"
+    r"\bcasts?\b|h(a)?ematuria|proteinuria|pyuria|rash|alopecia|ulcer|pleurisy|pericarditis|complement|"
+    r"\bdna\b|fever|thrombocytopenia|leukopenia",
+    re.IGNORECASE,
+)
 
 
 @evaluator("sledai", SledaiParams)

@@ -14,8 +14,8 @@ from datetime import date, timedelta
 from typing import Any
 
 from fhirscreen.criteria._medications import Drug, Exposure, exposures, first_drug, study_reference_text
+from fhirscreen.criteria._research import observational, participation
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
-from fhirscreen.fhir.dates import day
 from fhirscreen.fhir.resources import condition_span, ref
 from fhirscreen.record import PatientRecord
 
@@ -213,19 +213,19 @@ def _subject_washout(
     study = study_reference_text(subject.get("study")) or "an unnamed study"
     if _is_this_study(study, params.this_study):
         return None
-    period = subject.get("period")
-    if not isinstance(period, Mapping):
-        period = {}
-    start, end = day(period.get("start")), day(period.get("end"))
-    status = str(subject.get("status") or "")
+    taking = participation(
+        subject, as_of, dosing=params.dosing_statuses, after_dosing=params.after_dosing_statuses,
+        pending=params.pending_statuses,
+    )
+    start, end, status = taking.start, taking.end, taking.status
+    if observational(study):
+        return f"{study} (observational study, no agent given)"
     refs = (ref(subject),)
     if start is not None and start > as_of:
         return None  # enrolled after the screening date
-    if end is not None and end > as_of:
-        end = None  # still on study on the screening date
     where = f"{study} ({status}{', from ' + start.isoformat() if start else ''}; {refs[0]})"
     days = timedelta(days=params.washout_days)
-    if status in params.dosing_statuses:
+    if taking.exposure == "dosing":
         if end is None:
             earliest = day0 + days
             text = (f"On another study, {where}: the washout starts after the last study dose (ends "
@@ -235,7 +235,7 @@ def _subject_washout(
         verb = "ends" if outcome is Outcome.FAIL else "ended"
         text = f"Another study, {where}, ended {end.isoformat()}: washout {verb} {(end + days).isoformat()}"
         return _Washout(outcome, text, refs, end + days)
-    if status in params.after_dosing_statuses:
+    if taking.exposure == "after-dosing":
         if end is not None and day0 >= end + days:
             ended = (end + days).isoformat()
             text = f"Another study, {where}, ended {end.isoformat()}: washout ended {ended}"
@@ -243,9 +243,14 @@ def _subject_washout(
         bound = f"by {(end + days).isoformat()}" if end else "on an unknown date"
         text = f"After dosing in another study, {where}: last study dose not recorded, washout ends {bound}"
         return _Washout(Outcome.UNKNOWN, text, refs, end + days if end else None)
-    if status in params.pending_statuses:
+    if taking.exposure == "pending":
         return _Washout(Outcome.UNKNOWN, f"About to start another study, {where}", refs, None)
-    return f"{study} with status {status or 'none'} (not dosed)"
+    if taking.exposure == "unknown":
+        if end is not None and day0 >= end + days:
+            return f"{study} ({taking.why}; study period ended {end.isoformat()}, washout over)"
+        text = f"Another study, {where}: {taking.why}"
+        return _Washout(Outcome.UNKNOWN, text, refs, end + days if end else None)
+    return f"{study} ({taking.why})"
 
 
 def _product_washout(exp: Exposure, what: str, as_of: date, day0: date, days: int) -> _Washout:

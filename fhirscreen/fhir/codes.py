@@ -41,6 +41,15 @@ _ALIASES: dict[str, str] = {
     "snomed-ct": SNOMED,
     "http://snomed.info/sct/": SNOMED,
     "urn:oid:2.16.840.1.113883.6.90": ICD10CM,
+    "icd-10-cm": ICD10CM,
+    # WHO ICD-10 carries the same codes as ICD-10-CM for every value set here (issue 8 s2): an SLE
+    # patient coded M32.1 under the WHO system is the same patient. Folded into ICD-10-CM on input.
+    ICD10: ICD10CM,
+    "urn:oid:2.16.840.1.113883.6.3": ICD10CM,
+    "icd-10": ICD10CM,
+    "http://id.who.int/icd/release/10": ICD10CM,
+    "https://loinc.org": LOINC,
+    "https://snomed.info/sct": SNOMED,
     "urn:oid:2.16.840.1.113883.6.1": LOINC,
     "urn:oid:2.16.840.1.113883.6.88": RXNORM,
     "urn:oid:2.16.840.1.113883.6.12": CPT,
@@ -72,8 +81,16 @@ def _canonical(system: str | None) -> str:
     s = system.strip()
     low = s.lower()
     if low in SHORT_NAMES:
-        return SHORT_NAMES[low]
-    return _ALIASES.get(low, _ALIASES.get(low.rstrip("/"), s))
+        short = SHORT_NAMES[low]
+        return _ALIASES.get(short, short)
+    alias = _ALIASES.get(low, _ALIASES.get(low.rstrip("/")))
+    if alias is not None:
+        return alias
+    # An edition or version in the system URI (http://snomed.info/sct/731000124108, .../version/2025...)
+    # belongs in Coding.version, but some exports put it here: it is still SNOMED CT.
+    if low.startswith("http://snomed.info/sct/"):
+        return SNOMED
+    return s
 
 
 def normalise_code(system: str, code: str) -> str:

@@ -6,7 +6,7 @@ the whole evaluation, and the evaluators read a handful of fields.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fhirscreen.fhir.codes import codings
@@ -43,9 +43,12 @@ _DROPPED_STATUS: dict[str, frozenset[str]] = {
     "ServiceRequest": frozenset({"revoked", "entered-in-error"}),
     "CarePlan": frozenset({"revoked", "entered-in-error"}),
     "Appointment": frozenset({"cancelled", "entered-in-error", "noshow"}),
-    "ResearchSubject": frozenset({"withdrawn", "not-registered", "ineligible"}),
+    # ResearchSubject statuses are all kept: a withdrawal after dosing is still exposure (issue 8 s5);
+    # criteria/_research.py decides what each status means.
 }
 _DROPPED_VERIFICATION = frozenset({"entered-in-error", "refuted"})
+# Not (yet) a diagnosis: an exclusion resting on one is a question for the coordinator, never a fail.
+TENTATIVE_VERIFICATION = frozenset({"provisional", "differential", "unconfirmed"})
 _ACTIVE_CLINICAL = frozenset({"active", "recurrence", "relapse"})
 
 
@@ -104,6 +107,32 @@ def _status_codes(concept: object) -> set[str]:
     return {code for _s, code, _d in codings(concept)}
 
 
+def tentative(condition: Mapping[str, Any]) -> str | None:
+    """'provisional', 'differential' or 'unconfirmed' when the diagnosis is not confirmed, else None."""
+    codes = _status_codes(condition.get("verificationStatus")) & TENTATIVE_VERIFICATION
+    return min(codes) if codes else None
+
+
+def suspected(condition: Mapping[str, Any], label: str) -> str:
+    """'suspected tuberculosis (provisional, Condition/c1)': how a reason names a tentative diagnosis."""
+    return f"suspected {label} ({tentative(condition) or 'unconfirmed'}, {ref(condition)})"
+
+
+def death_day(patient: Mapping[str, Any]) -> Any:
+    """The day a patient died (deceasedDateTime), None when alive or the day is not recorded."""
+    return day(patient.get("deceasedDateTime"))
+
+
+def alive_until(patient: Mapping[str, Any], as_of: Any) -> Any:
+    """The last day a patient's state can be current: the screening date, or the day of death if earlier.
+
+    Conditions and observations dated after a recorded death are record errors, not the patient's state;
+    evaluators of a current state (infection, pregnancy, labs) read the record as of this day.
+    """
+    died = death_day(patient)
+    return died if died is not None and died < as_of else as_of
+
+
 def clinical_status(condition: Mapping[str, Any]) -> str | None:
     codes = _status_codes(condition.get("clinicalStatus"))
     return next(iter(sorted(codes)), None)
@@ -131,6 +160,27 @@ def is_active_on(condition: Mapping[str, Any], on: Any) -> bool:
     if span.start is not None and span.start > on:
         return False
     return not (span.end is not None and span.end <= on)
+
+
+# What a component replaces when it is read as an Observation of its own.
+_RESULT_KEYS = ("code", "interpretation", "referenceRange", "dataAbsentReason", "component", "hasMember")
+
+
+def observation_parts(observation: Mapping[str, Any]) -> Iterator[Resource]:
+    """The Observation, then each ``component`` read as an Observation of its own (issue 8 s3).
+
+    A SLEDAI-2K total, a blood pressure or a complement panel may be held in ``Observation.component``:
+    each component keeps its parent's id (evidence names the parent), subject, status and dates, with
+    its own code, value[x], interpretation and reference range.
+    """
+    yield dict(observation) if not isinstance(observation, dict) else observation
+    for component in observation.get("component") or ():
+        if not isinstance(component, Mapping) or not isinstance(component.get("code"), Mapping):
+            continue
+        part = {k: v for k, v in observation.items() if k not in _RESULT_KEYS and not k.startswith("value")}
+        part.update(component)
+        part["_component"] = True
+        yield part
 
 
 def observation_day(observation: Mapping[str, Any]) -> Any:

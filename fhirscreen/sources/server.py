@@ -25,7 +25,7 @@ import itertools
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -34,7 +34,7 @@ from urllib.parse import quote, urlencode
 from fhirscreen.fhir.codes import ICD10, ICD10CM, Code
 from fhirscreen.fhir.resources import Resource
 from fhirscreen.quality import DataQuality
-from fhirscreen.record import SCREENED_TYPES
+from fhirscreen.record import SCREENED_TYPES, is_later_version
 from fhirscreen.sources import observation_plan
 from fhirscreen.sources.base import QueryPlan, Source, SourceError
 from fhirscreen.sources.factory import SourceOptions
@@ -454,10 +454,11 @@ class ServerSource:
         yield from self._fetch_medications(medication_refs, seen, caps, quality)
 
     def _fetch_medications(
-        self, refs: set[str], seen: set[tuple[str, str]], caps: Capabilities, quality: DataQuality
+        self, refs: set[str], read: Container[tuple[str, str]], caps: Capabilities, quality: DataQuality
     ) -> Iterator[tuple[Resource, str]]:
         """Medications referenced but not read yet: ``Medication?_id=...`` in batches."""
-        missing = sorted(m for m in refs if ("Medication", m) not in seen)
+        missing = sorted(m for m in refs if ("Medication", m) not in read)
+        seen: set[tuple[str, str]] = set()
         if not missing or not caps.has_type("Medication"):
             return
         med_searches = [
@@ -474,7 +475,7 @@ class ServerSource:
     def _read_by_search(
         self, plan: QueryPlan, quality: DataQuality, caps: Capabilities
     ) -> Iterator[tuple[Resource, str]]:
-        seen: set[tuple[str, str]] = set()
+        seen: dict[tuple[str, str], Resource] = {}
         if plan.patient_ids is None:
             ids = self._population_ids(plan, caps, quality)
         else:
@@ -516,9 +517,10 @@ class ServerSource:
         for results in itertools.chain(probed, self._run(searches, quality)):
             for resource in results:
                 key = (str(resource.get("resourceType")), str(resource.get("id")))
-                if key in seen:
+                if key in seen and not is_later_version(resource, seen[key]):
                     continue  # the same resource from two pages/batches (an _include, a shifted page)
-                seen.add(key)
+                # A later version (updated while the run paged through) goes on: the builder keeps it.
+                seen[key] = resource
                 if key[0] in MEDICATION_HOLDERS:
                     medication_refs |= medication_ids([resource])
                 yield resource, self._origin(key)

@@ -99,10 +99,12 @@ def test_ckd_epi_2021_preferred_on_the_same_day(evaluate):
     [("2026-03-03", False), ("2026-03-02", True)],  # 90 days before 2026-06-01 is inside; 91 is not
 )
 def test_window_edge_and_creatinine_fallback(evaluate, egfr_day, computed):
+    # The creatinine is on the window's first day: an eGFR the same day wins over it (the lab's own
+    # calculation on that sample); an eGFR outside the window does not count.
     rec = record(
         patient(birth="1971-01-01", gender="female"),
         observation(EGFR_2021, egfr_day, value=20, unit=UCUM_EGFR),
-        observation(CREAT, "2026-05-01", id="cr", value=0.9, unit="mg/dL"),
+        observation(CREAT, "2026-03-03", id="cr", value=0.9, unit="mg/dL"),
     )
     res = evaluate("I4", rec, as_of=date(2026, 6, 1))
     assert res.details["computed_from_creatinine"] is computed
@@ -172,3 +174,60 @@ def test_unknown_unit_is_reported_to_data_quality_without_crashing(trial):
     finding = ctx.quality.findings[0]
     assert (finding.where, finding.problem) == ("Observation/odd", "unknown-unit")
     assert "Observation/odd" in finding.message
+
+
+def test_creatinine_after_an_older_egfr_wins(evaluate):
+    """An eGFR of 22 during an AKI 70 days ago, a normal creatinine 5 days ago: today's kidney function."""
+    rec = record(
+        patient(birth="1980-01-01", gender="female"),
+        observation(EGFR_2021, "2026-03-23", id="aki", value=22, unit=UCUM_EGFR),
+        observation(CREAT, "2026-05-27", id="cr", value=0.8, unit="mg/dL"),
+    )
+    res = evaluate("I4", rec)
+    assert res.outcome is Outcome.PASS
+    assert res.evidence == ("Observation/cr",)
+    assert res.details["computed_from_creatinine"] is True
+    assert "is older" in res.reason and "2026-05-27" in res.reason
+
+
+def test_newer_creatinine_that_cannot_decide_is_unknown_not_the_older_egfr(evaluate):
+    rec = record(
+        patient(birth="1980-01-01", gender="unknown"),
+        observation(EGFR_2021, "2026-03-23", value=80, unit=UCUM_EGFR),
+        observation(CREAT, "2026-05-27", id="cr", value=2.1, unit="mg/dL"),  # eGFR 29-31 by sex
+    )
+    res = evaluate("I4", rec)
+    assert res.outcome is Outcome.UNKNOWN
+    assert "is older" in res.reason and "sex is not recorded" in res.reason
+
+
+def test_egfr_held_in_a_component_counts(evaluate):
+    panel = observation("24323-8", "2026-05-20", id="cmp", display="Comprehensive metabolic panel")
+    panel["component"] = [{
+        "code": {"coding": [{"system": "http://loinc.org", "code": EGFR_2021}]},
+        "valueQuantity": {"value": 25, "unit": "mL/min/1.73m2"},
+    }]
+    res = evaluate("I4", record(panel))
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("Observation/cmp",)
+
+
+def test_two_egfrs_on_one_day_the_preferred_equation_then_the_later_draw_wins(evaluate):
+    rec = record(
+        observation("62238-1", "2026-05-20T08:00:00Z", id="early", value=25, unit=UCUM_EGFR),
+        observation("62238-1", "2026-05-20T14:00:00Z", id="late", value=34, unit=UCUM_EGFR),
+    )
+    res = evaluate("I4", rec)
+    assert res.outcome is Outcome.PASS
+    assert res.evidence == ("Observation/late",)
+    rec = record(
+        observation("62238-1", "2026-05-20T14:00:00Z", id="late", value=34, unit=UCUM_EGFR),
+        observation(EGFR_2021, "2026-05-20T08:00:00Z", id="ckdepi", value=28, unit=UCUM_EGFR),
+    )
+    assert evaluate("I4", rec).evidence == ("Observation/ckdepi",)
+
+
+def test_result_stamped_just_after_midnight_utc_on_the_screening_day_counts_on_that_day(evaluate):
+    rec = record(observation(EGFR_2021, "2026-06-01T00:05:00Z", id="e", value=70, unit=UCUM_EGFR))
+    res = evaluate("I4", rec)
+    assert res.outcome is Outcome.PASS and res.details["egfr_date"] == "2026-06-01"
