@@ -89,6 +89,9 @@ class Exposure:
     # priorPrescription), and its groupIdentifier: records linked so are one therapy.
     links: tuple[str, ...] = ()
     group: str | None = None
+    # True when ``start`` is only the day the statement was asserted (no effective[x]): the drug was taken
+    # then, and may have been for long before.
+    start_asserted: bool = False
 
     def matches(self, vs: ValueSet) -> str | None:
         """The display of the first concept that matches ``vs`` (codes first, then names)."""
@@ -127,6 +130,8 @@ class Exposure:
         """Dates for a reason: "2026-01-02 to 2026-02-01", "since 2025-10-01", "on 2026-05-01"."""
         if self.start is None:
             return "currently (undated)" if self.ongoing else "(undated)"
+        if self.start_asserted:
+            return f"reported {'as current ' if self.ongoing else ''}on {self.start.isoformat()}"
         if self.ongoing:
             return f"since {self.start.isoformat()}"
         if self.end is None or self.end == self.start:
@@ -215,7 +220,13 @@ def _exposure(record: PatientRecord, res: Resource) -> Exposure:
         dosing=read,
         links=tuple(_links(res)),
         group=_group(res),
+        start_asserted=_asserted_only(res, start),
     )
+
+
+def _asserted_only(res: Resource, start: date | None) -> bool:
+    statement = res.get("resourceType") == "MedicationStatement"
+    return start is not None and statement and span_of(res, "effective") is None
 
 
 def _anchor(res: Resource) -> date | None:

@@ -162,6 +162,14 @@ def background_therapy(
         )
     if current is not None:
         days = (as_of - current.start).days
+        reported = [e for c in courses for e in c.items if e.start_asserted and e.start == current.start]
+        if reported:
+            return result(
+                Outcome.UNKNOWN,
+                f"{_names(reported)} reported as current on {current.start.isoformat()} ({days} days before "
+                f"{as_of.isoformat()}); when it was started is not recorded.{extra}",
+                evidence, next_step="Confirm the start date of the current background therapy.",
+            )
         return result(
             Outcome.FAIL,
             f"On {names} only since {current.start.isoformat()} ({days} days), under "
@@ -271,6 +279,10 @@ def _starts_and_changes(course: _Course, first: date, max_gap_days: int) -> list
         earlier = [j for j, o in enumerate(course.items[:i]) if o.start is not None and o.start < exp.start]
         reach = exp.start - timedelta(days=max_gap_days + 1)
         recent = [j for j in earlier if course.possible[j].end >= reach]
+        if not recent and exp.start_asserted:
+            text = f"{exp.label} {exp.when()} with no start date: it may have started on or after {first}"
+            events.append(_Event("maybe", f"{name}: {text}", (exp.ref,)))
+            continue
         if not recent:
             verb = "restarted" if earlier else "started"
             text = f"{name} {verb} {exp.start.isoformat()} ({exp.label})"
