@@ -455,7 +455,14 @@ def reason_concepts(record: PatientRecord, exposure: Exposure) -> tuple[list[Map
     references that could not be resolved in the record."""
     concepts: list[Mapping[str, Any]] = list(exposure.reason_codes)
     unresolved: list[str] = []
-    for target in exposure.reason_refs:
+    targets = list(exposure.reason_refs)
+    if not concepts and not targets:
+        # A fill, administration or statement states no reason of its own: the order it carries out does.
+        for order in record.of_type("MedicationRequest"):
+            if ref(order) in exposure.links:
+                concepts += [c for c in order.get("reasonCode") or () if isinstance(c, Mapping)]
+                targets += _reference_strings(order.get("reasonReference"))
+    for target in targets:
         rtype, _sep, rid = target.partition("/")
         found = next((r for r in record.of_type(rtype) if r.get("id") == rid), None)
         if found is not None and isinstance(found.get("code"), Mapping):
