@@ -204,7 +204,9 @@ def _quantity(q: Mapping[str, Any]) -> tuple[float, float, str] | None:
     value = q.get("value")
     if not isinstance(value, (int, float)) or isinstance(value, bool):
         return None
-    unit = str(q.get("code") or q.get("unit") or "").strip()
+    code = str(q.get("code") or "").strip()
+    # A SNOMED CT dose-form code (385055001 "Tablet") says less than its unit text.
+    unit = str(q.get("unit") or "").strip() if not code or code.isdigit() else code
     return float(value), float(value), unit
 
 

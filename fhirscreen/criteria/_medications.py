@@ -189,7 +189,9 @@ def _is_exposure(res: Resource) -> bool:
     if rtype == "MedicationRequest":
         return res.get("intent") not in NOT_ORDER_INTENTS and res.get("doNotPerform") is not True
     if rtype == "MedicationDispense":
-        return status not in NOT_HANDED_OVER
+        # Handed over, or completed (a fill that is done reached the patient even if undated).
+        handed = bool(res.get("whenHandedOver")) or status in (None, "completed")
+        return status not in NOT_HANDED_OVER and handed
     return True
 
 
@@ -317,6 +319,8 @@ def _span(res: Resource, read: Dosing) -> tuple[date | None, date | None, bool, 
     span = span_of(res, "effective")
     start = span.start if span else None
     end = span.end if span else None
+    if start is None and end is not None:
+        start = end  # "taken until 2026-03-01": exposure on that day at least, start not recorded
     if rtype == "MedicationAdministration":
         # An administration happened on its day(s).
         return start, end or start, True, False
@@ -345,9 +349,13 @@ def _request_span(res: Resource, read: Dosing) -> tuple[date | None, date | None
     validity_end = day(validity.get("end"))
     if res.get("status") == "active":
         # An active order runs through the screening date unless its dosage bounds end it; a dispense
-        # supply that ran out does not end a chronic order (renewals are often not recorded).
+        # supply that ran out does not end a chronic order (renewals are often not recorded), but an
+        # acute course (a steroid burst, an antibiotic) ends with its supply.
         if bounds_end is not None:
             return start, bounds_end, True, False
+        acute = {c for _s, c, _d in codings(_mapping(res.get("courseOfTherapyType")))} & {"acute"}
+        if acute and (supply_end or validity_end):
+            return start, supply_end or validity_end, True, False
         return start, None, False, True
     end = bounds_end or supply_end or validity_end
     if end is not None:

@@ -587,3 +587,44 @@ def test_condition_reason_still_readable_for_linked_fills(evaluate):
         authorizingPrescription=[{"reference": "MedicationRequest/o"}],
     )
     assert evaluate("E1", record(asthma, order, fill)).outcome is Outcome.FAIL
+
+
+# ------------------------------------------------------------------------------- siblings found in the pass
+
+
+def test_i5_atc_coded_hydroxychloroquine_without_a_display(evaluate):
+    req = medication_request("P01BA02", ago(400), system="http://www.whocc.no/atc")
+    assert evaluate("I5", record(req)).outcome is Outcome.PASS
+
+
+def test_dose_unit_given_as_a_snomed_dose_form_code_counts_tablets():
+    req = prednisone(1)
+    req["medicationCodeableConcept"] = concept("rxnorm", "312615", "predniSONE 20 MG Oral Tablet")
+    req["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"] = {
+        "value": 2,
+        "unit": "Tablet",
+        "system": "http://snomed.info/sct",
+        "code": "385055001",
+    }
+    assert daily_mg(only(record(req))) == (40.0, 40.0)
+
+
+def test_e6_statement_with_only_an_end_date_dates_the_last_dose(evaluate):
+    stmt = medication_statement("121191", None, ago(30), display="rituximab", status="completed")
+    res = evaluate("E6", record(stmt))
+    assert res.outcome is Outcome.FAIL
+    assert ago(30) in res.reason
+
+
+def test_e1_active_acute_course_ends_with_its_supply(evaluate):
+    burst = medication_request(
+        PRED,
+        ago(60),
+        display="prednisone",
+        reason=ASTHMA,
+        courseOfTherapyType={"coding": [{"code": "acute"}]},
+        dispenseRequest={"expectedSupplyDuration": {"value": 10, "code": "d"}},
+    )
+    res = evaluate("E1", record(burst))
+    assert res.outcome is Outcome.PASS, res.reason  # 10 days, not 61 days through the screening date
+    assert res.details["non_sle_days"] == 10
