@@ -35,8 +35,11 @@ def same_therapy(a: Exposure, b: Exposure) -> bool:
         return True
     if a.group is not None and a.group == b.group:
         return True
+    for one, other in ((a, b), (b, a)):
+        if one.dose is None and one.resource_type != "MedicationRequest" and other.dose is not None:
+            return True  # a med-list entry or fill without a dose adds no dose of its own
     if a.dose is None or b.dose is None:
-        return True  # a record without a dose adds no dose of its own (a med-list entry, a fill)
+        return False  # an order without a dose may be another course: its dose is unknown
     timing_a = a.dosing.timing if a.dosing else ""
     timing_b = b.dosing.timing if b.dosing else ""
     return _close(daily_mg(a), daily_mg(b)) and a.dose.unit == b.dose.unit and timing_a == timing_b

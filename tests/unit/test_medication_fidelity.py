@@ -628,3 +628,18 @@ def test_e1_active_acute_course_ends_with_its_supply(evaluate):
     res = evaluate("E1", record(burst))
     assert res.outcome is Outcome.PASS, res.reason  # 10 days, not 61 days through the screening date
     assert res.details["non_sle_days"] == 10
+
+
+def test_e3_a_second_order_without_a_dose_is_not_absorbed_into_a_dosed_one(evaluate):
+    dosed = prednisone(10, id="dosed")
+    bare = medication_request(PRED, ago(5), display="predniSONE 20 MG Oral Tablet", id="bare")
+    res = evaluate("E3", record(dosed, bare, weight(70)))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "dose is not recorded" in res.reason
+
+
+def test_e3_a_med_list_entry_without_a_dose_is_the_same_therapy(evaluate):
+    dosed = prednisone(10, id="dosed")
+    listed = medication_statement(PRED, ago(5), display="prednisone", id="listed")
+    res = evaluate("E3", record(dosed, listed, weight(70)))
+    assert res.outcome is Outcome.PASS, res.reason
