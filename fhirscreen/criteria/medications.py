@@ -20,6 +20,7 @@ from fhirscreen.criteria._medications import (
     merge,
 )
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.fhir.dates import day
 from fhirscreen.record import PatientRecord
 
 
@@ -136,6 +137,9 @@ def background_therapy(
     possible = merge([iv for c in courses for iv in c.possible], params.max_gap_days)
     names = ", ".join(c.drug.name for c in courses)
     extra = _also_found(record, ctx, params, local_hits)
+    died = day(record.patient.get("deceasedDateTime"))
+    if died is not None and died <= as_of:
+        extra += f" The patient is recorded as deceased on {died.isoformat()}: therapy on record ends then."
 
     current = next((iv for iv in known if iv.end >= as_of), None)
     if current is not None and current.start <= need_from:

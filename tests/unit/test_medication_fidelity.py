@@ -643,3 +643,27 @@ def test_e3_a_med_list_entry_without_a_dose_is_the_same_therapy(evaluate):
     listed = medication_statement(PRED, ago(5), display="prednisone", id="listed")
     res = evaluate("E3", record(dosed, listed, weight(70)))
     assert res.outcome is Outcome.PASS, res.reason
+
+
+def test_i5_therapy_of_a_deceased_patient_ends_at_death_and_says_so(evaluate):
+    dead = patient(deceasedDateTime="2026-02-14")
+    res = evaluate("I5", record(dead, medication_request(HCQ, "2025-01-01", display="hydroxychloroquine")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "deceased on 2026-02-14" in res.reason
+
+
+def test_e3_taper_steps_with_their_own_bounds_periods(evaluate):
+    req = medication_request(PRED, ago(45), display="prednisone", status="completed")
+    req["dosageInstruction"] = [
+        {
+            "timing": {"repeat": {"boundsPeriod": {"start": ago(45), "end": ago(30)}}},
+            "doseAndRate": [{"doseQuantity": {"value": 60, "unit": "mg"}}],
+        },
+        {
+            "timing": {"repeat": {"boundsPeriod": {"start": ago(29), "end": ago(5)}}},
+            "doseAndRate": [{"doseQuantity": {"value": 20, "unit": "mg"}}],
+        },
+    ]
+    res = evaluate("E3", record(req, weight(70)))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert res.details["max_prednisone_eq_mg_day"] == 20
