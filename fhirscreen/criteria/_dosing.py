@@ -74,6 +74,7 @@ class Dosing:
     starts: tuple[date, ...]  # the steps' own start days (bounds), for the record's span
     ends: tuple[date, ...]
     timing: str  # the time-of-day signature ("AM", "08:00", "MORN"...), to tell split doses apart
+    single: bool = False  # a one-time dose (repeat.count 1, timing.code ONCE/STAT/NOW)
 
     def on(self, when: date) -> Dose | None:
         """The daily dose on a day: the dated step covering it, else the overall range."""
@@ -112,6 +113,7 @@ def dosing(dosages: Sequence[Mapping[str, Any]], *, administration: bool, anchor
         key = dosage.get("sequence", repr(bounds) if bounds else "together")
         groups.setdefault(key, []).append(dosage)
     timing = "|".join(sorted({_time_signature(d) for d in dosages}))
+    single = bool(dosages) and all(_is_single(d) for d in dosages)
     spans = _step_spans(list(groups.values()), anchor)
     steps: list[DoseStep] = []
     readable = True
@@ -126,12 +128,12 @@ def dosing(dosages: Sequence[Mapping[str, Any]], *, administration: bool, anchor
     starts = tuple(s for s, _e in spans if s is not None)
     ends = tuple(e for _s, e in spans if e is not None)
     if not readable or not steps or len({s.dose.unit for s in steps}) > 1:
-        return Dosing(None, (), starts, ends, timing)
+        return Dosing(None, (), starts, ends, timing, single)
     overall = Dose(min(s.dose.low for s in steps), max(s.dose.high for s in steps), steps[0].dose.unit)
     if len(steps) > 1 and any(s.start is None or s.end is None for s in steps):
         # Steps whose days cannot all be told apart: only the range over them is known.
         steps = [DoseStep(None, None, overall)]
-    return Dosing(overall, tuple(steps), starts, ends, timing)
+    return Dosing(overall, tuple(steps), starts, ends, timing, single)
 
 
 def _step_spans(
@@ -155,6 +157,14 @@ def _step_spans(
         spans.append((start, end))
         previous_end = end
     return spans
+
+
+def _is_single(dosage: Mapping[str, Any]) -> bool:
+    timing = mapping(dosage.get("timing"))
+    if repeat_of(dosage).get("count") == 1:
+        return True
+    codes = {code.upper() for _s, code, _d in codings(mapping(timing.get("code")))}
+    return bool(codes & {"ONCE", "STAT", "NOW"})
 
 
 def _time_signature(dosage: Mapping[str, Any]) -> str:

@@ -347,6 +347,8 @@ def _request_span(res: Resource, read: Dosing) -> tuple[date | None, date | None
     start = bounds_start or authored or day(validity.get("start"))
     supply_end = _supply_end(dispense, start)
     validity_end = day(validity.get("end"))
+    if read.single and bounds_end is None and start is not None:
+        return start, start, True, False  # a one-time dose ("rituximab 1000 mg once"): its day
     if res.get("status") == "active":
         # An active order runs through the screening date unless its dosage bounds end it; a dispense
         # supply that ran out does not end a chronic order (renewals are often not recorded), but an

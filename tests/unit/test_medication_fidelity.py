@@ -667,3 +667,15 @@ def test_e3_taper_steps_with_their_own_bounds_periods(evaluate):
     res = evaluate("E3", record(req, weight(70)))
     assert res.outcome is Outcome.PASS, res.reason
     assert res.details["max_prednisone_eq_mg_day"] == 20
+
+
+@pytest.mark.parametrize("timing", [{"code": {"coding": [{"code": "ONCE"}]}}, {"repeat": {"count": 1}}])
+def test_a_one_time_order_is_exposure_on_its_day_only(evaluate, timing):
+    req = medication_request("121191", ago(200), display="rituximab", id="once")
+    req["dosageInstruction"] = [
+        {"timing": timing, "doseAndRate": [{"doseQuantity": {"value": 1000, "unit": "mg"}}]}
+    ]
+    exp = only(record(req))
+    assert (exp.start, exp.end, exp.ongoing) == (AS_OF - timedelta(days=200),) * 2 + (False,)
+    res = evaluate("E6", record(req))
+    assert res.outcome is Outcome.PASS  # 200 days ago: 115-day washout ended
