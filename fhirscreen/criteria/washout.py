@@ -220,8 +220,8 @@ def investigational_agent(
             ignored.append(found)
     products = ctx.vs(params.products)
     for exp in exposures(record):
-        if not exp.seen_by(ctx.as_of):
-            continue
+        if not exp.seen_by(ctx.as_of) and not (exp.start is None and exp.ongoing):
+            continue  # later records, and undated ones unless "currently taking"
         other_study = exp.research_study and not _is_this_study(exp.research_study, params.this_study)
         hit = exp.matches(products)
         if hit is None and params.development_codes and not _marketed(exp, params.marketed_systems):
@@ -293,7 +293,7 @@ def _subject_washout(
 
 
 def _product_washout(exp: Exposure, what: str, as_of: date, day0: date, days: int) -> _Washout:
-    if exp.covers(as_of) and exp.ongoing:
+    if exp.ongoing and (exp.start is None or exp.covers(as_of)):
         earliest = day0 + timedelta(days=days)
         text = (f"Investigational product {what} ongoing ({exp.when()}, {exp.ref}): washout ends "
                 f"{earliest.isoformat()} at the earliest, if the last dose is on {day0.isoformat()}")

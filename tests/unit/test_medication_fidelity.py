@@ -679,3 +679,12 @@ def test_a_one_time_order_is_exposure_on_its_day_only(evaluate, timing):
     assert (exp.start, exp.end, exp.ongoing) == (AS_OF - timedelta(days=200),) * 2 + (False,)
     res = evaluate("E6", record(req))
     assert res.outcome is Outcome.PASS  # 200 days ago: 115-day washout ended
+
+
+def test_e5_currently_taking_a_study_drug_without_dates_fails(evaluate):
+    stmt = medication_statement(
+        "x", None, system="http://hospital.example.org/formulary", display="study drug"
+    )
+    res = evaluate("E5", record(stmt))
+    assert res.outcome is Outcome.FAIL
+    assert "ongoing" in res.reason
