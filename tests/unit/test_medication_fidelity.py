@@ -688,3 +688,10 @@ def test_e5_currently_taking_a_study_drug_without_dates_fails(evaluate):
     res = evaluate("E5", record(stmt))
     assert res.outcome is Outcome.FAIL
     assert "ongoing" in res.reason
+
+
+def test_i5_free_text_abbreviation_on_a_medication_list(evaluate):
+    stmt = medication_statement(
+        "x", ago(300), system="http://hospital.example.org/formulary", display="HCQ 200 mg BID"
+    )
+    assert evaluate("I5", record(stmt)).outcome is Outcome.PASS
