@@ -112,6 +112,8 @@ def dosing(dosages: Sequence[Mapping[str, Any]], *, administration: bool, anchor
         bounds = repeat_of(dosage).get("boundsPeriod")
         key = dosage.get("sequence", repr(bounds) if bounds else "together")
         groups.setdefault(key, []).append(dosage)
+    if all(isinstance(k, int) for k in groups):
+        groups = dict(sorted(groups.items(), key=lambda kv: int(str(kv[0]))))  # steps in sequence order
     timing = "|".join(sorted({_time_signature(d) for d in dosages}))
     single = bool(dosages) and all(_is_single(d) for d in dosages)
     spans = _step_spans(list(groups.values()), anchor)
@@ -126,11 +128,12 @@ def dosing(dosages: Sequence[Mapping[str, Any]], *, administration: bool, anchor
         total = Dose(sum(d.low for d in known), sum(d.high for d in known), known[0].unit)
         steps.append(DoseStep(start, end, total))
     starts = tuple(s for s, _e in spans if s is not None)
-    ends = tuple(e for _s, e in spans if e is not None)
+    # A step without an end (maintenance after a taper) leaves the record open-ended.
+    ends = tuple(e for _s, e in spans if e is not None) if all(e is not None for _s, e in spans) else ()
     if not readable or not steps or len({s.dose.unit for s in steps}) > 1:
         return Dosing(None, (), starts, ends, timing, single)
     overall = Dose(min(s.dose.low for s in steps), max(s.dose.high for s in steps), steps[0].dose.unit)
-    if len(steps) > 1 and any(s.start is None or s.end is None for s in steps):
+    if len(steps) > 1 and (any(s.start is None for s in steps) or any(s.end is None for s in steps[:-1])):
         # Steps whose days cannot all be told apart: only the range over them is known.
         steps = [DoseStep(None, None, overall)]
     return Dosing(overall, tuple(steps), starts, ends, timing, single)

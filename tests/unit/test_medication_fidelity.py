@@ -695,3 +695,13 @@ def test_i5_free_text_abbreviation_on_a_medication_list(evaluate):
         "x", ago(300), system="http://hospital.example.org/formulary", display="HCQ 200 mg BID"
     )
     assert evaluate("I5", record(stmt)).outcome is Outcome.PASS
+
+
+def test_e3_taper_into_an_open_maintenance_dose(evaluate):
+    # 60 mg (60-54 days ago), 40 mg (53-47), then 5 mg a day with no end: 5 mg in the window
+    req = _taper(60, [(60, 7), (40, 7), (5, 0)])
+    req["status"] = "active"
+    del req["dosageInstruction"][2]["timing"]["repeat"]["boundsDuration"]
+    res = evaluate("E3", record(req, weight(70)))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert res.details["max_prednisone_eq_mg_day"] == 5
