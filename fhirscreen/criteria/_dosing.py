@@ -190,7 +190,20 @@ def _line_dose(dosage: Mapping[str, Any], *, administration: bool) -> Dose | Non
     rate = per_day(dosage)
     if rate is None:
         return None
-    return Dose(low * rate[0], high * rate[1], unit)
+    low, high = low * rate[0], high * rate[1]
+    cap = _max_per_day(dosage.get("maxDosePerPeriod"), unit)
+    if cap is not None:  # "5-10 mg as needed, at most 20 mg a day"
+        low, high = min(low, cap), min(high, cap)
+    return Dose(low, high, unit)
+
+
+def _max_per_day(ratio: object, unit: str) -> float | None:
+    """maxDosePerPeriod as an amount per day, when its unit is the dose's."""
+    numerator = _quantity(mapping(mapping(ratio).get("numerator")))
+    days = duration_days(mapping(ratio).get("denominator"))
+    if numerator is None or days is None or days <= 0 or numerator[2].lower() != unit.lower():
+        return None
+    return numerator[0] / days
 
 
 def _amount(dosage: Mapping[str, Any], *, administration: bool) -> tuple[float, float, str] | None:

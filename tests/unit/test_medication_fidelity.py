@@ -705,3 +705,16 @@ def test_e3_taper_into_an_open_maintenance_dose(evaluate):
     res = evaluate("E3", record(req, weight(70)))
     assert res.outcome is Outcome.PASS, res.reason
     assert res.details["max_prednisone_eq_mg_day"] == 5
+
+
+def test_e3_max_dose_per_period_bounds_a_dose_range(evaluate):
+    req = prednisone(20, timing={"code": {"coding": [{"code": "BID"}]}})
+    req["dosageInstruction"][0]["doseAndRate"] = [
+        {"doseRange": {"low": {"value": 10, "unit": "mg"}, "high": {"value": 20, "unit": "mg"}}}
+    ]
+    req["dosageInstruction"][0]["maxDosePerPeriod"] = {
+        "numerator": {"value": 30, "unit": "mg"},
+        "denominator": {"value": 1, "unit": "d", "code": "d"},
+    }
+    assert daily_mg(only(record(req))) == (20.0, 30.0)
+    assert evaluate("E3", record(req, weight(70))).outcome is Outcome.PASS  # at most 30 mg/day <= 35
