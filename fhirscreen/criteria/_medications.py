@@ -25,8 +25,6 @@ from fhirscreen.fhir.dates import day, span_of
 from fhirscreen.fhir.resources import Resource, ref
 from fhirscreen.record import PatientRecord
 
-__all__ = ["Dose", "Dosing"]
-
 MEDICATION_TYPES = (
     "MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense",
 )
@@ -282,10 +280,6 @@ def _dosages(res: Resource) -> list[Mapping[str, Any]]:
     return [d for d in res.get(key) or () if isinstance(d, Mapping)]
 
 
-def _mapping(value: object) -> Mapping[str, Any]:
-    return mapping(value)
-
-
 def _reference_strings(references: object) -> Iterator[str]:
     for reference in references or () if isinstance(references, list) else ():
         if isinstance(reference, Mapping) and isinstance(reference.get("reference"), str):
@@ -342,8 +336,8 @@ def _request_span(res: Resource, read: Dosing) -> tuple[date | None, date | None
     authored = day(res.get("authoredOn"))
     bounds_start = min(read.starts) if read.starts else None
     bounds_end = max(read.ends) if read.ends else None
-    dispense = _mapping(res.get("dispenseRequest"))
-    validity = _mapping(dispense.get("validityPeriod"))
+    dispense = mapping(res.get("dispenseRequest"))
+    validity = mapping(dispense.get("validityPeriod"))
     start = bounds_start or authored or day(validity.get("start"))
     supply_end = _supply_end(dispense, start)
     validity_end = day(validity.get("end"))
@@ -355,7 +349,7 @@ def _request_span(res: Resource, read: Dosing) -> tuple[date | None, date | None
         # acute course (a steroid burst, an antibiotic) ends with its supply.
         if bounds_end is not None:
             return start, bounds_end, True, False
-        acute = {c for _s, c, _d in codings(_mapping(res.get("courseOfTherapyType")))} & {"acute"}
+        acute = {c for _s, c, _d in codings(mapping(res.get("courseOfTherapyType")))} & {"acute"}
         if acute and (supply_end or validity_end):
             return start, supply_end or validity_end, True, False
         return start, None, False, True
@@ -380,7 +374,7 @@ def _dispense_span(res: Resource, read: Dosing) -> tuple[date | None, date | Non
 
 def _supply_from_quantity(quantity: object, read: Dosing) -> float | None:
     """60 tablets at 2 tablets a day last 30 days (only when the units agree)."""
-    q = _mapping(quantity)
+    q = mapping(quantity)
     value = q.get("value")
     dose = read.dose
     if dose is None or dose.high <= 0 or not isinstance(value, (int, float)) or isinstance(value, bool):
