@@ -216,6 +216,38 @@ def medication_administration(
     return a
 
 
+def medication_dispense(
+    code: str,
+    handed_over: str | None = "2026-05-01",
+    *,
+    days_supply: float | None = 30,
+    quantity: float | None = None,
+    quantity_unit: str = "tablet",
+    system: str = "rxnorm",
+    pid: str = PID,
+    status: str = "completed",
+    display: str = "",
+    id: str | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A pharmacy fill: handed over on a day, lasting ``days_supply`` days."""
+    d: dict[str, Any] = {
+        "resourceType": "MedicationDispense",
+        "id": id or _id("md"),
+        "status": status,
+        "subject": {"reference": f"Patient/{pid}"},
+        "medicationCodeableConcept": concept(system, code, display),
+    }
+    if handed_over:
+        d["whenHandedOver"] = handed_over
+    if days_supply is not None:
+        d["daysSupply"] = {"value": days_supply, "unit": "days", "system": SHORT_NAMES["ucum"], "code": "d"}
+    if quantity is not None:
+        d["quantity"] = {"value": quantity, "unit": quantity_unit}
+    d.update(extra)
+    return d
+
+
 def procedure(
     system: str,
     code: str,

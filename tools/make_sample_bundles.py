@@ -578,6 +578,8 @@ def t_concurrent_orders(p: Sample) -> None:
 
 def t_no_weight(p: Sample) -> None:
     p.drop("weight")
+    # 20 mg/day: above 0.5 mg/kg at 30 kg (the lowest plausible adult weight), so the weight is needed.
+    p.resources["prednisone"]["dosageInstruction"][0]["doseAndRate"][0]["doseQuantity"]["value"] = 20
 
 
 def t_mmf_added(p: Sample) -> None:
@@ -797,7 +799,7 @@ HYGIENE = T("refuted cancer, entered-in-error pregnancy / eGFR 20 / belimumab, n
             "not-taken HCQ: all ignored", "I4 pass, E6 pass, E9 pass, E12 pass, E13 pass", t_hygiene)
 AGE_81 = T("born 1945-02-10: 81 on the screening date", "I1 fail", t_age_over)
 PARTIAL_BIRTH = T('birthDate "1950-06": 75 or 76', "I1 unknown", t_partial_birth)
-DECEASED = T("deceased 2026-02-14", "I1 fail", t_deceased)
+DECEASED = T("deceased 2026-02-14 (therapy on record ends at death)", "I1 fail, I5 unknown", t_deceased)
 FEW_ITEMS = T("SLE SNOMED code only; no clinical ACR/SLICC item (no arthritis, nephritis code, proteinuria)",
               "I2 unknown", t_few_items)
 SEROLOGY_NEG = T("ANA 1:80 and anti-dsDNA 12 IU/mL (N) in the last 6 months", "I3 fail", t_serology_negative)
@@ -845,7 +847,7 @@ DEXA = T("dexamethasone 2 mg three times a day, 60 kg (40 mg pred-eq = 0.67 mg/k
 WEIGHT_LB = T("prednisone 35 mg/day, body weight 132 lb (0.58 mg/kg/day)", "E3 fail", t_weight_lb)
 CONCURRENT = T("prednisone 10 mg + 25 mg orders concurrently, 60 kg (0.58 mg/kg/day)", "E3 fail",
                t_concurrent_orders)
-NO_WEIGHT = T("no body weight on record", "E3 unknown", t_no_weight)
+NO_WEIGHT = T("no body weight on record, prednisone 20 mg/day", "E3 unknown", t_no_weight)
 MMF_ADDED = T("MMF started 2026-04-15 (HCQ continues)", "E4 fail, I5 pass", t_mmf_added)
 MMF_DOSE = T("MMF 500 mg bid re-ordered 2026-04-01 at 1000 mg bid", "E4 fail", t_mmf_dose_change)
 DOSE_UNKNOWN = T("HCQ orders without dosage; renewal 2026-04-20 inside 12 weeks", "E4 unknown",

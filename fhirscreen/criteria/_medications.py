@@ -1,10 +1,12 @@
 """One normalised view of a patient's medication exposure, shared by I5, E1, E3, E4, E5 and E6.
 
-MedicationStatement, MedicationRequest and MedicationAdministration say the same things in different
-places: what drug (a CodeableConcept or a reference to a contained or separate Medication), over which
-days (effective[x]; authoredOn + timing bounds + dispense supply), how much per day (dosage), and why
-(reasonCode / reasonReference). Each record becomes one ``Exposure``; evaluators never read the raw
-medication resources again. The view does not depend on the screening date, so it is cached per record.
+MedicationStatement, MedicationRequest, MedicationAdministration and MedicationDispense say the same
+things in different places: what drug (a CodeableConcept or a reference to a contained or separate
+Medication), over which days (effective[x]; authoredOn + timing bounds + dispense supply; a fill's
+whenHandedOver + daysSupply), how much per day (dosage), and why (reasonCode / reasonReference). Each
+record that is exposure becomes one ``Exposure``; plans, proposals and "do not give" orders are not
+exposure. Evaluators never read the raw medication resources again. The view does not depend on the
+screening date, so it is cached per record.
 """
 
 from __future__ import annotations
@@ -12,32 +14,33 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 
+from fhirscreen.criteria._dosing import Dose, Dosing, dosing, duration_days, mapping
 from fhirscreen.criteria.base import Params, ValueSetRef
 from fhirscreen.fhir.codes import ValueSet, codings, concept_label
 from fhirscreen.fhir.dates import day, span_of
 from fhirscreen.fhir.resources import Resource, ref
 from fhirscreen.record import PatientRecord
 
-MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
+MEDICATION_TYPES = (
+    "MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense",
+)
 
 # The FHIR element that says "done with it" vs "still going" differs per type; these are the statuses
 # whose exposure is over (ended at the last date the record states, or an unrecorded date after it).
 ENDED_STATUSES = frozenset({"completed", "stopped", "on-hold", "unknown", "not-done"})
-# A MedicationStatement "intended" is a plan, not exposure.
+# A MedicationStatement "intended" is a plan, not exposure ("not-taken" is dropped by hygiene).
 PLANNED_STATUSES = frozenset({"intended"})
+# MedicationRequest.intent values that are not an order to treat: a suggestion, a plan, a patient's
+# directive, an option among several (R4 medicationrequest-intent). Orders of every kind are therapy.
+NOT_ORDER_INTENTS = frozenset({"proposal", "plan", "directive", "option"})
+# MedicationDispense statuses under which nothing reached the patient (R4 medicationdispense-status);
+# cancelled, declined and entered-in-error are already dropped by hygiene.
+NOT_HANDED_OVER = frozenset({"preparation", "on-hold", "cancelled", "declined", "entered-in-error"})
 
-_UNIT_DAYS: dict[str, float] = {
-    "s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.0, "a": 365.0,
-}
-# Timing.code abbreviations (v3-GTSAbbreviation) -> administrations per day.
-_TIMING_CODES: dict[str, float] = {
-    "QD": 1, "QOD": 0.5, "BID": 2, "TID": 3, "QID": 4, "AM": 1, "PM": 1, "QAM": 1, "QPM": 1, "QHS": 1,
-    "Q4H": 6, "Q6H": 4, "Q8H": 3, "Q12H": 2, "WK": 1 / 7, "MO": 1 / 30,
-}
 _MASS_TO_MG: dict[str, float] = {
     "mg": 1.0, "g": 1000.0, "gm": 1000.0, "mcg": 0.001, "ug": 0.001, "µg": 0.001, "[mg]": 1.0,
 }
@@ -50,15 +53,8 @@ _STRENGTH = re.compile(r"(\d+(?:\.\d+)?)\s*(MG|MCG|G)\b(?!\s*/)", re.IGNORECASE)
 _CONCENTRATION = re.compile(r"(\d+(?:\.\d+)?)\s*(MG|MCG|G)\s*/\s*(?:(\d+(?:\.\d+)?)\s*)?ML\b", re.IGNORECASE)
 _SOLID_FORM = re.compile(r"tablet|capsule|\bpill\b|lozenge", re.IGNORECASE)
 _RESEARCH_STUDY_EXT = "http://hl7.org/fhir/StructureDefinition/workflow-researchStudy"
-
-
-@dataclass(frozen=True)
-class Dose:
-    """Amount per day, low..high (equal unless a dose range, frequencyMax or tapering steps differ)."""
-
-    low: float
-    high: float
-    unit: str  # as written ("" when none): "mg", "tablet", "{tbl}", "mL"...
+# Elements that point at the order a record carries out: the same therapy, not another one.
+_ORDER_LINKS = ("basedOn", "request", "authorizingPrescription", "priorPrescription")
 
 
 @dataclass(frozen=True)
@@ -85,6 +81,15 @@ class Exposure:
     reason_codes: tuple[Mapping[str, Any], ...]
     reason_refs: tuple[str, ...]  # "Condition/x" etc.
     research_study: str | None  # the workflow-researchStudy extension (reference or display), if any
+    # The daily dose by day (taper steps) and the time-of-day signature, when the dosage says them.
+    dosing: Dosing | None = None
+    # "MedicationRequest/x" this record carries out or renews (basedOn, request, authorizingPrescription,
+    # priorPrescription), and its groupIdentifier: records linked so are one therapy.
+    links: tuple[str, ...] = ()
+    group: str | None = None
+    # True when ``start`` is only the day the statement was asserted (no effective[x]): the drug was taken
+    # then, and may have been for long before.
+    start_asserted: bool = False
 
     def matches(self, vs: ValueSet) -> str | None:
         """The display of the first concept that matches ``vs`` (codes first, then names)."""
@@ -122,7 +127,9 @@ class Exposure:
     def when(self) -> str:
         """Dates for a reason: "2026-01-02 to 2026-02-01", "since 2025-10-01", "on 2026-05-01"."""
         if self.start is None:
-            return "(undated)"
+            return "currently (undated)" if self.ongoing else "(undated)"
+        if self.start_asserted:
+            return f"reported {'as current ' if self.ongoing else ''}on {self.start.isoformat()}"
         if self.ongoing:
             return f"since {self.start.isoformat()}"
         if self.end is None or self.end == self.start:
@@ -156,11 +163,34 @@ def exposures(record: PatientRecord) -> tuple[Exposure, ...]:
 
 
 def _build_all(record: PatientRecord) -> Iterator[Exposure]:
+    death = day(record.patient.get("deceasedDateTime"))
     for rtype in MEDICATION_TYPES:
         for res in record.of_type(rtype):
-            if res.get("status") in PLANNED_STATUSES:
+            if not _is_exposure(res):
                 continue
-            yield _exposure(record, res)
+            exp = _exposure(record, res)
+            if death is not None:
+                # Nothing is taken after death: later records are not therapy, open ones end there.
+                if exp.start is not None and exp.start > death:
+                    continue
+                if exp.ongoing or (exp.end is not None and exp.end > death):
+                    exp = replace(exp, end=death, end_stated=True, ongoing=False)
+            yield exp
+
+
+def _is_exposure(res: Resource) -> bool:
+    """Plans, proposals, "do not give" orders and fills that never reached the patient are not exposure."""
+    rtype = res.get("resourceType")
+    status = res.get("status")
+    if rtype == "MedicationStatement":
+        return status not in PLANNED_STATUSES
+    if rtype == "MedicationRequest":
+        return res.get("intent") not in NOT_ORDER_INTENTS and res.get("doNotPerform") is not True
+    if rtype == "MedicationDispense":
+        # Handed over, or completed (a fill that is done reached the patient even if undated).
+        handed = bool(res.get("whenHandedOver")) or status in (None, "completed")
+        return status not in NOT_HANDED_OVER and handed
+    return True
 
 
 def _exposure(record: PatientRecord, res: Resource) -> Exposure:
@@ -169,7 +199,9 @@ def _exposure(record: PatientRecord, res: Resource) -> Exposure:
     concepts = _drug_concepts(res, medication)
     dosages = _dosages(res)
     forms = [d.get("route") for d in dosages] + [medication.get("form") if medication else None]
-    start, end, end_stated, ongoing = _span(res, dosages)
+    anchor = _anchor(res)
+    read = dosing(dosages, administration=rtype == "MedicationAdministration", anchor=anchor)
+    start, end, end_stated, ongoing = _span(res, read)
     return Exposure(
         ref=ref(res),
         resource_type=rtype,
@@ -181,11 +213,43 @@ def _exposure(record: PatientRecord, res: Resource) -> Exposure:
         end=end,
         end_stated=end_stated,
         ongoing=ongoing,
-        dose=_daily_dose(dosages, rtype),
+        dose=read.dose,
         reason_codes=tuple(c for c in res.get("reasonCode") or () if isinstance(c, Mapping)),
         reason_refs=tuple(_reference_strings(res.get("reasonReference"))),
         research_study=_research_study(res),
+        dosing=read,
+        links=tuple(_links(res)),
+        group=_group(res),
+        start_asserted=_asserted_only(res, start),
     )
+
+
+def _asserted_only(res: Resource, start: date | None) -> bool:
+    statement = res.get("resourceType") == "MedicationStatement"
+    return start is not None and statement and span_of(res, "effective") is None
+
+
+def _anchor(res: Resource) -> date | None:
+    """The day a dosage without bounds of its own starts."""
+    span = span_of(res, "effective")
+    if span is not None and span.start is not None:
+        return span.start
+    return day(res.get("authoredOn")) or day(res.get("whenHandedOver")) or day(res.get("dateAsserted"))
+
+
+def _links(res: Resource) -> Iterator[str]:
+    for element in _ORDER_LINKS:
+        value = res.get(element)
+        for target in _reference_strings(value if isinstance(value, list) else [value]):
+            if target.startswith("MedicationRequest/"):
+                yield target
+
+
+def _group(res: Resource) -> str | None:
+    identifier = res.get("groupIdentifier")
+    if isinstance(identifier, Mapping) and identifier.get("value"):
+        return f"{identifier.get('system') or ''}|{identifier['value']}"
+    return None
 
 
 def _drug_concepts(res: Resource, medication: Resource | None) -> list[Mapping[str, Any]]:
@@ -212,12 +276,8 @@ def _dosages(res: Resource) -> list[Mapping[str, Any]]:
     if res.get("resourceType") == "MedicationAdministration":
         dosage = res.get("dosage")
         return [dosage] if isinstance(dosage, Mapping) else []
-    key = "dosageInstruction" if res.get("resourceType") == "MedicationRequest" else "dosage"
+    key = "dosage" if res.get("resourceType") == "MedicationStatement" else "dosageInstruction"
     return [d for d in res.get(key) or () if isinstance(d, Mapping)]
-
-
-def _mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
 
 
 def _reference_strings(references: object) -> Iterator[str]:
@@ -242,41 +302,56 @@ def _research_study(res: Resource) -> str | None:
 # When: the span of exposure.
 
 
-def _span(res: Resource, dosages: Sequence[Mapping[str, Any]]) -> tuple[date | None, date | None, bool, bool]:
+def _span(res: Resource, read: Dosing) -> tuple[date | None, date | None, bool, bool]:
     """(start, end, end_stated, ongoing) of one record."""
     rtype = res.get("resourceType")
     status = res.get("status")
     if rtype == "MedicationRequest":
-        return _request_span(res, dosages)
+        return _request_span(res, read)
+    if rtype == "MedicationDispense":
+        return _dispense_span(res, read)
     span = span_of(res, "effective")
     start = span.start if span else None
     end = span.end if span else None
+    if start is None and end is not None:
+        start = end  # "taken until 2026-03-01": exposure on that day at least, start not recorded
     if rtype == "MedicationAdministration":
         # An administration happened on its day(s).
         return start, end or start, True, False
     # MedicationStatement: an active statement without an end is still being taken.
     if span is not None and span.end is not None and "effectivePeriod" in res:
         return start, end, True, False
+    if span is None:
+        # No effective[x]: the patient said so on dateAsserted ("currently taking" when active).
+        start = day(res.get("dateAsserted"))
+        if status == "active":
+            return start, None, False, True
+        return start, start, False, False
     if status == "active":
         return start, None, False, True
     return start, start, False, False
 
 
-def _request_span(
-    res: Resource, dosages: Sequence[Mapping[str, Any]]
-) -> tuple[date | None, date | None, bool, bool]:
+def _request_span(res: Resource, read: Dosing) -> tuple[date | None, date | None, bool, bool]:
     authored = day(res.get("authoredOn"))
-    bounds_start, bounds_end = _bounds(dosages, authored)
-    dispense = _mapping(res.get("dispenseRequest"))
-    validity = _mapping(dispense.get("validityPeriod"))
+    bounds_start = min(read.starts) if read.starts else None
+    bounds_end = max(read.ends) if read.ends else None
+    dispense = mapping(res.get("dispenseRequest"))
+    validity = mapping(dispense.get("validityPeriod"))
     start = bounds_start or authored or day(validity.get("start"))
     supply_end = _supply_end(dispense, start)
     validity_end = day(validity.get("end"))
+    if read.single and bounds_end is None and start is not None:
+        return start, start, True, False  # a one-time dose ("rituximab 1000 mg once"): its day
     if res.get("status") == "active":
         # An active order runs through the screening date unless its dosage bounds end it; a dispense
-        # supply that ran out does not end a chronic order (renewals are often not recorded).
+        # supply that ran out does not end a chronic order (renewals are often not recorded), but an
+        # acute course (a steroid burst, an antibiotic) ends with its supply.
         if bounds_end is not None:
             return start, bounds_end, True, False
+        acute = {c for _s, c, _d in codings(mapping(res.get("courseOfTherapyType")))} & {"acute"}
+        if acute and (supply_end or validity_end):
+            return start, supply_end or validity_end, True, False
         return start, None, False, True
     end = bounds_end or supply_end or validity_end
     if end is not None:
@@ -284,27 +359,33 @@ def _request_span(
     return start, start, False, False
 
 
-def _bounds(dosages: Sequence[Mapping[str, Any]], authored: date | None) -> tuple[date | None, date | None]:
-    starts: list[date] = []
-    ends: list[date] = []
-    for dosage in dosages:
-        repeat = _repeat(dosage)
-        period = repeat.get("boundsPeriod")
-        if isinstance(period, Mapping):
-            if (s := day(period.get("start"))) is not None:
-                starts.append(s)
-            if (e := day(period.get("end"))) is not None:
-                ends.append(e)
-        duration = _duration_days(repeat.get("boundsDuration"))
-        anchor = starts[-1] if starts else authored
-        if duration is not None and anchor is not None:
-            # boundsDuration counts from the first dose: 14 days from day 1 ends on day 14.
-            ends.append(anchor + timedelta(days=max(math.ceil(duration) - 1, 0)))
-    return (min(starts) if starts else None), (max(ends) if ends else None)
+def _dispense_span(res: Resource, read: Dosing) -> tuple[date | None, date | None, bool, bool]:
+    """A fill lasts its daysSupply from the day it was handed over (else quantity / units per day)."""
+    start = day(res.get("whenHandedOver"))
+    if start is None and res.get("status") in (None, "completed"):
+        start = day(res.get("whenPrepared"))
+    supply = duration_days(res.get("daysSupply"))
+    if supply is None:
+        supply = _supply_from_quantity(res.get("quantity"), read)
+    if start is None or supply is None or supply <= 0:
+        return start, start, False, False
+    return start, start + timedelta(days=max(math.ceil(supply) - 1, 0)), True, False
+
+
+def _supply_from_quantity(quantity: object, read: Dosing) -> float | None:
+    """60 tablets at 2 tablets a day last 30 days (only when the units agree)."""
+    q = mapping(quantity)
+    value = q.get("value")
+    dose = read.dose
+    if dose is None or dose.high <= 0 or not isinstance(value, (int, float)) or isinstance(value, bool):
+        return None
+    unit = str(q.get("code") or q.get("unit") or "").strip().lower()
+    same = unit == dose.unit.lower() or (_UNIT_DOSE_FORMS.match(unit) and _UNIT_DOSE_FORMS.match(dose.unit))
+    return float(value) / dose.high if same else None
 
 
 def _supply_end(dispense: Mapping[str, Any], start: date | None) -> date | None:
-    supply = _duration_days(dispense.get("expectedSupplyDuration"))
+    supply = duration_days(dispense.get("expectedSupplyDuration"))
     if supply is None or start is None:
         return None
     repeats = dispense.get("numberOfRepeatsAllowed")
@@ -312,120 +393,22 @@ def _supply_end(dispense: Mapping[str, Any], start: date | None) -> date | None:
     return start + timedelta(days=max(math.ceil(supply * fills) - 1, 0))
 
 
-def _duration_days(duration: object) -> float | None:
-    if not isinstance(duration, Mapping):
-        return None
-    value = duration.get("value")
-    unit = str(duration.get("code") or duration.get("unit") or "d").strip().lower()
-    unit = {"day": "d", "days": "d", "week": "wk", "weeks": "wk", "month": "mo", "months": "mo",
-            "hour": "h", "hours": "h", "year": "a", "years": "a"}.get(unit, unit)
-    if not isinstance(value, (int, float)) or unit not in _UNIT_DAYS:
-        return None
-    return float(value) * _UNIT_DAYS[unit]
-
-
-def _repeat(dosage: Mapping[str, Any]) -> Mapping[str, Any]:
-    timing = dosage.get("timing")
-    repeat = timing.get("repeat") if isinstance(timing, Mapping) else None
-    return repeat if isinstance(repeat, Mapping) else {}
-
-
 # ----------------------------------------------------------------------------------------------
 # How much: the daily dose.
 
 
-def _daily_dose(dosages: Sequence[Mapping[str, Any]], rtype: str) -> Dose | None:
-    """Daily amount summed over concurrent dosage lines (same sequence), max/min over sequential ones."""
-    by_sequence: dict[object, list[Dose]] = {}
-    for dosage in dosages:
-        one = _one_daily_dose(dosage, administration=rtype == "MedicationAdministration")
-        if one is None:
-            return None  # one unreadable line makes the total unknowable
-        # Lines with the same sequence (or, without one, the same bounds) are taken together and add
-        # up; different sequences/bounds are successive steps (a taper): the day's dose is one of them.
-        bounds = _repeat(dosage).get("boundsPeriod")
-        key = dosage.get("sequence", repr(bounds) if bounds else "together")
-        by_sequence.setdefault(key, []).append(one)
-    if not by_sequence:
-        return None
-    units = {d.unit for doses in by_sequence.values() for d in doses}
-    if len(units) > 1:
-        return None
-    steps = [Dose(sum(d.low for d in ds), sum(d.high for d in ds), ds[0].unit) for ds in by_sequence.values()]
-    return Dose(min(s.low for s in steps), max(s.high for s in steps), steps[0].unit)
+def dose_on(exposure: Exposure, when: date) -> Dose | None:
+    """The record's daily dose on a day: the taper step covering it, else its overall range."""
+    if exposure.dosing is None:
+        return exposure.dose
+    return exposure.dosing.on(when)
 
 
-def _one_daily_dose(dosage: Mapping[str, Any], *, administration: bool) -> Dose | None:
-    amount = _amount(dosage, administration=administration)
-    if amount is None:
-        return None
-    low, high, unit = amount
-    if administration:
-        return Dose(low, high, unit)  # what was given that day
-    per_day = _per_day(dosage)
-    if per_day is None:
-        return None
-    return Dose(low * per_day[0], high * per_day[1], unit)
-
-
-def _amount(dosage: Mapping[str, Any], *, administration: bool) -> tuple[float, float, str] | None:
-    if administration:
-        dose = dosage.get("dose")
-        return _quantity(dose) if isinstance(dose, Mapping) else None
-    for dose_and_rate in dosage.get("doseAndRate") or ():
-        if not isinstance(dose_and_rate, Mapping):
-            continue
-        quantity = dose_and_rate.get("doseQuantity")
-        if isinstance(quantity, Mapping):
-            return _quantity(quantity)
-        dose_range = dose_and_rate.get("doseRange")
-        if isinstance(dose_range, Mapping):
-            low = _quantity(_mapping(dose_range.get("low")))
-            high = _quantity(_mapping(dose_range.get("high")))
-            if high is None:
-                return None  # an open-ended range cannot bound the dose
-            return ((low or high)[0], high[1], high[2])
-    return None
-
-
-def _quantity(q: Mapping[str, Any]) -> tuple[float, float, str] | None:
-    value = q.get("value")
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        return None
-    unit = str(q.get("code") or q.get("unit") or "").strip()
-    return float(value), float(value), unit
-
-
-def _per_day(dosage: Mapping[str, Any]) -> tuple[float, float] | None:
-    """(min, max) administrations per day from Timing.repeat or Timing.code; once daily when absent."""
-    timing = dosage.get("timing")
-    repeat = _repeat(dosage)
-    if not repeat and isinstance(timing, Mapping) and isinstance(timing.get("code"), Mapping):
-        for _system, code, _display in codings(timing["code"]):
-            if code.upper() in _TIMING_CODES:
-                n = float(_TIMING_CODES[code.upper()])
-                return n, n
-        return None
-    when = [w for w in (repeat.get("when") or []) if isinstance(w, str)]
-    times = [t for t in (repeat.get("timeOfDay") or []) if isinstance(t, str)]
-    frequency = repeat.get("frequency")
-    if not isinstance(frequency, (int, float)):
-        frequency = max(len(when), len(times), 1)
-    frequency_max = repeat.get("frequencyMax")
-    if not isinstance(frequency_max, (int, float)):
-        frequency_max = frequency
-    period = repeat.get("period", 1)
-    unit = str(repeat.get("periodUnit") or "d")
-    if not isinstance(period, (int, float)) or period <= 0 or unit not in _UNIT_DAYS:
-        return None
-    days = float(period) * _UNIT_DAYS[unit]
-    return float(frequency) / days, float(frequency_max) / days
-
-
-def daily_mg(exposure: Exposure) -> tuple[float, float] | None:
-    """The daily dose in mg (low, high): mass units convert directly; tablets, capsules and mL use the
-    strength in the drug's name ("predniSONE 20 MG Oral Tablet"). None when it cannot be known."""
-    dose = exposure.dose
+def daily_mg(exposure: Exposure, on: date | None = None) -> tuple[float, float] | None:
+    """The daily dose in mg (low, high), over the whole record or ``on`` a day (taper steps): mass
+    units convert directly; tablets, capsules and mL use the strength in the drug's name
+    ("predniSONE 20 MG Oral Tablet"). None when it cannot be known."""
+    dose = exposure.dose if on is None else dose_on(exposure, on)
     if dose is None:
         return None
     unit = dose.unit.lower()
@@ -476,7 +459,14 @@ def reason_concepts(record: PatientRecord, exposure: Exposure) -> tuple[list[Map
     references that could not be resolved in the record."""
     concepts: list[Mapping[str, Any]] = list(exposure.reason_codes)
     unresolved: list[str] = []
-    for target in exposure.reason_refs:
+    targets = list(exposure.reason_refs)
+    if not concepts and not targets:
+        # A fill, administration or statement states no reason of its own: the order it carries out does.
+        for order in record.of_type("MedicationRequest"):
+            if ref(order) in exposure.links:
+                concepts += [c for c in order.get("reasonCode") or () if isinstance(c, Mapping)]
+                targets += _reference_strings(order.get("reasonReference"))
+    for target in targets:
         rtype, _sep, rid = target.partition("/")
         found = next((r for r in record.of_type(rtype) if r.get("id") == rid), None)
         if found is not None and isinstance(found.get("code"), Mapping):

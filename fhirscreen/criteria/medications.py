@@ -20,6 +20,7 @@ from fhirscreen.criteria._medications import (
     merge,
 )
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.fhir.dates import day
 from fhirscreen.record import PatientRecord
 
 
@@ -77,7 +78,9 @@ def _systemic_by_drug(
     return dict(sorted(by_drug.items())), undated, local_hits
 
 
-def _course(drug: Drug, items: Sequence[Exposure], as_of: date, renewal_max_days: int) -> _Course:
+def _course(
+    drug: Drug, items: Sequence[Exposure], as_of: date, renewal_max_days: int, refill_grace_days: int
+) -> _Course:
     known: list[Interval] = []
     possible: list[Interval] = []
     for i, exp in enumerate(items):
@@ -85,6 +88,12 @@ def _course(drug: Drug, items: Sequence[Exposure], as_of: date, renewal_max_days
         last = exp.last_day(as_of) or exp.start
         if exp.resource_type == "MedicationAdministration":
             last = min(as_of, max(last, exp.start + timedelta(days=drug.covers_days - 1)))
+        if exp.resource_type == "MedicationDispense" and exp.end_stated and exp.end is not None:
+            # A fill's supply is not a stop date: refills come a few days late and patients keep stock.
+            # The same grace that joins courses keeps the last fill current that long after it runs out.
+            later = [e for e in items[i + 1:] if e.start is not None and e.start > exp.start]
+            if not later:
+                last = min(as_of, exp.end + timedelta(days=refill_grace_days))
         possible_last = last
         if not exp.end_stated and not exp.ongoing:
             renewal = _next_start(items, i, exp.start, renewal_max_days)
@@ -118,13 +127,19 @@ def background_therapy(
     need_from = as_of - timedelta(days=params.min_days)
     by_drug, undated, local_hits = _systemic_by_drug(record, ctx, params.drugs, params.local_forms)
     drugs = {d.name: d for d in params.drugs}
-    courses = [_course(drugs[name], items, as_of, params.renewal_max_days) for name, items in by_drug.items()]
+    courses = [
+        _course(drugs[name], items, as_of, params.renewal_max_days, params.max_gap_days)
+        for name, items in by_drug.items()
+    ]
     evidence = [e.ref for c in courses for e in c.items] + [e.ref for e in undated]
     # Switching between qualifying drugs does not interrupt background therapy (E4 judges the switch).
     known = merge([iv for c in courses for iv in c.intervals], params.max_gap_days)
     possible = merge([iv for c in courses for iv in c.possible], params.max_gap_days)
     names = ", ".join(c.drug.name for c in courses)
     extra = _also_found(record, ctx, params, local_hits)
+    died = day(record.patient.get("deceasedDateTime"))
+    if died is not None and died <= as_of:
+        extra += f" The patient is recorded as deceased on {died.isoformat()}: therapy on record ends then."
 
     current = next((iv for iv in known if iv.end >= as_of), None)
     if current is not None and current.start <= need_from:
@@ -151,6 +166,14 @@ def background_therapy(
         )
     if current is not None:
         days = (as_of - current.start).days
+        reported = [e for c in courses for e in c.items if e.start_asserted and e.start == current.start]
+        if reported:
+            return result(
+                Outcome.UNKNOWN,
+                f"{_names(reported)} reported as current on {current.start.isoformat()} ({days} days before "
+                f"{as_of.isoformat()}); when it was started is not recorded.{extra}",
+                evidence, next_step="Confirm the start date of the current background therapy.",
+            )
         return result(
             Outcome.FAIL,
             f"On {names} only since {current.start.isoformat()} ({days} days), under "
@@ -219,7 +242,7 @@ def regimen_change(record: PatientRecord, ctx: Context, params: RegimenChangePar
     drugs = {d.name: d for d in params.drugs}
     events: list[_Event] = []
     for name, items in by_drug.items():
-        course = _course(drugs[name], items, as_of, params.renewal_max_days)
+        course = _course(drugs[name], items, as_of, params.renewal_max_days, params.max_gap_days)
         events += _starts_and_changes(course, first, params.max_gap_days)
         events += _stops(course, first, as_of)
     since = f"since {first.isoformat()}"
@@ -260,24 +283,50 @@ def _starts_and_changes(course: _Course, first: date, max_gap_days: int) -> list
         earlier = [j for j, o in enumerate(course.items[:i]) if o.start is not None and o.start < exp.start]
         reach = exp.start - timedelta(days=max_gap_days + 1)
         recent = [j for j in earlier if course.possible[j].end >= reach]
+        if not recent and exp.start_asserted:
+            text = f"{exp.label} {exp.when()} with no start date: it may have started on or after {first}"
+            events.append(_Event("maybe", f"{name}: {text}", (exp.ref,)))
+            continue
         if not recent:
             verb = "restarted" if earlier else "started"
             text = f"{name} {verb} {exp.start.isoformat()} ({exp.label})"
             events.append(_Event("started", text, (exp.ref,)))
             continue
-        previous = course.items[recent[-1]]
+        previous = _comparable_previous(exp, [course.items[j] for j in recent])
+        if previous is None:
+            continue  # an administration, fill or med-list entry carrying on the therapy: no change
         same = _same_dose(previous, exp)
         if same is False:
             events.append(_Event(
                 "changed", f"{name} dose changed on {exp.start.isoformat()} "
                 f"({_dose_text(previous)} -> {_dose_text(exp)})", (previous.ref, exp.ref),
             ))
-        elif same is None:
+        elif same is None and exp.resource_type in ("MedicationRequest", "MedicationStatement"):
             events.append(_Event(
                 "maybe", f"{name} re-ordered {exp.start.isoformat()} without a comparable dose "
                 f"({previous.ref}, {exp.ref})", (previous.ref, exp.ref),
             ))
     return events
+
+
+def _comparable_previous(exp: Exposure, earlier: Sequence[Exposure]) -> Exposure | None:
+    """The earlier record whose dose ``exp`` is compared with; None when ``exp`` cannot change the regimen.
+
+    Administrations are compared with administrations (pulse doses); a fill or statement only when it
+    states a dose; an order always (an order without a comparable dose may be a change).
+    """
+    if exp.resource_type == "MedicationAdministration":
+        given = [e for e in earlier if e.resource_type == "MedicationAdministration" and e.dose is not None]
+        return given[-1] if given and exp.dose is not None else None
+    if exp.dose is None and exp.resource_type != "MedicationRequest":
+        return None
+    prescribed = [e for e in earlier if e.resource_type != "MedicationAdministration"]
+    dosed = [e for e in prescribed if e.dose is not None]
+    if dosed:
+        return dosed[-1]
+    if exp.resource_type != "MedicationRequest":
+        return None
+    return prescribed[-1] if prescribed else None
 
 
 def _stops(course: _Course, first: date, as_of: date) -> list[_Event]:
@@ -288,6 +337,8 @@ def _stops(course: _Course, first: date, as_of: date) -> list[_Event]:
     latest, known_end = course.items[index], course.intervals[index].end
     name = course.drug.name
     state = "put on hold" if latest.status == "on-hold" else "stopped"
+    if latest.resource_type == "MedicationDispense":
+        state = "not refilled (the last fill's supply and a grace period ran out)"
     if latest.end_stated:
         if known_end < first:
             return []

@@ -25,13 +25,20 @@ from fhirscreen.criteria._medications import (
     reason_concepts,
     total_days,
 )
+from fhirscreen.criteria._therapies import Use, day_total, therapies
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import concept_label
 from fhirscreen.fhir.resources import condition_span, observation_day, ref
 from fhirscreen.record import PatientRecord
 
-# UCUM and common spellings of body-weight units, to kilograms.
-_KG: dict[str, float] = {"kg": 1.0, "g": 0.001, "[lb_av]": 0.45359237, "lb": 0.45359237, "lbs": 0.45359237}
+# UCUM mass units and their common non-UCUM spellings (lower-cased), to kilograms.
+_LB = 0.45359237
+_OZ = _LB / 16
+_KG: dict[str, float] = {
+    "kg": 1.0, "kgs": 1.0, "kilogram": 1.0, "kilograms": 1.0, "g": 0.001, "gm": 0.001, "gram": 0.001,
+    "grams": 0.001, "[lb_av]": _LB, "lb": _LB, "lbs": _LB, "lb_av": _LB, "pound": _LB, "pounds": _LB,
+    "[oz_av]": _OZ, "oz": _OZ, "oz_av": _OZ, "ounce": _OZ, "ounces": _OZ,
+}
 
 
 class Steroid(Drug):
@@ -61,6 +68,8 @@ class SteroidDoseParams(Params):
     weight_max_age_months: int = 12
     # Without a weight, only a dose above max_mg_per_kg x this weight decides (Appendix A #12).
     assumed_max_weight_kg: float = 200.0
+    # ... and a dose at or below max_mg_per_kg x this weight passes: no plausible adult weighs less.
+    assumed_min_weight_kg: float | None = None
     unstated_duration_days: int = 30
 
 
@@ -87,6 +96,11 @@ def _steroid_uses(
             continue
         if exp.is_local(local):
             local_hits.append(exp)
+            continue
+        if exp.start is None and exp.ongoing:
+            # "Currently taking" with no date at all: current use on the screening date.
+            today = Interval(ctx.as_of, ctx.as_of)
+            uses.append(_Use(exp, drug, today, today))
             continue
         if not exp.seen_by(ctx.as_of) or exp.start is None:
             continue
@@ -250,7 +264,7 @@ def steroid_dose(record: PatientRecord, ctx: Context, params: SteroidDoseParams)
     unconverted = [u for u in in_window if u.drug.factor is None]
     counted = [u for u in in_window if u.drug.factor is not None]
     low_day, low, high = _daily_peaks(counted, first, as_of)
-    weight = _latest_weight(record, ctx, params.body_weight)
+    weight, unreadable = _latest_weight(record, ctx, params.body_weight)
     stale = weight is not None and weight.on < as_of - relativedelta(months=params.weight_max_age_months)
     usable = None if stale else weight
     notes = _dose_notes(counted, unconverted)
@@ -277,11 +291,14 @@ def steroid_dose(record: PatientRecord, ctx: Context, params: SteroidDoseParams)
                 f"mg/kg/day (weight {per_kg}), not above {params.max_mg_per_kg:g}: {notes}.",
                 evidence, **details,
             )
+        why = (f"the dose could be up to {high:g} mg/day (a dose range, overlapping orders or a course "
+               "whose end is not recorded)" if dose_known else "the dose is not recorded for every "
+               "corticosteroid")
         return result(
             Outcome.UNKNOWN,
-            f"Dose not recorded for every corticosteroid {since}, so the daily dose cannot be "
-            f"bounded below {threshold_mg:.1f} mg ({params.max_mg_per_kg:g} mg/kg x {per_kg}): {notes}.",
-            evidence, next_step="Record the corticosteroid dose(s) taken in the last 4 weeks.", **details,
+            f"Prednisone-equivalent {low:g} mg/day on record {since}, but {why}, so it cannot be bounded "
+            f"below {threshold_mg:.1f} mg ({params.max_mg_per_kg:g} mg/kg x {per_kg}): {notes}.",
+            evidence, next_step="Confirm the corticosteroid dose(s) taken in the last 4 weeks.", **details,
         )
     ceiling = params.max_mg_per_kg * params.assumed_max_weight_kg
     if low > ceiling:
@@ -291,11 +308,23 @@ def steroid_dose(record: PatientRecord, ctx: Context, params: SteroidDoseParams)
             f"at any weight up to {params.assumed_max_weight_kg:g} kg (no usable body weight): {notes}.",
             evidence, **details,
         )
+    floor_kg = params.assumed_min_weight_kg
+    if floor_kg is not None and high <= params.max_mg_per_kg * floor_kg:
+        return result(
+            Outcome.PASS,
+            f"Highest prednisone-equivalent {high:g} mg/day {since} is not above {params.max_mg_per_kg:g} "
+            f"mg/kg/day at any adult weight of {floor_kg:g} kg or more (no body weight needed): {notes}.",
+            evidence, **details,
+        )
     missing = "no body weight on record"
     if weight is not None:
         evidence.append(weight.ref)
         months = params.weight_max_age_months
         missing = f"latest body weight is from {weight.on.isoformat()}, over {months} months old"
+    elif unreadable:
+        evidence += [o.ref for o in unreadable]
+        units = ", ".join(dict.fromkeys(f"'{o.unit}' ({o.ref})" for o in unreadable))
+        missing = f"the body weight is recorded in a unit that cannot be read: {units}"
     return result(
         Outcome.UNKNOWN, f"Corticosteroids {since} but {missing}: {notes}.", evidence,
         next_step="Record a current body weight" + ("." if dose_known else " and the steroid dose(s)."),
@@ -304,18 +333,14 @@ def steroid_dose(record: PatientRecord, ctx: Context, params: SteroidDoseParams)
 
 
 def _daily_peaks(uses: Sequence[_Use], first: date, as_of: date) -> tuple[str, float, float]:
-    """(day of the highest known dose, highest known daily pred-eq, highest possible daily pred-eq)."""
+    """(day of the highest known dose, highest known daily pred-eq, highest possible daily pred-eq),
+    with one therapy recorded several ways counted once (``_therapies``) and taper steps by date."""
+    converted = [Use(u.exp, u.drug.name, u.drug.factor or 0.0, u.known, u.possible) for u in uses]
+    groups = therapies(converted)
     best_day, best_low, best_high = first, 0.0, 0.0
     d = first
     while d <= as_of:
-        low = high = 0.0
-        for use in uses:
-            factor = use.drug.factor or 0.0
-            mg = daily_mg(use.exp)
-            if use.possible.start <= d <= use.possible.end:
-                high += math.inf if mg is None else mg[1] * factor
-            if mg is not None and use.known.start <= d <= use.known.end:
-                low += mg[0] * factor
+        low, high = day_total(groups, d)
         if low > best_low:
             best_day, best_low = d, low
         best_high = max(best_high, high)
@@ -327,26 +352,51 @@ def _dose_notes(counted: Sequence[_Use], unconverted: Sequence[_Use]) -> str:
     parts = []
     for use in counted:
         mg = daily_mg(use.exp)
-        dose = "dose not recorded" if mg is None else f"{mg[1]:g} mg/day x {use.drug.factor:g}"
+        if mg is None:
+            dose = "dose not recorded"
+        else:
+            amount = f"{mg[1]:g}" if mg[0] == mg[1] else f"{mg[0]:g}-{mg[1]:g}"
+            steps = use.exp.dosing.steps if use.exp.dosing else ()
+            taper = " in dated steps" if len(steps) > 1 else ""
+            dose = f"{amount} mg/day{taper} x {use.drug.factor:g}"
         parts.append(f"{use.exp.label} {use.exp.when()} ({dose}; {use.exp.ref})")
     for use in unconverted:
         parts.append(f"{use.exp.label} {use.exp.when()} (no prednisone equivalence; not counted)")
     return "; ".join(parts)
 
 
-def _latest_weight(record: PatientRecord, ctx: Context, value_set: str) -> _Weight | None:
+@dataclass(frozen=True)
+class _UnreadableWeight:
+    ref: str
+    unit: str
+
+
+def _latest_weight(
+    record: PatientRecord, ctx: Context, value_set: str
+) -> tuple[_Weight | None, list[_UnreadableWeight]]:
+    """The latest readable body weight, and weights whose unit is not a mass unit (a data-quality
+    finding each: such a weight is on record, so "no weight" would be wrong)."""
     vs = ctx.vs(value_set)
     best: _Weight | None = None
+    unreadable: list[_UnreadableWeight] = []
     for obs in record.of_type("Observation"):
         if vs.match(obs.get("code")) is None:
             continue
         on = observation_day(obs)
-        kg = _kilograms(obs.get("valueQuantity"))
-        if not isinstance(on, date) or on > ctx.as_of or kg is None:
+        if not isinstance(on, date) or on > ctx.as_of:
+            continue
+        quantity = obs.get("valueQuantity")
+        kg = _kilograms(quantity)
+        if kg is None:
+            if isinstance(quantity, Mapping) and isinstance(quantity.get("value"), (int, float)):
+                unit = str(quantity.get("code") or quantity.get("unit") or "")
+                unreadable.append(_UnreadableWeight(ref(obs), unit or "no unit"))
+                ctx.quality.add("warning", ref(obs), "unknown-unit",
+                                f"body weight in unit {unit or '(none)'!r} cannot be converted to kg")
             continue
         if best is None or on > best.on:
             best = _Weight(kg, on, ref(obs))
-    return best
+    return best, unreadable
 
 
 def _kilograms(quantity: object) -> float | None:

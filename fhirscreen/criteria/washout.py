@@ -8,6 +8,7 @@ washout ends so a coordinator can schedule Day 0 (criteria-codes.md 0.3, Appendi
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -16,6 +17,7 @@ from typing import Any
 from fhirscreen.criteria._medications import Drug, Exposure, exposures, first_drug, study_reference_text
 from fhirscreen.criteria._research import observational, participation
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.fhir.codes import canonical_system, codings
 from fhirscreen.fhir.resources import condition_span, ref
 from fhirscreen.record import PatientRecord
 
@@ -27,6 +29,8 @@ class Biologic(Drug):
 class BiologicWashoutParams(Params):
     biologics: list[Biologic]
     report_only: tuple[Drug, ...] = ()  # biologics named in the reason but not counted (Appendix A #16)
+    # Any other biologic, by class (INN stems -mab/-cept/-kinra, ATC classes): the unknown-half-life rule.
+    biologic_class: ValueSetRef | None = None
     min_washout_days: int = 90
     half_lives: float = 5
     # Unknown half-life: last dose under min_washout_days ago fails, up to this many days is unknown.
@@ -36,6 +40,10 @@ class BiologicWashoutParams(Params):
 
 class InvestigationalParams(Params):
     products: ValueSetRef  # investigational product codes and names ("study drug", "placebo", NCT numbers)
+    # Development codes ("BMS-986165"): read only on records with no code from a terminology of marketed
+    # drugs (an RxNorm- or NDC-coded "PEG-3350" is a laxative, not a study drug).
+    development_codes: ValueSetRef | None = None
+    marketed_systems: tuple[str, ...] = ()
     participation: ValueSetRef | None = None  # weak evidence: "clinical trial participant" codes
     this_study: list[str]  # identifiers of this trial: its own ResearchSubjects are not another study
     washout_days: int = 90  # half-life of an investigational product is unknown: the 90-day floor applies
@@ -97,15 +105,25 @@ def biologic_washout(record: PatientRecord, ctx: Context, params: BiologicWashou
     """A commercial immunomodulatory biologic within max(90 days, 5 half-lives) of its last dose."""
     day0 = ctx.as_of + timedelta(days=params.baseline_offset_days)
     last_doses: dict[str, tuple[Biologic, Exposure, date | None]] = {}
+    undated: list[_Washout] = []
     for exp in exposures(record):
-        drug = first_drug(exp, params.biologics, ctx.value_sets)
-        if not isinstance(drug, Biologic) or not exp.seen_by(ctx.as_of):
+        drug = _biologic(exp, ctx, params)
+        if drug is None:
             continue
-        last = None if exp.covers(ctx.as_of) and exp.ongoing else exp.last_day(ctx.as_of) or exp.start
+        if exp.start is None and not exp.ongoing:
+            text = f"{drug.name} ({exp.label}) on record without a date ({exp.ref}): last dose unknown"
+            undated.append(_Washout(Outcome.UNKNOWN, text, (exp.ref,), None))
+            continue
+        if exp.start is not None and exp.start > ctx.as_of:
+            continue
+        # Ongoing (including "currently taking" with no date): the washout has not started.
+        last = None if exp.ongoing and (exp.start is None or exp.covers(ctx.as_of)) else (
+            exp.last_day(ctx.as_of) or exp.start)
         held = last_doses.get(drug.name)
         if held is None or _later(last, held[2]):
             last_doses[drug.name] = (drug, exp, last)
     washouts = [_biologic_washout(drug, exp, last, day0, params) for drug, exp, last in last_doses.values()]
+    washouts += undated
     seen = [e for e in exposures(record) if e.seen_by(ctx.as_of)]
     reported = [e for e in seen if first_drug(e, params.report_only, ctx.value_sets)]
     extra = ""
@@ -117,6 +135,24 @@ def biologic_washout(record: PatientRecord, ctx: Context, params: BiologicWashou
         "No immunomodulatory biologic on record",
         "Confirm the half-life/last dose with the investigator.", extra,
     )
+
+
+_INN_STEM = re.compile(r"\b([a-z]{3,}(?:mab|cept|kinra|leukin))\b", re.IGNORECASE)
+
+
+def _biologic(exp: Exposure, ctx: Context, params: BiologicWashoutParams) -> Biologic | None:
+    """The listed biologic ``exp`` is, or one of the class (unknown half-life); None for report-only."""
+    drug = first_drug(exp, params.biologics, ctx.value_sets)
+    if isinstance(drug, Biologic):
+        return drug
+    if params.biologic_class is None or first_drug(exp, params.report_only, ctx.value_sets) is not None:
+        return None
+    hit = exp.matches(ctx.vs(params.biologic_class))
+    if hit is None:
+        return None
+    stem = _INN_STEM.search(f"{hit} {exp.label}")
+    name = stem.group(1).lower() if stem else exp.label
+    return Biologic(name=name, value_set=params.biologic_class, half_life_days=None)
 
 
 def _later(a: date | None, b: date | None) -> bool:
@@ -184,10 +220,12 @@ def investigational_agent(
             ignored.append(found)
     products = ctx.vs(params.products)
     for exp in exposures(record):
-        if not exp.seen_by(ctx.as_of):
-            continue
+        if not exp.seen_by(ctx.as_of) and not (exp.start is None and exp.ongoing):
+            continue  # later records, and undated ones unless "currently taking"
         other_study = exp.research_study and not _is_this_study(exp.research_study, params.this_study)
         hit = exp.matches(products)
+        if hit is None and params.development_codes and not _marketed(exp, params.marketed_systems):
+            hit = exp.matches(ctx.vs(params.development_codes))
         if hit is not None or other_study:
             what = hit or f"a product of {exp.research_study}"
             washouts.append(_product_washout(exp, what, ctx.as_of, day0, params.washout_days))
@@ -200,6 +238,12 @@ def investigational_agent(
         washouts, day0, "No investigational agent or participation in another interventional study on record",
         "Ask the patient about other studies and the date of the last study dose.", extra + caveat,
     )
+
+
+def _marketed(exp: Exposure, systems: Sequence[str]) -> bool:
+    """Coded in a terminology of marketed products (RxNorm, NDC): not an investigational product."""
+    wanted = {canonical_system(s) for s in systems}
+    return any(system in wanted for concept in exp.concepts for system, _c, _d in codings(concept))
 
 
 def _is_this_study(text: str, ids: Sequence[str]) -> bool:
@@ -254,7 +298,7 @@ def _subject_washout(
 
 
 def _product_washout(exp: Exposure, what: str, as_of: date, day0: date, days: int) -> _Washout:
-    if exp.covers(as_of) and exp.ongoing:
+    if exp.ongoing and (exp.start is None or exp.covers(as_of)):
         earliest = day0 + timedelta(days=days)
         text = (f"Investigational product {what} ongoing ({exp.when()}, {exp.ref}): washout ends "
                 f"{earliest.isoformat()} at the earliest, if the last dose is on {day0.isoformat()}")

@@ -58,7 +58,7 @@ INTENDED: dict[str, tuple[str, dict[str, str]]] = {
     "sle-eligible-08-dsdna-flag-egfr-33914": ("eligible", _outcomes("I3 pass, I4 pass")),
     "sle-eligible-09-dsdna-range-creat-mgdl": ("eligible", _outcomes("I3 pass, I4 pass")),
     "sle-eligible-10-male-creat-umol-no-score": ("eligible", _outcomes("I4 pass, I6 pass, E13 pass")),
-    "sle-i1-deceased": ("ineligible", _outcomes("I1 fail")),
+    "sle-i1-deceased": ("ineligible", _outcomes("I1 fail, I5 unknown")),
     "sle-i1-age-81-e12-breast-cancer": ("ineligible", _outcomes("I1 fail, E12 fail")),
     "sle-i3-negative-e9-appendectomy": ("ineligible", _outcomes("I3 fail, E9 fail")),
     "sle-i4-egfr-24-e10-hbsag": ("ineligible", _outcomes("I4 fail, E10 fail")),

@@ -164,10 +164,10 @@ def test_e3_threshold_is_strictly_above_half_a_mg_per_kg(evaluate, mg, expected)
     assert "Observation/wt" in res.evidence
 
 
-def test_e3_concurrent_orders_are_summed(evaluate):
+def test_e3_concurrent_distinct_therapies_are_summed(evaluate):
     rec = record(
         course(20, 10, display="prednisone", dose=20),
-        course(15, 10, display="prednisone", dose=20),
+        course(15, 10, code="6902", display="methylprednisolone", dose=16),  # = 20 mg prednisone
         weight(70),
     )
     res = evaluate("E3", rec)
@@ -228,7 +228,7 @@ def test_e3_missing_dose_is_unknown(evaluate):
     rec = record(medication_request("312615", ago(10), display="predniSONE 20 MG Oral Tablet"), weight(70))
     res = evaluate("E3", rec)
     assert res.outcome is Outcome.UNKNOWN
-    assert "Dose not recorded" in res.reason
+    assert "dose is not recorded" in res.reason
 
 
 def test_e3_synthea_tablet_count_dose(evaluate):

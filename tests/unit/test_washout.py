@@ -242,5 +242,6 @@ def test_e5_rxnorm_fda_application_names_are_not_investigational_codes(evaluate)
     res = evaluate("E5", record(albuterol))
     assert res.outcome is Outcome.PASS
     assert "Investigational product" not in res.reason
-    coded = medication_request("999", "2026-05-20", id="abc", display="ABC-1234 100 MG Oral Tablet")
+    local = "http://hospital.example.org/formulary"
+    coded = medication_request("9", "2026-05-20", id="abc", system=local, display="ABC-1234 100 MG Tablet")
     assert evaluate("E5", record(coded)).outcome is Outcome.FAIL
