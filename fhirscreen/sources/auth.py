@@ -28,7 +28,7 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from fhirscreen.sources.base import SourceError
+from fhirscreen.sources.base import ConfigurationError, SourceError
 
 log = logging.getLogger("fhirscreen.auth")
 
@@ -46,7 +46,7 @@ class BearerTokenAuth:
     def __init__(self, env_name: str) -> None:
         token = os.environ.get(env_name, "").strip()
         if not token:
-            raise SourceError(
+            raise ConfigurationError(
                 f"--token-env {env_name}: the environment variable {env_name} is not set or empty"
             )
         self._token = token
@@ -75,7 +75,7 @@ def load_signing_key(path: Path) -> tuple[Any, str]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise SourceError(f"--smart-key {path}: cannot read the key file ({exc.strerror})") from None
+        raise ConfigurationError(f"--smart-key {path}: cannot read the key file ({exc.strerror})") from None
     try:
         mode = path.stat().st_mode
         if mode & (stat.S_IRGRP | stat.S_IROTH):
@@ -85,14 +85,16 @@ def load_signing_key(path: Path) -> tuple[Any, str]:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
-        raise SourceError(
+        raise ConfigurationError(
             f"--smart-key {path}: not an unencrypted PEM private key (RSA or EC P-384 expected)"
         ) from None
     if isinstance(key, rsa.RSAPrivateKey):
         return key, "RS384"
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return key, "ES384"
-    raise SourceError(f"--smart-key {path}: unsupported key type {type(key).__name__}; use RSA or EC P-384")
+    raise ConfigurationError(
+        f"--smart-key {path}: unsupported key type {type(key).__name__}; use RSA or EC P-384"
+    )
 
 
 def jwk_thumbprint(private_key: Any) -> str:

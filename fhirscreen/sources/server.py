@@ -32,9 +32,10 @@ from fhirscreen.fhir.codes import ICD10, ICD10CM, Code
 from fhirscreen.fhir.resources import Resource
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import SCREENED_TYPES
-from fhirscreen.sources.base import QueryPlan, Source, SourceError
+from fhirscreen.sources.base import ConfigurationError, QueryPlan, Source, SourceError
 from fhirscreen.sources.factory import SourceOptions
-from fhirscreen.sources.http import Auth, FhirClient, outcome_text
+from fhirscreen.sources.http import Auth, FhirClient
+from fhirscreen.sources.server_text import outcome_text
 
 log = logging.getLogger("fhirscreen.server")
 
@@ -369,6 +370,7 @@ class ServerSource:
                     log.info("one patient: reading by search instead of a Bulk Data export")
                 yield from self._counted(self._read_by_search(plan, quality, caps))
         finally:
+            quality.extend(self.client.quality)  # what the transport noticed (bytes replaced, ...)
             self._finished = time.monotonic()
             s = self.stats()
             log.info(
@@ -462,6 +464,8 @@ class ServerSource:
             )
             return True
         except SourceError as exc:
+            if exc.transient:
+                raise  # the server is failing, not refusing the modifier: do not try it all again
             log.info("the server does not support code:text (%s); SLEDAI scores only by category=survey", exc)
             return False
 
@@ -543,7 +547,7 @@ def _verify(options: SourceOptions) -> bool | str:
         return False
     if options.ca_bundle is not None:
         if not options.ca_bundle.is_file():
-            raise SourceError(f"--ca-bundle {options.ca_bundle}: no such file")
+            raise ConfigurationError(f"--ca-bundle {options.ca_bundle}: no such file")
         return str(options.ca_bundle)
     return True
 
@@ -551,7 +555,7 @@ def _verify(options: SourceOptions) -> bool | str:
 def make_client(options: SourceOptions, write_types: Sequence[str] = ()) -> FhirClient:
     """A client for ``options.server`` with TLS settings and credentials from the options."""
     if not options.server:
-        raise SourceError("no --server URL given")
+        raise ConfigurationError("no --server URL given")
     client = FhirClient(
         options.server,
         timeout=options.timeout,
@@ -566,7 +570,7 @@ def make_client(options: SourceOptions, write_types: Sequence[str] = ()) -> Fhir
 def make_auth(options: SourceOptions, client: FhirClient, write_types: Sequence[str] = ()) -> Auth | None:
     smart = options.smart_client_id or options.smart_key_file
     if options.token_env and smart:
-        raise SourceError("give either --token-env or the --smart-* options, not both")
+        raise ConfigurationError("give either --token-env or the --smart-* options, not both")
     if options.token_env:
         from fhirscreen.sources.auth import BearerTokenAuth
 
@@ -575,7 +579,7 @@ def make_auth(options: SourceOptions, client: FhirClient, write_types: Sequence[
         from fhirscreen.sources.auth import SmartBackendAuth, default_scopes
 
         if not (options.smart_client_id and options.smart_key_file):
-            raise SourceError("SMART Backend Services needs both --smart-client-id and --smart-key")
+            raise ConfigurationError("SMART Backend Services needs both --smart-client-id and --smart-key")
         scope = options.smart_scope or default_scopes((*SCREENED_TYPES, "Medication"), write_types)
         return SmartBackendAuth(
             base_url=client.base_url,

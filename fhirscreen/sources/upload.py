@@ -29,7 +29,8 @@ from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import SourceError
 from fhirscreen.sources.factory import SourceOptions
 from fhirscreen.sources.files import FileSource, bundle_resources
-from fhirscreen.sources.http import FhirClient, outcome_text
+from fhirscreen.sources.http import FhirClient
+from fhirscreen.sources.server_text import outcome_text
 
 log = logging.getLogger("fhirscreen.upload")
 
