@@ -1,6 +1,7 @@
 """Command line: thin wiring of sources, the screening core and the reports.
 
-Exit codes: 0 success (warnings allowed), 2 usage or configuration error, 3 data source unreadable.
+Exit codes: the table in ``fhirscreen.exitcodes`` (README "Exit codes"); ``fhirscreen.failures`` maps
+failures to them.
 """
 
 from __future__ import annotations
@@ -9,29 +10,28 @@ import logging
 import sys
 from collections.abc import Callable
 from datetime import date
-from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from fhirscreen import __version__, report
+from fhirscreen import __version__, report, usage
+from fhirscreen.exitcodes import EXIT_SOURCE_UNREACHABLE, EXIT_USAGE
+from fhirscreen.failures import fail, finish, guarded
 from fhirscreen.paths import SAMPLE_AS_OF
 from fhirscreen.pipeline import load_population, run_screening
 from fhirscreen.screening import screen_patient
-from fhirscreen.sources.base import SourceError
 from fhirscreen.sources.factory import SourceOptions, open_source
 from fhirscreen.trial.loader import Trial, TrialFileError, load_trial
 
-EXIT_CONFIG = 2
-EXIT_SOURCE = 3
+EXIT_CONFIG = EXIT_USAGE
+EXIT_SOURCE = EXIT_SOURCE_UNREACHABLE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"fhirscreen: error: {message}", err=True)
-    sys.exit(code)
+    fail(message, code)
 
 
 def _parse_as_of(_ctx: click.Context, _param: click.Parameter, value: str | None) -> date | None:
@@ -169,7 +169,24 @@ def _options(kwargs: dict[str, Any]) -> SourceOptions:
         _fail("--bulk needs --server (Bulk Data export is a server operation)", EXIT_CONFIG)
     if options.server and options.data is not None:
         _fail("use either --data or --server, not both", EXIT_CONFIG)
+    given = usage.server_only_given(click.get_current_context())
+    if given and not options.server:
+        _fail(f"{', '.join(given)}: only with --server (these options are about a FHIR server)", EXIT_CONFIG)
+    problem = usage.token_env_problem(options.token_env)
+    if problem:
+        _fail(problem, EXIT_CONFIG)
     return options
+
+
+def _check_as_of(as_of: date | None, force: bool) -> None:
+    problem = usage.as_of_problem(as_of) if as_of is not None and not force else None
+    if problem:
+        _fail(problem, EXIT_CONFIG)
+
+
+_force_as_of = click.option(
+    "--force-as-of", is_flag=True, help="Accept an --as-of before 1900 or more than a year ahead."
+)
 
 
 def _echo_source_stats(source: object) -> None:
@@ -206,18 +223,8 @@ def _load_trial(path: Path | None) -> Trial:
 
 
 def _guarded(fn: F) -> F:
-    """Turn expected failures into a clear message and the documented exit code."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except SourceError as exc:
-            _fail(str(exc), EXIT_SOURCE)
-        except report.OutputError as exc:
-            _fail(str(exc), EXIT_CONFIG)
-
-    return wrapper  # type: ignore[return-value]
+    """Turn failures into a clear message and the documented exit code (``fhirscreen.failures``)."""
+    return guarded(fn)
 
 
 @click.group()
@@ -246,6 +253,7 @@ def main() -> None:
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
 @click.option("--post-report", is_flag=True, help="With --server: POST the MeasureReport and Group back.")
+@_force_as_of
 @_guarded
 def screen(
     trial_file: Path | None,
@@ -253,14 +261,19 @@ def screen(
     out_dir: Path | None,
     fmt: str,
     post_report: bool,
+    force_as_of: bool,
     **kwargs: Any,
 ) -> None:
     """Screen every patient with an SLE diagnosis and print the ranked candidates."""
+    if post_report and not kwargs.get("server"):
+        _fail("--post-report needs --server", EXIT_CONFIG)
     options = _options(kwargs)
+    _check_as_of(as_of, force_as_of)
+    out_problem = usage.out_dir_problem(out_dir) if out_dir is not None else None
+    if out_problem:
+        _fail(out_problem, EXIT_CONFIG)
     _setup_logging(options.verbose)
     trial = _load_trial(trial_file)
-    if post_report and not options.server:
-        _fail("--post-report needs --server", EXIT_CONFIG)
     source = open_source(options)
     run = run_screening(source, trial, _resolve_as_of(as_of, options))
     written = report.write_outputs(run, out_dir) if out_dir is not None else []
@@ -272,6 +285,7 @@ def screen(
 
         for line in post_reports(options, run):
             click.echo(line, err=True)
+    finish(run.patients_read, run.quality, source.describe())
 
 
 @main.command()
@@ -284,10 +298,14 @@ def screen(
     metavar="YYYY-MM-DD",
     help="Screening date every window is measured from (default: today; the bundled samples: 2026-06-01).",
 )
+@_force_as_of
 @_guarded
-def explain(patient_id: str, trial_file: Path | None, as_of: date | None, **kwargs: Any) -> None:
+def explain(
+    patient_id: str, trial_file: Path | None, as_of: date | None, force_as_of: bool, **kwargs: Any
+) -> None:
     """Explain every criterion for one patient, resource by resource."""
     options = _options(kwargs)
+    _check_as_of(as_of, force_as_of)
     _setup_logging(options.verbose)
     trial = _load_trial(trial_file)
     pid = patient_id.removeprefix("Patient/")
@@ -300,6 +318,7 @@ def explain(patient_id: str, trial_file: Path | None, as_of: date | None, **kwar
     day = _resolve_as_of(as_of, options)
     screened = screen_patient(record, trial, day, population.quality)
     click.echo(report.render_explanation(screened, record, trial, day), nl=False)
+    finish(len(population.records), population.quality, source.describe())
 
 
 @main.command()
@@ -307,6 +326,7 @@ def explain(patient_id: str, trial_file: Path | None, as_of: date | None, **kwar
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True
 )
+@_guarded
 def criteria(trial_file: Path | None, fmt: str) -> None:
     """List the criteria: protocol text, how each is evaluated, computable / partial / manual."""
     trial = _load_trial(trial_file)
@@ -326,10 +346,12 @@ def load(path: Path, **kwargs: Any) -> None:
     """Upload bundles / NDJSON to a FHIR server (to stage the sample data on a test server)."""
     options = _options(kwargs)
     _setup_logging(options.verbose)
-    from fhirscreen.sources.upload import upload_path
+    from fhirscreen.sources.upload import upload
 
-    summary = upload_path(options, path)
-    click.echo(summary)
+    result = upload(options, path)
+    click.echo(result.summary)
+    if result.problem:
+        _fail(result.problem, result.exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -42,7 +42,7 @@ from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, reference_id
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import KEPT_TYPES, patient_id
-from fhirscreen.sources.base import QueryPlan, SourceError
+from fhirscreen.sources.base import NothingUsableError, QueryPlan, SourceError
 
 log = logging.getLogger("fhirscreen")
 
@@ -85,7 +85,9 @@ class FileSource:
             return [self.path]
         found = sorted(p for p in self.path.rglob("*") if p.is_file() and p.name.lower().endswith(_SUFFIXES))
         if not found:
-            raise SourceError(f"{self.path}: no FHIR .json or .ndjson files found (searched recursively)")
+            raise NothingUsableError(
+                f"{self.path}: no FHIR .json or .ndjson files found (searched recursively)"
+            )
         return found
 
     def read(self, plan: QueryPlan | None, quality: DataQuality) -> Iterator[tuple[Resource, str]]:

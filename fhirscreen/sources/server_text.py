@@ -43,8 +43,8 @@ _KEEP_WORDS = frozenset(_KEEP_TEXT.split())
 _RESOURCE_TEXT = """
     Account Appointment Basic Binary Bundle CarePlan Claim Communication Composition Condition
     Consent Contract Coverage Device Encounter Endpoint Flag Goal Group Immunization Invoice Library
-    Linkage List Location Measure Media Medication Observation Organization Provenance Parameters Patient Person
-    Practitioner Procedure Questionnaire Schedule Slot Specimen Subscription Substance Task
+    Linkage List Location Measure Media Medication Observation Organization Provenance Parameters
+    Patient Person Practitioner Procedure Questionnaire Schedule Slot Specimen Subscription Substance Task
 """
 _RESOURCE_WORDS = frozenset(_RESOURCE_TEXT.split())
 _CAMEL = re.compile(r"^[A-Z][a-z]+(?:[A-Z][a-z0-9]+)+$")  # OperationOutcome, MedicationRequest

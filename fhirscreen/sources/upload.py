@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from fhirscreen.exitcodes import EXIT_NOTHING_USABLE, EXIT_OK, EXIT_PARTIAL
 from fhirscreen.fhir.resources import Resource
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import SourceError
@@ -195,8 +196,47 @@ class Uploader:
         return [(u, why) for u, why in zip(units, outcomes, strict=True) if why is not None]
 
 
+@dataclass(frozen=True)
+class UploadResult:
+    """What a load did: the summary line and what failed, for the exit code."""
+
+    summary: str
+    transactions: int  # sent
+    failed: int  # transactions that failed twice
+    input_problems: int  # files or lines not uploaded because they could not be read
+
+    @property
+    def exit_code(self) -> int:
+        """4 when nothing was loaded (every transaction failed, or nothing to send), 5 when some part
+        was not (a failed transaction, an unreadable file or line), else 0."""
+        if self.transactions == 0 or self.failed == self.transactions:
+            return EXIT_NOTHING_USABLE
+        if self.failed or self.input_problems:
+            return EXIT_PARTIAL
+        return EXIT_OK
+
+    @property
+    def problem(self) -> str | None:
+        """The sentence for a non-zero exit code."""
+        code = self.exit_code
+        if code == EXIT_NOTHING_USABLE:
+            what = "every transaction failed" if self.transactions else "nothing to upload was found"
+            return f"nothing was loaded: {what} (see the messages above)"
+        if code == EXIT_PARTIAL:
+            return (
+                f"partial load: {self.failed} of {self.transactions} transaction(s) failed, "
+                f"{self.input_problems} input problem(s) (see the messages above)"
+            )
+        return None
+
+
 def upload_path(options: SourceOptions, path: Path) -> str:
     """Upload every Bundle / NDJSON under ``path``; return a one-paragraph summary."""
+    return upload(options, path).summary
+
+
+def upload(options: SourceOptions, path: Path) -> UploadResult:
+    """Upload every Bundle / NDJSON under ``path``."""
     from fhirscreen.sources.server import make_client
 
     client = make_client(options, write_types=("*",))
@@ -231,6 +271,7 @@ def upload_path(options: SourceOptions, path: Path) -> str:
     if failed:
         lost = sum(u.size for u, _why in failed)
         summary += f"; {len(failed)} transaction(s) with {lost} resources failed (see the messages above)"
+    problems = sum(1 for f in quality.findings if f.severity == "error")
     if quality.findings:
         summary += f"; {len(quality.findings)} input problem(s) skipped"
-    return summary
+    return UploadResult(summary, len(units), len(failed), problems)

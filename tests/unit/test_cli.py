@@ -206,9 +206,9 @@ def test_missing_data_path_is_a_source_error(tmp_path):
     assert "nowhere" in result.stderr
 
 
-def test_empty_data_directory_is_a_source_error(tmp_path):
+def test_empty_data_directory_is_nothing_usable(tmp_path):
     result = screen(data=tmp_path)
-    assert result.exit_code == 3
+    assert result.exit_code == 4
     assert str(tmp_path) in result.stderr
 
 
