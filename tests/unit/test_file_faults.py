@@ -69,7 +69,7 @@ def screen(data: Path, *args: str) -> Result:
 
 def test_an_invalid_byte_costs_only_the_value_it_is_in(tmp_path: Path, trial: Trial) -> None:
     file = tmp_path / "export.ndjson"
-    damaged = line(patient("p2", "M\u00fcller")).replace("M\\u00fcller".encode(), b"M\xfcller")
+    damaged = line(patient("p2", "M\u00fcller")).replace(b"M\\u00fcller", b"M\xfcller")
     file.write_bytes(line(patient("p1")) + damaged + line(sle("c1", "p1")) + line(sle("c2", "p2")))
     population = load_population(FileSource(file), trial)
     assert set(population.records) == {"p1", "p2"}  # both screened: nothing else was lost
@@ -82,7 +82,8 @@ def test_an_invalid_byte_costs_only_the_value_it_is_in(tmp_path: Path, trial: Tr
 
 def test_a_latin1_file_is_read_line_by_line_with_one_finding_per_line(tmp_path: Path, trial: Trial) -> None:
     file = tmp_path / "latin1.ndjson"
-    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in (patient("p1", "Gar\u00e7on"), sle("c1", "p1")))
+    resources = (patient("p1", "Gar\u00e7on"), sle("c1", "p1"))
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in resources)
     file.write_bytes(text.encode("latin-1"))
     population = load_population(FileSource(file), trial)
     assert set(population.records) == {"p1"}

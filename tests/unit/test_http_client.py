@@ -177,7 +177,8 @@ def test_truncated_page_is_retried_once_and_then_works(client: FhirClient) -> No
 @responses.activate
 def test_operation_outcome_where_a_bundle_was_expected(client: FhirClient) -> None:
     responses.get(f"{BASE}/Condition", json=outcome("search expired"))
-    with pytest.raises(SourceError, match="expected a Bundle but got a OperationOutcome: error processing: search expired"):
+    expected = "expected a Bundle but got a OperationOutcome: error processing: search expired"
+    with pytest.raises(SourceError, match=expected):
         client.get_resource("Condition", expect_type="Bundle")
 
 
