@@ -221,6 +221,7 @@ class FhirClient:
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
         self._lock = threading.Lock()
+        self._cancelled = threading.Event()
         self._counts: dict[str, float] = {"requests": 0, "bytes": 0, "retries": 0, "auth_refreshes": 0}
 
     # -- bookkeeping ---------------------------------------------------------------------------------
@@ -277,6 +278,7 @@ class FhirClient:
         while True:
             attempt += 1
             started = time.monotonic()
+            self.check_deadline(started, 0)  # a cancelled client sends nothing more
             try:
                 response, crossed = self._send(method, url, params, json_body, headers, authenticate)
                 if not stream:
@@ -411,10 +413,17 @@ class FhirClient:
         chunks.clear()
         raw.release_conn()
 
+    def cancel(self) -> None:
+        """Make every request of this client in progress (in any thread) stop at its next chunk, and
+        every new one fail: a run that is interrupted must not wait for slow answers it will not use."""
+        self._cancelled.set()
+
     def check_deadline(self, started: float, received: int) -> None:
         """Raise DeadlineExceeded when a request has run past its overall deadline: ``deadline``
         seconds, extended by one second per MIN_RATE bytes received (a big file that keeps coming at
         a fair rate is not cut off; one that trickles is)."""
+        if self._cancelled.is_set():
+            raise SourceError("cancelled: the run is stopping")
         allowed = self.deadline + received / MIN_RATE
         if time.monotonic() - started > allowed:
             raise DeadlineExceeded(self.deadline)

@@ -483,6 +483,9 @@ class ServerSource:
             try:
                 for future in futures:
                     yield future.result()
+            except BaseException:
+                self.client.cancel()  # interrupted or failed: the other searches stop at their next chunk
+                raise
             finally:
                 for future in futures:
                     future.cancel()

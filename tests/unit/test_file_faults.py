@@ -118,9 +118,7 @@ def test_a_bom_at_the_start_of_an_ndjson_file_is_accepted(tmp_path: Path, trial:
     file.write_bytes(BOM + line(patient("p1")) + line(sle("c1", "p1")))
     population = load_population(FileSource(file), trial)
     assert set(population.records) == {"p1"}
-    assert findings(population) == [
-        (f"{file}:1", "utf8-bom", "UTF-8 BOM at the start of the line: ignored")
-    ]
+    assert findings(population) == [(f"{file}:1", "utf8-bom", "UTF-8 BOM at the start of the line: ignored")]
     assert population.quality.sorted()[0].severity == "info"
 
 
