@@ -342,9 +342,10 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
 
 
 class StaticUpstream:
-    """A tiny upstream for fast tests: answers GETs from a dict of path-and-query -> (status, bytes)."""
+    """A tiny upstream for fast tests: answers GETs from a dict of path-and-query (or path) ->
+    (status, bytes) or (status, bytes, headers)."""
 
-    def __init__(self, answers: dict[str, tuple[int, bytes]] | None = None, prefix: str = "/fhir") -> None:
+    def __init__(self, answers: dict[str, tuple[Any, ...]] | None = None, prefix: str = "/fhir") -> None:
         self.answers = answers or {}
         self.prefix = prefix
         upstream = self
@@ -357,11 +358,14 @@ class StaticUpstream:
 
             def do_GET(self) -> None:
                 missing = (404, b'{"resourceType":"OperationOutcome"}')
-                status, data = upstream.answers.get(
+                answer = upstream.answers.get(
                     self.path, upstream.answers.get(self.path.split("?")[0], missing)
                 )
+                status, data = answer[0], answer[1]
                 self.send_response(status)
                 self.send_header("Content-Type", "application/fhir+json")
+                for key, value in (answer[2] if len(answer) > 2 else {}).items():
+                    self.send_header(key, value)
                 self.send_header("Content-Length", str(len(data)))
                 self.end_headers()
                 self.wfile.write(data)

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -17,6 +19,7 @@ from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import QueryPlan
 from fhirscreen.sources.bulk import WORKDIR_PREFIX, BulkExport, remove_stale_workdirs
 from fhirscreen.sources.http import FhirClient
+from tests.faultproxy import FaultProxy, StaticUpstream
 
 BASE = "https://ehr.test/fhir"
 STATUS = f"{BASE}/$export-poll-status?_jobId=7"
@@ -117,3 +120,40 @@ def test_work_dirs_of_dead_runs_are_removed_and_live_ones_kept(tmp_path: Path) -
     assert remove_stale_workdirs(tmp_path) == [left]
     assert not left.exists()
     assert alive.exists() and ours.exists() and unrelated.exists()
+
+
+def test_sigterm_during_a_download_removes_the_work_dir(tmp_path: Path) -> None:
+    """A run stopped while it downloads (systemd stop, a cron timeout) leaves no patient data behind."""
+    with StaticUpstream({}) as upstream, FaultProxy(upstream.base_url) as proxy:
+        base = proxy.base_url
+        manifest = {
+            "requiresAccessToken": False,
+            "output": [{"type": "Patient", "url": f"{base}/files/P.ndjson"}],
+        }
+        upstream.answers.update(
+            {
+                "/fhir/metadata": (200, b'{"resourceType":"CapabilityStatement","fhirVersion":"4.0.1"}'),
+                "/fhir/$export": (202, b"", {"Content-Location": f"{base}/status/1"}),
+                "/fhir/status/1": (200, json.dumps(manifest).encode()),
+            }
+        )
+        proxy.add("trickle", "/files/", interval=0.1)
+        process = subprocess.Popen(
+            [sys.executable, "-m", "fhirscreen.cli", "screen", "--server", base, "--bulk"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env={**os.environ, "TMPDIR": str(tmp_path)},
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not any(s.fault == "trickle" for s in proxy.seen) and time.monotonic() < deadline:
+                time.sleep(0.05)
+            workdirs = list(tmp_path.glob(f"{WORKDIR_PREFIX}{process.pid}-*"))
+            assert len(workdirs) == 1, (list(tmp_path.iterdir()), proxy.seen)
+            process.send_signal(signal.SIGTERM)
+            _out, err = process.communicate(timeout=20)
+        finally:
+            process.kill()
+    assert process.returncode == 130, err
+    assert not workdirs[0].exists()
