@@ -65,7 +65,7 @@ def _open_binary(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
-def _loads_damaged(data: bytes, where: str, quality: DataQuality, unit: str) -> Any:
+def loads_damaged(data: bytes, where: str, quality: DataQuality, unit: str) -> Any:
     """The slow path for what orjson refused: a UTF-8 BOM is dropped (an info finding), invalid UTF-8
     is replaced by U+FFFD (a warning naming the byte), then ``json`` decides. So a bad byte or a BOM
     costs at most the value it is in, never the file. Raises json.JSONDecodeError or RecursionError."""
@@ -319,7 +319,7 @@ def read_file(
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
-            data = _loads_damaged(raw, shown, quality, "file")
+            data = loads_damaged(raw, shown, quality, "file")
         del raw
     except json.JSONDecodeError as exc:
         quality.add(
@@ -368,7 +368,7 @@ def _read_ndjson(
                 if not line.strip():
                     continue
                 try:
-                    data = _loads_damaged(line, f"{shown}:{lineno}", quality, "line")
+                    data = loads_damaged(line, f"{shown}:{lineno}", quality, "line")
                 except json.JSONDecodeError as exc:
                     quality.add(
                         "error",

@@ -14,22 +14,24 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
 from fhirscreen.exitcodes import EXIT_NOTHING_USABLE, EXIT_OK, EXIT_PARTIAL
 from fhirscreen.fhir.resources import Resource
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import SourceError
 from fhirscreen.sources.factory import SourceOptions
-from fhirscreen.sources.files import FileSource, bundle_resources
+from fhirscreen.sources.files import FileSource, bundle_resources, loads_damaged
 from fhirscreen.sources.http import FhirClient
 from fhirscreen.sources.server_text import outcome_text
 
@@ -47,10 +49,18 @@ _SHARED_FILE_PREFIXES = (
 _SHARED_TYPES = ("Organization", "Location", "Practitioner", "PractitionerRole", "Medication", "Patient")
 
 
-def _open(path: Path) -> IO[str]:
+def _open(path: Path) -> IO[bytes]:
     if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
+def _parse(data: bytes, where: str, quality: DataQuality, unit: str) -> Any:
+    """As the file source parses: a BOM is accepted, invalid UTF-8 costs only the value it is in."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return loads_damaged(data, where, quality, unit)
 
 
 @dataclass
@@ -88,8 +98,8 @@ def units_from_file(file: Path, quality: DataQuality) -> Iterator[Unit]:
         return
     try:
         with _open(file) as fh:
-            data = json.load(fh)
-    except (OSError, ValueError, EOFError) as exc:
+            data = _parse(fh.read(), shown, quality, "file")
+    except (OSError, ValueError, EOFError, RecursionError, zlib.error) as exc:
         quality.add(
             "error", shown, "unreadable-file", f"cannot read file ({type(exc).__name__}); not uploaded"
         )
@@ -117,8 +127,8 @@ def _ndjson_units(file: Path, quality: DataQuality) -> Iterator[Unit]:
                 if not line.strip():
                     continue
                 try:
-                    resource = json.loads(line)
-                except ValueError:
+                    resource = _parse(line, f"{shown}:{lineno}", quality, "line")
+                except (ValueError, RecursionError):
                     quality.add(
                         "error", f"{shown}:{lineno}", "malformed-json", "line is not JSON; not uploaded"
                     )
@@ -134,7 +144,7 @@ def _ndjson_units(file: Path, quality: DataQuality) -> Iterator[Unit]:
                     batch = []
             if batch:
                 yield _ndjson_unit(shown, first_line, lineno, batch)
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         quality.add("error", shown, "unreadable-file", f"cannot read file ({type(exc).__name__})")
 
 
@@ -272,6 +282,6 @@ def upload(options: SourceOptions, path: Path) -> UploadResult:
         lost = sum(u.size for u, _why in failed)
         summary += f"; {len(failed)} transaction(s) with {lost} resources failed (see the messages above)"
     problems = sum(1 for f in quality.findings if f.severity == "error")
-    if quality.findings:
-        summary += f"; {len(quality.findings)} input problem(s) skipped"
+    if problems:
+        summary += f"; {problems} input problem(s) skipped"
     return UploadResult(summary, len(units), len(failed), problems)

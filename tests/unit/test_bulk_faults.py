@@ -157,3 +157,19 @@ def test_sigterm_during_a_download_removes_the_work_dir(tmp_path: Path) -> None:
             process.kill()
     assert process.returncode == 130, err
     assert not workdirs[0].exists()
+
+
+def test_load_accepts_a_bom_and_an_invalid_byte_costs_only_its_value(tmp_path: Path) -> None:
+    """``fhirscreen load`` reads files as the file source does (tests/unit/test_file_faults.py)."""
+    from fhirscreen.sources.upload import units_from_file
+
+    bundle = tmp_path / "bundle.json"
+    bundle.write_bytes(b"\xef\xbb\xbf" + json.dumps({"resourceType": "Patient", "id": "p1"}).encode())
+    ndjson = tmp_path / "P.ndjson"
+    ndjson.write_bytes(
+        b'{"resourceType":"Patient","id":"p2","name":[{"family":"M\xfcller"}]}\n' + PATIENTS.encode()
+    )
+    quality = DataQuality()
+    units = [u for f in (bundle, ndjson) for u in units_from_file(f, quality)]
+    assert sum(u.size for u in units) == 1 + 51
+    assert sorted(f.problem for f in quality.findings) == ["invalid-utf8", "utf8-bom"]
