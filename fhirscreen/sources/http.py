@@ -433,6 +433,13 @@ class FhirClient:
         chain = _exception_chain(exc)
         names = {type(e).__name__ for e in chain}
         text = " ".join(str(e) for e in chain)
+        bad_url = (
+            requests.exceptions.InvalidURL,
+            requests.exceptions.InvalidSchema,
+            requests.exceptions.MissingSchema,
+        )
+        if isinstance(exc, bad_url):
+            return TransportFailure(f"the URL is not valid ({type(exc).__name__})", "bad URL", permanent=True)
         if isinstance(exc, DeadlineExceeded):
             return TransportFailure(
                 f"the answer did not finish within the {exc.seconds:.0f} s deadline (the server sends "
@@ -552,7 +559,11 @@ class FhirClient:
                     return self._replaced(content, exc, label, expect_type, response)
                 body = None
                 problem: str | None = f"invalid UTF-8 at byte {exc.start} of the answer"
-            except (ValueError, RecursionError):
+            except RecursionError:
+                raise SourceError(
+                    f"{label}: the answer's JSON is nested too deeply to read (over 1,000 levels)"
+                ) from None
+            except ValueError:
                 body = None
                 problem = _not_fhir(response, None, expect_type)
             else:

@@ -101,17 +101,17 @@ def query_string(params: Sequence[tuple[str, str]]) -> str:
 def normalise_references(node: Any, base_url: str) -> None:
     """Rewrite absolute references to this server (``{base}/Type/id``) as ``Type/id``, in place."""
     prefix = base_url.rstrip("/") + "/"
-    if isinstance(node, dict):
-        value = node.get("reference")
-        if isinstance(value, str) and value.startswith(prefix):
-            node["reference"] = value[len(prefix) :]
-        for child in node.values():
-            if isinstance(child, (dict, list)):
-                normalise_references(child, base_url)
-    elif isinstance(node, list):
-        for child in node:
-            if isinstance(child, (dict, list)):
-                normalise_references(child, base_url)
+    # A loop, not recursion: a server's resource nested thousands of levels deep must not end the run.
+    todo = [node]
+    while todo:
+        current = todo.pop()
+        if isinstance(current, dict):
+            value = current.get("reference")
+            if isinstance(value, str) and value.startswith(prefix):
+                current["reference"] = value[len(prefix) :]
+            todo.extend(c for c in current.values() if isinstance(c, (dict, list)))
+        elif isinstance(current, list):
+            todo.extend(c for c in current if isinstance(c, (dict, list)))
 
 
 def patient_ids_in(conditions: Iterable[Resource]) -> list[str]:

@@ -355,3 +355,20 @@ def test_connection_errors_before_headers_are_still_retried() -> None:
     responses.get(f"{base}/Patient", body=requests.exceptions.ChunkedEncodingError("cut"))
     responses.get(f"{base}/Patient", json=BUNDLE)
     assert FhirClient(base, sleep=sleeps.append).get_resource("Patient") == BUNDLE
+
+
+@responses.activate
+def test_a_deeply_nested_resource_on_a_page_does_not_crash_the_run() -> None:
+    base = "https://fhir.example.test/fhir"
+    deep = '{"resourceType":"Observation","id":"o1","subject":{"reference":"' + base + '/Patient/p1"},"x":'
+    page = '{"resourceType":"Bundle","entry":[{"resource":' + deep + "[" * 1000 + "]" * 1000 + "}}]}"
+    responses.get(f"{base}/Observation", body=page, content_type="application/fhir+json")
+    client = FhirClient(base, sleep=lambda _s: None)
+    source = ServerSource(SourceOptions(server=base), client)
+    [resource] = source._entries(client.get_resource("Observation"), "Observation search", _quality())
+    assert resource["subject"]["reference"] == "Patient/p1"  # references normalised without recursion
+    responses.get(
+        f"{base}/Condition", body=page.replace("[" * 1000, "[" * 5000).replace("]" * 1000, "]" * 5000)
+    )
+    with pytest.raises(SourceError, match="nested too deeply"):
+        client.get_resource("Condition")
