@@ -100,7 +100,18 @@ def _connection_options(concurrency: int, timeout: float) -> list[Callable[[F], 
             help="Parallel requests to the server.",
         ),
         click.option(
-            "--timeout", type=float, default=timeout, show_default=True, help="Seconds per HTTP request."
+            "--timeout",
+            type=float,
+            default=timeout,
+            show_default=True,
+            help="Seconds an HTTP request may wait for the next bytes.",
+        ),
+        click.option(
+            "--deadline",
+            type=click.FloatRange(min=1),
+            default=None,
+            help="Overall seconds per HTTP request, extended while data comes fast "
+            "(default: 10 x --timeout).",
         ),
         click.option(
             "-v", "--verbose", is_flag=True, help="Show progress and each server request on stderr."

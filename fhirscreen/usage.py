@@ -32,6 +32,7 @@ SERVER_ONLY = (
     "page_size",
     "concurrency",
     "timeout",
+    "deadline",
     "bulk",
     "post_report",
 )

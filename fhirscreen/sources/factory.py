@@ -29,6 +29,7 @@ class SourceOptions:
     # filtered here (much faster on servers that scan all coded Observations, e.g. HAPI on H2).
     observations: str = "codes"
     timeout: float = 60.0
+    deadline: float | None = None  # overall seconds per request; None: 10 x timeout
     verbose: bool = False
 
 

@@ -562,6 +562,7 @@ def make_client(options: SourceOptions, write_types: Sequence[str] = ()) -> Fhir
     client = FhirClient(
         options.server,
         timeout=options.timeout,
+        deadline=options.deadline,
         verify=_verify(options),
         pool_size=max(2, options.concurrency),
         verbose=options.verbose,

@@ -114,8 +114,8 @@ def test_a_page_dropped_mid_body_is_retried(proxy: FaultProxy, clean: Outcome, t
 def test_a_trickling_page_hits_the_deadline_and_is_retried(
     proxy: FaultProxy, clean: Outcome, tmp_path: Path
 ) -> None:
-    proxy.add("trickle", "/Observation?", times=1, interval=0.2)
-    outcome = run(tmp_path, "--server", proxy.base_url, "--timeout", "2")
+    proxy.add("trickle", "/Patient?", times=1, interval=0.2)
+    outcome = run(tmp_path, "--server", proxy.base_url, "--deadline", "30")
     assert outcome.code == 0, outcome.stderr
     assert outcome.screened() == clean.screened()
     assert "deadline exceeded; retry 1 of 4" in outcome.stderr
