@@ -29,6 +29,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from fhirscreen.sources.base import ConfigurationError, SourceError
+from fhirscreen.sources.server_text import scrub
 
 log = logging.getLogger("fhirscreen.auth")
 
@@ -271,8 +272,9 @@ def _oauth_error(response: requests.Response) -> str:
     except ValueError:
         body = None
     if isinstance(body, dict) and body.get("error"):
-        text = f"{body['error']}: {body.get('error_description', '')}".rstrip(": ")
-        return f"HTTP {response.status_code} ({text[:300]})"
+        # error is a code from RFC 6749's list; error_description is server free text: scrubbed.
+        text = f"{scrub(str(body['error']))[:60]}: {scrub(str(body.get('error_description') or ''))}"
+        return f"HTTP {response.status_code} ({text.rstrip(': ')})"
     if response.status_code in (400, 401):
         return (
             f"HTTP {response.status_code}: the client was refused (check --smart-client-id, the key "

@@ -177,7 +177,9 @@ class BulkExport:
                     )
                 log.info("bulk export ready after %d polls (%.1f s)", polls, self._clock() - started)
                 return manifest
-            progress = (response.headers.get("X-Progress") or "").strip()[:100]
+            # A job status, not patient data; control characters are dropped, the length bounded.
+            progress = "".join(c for c in (response.headers.get("X-Progress") or "") if c.isprintable())
+            progress = progress.strip()[:100]
             asked = parse_retry_after(response.headers.get("Retry-After"))
             wait = min(delay, asked) if asked is not None else delay
             if self._clock() - started + wait > self.total_timeout:
