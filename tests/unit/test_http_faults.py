@@ -372,3 +372,15 @@ def test_a_deeply_nested_resource_on_a_page_does_not_crash_the_run() -> None:
     )
     with pytest.raises(SourceError, match="nested too deeply"):
         client.get_resource("Condition")
+
+
+@responses.activate
+def test_a_token_endpoints_error_description_is_scrubbed_too() -> None:
+    from fhirscreen.sources.auth import _oauth_error
+
+    url = "https://auth.example.test/token"
+    responses.post(url, status=400, json={"error": "invalid_client", "error_description": PHI_TEXT})
+    text = _oauth_error(requests.post(url, timeout=5))
+    assert text.startswith("HTTP 400 (invalid_client: HAPI-0450: Patient")
+    for canary in PHI:
+        assert canary not in text, canary
