@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -279,3 +280,21 @@ def test_130_on_sigterm(stalled_server: FaultProxy, tmp_path: Path) -> None:
         process.kill()
     assert process.returncode == 130, err
     assert "interrupted (SIG" in err and "Traceback" not in err
+
+
+@responses.activate
+def test_4_a_server_with_nobody_in_the_population() -> None:
+    responses.get(f"{BASE}/metadata", json={"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"})
+    responses.get(f"{BASE}/Condition", json={"resourceType": "Bundle", "type": "searchset", "entry": []})
+    result = invoke("screen", "--server", BASE, "--as-of", AS_OF)
+    assert result.exit_code == 4, result.stderr
+    assert f"nothing usable in {BASE}: no patient was read" in result.stderr
+
+
+def test_5_explain_on_partial_data(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(GOLDEN_DATA, data)
+    (data / "broken.json").write_text('{"resourceType": "Patient", "id": ')
+    result = invoke("explain", "gp-eligible", "--data", data, "--as-of", AS_OF)
+    assert result.exit_code == 5, result.stderr
+    assert "E1" in result.stdout  # the explanation was printed first
