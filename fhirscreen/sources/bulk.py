@@ -17,8 +17,8 @@
   times. A file that never arrives whole is lost: the run goes on and is marked partial (exit 5).
 - Read each file with ``fhirscreen.sources.files.read_file``; DELETE the status URL; remove the temp dir.
 - The temp dir is ``fhirscreen-bulk-<pid>-*`` (patient data): removed on exit, on SIGTERM/SIGINT (the CLI
-  turns them into an exception), and, after a kill -9, by the next export, which removes the dirs of
-  processes that are gone.
+  turns them into an exception), and, after a kill -9, by the next server run (``open_server_source``),
+  which removes the dirs of processes that are gone.
 """
 
 from __future__ import annotations

@@ -592,13 +592,14 @@ class FhirClient:
         problem = _not_fhir(response, body, expect_type)
         if problem is not None:
             raise SourceError(f"{label}: invalid UTF-8 at byte {error.start} of the answer, and {problem}")
-        self.quality.add(
-            "warning",
-            label,
-            "invalid-utf8",
-            f"invalid UTF-8 at byte {error.start} of an answer (twice): the bad bytes were replaced by "
-            "U+FFFD and the page was read; a code or value with them in it may not be recognised",
-        )
+        with self._lock:  # worker threads share the client
+            self.quality.add(
+                "warning",
+                label,
+                "invalid-utf8",
+                f"invalid UTF-8 at byte {error.start} of an answer (twice): the bad bytes were replaced "
+                "by U+FFFD and the page was read; a code or value with them in it may not be recognised",
+            )
         log.warning("%s: invalid UTF-8 at byte %d; bad bytes replaced", label, error.start)
         return dict(body)
 

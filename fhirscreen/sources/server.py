@@ -599,6 +599,9 @@ def make_auth(options: SourceOptions, client: FhirClient, write_types: Sequence[
 
 
 def open_server_source(options: SourceOptions) -> Source:
+    from fhirscreen.sources.bulk import remove_stale_workdirs
+
+    remove_stale_workdirs()  # patient data a killed Bulk run left in the temp dir, whatever this run does
     return ServerSource(options, make_client(options))
 
 
