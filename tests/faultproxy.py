@@ -11,6 +11,7 @@ Modes (a rule applies to requests whose path-and-query contains ``match``, ``tim
   the connection is closed.
 - ``trickle``: headers promising a large body, then one byte of JSON whitespace every ``interval``
   seconds, forever (until the client gives up).
+- ``trickle-headers``: a status line, then one byte of a header every ``interval`` seconds, forever.
 - ``invalid-utf8``: the upstream answer with an invalid byte (0xFF) in a new string member.
 - ``503-retry-after-0``: ``503 Service Unavailable`` with ``Retry-After: 0``; upstream is not asked.
 - ``truncate-bulk-file``: the upstream answer without Content-Length, cut in the middle of a line
@@ -242,6 +243,15 @@ def _handler_for(proxy: FaultProxy) -> type[BaseHTTPRequestHandler]:
             interval = float(rule.params.get("interval", 0.2))
             while not proxy._stopping.is_set():
                 self.wfile.write(b" ")
+                self.wfile.flush()
+                time.sleep(interval)
+
+        def _trickle_headers(self, rule: Rule, body: bytes | None, own: str) -> None:
+            self.close_connection = True
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Slow: ")
+            interval = float(rule.params.get("interval", 0.2))
+            while not proxy._stopping.is_set():
+                self.wfile.write(b"z")
                 self.wfile.flush()
                 time.sleep(interval)
 

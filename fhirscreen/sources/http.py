@@ -42,6 +42,7 @@ from fhirscreen import __version__
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import ConfigurationError, SourceError
 from fhirscreen.sources.server_text import outcome_text
+from fhirscreen.sources.watchdog import Watch, watch_adapter
 
 log = logging.getLogger("fhirscreen.http")
 
@@ -220,6 +221,7 @@ class FhirClient:
         adapter = HTTPAdapter(pool_connections=2, pool_maxsize=max(2, pool_size), max_retries=0)
         self.session.mount("https://", adapter)
         self.session.mount("http://", adapter)
+        watch_adapter(adapter)
         self._lock = threading.Lock()
         self._cancelled = threading.Event()
         self._counts: dict[str, float] = {"requests": 0, "bytes": 0, "retries": 0, "auth_refreshes": 0}
@@ -280,7 +282,13 @@ class FhirClient:
             started = time.monotonic()
             self.check_deadline(started, 0)  # a cancelled client sends nothing more
             try:
-                response, crossed = self._send(method, url, params, json_body, headers, authenticate)
+                with Watch(self.deadline) as watch:  # the deadline until the headers are in
+                    try:
+                        response, crossed = self._send(method, url, params, json_body, headers, authenticate)
+                    except TRANSPORT_ERRORS:
+                        if watch.expired:
+                            raise DeadlineExceeded(self.deadline) from None
+                        raise
                 if not stream:
                     self._read_body(response, started, label)
             except requests.exceptions.SSLError as exc:

@@ -384,3 +384,13 @@ def test_a_token_endpoints_error_description_is_scrubbed_too() -> None:
     assert text.startswith("HTTP 400 (invalid_client: HAPI-0450: Patient")
     for canary in PHI:
         assert canary not in text, canary
+
+
+def test_headers_that_trickle_forever_hit_the_deadline_too(proxy: FaultProxy, sleeps: list[float]) -> None:
+    proxy.add("trickle-headers", "/Patient", times=1, interval=0.05)
+    client = client_for(proxy, sleeps, timeout=1.0, deadline=1.5)
+    started = time.monotonic()
+    assert client.get_resource("Patient") == BUNDLE  # the second try is answered
+    assert time.monotonic() - started < 6
+    assert [s.fault for s in proxy.seen] == ["trickle-headers", None]
+    assert sleeps == [1.0]
