@@ -9,6 +9,7 @@ What it promises (the fault catalogue in notes/reliability.md):
   name that does not resolve is not retried (it will not resolve in 8 s either).
 - Every request has an overall deadline (``deadline`` seconds, extended while data comes at a fair
   rate), besides the per-read ``timeout``: a server that trickles bytes forever cannot hold a run.
+  The body loop checks it; before the headers, a watchdog does (``fhirscreen.sources.watchdog``).
 - A body is read once, into bytes, and never above ``max_body_bytes`` (the size cap for one page).
 - Every other failure becomes a ``SourceError`` whose message says what to do (401/403: credentials,
   404: wrong base URL?, an OperationOutcome: its codes and a scrubbed message, HTML: not a FHIR
