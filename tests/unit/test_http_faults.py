@@ -394,3 +394,21 @@ def test_headers_that_trickle_forever_hit_the_deadline_too(proxy: FaultProxy, sl
     assert time.monotonic() - started < 6
     assert [s.fault for s in proxy.seen] == ["trickle-headers", None]
     assert sleeps == [1.0]
+
+
+def test_a_large_page_is_read_once_and_parsed_with_a_bounded_peak(sleeps: list[float]) -> None:
+    note = {"text": "x" * 300}
+    entry = {"resource": {"resourceType": "Observation", "id": "o", "status": "final", "note": [note]}}
+    page = json.dumps({"resourceType": "Bundle", "type": "searchset", "entry": [entry] * 25_000}).encode()
+    assert len(page) > 9_000_000
+    with StaticUpstream({"/fhir/Observation": (200, page)}) as upstream:
+        client = FhirClient(upstream.base_url, sleep=sleeps.append)
+        tracemalloc.start()
+        try:
+            body = client.get_resource("Observation")
+            _current, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert len(body["entry"]) == 25_000
+    # bytes + text + objects, about 6x the page; orjson's document tree alone would be about 18x
+    assert peak < 8 * len(page), peak / len(page)
