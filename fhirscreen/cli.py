@@ -1,6 +1,7 @@
 """Command line: thin wiring of sources, the screening core and the reports.
 
-Exit codes: 0 success (warnings allowed), 2 usage or configuration error, 3 data source unreadable.
+Exit codes: the table in ``fhirscreen.exitcodes`` (README "Exit codes"); ``fhirscreen.failures`` maps
+failures to them.
 """
 
 from __future__ import annotations
@@ -9,30 +10,28 @@ import logging
 import sys
 from collections.abc import Callable
 from datetime import date
-from functools import wraps
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from fhirscreen import __version__, report, runs
-from fhirscreen.exitcodes import EXIT_LOCKED
+from fhirscreen import __version__, report, runs, usage
+from fhirscreen.exitcodes import EXIT_LOCKED, EXIT_SOURCE_UNREACHABLE, EXIT_USAGE
+from fhirscreen.failures import fail, finish, guarded
 from fhirscreen.paths import SAMPLE_AS_OF
 from fhirscreen.pipeline import load_population, run_screening
 from fhirscreen.screening import screen_patient
-from fhirscreen.sources.base import SourceError
 from fhirscreen.sources.factory import SourceOptions, open_source
 from fhirscreen.trial.loader import Trial, TrialFileError, load_trial
 
-EXIT_CONFIG = 2
-EXIT_SOURCE = 3
+EXIT_CONFIG = EXIT_USAGE
+EXIT_SOURCE = EXIT_SOURCE_UNREACHABLE
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
 def _fail(message: str, code: int) -> None:
-    click.echo(f"fhirscreen: error: {message}", err=True)
-    sys.exit(code)
+    fail(message, code)
 
 
 def _parse_as_of(_ctx: click.Context, _param: click.Parameter, value: str | None) -> date | None:
@@ -101,7 +100,18 @@ def _connection_options(concurrency: int, timeout: float) -> list[Callable[[F], 
             help="Parallel requests to the server.",
         ),
         click.option(
-            "--timeout", type=float, default=timeout, show_default=True, help="Seconds per HTTP request."
+            "--timeout",
+            type=float,
+            default=timeout,
+            show_default=True,
+            help="Seconds an HTTP request may wait for the next bytes.",
+        ),
+        click.option(
+            "--deadline",
+            type=click.FloatRange(min=1),
+            default=None,
+            help="Overall seconds per HTTP request, extended while data comes fast "
+            "(default: 10 x --timeout).",
         ),
         click.option(
             "-v", "--verbose", is_flag=True, help="Show progress and each server request on stderr."
@@ -171,7 +181,24 @@ def _options(kwargs: dict[str, Any]) -> SourceOptions:
         _fail("--bulk needs --server (Bulk Data export is a server operation)", EXIT_CONFIG)
     if options.server and options.data is not None:
         _fail("use either --data or --server, not both", EXIT_CONFIG)
+    given = usage.server_only_given(click.get_current_context())
+    if given and not options.server:
+        _fail(f"{', '.join(given)}: only with --server (these options are about a FHIR server)", EXIT_CONFIG)
+    problem = usage.token_env_problem(options.token_env)
+    if problem:
+        _fail(problem, EXIT_CONFIG)
     return options
+
+
+def _check_as_of(as_of: date | None, force: bool) -> None:
+    problem = usage.as_of_problem(as_of) if as_of is not None and not force else None
+    if problem:
+        _fail(problem, EXIT_CONFIG)
+
+
+_force_as_of = click.option(
+    "--force-as-of", is_flag=True, help="Accept an --as-of before 1900 or more than a year ahead."
+)
 
 
 def _echo_source_stats(source: object) -> None:
@@ -208,18 +235,8 @@ def _load_trial(path: Path | None) -> Trial:
 
 
 def _guarded(fn: F) -> F:
-    """Turn expected failures into a clear message and the documented exit code."""
-
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except SourceError as exc:
-            _fail(str(exc), EXIT_SOURCE)
-        except report.OutputError as exc:
-            _fail(str(exc), EXIT_CONFIG)
-
-    return wrapper  # type: ignore[return-value]
+    """Turn failures into a clear message and the documented exit code (``fhirscreen.failures``)."""
+    return guarded(fn)
 
 
 @click.group()
@@ -250,6 +267,7 @@ def main() -> None:
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
 @click.option("--post-report", is_flag=True, help="With --server: POST the MeasureReport and Group back.")
+@_force_as_of
 @_guarded
 def screen(
     trial_file: Path | None,
@@ -258,15 +276,20 @@ def screen(
     fmt: str,
     post_report: bool,
     keep: int | None,
+    force_as_of: bool,
     **kwargs: Any,
 ) -> None:
     """Screen every patient with an SLE diagnosis and print the ranked candidates."""
+    if post_report and not kwargs.get("server"):
+        _fail("--post-report needs --server", EXIT_CONFIG)
     options = _options(kwargs)
+    _check_as_of(as_of, force_as_of)
+    out_problem = usage.out_dir_problem(out_dir) if out_dir is not None else None
+    if out_problem:
+        _fail(out_problem, EXIT_CONFIG)
     _setup_logging(options.verbose)
     output = _open_output(out_dir, keep)
     trial = _load_trial(trial_file)
-    if post_report and not options.server:
-        _fail("--post-report needs --server", EXIT_CONFIG)
     source = runs.observe(open_source(options))
     click.get_current_context().call_on_close(source.close_progress)
     run = run_screening(source, trial, _resolve_as_of(as_of, options))
@@ -280,8 +303,7 @@ def screen(
 
         for line in post_reports(options, run):
             click.echo(line, err=True)
-    if output is not None and output.exit_status:
-        sys.exit(output.exit_status)
+    finish(run.patients_read, run.quality, source.describe())
 
 
 def _open_output(out_dir: Path | None, keep: int | None) -> runs.RunOutput | None:
@@ -344,10 +366,14 @@ def diff(directory: Path, run_a: str | None, run_b: str | None, fmt: str) -> Non
     metavar="YYYY-MM-DD",
     help="Screening date every window is measured from (default: today; the bundled samples: 2026-06-01).",
 )
+@_force_as_of
 @_guarded
-def explain(patient_id: str, trial_file: Path | None, as_of: date | None, **kwargs: Any) -> None:
+def explain(
+    patient_id: str, trial_file: Path | None, as_of: date | None, force_as_of: bool, **kwargs: Any
+) -> None:
     """Explain every criterion for one patient, resource by resource."""
     options = _options(kwargs)
+    _check_as_of(as_of, force_as_of)
     _setup_logging(options.verbose)
     trial = _load_trial(trial_file)
     pid = patient_id.removeprefix("Patient/")
@@ -360,6 +386,7 @@ def explain(patient_id: str, trial_file: Path | None, as_of: date | None, **kwar
     day = _resolve_as_of(as_of, options)
     screened = screen_patient(record, trial, day, population.quality)
     click.echo(report.render_explanation(screened, record, trial, day), nl=False)
+    finish(len(population.records), population.quality, source.describe())
 
 
 @main.command()
@@ -367,6 +394,7 @@ def explain(patient_id: str, trial_file: Path | None, as_of: date | None, **kwar
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True
 )
+@_guarded
 def criteria(trial_file: Path | None, fmt: str) -> None:
     """List the criteria: protocol text, how each is evaluated, computable / partial / manual."""
     trial = _load_trial(trial_file)
@@ -386,10 +414,12 @@ def load(path: Path, **kwargs: Any) -> None:
     """Upload bundles / NDJSON to a FHIR server (to stage the sample data on a test server)."""
     options = _options(kwargs)
     _setup_logging(options.verbose)
-    from fhirscreen.sources.upload import upload_path
+    from fhirscreen.sources.upload import upload
 
-    summary = upload_path(options, path)
-    click.echo(summary)
+    result = upload(options, path)
+    click.echo(result.summary)
+    if result.problem:
+        _fail(result.problem, result.exit_code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -28,7 +28,8 @@ import requests
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from fhirscreen.sources.base import SourceError
+from fhirscreen.sources.base import ConfigurationError, SourceError
+from fhirscreen.sources.server_text import scrub
 
 log = logging.getLogger("fhirscreen.auth")
 
@@ -46,7 +47,7 @@ class BearerTokenAuth:
     def __init__(self, env_name: str) -> None:
         token = os.environ.get(env_name, "").strip()
         if not token:
-            raise SourceError(
+            raise ConfigurationError(
                 f"--token-env {env_name}: the environment variable {env_name} is not set or empty"
             )
         self._token = token
@@ -75,7 +76,7 @@ def load_signing_key(path: Path) -> tuple[Any, str]:
     try:
         data = path.read_bytes()
     except OSError as exc:
-        raise SourceError(f"--smart-key {path}: cannot read the key file ({exc.strerror})") from None
+        raise ConfigurationError(f"--smart-key {path}: cannot read the key file ({exc.strerror})") from None
     try:
         mode = path.stat().st_mode
         if mode & (stat.S_IRGRP | stat.S_IROTH):
@@ -85,14 +86,16 @@ def load_signing_key(path: Path) -> tuple[Any, str]:
     try:
         key = serialization.load_pem_private_key(data, password=None)
     except (ValueError, TypeError):
-        raise SourceError(
+        raise ConfigurationError(
             f"--smart-key {path}: not an unencrypted PEM private key (RSA or EC P-384 expected)"
         ) from None
     if isinstance(key, rsa.RSAPrivateKey):
         return key, "RS384"
     if isinstance(key, ec.EllipticCurvePrivateKey):
         return key, "ES384"
-    raise SourceError(f"--smart-key {path}: unsupported key type {type(key).__name__}; use RSA or EC P-384")
+    raise ConfigurationError(
+        f"--smart-key {path}: unsupported key type {type(key).__name__}; use RSA or EC P-384"
+    )
 
 
 def jwk_thumbprint(private_key: Any) -> str:
@@ -269,8 +272,9 @@ def _oauth_error(response: requests.Response) -> str:
     except ValueError:
         body = None
     if isinstance(body, dict) and body.get("error"):
-        text = f"{body['error']}: {body.get('error_description', '')}".rstrip(": ")
-        return f"HTTP {response.status_code} ({text[:300]})"
+        # error is a code from RFC 6749's list; error_description is server free text: scrubbed.
+        text = f"{scrub(str(body['error']))[:60]}: {scrub(str(body.get('error_description') or ''))}"
+        return f"HTTP {response.status_code} ({text.rstrip(': ')})"
     if response.status_code in (400, 401):
         return (
             f"HTTP {response.status_code}: the client was refused (check --smart-client-id, the key "

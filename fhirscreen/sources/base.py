@@ -15,7 +15,24 @@ from fhirscreen.trial.loader import Trial
 
 
 class SourceError(Exception):
-    """The data source cannot be read at all (missing path, unreachable server, refused credentials)."""
+    """The data source cannot be read at all (missing path, unreachable server, refused credentials).
+
+    ``transient``: the failure was one that retries were meant for (a connection error, a timeout, a
+    5xx or 429) and they ran out; a caller that may swallow an error (an optional probe) must not
+    swallow these, or the same dead server would be tried again and again.
+    """
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+class ConfigurationError(SourceError):
+    """The options cannot work (an unset token variable, an unreadable key, a bad URL): exit code 2."""
+
+
+class NothingUsableError(SourceError):
+    """The source was read but held nothing usable (no FHIR resource in any file): exit code 4."""
 
 
 @dataclass(frozen=True)

@@ -15,13 +15,21 @@
   with a Binary wrapper), into a private temp dir (``*.part`` renamed when complete), with the token only
   when ``requiresAccessToken`` is true and the file is on the server's origin. Error files
   (``error``/``outcome``) become data-quality findings.
+- A download cut short (the connection dropped, fewer bytes than Content-Length, or, without a
+  Content-Length, a last line that is not complete JSON) failed: the file is fetched again, up to 5
+  times. A file that never arrives whole is lost: the run goes on and is marked partial (exit 5).
 - Read each file with ``fhirscreen.sources.files.read_file``; DELETE the status URL; remove the temp dir.
+- The temp dir is ``fhirscreen-bulk-<pid>-*`` (patient data): removed on exit, on SIGTERM/SIGINT (the CLI
+  turns them into an exception), and, after a kill -9, by the next server run (``open_server_source``),
+  which removes the dirs of processes that are gone.
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
+import os
 import re
 import shutil
 import tempfile
@@ -31,12 +39,15 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+import orjson
+
 from fhirscreen.fhir.resources import Resource
 from fhirscreen.quality import DataQuality, Severity
 from fhirscreen.sources.base import QueryPlan, SourceError
 from fhirscreen.sources.files import read_file
-from fhirscreen.sources.http import FHIR_JSON, FHIR_NDJSON, FhirClient, outcome_text, parse_retry_after
+from fhirscreen.sources.http import FHIR_JSON, FHIR_NDJSON, FhirClient, parse_retry_after
 from fhirscreen.sources.server import SLEDAI_TEXT, chunk_values, normalise_references, search_codes
+from fhirscreen.sources.server_text import outcome_text
 
 log = logging.getLogger("fhirscreen.bulk")
 
@@ -49,6 +60,9 @@ _CHUNK = 1 << 16
 OUTSIDE_PATIENT_COMPARTMENT = frozenset({"Medication"})
 # Kick-off answers that mean "this server cannot export by patient list": fall back to system level.
 _UNSUPPORTED = (400, 404, 405, 422, 501)
+WORKDIR_PREFIX = "fhirscreen-bulk-"
+_WORKDIR = re.compile(r"^fhirscreen-bulk-(\d+)-")
+_TAIL = 1 << 16
 
 
 def export_types(plan: QueryPlan) -> list[str]:
@@ -137,8 +151,9 @@ class BulkExport:
             and "export" not in self.caps.operations
         ):
             log.warning("the CapabilityStatement does not list $export; trying anyway")
+        remove_stale_workdirs()
         status_url = self.kickoff(plan)
-        workdir = Path(tempfile.mkdtemp(prefix="fhirscreen-bulk-"))
+        workdir = Path(tempfile.mkdtemp(prefix=f"{WORKDIR_PREFIX}{os.getpid()}-"))
         completed = False
         try:
             manifest = self.wait(status_url)
@@ -230,7 +245,9 @@ class BulkExport:
                     )
                 log.info("bulk export ready after %d polls (%.1f s)", polls, self._clock() - started)
                 return manifest
-            progress = (response.headers.get("X-Progress") or "").strip()[:100]
+            # A job status, not patient data; control characters are dropped, the length bounded.
+            progress = "".join(c for c in (response.headers.get("X-Progress") or "") if c.isprintable())
+            progress = progress.strip()[:100]
             asked = parse_retry_after(response.headers.get("Retry-After"))
             wait = min(delay, asked) if asked is not None else delay
             if self._clock() - started + wait > self.total_timeout:
@@ -249,12 +266,25 @@ class BulkExport:
         files: list[Path] = []
         outputs = [o for o in manifest.get("output") or () if isinstance(o, Mapping)]
         for index, item in enumerate(outputs):
-            files.append(self._download_one(item, index, workdir, token_ok))
+            try:
+                files.append(self._download_one(item, index, workdir, token_ok))
+            except SourceError as exc:
+                if not exc.transient:
+                    raise
+                quality.lost(f"bulk export file {index} ({_type_of(item)})", f"not downloaded whole: {exc}")
         errors = [
             o for key in ("error", "outcome") for o in manifest.get(key) or () if isinstance(o, Mapping)
         ]
         for index, item in enumerate(errors):
-            path = self._download_one(item, index, workdir, token_ok, prefix="error")
+            try:
+                path = self._download_one(item, index, workdir, token_ok, prefix="error")
+            except SourceError as exc:
+                if not exc.transient:
+                    raise
+                quality.add(
+                    "warning", "bulk export", "export-error", f"error file {index} not downloaded: {exc}"
+                )
+                continue
             self._report_errors(path, quality)
         log.info("downloaded %d bulk file(s), %d error file(s)", len(outputs), len(errors))
         return files
@@ -273,38 +303,23 @@ class BulkExport:
     def _download_one(
         self, item: Mapping[str, Any], index: int, workdir: Path, token_ok: bool, prefix: str = ""
     ) -> Path:
-        rtype = str(item.get("type") or "")
-        if not _TYPE_NAME.match(rtype):
-            rtype = "Unknown"
+        rtype = _type_of(item)
         url = item.get("url")
         if not isinstance(url, str) or not url:
             raise SourceError(f"Bulk Data manifest: output {index} has no url")
         url = self.client.resolve(url)
         name = f"{prefix + '.' if prefix else ''}{index:04d}.{rtype}.ndjson"
         target = workdir / name
-        part = workdir / (name + ".part")
         # The token goes to the file only when the manifest requires it (and, in the client, only when
         # the file is on the server's own origin).
-        response = self.client.request(
-            "GET",
+        self.client.download(
             url,
+            target,
             headers={"Accept": FHIR_NDJSON},
-            stream=True,
             authenticate=token_ok,
             what=f"Bulk Data download ({rtype})",
+            validate=incomplete_ndjson,
         )
-        received = 0
-        try:
-            with part.open("wb") as out:
-                for chunk in response.iter_content(_CHUNK):
-                    out.write(chunk)
-                    received += len(chunk)
-        except Exception as exc:  # requests raises several types for a dropped stream
-            raise SourceError(f"Bulk Data download ({rtype}) was cut off: {type(exc).__name__}") from None
-        finally:
-            response.close()
-        self.client.count("bytes", received)
-        part.replace(target)
         return target
 
     def _report_errors(self, path: Path, quality: DataQuality) -> None:
@@ -322,3 +337,75 @@ class BulkExport:
                 "export-error",
                 f"the server reported a problem with the export: {outcome_text(resource)}",
             )
+
+
+def _type_of(item: Mapping[str, Any]) -> str:
+    rtype = str(item.get("type") or "")
+    return rtype if _TYPE_NAME.match(rtype) else "Unknown"
+
+
+def incomplete_ndjson(path: Path) -> str | None:
+    """Why a downloaded NDJSON file is cut short (its last line is not complete JSON); None if whole.
+
+    Without a Content-Length a connection closed early looks like the end of the file; a cut almost
+    always falls inside a line, and this catches it. (A cut exactly at a line end cannot be told apart.)
+    """
+    size = path.stat().st_size
+    block = _TAIL
+    with path.open("rb") as fh:
+        while True:
+            start = max(0, size - block)
+            fh.seek(start)
+            tail = fh.read().rstrip()
+            if not tail:
+                return None
+            newline = tail.rfind(b"\n")
+            if newline >= 0 or start == 0:
+                break
+            block *= 4
+    last = tail[newline + 1 :]
+    try:
+        parsed = orjson.loads(last)
+    except orjson.JSONDecodeError:
+        try:
+            parsed = json.loads(last.decode("utf-8", errors="replace").removeprefix("\ufeff"))
+        except (ValueError, RecursionError):
+            return f"the file ends in the middle of a line ({size} bytes received): cut short"
+    if not isinstance(parsed, dict):
+        return f"the last line is not a JSON object ({size} bytes received): cut short"
+    return None
+
+
+def remove_stale_workdirs(tmp: Path | None = None) -> list[Path]:
+    """Remove the temp dirs that earlier runs, killed before they could clean up, left behind: those
+    named for a process that is gone and owned by this user. Returns what was removed."""
+    root = Path(tmp or tempfile.gettempdir())
+    removed: list[Path] = []
+    try:
+        entries = list(root.iterdir())
+    except OSError:
+        return removed
+    for entry in entries:
+        m = _WORKDIR.match(entry.name)
+        if m is None or not entry.is_dir() or entry.is_symlink():
+            continue
+        pid = int(m.group(1))
+        try:
+            if entry.stat().st_uid != os.getuid() or pid == os.getpid() or _alive(pid):
+                continue
+        except OSError:
+            continue
+        shutil.rmtree(entry, ignore_errors=True)
+        removed.append(entry)
+        log.info("removed %s, left by an earlier run (process %d is gone)", entry, pid)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # another user's process
+    return True

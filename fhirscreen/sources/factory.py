@@ -30,6 +30,7 @@ class SourceOptions:
     # "auto": the first batch runs both and the run keeps the faster (sources/observation_plan.py).
     observations: str = "auto"
     timeout: float = 60.0
+    deadline: float | None = None  # overall seconds per request; None: 10 x timeout
     verbose: bool = False
 
 

@@ -4,7 +4,12 @@ Speed (file mode must screen >= 50,000 resources/s on one core; ``bench/file_ben
 
 - JSON is parsed with orjson, 2-3x faster than the standard library. When orjson refuses a document
   the standard library parses it again, so what is accepted (NaN, lone surrogates, huge integers) and
-  the error messages in data-quality findings are exactly those of ``json``.
+  the error messages in data-quality findings are exactly those of ``json``. On that slow path only, a
+  UTF-8 BOM is dropped (an info finding) and invalid UTF-8 is replaced by U+FFFD (a warning naming the
+  byte): a bad byte costs the value it is in, never the line or the file. JSON nested too deeply for
+  the parsers (a RecursionError) costs its line, or its file for a JSON document.
+- A file that cannot be read (I/O error, a broken gzip, not JSON at all) is lost: besides its finding,
+  ``DataQuality.lost`` marks the run partial (exit 5). A bad NDJSON line is only a finding.
 - With a ``QueryPlan``, resources of types screening does not read are not parsed at all. A Bulk NDJSON
   line that starts ``{"resourceType":"Encounter"`` (as every exporter writes it) is passed on as the
   stub ``{"resourceType": "Encounter"}``, so it is still counted as read and skipped; a line of such a
@@ -31,6 +36,7 @@ import json
 import logging
 import os
 import re
+import zlib
 from collections import defaultdict
 from collections.abc import Collection, Iterator, Mapping
 from pathlib import Path
@@ -42,13 +48,14 @@ from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, reference_id
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import KEPT_TYPES, patient_id
-from fhirscreen.sources.base import QueryPlan, SourceError
+from fhirscreen.sources.base import NothingUsableError, QueryPlan, SourceError
 
 log = logging.getLogger("fhirscreen")
 
 _SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
 # The resourceType as the first member of an NDJSON line: how every Bulk Data exporter writes it.
 _NOT_PATIENT_IDS = frozenset({"Patient/", "Patient/_history"})
+_BOM = b"\xef\xbb\xbf"
 _LEADING_TYPE = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"')
 
 
@@ -58,12 +65,31 @@ def _open_binary(path: Path) -> IO[bytes]:
     return path.open("rb")
 
 
-def _loads(data: bytes) -> Any:
-    """Parse JSON with orjson; anything orjson refuses is decided (accepted or raised) by ``json``."""
+def loads_damaged(data: bytes, where: str, quality: DataQuality, unit: str) -> Any:
+    """The slow path for what orjson refused: a UTF-8 BOM is dropped (an info finding), invalid UTF-8
+    is replaced by U+FFFD (a warning naming the byte), then ``json`` decides. So a bad byte or a BOM
+    costs at most the value it is in, never the file. Raises json.JSONDecodeError or RecursionError."""
+    if data.startswith(_BOM):
+        quality.add("info", where, "utf8-bom", f"UTF-8 BOM at the start of the {unit}: ignored")
+        data = data[len(_BOM) :]
+        try:
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
     try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        return json.loads(data.decode("utf-8"))
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        at = f"at byte {exc.start} (line {line})" if unit == "file" else f"at byte {exc.start} of the line"
+        quality.add(
+            "warning",
+            where,
+            "invalid-utf8",
+            f"invalid UTF-8 {at}: the bad bytes were replaced by U+FFFD and the rest was read; a code "
+            "or value with them in it may not be recognised",
+        )
+        text = data.decode("utf-8", errors="replace")
+    return json.loads(text)
 
 
 class FileSource:
@@ -85,7 +111,9 @@ class FileSource:
             return [self.path]
         found = sorted(p for p in self.path.rglob("*") if p.is_file() and p.name.lower().endswith(_SUFFIXES))
         if not found:
-            raise SourceError(f"{self.path}: no FHIR .json or .ndjson files found (searched recursively)")
+            raise NothingUsableError(
+                f"{self.path}: no FHIR .json or .ndjson files found (searched recursively)"
+            )
         return found
 
     def read(self, plan: QueryPlan | None, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
@@ -287,16 +315,33 @@ def read_file(
             yield from _read_ndjson(file, quality, wanted, prefilter)
             return
         with _open_binary(file) as fh:
-            data = _loads(fh.read())
+            raw = fh.read()
+        try:
+            data = orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            data = loads_damaged(raw, shown, quality, "file")
+        del raw
     except json.JSONDecodeError as exc:
         quality.add(
             "error", f"{shown}:{exc.lineno}", "malformed-json", f"not valid JSON ({exc.msg}); file skipped"
         )
+        quality.lost(shown, "the whole file was skipped: it is not valid JSON")
         return
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+    except RecursionError:
+        quality.add("error", shown, "malformed-json", "JSON nested too deeply to read; file skipped")
+        quality.lost(shown, "the whole file was skipped: its JSON is nested too deeply")
+        return
+    except (OSError, EOFError, zlib.error) as exc:
         quality.add("error", shown, "unreadable-file", f"cannot read file: {exc}; skipped")
+        quality.lost(shown, "the file (or the rest of it) could not be read")
         return
-    yield from _resources_in(data, shown, quality, wanted, prefilter)
+    try:
+        yield from _resources_in(data, shown, quality, wanted, prefilter)
+    except RecursionError:
+        quality.add(
+            "error", shown, "malformed-json", "JSON nested too deeply to process; rest of file skipped"
+        )
+        quality.lost(shown, "the rest of the file was skipped: its JSON is nested too deeply")
 
 
 def _read_ndjson(
@@ -320,11 +365,10 @@ def _read_ndjson(
             try:
                 data = orjson.loads(line)
             except orjson.JSONDecodeError:
-                text = line.decode("utf-8")  # as text-mode reading did: bad UTF-8 makes the file unreadable
-                if not text.strip():
+                if not line.strip():
                     continue
                 try:
-                    data = json.loads(text)
+                    data = loads_damaged(line, f"{shown}:{lineno}", quality, "line")
                 except json.JSONDecodeError as exc:
                     quality.add(
                         "error",
@@ -333,7 +377,17 @@ def _read_ndjson(
                         f"line is not valid JSON ({exc.msg}); skipped",
                     )
                     continue
-            yield from _resources_in(data, f"{shown}:{lineno}", quality, wanted, prefilter)
+                except RecursionError:
+                    quality.add(
+                        "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
+                    )
+                    continue
+            try:
+                yield from _resources_in(data, f"{shown}:{lineno}", quality, wanted, prefilter)
+            except RecursionError:
+                quality.add(
+                    "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
+                )
 
 
 def _resources_in(

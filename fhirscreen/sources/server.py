@@ -36,9 +36,10 @@ from fhirscreen.fhir.resources import Resource
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import SCREENED_TYPES, is_later_version
 from fhirscreen.sources import observation_plan
-from fhirscreen.sources.base import QueryPlan, Source, SourceError
+from fhirscreen.sources.base import ConfigurationError, QueryPlan, Source, SourceError
 from fhirscreen.sources.factory import SourceOptions
-from fhirscreen.sources.http import Auth, FhirClient, outcome_text
+from fhirscreen.sources.http import Auth, FhirClient
+from fhirscreen.sources.server_text import outcome_text
 
 log = logging.getLogger("fhirscreen.server")
 
@@ -113,17 +114,17 @@ def query_string(params: Sequence[tuple[str, str]]) -> str:
 def normalise_references(node: Any, base_url: str) -> None:
     """Rewrite absolute references to this server (``{base}/Type/id``) as ``Type/id``, in place."""
     prefix = base_url.rstrip("/") + "/"
-    if isinstance(node, dict):
-        value = node.get("reference")
-        if isinstance(value, str) and value.startswith(prefix):
-            node["reference"] = value[len(prefix) :]
-        for child in node.values():
-            if isinstance(child, (dict, list)):
-                normalise_references(child, base_url)
-    elif isinstance(node, list):
-        for child in node:
-            if isinstance(child, (dict, list)):
-                normalise_references(child, base_url)
+    # A loop, not recursion: a server's resource nested thousands of levels deep must not end the run.
+    todo = [node]
+    while todo:
+        current = todo.pop()
+        if isinstance(current, dict):
+            value = current.get("reference")
+            if isinstance(value, str) and value.startswith(prefix):
+                current["reference"] = value[len(prefix) :]
+            todo.extend(c for c in current.values() if isinstance(c, (dict, list)))
+        elif isinstance(current, list):
+            todo.extend(c for c in current if isinstance(c, (dict, list)))
 
 
 def patient_ids_in(conditions: Iterable[Resource]) -> list[str]:
@@ -394,6 +395,7 @@ class ServerSource:
                     log.info("one patient: reading by search instead of a Bulk Data export")
                 yield from self._counted(self._read_by_search(plan, quality, caps))
         finally:
+            quality.extend(self.client.quality)  # what the transport noticed (bytes replaced, ...)
             self._finished = time.monotonic()
             s = self.stats()
             log.info(
@@ -590,6 +592,8 @@ class ServerSource:
             )
             return True
         except SourceError as exc:
+            if exc.transient:
+                raise  # the server is failing, not refusing the modifier: do not try it all again
             log.info("the server does not support code:text (%s); SLEDAI scores only by category=survey", exc)
             return False
 
@@ -607,6 +611,9 @@ class ServerSource:
             try:
                 for future in futures:
                     yield future.result()
+            except BaseException:
+                self.client.cancel()  # interrupted or failed: the other searches stop at their next chunk
+                raise
             finally:
                 for future in futures:
                     future.cancel()
@@ -671,7 +678,7 @@ def _verify(options: SourceOptions) -> bool | str:
         return False
     if options.ca_bundle is not None:
         if not options.ca_bundle.is_file():
-            raise SourceError(f"--ca-bundle {options.ca_bundle}: no such file")
+            raise ConfigurationError(f"--ca-bundle {options.ca_bundle}: no such file")
         return str(options.ca_bundle)
     return True
 
@@ -679,10 +686,11 @@ def _verify(options: SourceOptions) -> bool | str:
 def make_client(options: SourceOptions, write_types: Sequence[str] = ()) -> FhirClient:
     """A client for ``options.server`` with TLS settings and credentials from the options."""
     if not options.server:
-        raise SourceError("no --server URL given")
+        raise ConfigurationError("no --server URL given")
     client = FhirClient(
         options.server,
         timeout=options.timeout,
+        deadline=options.deadline,
         verify=_verify(options),
         pool_size=max(2, options.concurrency),
         verbose=options.verbose,
@@ -694,7 +702,7 @@ def make_client(options: SourceOptions, write_types: Sequence[str] = ()) -> Fhir
 def make_auth(options: SourceOptions, client: FhirClient, write_types: Sequence[str] = ()) -> Auth | None:
     smart = options.smart_client_id or options.smart_key_file
     if options.token_env and smart:
-        raise SourceError("give either --token-env or the --smart-* options, not both")
+        raise ConfigurationError("give either --token-env or the --smart-* options, not both")
     if options.token_env:
         from fhirscreen.sources.auth import BearerTokenAuth
 
@@ -703,7 +711,7 @@ def make_auth(options: SourceOptions, client: FhirClient, write_types: Sequence[
         from fhirscreen.sources.auth import SmartBackendAuth, default_scopes
 
         if not (options.smart_client_id and options.smart_key_file):
-            raise SourceError("SMART Backend Services needs both --smart-client-id and --smart-key")
+            raise ConfigurationError("SMART Backend Services needs both --smart-client-id and --smart-key")
         scope = options.smart_scope or default_scopes((*SCREENED_TYPES, "Medication"), write_types)
         return SmartBackendAuth(
             base_url=client.base_url,
@@ -719,6 +727,9 @@ def make_auth(options: SourceOptions, client: FhirClient, write_types: Sequence[
 
 
 def open_server_source(options: SourceOptions) -> Source:
+    from fhirscreen.sources.bulk import remove_stale_workdirs
+
+    remove_stale_workdirs()  # patient data a killed Bulk run left in the temp dir, whatever this run does
     return ServerSource(options, make_client(options))
 
 

@@ -21,22 +21,26 @@ from __future__ import annotations
 
 import contextlib
 import gzip
-import json
 import logging
 import threading
 import time
+import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+import orjson
+
+from fhirscreen.exitcodes import EXIT_NOTHING_USABLE, EXIT_OK, EXIT_PARTIAL
 from fhirscreen.fhir.resources import Resource
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import SourceError
 from fhirscreen.sources.factory import SourceOptions
-from fhirscreen.sources.files import FileSource, bundle_resources
-from fhirscreen.sources.http import FhirClient, outcome_text
+from fhirscreen.sources.files import FileSource, bundle_resources, loads_damaged
+from fhirscreen.sources.http import FhirClient
+from fhirscreen.sources.server_text import outcome_text
 
 log = logging.getLogger("fhirscreen.upload")
 
@@ -71,10 +75,18 @@ def load_phase(file: Path) -> int:
     return _TYPE_PHASES.get(name.split(".", 1)[0], LAST_PHASE)
 
 
-def _open(path: Path) -> IO[str]:
+def _open(path: Path) -> IO[bytes]:
     if path.name.endswith(".gz"):
-        return gzip.open(path, "rt", encoding="utf-8")
-    return path.open(encoding="utf-8")
+        return gzip.open(path, "rb")  # type: ignore[return-value]
+    return path.open("rb")
+
+
+def _parse(data: bytes, where: str, quality: DataQuality, unit: str) -> Any:
+    """As the file source parses: a BOM is accepted, invalid UTF-8 costs only the value it is in."""
+    try:
+        return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        return loads_damaged(data, where, quality, unit)
 
 
 @dataclass
@@ -112,8 +124,8 @@ def units_from_file(file: Path, quality: DataQuality) -> Iterator[Unit]:
         return
     try:
         with _open(file) as fh:
-            data = json.load(fh)
-    except (OSError, ValueError, EOFError) as exc:
+            data = _parse(fh.read(), shown, quality, "file")
+    except (OSError, ValueError, EOFError, RecursionError, zlib.error) as exc:
         quality.add(
             "error", shown, "unreadable-file", f"cannot read file ({type(exc).__name__}); not uploaded"
         )
@@ -141,8 +153,8 @@ def _ndjson_units(file: Path, quality: DataQuality) -> Iterator[Unit]:
                 if not line.strip():
                     continue
                 try:
-                    resource = json.loads(line)
-                except ValueError:
+                    resource = _parse(line, f"{shown}:{lineno}", quality, "line")
+                except (ValueError, RecursionError):
                     quality.add(
                         "error", f"{shown}:{lineno}", "malformed-json", "line is not JSON; not uploaded"
                     )
@@ -158,7 +170,7 @@ def _ndjson_units(file: Path, quality: DataQuality) -> Iterator[Unit]:
                     batch = []
             if batch:
                 yield _ndjson_unit(shown, first_line, lineno, batch)
-    except (OSError, UnicodeDecodeError, EOFError) as exc:
+    except (OSError, EOFError, zlib.error) as exc:
         quality.add("error", shown, "unreadable-file", f"cannot read file ({type(exc).__name__})")
 
 
@@ -255,8 +267,47 @@ class Uploader:
         return failed
 
 
+@dataclass(frozen=True)
+class UploadResult:
+    """What a load did: the summary line and what failed, for the exit code."""
+
+    summary: str
+    transactions: int  # sent
+    failed: int  # transactions that failed twice
+    input_problems: int  # files or lines not uploaded because they could not be read
+
+    @property
+    def exit_code(self) -> int:
+        """4 when nothing was loaded (every transaction failed, or nothing to send), 5 when some part
+        was not (a failed transaction, an unreadable file or line), else 0."""
+        if self.transactions == 0 or self.failed == self.transactions:
+            return EXIT_NOTHING_USABLE
+        if self.failed or self.input_problems:
+            return EXIT_PARTIAL
+        return EXIT_OK
+
+    @property
+    def problem(self) -> str | None:
+        """The sentence for a non-zero exit code."""
+        code = self.exit_code
+        if code == EXIT_NOTHING_USABLE:
+            what = "every transaction failed" if self.transactions else "nothing to upload was found"
+            return f"nothing was loaded: {what} (see the messages above)"
+        if code == EXIT_PARTIAL:
+            return (
+                f"partial load: {self.failed} of {self.transactions} transaction(s) failed, "
+                f"{self.input_problems} input problem(s) (see the messages above)"
+            )
+        return None
+
+
 def upload_path(options: SourceOptions, path: Path) -> str:
-    """Upload every Bundle / NDJSON under ``path``, streaming; return a one-paragraph summary."""
+    """Upload every Bundle / NDJSON under ``path``; return a one-paragraph summary."""
+    return upload(options, path).summary
+
+
+def upload(options: SourceOptions, path: Path) -> UploadResult:
+    """Upload every Bundle / NDJSON under ``path``, streaming (see the module docstring)."""
     from fhirscreen.sources.server import make_client
 
     client = make_client(options, write_types=("*",))
@@ -294,6 +345,7 @@ def upload_path(options: SourceOptions, path: Path) -> str:
     if failed:
         lost = sum(u.size for u, _why in failed)
         summary += f"; {len(failed)} transaction(s) with {lost} resources failed (see the messages above)"
-    if quality.findings:
-        summary += f"; {len(quality.findings)} input problem(s) skipped"
-    return summary
+    problems = sum(1 for f in quality.findings if f.severity == "error")
+    if problems:
+        summary += f"; {problems} input problem(s) skipped"
+    return UploadResult(summary, uploader.total, len(failed), problems)

@@ -208,9 +208,9 @@ def test_missing_data_path_is_a_source_error(tmp_path):
     assert "nowhere" in result.stderr
 
 
-def test_empty_data_directory_is_a_source_error(tmp_path):
+def test_empty_data_directory_is_nothing_usable(tmp_path):
     result = screen(data=tmp_path)
-    assert result.exit_code == 3
+    assert result.exit_code == 4
     assert str(tmp_path) in result.stderr
 
 
@@ -233,10 +233,12 @@ def test_bad_input_is_reported_and_the_rest_is_screened(tmp_path):
         "valueQuantity": {"value": 64, "unit": "furlongs/fortnight"},
     }))
     result = screen("--format", "json", data=data)
-    assert result.exit_code == 0, result.stderr
+    # broken.json is lost as a whole: the outputs are written, and the exit code says they are partial.
+    assert result.exit_code == 5, result.stderr
+    assert "partial data: 1 file(s)" in result.stderr
     for where in ("broken.json", "not-fhir.json", "Condition/cond-no-subject", "Observation/egfr-odd-unit"):
         assert where in result.stderr, where
     screened = {p["patient"] for p in json.loads(result.stdout)["patients"]}
     assert screened == {"Patient/gp-eligible", "Patient/gp-ineligible", "Patient/gp-possible"}
     problems = {f["problem"] for f in json.loads(result.stdout)["data_quality"]}
-    assert {"malformed-json", "not-fhir", "no-subject", "unknown-unit"} <= problems
+    assert {"malformed-json", "not-fhir", "no-subject", "unknown-unit", "data-lost"} <= problems

@@ -149,13 +149,6 @@ def test_what_orjson_refuses_the_standard_library_still_accepts(tmp_path: Path, 
     assert population.quality.findings == []
 
 
-def test_bad_utf8_makes_an_ndjson_file_unreadable_as_before(tmp_path: Path, trial: Trial) -> None:
-    file = tmp_path / "Patient.ndjson"
-    file.write_bytes(b'{"resourceType":"Patient","id":"p\xff"}\n')
-    population = load_population(FileSource(file), trial)
-    assert [(f.where, f.problem) for f in population.quality.findings] == [(str(file), "unreadable-file")]
-
-
 def test_gzipped_ndjson_is_skipped_and_counted_the_same(tmp_path: Path, trial: Trial) -> None:
     file = tmp_path / "Encounter.ndjson.gz"
     with gzip.open(file, "wt") as fh:

@@ -1,0 +1,129 @@
+"""How a command ends: every failure class becomes one clear line on stderr and its exit code.
+
+The codes are ``fhirscreen.exitcodes``. An unexpected exception is a bug: one line naming its type and
+where it happened, exit 1; the traceback only with ``-v``, and even then without the exception's
+message (which may quote input data, and input data is patient data). SIGTERM is turned into the same
+exception as Ctrl-C (SIGINT), so that ``finally`` blocks run (temporary files of patient data are
+removed) and the run ends with 130; what was already written stays.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from functools import wraps
+from pathlib import Path
+from types import FrameType
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from fhirscreen.exitcodes import (
+    EXIT_INTERNAL,
+    EXIT_INTERRUPTED,
+    EXIT_NOTHING_USABLE,
+    EXIT_OK,
+    EXIT_PARTIAL,
+    EXIT_SOURCE_UNREACHABLE,
+    EXIT_USAGE,
+)
+from fhirscreen.quality import DATA_LOST, DataQuality
+from fhirscreen.report.jsonio import OutputError
+from fhirscreen.sources.base import ConfigurationError, NothingUsableError, SourceError
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def fail(message: str, code: int) -> NoReturn:
+    click.echo(f"fhirscreen: error: {message}", err=True)
+    sys.exit(code)
+
+
+def guarded(fn: F) -> F:
+    """Run a command with the failure classes mapped to their exit codes (see the module docstring)."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        verbose = bool(kwargs.get("verbose"))
+        try:
+            with signals_as_interrupts():
+                return fn(*args, **kwargs)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except ConfigurationError as exc:
+            fail(str(exc), EXIT_USAGE)
+        except NothingUsableError as exc:
+            fail(str(exc), EXIT_NOTHING_USABLE)
+        except SourceError as exc:
+            fail(str(exc), EXIT_SOURCE_UNREACHABLE)
+        except OutputError as exc:
+            fail(str(exc), EXIT_USAGE)
+        except KeyboardInterrupt as exc:
+            why = str(exc) or "SIGINT"
+            fail(f"interrupted ({why}); outputs already written are kept, nothing else was", EXIT_INTERRUPTED)
+        except Exception as exc:  # a bug: say so in one line, never with the input's data
+            internal_error(exc, verbose)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def internal_error(exc: BaseException, verbose: bool) -> NoReturn:
+    frames = traceback.extract_tb(exc.__traceback__)
+    where = f" at {Path(frames[-1].filename).name}:{frames[-1].lineno}" if frames else ""
+    if verbose:
+        # The stack without the exception's message: it may quote a value from the input.
+        click.echo("Traceback (most recent call last):", err=True)
+        click.echo("".join(traceback.format_list(frames)).rstrip("\n"), err=True)
+        click.echo(type(exc).__name__, err=True)
+    hint = "" if verbose else " (run with -v for the stack)"
+    fail(
+        f"internal error {type(exc).__name__}{where}: a bug in fhirscreen, please report it{hint}",
+        EXIT_INTERNAL,
+    )
+
+
+@contextmanager
+def signals_as_interrupts() -> Iterator[None]:
+    """SIGTERM raises KeyboardInterrupt("SIGTERM") in the main thread while the command runs."""
+
+    def on_term(_signum: int, _frame: FrameType | None) -> None:
+        raise KeyboardInterrupt("SIGTERM")
+
+    try:
+        previous = signal.signal(signal.SIGTERM, on_term)
+    except ValueError:  # not the main thread (an embedding application): leave signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def finish(patients_read: int, quality: DataQuality, source: str) -> None:
+    """End a screening command after its outputs are written: 4 when nothing usable was read, 5 when
+    data was lost after retries (the outputs are partial), else return (exit 0)."""
+    code = outcome_code(patients_read, quality)
+    if code == EXIT_NOTHING_USABLE:
+        fail(
+            f"nothing usable in {source}: no patient was read (see the data-quality findings above)",
+            code,
+        )
+    if code == EXIT_PARTIAL:
+        lost = sum(1 for f in quality.findings if f.problem == DATA_LOST)
+        fail(
+            f"partial data: {lost} file(s) or page(s) of {source} could not be read whole; the outputs "
+            f"were written without them (findings '{DATA_LOST}')",
+            code,
+        )
+
+
+def outcome_code(patients_read: int, quality: DataQuality) -> int:
+    if patients_read == 0:
+        return EXIT_NOTHING_USABLE
+    if quality.partial:
+        return EXIT_PARTIAL
+    return EXIT_OK

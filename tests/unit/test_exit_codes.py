@@ -1,0 +1,300 @@
+"""Every exit code of the table in fhirscreen/exitcodes.py, through the command line.
+
+A cron job tells a broken night from a quiet one by these codes alone, so each is reached here the way
+a user reaches it. (4 and 5 from damaged files: tests/unit/test_file_faults.py; 6, the lock: the run
+folders' tests.)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from datetime import date, timedelta
+from pathlib import Path
+
+import pytest
+import responses
+from click.testing import CliRunner, Result
+
+from fhirscreen import cli, exitcodes
+from fhirscreen.cli import main
+from fhirscreen.sources.factory import SourceOptions
+from fhirscreen.sources.upload import upload
+from fhirscreen.trial.loader import Trial
+from tests.faultproxy import FaultProxy, StaticUpstream
+
+GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
+AS_OF = "2026-06-01"
+SECRET = "eyJhbGciOiJSUzM4NCJ9.eyJzdWIiOiJmaGlyc2NyZWVuIn0.c2lnbmF0dXJl"
+BASE = "https://fhir.example.test/fhir"
+
+
+@pytest.fixture(autouse=True)
+def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = cli.load_trial
+    monkeypatch.setattr(cli, "load_trial", lambda path=None: trial if path is None else real(path))
+
+
+def invoke(*args: str | Path) -> Result:
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def screen(*args: str | Path) -> Result:
+    return invoke("screen", "--data", GOLDEN_DATA, "--as-of", AS_OF, *args)
+
+
+def test_the_table_is_one_code_per_class_never_reused() -> None:
+    codes = [v for k, v in vars(exitcodes).items() if k.startswith("EXIT_") and isinstance(v, int)]
+    assert len(codes) == len(set(codes)) == len(exitcodes.EXIT_CODES)
+    assert sorted(codes) == [0, 1, 2, 3, 4, 5, 6, 130]
+
+
+# -- 0 -------------------------------------------------------------------------------------------------
+
+
+def test_0_success_with_warnings() -> None:
+    result = screen()
+    assert result.exit_code == 0, result.stderr
+
+
+# -- 1: a bug ------------------------------------------------------------------------------------------
+
+
+PHI_MESSAGE = "Harriet Quimby 1985-03-15 at 12 Lantern Lane"  # input data in an exception's message
+
+
+def boom(*_args: object, **_kwargs: object) -> None:
+    raise ValueError(PHI_MESSAGE)
+
+
+def test_1_an_unexpected_exception_is_one_line_without_traceback_or_data(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(cli, "run_screening", boom)
+    result = screen()
+    assert result.exit_code == 1
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("fhirscreen: error: internal error ValueError at test_exit_codes.py:")
+    assert "please report it" in line and "-v" in line
+    assert "Harriet" not in result.output and "Traceback" not in result.output
+
+
+def test_1_with_verbose_shows_the_stack_but_not_the_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "run_screening", boom)
+    result = screen("-v")
+    assert result.exit_code == 1
+    assert "Traceback (most recent call last)" in result.stderr and "in boom" in result.stderr
+    assert "Harriet" not in result.output and "Lantern" not in result.output
+
+
+def test_1_after_the_outputs_are_written_keeps_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli.report, "render_run", boom)
+    out = tmp_path / "out"
+    result = screen("--out", out)
+    assert result.exit_code == 1
+    assert json.loads((out / "candidates.json").read_text())["patients"]
+
+
+# -- 2: usage and configuration ------------------------------------------------------------------------
+
+
+def test_2_an_unset_token_variable(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NO_SUCH_FHIR_TOKEN", raising=False)
+    result = invoke("screen", "--server", BASE, "--token-env", "NO_SUCH_FHIR_TOKEN")
+    assert result.exit_code == 2
+    assert "NO_SUCH_FHIR_TOKEN is not set" in result.stderr
+
+
+def test_2_an_unreadable_smart_key(tmp_path: Path) -> None:
+    key = tmp_path / "key.pem"
+    key.write_text("not a key")
+    for path in (key, tmp_path / "missing.pem"):
+        result = invoke("screen", "--server", BASE, "--smart-client-id", "c", "--smart-key", path)
+        assert result.exit_code == 2, result.stderr
+        assert "--smart-key" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        SECRET,  # a JWT
+        "ghp_16C7e42F292c6912E7710c838347Ae178B4a",  # a GitHub-style token
+        "3f2a9c0d8e7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f",  # hex
+        "dGhpcyBpcyBhIHRva2VuIHZhbHVl==",  # base64
+    ],
+)
+def test_2_a_token_value_given_to_token_env_is_never_echoed(value: str) -> None:
+    result = invoke("screen", "--server", BASE, "--token-env", value)
+    assert result.exit_code == 2
+    assert "NAME of an environment variable" in result.stderr
+    assert value not in result.output and value[:12] not in result.output
+
+
+@pytest.mark.parametrize("name", ["FHIR_TOKEN", "fhir_token", "FHIRSCREEN_PRODUCTION_BEARER_TOKEN", "TOKEN2"])
+def test_ordinary_variable_names_are_names(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv(name, raising=False)
+    result = invoke("screen", "--server", BASE, "--token-env", name)
+    assert result.exit_code == 2 and f"{name} is not set" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["--token-env", "FHIR_TOKEN"],
+        ["--smart-client-id", "x"],
+        ["--ca-bundle", "/etc/ssl/certs/ca-certificates.crt"],
+        ["--insecure"],
+        ["--observations", "all"],
+        ["--page-size", "50"],
+        ["--concurrency", "2"],
+        ["--timeout", "5"],
+    ],
+)
+def test_2_server_only_options_without_a_server(args: list[str]) -> None:
+    result = screen(*args)
+    assert result.exit_code == 2
+    assert f"{args[0]}: only with --server" in result.stderr
+
+
+@pytest.mark.parametrize("day", ["1899-12-31", (date.today() + timedelta(days=400)).isoformat()])
+def test_2_an_implausible_as_of_unless_forced(day: str) -> None:
+    result = invoke("screen", "--data", GOLDEN_DATA, "--as-of", day)
+    assert result.exit_code == 2
+    assert f"--as-of {day}" in result.stderr and "--force-as-of" in result.stderr
+    forced = invoke("screen", "--data", GOLDEN_DATA, "--as-of", day, "--force-as-of")
+    assert forced.exit_code in (0, 5), forced.stderr  # screened (5 is not expected, but not a usage error)
+    assert forced.exit_code == 0
+
+
+def test_2_an_unusable_out_before_any_work(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(cli, "open_source", boom)  # would be exit 1 if the run had started
+    (tmp_path / "file").write_text("")
+    result = screen("--out", tmp_path / "file" / "out")
+    assert result.exit_code == 2
+    assert "is not a directory" in result.stderr
+
+
+# -- 3: the source cannot be read ----------------------------------------------------------------------
+
+
+def test_3_a_host_name_that_does_not_resolve() -> None:
+    started = time.monotonic()
+    result = invoke("screen", "--server", "http://no-such-host.invalid/fhir")
+    assert result.exit_code == 3
+    assert "no-such-host.invalid cannot be resolved" in result.stderr
+    assert time.monotonic() - started < 10  # not retried as if it were transient
+
+
+def test_3_a_missing_path(tmp_path: Path) -> None:
+    result = invoke("screen", "--data", tmp_path / "nowhere")
+    assert result.exit_code == 3
+
+
+# -- 4 and 5 for load ----------------------------------------------------------------------------------
+
+
+def transaction_ok() -> dict[str, object]:
+    return {"resourceType": "Bundle", "type": "transaction-response", "entry": []}
+
+
+@responses.activate
+def test_load_4_when_every_transaction_failed(tmp_path: Path) -> None:
+    responses.post(BASE, status=400, json={"resourceType": "OperationOutcome", "issue": []})
+    result = invoke("load", "--server", BASE, GOLDEN_DATA)
+    assert result.exit_code == 4, result.stderr
+    assert "every transaction failed" in result.stderr
+
+
+@responses.activate
+def test_load_5_when_some_transactions_failed(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    for i in range(3):
+        (data / f"p{i}.json").write_text(json.dumps({"resourceType": "Patient", "id": f"p{i}"}))
+
+    def answer(request: object) -> tuple[int, dict[str, str], str]:
+        body = json.loads(request.body)  # type: ignore[attr-defined]
+        if body["entry"][0]["resource"]["id"] == "p1":
+            return 400, {}, json.dumps({"resourceType": "OperationOutcome", "issue": []})
+        return 200, {}, json.dumps(transaction_ok())
+
+    responses.add_callback(responses.POST, BASE, callback=answer)
+    result = invoke("load", "--server", BASE, "--concurrency", "1", data)
+    assert result.exit_code == 5, result.stderr
+    assert "1 of 3 transaction(s) failed" in result.stderr
+    assert upload(SourceOptions(server=BASE, concurrency=1), data).exit_code == 5
+
+
+@responses.activate
+def test_load_0_when_everything_went_up(tmp_path: Path) -> None:
+    responses.post(BASE, json=transaction_ok())
+    result = invoke("load", "--server", BASE, GOLDEN_DATA)
+    assert result.exit_code == 0, result.stderr
+
+
+# -- 130: interrupted ----------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stalled_server() -> Iterator[FaultProxy]:
+    with StaticUpstream({}) as upstream, FaultProxy(upstream.base_url) as proxy:
+        proxy.add("trickle", "/metadata", interval=0.1)
+        yield proxy
+
+
+def test_130_on_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    def interrupted(*_args: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "run_screening", interrupted)
+    result = screen()
+    assert result.exit_code == 130
+    assert "interrupted (SIGINT)" in result.stderr
+
+
+def test_130_on_sigterm(stalled_server: FaultProxy, tmp_path: Path) -> None:
+    """A real process, stopped the way systemd and cron's timeouts stop it."""
+    signum = signal.SIGTERM
+    env = {**os.environ, "TMPDIR": str(tmp_path)}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "fhirscreen.cli", "screen", "--server", stalled_server.base_url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while not stalled_server.seen and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert stalled_server.seen, "the run never reached the server"
+        process.send_signal(signum)
+        _out, err = process.communicate(timeout=20)
+    finally:
+        process.kill()
+    assert process.returncode == 130, err
+    assert "interrupted (SIG" in err and "Traceback" not in err
+
+
+@responses.activate
+def test_4_a_server_with_nobody_in_the_population() -> None:
+    responses.get(f"{BASE}/metadata", json={"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"})
+    responses.get(f"{BASE}/Condition", json={"resourceType": "Bundle", "type": "searchset", "entry": []})
+    result = invoke("screen", "--server", BASE, "--as-of", AS_OF)
+    assert result.exit_code == 4, result.stderr
+    assert f"nothing usable in {BASE}: no patient was read" in result.stderr
+
+
+def test_5_explain_on_partial_data(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    shutil.copytree(GOLDEN_DATA, data)
+    (data / "broken.json").write_text('{"resourceType": "Patient", "id": ')
+    result = invoke("explain", "gp-eligible", "--data", data, "--as-of", AS_OF)
+    assert result.exit_code == 5, result.stderr
+    assert "E1" in result.stdout  # the explanation was printed first

@@ -1,0 +1,225 @@
+"""Damaged input files cost at most the value or line the damage is in, never a silent empty night.
+
+Invalid UTF-8 and a byte-order mark are what exports from Windows tools and hand-edited files carry;
+deeply nested JSON is what a fuzzer (or a broken exporter) produces. Each gets a finding that names the
+cause first, and the rest of the file is screened.
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner, Result
+
+from fhirscreen import cli
+from fhirscreen.cli import main
+from fhirscreen.pipeline import load_population
+from fhirscreen.sources.files import FileSource
+from fhirscreen.trial.loader import Trial
+
+SNOMED = "http://snomed.info/sct"
+SLE = "55464009"
+BOM = b"\xef\xbb\xbf"
+
+
+@pytest.fixture(autouse=True)
+def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
+    real = cli.load_trial
+    monkeypatch.setattr(cli, "load_trial", lambda path=None: trial if path is None else real(path))
+
+
+def patient(pid: str, family: str = "Doe") -> dict[str, Any]:
+    return {
+        "resourceType": "Patient",
+        "id": pid,
+        "birthDate": "1990-01-01",
+        "gender": "female",
+        "name": [{"family": family}],
+    }
+
+
+def sle(cid: str, pid: str) -> dict[str, Any]:
+    return {
+        "resourceType": "Condition",
+        "id": cid,
+        "subject": {"reference": f"Patient/{pid}"},
+        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "code": {"coding": [{"system": SNOMED, "code": SLE}]},
+    }
+
+
+def line(resource: dict[str, Any]) -> bytes:
+    return json.dumps(resource).encode() + b"\n"
+
+
+def findings(population: Any) -> list[tuple[str, str, str]]:
+    return [(f.where, f.problem, f.message) for f in population.quality.findings]
+
+
+def screen(data: Path, *args: str) -> Result:
+    return CliRunner().invoke(main, ["screen", "--data", str(data), "--as-of", "2026-06-01", *args])
+
+
+# -- invalid UTF-8 --------------------------------------------------------------------------------------
+
+
+def test_an_invalid_byte_costs_only_the_value_it_is_in(tmp_path: Path, trial: Trial) -> None:
+    file = tmp_path / "export.ndjson"
+    damaged = line(patient("p2", "M\u00fcller")).replace(b"M\\u00fcller", b"M\xfcller")
+    file.write_bytes(line(patient("p1")) + damaged + line(sle("c1", "p1")) + line(sle("c2", "p2")))
+    population = load_population(FileSource(file), trial)
+    assert set(population.records) == {"p1", "p2"}  # both screened: nothing else was lost
+    [(where, problem, message)] = findings(population)
+    assert (where, problem) == (f"{file}:2", "invalid-utf8")
+    offset = damaged.index(b"\xfc")
+    assert message.startswith(f"invalid UTF-8 at byte {offset} of the line")
+    assert not population.quality.partial
+
+
+def test_a_latin1_file_is_read_line_by_line_with_one_finding_per_line(tmp_path: Path, trial: Trial) -> None:
+    file = tmp_path / "latin1.ndjson"
+    resources = (patient("p1", "Gar\u00e7on"), sle("c1", "p1"))
+    text = "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in resources)
+    file.write_bytes(text.encode("latin-1"))
+    population = load_population(FileSource(file), trial)
+    assert set(population.records) == {"p1"}
+    assert [(w, p) for w, p, _m in findings(population)] == [(f"{file}:1", "invalid-utf8")]
+
+
+def test_an_invalid_byte_in_a_bundle_names_its_line_and_the_bundle_is_read(
+    tmp_path: Path, trial: Trial
+) -> None:
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": patient("p1", "MARKER")}, {"resource": sle("c1", "p1")}],
+    }
+    file = tmp_path / "bundle.json"
+    data = json.dumps(bundle, indent=1).encode().replace(b"MARKER", b"M\xe4rker")
+    file.write_bytes(data)
+    population = load_population(FileSource(file), trial)
+    assert set(population.records) == {"p1"}
+    [(where, problem, message)] = findings(population)
+    assert (where, problem) == (str(file), "invalid-utf8")
+    offset = data.index(b"\xe4")
+    line_no = data[:offset].count(b"\n") + 1
+    assert message.startswith(f"invalid UTF-8 at byte {offset} (line {line_no})")
+
+
+# -- byte-order marks -----------------------------------------------------------------------------------
+
+
+def test_a_bom_at_the_start_of_an_ndjson_file_is_accepted(tmp_path: Path, trial: Trial) -> None:
+    file = tmp_path / "export.ndjson"
+    file.write_bytes(BOM + line(patient("p1")) + line(sle("c1", "p1")))
+    population = load_population(FileSource(file), trial)
+    assert set(population.records) == {"p1"}
+    assert findings(population) == [(f"{file}:1", "utf8-bom", "UTF-8 BOM at the start of the line: ignored")]
+    assert population.quality.sorted()[0].severity == "info"
+
+
+def test_a_bom_at_the_start_of_a_bundle_is_accepted(tmp_path: Path, trial: Trial) -> None:
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": patient("p1")}]}
+    file = tmp_path / "bundle.json"
+    file.write_bytes(BOM + json.dumps(bundle).encode())
+    population = load_population(FileSource(file), trial)
+    assert set(population.records) == {"p1"}
+    assert [p for _w, p, _m in findings(population)] == ["utf8-bom"]
+
+
+def test_the_one_file_with_a_bad_byte_still_screens_its_patient(tmp_path: Path) -> None:
+    """The issue's example: a folder whose only file has one invalid byte screened nobody and exited 0."""
+    data = tmp_path / "data"
+    data.mkdir()
+    damaged = line(patient("p1", "X")).replace(b'"X"', b'"\xff"')
+    (data / "export.ndjson").write_bytes(BOM + damaged + line(sle("c1", "p1")))
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert [p["patient"] for p in json.loads(result.stdout)["patients"]] == ["Patient/p1"]
+    assert "invalid UTF-8 at byte" in result.stderr
+
+
+# -- deep nesting ---------------------------------------------------------------------------------------
+
+
+def nested(depth: int, subject: str = "Patient/p1") -> bytes:
+    head = b'{"resourceType":"Observation","id":"deep","subject":{"reference":"' + subject.encode() + b'"},'
+    return head + b'"extension":' + b"[" * depth + b"]" * depth + b"}"
+
+
+@pytest.mark.parametrize("depth", [2_000, 200_000])
+def test_deeply_nested_ndjson_costs_only_its_line(tmp_path: Path, trial: Trial, depth: int) -> None:
+    file = tmp_path / "export.ndjson"
+    file.write_bytes(line(patient("p1")) + nested(depth) + b"\n" + line(sle("c1", "p1")))
+    population = load_population(FileSource(file), trial)
+    assert set(population.records) == {"p1"}
+    assert [(w, p) for w, p, _m in findings(population)] == [(f"{file}:2", "malformed-json")]
+    assert "nested too deeply" in findings(population)[0][2]
+
+
+def test_deeply_nested_json_file_costs_only_that_file(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "deep.json").write_bytes(nested(100_000))
+    (data / "good.ndjson").write_bytes(line(patient("p1")) + line(sle("c1", "p1")))
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 5, result.stderr  # a whole file lost: partial, said so
+    assert "Traceback" not in result.output
+    assert [p["patient"] for p in json.loads(result.stdout)["patients"]] == ["Patient/p1"]
+    assert "deep.json" in result.stderr and "nested too deeply" in result.stderr
+
+
+def test_deep_nesting_inside_a_bundle_with_references_costs_only_that_file(
+    tmp_path: Path, trial: Trial
+) -> None:
+    # 990 levels: orjson parses it; rewriting its urn:uuid references recurses past Python's limit.
+    entries = [
+        b'{"fullUrl":"urn:uuid:p9","resource":' + line(patient("p9")).strip() + b"}",
+        b'{"fullUrl":"urn:uuid:c9","resource":' + line(sle("c9", "p9")).strip() + b"}",
+        b'{"fullUrl":"urn:uuid:o9","resource":' + nested(990, "urn:uuid:p9") + b"}",
+    ]
+    bundle = b'{"resourceType":"Bundle","type":"transaction","entry":[' + b",".join(entries) + b"]}"
+    (tmp_path / "a.json").write_bytes(bundle)
+    (tmp_path / "b.ndjson").write_bytes(line(patient("p1")) + line(sle("c1", "p1")))
+    population = load_population(FileSource(tmp_path), trial)
+    assert "p1" in population.records
+    assert population.quality.partial
+    assert any("nested too deeply" in m for _w, _p, m in findings(population))
+
+
+# -- nothing usable, unreadable files ----------------------------------------------------------------
+
+
+def test_a_folder_of_non_fhir_json_is_nothing_usable(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "package.json").write_text('{"name": "x", "version": "1.0.0"}')
+    (data / "rows.ndjson").write_text('{"a": 1}\n{"b": 2}\n')
+    result = screen(data)
+    assert result.exit_code == 4, result.stderr
+    assert "nothing usable" in result.stderr and "no patient was read" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_a_file_with_nothing_usable_is_exit_4(tmp_path: Path) -> None:
+    data = tmp_path / "only.ndjson"
+    data.write_bytes(b"\xff\xfe garbage\n{not json}\n")
+    result = screen(data)
+    assert result.exit_code == 4, result.stderr
+    assert "only.ndjson" in result.stderr
+
+
+def test_a_truncated_gzip_is_lost_and_the_run_is_partial(tmp_path: Path) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    packed = gzip.compress(line(patient("p2")) * 2000)
+    (data / "cut.ndjson.gz").write_bytes(packed[: len(packed) // 2])
+    (data / "good.ndjson").write_bytes(line(patient("p1")) + line(sle("c1", "p1")))
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 5, result.stderr
+    problems = {f["problem"] for f in json.loads(result.stdout)["data_quality"]}
+    assert {"unreadable-file", "data-lost"} <= problems
