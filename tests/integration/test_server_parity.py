@@ -19,6 +19,7 @@ import pytest
 from fhirscreen.fhir.resources import Resource, patient_id_of
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import QueryPlan, Source
+from fhirscreen.sources.bulk import patient_kickoff_parameters
 from fhirscreen.sources.factory import SourceOptions, open_source
 from fhirscreen.trial.loader import load_trial
 from tests.integration.conftest import PARITY_DATA, LoadedServer
@@ -135,9 +136,10 @@ def test_every_parity_resource_is_read_by_search_bulk_and_files(loaded_server: L
     assert {k for k in by_search if k[0] in PLAN_TYPES} == {
         k for k in expected if k[0] in PLAN_TYPES and not k[1].startswith("parity-ra")
     }
-    # Bulk export reads everyone, the non-SLE patient's Appointment included.
+    # Bulk export reads the candidates only (Patient/$export with the patient list), and the Medications
+    # their fills point at by id: the same resources as search, the non-SLE patient's Appointment not.
     by_bulk = read_resources(open_source(replace(server, bulk=True)), QueryPlan.for_trial(trial))
-    assert by_bulk == expected
+    assert by_bulk == by_search
 
 
 def test_search_plan_asks_for_the_new_types_and_the_prefix_children(parity_search_run: Run) -> None:
@@ -151,6 +153,13 @@ def test_search_plan_asks_for_the_new_types_and_the_prefix_children(parity_searc
 
 
 def test_bulk_export_asks_for_the_new_types(parity_bulk_run: Run) -> None:
-    kickoff = next(line for line in parity_bulk_run.stderr.splitlines() if "$export?" in line)
-    for rtype in (*PLAN_TYPES, "Medication"):
-        assert rtype in kickoff, rtype
+    log = parity_bulk_run.stderr
+    assert "Patient/$export" in log and "bulk export started for" in log  # the candidates only
+    types = dict(
+        (p["name"], p.get("valueString"))
+        for p in patient_kickoff_parameters(QueryPlan.for_trial(load_trial()), ["x"])["parameter"]
+    )["_type"].split(",")
+    for rtype in PLAN_TYPES:
+        assert rtype in types, rtype
+    assert "Medication" not in types  # outside the Patient compartment: read by id
+    assert "Medication?_id=" in log
