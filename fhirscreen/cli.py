@@ -184,6 +184,9 @@ def _echo_source_stats(source: object) -> None:
         f"in {s.get('seconds', 0)} s.",
         err=True,
     )
+    read_summary = getattr(source, "read_summary", None)
+    if callable(read_summary):
+        click.echo(f"Store: {read_summary()}.", err=True)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -246,6 +249,11 @@ def main() -> None:
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
 @click.option("--post-report", is_flag=True, help="With --server: POST the MeasureReport and Group back.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="With --server and --out: read everything again instead of only what changed since the last run.",
+)
 @_guarded
 def screen(
     trial_file: Path | None,
@@ -253,6 +261,7 @@ def screen(
     out_dir: Path | None,
     fmt: str,
     post_report: bool,
+    full: bool,
     **kwargs: Any,
 ) -> None:
     """Screen every patient with an SLE diagnosis and print the ranked candidates."""
@@ -261,7 +270,13 @@ def screen(
     trial = _load_trial(trial_file)
     if post_report and not options.server:
         _fail("--post-report needs --server", EXIT_CONFIG)
+    if full and not (options.server and out_dir is not None):
+        _fail("--full needs --server and --out (the store of incremental reads lives in --out)", EXIT_CONFIG)
     source = open_source(options)
+    if options.server and out_dir is not None:
+        from fhirscreen.store import with_store
+
+        source = with_store(source, out_dir, trial, full=full)
     run = run_screening(source, trial, _resolve_as_of(as_of, options))
     written = report.write_outputs(run, out_dir) if out_dir is not None else []
     click.echo(report.render_run(run, fmt), nl=False)
