@@ -234,8 +234,6 @@ class IncrementalSource:
             return "the store was written by another version of fhirscreen"
         if state.source_key != key:
             return "the server, the trial file or the search plan changed since the store was written"
-        if self.server.options.bulk:
-            return "--bulk reads everything through $export"
         if parse_instant(state.high_water) is None:
             return "the store has no usable high-water mark"
         return None

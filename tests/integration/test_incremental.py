@@ -22,7 +22,9 @@ import requests
 
 from fhirscreen.paths import SAMPLE_AS_OF
 from fhirscreen.pipeline import run_screening
+from fhirscreen.quality import DataQuality
 from fhirscreen.report.candidates import render_json
+from fhirscreen.sources.base import QueryPlan, SourceError
 from fhirscreen.sources.factory import SourceOptions
 from fhirscreen.sources.server import ServerSource, make_client
 from fhirscreen.store.incremental import IncrementalSource, trial_fingerprint
@@ -42,8 +44,8 @@ def sle(pid: str, cid: str) -> dict[str, Any]:
     return b.condition("snomed", "55464009", "2019-01-01", pid=pid, id=cid)
 
 
-def egfr(pid: str, oid: str, value: float) -> dict[str, Any]:
-    return b.observation("98979-8", "2026-05-10", pid=pid, value=value, unit="mL/min/{1.73_m2}", id=oid)
+def egfr(pid: str, oid: str, value: float, when: str = "2026-05-10") -> dict[str, Any]:
+    return b.observation("98979-8", when, pid=pid, value=value, unit="mL/min/{1.73_m2}", id=oid)
 
 
 def hcq_order(pid: str, rid: str, medication: str) -> dict[str, Any]:
@@ -134,8 +136,8 @@ def delete_everything(base: str) -> None:
         assert response.status_code in (200, 204), f"DELETE {rtype}/{rid}: {response.text[:500]}"
 
 
-def options(base: str) -> SourceOptions:
-    return SourceOptions(server=base, concurrency=2, timeout=120.0)
+def options(base: str, bulk: bool = False) -> SourceOptions:
+    return SourceOptions(server=base, concurrency=2, timeout=120.0, bulk=bulk)
 
 
 @dataclass
@@ -147,12 +149,14 @@ class Screening:
     seconds: float
 
 
-def screen(base: str, store_path: Path, *, full: bool = False, use_history: bool = True) -> Screening:
+def screen(
+    base: str, store_path: Path, *, full: bool = False, use_history: bool = True, bulk: bool = False
+) -> Screening:
     """One run through the incremental source, in process (the overlap margin is shortened to 1 s, so
     that the test's own uploads are not all read again)."""
     trial = load_trial()
     source = IncrementalSource(
-        ServerSource(options(base), make_client(options(base))),
+        ServerSource(options(base, bulk), make_client(options(base))),
         ResourceStore(store_path),
         trial_fingerprint(trial.path),
         full=full,
@@ -191,6 +195,10 @@ def own_patients(loaded_server: LoadedServer) -> Iterator[str]:
         delete_everything(base)
 
 
+def _stored(path: Path) -> Iterator[tuple[str, str]]:
+    yield from ResourceStore(path).load()
+
+
 def criteria(run: Screening, patient: str) -> dict[str, str]:
     for entry in run.candidates["patients"]:
         if entry["patient"] == patient:
@@ -198,18 +206,22 @@ def criteria(run: Screening, patient: str) -> dict[str, str]:
     raise KeyError(patient)
 
 
-def test_incremental_run_after_changes_equals_a_full_read(own_patients: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("bulk", [False, True], ids=["search", "bulk"])
+def test_incremental_run_after_changes_equals_a_full_read(
+    own_patients: str, tmp_path: Path, bulk: bool
+) -> None:
+    """Full reads by search or by Bulk export; the nightly changes through _history either way."""
     base = own_patients
     store = tmp_path / "store.sqlite"
-    first = screen(base, store)
+    first = screen(base, store, bulk=bulk)
     assert first.summary.startswith("full read: no store yet")
     assert "Patient/inc-b" in {p["patient"] for p in first.candidates["patients"]}
     assert "Patient/inc-d" not in {p["patient"] for p in first.candidates["patients"]}
     assert criteria(first, "Patient/inc-a")["I4"] == "pass"
 
     apply_changes(base)
-    incremental = screen(base, store)
-    full = screen(base, tmp_path / "fresh.sqlite", full=True)
+    incremental = screen(base, store, bulk=bulk)
+    full = screen(base, tmp_path / "fresh.sqlite", full=True, bulk=bulk)
     assert_same(full, incremental)
 
     # The changes the test made are the ones the result shows (so the comparison above is not empty).
@@ -219,15 +231,15 @@ def test_incremental_run_after_changes_equals_a_full_read(own_patients: str, tmp
     assert criteria(incremental, "Patient/inc-a")["E2"] == "fail"
     assert "incremental (_history" in incremental.summary
     assert "2 new patients" in incremental.summary and "left the population" in incremental.summary
-    # Only what changed was read: fewer resources and fewer requests than the full read.
-    assert incremental.resources == full.resources
+    # The screening got every stored resource, not only the changed ones.
+    assert incremental.resources == sum(1 for _ in _stored(store))
     print(
         f"\nfull: {full.requests} requests, {full.seconds:.2f} s; "
         f"incremental: {incremental.requests} requests, {incremental.seconds:.2f} s ({incremental.summary})"
     )
 
     # A second incremental run with nothing changed reads nothing new and gives the same result.
-    quiet = screen(base, store)
+    quiet = screen(base, store, bulk=bulk)
     assert "0 changed, 0 new patients, 0 deleted" in quiet.summary
     assert_same(full, quiet)
 
@@ -298,3 +310,53 @@ def test_cli_keeps_the_store_in_out_and_full_forces_a_full_read(
     changed = cli("--trial", str(other_trial))
     assert "Store: full read: the server, the trial file or the search plan changed" in changed.stderr
     assert date.fromisoformat(json.loads(changed.stdout)["as_of"]) == AS_OF
+
+
+def test_a_read_that_fails_or_loses_data_leaves_the_store_as_it_was(
+    own_patients: str, tmp_path: Path
+) -> None:
+    base = own_patients
+    store_path = tmp_path / "store.sqlite"
+    screen(base, store_path)
+    before = ResourceStore(store_path).state()
+    requests.put(
+        f"{base}/Observation/inc-a-egfr",
+        json=egfr("inc-a", "inc-a-egfr", 20, "2026-05-20"),
+        headers=HEADERS,
+        timeout=60,
+    ).raise_for_status()
+    plan = QueryPlan.for_trial(load_trial())
+
+    def source() -> IncrementalSource:
+        return IncrementalSource(
+            ServerSource(options(base), make_client(options(base))),
+            ResourceStore(store_path),
+            trial_fingerprint(load_trial().path),
+            overlap=timedelta(seconds=1),
+        )
+
+    # Killed halfway (the generator is abandoned), and failed halfway (an error inside the read).
+    halfway = source().read(plan, DataQuality())
+    next(halfway)
+    halfway.close()
+    failing = source().read(plan, DataQuality())
+    next(failing)
+    with pytest.raises(SourceError):
+        failing.throw(SourceError("connection lost"))
+    assert ResourceStore(store_path).state() == before
+    assert not list(tmp_path.glob("*.tmp"))
+
+    # Data lost after retries: the run goes on, but the store does not claim the newer high-water mark.
+    lossy = source()
+    quality = DataQuality()
+    for count, _item in enumerate(lossy.read(plan, quality)):
+        if count == 0:
+            quality.lost("Observation search", "a page could not be read")
+    assert "the store was NOT updated" in lossy.read_summary()
+    assert ResourceStore(store_path).state() == before
+
+    # The next good run still sees the change made before the failed ones.
+    good = screen(base, store_path)
+    assert "1 changed" in good.summary, good.summary
+    assert criteria(good, "Patient/inc-a")["I4"] == "fail"
+    assert ResourceStore(store_path).state() != before
