@@ -35,6 +35,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
@@ -277,8 +278,15 @@ class IncrementalSource:
                 log.info("full read: %s", reason)
                 yield from self._full(plan, quality, state.source_key)
                 return
+        try:
+            stored = self.store.load()
+        except StoreError as exc:
+            self.summary = ReadSummary(full_reason=str(exc))
+            log.warning("%s; reading in full", exc)
+            yield from self._full(plan, quality, state.source_key)
+            return
         mark = self._server_clock()
-        delta = _Delta(self.store.load())
+        delta = _Delta(stored)
         population = population_of(delta.resources.values(), self._codes(plan))
         self.summary = ReadSummary(method="_history" if history else "_lastUpdated", since=start)
         if history:
@@ -472,7 +480,7 @@ class IncrementalSource:
             return
         try:
             write()
-        except (StoreError, OSError) as exc:
+        except (StoreError, OSError, sqlite3.Error) as exc:
             log.warning("could not write the store (%s); the next run reads in full", exc)
             return
         self.summary.stored = True
