@@ -202,10 +202,10 @@ class IncrementalSource:
         key = self.source_key(plan)
         try:
             state = self.store.state()
+            reason = self._full_reason(state, key)
         except StoreError as exc:
             log.warning("%s; reading in full", exc)
-            state = None
-        reason = self._full_reason(state, key)
+            state, reason = None, str(exc)
         if reason is not None:
             self.summary = ReadSummary(full_reason=reason)
             log.info("full read: %s", reason)

@@ -99,6 +99,7 @@ class ResourceStore:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         temporary = self.path.with_name(self.path.name + ".tmp")
         temporary.unlink(missing_ok=True)
+        temporary.touch(mode=0o600)  # patient data: readable by its owner only
         with closing(sqlite3.connect(temporary)) as db:
             for statement in _CREATE:
                 db.execute(statement)

@@ -123,6 +123,7 @@ def test_a_full_write_then_an_incremental_apply(tmp_path: Path) -> None:
     store.replace_all({("Patient", "p1"): stored(p), ("Observation", "o1"): stored(obs)}, STATE)
     assert store.state() == STATE
     assert store.load()[("Observation", "o1")] == StoredResource("p1", obs)
+    assert store.path.stat().st_mode & 0o077 == 0  # patient data: the owner's only
 
     changed = b.observation("98979-8", pid="p1", id="o1", value=20)
     later = StoreState(SCHEMA_VERSION, "key", "2026-12-02T02:30:00.000Z", STATE.full_read_at)
