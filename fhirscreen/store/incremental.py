@@ -224,7 +224,7 @@ class IncrementalSource:
             "observations": [f"{c.system}|{c.code}" for c in plan.observation_codes],
             "bulk": self.server.options.bulk,
         }
-        return hashlib.sha256(json.dumps(described, sort_keys=True).encode()).hexdigest()
+        return json.dumps(described, sort_keys=True)
 
     def _full_reason(self, state: StoreState | None, key: str) -> str | None:
         if self.force_full:
@@ -234,7 +234,7 @@ class IncrementalSource:
         if state.schema_version != SCHEMA_VERSION:
             return "the store was written by another version of fhirscreen"
         if state.source_key != key:
-            return "the server, the trial file or the search plan changed since the store was written"
+            return _what_changed(state.source_key, key)
         if parse_instant(state.high_water) is None:
             return "the store has no usable high-water mark"
         return None
@@ -494,3 +494,17 @@ def _union(groups: Mapping[str, set[str]]) -> set[str]:
     for members in groups.values():
         out |= members
     return out
+
+
+def _what_changed(stored_key: str, key: str) -> str:
+    """Why a store read for another source or plan cannot be brought up to date (for the summary)."""
+    try:
+        before = json.loads(stored_key)
+    except ValueError:
+        before = {}
+    now = json.loads(key)
+    if not isinstance(before, dict) or before.get("server") != now["server"]:
+        return "the store was read from another server"
+    if before.get("trial") != now["trial"]:
+        return "the trial file changed since the store was written"
+    return "the search plan changed (resource types, codes, --observations or --bulk)"

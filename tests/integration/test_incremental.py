@@ -308,7 +308,7 @@ def test_cli_keeps_the_store_in_out_and_full_forces_a_full_read(
     other_trial = tmp_path / "trial.yaml"
     other_trial.write_text(Path(load_trial().path).read_text() + "\n# a local edit\n")
     changed = cli("--trial", str(other_trial))
-    assert "Store: full read: the server, the trial file or the search plan changed" in changed.stderr
+    assert "Store: full read: the trial file changed since the store was written" in changed.stderr
     assert date.fromisoformat(json.loads(changed.stdout)["as_of"]) == AS_OF
 
 
