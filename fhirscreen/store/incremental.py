@@ -197,9 +197,9 @@ class IncrementalSource:
             )
 
     def _read(self, plan: QueryPlan, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
+        key = self.source_key(plan)
         if self.server.options.observations == "all":
             plan = replace(plan, observation_codes=())  # as the server source does
-        key = self.source_key(plan)
         try:
             state = self.store.state()
             reason = self._full_reason(state, key)
@@ -222,6 +222,7 @@ class IncrementalSource:
             "types": list(plan.resource_types),
             "population": [f"{c.system}|{c.code}" for c in plan.population_codes],
             "observations": [f"{c.system}|{c.code}" for c in plan.observation_codes],
+            "observations_mode": self.server.options.observations,
             "bulk": self.server.options.bulk,
         }
         return json.dumps(described, sort_keys=True)

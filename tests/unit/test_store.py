@@ -162,3 +162,64 @@ def test_full_needs_a_server_and_an_out_dir(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert "--full needs --server and --out" in result.output
     assert not (tmp_path / "store.sqlite").exists()
+
+
+# -- when a full read happens ------------------------------------------------------------------------------
+
+
+def incremental_source(tmp_path: Path, server: str = "http://127.0.0.1:9/fhir", **kwargs: object) -> object:
+    from fhirscreen.sources.factory import SourceOptions
+    from fhirscreen.sources.server import ServerSource, make_client
+    from fhirscreen.store.incremental import IncrementalSource
+
+    options = SourceOptions(server=server, **kwargs)  # type: ignore[arg-type]
+    return IncrementalSource(
+        ServerSource(options, make_client(options)), ResourceStore(tmp_path / "s"), "trial-hash"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"server": "http://127.0.0.1:9/other"}, "the store was read from another server"),
+        ({"trial": "edited"}, "the trial file changed since the store was written"),
+        ({"observations": "all"}, "the search plan changed"),
+        ({"bulk": True}, "the search plan changed"),
+    ],
+)
+def test_a_store_read_for_another_server_trial_or_plan_is_read_in_full(
+    tmp_path: Path, change: dict[str, object], reason: str
+) -> None:
+    from fhirscreen.sources.base import QueryPlan
+    from fhirscreen.store.incremental import IncrementalSource
+    from fhirscreen.trial.loader import load_trial
+
+    plan = QueryPlan.for_trial(load_trial())
+    before = incremental_source(tmp_path)
+    assert isinstance(before, IncrementalSource)
+    state = StoreState(SCHEMA_VERSION, before.source_key(plan), STATE.high_water, STATE.full_read_at)
+    assert before._full_reason(state, before.source_key(plan)) is None
+
+    options = {k: v for k, v in change.items() if k in ("observations", "bulk")}
+    after = incremental_source(tmp_path, str(change.get("server", "http://127.0.0.1:9/fhir")), **options)
+    assert isinstance(after, IncrementalSource)
+    if "trial" in change:
+        after.trial_hash = "edited"
+    assert (after._full_reason(state, after.source_key(plan)) or "").startswith(reason)
+
+
+def test_a_store_from_another_schema_version_or_without_a_mark_is_read_in_full(tmp_path: Path) -> None:
+    from fhirscreen.store.incremental import IncrementalSource
+
+    source = incremental_source(tmp_path)
+    assert isinstance(source, IncrementalSource)
+    old = StoreState("0", "k", STATE.high_water, STATE.full_read_at)
+    assert source._full_reason(old, "k") == "the store was written by another version of fhirscreen"
+    unmarked = StoreState(SCHEMA_VERSION, "k", "", "")
+    assert source._full_reason(unmarked, "k") == "the store has no usable high-water mark"
+    assert source._full_reason(
+        None,
+        "k",
+    ).startswith("no store yet")  # type: ignore[union-attr]
+    source.force_full = True
+    assert source._full_reason(STATE, "key") == "--full was given"
