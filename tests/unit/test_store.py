@@ -223,3 +223,18 @@ def test_a_store_from_another_schema_version_or_without_a_mark_is_read_in_full(t
     ).startswith("no store yet")  # type: ignore[union-attr]
     source.force_full = True
     assert source._full_reason(STATE, "key") == "--full was given"
+
+
+def test_a_type_the_plan_newly_reads_means_a_full_read(tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from fhirscreen.sources.base import QueryPlan
+    from fhirscreen.store.incremental import IncrementalSource
+    from fhirscreen.trial.loader import load_trial
+
+    source = incremental_source(tmp_path)
+    assert isinstance(source, IncrementalSource)
+    plan = QueryPlan.for_trial(load_trial())
+    state = StoreState(SCHEMA_VERSION, source.source_key(plan), STATE.high_water, STATE.full_read_at)
+    wider = replace(plan, resource_types=(*plan.resource_types, "Encounter"))
+    assert (source._full_reason(state, source.source_key(wider)) or "").startswith("the search plan changed")
