@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import random
 import sys
 import time
@@ -154,50 +155,22 @@ def differences(full: dict[str, Any], incremental: dict[str, Any]) -> str:
     return "same" if full["document"] == incremental["document"] else "documents differ outside patients"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--people", type=int, default=1000)
-    parser.add_argument("--seed", type=int, default=42)
-    parser.add_argument("--sle-share", type=float, default=0.03)
-    parser.add_argument("--observations", choices=["codes", "all"], default="codes")
-    parser.add_argument("--work", type=Path, default=HERE / "work")
-    parser.add_argument("--xmx", default="2g")
-    parser.add_argument("--write", type=Path, default=None, help="append the table to this Markdown file")
-    args = parser.parse_args()
-
-    pop_dir, manifest = ensure_population(args.work, args.people, args.seed, args.sle_share)
-    db_dir = args.work / f"incremental-{pop_dir.name}"
-    import os
-
-    external = os.environ.get("HAPI_BASE_URL")
-    server = start_server(db_dir, args.xmx) if not external else None
-    base = server.base_url if server is not None else str(external)
-    try:
-        if server is not None:
-            ensure_loaded(server, db_dir, pop_dir, manifest, concurrency=2)
-        else:
-            from fhirscreen.sources.upload import upload_path
-
-            upload_path(SourceOptions(server=base, concurrency=2, timeout=600.0), pop_dir / "ndjson")
-        time.sleep(6)  # past the shortened overlap
-        stores = args.work / f"incremental-stores-{int(time.time())}"
-        log("first run (full read, writes the store)")
-        first = screen(base, stores / "nightly.sqlite", args.observations)
-        time.sleep(6)
-        done = night(base, pop_dir, args.people, args.seed)
-        log(f"night's changes: {', '.join(done)}")
-        log("incremental run")
-        incremental = screen(base, stores / "nightly.sqlite", args.observations)
-        log("full read for comparison (--full, fresh store)")
-        full = screen(base, stores / "fresh.sqlite", args.observations, full=True)
-        time.sleep(6)
-        log("incremental run with nothing changed")
-        quiet = screen(base, stores / "nightly.sqlite", args.observations)
-    finally:
-        if server is not None:
-            server.stop()
+def measure(base: str, args: argparse.Namespace, pop_dir: Path, observations: str) -> tuple[str, bool]:
+    """One night on the server, screened full and incremental; a Markdown section and whether they agree."""
+    stores = args.work / f"incremental-stores-{observations}-{int(time.time())}"
+    log(f"--observations {observations}: first run (full read, writes the store)")
+    first = screen(base, stores / "nightly.sqlite", observations)
+    time.sleep(6)
+    done = night(base, pop_dir, args.people, args.seed)
+    log(f"night's changes: {', '.join(done)}")
+    time.sleep(6)  # so that the quiet run below starts after the changes, overlap included
+    log("incremental run")
+    incremental = screen(base, stores / "nightly.sqlite", observations)
+    log("full read for comparison (--full, fresh store)")
+    full = screen(base, stores / "fresh.sqlite", observations, full=True)
+    time.sleep(6)
+    log("incremental run with nothing changed")
+    quiet = screen(base, stores / "nightly.sqlite", observations)
     check = differences(full, incremental)
     rows = [
         ("first run: full read, store written", first),
@@ -206,32 +179,77 @@ def main() -> None:
         ("incremental, nothing changed", quiet),
     ]
     lines = [
-        f"### {args.people:,} people ({manifest['sle_patients']} with SLE), "
-        f"`--observations {args.observations}`, {date.today().isoformat()}",
+        f"#### `--observations {observations}`",
         "",
-        f"Night's changes: {', '.join(done)}. Incremental result vs full read: **{check}** "
+        f"Night's changes: {', '.join(done)}. Incremental result against the full read: **{check}** "
         f"({full['patients']} patients screened).",
         "",
         "| run | wall s | requests | MB received | resources screened | store says |",
         "|---|---:|---:|---:|---:|---|",
     ]
     for name, row in rows:
+        said = str(row["summary"]).split(" (/")[0]  # no local paths in the table
         lines.append(
             f"| {name} | {row['wall']:.2f} | {row['requests']} | {row['mbytes']:.2f} | {row['resources']} | "
-            f"{row['summary']} |"
+            f"{said} |"
         )
+    return "\n".join([*lines, ""]), check == "same"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--people", type=int, default=1000)
+    parser.add_argument("--seed", type=int, default=42)
+    parser.add_argument("--sle-share", type=float, default=0.03)
+    parser.add_argument("--observations", default="codes,all", help="codes, all, or both (codes,all)")
+    parser.add_argument("--work", type=Path, default=HERE / "work")
+    parser.add_argument("--xmx", default="2g")
+    parser.add_argument("--write", type=Path, default=None, help="append the result to this Markdown file")
+    args = parser.parse_args()
+
+    pop_dir, manifest = ensure_population(args.work, args.people, args.seed, args.sle_share)
+    db_dir = args.work / f"incremental-{pop_dir.name}"
+    external = os.environ.get("HAPI_BASE_URL")
+    server = start_server(db_dir, args.xmx) if not external else None
+    base = server.base_url if server is not None else str(external)
+    sections: list[str] = []
+    agree = True
+    try:
+        if server is not None:
+            ensure_loaded(server, db_dir, pop_dir, manifest, concurrency=2)
+        else:
+            from fhirscreen.sources.upload import upload_path
+
+            upload_path(SourceOptions(server=base, concurrency=2, timeout=600.0), pop_dir / "ndjson")
+        time.sleep(6)  # past the shortened overlap
+        load = os.getloadavg()
+        for observations in args.observations.split(","):
+            section, same = measure(base, args, pop_dir, observations)
+            sections.append(section)
+            agree = agree and same
+        load_after = os.getloadavg()
+    finally:
+        if server is not None:
+            server.stop()
     facts = machine_facts()
-    lines += [
-        "",
-        f"Machine: {facts.get('cpu', '?')}, {facts.get('memory', '?')}; HAPI FHIR JPA on H2 (file).",
-        "",
-    ]
-    text = "\n".join(lines)
+    text = "\n".join(
+        [
+            f"### {args.people:,} people ({manifest['sle_patients']} with SLE), {date.today().isoformat()}",
+            "",
+            f"Machine: {facts['cores']} cores ({facts['cpu']}), {facts['memory']}; {facts['hapi']}; "
+            f"fhirscreen {facts['fhirscreen']}. Load average (1 min) {load[0]:.1f} before, "
+            f"{load_after[0]:.1f} after (the machine is shared).",
+            "",
+            *sections,
+        ]
+    )
     print(text)
     if args.write is not None:
         with args.write.open("a", encoding="utf-8") as handle:
             handle.write(text + "\n")
-    if check != "same":
+    if not agree:
         sys.exit(1)
 
 
