@@ -266,7 +266,8 @@ class IncrementalSource:
         assert start is not None
         caps, history_types = self._capabilities()
         types = [t for t in plan.resource_types if caps.has_type(t)]
-        history = self.use_history and all(t in history_types for t in (*types, "Medication"))
+        shared = ["Medication"] if caps.has_type("Medication") else []
+        history = self.use_history and all(t in history_types for t in (*types, *shared))
         if not history:
             last_full = parse_instant(state.full_read_at)
             age = datetime.now(timezone.utc) - last_full if last_full is not None else None
@@ -291,7 +292,7 @@ class IncrementalSource:
         population = population_of(delta.resources.values(), self._codes(plan))
         self.summary = ReadSummary(method="_history" if history else "_lastUpdated", since=start)
         if history:
-            new = self._apply_history(plan, quality, caps, delta, population, types, start)
+            new = self._apply_history(plan, quality, caps, delta, population, types, shared, start)
         else:
             new = self._apply_searches(plan, quality, caps, delta, population, start)
         after = population_of(delta.resources.values(), self._codes(plan))
@@ -320,11 +321,12 @@ class IncrementalSource:
         delta: _Delta,
         population: set[str],
         types: list[str],
+        shared: list[str],
         start: str,
     ) -> set[str]:
         """Apply ``_history`` since ``start``; returns the patients new to the population."""
         latest: dict[Key, tuple[Resource | None, str]] = {}
-        for rtype in (*types, "Medication"):
+        for rtype in (*types, *shared):
             query = query_string([("_since", start), ("_count", str(self.server.page_size))])
             path = f"{rtype}/_history?{query}"
             for page in self.server.pages(path, f"{rtype} history (changes since the last run)"):
