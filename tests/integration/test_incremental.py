@@ -96,10 +96,18 @@ def changes() -> list[tuple[str, dict[str, Any] | str]]:
         ("PUT", egfr("inc-c", "inc-moving-egfr", 40)),  # moves from inc-a to inc-c
         ("PUT", hcq_medication("inc-med-new")),  # a new Medication, referenced by a new order
         ("PUT", new_order),
+        (
+            "PUT",
+            {**sle("inc-c", "inc-c-sle"), "verificationStatus": entered_in_error()},
+        ),  # stays, screened out
         ("PUT", sle("inc-d", "inc-d-sle")),  # a new SLE patient: their whole record is read
         ("PUT", b.patient("inc-e", "1970-07-07")),  # a new SLE patient created tonight
         ("PUT", sle("inc-e", "inc-e-sle")),
     ]
+
+
+def entered_in_error() -> dict[str, Any]:
+    return b.condition("snomed", "55464009", verification="entered-in-error")["verificationStatus"]
 
 
 def transaction(entries: list[dict[str, Any]]) -> dict[str, Any]:
