@@ -93,7 +93,7 @@ class ReadSummary:
     left: int = 0
     method: str = ""  # "_history" or "_lastUpdated"
     since: str = ""
-    stored: bool = False
+    not_stored: str = "the read did not finish"  # why the store was not updated, until it is
 
     def text(self) -> str:
         if self.full_reason is not None:
@@ -104,7 +104,7 @@ class ReadSummary:
                 f"{self.new_patients} new patients, {self.deleted} deleted"
                 + (f", {self.left} left the population" if self.left else "")
             )
-        return line if self.stored else line + "; the store was NOT updated (the read lost data)"
+        return line if not self.not_stored else f"{line}; the store was NOT updated ({self.not_stored})"
 
 
 @dataclass
@@ -479,14 +479,16 @@ class IncrementalSource:
 
     def _commit(self, quality: DataQuality, write: Callable[[], None]) -> None:
         if quality.partial:
+            self.summary.not_stored = "data was lost after retries; the next run reads these changes again"
             log.warning("some data was lost after retries: the store keeps the previous run's state")
             return
         try:
             write()
         except (StoreError, OSError, sqlite3.Error) as exc:
-            log.warning("could not write the store (%s); the next run reads in full", exc)
+            self.summary.not_stored = f"cannot write it: {exc}"
+            log.warning("could not write the store (%s)", exc)
             return
-        self.summary.stored = True
+        self.summary.not_stored = ""
 
     def _origin(self, key: Key) -> str:
         return f"{self.server.client.base_url}/{key[0]}/{key[1]}"
