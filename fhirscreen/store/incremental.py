@@ -51,6 +51,7 @@ from fhirscreen.sources.server import (
     Capabilities,
     ServerSource,
     id_batches,
+    normalise_references,
     population_searches,
     query_string,
     search_codes,
@@ -335,6 +336,8 @@ class IncrementalSource:
                     if parsed is None:
                         continue
                     key, resource, version = parsed
+                    if resource is not None:  # as search results are: Type/id references
+                        normalise_references(resource, self.server.client.base_url)
                     seen = latest.get(key)
                     # Newest first by the spec; a numerically newer version wins whatever the order.
                     if seen is None or newer(version, seen[1]):
@@ -410,6 +413,8 @@ class IncrementalSource:
             for page in self.server.pages(path, "Condition search (new population diagnoses)"):
                 for entry in page.get("entry") or ():
                     resource = entry.get("resource") if isinstance(entry, Mapping) else None
+                    if isinstance(resource, dict):
+                        normalise_references(resource, self.server.client.base_url)
                     patient = owner(resource) if isinstance(resource, dict) else None
                     if patient is not None and patient not in population:
                         new.add(patient)
@@ -428,6 +433,7 @@ class IncrementalSource:
                     for entry in page.get("entry") or ():
                         resource = entry.get("resource") if isinstance(entry, Mapping) else None
                         if isinstance(resource, dict) and resource.get("resourceType") == "Medication":
+                            normalise_references(resource, self.server.client.base_url)
                             delta.put(resource)
         if new:
             self._reread(plan, quality, caps, delta, population | new, new, list(plan.resource_types))
