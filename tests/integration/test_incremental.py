@@ -311,6 +311,12 @@ def test_cli_keeps_the_store_in_out_and_full_forces_a_full_read(
     second = cli()
     assert second.returncode == 0 and "Store: incremental (_history since" in second.stderr
     assert json.loads(second.stdout)["patients"] == json.loads(first.stdout)["patients"]
+    # Months later, from the store: every patient is screened again at the new date (windows move).
+    later = cli("--as-of", "2026-09-01")
+    assert later.returncode == 0 and "Store: incremental" in later.stderr
+    later_full = cli("--as-of", "2026-09-01", "--full")
+    assert json.loads(later.stdout)["patients"] == json.loads(later_full.stdout)["patients"]
+    assert json.loads(later.stdout)["patients"] != json.loads(first.stdout)["patients"]
     forced = cli("--full")
     assert forced.returncode == 0 and "Store: full read: --full was given" in forced.stderr
     other_trial = tmp_path / "trial.yaml"
