@@ -292,10 +292,19 @@ class IncrementalSource:
         delta = _Delta(stored)
         population = population_of(delta.resources.values(), self._codes(plan))
         self.summary = ReadSummary(method="_history" if history else "_lastUpdated", since=start)
-        if history:
-            new = self._apply_history(plan, quality, caps, delta, population, types, shared, start)
-        else:
-            new = self._apply_searches(plan, quality, caps, delta, population, start)
+        try:
+            if history:
+                new = self._apply_history(plan, quality, caps, delta, population, types, shared, start)
+            else:
+                new = self._apply_searches(plan, quality, caps, delta, population, start)
+        except SourceError as exc:
+            # Nothing has been yielded yet: a server that refuses _history or _lastUpdated (or failed
+            # halfway through them) gets a full read instead, which fails loudly if the server is down.
+            reason = f"reading the changes failed ({exc})"
+            self.summary = ReadSummary(full_reason=reason)
+            log.warning("%s; reading in full", reason)
+            yield from self._full(plan, quality, state.source_key)
+            return
         after = population_of(delta.resources.values(), self._codes(plan))
         left = population - after
         for k in [k for k, r in delta.resources.items() if r.patient in left]:

@@ -374,3 +374,25 @@ def test_a_read_that_fails_or_loses_data_leaves_the_store_as_it_was(
     assert "1 changed" in good.summary, good.summary
     assert criteria(good, "Patient/inc-a")["I4"] == "fail"
     assert ResourceStore(store_path).state() != before
+
+
+def test_a_server_that_refuses_history_gets_a_full_read(
+    own_patients: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HAPI always answers _history; a server that refuses it (400 for an unsupported operation) is
+    simulated by failing those requests, and the run reads in full instead of failing the night."""
+    base = own_patients
+    store_path = tmp_path / "store.sqlite"
+    reference = screen(base, store_path)
+    pages = ServerSource.pages
+
+    def refusing(self: ServerSource, path: str, label: str) -> Iterator[dict[str, Any]]:
+        if "/_history" in path:
+            raise SourceError(f"{label}: HTTP 400. Server says: history is not supported")
+        yield from pages(self, path, label)
+
+    monkeypatch.setattr(ServerSource, "pages", refusing)
+    refused = screen(base, store_path)
+    assert refused.summary.startswith("full read: reading the changes failed (")
+    assert "history is not supported" in refused.summary
+    assert_same(reference, refused)
