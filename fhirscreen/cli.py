@@ -213,6 +213,9 @@ def _echo_source_stats(source: object) -> None:
         f"in {s.get('seconds', 0)} s.",
         err=True,
     )
+    read_summary = getattr(source, "read_summary", None)
+    if callable(read_summary):
+        click.echo(f"Store: {read_summary()}.", err=True)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -267,6 +270,11 @@ def main() -> None:
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
 @click.option("--post-report", is_flag=True, help="With --server: POST the MeasureReport and Group back.")
+@click.option(
+    "--full",
+    is_flag=True,
+    help="With --server and --out: read everything again instead of only what changed since the last run.",
+)
 @_force_as_of
 @_guarded
 def screen(
@@ -277,6 +285,7 @@ def screen(
     post_report: bool,
     keep: int | None,
     force_as_of: bool,
+    full: bool,
     **kwargs: Any,
 ) -> None:
     """Screen every patient with an SLE diagnosis and print the ranked candidates."""
@@ -287,10 +296,17 @@ def screen(
     out_problem = usage.out_dir_problem(out_dir) if out_dir is not None else None
     if out_problem:
         _fail(out_problem, EXIT_CONFIG)
+    if full and not (options.server and out_dir is not None):
+        _fail("--full needs --server and --out (the store of incremental reads lives in --out)", EXIT_CONFIG)
     _setup_logging(options.verbose)
     output = _open_output(out_dir, keep)
     trial = _load_trial(trial_file)
-    source = runs.observe(open_source(options))
+    plain = open_source(options)
+    if options.server and out_dir is not None:
+        from fhirscreen.store import with_store
+
+        plain = with_store(plain, out_dir, trial, full=full)
+    source = runs.observe(plain)
     click.get_current_context().call_on_close(source.close_progress)
     run = run_screening(source, trial, _resolve_as_of(as_of, options))
     source.close_progress()

@@ -474,8 +474,23 @@ class ServerSource:
                     seen.add(key)
                     yield resource, self._origin(key)
 
+    def read_patients(
+        self,
+        plan: QueryPlan,
+        quality: DataQuality,
+        caps: Capabilities,
+        extra_params: tuple[tuple[str, str], ...] = (),
+    ) -> Iterator[tuple[Resource, str]]:
+        """The plan's searches for ``plan.patient_ids``, capabilities already read (incremental reads,
+        fhirscreen/store); ``extra_params`` go on every patient search (e.g. ``_lastUpdated``)."""
+        yield from self._counted(self._read_by_search(plan, quality, caps, extra_params))
+
     def _read_by_search(
-        self, plan: QueryPlan, quality: DataQuality, caps: Capabilities
+        self,
+        plan: QueryPlan,
+        quality: DataQuality,
+        caps: Capabilities,
+        extra_params: tuple[tuple[str, str], ...] = (),
     ) -> Iterator[tuple[Resource, str]]:
         seen: dict[tuple[str, str], Resource] = {}
         if plan.patient_ids is None:
@@ -496,6 +511,8 @@ class ServerSource:
             searches = []
         for batch in batches:
             searches += patient_searches(batch, plan, caps, self.notes, sledai_text)
+        if extra_params:
+            searches = [replace(s, params=(*s.params, *extra_params)) for s in searches]
         for text in self.notes.fallbacks:
             log.warning("plan: %s", text)
         for rtype in self.notes.skipped_types:
@@ -622,10 +639,16 @@ class ServerSource:
         """One search, every page, following ``next`` links as the server gives them."""
         with self._lock:
             self._searches += 1
-        url: str | None = self.client.url(search.path(self.page_size))
-        visited: set[str] = set()
         found: list[Resource] = []
         label = f"{search.resource_type} search ({search.purpose})"
+        for page in self.pages(search.path(self.page_size), label):
+            found.extend(self._entries(page, label, quality))
+        return found
+
+    def pages(self, path: str, label: str) -> Iterator[dict[str, Any]]:
+        """Every page of a search or history Bundle, following ``next`` links as the server gives them."""
+        url: str | None = self.client.url(path)
+        visited: set[str] = set()
         while url is not None:
             if url in visited or len(visited) >= MAX_PAGES_PER_SEARCH:
                 raise SourceError(
@@ -635,9 +658,8 @@ class ServerSource:
             page = self.client.get_resource(url, expect_type="Bundle", what=label, headers=SEARCH_HEADERS)
             with self._lock:
                 self._pages += 1
-            found.extend(self._entries(page, label, quality))
+            yield page
             url = self._next_link(page, label)
-        return found
 
     def _entries(self, page: Mapping[str, Any], label: str, quality: DataQuality) -> Iterator[Resource]:
         for entry in page.get("entry") or ():
