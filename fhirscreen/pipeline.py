@@ -39,6 +39,7 @@ from datetime import date
 
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import Population, PopulationBuilder
+from fhirscreen.report.facts import collect_facts
 from fhirscreen.screening import ScreeningRun, screen_population
 from fhirscreen.sources.base import QueryPlan, Source
 from fhirscreen.trial.loader import Trial
@@ -106,6 +107,7 @@ def run_screening(source: Source, trial: Trial, as_of: date) -> ScreeningRun:
     population = load_population(source, trial)
     started = time.monotonic()
     run = evaluate_population(population, trial, as_of, source.describe())
+    run.facts = collect_facts(population.records, run.patients, as_of)
     log.info(
         "screened %d patients of the initial population in %.2f s",
         len(run.patients),
