@@ -220,6 +220,15 @@ def _guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _show_names_option(fn: F) -> F:
+    return click.option(
+        "--show-names",
+        is_flag=True,
+        help="Show patient names and MRNs in report.html (where the site's policy allows; by default "
+        "the page shows resource ids, age and sex only).",
+    )(fn)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="fhirscreen")
 def main() -> None:
@@ -246,6 +255,7 @@ def main() -> None:
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
 @click.option("--post-report", is_flag=True, help="With --server: POST the MeasureReport and Group back.")
+@_show_names_option
 @_guarded
 def screen(
     trial_file: Path | None,
@@ -253,6 +263,7 @@ def screen(
     out_dir: Path | None,
     fmt: str,
     post_report: bool,
+    show_names: bool,
     **kwargs: Any,
 ) -> None:
     """Screen every patient with an SLE diagnosis and print the ranked candidates."""
@@ -263,7 +274,8 @@ def screen(
         _fail("--post-report needs --server", EXIT_CONFIG)
     source = open_source(options)
     run = run_screening(source, trial, _resolve_as_of(as_of, options))
-    written = report.write_outputs(run, out_dir) if out_dir is not None else []
+    # run.json (written with the run folder) records show_names among the run's options.
+    written = report.write_outputs(run, out_dir, show_names) if out_dir is not None else []
     click.echo(report.render_run(run, fmt), nl=False)
     click.echo(report.render_summary(run, written), err=True, nl=False)
     _echo_source_stats(source)
@@ -311,6 +323,27 @@ def criteria(trial_file: Path | None, fmt: str) -> None:
     """List the criteria: protocol text, how each is evaluated, computable / partial / manual."""
     trial = _load_trial(trial_file)
     click.echo(report.render_criteria(trial, fmt), nl=False)
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@_trial_option
+@_show_names_option
+@_guarded
+def report_command(run_dir: Path, trial_file: Path | None, show_names: bool) -> None:
+    """Render RUN_DIR/report.html again from the run folder's files (candidates.json, and changes.json,
+    run.json and identities.json when present)."""
+    from fhirscreen.report.html.render import REPORT_FILE, ReportInputError, render_run_folder
+
+    trial = _load_trial(trial_file)
+    try:
+        page = render_run_folder(run_dir, trial, show_names)
+    except ReportInputError as exc:
+        _fail(str(exc), EXIT_SOURCE)
+        return
+    path = run_dir / REPORT_FILE
+    report.write_report_page(path, page, show_names)
+    click.echo(f"Wrote {path}.", err=True)
 
 
 def _load_options(fn: F) -> F:

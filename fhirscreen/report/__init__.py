@@ -5,7 +5,7 @@ from fhirscreen.report.criteria_doc import render_criteria
 from fhirscreen.report.describe import describe_resource
 from fhirscreen.report.explain import render_explanation
 from fhirscreen.report.jsonio import OutputError
-from fhirscreen.report.output import render_run, write_outputs
+from fhirscreen.report.output import render_run, write_outputs, write_report_page
 from fhirscreen.report.summary import render_summary
 
 __all__ = [
@@ -16,4 +16,5 @@ __all__ = [
     "render_run",
     "render_summary",
     "write_outputs",
+    "write_report_page",
 ]

@@ -27,7 +27,7 @@ from fhirscreen.cli import main
 ROOT = Path(__file__).resolve().parents[2]
 GOLDEN = ROOT / "tests" / "golden"
 DATA = Path("tests") / "fixtures" / "golden_data"
-OUTPUTS = ("candidates.json", "candidates.csv", "measure-report.json", "group.json")
+OUTPUTS = ("candidates.json", "candidates.csv", "measure-report.json", "group.json", "report.html")
 UPDATE = os.environ.get("FHIRSCREEN_UPDATE_GOLDEN") == "1"
 
 

@@ -149,7 +149,8 @@ def test_worklist_in_json(run):
 
 def test_candidates_json_shape(run):
     doc = json.loads(render_json(run))
-    assert list(doc) == ["trial", "as_of", "source", "generated_by", "patients", "attrition", "worklist",
+    assert list(doc) == ["trial", "as_of", "source", "generated_by", "patients_read", "patients", "attrition",
+                         "worklist",
                          "data_quality"]
     assert (doc["trial"], doc["as_of"]) == ("NCT06737380", "2026-06-01")
     assert doc["generated_by"].startswith("fhirscreen ")
@@ -283,11 +284,11 @@ def test_group_holds_eligible_and_possible_patients_in_rank_order(run):
 # ----------------------------------------------------------------------------------- files
 
 
-def test_write_outputs_writes_the_four_files_and_no_temporary_ones(run, tmp_path):
+def test_write_outputs_writes_every_file_and_no_temporary_ones(run, tmp_path):
     out = tmp_path / "new" / "dir"
     written = report.write_outputs(run, out)
     assert [p.name for p in written] == [
-        "candidates.json", "candidates.csv", "measure-report.json", "group.json",
+        "candidates.json", "candidates.csv", "measure-report.json", "group.json", "report.html",
     ]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)
     assert json.loads((out / "group.json").read_text())["resourceType"] == "Group"
