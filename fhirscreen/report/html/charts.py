@@ -94,9 +94,11 @@ def timeline_svg(washouts: Sequence[Washout], as_of: date) -> str:
     for month in _months(as_of + timedelta(days=1), end):
         mx = _n(x(month))
         parts.append(f'<line x1="{mx}" y1="22" x2="{mx}" y2="{height - 4}" class="grid"/>')
-        parts.append(f'<text x="{mx}" y="16" text-anchor="middle" class="tick">{month.strftime("%b %Y")}</text>')
+        label = month.strftime("%b %Y")
+        parts.append(f'<text x="{mx}" y="16" text-anchor="middle" class="tick">{label}</text>')
     parts.append(f'<line x1="{left}" y1="22" x2="{left}" y2="{height - 4}" class="today"/>')
-    parts.append(f'<text x="{left}" y="16" text-anchor="middle" class="tick">as of {as_of.isoformat()}</text>')
+    parts.append(f'<text x="{left}" y="16" text-anchor="middle" class="tick">as of {as_of.isoformat()}'
+                 "</text>")
     for i, (ref, items) in enumerate(rows.items()):
         y = 30 + i * ROW
         mid = y + ROW / 2

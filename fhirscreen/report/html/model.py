@@ -156,7 +156,8 @@ def _washouts(patients: Sequence[PatientView], entries: Sequence[Mapping[str, An
     for view, entry in zip(patients, entries, strict=True):
         for cid, found in (entry.get("criteria") or {}).items():
             details = found.get("details") or {}
-            agents = [w for w in details.get("washouts") or () if isinstance(w, Mapping) and w.get("washout_ends")]
+            agents = [w for w in details.get("washouts") or ()
+                      if isinstance(w, Mapping) and w.get("washout_ends")]
             if agents:
                 for w in agents:
                     out.append(Washout(view, cid, date.fromisoformat(str(w["washout_ends"])[:10]),
