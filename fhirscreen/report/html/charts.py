@@ -26,7 +26,7 @@ def funnel_svg(attrition: Sequence[Mapping[str, Any]]) -> str:
     if not attrition:
         return ""
     total = max(int(attrition[0].get("remaining") or 0), 1)
-    left, right = 150, 760
+    left, right = 110, 600
     span = right - left
     height = ROW * len(attrition) + 30
     parts = [
