@@ -25,7 +25,7 @@ ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-f
 
 
 def require_browser() -> Any:
-    """The Playwright module, or a skip (a failure under FHIRSCREEN_REQUIRE_BROWSER=1) saying what is missing."""
+    """Playwright's sync API, or a skip saying what is missing (a failure if FHIRSCREEN_REQUIRE_BROWSER=1)."""
     required = os.environ.get("FHIRSCREEN_REQUIRE_BROWSER") == "1"
     missing = None
     if not (Path(CHROMIUM).exists() or shutil.which(CHROMIUM)):
