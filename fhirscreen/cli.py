@@ -18,7 +18,7 @@ import click
 from fhirscreen import __version__, report
 from fhirscreen.paths import SAMPLE_AS_OF
 from fhirscreen.pipeline import load_population, run_screening
-from fhirscreen.screening import screen_patient
+from fhirscreen.screening import population_evidence, screen_patient
 from fhirscreen.sources.base import SourceError
 from fhirscreen.sources.factory import SourceOptions, open_source
 from fhirscreen.trial.loader import Trial, TrialFileError, load_trial
@@ -220,6 +220,16 @@ def _guarded(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _width_option(fn: F) -> F:
+    return click.option(
+        "--width",
+        type=click.IntRange(60, 1000),
+        default=None,
+        metavar="COLUMNS",
+        help="Fit the text output to this many columns (default: the terminal's width, or 100).",
+    )(fn)
+
+
 def _show_names_option(fn: F) -> F:
     return click.option(
         "--show-names",
@@ -256,6 +266,7 @@ def main() -> None:
 )
 @click.option("--post-report", is_flag=True, help="With --server: POST the MeasureReport and Group back.")
 @_show_names_option
+@_width_option
 @_guarded
 def screen(
     trial_file: Path | None,
@@ -264,6 +275,7 @@ def screen(
     fmt: str,
     post_report: bool,
     show_names: bool,
+    width: int | None,
     **kwargs: Any,
 ) -> None:
     """Screen every patient with an SLE diagnosis and print the ranked candidates."""
@@ -276,7 +288,7 @@ def screen(
     run = run_screening(source, trial, _resolve_as_of(as_of, options))
     # run.json (written with the run folder) records show_names among the run's options.
     written = report.write_outputs(run, out_dir, show_names) if out_dir is not None else []
-    click.echo(report.render_run(run, fmt), nl=False)
+    click.echo(report.render_run(run, fmt, width), nl=False)
     click.echo(report.render_summary(run, written), err=True, nl=False)
     _echo_source_stats(source)
     if post_report:
@@ -296,8 +308,14 @@ def screen(
     metavar="YYYY-MM-DD",
     help="Screening date every window is measured from (default: today; the bundled samples: 2026-06-01).",
 )
+@click.option(
+    "--format", "fmt", type=click.Choice(["text", "json"]), default="text", show_default=True,
+    help="text: sentences for a coordinator; json: the same with the evaluators' machine details.",
+)
+@_width_option
 @_guarded
-def explain(patient_id: str, trial_file: Path | None, as_of: date | None, **kwargs: Any) -> None:
+def explain(patient_id: str, trial_file: Path | None, as_of: date | None, fmt: str, width: int | None,
+            **kwargs: Any) -> None:
     """Explain every criterion for one patient, resource by resource."""
     options = _options(kwargs)
     _setup_logging(options.verbose)
@@ -307,11 +325,17 @@ def explain(patient_id: str, trial_file: Path | None, as_of: date | None, **kwar
     population = load_population(source, trial, (pid,))
     record = population.records.get(pid)
     if record is None:
-        _fail(f"Patient/{pid} is not in {source.describe()}", EXIT_CONFIG)
+        _fail(f"no such patient: Patient/{pid} is not in {source.describe()}", EXIT_CONFIG)
         return
     day = _resolve_as_of(as_of, options)
+    if not population_evidence(record, trial):
+        click.echo(report.not_in_population(record, trial, day, fmt, width), nl=False)
+        return
     screened = screen_patient(record, trial, day, population.quality)
-    click.echo(report.render_explanation(screened, record, trial, day), nl=False)
+    if fmt == "json":
+        click.echo(report.explanation_json(screened, record, trial, day), nl=False)
+    else:
+        click.echo(report.render_explanation(screened, record, trial, day, width), nl=False)
 
 
 @main.command()
@@ -319,10 +343,11 @@ def explain(patient_id: str, trial_file: Path | None, as_of: date | None, **kwar
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True
 )
-def criteria(trial_file: Path | None, fmt: str) -> None:
+@_width_option
+def criteria(trial_file: Path | None, fmt: str, width: int | None) -> None:
     """List the criteria: protocol text, how each is evaluated, computable / partial / manual."""
     trial = _load_trial(trial_file)
-    click.echo(report.render_criteria(trial, fmt), nl=False)
+    click.echo(report.render_criteria(trial, fmt, width), nl=False)
 
 
 @main.command("report")

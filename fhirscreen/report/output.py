@@ -62,14 +62,14 @@ def write_outputs(run: ScreeningRun, out_dir: Path, show_names: bool = False) ->
     return written
 
 
-def render_run(run: ScreeningRun, fmt: str) -> str:
+def render_run(run: ScreeningRun, fmt: str, width: int | None = None) -> str:
     """stdout: the ranked table with attrition and worklist, or candidates.json / candidates.csv content."""
     if fmt == "json":
         return render_json(run)
     if fmt == "csv":
         return render_csv(run)
     if fmt == "table":
-        return render_table(run)
+        return render_table(run, width)
     raise ValueError(f"unknown output format {fmt!r}; use table, json or csv")
 
 

@@ -57,3 +57,35 @@ def test_output_matches_the_golden_file(produced: Path, name: str) -> None:
         f"{name} differs from {expected_file}; if the change is intended, regenerate with "
         "FHIRSCREEN_UPDATE_GOLDEN=1 and review the diff"
     )
+
+
+# Terminal views at 80 and 100 columns: the ranked table with attrition and worklist, explain for a
+# possible and an ineligible patient, and the criteria list.
+TERMINAL_VIEWS = {
+    "screen": ["screen", "--data", str(DATA), "--as-of", "2026-06-01"],
+    "explain-possible": ["explain", "gp-possible", "--data", str(DATA), "--as-of", "2026-06-01"],
+    "explain-ineligible": ["explain", "Patient/gp-ineligible", "--data", str(DATA), "--as-of", "2026-06-01"],
+    "criteria": ["criteria"],
+}
+
+
+@pytest.mark.parametrize("width", [80, 100])
+@pytest.mark.parametrize("view", sorted(TERMINAL_VIEWS))
+def test_terminal_view_matches_the_golden_file(view: str, width: int) -> None:
+    cwd = Path.cwd()
+    os.chdir(ROOT)
+    try:
+        result = CliRunner().invoke(main, [*TERMINAL_VIEWS[view], "--width", str(width)])
+    finally:
+        os.chdir(cwd)
+    assert result.exit_code == 0, result.stderr
+    expected_file = GOLDEN / "terminal" / f"{view}-{width}.txt"
+    if UPDATE:
+        expected_file.parent.mkdir(parents=True, exist_ok=True)
+        expected_file.write_text(result.stdout, encoding="utf-8")
+    assert expected_file.exists(), f"{expected_file} is missing: run with FHIRSCREEN_UPDATE_GOLDEN=1"
+    assert result.stdout == expected_file.read_text(encoding="utf-8"), (
+        f"{view} at {width} columns differs from {expected_file}; if intended, regenerate with "
+        "FHIRSCREEN_UPDATE_GOLDEN=1 and review the diff"
+    )
+    assert max(len(line) for line in result.stdout.splitlines()) <= width
