@@ -172,8 +172,11 @@ def test_without_javascript_the_table_is_complete_and_print_shows_everyone(
     with open_page(browser, sample_run / "report.html") as session:
         page = session.page
         page.get_by_label("ineligible").uncheck()
+        folded = page.locator("details.evidence:not([open]) li")
+        assert folded.count() > 0 and not folded.first.is_visible()  # evidence of passed criteria is folded
         page.emulate_media(media="print")
         assert page.locator("#filters").is_hidden()
         assert page.locator("#ranked-table tbody tr:visible").count() == len(candidates["patients"])
+        assert folded.first.is_visible()  # print shows every piece of evidence
         pdf = page.pdf(format="A4")
         assert pdf.startswith(b"%PDF") and len(pdf) > 50_000

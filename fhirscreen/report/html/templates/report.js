@@ -26,6 +26,10 @@
     });
     count.textContent = shown + " of " + rows.length + " patients shown";
   }
+  // Printing shows every patient and every piece of evidence, whatever the filters and folds.
+  window.addEventListener("beforeprint", function () {
+    Array.prototype.forEach.call(document.querySelectorAll("details"), function (d) { d.open = true; });
+  });
   form.hidden = false;
   form.addEventListener("input", apply);
   form.addEventListener("change", apply);
