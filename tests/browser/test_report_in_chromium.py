@@ -22,6 +22,7 @@ pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = ROOT / "docs" / "screenshots"
 UPDATE = os.environ.get("FHIRSCREEN_UPDATE_SCREENSHOTS") == "1"
+MAX_SHOT_HEIGHT = 900
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +49,18 @@ def candidates(sample_run: Path) -> dict[str, Any]:
 def shot(session: Session, name: str, tmp_path: Path, selector: str | None = None) -> Path:
     path = tmp_path / f"{name}.png"
     if selector:
-        session.page.locator(selector).screenshot(path=str(path))
+        element = session.page.locator(selector)
+        element.scroll_into_view_if_needed()
+        box = element.bounding_box()
+        assert box is not None, f"{selector} is not shown"
+        if box["height"] > MAX_SHOT_HEIGHT:  # the top of a long card tells enough, in fewer bytes
+            session.page.set_viewport_size({"width": 1280, "height": MAX_SHOT_HEIGHT + 40})
+            element.evaluate("el => el.scrollIntoView({block: 'start'})")
+            box = element.bounding_box()
+            assert box is not None
+            session.page.screenshot(path=str(path), clip={**box, "height": MAX_SHOT_HEIGHT})
+        else:
+            element.screenshot(path=str(path))
     else:
         session.page.screenshot(path=str(path))
     assert path.stat().st_size > 5000, f"{name}: screenshot looks empty"
@@ -180,3 +192,30 @@ def test_without_javascript_the_table_is_complete_and_print_shows_everyone(
         assert folded.first.is_visible()  # print shows every piece of evidence
         pdf = page.pdf(format="A4")
         assert pdf.startswith(b"%PDF") and len(pdf) > 50_000
+
+
+CONTRAST_JS = """
+() => {
+  const rgb = s => s.match(/[\\d.]+/g).slice(0, 3).map(Number);
+  const lum = c => { const [r, g, b] = c.map(v => { v /= 255;
+    return v <= 0.03928 ? v / 12.92 : Math.pow((v + 0.055) / 1.055, 2.4); });
+    return 0.2126 * r + 0.7152 * g + 0.0722 * b; };
+  return Array.from(document.querySelectorAll('.badge')).map(el => {
+    const st = getComputedStyle(el);
+    const [a, b] = [lum(rgb(st.color)), lum(rgb(st.backgroundColor))].sort((x, y) => y - x);
+    return {kind: el.className, text: el.textContent.trim(), shape: el.querySelector('svg use') !== null,
+            ratio: (a + 0.05) / (b + 0.05)};
+  });
+}
+"""
+
+
+def test_status_is_told_by_word_and_shape_with_readable_contrast(browser: Any, sample_run: Path) -> None:
+    with open_page(browser, sample_run / "report.html") as session:
+        badges = session.page.evaluate(CONTRAST_JS)
+    kinds = {b["kind"].removeprefix("badge ") for b in badges}
+    assert kinds == {"eligible", "possible", "ineligible", "pass", "fail", "unknown", "manual"}
+    for badge in badges:
+        assert badge["text"] == badge["kind"].removeprefix("badge ")  # the word, not only a colour
+        assert badge["shape"]  # and an icon whose shape differs per status
+        assert badge["ratio"] >= 4.5, badge  # WCAG AA for normal text
