@@ -116,7 +116,7 @@ def _summary(status: str, criteria: Sequence[CriterionView]) -> str:
     if status == "possible":
         unknown = [c for c in criteria if c.outcome == "unknown"]
         return "To settle: " + ", ".join(f"{c.id} ({c.title})" for c in unknown)
-    return "Meets every computable criterion; manual criteria remain for the visit."
+    return "All computable criteria pass; manual checks at the visit."
 
 
 def _washout_end(details: Mapping[str, Any]) -> str | None:
