@@ -94,9 +94,10 @@ def test_page_loads_offline_without_errors_and_shows_candidates_numbers(
                       for o in ("pass", "fail", "unknown", "manual")]
             assert cells[0] == str(patient["rank"])
             assert cells[1] == patient["patient"].removeprefix("Patient/")
-            assert cells[4].strip() == patient["status"]
-            assert cells[5] == f"{patient['score']:.2f}"
-            assert [int(c) for c in cells[6:10]] == counts
+            assert cells[2] == f"{patient['sex']}, {patient['age']}"
+            assert cells[3].strip() == patient["status"]
+            assert cells[4] == f"{patient['score']:.2f}"
+            assert [int(c) for c in cells[5:9]] == counts
         assert page.locator("#shown-count").inner_text() == (
             f"{len(candidates['patients'])} of {len(candidates['patients'])} patients shown")
         # Every patient has a card with every criterion.

@@ -30,7 +30,7 @@ def test_synthea_report_opens_offline_and_matches_candidates(population: Path, t
         assert rows.count() == len(document["patients"])
         for i, patient in enumerate(document["patients"]):
             cells = rows.nth(i).locator("td").all_inner_texts()
-            assert (cells[1], cells[4].strip(), cells[5]) == (
+            assert (cells[1], cells[3].strip(), cells[4]) == (
                 patient["patient"].removeprefix("Patient/"), patient["status"], f"{patient['score']:.2f}")
         tiles = dict(zip(page.locator(".tiles .badge").all_inner_texts(),
                          page.locator(".tiles .n").all_inner_texts(), strict=True))
