@@ -26,7 +26,7 @@ def funnel_svg(attrition: Sequence[Mapping[str, Any]]) -> str:
     if not attrition:
         return ""
     total = max(int(attrition[0].get("remaining") or 0), 1)
-    left, right = 110, 600
+    left, right = 300, 680
     span = right - left
     height = ROW * len(attrition) + 30
     parts = [
@@ -41,10 +41,12 @@ def funnel_svg(attrition: Sequence[Mapping[str, Any]]) -> str:
         remaining = int(row.get("remaining") or 0)
         gain = int(row.get("gain") or 0)
         label = "Population" if i == 0 else str(row.get("criterion"))
+        title = "SLE diagnosis on record" if i == 0 else str(row.get("title") or "")
+        title = title if len(title) <= 34 else title[:33].rstrip() + "…"
         width = span * remaining / total
         gain_width = span * gain / total
         parts.append(f'<text x="{left - 10}" y="{_n(y + 15)}" text-anchor="end" class="lbl">'
-                     f"{escape(label)}</text>")
+                     f"{escape(label)} {escape(title)}</text>")
         parts.append(f'<rect x="{left}" y="{y + 3}" width="{_n(width)}" height="{ROW - 6}" class="bar"/>')
         if gain:
             parts.append(f'<rect x="{_n(left + width)}" y="{y + 3}" width="{_n(gain_width)}" '
