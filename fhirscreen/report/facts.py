@@ -18,6 +18,9 @@ from fhirscreen.report.describe import describe_resource, find_resource
 from fhirscreen.screening import PatientScreen
 
 MRN_TYPE = "MR"  # HL7 v2-0203 "Medical record number"
+# Evidence resources described (and shown in report.html) per criterion; the rest are named in the
+# criterion's evidence list. A classification criterion can cite a hundred Synthea Observations.
+EVIDENCE_DESCRIBED = 12
 
 
 @dataclass(frozen=True)
@@ -66,7 +69,7 @@ def identity(patient: Mapping[str, Any]) -> dict[str, str]:
 def patient_facts(record: PatientRecord, screen: PatientScreen, as_of: date) -> PatientFacts:
     described: dict[str, str] = {}
     for found in screen.results.values():
-        for reference in found.evidence:
+        for reference in found.evidence[:EVIDENCE_DESCRIBED]:
             if reference in described:
                 continue
             resource = find_resource(record, reference)

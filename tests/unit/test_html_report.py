@@ -189,3 +189,12 @@ def test_identity_takes_the_official_name_and_the_mrn_only() -> None:
     }
     assert identity(patient) == {"name": "Joan M Doe", "mrn": "MRN-77"}
     assert identity({"resourceType": "Patient", "id": "q"}) == {}
+
+
+def test_a_long_evidence_list_shows_the_first_dozen_and_counts_the_rest(run_dir: Path, trial: Trial) -> None:
+    document = json.loads((run_dir / "candidates.json").read_text())
+    criterion = document["patients"][0]["criteria"]["I2"]
+    criterion["evidence"] = [f"Observation/many-{i:02d}" for i in range(20)]
+    page = render_report(document, trial)
+    assert "Evidence (20 resources)" in page and "and 8 more (listed in candidates.json)" in page
+    assert "Observation/many-11" in page and "Observation/many-12" not in page

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from fhirscreen.report.facts import EVIDENCE_DESCRIBED
+
 OUTCOMES = ("pass", "fail", "unknown", "manual")
 STATUSES = ("eligible", "possible", "ineligible")
 
@@ -30,7 +32,8 @@ class CriterionView:
     outcome: str
     reason: str
     next_step: str
-    evidence: tuple[Evidence, ...]
+    evidence: tuple[Evidence, ...]  # the first EVIDENCE_DESCRIBED
+    more_evidence: int  # how many more the criterion cites (named in candidates.json)
     washout_ends: str | None
 
 
@@ -130,13 +133,15 @@ def _patient(entry: Mapping[str, Any], titles: Mapping[str, tuple[str, str]], ba
     criteria = []
     for cid, found in (entry.get("criteria") or {}).items():
         title, kind = titles.get(cid, (cid, ""))
+        cited = list(found.get("evidence") or ())
         evidence = tuple(
             Evidence(ref, described.get(ref, ""), f"{base}/{ref}" if base else None)
-            for ref in found.get("evidence") or ()
+            for ref in cited[:EVIDENCE_DESCRIBED]
         )
         criteria.append(CriterionView(
             cid, title, kind, found.get("outcome", "unknown"), found.get("reason", ""),
-            found.get("next_step", ""), evidence, _washout_end(found.get("details") or {}),
+            found.get("next_step", ""), evidence, len(cited) - len(evidence),
+            _washout_end(found.get("details") or {}),
         ))
     counts = Counter(c.outcome for c in criteria)
     ref = str(entry["patient"])
