@@ -67,8 +67,8 @@ def washout_lines(details: Mapping[str, Any], width: int) -> list[str]:
     if len(agents) > 1:  # with one agent the reason already says it
         for w in agents:
             ends = w.get("washout_ends") or "end unknown"
-            lines += wrap(f"{ends}: {w.get('what', '')}".rstrip(": "), width, INDENT + "    ",
-                          first=INDENT + "  - ")
+            lines += wrap(f"{ends}: {w.get('what', '')}".rstrip(": "), width, INDENT + "  ",
+                          first=INDENT + "- ")
     return lines
 
 
@@ -77,7 +77,9 @@ def evidence_lines(found: CriterionResult, record: PatientRecord, as_of: date, w
     for reference in found.evidence:
         resource = find_resource(record, reference)
         described = describe_resource(resource, record, as_of) if resource is not None else reference
-        lines += wrap(described, width, INDENT + "    ", first=INDENT + "  - ")
+        # A resource reference is never broken; one longer than the line overflows it rather than
+        # being cut where a copy would miss part of it.
+        lines += wrap(described, width, INDENT + "  ", first=INDENT + "- ")
     return lines
 
 

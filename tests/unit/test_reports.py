@@ -412,8 +412,8 @@ def test_explanation_lists_criteria_in_order_with_evidence_next_steps_and_washou
     starts = [block.split()[0] for block in blocks]
     assert starts == [c.id for c in trial.criteria]
     assert "I4 eGFR >= 30 (inclusion): FAIL\n    eGFR 25 on 2026-05-20: below 30.\n" in text
-    assert "      - Observation/egfr1: eGFR, 2026-05-20, = 25 mL/min/{1.73_m2}" in text
-    assert "      - Observation/gone\n" in text  # evidence not in the record is still named
+    assert "    - Observation/egfr1: eGFR, 2026-05-20, = 25 mL/min/{1.73_m2}" in text
+    assert "    - Observation/gone\n" in text  # evidence not in the record is still named
     assert "    Next step: Score SLEDAI-2K at the screening visit." in text
     assert "The washout ends 2026-08-08: Day 0 can be on or after that date." in text
     assert "2026-07-30: belimumab last dose 2026-05-01" in text
