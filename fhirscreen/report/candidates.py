@@ -52,7 +52,6 @@ def candidates_document(run: ScreeningRun) -> dict[str, Any]:
         "as_of": run.as_of.isoformat(),
         "source": run.source,
         "generated_by": f"fhirscreen {__version__}",
-        "patients_read": run.patients_read,
         "patients": [patient_entry(s, run.facts.get(s.patient_id)) for s in run.patients],
         "attrition": [row.as_dict() for row in trial_attrition(run.patients, run.trial)],
         "worklist": [w.as_dict() for w in worklist(run.patients)],

@@ -149,8 +149,7 @@ def test_worklist_in_json(run):
 
 def test_candidates_json_shape(run):
     doc = json.loads(render_json(run))
-    assert list(doc) == ["trial", "as_of", "source", "generated_by", "patients_read", "patients", "attrition",
-                         "worklist",
+    assert list(doc) == ["trial", "as_of", "source", "generated_by", "patients", "attrition", "worklist",
                          "data_quality"]
     assert (doc["trial"], doc["as_of"]) == ("NCT06737380", "2026-06-01")
     assert doc["generated_by"].startswith("fhirscreen ")

@@ -209,7 +209,8 @@ def build_view(
         as_of=str(document.get("as_of", "")),
         source=str(document.get("source", "")),
         generated_by=str(document.get("generated_by", "")),
-        patients_read=document.get("patients_read"),
+        # Not in candidates.json: a server run reads only the population, so it would differ by mode.
+        patients_read=(run_info or {}).get("patients_read"),
         patients=patients,
         status_counts={s: statuses.get(s, 0) for s in STATUSES},
         criteria=[(cid, title) for cid, title, _kind in criteria],
