@@ -61,8 +61,7 @@ def washout_lines(details: Mapping[str, Any], width: int) -> list[str]:
     facts = plain(details)
     lines = []
     if facts.get("washout_ends"):
-        lines += wrap(f"The washout ends {facts['washout_ends']}: Day 0 can be on or after that date.",
-                      width, INDENT)
+        lines += wrap(f"The washout ends {facts['washout_ends']}.", width, INDENT)
     agents = [w for w in facts.get("washouts") or () if isinstance(w, dict)]
     if len(agents) > 1:  # with one agent the reason already says it
         for w in agents:

@@ -161,7 +161,7 @@ def test_views_of_the_day0_timeline_worklist_attrition_and_a_card(
     with open_page(browser, sample_run / "report.html") as session:
         page = session.page
         timeline = page.locator("#day0 svg.timeline")
-        assert timeline.count() == 1 and "Day 0 from" in (timeline.text_content() or "")
+        assert timeline.count() == 1 and "washouts end 2026-" in (timeline.text_content() or "")
         funnel = page.locator("#attrition svg.funnel text.val").all_text_contents()
         remaining = [row["remaining"] for row in candidates["attrition"]]
         assert [int(t.split(" ")[0]) for t in funnel] == remaining

@@ -414,7 +414,7 @@ def test_explanation_lists_criteria_in_order_with_evidence_next_steps_and_washou
     assert "    - Observation/egfr1: eGFR, 2026-05-20, = 25 mL/min/{1.73_m2}" in text
     assert "    - Observation/gone\n" in text  # evidence not in the record is still named
     assert "    Next step: Score SLEDAI-2K at the screening visit." in text
-    assert "The washout ends 2026-08-08: Day 0 can be on or after that date." in text
+    assert "The washout ends 2026-08-08." in text
     assert "2026-07-30: belimumab last dose 2026-05-01" in text
     assert "Patient/p1: female, age 41" in text
     assert "Details:" not in text and "washout_ends" not in text

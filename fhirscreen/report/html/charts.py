@@ -70,7 +70,8 @@ def _months(start: date, end: date) -> list[date]:
 
 def timeline_svg(washouts: Sequence[Washout], as_of: date) -> str:
     """One row per patient with a washout ending after the screening date: a bar from the screening date
-    to each end date, a marker at the end. The last end date of a row is the earliest possible Day 0."""
+    to each end date, a marker at the end. Day 0 can be once the last washout of a row has ended (whether
+    on its end date or the day after is the criterion's wording, so the label says "ends")."""
     upcoming = [w for w in washouts if w.ends >= as_of]
     if not upcoming:
         return ""
@@ -91,7 +92,8 @@ def timeline_svg(washouts: Sequence[Washout], as_of: date) -> str:
         f'aria-labelledby="tl-title tl-desc" xmlns="http://www.w3.org/2000/svg">',
         '<title id="tl-title">Washout end dates</title>',
         f'<desc id="tl-desc">For each patient with a washout still running on {as_of.isoformat()}, the '
-        "dates it ends; Day 0 can be on or after the last one. The table below lists the same dates.</desc>",
+        "dates it ends; Day 0 can be once the last one has ended. The table below lists the same "
+        "dates.</desc>",
     ]
     for month in _months(as_of + timedelta(days=1), end):
         mx = _n(x(month))
@@ -104,17 +106,17 @@ def timeline_svg(washouts: Sequence[Washout], as_of: date) -> str:
     for i, (ref, items) in enumerate(rows.items()):
         y = 30 + i * ROW
         mid = y + ROW / 2
-        day0 = max(w.ends for w in items)
+        row_last = max(w.ends for w in items)
         patient = items[0].patient
         parts.append(f'<a href="#{patient.anchor}"><text x="{left - 10}" y="{_n(mid + 4)}" '
                      f'text-anchor="end" class="lbl">{escape(ref.removeprefix("Patient/"))}</text></a>')
-        parts.append(f'<line x1="{left}" y1="{_n(mid)}" x2="{_n(x(day0))}" y2="{_n(mid)}" class="wait"/>')
+        parts.append(f'<line x1="{left}" y1="{_n(mid)}" x2="{_n(x(row_last))}" y2="{_n(mid)}" class="wait"/>')
         for w in sorted(items, key=lambda w: (w.ends, w.criterion)):
             cx, cy = x(w.ends), mid
             shape = (f'<path d="M{_n(cx)} {_n(cy - 7)} L{_n(cx + 7)} {_n(cy)} L{_n(cx)} {_n(cy + 7)} '
                      f'L{_n(cx - 7)} {_n(cy)} Z" class="mark {w.outcome}"/>')
             parts.append(f"<g><title>{escape(w.criterion)}: ends {w.ends.isoformat()}</title>{shape}</g>")
-        parts.append(f'<text x="{_n(x(day0) + 10)}" y="{_n(mid + 4)}" class="val">Day 0 from '
-                     f"{day0.isoformat()}</text>")
+        parts.append(f'<text x="{_n(x(row_last) + 10)}" y="{_n(mid + 4)}" class="val">washouts end '
+                     f"{row_last.isoformat()}</text>")
     parts.append("</svg>")
     return "\n".join(parts)
