@@ -20,7 +20,7 @@ from fhirscreen.exitcodes import EXIT_LOCKED, EXIT_SOURCE_UNREACHABLE, EXIT_USAG
 from fhirscreen.failures import fail, finish, guarded
 from fhirscreen.paths import SAMPLE_AS_OF
 from fhirscreen.pipeline import load_population, run_screening
-from fhirscreen.screening import screen_patient
+from fhirscreen.screening import population_evidence, screen_patient
 from fhirscreen.sources.factory import SourceOptions, open_source
 from fhirscreen.trial.loader import Trial, TrialFileError, load_trial
 
@@ -242,6 +242,25 @@ def _guarded(fn: F) -> F:
     return guarded(fn)
 
 
+def _width_option(fn: F) -> F:
+    return click.option(
+        "--width",
+        type=click.IntRange(60, 1000),
+        default=None,
+        metavar="COLUMNS",
+        help="Fit the text output to this many columns (default: the terminal's width, or 100).",
+    )(fn)
+
+
+def _show_names_option(fn: F) -> F:
+    return click.option(
+        "--show-names",
+        is_flag=True,
+        help="Show patient names and MRNs in report.html (where the site's policy allows; by default "
+        "the page shows resource ids, age and sex only).",
+    )(fn)
+
+
 @click.group()
 @click.version_option(__version__, prog_name="fhirscreen")
 def main() -> None:
@@ -276,6 +295,8 @@ def main() -> None:
     help="With --server and --out: read everything again instead of only what changed since the last run.",
 )
 @_force_as_of
+@_show_names_option
+@_width_option
 @_guarded
 def screen(
     trial_file: Path | None,
@@ -286,6 +307,8 @@ def screen(
     keep: int | None,
     force_as_of: bool,
     full: bool,
+    show_names: bool,
+    width: int | None,
     **kwargs: Any,
 ) -> None:
     """Screen every patient with an SLE diagnosis and print the ranked candidates."""
@@ -310,8 +333,11 @@ def screen(
     click.get_current_context().call_on_close(source.close_progress)
     run = run_screening(source, trial, _resolve_as_of(as_of, options))
     source.close_progress()
-    written = output.commit(run, source, options) if output is not None else []
-    click.echo(report.render_run(run, fmt), nl=False)
+    written = []
+    if output is not None:
+        outputs = report.render_outputs(run, show_names)
+        written = output.commit(run, source, options, outputs, {"show_names": show_names})
+    click.echo(report.render_run(run, fmt, width), nl=False)
     click.echo(report.render_summary(run, written), err=True, nl=False)
     _echo_source_stats(source)
     if post_report:
@@ -382,10 +408,25 @@ def diff(directory: Path, run_a: str | None, run_b: str | None, fmt: str) -> Non
     metavar="YYYY-MM-DD",
     help="Screening date every window is measured from (default: today; the bundled samples: 2026-06-01).",
 )
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["text", "json"]),
+    default="text",
+    show_default=True,
+    help="text: sentences for a coordinator; json: the same with the evaluators' machine details.",
+)
+@_width_option
 @_force_as_of
 @_guarded
 def explain(
-    patient_id: str, trial_file: Path | None, as_of: date | None, force_as_of: bool, **kwargs: Any
+    patient_id: str,
+    trial_file: Path | None,
+    as_of: date | None,
+    fmt: str,
+    width: int | None,
+    force_as_of: bool,
+    **kwargs: Any,
 ) -> None:
     """Explain every criterion for one patient, resource by resource."""
     options = _options(kwargs)
@@ -397,11 +438,17 @@ def explain(
     population = load_population(source, trial, (pid,))
     record = population.records.get(pid)
     if record is None:
-        _fail(f"Patient/{pid} is not in {source.describe()}", EXIT_CONFIG)
+        _fail(f"no such patient: Patient/{pid} is not in {source.describe()}", EXIT_CONFIG)
         return
     day = _resolve_as_of(as_of, options)
+    if not population_evidence(record, trial):
+        click.echo(report.not_in_population(record, trial, day, fmt, width), nl=False)
+        return
     screened = screen_patient(record, trial, day, population.quality)
-    click.echo(report.render_explanation(screened, record, trial, day), nl=False)
+    if fmt == "json":
+        click.echo(report.explanation_json(screened, record, trial, day), nl=False)
+    else:
+        click.echo(report.render_explanation(screened, record, trial, day, width), nl=False)
     finish(len(population.records), population.quality, source.describe())
 
 
@@ -410,11 +457,35 @@ def explain(
 @click.option(
     "--format", "fmt", type=click.Choice(["table", "markdown", "json"]), default="table", show_default=True
 )
+@_width_option
 @_guarded
-def criteria(trial_file: Path | None, fmt: str) -> None:
+def criteria(trial_file: Path | None, fmt: str, width: int | None) -> None:
     """List the criteria: protocol text, how each is evaluated, computable / partial / manual."""
     trial = _load_trial(trial_file)
-    click.echo(report.render_criteria(trial, fmt), nl=False)
+    click.echo(report.render_criteria(trial, fmt, width), nl=False)
+
+
+@main.command("report")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@_trial_option
+@_show_names_option
+@_guarded
+def report_command(run_dir: Path, trial_file: Path | None, show_names: bool) -> None:
+    """Render RUN_DIR/report.html again from the run folder's files (candidates.json, and changes.json,
+    run.json and identities.json when present)."""
+    from fhirscreen.report.html.render import REPORT_FILE, ReportInputError, render_run_folder
+
+    trial = _load_trial(trial_file)
+    if (run_dir / runs.LATEST).is_dir():
+        run_dir = (run_dir / runs.LATEST).resolve()  # an --out directory: its latest run
+    try:
+        page = render_run_folder(run_dir, trial, show_names)
+    except ReportInputError as exc:
+        _fail(str(exc), EXIT_SOURCE)
+        return
+    path = run_dir / REPORT_FILE
+    report.write_report_page(path, page, show_names)
+    click.echo(f"Wrote {path}.", err=True)
 
 
 def _load_options(fn: F) -> F:

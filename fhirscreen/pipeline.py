@@ -39,6 +39,7 @@ from datetime import date
 
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import Population, PopulationBuilder
+from fhirscreen.report.facts import collect_facts
 from fhirscreen.screening import ScreeningRun, screen_population
 from fhirscreen.sources.base import QueryPlan, Source
 from fhirscreen.trial.loader import Trial
@@ -86,7 +87,7 @@ def load_population(source: Source, trial: Trial, patient_ids: tuple[str, ...] |
         population = builder.build()
     if patient_ids is not None:
         population.records = {pid: r for pid, r in population.records.items() if pid in patient_ids}
-    log.info(
+    log.debug(  # the run summary says it for everyday runs; -v adds the timing
         "read %d resources for %d patients from %s in %.1f s",
         count,
         len(population.records),
@@ -106,7 +107,8 @@ def run_screening(source: Source, trial: Trial, as_of: date) -> ScreeningRun:
     population = load_population(source, trial)
     started = time.monotonic()
     run = evaluate_population(population, trial, as_of, source.describe())
-    log.info(
+    run.facts = collect_facts(population.records, run.patients, as_of)
+    log.debug(
         "screened %d patients of the initial population in %.2f s",
         len(run.patients),
         time.monotonic() - started,

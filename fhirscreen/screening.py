@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from fhirscreen.criteria._tentative import unconfirmed_only
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, result
@@ -13,6 +13,9 @@ from fhirscreen.fhir.resources import ref
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import PatientRecord, Population
 from fhirscreen.trial.loader import Trial
+
+if TYPE_CHECKING:
+    from fhirscreen.report.facts import PatientFacts
 
 Status = Literal["eligible", "possible", "ineligible"]
 STATUS_ORDER: dict[str, int] = {"eligible": 0, "possible": 1, "ineligible": 2}
@@ -44,6 +47,9 @@ class ScreeningRun:
     quality: DataQuality
     patients_read: int  # all patients in the data, before the initial population
     skipped_types: dict[str, int] = field(default_factory=dict)
+    # Sex, age and evidence descriptions per patient id, for the reports; filled by the pipeline (I/O edge)
+    # while the records are in memory. Screening itself never reads it.
+    facts: dict[str, PatientFacts] = field(default_factory=dict)
 
 
 def population_evidence(record: PatientRecord, trial: Trial) -> list[str]:

@@ -8,6 +8,7 @@ from typing import Any
 from fhirscreen import __version__
 from fhirscreen.criteria.base import CriterionResult
 from fhirscreen.report.attrition import trial_attrition
+from fhirscreen.report.facts import PatientFacts
 from fhirscreen.report.jsonio import dump_json, plain
 from fhirscreen.report.worklist import worklist
 from fhirscreen.screening import PatientScreen, ScreeningRun
@@ -27,15 +28,22 @@ def criterion_entry(found: CriterionResult) -> dict[str, Any]:
     return entry
 
 
-def patient_entry(screen: PatientScreen) -> dict[str, Any]:
+def patient_entry(screen: PatientScreen, facts: PatientFacts | None = None) -> dict[str, Any]:
     # Criteria stay in protocol order (the order a reader checks them in), not sorted.
-    return {
+    entry: dict[str, Any] = {
         "rank": screen.rank,
         "patient": screen.ref,
         "status": screen.status,
         "score": screen.score,
-        "criteria": {cid: criterion_entry(found) for cid, found in screen.results.items()},
     }
+    if facts is not None:  # age and sex only: names and identifiers never go into candidates.json
+        entry["sex"] = facts.sex
+        entry["age"] = facts.age
+    entry["criteria"] = {cid: criterion_entry(found) for cid, found in screen.results.items()}
+    if facts is not None:
+        # One line per evidence resource (what, when, value), so report.html can be rebuilt from here.
+        entry["resources"] = facts.resources
+    return entry
 
 
 def candidates_document(run: ScreeningRun) -> dict[str, Any]:
@@ -44,7 +52,7 @@ def candidates_document(run: ScreeningRun) -> dict[str, Any]:
         "as_of": run.as_of.isoformat(),
         "source": run.source,
         "generated_by": f"fhirscreen {__version__}",
-        "patients": [patient_entry(s) for s in run.patients],
+        "patients": [patient_entry(s, run.facts.get(s.patient_id)) for s in run.patients],
         "attrition": [row.as_dict() for row in trial_attrition(run.patients, run.trial)],
         "worklist": [w.as_dict() for w in worklist(run.patients)],
         "data_quality": [f.as_dict() for f in run.quality.sorted()],

@@ -6,7 +6,7 @@ from collections import Counter
 from typing import Any
 
 from fhirscreen.report.jsonio import dump_json
-from fhirscreen.report.text import format_table, shorten
+from fhirscreen.report.text import format_table, shorten, terminal_width, wrap
 from fhirscreen.trial.loader import Criterion, Trial
 
 
@@ -42,26 +42,36 @@ def criteria_markdown(trial: Trial) -> str:
     return "\n".join(lines) + f"\n\n{coverage_line(trial)}\n"
 
 
-def criteria_table(trial: Trial) -> str:
+def criteria_table(trial: Trial, width: int) -> str:
+    headers = ("id", "type", "computability", "evaluator", "title")
+    columns = [(c.id, c.definition.type, c.definition.computability, c.definition.evaluator)
+               for c in trial.criteria]
+    fixed = [max(len(headers[i]), *(len(row[i]) for row in columns)) for i in range(4)]
+    title_width = max(width - sum(fixed) - 2 * 4, 16)
     rows = [
-        (c.id, c.definition.type, c.definition.computability, c.definition.evaluator, c.definition.title)
+        (c.id, c.definition.type, c.definition.computability, c.definition.evaluator,
+         shorten(c.definition.title, title_width))
         for c in trial.criteria
     ]
-    table = format_table(("id", "type", "computability", "evaluator", "title"), rows)
+    table = format_table(headers, rows)
     details = [
-        f"{c.id} {c.definition.title}\n    Protocol: {shorten(c.definition.text, 400)}\n"
-        f"    How: {shorten(c.definition.how, 600)}"
+        "\n".join([
+            *wrap(f"{c.id} {c.definition.title}", width),
+            *wrap(shorten(c.definition.text, 400), width, " " * 14, first="    Protocol: "),
+            *wrap(shorten(c.definition.how, 600), width, " " * 9, first="    How: "),
+        ])
         for c in trial.criteria
     ]
-    return f"{trial.id}: {trial.definition.trial.title}\n\n{table}\n{coverage_line(trial)}\n\n" + "\n\n".join(
-        details) + "\n"
+    heading = "\n".join(wrap(f"{trial.id}: {trial.definition.trial.title}", width))
+    coverage = "\n".join(wrap(coverage_line(trial), width))
+    return f"{heading}\n\n{table}\n{coverage}\n\n" + "\n\n".join(details) + "\n"
 
 
-def render_criteria(trial: Trial, fmt: str) -> str:
+def render_criteria(trial: Trial, fmt: str, width: int | None = None) -> str:
     if fmt == "markdown":
         return criteria_markdown(trial)
     if fmt == "json":
         return dump_json({"trial": trial.id, "criteria": [criterion_dict(c) for c in trial.criteria]})
     if fmt == "table":
-        return criteria_table(trial)
+        return criteria_table(trial, terminal_width(width))
     raise ValueError(f"unknown criteria format {fmt!r}; use table, markdown or json")

@@ -3,12 +3,13 @@ run.json, pruning, and the ``history`` / ``diff`` commands (see layout.py for th
 
 from fhirscreen.runs.changes import compute_changes
 from fhirscreen.runs.job import RunOutput, load_candidates
-from fhirscreen.runs.layout import OutputDir, RunInfo, latest_name, list_runs
+from fhirscreen.runs.layout import LATEST, OutputDir, RunInfo, latest_name, list_runs
 from fhirscreen.runs.lock import LockedError
 from fhirscreen.runs.observe import ObservedSource, canonical_source, observe
 from fhirscreen.runs.query import RunNotFound, choose_pair, diff_runs
 
 __all__ = [
+    "LATEST",
     "LockedError",
     "ObservedSource",
     "OutputDir",

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fhirscreen.exitcodes import EXIT_NOTHING_USABLE
+from fhirscreen.report.html.render import IDENTITIES_FILE, REPORT_FILE, render_report
 from fhirscreen.report.jsonio import OutputError, dump_json
 from fhirscreen.report.output import render_outputs
 from fhirscreen.runs.changes import compute_changes
@@ -95,8 +96,17 @@ class RunOutput:
                 durations=durations,
             )
         )
+        if REPORT_FILE in files:
+            # The page shows what changed since the run before and the run's facts: rendered now that
+            # changes.json and run.json exist, from the same inputs as ``fhirscreen report RUN_DIR``.
+            identities = json.loads(files[IDENTITIES_FILE]) if IDENTITIES_FILE in files else None
+            files[REPORT_FILE] = render_report(
+                current, run.trial, changes, json.loads(files[RUN_JSON]), identities
+            )
+        # Names and MRNs (--show-names) are readable by the owner only, whatever the umask.
+        private = {IDENTITIES_FILE, REPORT_FILE} if IDENTITIES_FILE in files else set()
         try:
-            folder = directory.commit(name, files, switch_latest=usable)
+            folder = directory.commit(name, files, switch_latest=usable, private=private)
         except OSError as exc:
             raise OutputError(
                 f"{directory.root}: cannot write the run {name}: {exc.strerror or exc}"

@@ -19,7 +19,7 @@ import json
 import logging
 import os
 import shutil
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from pathlib import Path
@@ -161,13 +161,20 @@ class OutputDir:
         taken = {p.name for p in (self.root / RUNS).iterdir()}
         return run_id(as_of, started, taken)
 
-    def commit(self, name: str, files: Mapping[str, str | bytes], switch_latest: bool = True) -> Path:
-        """Write a run's files and publish it: in-progress folder, rename into runs/, switch latest."""
+    def commit(
+        self,
+        name: str,
+        files: Mapping[str, str | bytes],
+        switch_latest: bool = True,
+        private: Collection[str] = (),
+    ) -> Path:
+        """Write a run's files and publish it: in-progress folder, rename into runs/, switch latest.
+        Files named in ``private`` are written mode 0600 (owner only)."""
         staging = self.root / IN_PROGRESS / name
         staging.mkdir()
         self._staging = staging
         for file_name, data in files.items():
-            write_file(staging / file_name, data)
+            write_file(staging / file_name, data, 0o600 if file_name in private else 0o644)
         fsync_dir(staging)
         final = self.root / RUNS / name
         os.rename(staging, final)

@@ -150,7 +150,7 @@ class FileSource:
         self, files: list[Path], indices: list[int], missing: set[str]
     ) -> Iterator[tuple[Resource, str]]:
         """The held-back Medications that kept resources refer to, from the files that held them."""
-        log.info("reading %d file(s) again for %d Medication(s)", len(indices), len(missing))
+        log.debug("reading %d file(s) again for %d Medication(s)", len(indices), len(missing))
         scratch = DataQuality()
         only = frozenset({"Medication"})
         for index in indices:
@@ -172,7 +172,7 @@ class FileSource:
         on (no stubs, no Medications), so nothing is counted twice."""
         passed_over = first.passed_over
         indices = sorted({i for pid in late for i in passed_over[pid] if i <= late[pid][0]})
-        log.info("reading %d file(s) again for %d patient(s) found late", len(indices), len(late))
+        log.debug("reading %d file(s) again for %d patient(s) found late", len(indices), len(late))
         prefilter = _Prefilter(frozenset(late), None, first.referenced, defer_medications=False)
         scratch = DataQuality()
         for index in indices:

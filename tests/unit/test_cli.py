@@ -20,7 +20,7 @@ from fhirscreen.trial.loader import Trial
 GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
 AS_OF = "2026-06-01"
 PROTOCOL_IDS = [f"I{i}" for i in range(1, 9)] + [f"E{i}" for i in range(1, 17)]
-OUTPUTS = ("candidates.json", "candidates.csv", "measure-report.json", "group.json")
+OUTPUTS = ("candidates.json", "candidates.csv", "measure-report.json", "group.json", "report.html")
 # Identifying facts of Patient/gp-eligible in the fixture: none may ever be printed.
 SECRETS = ("Harriet", "Quimby", "1985-03-15", "999-01-2345", "Lantern", "Springfield")
 
@@ -85,7 +85,7 @@ def test_screen_csv_format(golden_json):
     assert [r[1] for r in rows[1:]] == [p["patient"] for p in golden_json["patients"]]
 
 
-def test_screen_out_writes_the_four_files(tmp_path, golden_json):
+def test_screen_out_writes_every_output_file(tmp_path, golden_json):
     out = tmp_path / "run"
     result = screen("--out", out)
     assert result.exit_code == 0, result.stderr

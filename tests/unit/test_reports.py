@@ -283,11 +283,11 @@ def test_group_holds_eligible_and_possible_patients_in_rank_order(run):
 # ----------------------------------------------------------------------------------- files
 
 
-def test_write_outputs_writes_the_four_files_and_no_temporary_ones(run, tmp_path):
+def test_write_outputs_writes_every_file_and_no_temporary_ones(run, tmp_path):
     out = tmp_path / "new" / "dir"
     written = report.write_outputs(run, out)
     assert [p.name for p in written] == [
-        "candidates.json", "candidates.csv", "measure-report.json", "group.json",
+        "candidates.json", "candidates.csv", "measure-report.json", "group.json", "report.html",
     ]
     assert sorted(p.name for p in out.iterdir()) == sorted(p.name for p in written)
     assert json.loads((out / "group.json").read_text())["resourceType"] == "Group"
@@ -315,7 +315,7 @@ def test_table_why_names_failing_ids_with_the_first_reason_and_unknown_ids():
 def test_render_run_table_has_candidates_attrition_and_worklist(run):
     text = report.render_run(run, "table")
     assert "Patient/elig" in text and "Patient/inel" in text
-    assert "Attrition" in text and "initial-population" in text
+    assert "Attrition" in text and "start" in text
     assert "Worklist" in text and "order a creatinine" in text
 
 
@@ -404,16 +404,20 @@ def test_explanation_lists_criteria_in_order_with_evidence_next_steps_and_washou
         I6=result(U, "No SLEDAI-2K recorded.", next_step="Score SLEDAI-2K at the screening visit."),
         E6=result(F, "Two biologic washouts are running.", washout_ends="2026-08-08", washouts=washouts),
     )
-    text = report.render_explanation(s, rec, trial, AS_OF)
-    assert text.startswith("Patient/p1: NCT06737380 screening as of 2026-06-01\nStatus: ineligible")
-    headings = [ln for ln in text.splitlines() if ln and not ln.startswith((" ", "Patient", "Status"))]
-    starts = [line.split()[0] for line in headings]
+    text = report.render_explanation(s, rec, trial, AS_OF, width=100)
+    assert text.startswith("Patient/p1 (female, age 41) is not eligible for NCT06737380 as of 2026-06-01.\n")
+    assert "Excluded by I4, E6." in text and "To settle: I6" in text
+    _header, *blocks = text.split("\n\n")
+    starts = [block.split()[0] for block in blocks]
     assert starts == [c.id for c in trial.criteria]
-    assert "Observation/egfr1: eGFR, 2026-05-20, = 25 mL/min/{1.73_m2}" in text
-    assert "      Observation/gone\n" in text  # evidence not in the record is still named
-    assert "Next step: Score SLEDAI-2K at the screening visit." in text
-    assert "Washout ends: 2026-08-08" in text
+    assert "I4 eGFR >= 30 (inclusion): FAIL\n    eGFR 25 on 2026-05-20: below 30.\n" in text
+    assert "    - Observation/egfr1: eGFR, 2026-05-20, = 25 mL/min/{1.73_m2}" in text
+    assert "    - Observation/gone\n" in text  # evidence not in the record is still named
+    assert "    Next step: Score SLEDAI-2K at the screening visit." in text
+    assert "The washout ends 2026-08-08." in text
     assert "2026-07-30: belimumab last dose 2026-05-01" in text
     assert "Patient/p1: female, age 41" in text
+    assert "Details:" not in text and "washout_ends" not in text
+    assert max(len(line) for line in text.splitlines()) <= 100
     for secret in ("Quimby", "MRN-778", "1985-03-15"):
         assert secret not in text

@@ -26,7 +26,15 @@ from fhirscreen.trial.loader import Trial
 GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
 AS_OF = "2026-06-01"
 RUN_FILES = sorted(
-    ["candidates.json", "candidates.csv", "measure-report.json", "group.json", "run.json", "changes.json"]
+    [
+        "candidates.json",
+        "candidates.csv",
+        "measure-report.json",
+        "group.json",
+        "report.html",
+        "run.json",
+        "changes.json",
+    ]
 )
 
 
@@ -423,11 +431,15 @@ def test_a_caller_may_add_outputs_and_options_to_the_run_folder(tmp_path, trial)
     try:
         run = run_screening(source, trial, date(2026, 6, 1))
         source.close_progress()
-        files = {**render_outputs(run), "report.html": "<!doctype html>\n"}
+        files = {**render_outputs(run), "notes.txt": "a caller's own output\n"}
         written = output.commit(run, source, options, files, {"show_names": False})
     finally:
         output.close()
     latest = tmp_path / "out" / "latest"
-    assert (latest / "report.html").read_text() == "<!doctype html>\n" and latest / "report.html" in written
-    assert (tmp_path / "out" / "report.html").read_text() == "<!doctype html>\n"  # in the flat view too
+    assert (latest / "notes.txt").read_text() == "a caller's own output\n" and latest / "notes.txt" in written
+    assert (tmp_path / "out" / "notes.txt").read_text() == "a caller's own output\n"  # the flat view too
+    # report.html is rendered once changes.json and run.json exist: as `fhirscreen report` renders it.
+    from fhirscreen.report.html.render import render_run_folder
+
+    assert (latest / "report.html").read_text() == render_run_folder(latest, trial)
     assert json.loads((latest / "run.json").read_text())["options"]["show_names"] is False

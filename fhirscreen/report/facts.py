@@ -1,0 +1,93 @@
+"""What the reports say about each screened patient beyond the criteria: sex, age and a one-line
+description of every evidence resource (so report.html can be rendered again from candidates.json
+alone), and, kept apart, the name and MRN shown only with ``--show-names``.
+
+Built by the pipeline while the records are still in memory; the screening core is not involved.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import date
+from typing import Any
+
+from fhirscreen.fhir.dates import age_in_years, parse_date
+from fhirscreen.record import PatientRecord
+from fhirscreen.report.describe import describe_resource, find_resource
+from fhirscreen.screening import PatientScreen
+
+MRN_TYPE = "MR"  # HL7 v2-0203 "Medical record number"
+# Evidence resources described (and shown in report.html) per criterion; the rest are named in the
+# criterion's evidence list. A classification criterion can cite a hundred Synthea Observations.
+EVIDENCE_DESCRIBED = 12
+
+
+@dataclass(frozen=True)
+class PatientFacts:
+    sex: str | None
+    age: str | None  # "38", or "37-38" when only the birth year or month is known
+    resources: dict[str, str] = field(default_factory=dict)  # evidence Type/id -> what, when, value
+    identity: dict[str, str] = field(default_factory=dict)  # name, mrn: PHI, only with --show-names
+
+
+def age_text(patient: Mapping[str, Any], as_of: date) -> str | None:
+    birth = parse_date(patient.get("birthDate"))
+    if birth is None:
+        return None
+    oldest, youngest = age_in_years(birth.earliest, as_of), age_in_years(birth.latest, as_of)
+    return str(oldest) if oldest == youngest else f"{youngest}-{oldest}"
+
+
+def _name(patient: Mapping[str, Any]) -> str:
+    names = [n for n in patient.get("name") or () if isinstance(n, Mapping)]
+    official = [n for n in names if n.get("use") == "official"] or names
+    if not official:
+        return ""
+    name = official[0]
+    if name.get("text"):
+        return str(name["text"])
+    given = " ".join(str(g) for g in name.get("given") or ())
+    return " ".join(p for p in (given, str(name.get("family") or "")) if p)
+
+
+def _mrn(patient: Mapping[str, Any]) -> str:
+    for identifier in patient.get("identifier") or ():
+        if not isinstance(identifier, Mapping):
+            continue
+        codings = (identifier.get("type") or {}).get("coding") or ()
+        if any(isinstance(c, Mapping) and c.get("code") == MRN_TYPE for c in codings):
+            return str(identifier.get("value") or "")
+    return ""
+
+
+def identity(patient: Mapping[str, Any]) -> dict[str, str]:
+    found = {"name": _name(patient), "mrn": _mrn(patient)}
+    return {k: v for k, v in found.items() if v}
+
+
+def patient_facts(record: PatientRecord, screen: PatientScreen, as_of: date) -> PatientFacts:
+    described: dict[str, str] = {}
+    for found in screen.results.values():
+        for reference in found.evidence[:EVIDENCE_DESCRIBED]:
+            if reference in described:
+                continue
+            resource = find_resource(record, reference)
+            if resource is not None:
+                text = describe_resource(resource, record, as_of)
+                described[reference] = text.removeprefix(reference).removeprefix(": ")
+    patient = record.patient
+    return PatientFacts(
+        sex=str(patient["gender"]) if patient.get("gender") else None,
+        age=age_text(patient, as_of),
+        resources=dict(sorted(described.items())),
+        identity=identity(patient),
+    )
+
+
+def collect_facts(
+    records: Mapping[str, PatientRecord], screens: Iterable[PatientScreen], as_of: date
+) -> dict[str, PatientFacts]:
+    """Facts per screened patient id (patients outside the initial population are not screened)."""
+    return {s.patient_id: patient_facts(records[s.patient_id], s, as_of)
+            for s in screens if s.patient_id in records}
