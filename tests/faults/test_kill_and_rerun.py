@@ -34,6 +34,7 @@ RUN_FILES = {
     "candidates.csv",
     "measure-report.json",
     "group.json",
+    "report.html",
     "run.json",
     "changes.json",
 }

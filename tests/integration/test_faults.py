@@ -182,7 +182,8 @@ def test_operation_outcome_text_is_scrubbed_in_candidates_json(proxy: FaultProxy
     proxy.add("outcome-phi-in-bundle", "/Condition?", text=PHI_TEXT)
     outcome = run(tmp_path, "--server", proxy.base_url, "-v")
     assert outcome.code == 0, outcome.stderr
-    written = "".join(p.read_text() for p in tmp_path.iterdir() if p.is_file())
+    # Every file the run left (run folders, the flat view, the store of incremental reads), as text.
+    written = "".join(p.read_bytes().decode("utf-8", "replace") for p in tmp_path.rglob("*") if p.is_file())
     notes = [f for f in outcome.candidates["data_quality"] if f["problem"] == "server-warning"]
     assert notes and "needs review" in notes[0]["message"]
     for canary in PHI:
