@@ -246,6 +246,13 @@ def main() -> None:
     "--format", "fmt", type=click.Choice(["table", "json", "csv"]), default="table", show_default=True
 )
 @click.option("--post-report", is_flag=True, help="With --server: POST the MeasureReport and Group back.")
+@click.option(
+    "--engine",
+    type=click.Choice(["file", "spark"]),
+    default="file",
+    show_default=True,
+    help="spark: screen Bulk NDJSON (--data folder or Hadoop URI such as s3a://) on Apache Spark.",
+)
 @_guarded
 def screen(
     trial_file: Path | None,
@@ -253,6 +260,7 @@ def screen(
     out_dir: Path | None,
     fmt: str,
     post_report: bool,
+    engine: str = "file",
     **kwargs: Any,
 ) -> None:
     """Screen every patient with an SLE diagnosis and print the ranked candidates."""
@@ -261,8 +269,19 @@ def screen(
     trial = _load_trial(trial_file)
     if post_report and not options.server:
         _fail("--post-report needs --server", EXIT_CONFIG)
-    source = open_source(options)
-    run = run_screening(source, trial, _resolve_as_of(as_of, options))
+    source: object = None
+    if engine == "spark":
+        from fhirscreen.spark import SparkUsageError
+        from fhirscreen.spark.command import screen_on_spark
+
+        try:
+            run = screen_on_spark(options, trial, _resolve_as_of(as_of, options))
+        except SparkUsageError as exc:
+            _fail(str(exc), EXIT_CONFIG)
+            raise  # unreachable
+    else:
+        source = open_source(options)
+        run = run_screening(source, trial, _resolve_as_of(as_of, options))
     written = report.write_outputs(run, out_dir) if out_dir is not None else []
     click.echo(report.render_run(run, fmt), nl=False)
     click.echo(report.render_summary(run, written), err=True, nl=False)
