@@ -106,7 +106,9 @@ def count_lines(data: Path) -> int:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("data", type=Path, help="a folder of Bulk NDJSON")
     parser.add_argument("--master", default="local[2]")
     parser.add_argument("--driver-memory", default="2g")
@@ -133,7 +135,9 @@ def main() -> None:
     rows.append({"mode": f"spark {args.master}", **row})
     same = None
     if not args.skip_file:
-        same = (out / "file" / "candidates.json").read_bytes() == (out / "spark" / "candidates.json").read_bytes()
+        same = (out / "file" / "candidates.json").read_bytes() == (
+            out / "spark" / "candidates.json"
+        ).read_bytes()
     sle = len(json.loads((out / "spark" / "candidates.json").read_text())["patients"])
     result = {
         "date": date.today().isoformat(),
@@ -150,7 +154,8 @@ def main() -> None:
         "",
         f"{resources:,} resources (NDJSON lines), {sle:,} SLE patients; candidates.json identical: {same}.",
         "",
-        "| mode | wall s | CPU s | resources/s (wall) | peak RSS MB (driver / JVM / workers) | load before -> after |",
+        "| mode | wall s | CPU s | resources/s (wall) | peak RSS MB (driver / JVM / workers) "
+        "| load before -> after |",
         "|---|---:|---:|---:|---|---|",
     ]
     for r in rows:

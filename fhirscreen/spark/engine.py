@@ -49,14 +49,19 @@ log = logging.getLogger("fhirscreen")
 
 
 def spark_session() -> Any:
-    """The active session, or a new one (``local[*]`` unless spark-submit or spark-defaults say
-    otherwise). Workers run this interpreter unless PYSPARK_PYTHON says otherwise."""
+    """The active session, or a new one (``local[*]`` unless spark-submit, PYSPARK_SUBMIT_ARGS or
+    spark-defaults say otherwise)."""
     from pyspark.sql import SparkSession
 
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
-    os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    submit_args = os.environ.get("PYSPARK_SUBMIT_ARGS", "")
+    local = "--master" not in submit_args or "--master local" in submit_args
+    if "PYSPARK_GATEWAY_PORT" not in os.environ and local:
+        # A local session started here: the workers run this interpreter (with fhirscreen installed).
+        # Under spark-submit or on a cluster, spark.pyspark.python / PYSPARK_PYTHON decide.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
     session = (
         SparkSession.builder.appName("fhirscreen")
         .config("spark.ui.showConsoleProgress", "false")  # fhirscreen logs its own progress
