@@ -53,6 +53,7 @@ def spark_session() -> Any:
     spark-defaults say otherwise)."""
     from pyspark.sql import SparkSession
 
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # "Closing down clientserver connection"
     active = SparkSession.getActiveSession()
     if active is not None:
         return active
