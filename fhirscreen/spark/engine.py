@@ -36,6 +36,7 @@ from fhirscreen.spark.partitions import (
     Position,
     add_pairs,
     census_split,
+    gzip_lines,
     loads,
     medications_for,
     route_split,
@@ -105,7 +106,7 @@ class SparkScreening:
         shown = [f.shown for f in inputs.ndjson]
         # One split per file unless the file system splits it (large uncompressed files); small files
         # are then coalesced into fewer tasks (``_tasks``): a Python task costs a fixed overhead.
-        texts = [self.sc.textFile(f.uri, self.min_partitions or 1) for f in inputs.ndjson]
+        texts = [self._lines(f.uri) for f in inputs.ndjson]
         self.tasks = _tasks(inputs, sum(t.getNumPartitions() for t in texts), self.sc.defaultParallelism)
         self.shuffle_partitions = max(2, self.sc.defaultParallelism)
         log.info(
@@ -147,6 +148,13 @@ class SparkScreening:
             patients_read=patients_read,
             skipped_types=skipped,
         )
+
+    def _lines(self, uri: str) -> Any:
+        """A file's lines. Gzipped files cannot be split anyway; they are decompressed in Python, so
+        that a truncated one is a finding (file mode's) rather than a failed job."""
+        if uri.lower().endswith(".gz"):
+            return self.sc.binaryFiles(uri, 1).flatMap(gzip_lines)
+        return self.sc.textFile(uri, self.min_partitions or 1)
 
     def _report_bundles(self, inputs: Inputs) -> None:
         for bundle in inputs.bundles:

@@ -9,6 +9,8 @@ version wins, the first on a tie) and every list the evaluators see come out the
 
 from __future__ import annotations
 
+import gzip
+import io
 import json
 import re
 from collections import Counter
@@ -49,6 +51,25 @@ def loads(text: str) -> Any:
         return json.loads(text)
 
 
+class UnreadableFile(str):
+    """Not a line: the end of a file that could not be read further (its text is the reason)."""
+
+
+def gzip_lines(item: tuple[str, bytes]) -> Iterator[str]:
+    """The lines of one gzipped file (from ``binaryFiles``), as Hadoop's text reader gives them. A
+    truncated or corrupt file ends with an ``UnreadableFile``: what was read before it is kept and the
+    file is reported, as file mode does, instead of failing the whole Spark job."""
+    _uri, content = item
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(content)) as fh:
+            for raw in fh:
+                if raw.endswith(b"\n"):
+                    raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+                yield raw.decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        yield UnreadableFile(str(exc))
+
+
 def finding_row(finding: Finding) -> Row:
     return ("dq", None, (finding.severity, finding.where, finding.problem, finding.message))
 
@@ -70,6 +91,9 @@ def _parsed_lines(
     With ``wanted``, a line whose leading type is not wanted is not parsed: it comes with no resources
     and its type."""
     for offset, line in enumerate(lines):
+        if isinstance(line, UnreadableFile):
+            quality.add("error", shown, "unreadable-file", f"cannot read file: {line}; skipped")
+            return
         lineno = first_line + offset
         origin = f"{shown}:{lineno}"
         if wanted is not None:

@@ -86,7 +86,8 @@ def test_converted_samples_screen_as_the_bundles_do(sample_ndjson: Path, trial: 
 def damaged_copy(src: Path, dst: Path) -> Path:
     """The bulk samples with damage: a malformed line, a blank line, a truncated line of a skipped type,
     JSON that is not FHIR, a Condition without an id, a resource of a skipped type, a Bundle on one
-    line, a repeated Patient line, a resource whose Patient is missing; Observations gzipped."""
+    line, a repeated Patient line, a resource whose Patient is missing; Observations gzipped;
+    MedicationStatements gzipped and cut off halfway."""
     shutil.copytree(src, dst)
     conditions = (dst / "Condition.ndjson").read_text().splitlines()
     conditions[2:2] = [
@@ -109,10 +110,14 @@ def damaged_copy(src: Path, dst: Path) -> Path:
     with gzip.open(dst / "Observation.ndjson.gz", "wb") as fh:
         fh.write(observations.read_bytes())
     observations.unlink()
+    statements = dst / "MedicationStatement.ndjson"
+    packed = gzip.compress(statements.read_bytes())
+    (dst / "MedicationStatement.ndjson.gz").write_bytes(packed[: len(packed) // 2])  # truncated
+    statements.unlink()
     return dst
 
 
-def test_malformed_lines_and_gzip_split_files(spark: Any, trial: Trial, tmp_path: Path) -> None:
+def test_malformed_lines_truncated_gzip_and_split_files(spark: Any, trial: Trial, tmp_path: Path) -> None:
     data = damaged_copy(SAMPLES / "bulk", tmp_path / "damaged")
     expected = outputs_file_mode(data, trial, tmp_path / "file")
     # Three splits per uncompressed file: line numbers must carry across splits.
@@ -125,6 +130,7 @@ def test_malformed_lines_and_gzip_split_files(spark: Any, trial: Trial, tmp_path
     assert ("not-fhir", "/Condition.ndjson:6") in problems
     assert ("no-id", "/Condition.ndjson:7") in problems
     assert ("missing-patient", "Patient/nobody") in problems
+    assert ("unreadable-file", "/MedicationStatement.ndjson.gz") in problems  # the run went on
     patient = json.loads((SAMPLES / "bulk" / "Patient.ndjson").read_text().splitlines()[0])["id"]
     assert ("duplicate", f"Patient/{patient}") in problems
     # The gzipped Observations were read: eGFR evidence is still there.
