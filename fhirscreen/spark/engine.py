@@ -49,6 +49,24 @@ from fhirscreen.trial.loader import Trial
 log = logging.getLogger("fhirscreen")
 
 
+class SparkTaskError(RuntimeError):
+    """fhirscreen's code failed inside a Spark task."""
+
+
+def spark_failure(exc: BaseException, data: str) -> Exception | None:
+    """What a Spark failure means for the user: fhirscreen's own code failing in a worker is a bug
+    (SparkTaskError, exit 1; its traceback may quote resource values, so it is not repeated); any
+    other Spark or Hadoop failure is the data source (SourceError, exit 3). None: not from Spark."""
+    if not type(exc).__module__.startswith(("py4j", "pyspark")):
+        return None
+    if "PythonException" in str(exc):
+        return SparkTaskError(
+            "a Spark task failed in fhirscreen's code (a bug; please report it). The executor logs "
+            "have the traceback; they may quote resource content."
+        )
+    return SourceError(f"{data}: Spark could not read the data ({java_error_summary(exc)})")
+
+
 def spark_session() -> Any:
     """The active session, or a new one (``local[*]`` unless spark-submit, PYSPARK_SUBMIT_ARGS or
     spark-defaults say otherwise)."""
@@ -93,11 +111,10 @@ class SparkScreening:
         except SourceError:
             raise
         except Exception as exc:
-            if type(exc).__module__.startswith(("py4j", "pyspark")):
-                raise SourceError(
-                    f"{self.data}: Spark could not read the data ({java_error_summary(exc)})"
-                ) from None
-            raise
+            failure = spark_failure(exc, self.data)
+            if failure is None:
+                raise
+            raise failure from None
 
     def _run(self) -> ScreeningRun:
         started = time.monotonic()

@@ -166,3 +166,23 @@ def test_folder_without_ndjson_exits_3(spark: Any, tmp_path: Path) -> None:
     )
     assert result.exit_code == 3
     assert "no .ndjson" in result.output and "convert" in result.output
+
+
+def test_a_failing_worker_is_a_bug_report_not_a_source_error_and_quotes_no_data(spark: Any) -> None:
+    from fhirscreen.sources.base import SourceError
+    from fhirscreen.spark.engine import SparkTaskError, spark_failure
+
+    def fail(value: str) -> str:
+        raise ValueError(f"cannot use {value}")
+
+    with pytest.raises(Exception) as caught:
+        spark.sparkContext.parallelize(["Testpatient Alpha"], 1).map(fail).collect()
+    failure = spark_failure(caught.value, "s3a://bucket/export")
+    assert isinstance(failure, SparkTaskError)
+    assert "Testpatient" not in str(failure)
+
+    with pytest.raises(Exception) as missing:
+        spark.sparkContext.textFile("file:///nonexistent/fhirscreen/x.ndjson").count()
+    failure = spark_failure(missing.value, "file:///nonexistent/fhirscreen")
+    assert isinstance(failure, SourceError)
+    assert spark_failure(ValueError("not Spark"), "x") is None
