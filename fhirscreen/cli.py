@@ -294,6 +294,13 @@ def main() -> None:
     is_flag=True,
     help="With --server and --out: read everything again instead of only what changed since the last run.",
 )
+@click.option(
+    "--engine",
+    type=click.Choice(["file", "spark"]),
+    default="file",
+    show_default=True,
+    help="spark: screen Bulk NDJSON (--data folder or Hadoop URI such as s3a://) on Apache Spark.",
+)
 @_force_as_of
 @_show_names_option
 @_width_option
@@ -309,6 +316,7 @@ def screen(
     full: bool,
     show_names: bool,
     width: int | None,
+    engine: str = "file",
     **kwargs: Any,
 ) -> None:
     """Screen every patient with an SLE diagnosis and print the ranked candidates."""
@@ -324,14 +332,25 @@ def screen(
     _setup_logging(options.verbose)
     output = _open_output(out_dir, keep)
     trial = _load_trial(trial_file)
-    plain = open_source(options)
-    if options.server and out_dir is not None:
-        from fhirscreen.store import with_store
+    if engine == "spark":
+        from fhirscreen.spark import SparkUsageError
+        from fhirscreen.spark.command import SparkInput, screen_on_spark
 
-        plain = with_store(plain, out_dir, trial, full=full)
-    source = runs.observe(plain)
-    click.get_current_context().call_on_close(source.close_progress)
-    run = run_screening(source, trial, _resolve_as_of(as_of, options))
+        try:
+            run = screen_on_spark(options, trial, _resolve_as_of(as_of, options))
+        except SparkUsageError as exc:
+            _fail(str(exc), EXIT_CONFIG)
+            raise  # unreachable
+        source = runs.observe(SparkInput(run))
+    else:
+        plain = open_source(options)
+        if options.server and out_dir is not None:
+            from fhirscreen.store import with_store
+
+            plain = with_store(plain, out_dir, trial, full=full)
+        source = runs.observe(plain)
+        click.get_current_context().call_on_close(source.close_progress)
+        run = run_screening(source, trial, _resolve_as_of(as_of, options))
     source.close_progress()
     written = []
     if output is not None:

@@ -1,0 +1,331 @@
+"""The Spark driver: two passes over the NDJSON text, one row per candidate back, the usual ScreeningRun.
+
+1. Census (narrow, one job): every split is read as text; only Condition lines are parsed; usable
+   Conditions in the trial's population value set give the candidates and, per candidate, the
+   position of their first SLE Condition. Each split's line count comes back too, so the second pass
+   can number lines across splits (findings name file and line, as in file mode) without a third read.
+2. Route (one pass over the text again, results persisted): each line's leading type is checked
+   before parsing (other types are counted, never parsed); a resource of a candidate (the set is
+   broadcast) travels on as its JSON line, keyed by patient; Medications are keyed by id and joined
+   to the candidates that refer to them; Patients and the non-candidates' usable resources are
+   counted by patient id (patients read, duplicate Patients, resources whose Patient is missing).
+3. Screen: the candidates' resources are grouped by patient and each group goes through the
+   existing ``PopulationBuilder`` and ``screen_patient`` in the Python workers. One row per candidate
+   (the pickled ``PatientScreen`` and its findings) comes back; the driver ranks them and the reports
+   are written by the same code as in file mode.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from datetime import date
+from functools import partial
+from typing import Any
+
+from fhirscreen.quality import DataQuality
+from fhirscreen.record import PopulationBuilder
+from fhirscreen.screening import PatientScreen, ScreeningRun, rank
+from fhirscreen.sources.base import SourceError
+from fhirscreen.spark.inputs import Inputs, java_error_summary, list_inputs
+from fhirscreen.spark.partitions import (
+    Position,
+    add_pairs,
+    census_split,
+    gzip_lines,
+    loads,
+    medications_for,
+    route_split,
+    screen_candidate,
+    summarise,
+    summary_pairs,
+)
+from fhirscreen.trial.loader import Trial
+
+log = logging.getLogger("fhirscreen")
+
+
+class SparkTaskError(RuntimeError):
+    """fhirscreen's code failed inside a Spark task."""
+
+
+def spark_failure(exc: BaseException, data: str) -> Exception | None:
+    """What a Spark failure means for the user: fhirscreen's own code failing in a worker is a bug
+    (SparkTaskError, exit 1; its traceback may quote resource values, so it is not repeated); any
+    other Spark or Hadoop failure is the data source (SourceError, exit 3). None: not from Spark."""
+    if not type(exc).__module__.startswith(("py4j", "pyspark")):
+        return None
+    if "PythonException" in str(exc):
+        return SparkTaskError(
+            "a Spark task failed in fhirscreen's code (a bug; please report it). The executor logs "
+            "have the traceback; they may quote resource content."
+        )
+    return SourceError(f"{data}: Spark could not read the data ({java_error_summary(exc)})")
+
+
+def spark_session() -> Any:
+    """The active session, or a new one (``local[*]`` unless spark-submit, PYSPARK_SUBMIT_ARGS or
+    spark-defaults say otherwise)."""
+    from pyspark.sql import SparkSession
+
+    logging.getLogger("py4j").setLevel(logging.WARNING)  # "Closing down clientserver connection"
+    active = SparkSession.getActiveSession()
+    if active is not None:
+        return active
+    submit_args = os.environ.get("PYSPARK_SUBMIT_ARGS", "")
+    local = "--master" not in submit_args or "--master local" in submit_args
+    if "PYSPARK_GATEWAY_PORT" not in os.environ and local:
+        # A local session started here: the workers run this interpreter (with fhirscreen installed).
+        # Under spark-submit or on a cluster, spark.pyspark.python / PYSPARK_PYTHON decide.
+        os.environ.setdefault("PYSPARK_PYTHON", sys.executable)
+    session = (
+        SparkSession.builder.appName("fhirscreen")
+        .config("spark.ui.showConsoleProgress", "false")  # fhirscreen logs its own progress
+        .getOrCreate()
+    )
+    session.sparkContext.setLogLevel("WARN")
+    return session
+
+
+class SparkScreening:
+    """One screening run on Spark over the NDJSON files under ``data``."""
+
+    def __init__(
+        self, data: str, trial: Trial, as_of: date, spark: Any = None, min_partitions: int | None = None
+    ):
+        self.data = data
+        self.trial = trial
+        self.as_of = as_of
+        self.spark = spark if spark is not None else spark_session()
+        self.sc = self.spark.sparkContext
+        self.min_partitions = min_partitions
+        self.quality = DataQuality()
+
+    def run(self) -> ScreeningRun:
+        try:
+            return self._run()
+        except SourceError:
+            raise
+        except Exception as exc:
+            failure = spark_failure(exc, self.data)
+            if failure is None:
+                raise
+            raise failure from None
+
+    def _run(self) -> ScreeningRun:
+        started = time.monotonic()
+        inputs = list_inputs(self.data, self.sc)
+        self._report_bundles(inputs)
+        shown = [f.shown for f in inputs.ndjson]
+        # One split per file unless the file system splits it (large uncompressed files); small files
+        # are then coalesced into fewer tasks (``_tasks``): a Python task costs a fixed overhead.
+        texts = [self._lines(f.uri) for f in inputs.ndjson]
+        self.tasks = _tasks(inputs, sum(t.getNumPartitions() for t in texts), self.sc.defaultParallelism)
+        self.shuffle_partitions = max(2, self.sc.defaultParallelism)
+        log.info(
+            "spark: %d NDJSON file(s) under %s, %d split(s)",
+            len(texts),
+            self.data,
+            sum(t.getNumPartitions() for t in texts),
+        )
+
+        first_lines, joined = self._census(texts)
+        log.info(
+            "spark: census found %d patient(s) with an SLE diagnosis (%.1f s)",
+            len(joined),
+            time.monotonic() - started,
+        )
+
+        candidates = self.sc.broadcast(joined)
+        routed = self._tasks_of(
+            [
+                text.mapPartitionsWithIndex(
+                    partial(_route, index, first_lines[index], shown[index], candidates)
+                )
+                for index, text in enumerate(texts)
+            ]
+        ).persist(_memory_and_disk())
+        try:
+            skipped, patients_read = self._counts(routed)
+            screens = self._screen(routed, joined, shown)
+        finally:
+            routed.unpersist()
+            candidates.unpersist()
+        log.info("spark: screened %d patient(s) in %.1f s", len(screens), time.monotonic() - started)
+        return ScreeningRun(
+            trial=self.trial,
+            as_of=self.as_of,
+            source=self.data,
+            patients=rank(screens),
+            quality=self.quality,
+            patients_read=patients_read,
+            skipped_types=skipped,
+        )
+
+    def _lines(self, uri: str) -> Any:
+        """A file's lines. Gzipped files cannot be split anyway; they are decompressed in Python, so
+        that a truncated one is a finding (file mode's) rather than a failed job."""
+        if uri.lower().endswith(".gz"):
+            return self.sc.binaryFiles(uri, 1).flatMap(gzip_lines)
+        return self.sc.textFile(uri, self.min_partitions or 1)
+
+    def _report_bundles(self, inputs: Inputs) -> None:
+        for bundle in inputs.bundles:
+            self.quality.add(
+                "error",
+                bundle.shown,
+                "unsupported-file",
+                "--engine spark reads Bulk NDJSON only; convert Bundles to NDJSON (README 'Scaling out') "
+                "or screen this file in file mode; skipped",
+            )
+
+    def _census(self, texts: list[Any]) -> tuple[list[list[int]], dict[str, Position]]:
+        """Per file, the first line number of each split; per candidate, their first SLE Condition."""
+        population = self.sc.broadcast(self.trial.population)
+        try:
+            rows = (
+                self._tasks_of(
+                    [
+                        text.mapPartitionsWithIndex(partial(_census, index, population))
+                        for index, text in enumerate(texts)
+                    ]
+                )
+                .map(lambda row: ((row[0], row[1]), row[2]))
+                .reduceByKey(min, self.shuffle_partitions)
+                .collect()
+            )
+        finally:
+            population.unpersist()
+        counts: dict[int, dict[int, int]] = defaultdict(dict)
+        first: dict[str, tuple[int, int, int]] = {}
+        for (kind, key), value in rows:
+            if kind == "lines":
+                counts[key[0]][key[1]] = value
+            else:
+                first[key] = value
+        first_lines: list[list[int]] = []
+        for index, text in enumerate(texts):
+            starts, line = [], 1
+            for split in range(text.getNumPartitions()):
+                starts.append(line)
+                line += counts[index].get(split, 0)
+            first_lines.append(starts)
+        joined = {pid: (f, first_lines[f][split] + offset, 0) for pid, (f, split, offset) in first.items()}
+        return first_lines, joined
+
+    def _counts(self, routed: Any) -> tuple[dict[str, int], int]:
+        """Findings of the reading, skipped types, patients read, duplicate and missing Patients: one
+        job, whose only shuffle is one small row per patient id."""
+        rows = (
+            routed.flatMap(summary_pairs)
+            .reduceByKey(add_pairs, self.shuffle_partitions)
+            .mapPartitions(summarise)
+            .collect()
+        )
+        skipped: dict[str, int] = defaultdict(int)
+        odd: list[tuple[Position, str, str]] = []
+        duplicates: list[str] = []
+        missing: list[tuple[str, int]] = []
+        patients_read = 0
+        for kind, key, value in rows:
+            if kind == "dq":
+                self.quality.add(*key)
+            elif kind == "skip":
+                skipped[key] += value
+            elif kind == "odd":
+                odd.append(key)
+            elif kind == "dup":
+                duplicates.append(key)
+            elif kind == "missing":
+                missing.append((key, value))
+            else:
+                patients_read += value
+        # Resources without a Patient subject: the record builder says what file mode says about them.
+        builder = PopulationBuilder(self.quality)
+        for _position, origin, text in sorted(odd):
+            builder.add(loads(text), origin)
+        for pid in sorted(duplicates):
+            self.quality.add("info", f"Patient/{pid}", "duplicate", f"Patient/{pid} appears more than once")
+        for pid, n in sorted(missing):
+            self.quality.add(
+                "warning",
+                f"Patient/{pid}",
+                "missing-patient",
+                f"{n} resource(s) refer to Patient/{pid}, which is not in the data",
+            )
+        return dict(skipped), patients_read
+
+    def _screen(self, routed: Any, joined: dict[str, Position], shown: list[str]) -> list[PatientScreen]:
+        """Group each candidate's resources (and referenced Medications), screen them in the workers."""
+        resources = routed.filter(lambda row: row[0] == "R").map(lambda row: (row[1], ("R", *row[2])))
+        medications = routed.filter(lambda row: row[0] == "M").map(lambda row: (row[1], row[2]))
+        references = routed.filter(lambda row: row[0] == "ref").map(lambda row: (row[1], row[2]))
+        referenced = references.cogroup(medications, self.shuffle_partitions).flatMap(medications_for)
+        context = self.sc.broadcast((joined, shown, self.trial, self.as_of))
+        try:
+            rows = (
+                resources.union(referenced)
+                .groupByKey(self.shuffle_partitions)
+                .mapPartitions(partial(_screen_groups, context))
+                .collect()
+            )
+        finally:
+            context.unpersist()
+        screens = []
+        for _pid, screened, findings in rows:
+            for finding in findings:
+                self.quality.add(*finding)
+            if screened is not None:
+                screens.append(screened)
+        return screens
+
+    def _tasks_of(self, parts: list[Any]) -> Any:
+        """The per-file RDDs as one, in at most ``self.tasks`` partitions (a narrow coalesce)."""
+        union = self.sc.union(parts)
+        return union.coalesce(self.tasks) if union.getNumPartitions() > self.tasks else union
+
+
+_TASK_BYTES = 128 * 1024 * 1024
+
+
+def _tasks(inputs: Inputs, splits: int, parallelism: int) -> int:
+    """How many tasks read the text: enough to keep every core busy, and about one per
+    128 MB of input, never more than the splits."""
+    total = sum(f.size for f in inputs.ndjson)
+    return max(1, min(splits, max(parallelism, -(-total // _TASK_BYTES))))
+
+
+# Module-level functions shipped to the workers (pickled by reference; fhirscreen is installed there).
+
+
+def _census(index: int, population: Any, split: int, lines: Iterable[str]) -> Iterator[Any]:
+    return census_split(split, lines, index, population.value)
+
+
+def _route(
+    index: int, first_lines: list[int], shown: str, candidates: Any, split: int, lines: Iterable[str]
+) -> Iterator[Any]:
+    return route_split(lines, index, first_lines[split], shown, candidates.value)
+
+
+def _screen_groups(context: Any, groups: Iterable[tuple[str, Iterable[Any]]]) -> Iterator[Any]:
+    joined, shown, trial, as_of = context.value
+    for pid, items in groups:
+        yield screen_candidate(pid, items, joined[pid], shown, trial, as_of)
+
+
+def _memory_and_disk() -> Any:
+    from pyspark import StorageLevel
+
+    return StorageLevel.MEMORY_AND_DISK
+
+
+def run_spark_screening(
+    data: str, trial: Trial, as_of: date, spark: Any = None, min_partitions: int | None = None
+) -> ScreeningRun:
+    """Screen the NDJSON under ``data`` (a local path or a Hadoop URI) on Spark."""
+    return SparkScreening(data, trial, as_of, spark, min_partitions).run()

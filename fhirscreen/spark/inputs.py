@@ -1,0 +1,112 @@
+"""Which files a Spark run reads: a local folder or file, or a Hadoop file system URI (file://, s3a://,
+hdfs://, abfss://, gs://...), listed recursively on the driver."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fhirscreen.sources.base import SourceError
+from fhirscreen.sources.files import FileSource
+from fhirscreen.spark import SparkUsageError
+
+NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz")
+BUNDLE_SUFFIXES = (".json", ".json.gz")
+_SCHEME = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_FOLDED_URI = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]+):/(?!/)")
+
+
+@dataclass(frozen=True)
+class InputFile:
+    uri: str  # what Hadoop reads
+    shown: str  # what findings name: the path as file mode shows it, or the URI
+    size: int  # bytes (compressed size for .gz)
+
+
+@dataclass(frozen=True)
+class Inputs:
+    ndjson: list[InputFile]
+    bundles: list[InputFile]  # found but not read by the Spark engine (reported)
+
+
+def is_uri(data: str) -> bool:
+    return _SCHEME.match(data) is not None
+
+
+def data_argument(path: Path) -> str:
+    """The --data value as the user wrote it. The CLI hands it over as a ``Path``, which folds
+    ``s3a://bucket/key`` to ``s3a:/bucket/key``; the scheme's ``//`` is put back (``file:`` URIs get
+    their empty authority back: ``file:///tmp/x``)."""
+    text = str(path)
+    m = _FOLDED_URI.match(text)
+    if m is None:
+        return text
+    scheme, rest = m.group(1), text[len(m.group(1)) + 2 :]
+    return f"file:///{rest}" if scheme.lower() == "file" else f"{scheme}://{rest}"
+
+
+def check_uri(data: str) -> None:
+    """Refuse credentials inside a URI (``s3a://KEY:SECRET@bucket``): they would reach logs and reports."""
+    if is_uri(data) and "@" in (urlsplit(data).netloc or ""):
+        raise SparkUsageError(
+            "credentials in the --data URI are refused (they would end up in logs and reports); "
+            "use a Hadoop credential provider, environment variables or an instance role instead"
+        )
+
+
+def list_inputs(data: str, spark_context: Any) -> Inputs:
+    """The NDJSON files under ``data`` in file mode's order (sorted), and any Bundle files found."""
+    check_uri(data)
+    if not is_uri(data):
+        files = FileSource(data).files()  # same errors and order as file mode
+        found = [InputFile("file://" + str(p.resolve()), str(p), p.stat().st_size) for p in files]
+    else:
+        found = [InputFile(uri, uri, size) for uri, size in _hadoop_listing(data, spark_context)]
+    ndjson = [f for f in found if f.uri.lower().endswith(NDJSON_SUFFIXES)]
+    bundles = [f for f in found if f.uri.lower().endswith(BUNDLE_SUFFIXES)]
+    if not ndjson:
+        hint = (
+            " (Bundle .json files were found: convert them first, see README 'Scaling out')"
+            if bundles
+            else ""
+        )
+        raise SourceError(f"{data}: no .ndjson or .ndjson.gz files found{hint}")
+    return Inputs(ndjson, bundles)
+
+
+def _hadoop_listing(data: str, spark_context: Any) -> list[tuple[str, int]]:
+    """Every FHIR file under a Hadoop URI, recursively, sorted by URI, with its size."""
+    jvm = spark_context._jvm
+    path = jvm.org.apache.hadoop.fs.Path(data)
+    try:
+        fs = path.getFileSystem(spark_context._jsc.hadoopConfiguration())
+        if not fs.exists(path):
+            raise SourceError(f"{data}: no such file or directory")
+        listing = fs.listFiles(path, True)
+        uris = []
+        while listing.hasNext():
+            status = listing.next()
+            if status.isFile():
+                uris.append((str(status.getPath().toString()), int(status.getLen())))
+    except SourceError:
+        raise
+    except Exception as exc:  # py4j errors: unknown scheme, refused credentials, unreachable store
+        raise SourceError(f"{data}: cannot list files ({java_error_summary(exc)})") from None
+    return sorted(u for u in uris if Path(urlsplit(u[0]).path).name.lower().endswith(_SUFFIXES_READ))
+
+
+_SUFFIXES_READ = NDJSON_SUFFIXES + BUNDLE_SUFFIXES
+
+
+def java_error_summary(exc: BaseException) -> str:
+    """The first line of a Java exception's message: its class and text, no stack, no Python frames."""
+    java = getattr(exc, "java_exception", None)
+    if java is not None:
+        try:
+            return str(java.toString()).splitlines()[0][:300]
+        except Exception:  # the gateway itself may be gone
+            pass
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]

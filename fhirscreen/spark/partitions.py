@@ -1,0 +1,303 @@
+"""What runs in Spark's Python workers: plain functions over one split of an NDJSON file, and over the
+resources of one candidate. No pyspark import here, so the logic is testable without a JVM.
+
+Positions: every line is placed by ``(file index, line number, entry)``, ``entry`` being the index of a
+resource inside a Bundle written on one NDJSON line (0 otherwise). Positions order the resources of a
+candidate exactly as file mode feeds them to the record builder, so that duplicates (the latest
+version wins, the first on a tie) and every list the evaluators see come out the same.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import re
+from collections import Counter
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from datetime import date
+from typing import Any
+
+import orjson
+
+from fhirscreen.fhir.resources import Resource, is_usable, reference_id
+from fhirscreen.quality import DataQuality, Finding
+from fhirscreen.record import KEPT_TYPES, PopulationBuilder, patient_id
+from fhirscreen.screening import PatientScreen, population_evidence, screen_patient
+from fhirscreen.sources.files import bundle_resources
+from fhirscreen.trial.loader import Trial
+
+Position = tuple[int, int, int]  # (file index, line number from 1, entry in a Bundle line)
+Row = tuple[str, Any, Any]  # (kind, key, value); the kinds are listed in ``route_split``
+
+# As sources/files.py: the resourceType as the first member of a line, as every Bulk exporter writes it.
+_LEADING_TYPE = re.compile(r'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"')
+
+
+def leading_type(line: str) -> str | None:
+    """The resource type a complete-looking line starts with, or None when the line must be parsed to
+    know (no leading resourceType, or a truncated line, which parsing reports as malformed)."""
+    m = _LEADING_TYPE.match(line)
+    if m is None or not line.rstrip().endswith("}"):
+        return None
+    return m.group(1)
+
+
+def loads(text: str) -> Any:
+    """orjson, and for what orjson refuses the standard library decides (as file mode does)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
+
+
+class UnreadableFile(str):
+    """Not a line: the end of a file that could not be read further (its text is the reason)."""
+
+
+def gzip_lines(item: tuple[str, bytes]) -> Iterator[str]:
+    """The lines of one gzipped file (from ``binaryFiles``), as Hadoop's text reader gives them. A
+    truncated or corrupt file ends with an ``UnreadableFile``: what was read before it is kept and the
+    file is reported, as file mode does, instead of failing the whole Spark job."""
+    _uri, content = item
+    try:
+        with gzip.GzipFile(fileobj=io.BytesIO(content)) as fh:
+            for raw in fh:
+                if raw.endswith(b"\n"):
+                    raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+                yield raw.decode("utf-8")
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        yield UnreadableFile(str(exc))
+
+
+def finding_row(finding: Finding) -> Row:
+    return ("dq", None, (finding.severity, finding.where, finding.problem, finding.message))
+
+
+def _resources_on_line(data: Any, origin: str, quality: DataQuality) -> tuple[list[Resource], bool]:
+    """The resource(s) of one parsed line: itself, or a Bundle's entries (other types as stubs; True)."""
+    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+        quality.add("error", origin, "not-fhir", "JSON is not a FHIR resource (no resourceType); skipped")
+        return [], False
+    if data["resourceType"] == "Bundle":
+        return [r for r, _origin in bundle_resources(data, origin, quality, KEPT_TYPES)], True
+    return [data], False
+
+
+def _parsed_lines(
+    lines: Iterable[str], first_line: int, shown: str, quality: DataQuality, wanted: frozenset[str] | None
+) -> Iterator[tuple[int, str, str, tuple[list[Resource], bool], str | None]]:
+    """(line number, origin, line, (resources, from a Bundle), skipped type) for each non-blank line.
+    With ``wanted``, a line whose leading type is not wanted is not parsed: it comes with no resources
+    and its type."""
+    for offset, line in enumerate(lines):
+        if isinstance(line, UnreadableFile):
+            quality.add("error", shown, "unreadable-file", f"cannot read file: {line}; skipped")
+            return
+        lineno = first_line + offset
+        origin = f"{shown}:{lineno}"
+        if wanted is not None:
+            rtype = leading_type(line)
+            if rtype is not None and rtype not in wanted:
+                yield lineno, origin, line, ([], False), rtype
+                continue
+        try:
+            data = loads(line)
+        except json.JSONDecodeError as exc:
+            if line.strip():
+                quality.add("error", origin, "malformed-json", f"line is not valid JSON ({exc.msg}); skipped")
+            continue
+        yield lineno, origin, line, _resources_on_line(data, origin, quality), None
+
+
+# ---------------------------------------------------------------------------------------- pass 1
+
+
+def census_split(split: int, lines: Iterable[str], file_index: int, population: Any) -> Iterator[Row]:
+    """The initial population in one split: ``("sle", patient id, (file, split, offset))`` for each
+    usable Condition coded in the population value set, and ``("lines", (file, split), n)`` (the split's
+    line count, from which the driver numbers the lines of later splits). Only Condition lines (and
+    lines without a leading type) are parsed."""
+    count = 0
+    scratch = DataQuality()  # findings are reported by the second pass
+    first: dict[str, int] = {}
+
+    def counted() -> Iterator[str]:
+        nonlocal count
+        for line in lines:
+            count += 1
+            yield line
+
+    for lineno, _origin, _line, (resources, _bundled), _skipped in _parsed_lines(
+        counted(), 0, "", scratch, frozenset({"Condition", "Bundle"})
+    ):
+        for resource in resources:
+            if resource.get("resourceType") != "Condition" or not is_usable(resource):
+                continue
+            if population.match(resource.get("code")) is None:
+                continue
+            pid = patient_id(resource)
+            if pid is not None and pid not in first:
+                first[pid] = lineno
+    for pid, offset in first.items():
+        yield ("sle", pid, (file_index, split, offset))
+    yield ("lines", (file_index, split), count)
+
+
+# ---------------------------------------------------------------------------------------- pass 2
+
+
+def _medication_id(resource: Mapping[str, Any]) -> str | None:
+    holder = resource.get("medicationReference")
+    return reference_id(holder, "Medication") if isinstance(holder, Mapping) else None
+
+
+def route_split(
+    lines: Iterable[str], file_index: int, first_line: int, shown: str, candidates: Mapping[str, Any]
+) -> Iterator[Row]:
+    """Every line of one split, routed. Rows:
+
+    - ``("R", patient id, (position, json))``: a resource (or the Patient) of a candidate;
+    - ``("M", medication id, (position, json))``: a Medication (joined to the candidates that refer to it);
+    - ``("ref", medication id, patient id)``: a candidate's resource refers to that Medication;
+    - ``("pid", patient id, 1)``: a Patient (all of them: counted, duplicates reported);
+    - ``("use", patient id, n)``: n usable resources of a non-candidate (for missing-Patient warnings);
+    - ``("odd", None, (position, origin, json))``: a resource without a Patient subject (few; the driver's
+      record builder reports them as file mode does);
+    - ``("skip", type, n)``: resources of types screening does not read;
+    - ``("dq", None, finding)``: malformed lines, non-FHIR JSON, resources without an id.
+    """
+    quality = DataQuality()
+    skipped: Counter[str] = Counter()
+    usable: Counter[str] = Counter()
+    for lineno, origin, line, (resources, bundled), skipped_type in _parsed_lines(
+        lines, first_line, shown, quality, KEPT_TYPES
+    ):
+        if skipped_type is not None:
+            skipped[skipped_type] += 1
+            continue
+        # A resource on its own line travels as that line; Bundle entries (rewritten) as new JSON.
+        as_line = not bundled
+        for entry, resource in enumerate(resources):
+            text = line if as_line else None
+            rtype = resource["resourceType"]
+            if rtype not in KEPT_TYPES:
+                skipped[rtype] += 1
+                continue
+            rid = resource.get("id")
+            if not isinstance(rid, str) or not rid:
+                quality.add("warning", origin, "no-id", f"{rtype} without an id was skipped")
+                continue
+            position = (file_index, lineno, entry)
+            if rtype == "Patient":
+                yield ("pid", rid, 1)
+                if rid in candidates:
+                    yield ("R", rid, (position, text or orjson.dumps(resource).decode()))
+                continue
+            if rtype == "Medication":
+                yield ("M", rid, (position, text or orjson.dumps(resource).decode()))
+                continue
+            pid = patient_id(resource)
+            if pid is None:
+                yield ("odd", None, (position, origin, text or orjson.dumps(resource).decode()))
+            elif pid in candidates:
+                yield ("R", pid, (position, text or orjson.dumps(resource).decode()))
+                mid = _medication_id(resource)
+                if mid:
+                    yield ("ref", mid, pid)
+            elif is_usable(resource):
+                usable[pid] += 1
+    for finding in quality.findings:
+        yield finding_row(finding)
+    for rtype, n in skipped.items():
+        yield ("skip", rtype, n)
+    for pid, n in usable.items():
+        yield ("use", pid, n)
+
+
+# ------------------------------------------------------------------------------- counts and joins
+
+
+def summary_pairs(row: Row) -> Iterator[tuple[tuple[str, Any], tuple[int, int]]]:
+    """The routed rows that the driver summarises, keyed for one reduceByKey: per patient id
+    (Patients, usable resources), per skipped type, and the findings and subject-less resources
+    (unique keys; the same finding twice collapses, as in DataQuality)."""
+    kind, key, value = row
+    if kind == "pid":
+        yield ("p", key), (1, 0)
+    elif kind == "use":
+        yield ("p", key), (0, value)
+    elif kind == "skip":
+        yield ("skip", key), (value, 0)
+    elif kind in ("dq", "odd"):
+        yield (kind, value), (1, 0)
+
+
+def add_pairs(a: tuple[int, int], b: tuple[int, int]) -> tuple[int, int]:
+    return a[0] + b[0], a[1] + b[1]
+
+
+def summarise(pairs: Iterable[tuple[tuple[str, Any], tuple[int, int]]]) -> Iterator[Row]:
+    """Per partition: how many patients have a Patient resource (``read``), the duplicated Patients,
+    the patients whose usable resources have no Patient (``missing``, with the count), and the rest."""
+    read = 0
+    for (kind, key), (first, second) in pairs:
+        if kind != "p":
+            yield kind, key, first
+            continue
+        if first:
+            read += 1
+            if first > 1:
+                yield "dup", key, first
+        elif second:
+            yield "missing", key, second
+    yield "read", None, read
+
+
+def medications_for(
+    joined: tuple[str, tuple[Iterable[str], Iterable[tuple[Position, str]]]],
+) -> Iterator[tuple[str, tuple[str, Position, str]]]:
+    """A Medication (every copy of it) for each candidate that refers to it, once per candidate."""
+    _mid, (patients, medications) = joined
+    copies = list(medications)
+    for pid in sorted(set(patients)):
+        for position, text in copies:
+            yield pid, ("M", position, text)
+
+
+# ------------------------------------------------------------------------------------ per candidate
+
+
+def screen_candidate(
+    pid: str,
+    items: Iterable[tuple[str, Position, str]],
+    joined: Position,
+    shown: Sequence[str],
+    trial: Trial,
+    as_of: date,
+) -> tuple[str, PatientScreen | None, list[tuple[str, str, str, str]]]:
+    """One candidate through the existing record builder and screening core.
+
+    ``items`` are ``("R" | "M", position, json)``. They are fed in file mode's order: the candidate's
+    resources from the one that made them a candidate on, then those read before it (file mode reads
+    those again at the end), then the Medications they refer to. Returns the screened patient (None
+    when the record has no Patient, or no usable SLE Condition after versions and hygiene) and the
+    findings made on the way.
+    """
+
+    def order(item: tuple[str, Position, str]) -> tuple[int, Position]:
+        kind, position, _text = item
+        if kind == "M":
+            return 2, position
+        return (1 if position < joined else 0), position
+
+    quality = DataQuality()
+    builder = PopulationBuilder(quality)
+    for _kind, position, text in sorted(items, key=order):
+        builder.add(loads(text), f"{shown[position[0]]}:{position[1]}")
+    population = builder.build()
+    record = population.records.get(pid)
+    screened = None
+    if record is not None and population_evidence(record, trial):
+        screened = screen_patient(record, trial, as_of, quality)
+    return pid, screened, [(f.severity, f.where, f.problem, f.message) for f in quality.findings]
