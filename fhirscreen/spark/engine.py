@@ -22,13 +22,14 @@ import os
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Container, Iterable, Iterator
 from datetime import date
 from functools import partial
 from typing import Any
 
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import PopulationBuilder
+from fhirscreen.report.facts import PatientFacts
 from fhirscreen.screening import PatientScreen, ScreeningRun, rank
 from fhirscreen.sources.base import SourceError
 from fhirscreen.spark.inputs import Inputs, java_error_summary, list_inputs
@@ -59,7 +60,9 @@ def spark_failure(exc: BaseException, data: str) -> Exception | None:
     other Spark or Hadoop failure is the data source (SourceError, exit 3). None: not from Spark."""
     if not type(exc).__module__.startswith(("py4j", "pyspark")):
         return None
-    if "PythonException" in str(exc):
+    text = str(exc)
+    # PySpark 3.5/4.0 name the JVM's PythonException; 4.3 says "thrown from the Python worker".
+    if type(exc).__name__ == "PythonException" or "PythonException" in text or "Python worker" in text:
         return SparkTaskError(
             "a Spark task failed in fhirscreen's code (a bug; please report it). The executor logs "
             "have the traceback; they may quote resource content."
@@ -150,8 +153,8 @@ class SparkScreening:
             ]
         ).persist(_memory_and_disk())
         try:
-            skipped, patients_read = self._counts(routed)
-            screens = self._screen(routed, joined, shown)
+            skipped, patients_read = self._counts(routed, joined)
+            screens, facts = self._screen(routed, joined, shown)
         finally:
             routed.unpersist()
             candidates.unpersist()
@@ -164,6 +167,7 @@ class SparkScreening:
             quality=self.quality,
             patients_read=patients_read,
             skipped_types=skipped,
+            facts=facts,
         )
 
     def _lines(self, uri: str) -> Any:
@@ -217,7 +221,7 @@ class SparkScreening:
         joined = {pid: (f, first_lines[f][split] + offset, 0) for pid, (f, split, offset) in first.items()}
         return first_lines, joined
 
-    def _counts(self, routed: Any) -> tuple[dict[str, int], int]:
+    def _counts(self, routed: Any, candidates: Container[str]) -> tuple[dict[str, int], int]:
         """Findings of the reading, skipped types, patients read, duplicate and missing Patients: one
         job, whose only shuffle is one small row per patient id."""
         rows = (
@@ -249,6 +253,8 @@ class SparkScreening:
         for _position, origin, text in sorted(odd):
             builder.add(loads(text), origin)
         for pid in sorted(duplicates):
+            if pid in candidates:
+                continue  # the candidate's own record builder says it, in file mode's words
             self.quality.add("info", f"Patient/{pid}", "duplicate", f"Patient/{pid} appears more than once")
         for pid, n in sorted(missing):
             self.quality.add(
@@ -259,7 +265,9 @@ class SparkScreening:
             )
         return dict(skipped), patients_read
 
-    def _screen(self, routed: Any, joined: dict[str, Position], shown: list[str]) -> list[PatientScreen]:
+    def _screen(
+        self, routed: Any, joined: dict[str, Position], shown: list[str]
+    ) -> tuple[list[PatientScreen], dict[str, PatientFacts]]:
         """Group each candidate's resources (and referenced Medications), screen them in the workers."""
         resources = routed.filter(lambda row: row[0] == "R").map(lambda row: (row[1], ("R", *row[2])))
         medications = routed.filter(lambda row: row[0] == "M").map(lambda row: (row[1], row[2]))
@@ -276,12 +284,15 @@ class SparkScreening:
         finally:
             context.unpersist()
         screens = []
-        for _pid, screened, findings in rows:
+        facts: dict[str, PatientFacts] = {}
+        for pid, screened, findings, patient in rows:
             for finding in findings:
                 self.quality.add(*finding)
             if screened is not None:
                 screens.append(screened)
-        return screens
+            if patient is not None:
+                facts[pid] = patient
+        return screens, facts
 
     def _tasks_of(self, parts: list[Any]) -> Any:
         """The per-file RDDs as one, in at most ``self.tasks`` partitions (a narrow coalesce)."""

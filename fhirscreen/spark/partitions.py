@@ -23,6 +23,7 @@ import orjson
 from fhirscreen.fhir.resources import Resource, is_usable, reference_id
 from fhirscreen.quality import DataQuality, Finding
 from fhirscreen.record import KEPT_TYPES, PopulationBuilder, patient_id
+from fhirscreen.report.facts import PatientFacts, patient_facts
 from fhirscreen.screening import PatientScreen, population_evidence, screen_patient
 from fhirscreen.sources.files import bundle_resources
 from fhirscreen.trial.loader import Trial
@@ -93,6 +94,7 @@ def _parsed_lines(
     for offset, line in enumerate(lines):
         if isinstance(line, UnreadableFile):
             quality.add("error", shown, "unreadable-file", f"cannot read file: {line}; skipped")
+            quality.lost(shown, "the file (or the rest of it) could not be read")  # as file mode: partial
             return
         lineno = first_line + offset
         origin = f"{shown}:{lineno}"
@@ -275,14 +277,15 @@ def screen_candidate(
     shown: Sequence[str],
     trial: Trial,
     as_of: date,
-) -> tuple[str, PatientScreen | None, list[tuple[str, str, str, str]]]:
+) -> tuple[str, PatientScreen | None, list[tuple[str, str, str, str]], PatientFacts | None]:
     """One candidate through the existing record builder and screening core.
 
     ``items`` are ``("R" | "M", position, json)``. They are fed in file mode's order: the candidate's
     resources from the one that made them a candidate on, then those read before it (file mode reads
     those again at the end), then the Medications they refer to. Returns the screened patient (None
     when the record has no Patient, or no usable SLE Condition after versions and hygiene) and the
-    findings made on the way.
+    findings made on the way, and the patient's facts for the reports (age, sex, evidence described),
+    as file mode's pipeline collects them.
     """
 
     def order(item: tuple[str, Position, str]) -> tuple[int, Position]:
@@ -298,6 +301,8 @@ def screen_candidate(
     population = builder.build()
     record = population.records.get(pid)
     screened = None
+    facts = None
     if record is not None and population_evidence(record, trial):
         screened = screen_patient(record, trial, as_of, quality)
-    return pid, screened, [(f.severity, f.where, f.problem, f.message) for f in quality.findings]
+        facts = patient_facts(record, screened, as_of)
+    return pid, screened, [(f.severity, f.where, f.problem, f.message) for f in quality.findings], facts
