@@ -9,7 +9,7 @@ from typing import Literal
 
 from fhirscreen.criteria._tentative import unconfirmed_only
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, result
-from fhirscreen.fhir.codes import concepts_unchanged
+from fhirscreen.fhir.memo import resources_unchanged
 from fhirscreen.fhir.resources import ref
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import PatientRecord, Population
@@ -67,7 +67,7 @@ def screen_patient(
 ) -> PatientScreen:
     ctx = Context(as_of=as_of, value_sets=trial.value_sets, quality=quality or DataQuality())
     results: dict[str, CriterionResult] = {}
-    with concepts_unchanged():  # criteria only read the record: each code is normalised once
+    with resources_unchanged():  # criteria only read the record: derived views are computed once
         for criterion in trial.criteria:
             try:
                 results[criterion.id] = criterion.kind.fn(record, ctx, criterion.params)
@@ -82,7 +82,8 @@ def screen_patient(
                 )
                 results[criterion.id] = result(
                     Outcome.UNKNOWN,
-                    f"Could not be evaluated automatically ({type(exc).__name__}); review the record by hand.",
+                    f"Could not be evaluated automatically ({type(exc).__name__}); "
+                    "review the record by hand.",
                     next_step="Review this criterion in the chart.",
                 )
     computable = [r for r in results.values() if r.outcome is not Outcome.MANUAL]

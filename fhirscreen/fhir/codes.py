@@ -6,12 +6,13 @@ codes with or without the dot; everything is normalised here so that matching is
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import re
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
+
+from fhirscreen.fhir.memo import per_resource
 
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -160,33 +161,9 @@ Signature = tuple[tuple[tuple[tuple[str, str] | None, str], ...], str]
 _SIGNATURE_NUMBERS: dict[Signature, int] = {}
 _SIGNATURES_MAX = 100_000
 
-# While screening one patient (``concepts_unchanged``): id(concept) -> (concept, signature, number).
-# The concept itself is held so that its id cannot be reused by another object within the block.
-_concept_memo: dict[int, tuple[Mapping[str, Any], Signature, int]] | None = None
-
-
-@contextlib.contextmanager
-def concepts_unchanged() -> Iterator[None]:
-    """A block within which the resources read are not modified (one patient's screening): each
-    CodeableConcept's signature is computed once, however many value sets it is matched against."""
-    global _concept_memo
-    outer = _concept_memo
-    if outer is None:
-        _concept_memo = {}
-    try:
-        yield
-    finally:
-        if outer is None:
-            _concept_memo = None
-
-
+@per_resource  # a concept is matched against dozens of value sets: read it once per patient
 def concept_signature(concept: Mapping[str, Any]) -> tuple[Signature, int]:
     """The signature of a CodeableConcept and its number (-1 when the table of numbers is full)."""
-    memo = _concept_memo
-    if memo is not None:
-        held = memo.get(id(concept))
-        if held is not None and held[0] is concept:
-            return held[1], held[2]
     parts = []
     for coding in concept.get("coding") or ():
         if coding.__class__ is not dict and not isinstance(coding, Mapping):
@@ -201,8 +178,6 @@ def concept_signature(concept: Mapping[str, Any]) -> tuple[Signature, int]:
             number = _SIGNATURE_NUMBERS[signature] = len(_SIGNATURE_NUMBERS)
         else:
             number = -1
-    if memo is not None:
-        memo[id(concept)] = (concept, signature, number)
     return signature, number
 
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from fhirscreen.fhir.codes import codings
 from fhirscreen.fhir.dates import Span, day, span_of
+from fhirscreen.fhir.memo import per_resource
 
 Resource = dict[str, Any]
 
@@ -133,11 +134,13 @@ def alive_until(patient: Mapping[str, Any], as_of: Any) -> Any:
     return died if died is not None and died < as_of else as_of
 
 
+@per_resource
 def clinical_status(condition: Mapping[str, Any]) -> str | None:
     codes = _status_codes(condition.get("clinicalStatus"))
     return next(iter(sorted(codes)), None)
 
 
+@per_resource  # read by most criteria, for every value set they match
 def condition_span(condition: Mapping[str, Any]) -> Span:
     """When a condition held: onset (else recordedDate) to abatement (open when still present)."""
     onset = span_of(condition, "onset")
@@ -183,6 +186,7 @@ def observation_parts(observation: Mapping[str, Any]) -> Iterator[Resource]:
         yield part
 
 
+@per_resource  # read for every lab, window and value set
 def observation_day(observation: Mapping[str, Any]) -> Any:
     """The clinically relevant day of an Observation: effective[x], else issued."""
     span = span_of(observation, "effective")
