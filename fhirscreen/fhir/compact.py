@@ -43,10 +43,10 @@ class Compactor:
             kind = value.__class__
             if kind is str:
                 resource[key] = self._string(value)
+            elif key in _SHARED_ELEMENTS and (kind is dict or kind is list):
+                resource[key] = self._element(value)
             elif kind is dict or kind is list:
-                shareable = self._walk(value)
-                if shareable and key in _SHARED_ELEMENTS:
-                    resource[key] = self._element(value)
+                self._walk(value)
         return resource
 
     def _string(self, value: str) -> str:
@@ -73,13 +73,25 @@ class Compactor:
         return shareable
 
     def _element(self, value: Any) -> Any:
+        """The held equal of ``value`` (an element seen before), else ``value`` with its strings
+        interned, held for the next resources when it may be shared."""
         try:
             key = orjson.dumps(value)
         except (TypeError, orjson.JSONEncodeError):
+            self._walk(value)
             return value  # e.g. an integer beyond 64 bits
-        held = self._elements.get(key)
+        # orjson writes NaN and infinities as null: an element with a null is looked at first.
+        shareable = b"null" not in key or self._finite(value)
+        held = self._elements.get(key) if shareable else None
         if held is not None:
-            return held
-        if len(self._elements) < _MAX_ENTRIES:
+            return held  # the common case: no walk at all
+        if self._walk(value) and shareable and len(self._elements) < _MAX_ENTRIES:
             self._elements[key] = value
         return value
+
+    def _finite(self, node: Any) -> bool:
+        if node.__class__ is dict:
+            return all(self._finite(v) for v in node.values())
+        if node.__class__ is list:
+            return all(self._finite(v) for v in node)
+        return node.__class__ is not float or math.isfinite(node)

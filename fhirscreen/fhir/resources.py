@@ -93,13 +93,23 @@ def patient_id_of(resource: Mapping[str, Any]) -> str | None:
 
 def is_usable(resource: Mapping[str, Any]) -> bool:
     """False for records that must be ignored: entered-in-error, refuted, cancelled, not taken."""
-    rtype = str(resource.get("resourceType"))
+    rtype = resource.get("resourceType")
+    if rtype.__class__ is not str:
+        rtype = str(rtype)
     if rtype == "Condition":
-        return not (_status_codes(resource.get("verificationStatus")) & _DROPPED_VERIFICATION)
+        # Asked of every resource read (other patients' too): no set is built for the answer.
+        return not _has_status(resource.get("verificationStatus"), _DROPPED_VERIFICATION)
     dropped = _DROPPED_STATUS.get(rtype)
     if dropped and resource.get("status") in dropped:
         return False
     return not (rtype == "MedicationStatement" and resource.get("taken") == "n")
+
+
+def _has_status(concept: object, statuses: frozenset[str]) -> bool:
+    """``bool(_status_codes(concept) & statuses)``."""
+    if not isinstance(concept, Mapping):
+        return False
+    return any(code in statuses for _s, code, _d in codings(concept))
 
 
 def _status_codes(concept: object) -> set[str]:
