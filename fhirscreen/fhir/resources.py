@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from fhirscreen.fhir.codes import codings
+from fhirscreen.fhir.codes import codings, normalised
 from fhirscreen.fhir.dates import Span, day, span_of
 from fhirscreen.fhir.memo import per_resource
 
@@ -109,7 +109,12 @@ def _has_status(concept: object, statuses: frozenset[str]) -> bool:
     """``bool(_status_codes(concept) & statuses)``."""
     if not isinstance(concept, Mapping):
         return False
-    return any(code in statuses for _s, code, _d in codings(concept))
+    for coding in concept.get("coding") or ():  # ``codings`` inlined: no generator per resource
+        if coding.__class__ is dict or isinstance(coding, Mapping):
+            code = coding.get("code")
+            if isinstance(code, str) and code and normalised(coding.get("system"), code)[1] in statuses:
+                return True
+    return False
 
 
 def _status_codes(concept: object) -> set[str]:

@@ -299,6 +299,10 @@ def read_file(
     yield from _resources_in(data, shown, quality, wanted, prefilter)
 
 
+# Types whose NDJSON lines ``_read_ndjson`` hands on directly (not Bundles, not Medications).
+_PLAIN = frozenset(PATIENT_LINK) | {"Patient"}
+
+
 def _read_ndjson(
     file: Path, quality: DataQuality, wanted: Collection[str] | None, prefilter: _Prefilter | None
 ) -> Iterator[tuple[Resource, str]]:
@@ -333,7 +337,14 @@ def _read_ndjson(
                         f"line is not valid JSON ({exc.msg}); skipped",
                     )
                     continue
-            yield from _resources_in(data, f"{shown}:{lineno}", quality, wanted, prefilter)
+            if prefilter is None or data.__class__ is not dict or data.get("resourceType") not in _PLAIN:
+                yield from _resources_in(data, f"{shown}:{lineno}", quality, wanted, prefilter)
+                continue
+            # What ``_resources_in`` does for a patient's resource, without a generator per line.
+            if data["resourceType"] == "Condition":
+                prefilter.census(data, {})
+            prefilter.wants(data, {})
+            yield data, f"{shown}:{lineno}"
 
 
 def _resources_in(
