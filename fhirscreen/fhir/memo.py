@@ -17,36 +17,36 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-# view name -> id(object) -> (object, view); None outside ``resources_unchanged``.
-_tables: dict[str, dict[int, tuple[Any, Any]]] | None = None
+# One table per view: id(object) -> (object, view). Filled only while ``_active``, emptied at the end.
+_tables: list[dict[int, tuple[Any, Any]]] = []
+_active = False
 
 
 @contextmanager
 def resources_unchanged() -> Iterator[None]:
     """A block within which the resources read are not modified; nested blocks share the outer one."""
-    global _tables
-    outer = _tables
-    if outer is None:
-        _tables = {}
+    global _active
+    if _active:
+        yield
+        return
+    _active = True
     try:
         yield
     finally:
-        if outer is None:
-            _tables = None
+        _active = False
+        for table in _tables:
+            table.clear()
 
 
 def per_resource(compute: Callable[[Any], T]) -> Callable[[Any], T]:
     """``compute(obj)``, remembered per object within ``resources_unchanged``."""
-    name = compute.__qualname__
+    table: dict[int, tuple[Any, Any]] = {}
+    _tables.append(table)
 
     @functools.wraps(compute)
     def view(obj: Any) -> T:
-        tables = _tables
-        if tables is None:
+        if not _active:
             return compute(obj)
-        table = tables.get(name)
-        if table is None:
-            table = tables[name] = {}
         held = table.get(id(obj))
         if held is not None and held[0] is obj:
             value: T = held[1]
