@@ -129,7 +129,7 @@ def codings(concept: Mapping[str, Any] | None) -> Iterator[tuple[str, str, str]]
     if not concept:
         return
     for coding in concept.get("coding") or ():
-        if not isinstance(coding, Mapping):
+        if coding.__class__ is not dict and not isinstance(coding, Mapping):  # JSON gives dicts
             continue
         code = coding.get("code")
         if not isinstance(code, str) or not code:
