@@ -160,6 +160,9 @@ Signature = tuple[tuple[tuple[tuple[str, str] | None, str], ...], str]
 # signatures get -1 and are matched directly (odd data must not grow memory without limit).
 _SIGNATURE_NUMBERS: dict[Signature, int] = {}
 _SIGNATURES_MAX = 100_000
+# Answers remembered per value set (signatures carry displays and text, which vary in real data).
+_RESULTS_MAX = 20_000
+
 
 @per_resource  # a concept is matched against dozens of value sets: read it once per patient
 def concept_signature(concept: Mapping[str, Any]) -> tuple[Signature, int]:
@@ -250,7 +253,9 @@ class ValueSet:
         results = self._results
         if number in results:
             return results[number]
-        found = results[number] = self._match_signature(signature)
+        found = self._match_signature(signature)
+        if len(results) < _RESULTS_MAX:
+            results[number] = found
         return found
 
     def _match_signature(self, signature: Signature) -> str | None:
