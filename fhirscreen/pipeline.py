@@ -17,9 +17,10 @@ once every Condition has been read. Three designs were measured with bench/file_
   Bulk NDJSON only the small Condition file (a patient's other Conditions listed before the SLE one)
   and Medication file (Medications come before the resources that refer to them) are.
 
-The peak is then the population's resources (and the Medications they refer to; other Medications
-are not kept) plus, per other patient, a Patient stub, a counter (for missing-Patient warnings) and
-the indices of the files that held their resources; and the largest single file while it is parsed.
+The peak is then the population's resources (held compactly: ``fhirscreen.fhir.compact``; and the
+Medications they refer to; other Medications are not kept) plus, per other patient, a Patient stub,
+a counter (for missing-Patient warnings) and the indices of the files that held their resources; and
+the largest single file while it is parsed (NDJSON is read line by line).
 Duplicates are detected among kept resources only. Sources without ``prefilters`` (the server source
 already fetches only the population) are read as before. ``explain`` keeps just the patient asked for.
 

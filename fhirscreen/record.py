@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+from fhirscreen.fhir.compact import Compactor
 from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, patient_id_of, reference_id
 from fhirscreen.quality import DataQuality
 
@@ -112,6 +113,7 @@ class PopulationBuilder:
         # Held, not copied: a source's census may add patients while reading (never removes any).
         self._keep = keep_patients
         self._dropped: dict[str, int] = defaultdict(int)  # usable resources of patients not kept
+        self._compactor = Compactor()
 
     def add(self, resource: Resource, origin: str) -> None:
         rtype = resource.get("resourceType")
@@ -152,6 +154,8 @@ class PopulationBuilder:
             return
         # Kept even when not usable: a later version may be, and an unusable later version must
         # replace a usable earlier one. Hygiene is applied in build().
+        if resource.__class__ is dict:
+            resource = self._compactor.compact(resource)  # the peak memory is these resources
         self._by_patient[pid][rtype][rid] = resource
         self._owner[key] = pid
 

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Literal
 
 from fhirscreen.criteria._tentative import unconfirmed_only
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, result
+from fhirscreen.fhir.memo import resources_unchanged
 from fhirscreen.fhir.resources import ref
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import PatientRecord, Population
@@ -72,23 +73,25 @@ def screen_patient(
 ) -> PatientScreen:
     ctx = Context(as_of=as_of, value_sets=trial.value_sets, quality=quality or DataQuality())
     results: dict[str, CriterionResult] = {}
-    for criterion in trial.criteria:
-        try:
-            results[criterion.id] = criterion.kind.fn(record, ctx, criterion.params)
-            if criterion.definition.type == "exclusion":
-                results[criterion.id] = unconfirmed_only(results[criterion.id], record)
-        except Exception as exc:
-            ctx.quality.add(
-                "error",
-                record.ref,
-                "evaluator-error",
-                f"{criterion.id} could not be evaluated ({type(exc).__name__}); reported as unknown",
-            )
-            results[criterion.id] = result(
-                Outcome.UNKNOWN,
-                f"Could not be evaluated automatically ({type(exc).__name__}); review the record by hand.",
-                next_step="Review this criterion in the chart.",
-            )
+    with resources_unchanged():  # criteria only read the record: derived views are computed once
+        for criterion in trial.criteria:
+            try:
+                results[criterion.id] = criterion.kind.fn(record, ctx, criterion.params)
+                if criterion.definition.type == "exclusion":
+                    results[criterion.id] = unconfirmed_only(results[criterion.id], record)
+            except Exception as exc:
+                ctx.quality.add(
+                    "error",
+                    record.ref,
+                    "evaluator-error",
+                    f"{criterion.id} could not be evaluated ({type(exc).__name__}); reported as unknown",
+                )
+                results[criterion.id] = result(
+                    Outcome.UNKNOWN,
+                    f"Could not be evaluated automatically ({type(exc).__name__}); "
+                    "review the record by hand.",
+                    next_step="Review this criterion in the chart.",
+                )
     computable = [r for r in results.values() if r.outcome is not Outcome.MANUAL]
     passed = sum(1 for r in computable if r.outcome is Outcome.PASS)
     score = round(passed / len(computable), 2) if computable else 0.0

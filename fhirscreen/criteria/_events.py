@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from fhirscreen.criteria._labs import coded_observations
 from fhirscreen.criteria._research import Participation, participation
 from fhirscreen.fhir.codes import ValueSet, codings, concept_label
 from fhirscreen.fhir.dates import Span, day, span_of
@@ -117,7 +118,11 @@ def conditions(record: PatientRecord, vs: ValueSet) -> list[Event]:
 
 def observations(record: PatientRecord, vs: ValueSet) -> list[Event]:
     out = []
-    for obs in record.of_type("Observation"):
+    # Whole Observations only (not their components), found through the record's code index.
+    whole = record.memo("_events:observation-ids", lambda: {id(o) for o in record.of_type("Observation")})
+    for obs in coded_observations(record, vs):
+        if id(obs) not in whole:
+            continue
         label = vs.match(obs.get("code"))
         if label is not None:
             d = observation_day(obs)

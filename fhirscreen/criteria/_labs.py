@@ -49,7 +49,7 @@ def labs(record: PatientRecord, vs: ValueSet, first: date | None, last: date) ->
 
 def _all_labs(record: PatientRecord, vs: ValueSet) -> list[Lab]:
     out: list[Lab] = []
-    for obs in _coded_in(record, vs):
+    for obs in coded_observations(record, vs):
         when = observation_day(obs)
         if isinstance(when, date):
             out.append(Lab(obs, when))
@@ -57,8 +57,10 @@ def _all_labs(record: PatientRecord, vs: ValueSet) -> list[Lab]:
     return out
 
 
-def _coded_in(record: PatientRecord, vs: ValueSet) -> list[Resource]:
-    """The Observations whose code ``vs`` matches, in record order.
+def coded_observations(record: PatientRecord, vs: ValueSet) -> list[Resource]:
+    """The Observations (and components, read as Observations) whose code ``vs`` matches, in record
+    order: what matching every part of ``record.of_type("Observation")`` would give, found through the
+    record's code index.
 
     A record has a few hundred distinct codes but thousands of Observations, and the lab criteria ask
     for some forty value sets: looking codes up in a per-record index (built once) instead of matching

@@ -14,6 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
+from fhirscreen.criteria._labs import coded_observations
 from fhirscreen.criteria._medications import exposures
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet
@@ -25,7 +26,6 @@ from fhirscreen.fhir.resources import (
     condition_span,
     is_active_on,
     observation_day,
-    observation_parts,
     ref,
     suspected,
     tentative,
@@ -104,8 +104,7 @@ def _lab_results(
 ) -> list[LabResult]:
     """Dated results of a test group up to the screening date, oldest first; unreadable values dropped."""
     out = []
-    parts = (part for obs in record.of_type("Observation") for part in observation_parts(obs))
-    for obs in parts:  # a result held in Observation.component counts too
+    for obs in coded_observations(record, vs):  # a result held in Observation.component counts too
         label = vs.match(obs.get("code"))
         if label is None:
             continue

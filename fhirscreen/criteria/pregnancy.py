@@ -14,6 +14,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date
 
+from fhirscreen.criteria._labs import coded_observations
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet, concept_label, union
 from fhirscreen.fhir.resources import (
@@ -22,7 +23,6 @@ from fhirscreen.fhir.resources import (
     condition_span,
     is_active_on,
     observation_day,
-    observation_parts,
     ref,
     suspected,
     tentative,
@@ -107,8 +107,7 @@ def _ended_events(record: PatientRecord, vs: ValueSet) -> Iterator[Event]:
 def _observation_events(
     record: PatientRecord, vs: ValueSet, verdict_of: _Verdict, max_age: int, ask_age: int
 ) -> Iterator[Event]:
-    parts = (part for obs in record.of_type("Observation") for part in observation_parts(obs))
-    for obs in parts:  # a status or hCG held in Observation.component counts too
+    for obs in coded_observations(record, vs):  # a status or hCG held in Observation.component counts too
         label = vs.match(obs.get("code"))
         day = observation_day(obs)
         if label is None or day is None:

@@ -31,10 +31,27 @@ class PartialDate:
         return self.earliest == self.latest
 
 
+# text -> parsed. Criteria read the same resource's dates many times (every window, every lab), and a
+# record repeats its timestamps; PartialDate is immutable, so one parse per distinct text is shared.
+# Bounded so that odd data cannot grow it without limit.
+_PARSED: dict[str, PartialDate | None] = {}
+_PARSED_MAX = 200_000
+
+
 def parse_date(value: object) -> PartialDate | None:
     """Parse a FHIR date/dateTime/instant; None when absent or malformed (time and zone are dropped)."""
-    if not isinstance(value, str):
-        return None
+    if value.__class__ is not str:
+        return _parse(value) if isinstance(value, str) else None
+    try:
+        return _PARSED[value]
+    except KeyError:
+        parsed = _parse(value)
+        if len(_PARSED) < _PARSED_MAX:
+            _PARSED[value] = parsed
+        return parsed
+
+
+def _parse(value: str) -> PartialDate | None:
     m = _DATE_RE.match(value.strip())
     if not m:
         return None
@@ -82,7 +99,7 @@ def span_of(element: Mapping[str, Any], prefix: str) -> Span | None:
         if d is not None:
             return Span(d, d)
     period = element.get(prefix + "Period")
-    if isinstance(period, Mapping):
+    if period.__class__ is dict or isinstance(period, Mapping):
         start, end = day(period.get("start")), day(period.get("end"))
         if start or end:
             return Span(start, end)

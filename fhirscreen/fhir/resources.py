@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from fhirscreen.fhir.codes import codings
+from fhirscreen.fhir.codes import codings, normalised
 from fhirscreen.fhir.dates import Span, day, span_of
+from fhirscreen.fhir.memo import per_resource
 
 Resource = dict[str, Any]
 
@@ -92,13 +93,28 @@ def patient_id_of(resource: Mapping[str, Any]) -> str | None:
 
 def is_usable(resource: Mapping[str, Any]) -> bool:
     """False for records that must be ignored: entered-in-error, refuted, cancelled, not taken."""
-    rtype = str(resource.get("resourceType"))
+    rtype = resource.get("resourceType")
+    if rtype.__class__ is not str:
+        rtype = str(rtype)
     if rtype == "Condition":
-        return not (_status_codes(resource.get("verificationStatus")) & _DROPPED_VERIFICATION)
+        # Asked of every resource read (other patients' too): no set is built for the answer.
+        return not _has_status(resource.get("verificationStatus"), _DROPPED_VERIFICATION)
     dropped = _DROPPED_STATUS.get(rtype)
     if dropped and resource.get("status") in dropped:
         return False
     return not (rtype == "MedicationStatement" and resource.get("taken") == "n")
+
+
+def _has_status(concept: object, statuses: frozenset[str]) -> bool:
+    """``bool(_status_codes(concept) & statuses)``."""
+    if not isinstance(concept, Mapping):
+        return False
+    for coding in concept.get("coding") or ():  # ``codings`` inlined: no generator per resource
+        if coding.__class__ is dict or isinstance(coding, Mapping):
+            code = coding.get("code")
+            if isinstance(code, str) and code and normalised(coding.get("system"), code)[1] in statuses:
+                return True
+    return False
 
 
 def _status_codes(concept: object) -> set[str]:
@@ -133,11 +149,13 @@ def alive_until(patient: Mapping[str, Any], as_of: Any) -> Any:
     return died if died is not None and died < as_of else as_of
 
 
+@per_resource
 def clinical_status(condition: Mapping[str, Any]) -> str | None:
     codes = _status_codes(condition.get("clinicalStatus"))
     return next(iter(sorted(codes)), None)
 
 
+@per_resource  # read by most criteria, for every value set they match
 def condition_span(condition: Mapping[str, Any]) -> Span:
     """When a condition held: onset (else recordedDate) to abatement (open when still present)."""
     onset = span_of(condition, "onset")
@@ -183,6 +201,7 @@ def observation_parts(observation: Mapping[str, Any]) -> Iterator[Resource]:
         yield part
 
 
+@per_resource  # read for every lab, window and value set
 def observation_day(observation: Mapping[str, Any]) -> Any:
     """The clinically relevant day of an Observation: effective[x], else issued."""
     span = span_of(observation, "effective")

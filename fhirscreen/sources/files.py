@@ -344,6 +344,10 @@ def read_file(
         quality.lost(shown, "the rest of the file was skipped: its JSON is nested too deeply")
 
 
+# Types whose NDJSON lines ``_read_ndjson`` hands on directly (not Bundles, not Medications).
+_PLAIN = frozenset(PATIENT_LINK) | {"Patient"}
+
+
 def _read_ndjson(
     file: Path, quality: DataQuality, wanted: Collection[str] | None, prefilter: _Prefilter | None
 ) -> Iterator[tuple[Resource, str]]:
@@ -382,12 +386,25 @@ def _read_ndjson(
                         "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
                     )
                     continue
+            if prefilter is None or data.__class__ is not dict or data.get("resourceType") not in _PLAIN:
+                try:
+                    yield from _resources_in(data, f"{shown}:{lineno}", quality, wanted, prefilter)
+                except RecursionError:
+                    quality.add(
+                        "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
+                    )
+                continue
+            # What ``_resources_in`` does for a patient's resource, without a generator per line.
             try:
-                yield from _resources_in(data, f"{shown}:{lineno}", quality, wanted, prefilter)
+                if data["resourceType"] == "Condition":
+                    prefilter.census(data, {})
+                prefilter.wants(data, {})
             except RecursionError:
                 quality.add(
                     "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
                 )
+                continue
+            yield data, f"{shown}:{lineno}"
 
 
 def _resources_in(

@@ -1,0 +1,63 @@
+"""The screening core's shortcuts (issue 11) give the answers the plain computations give."""
+
+from __future__ import annotations
+
+import math
+
+from fhirscreen.fhir.codes import LOINC, ValueSet
+from fhirscreen.fhir.compact import Compactor
+from fhirscreen.fhir.memo import resources_unchanged
+from fhirscreen.fhir.resources import condition_span
+
+
+def _creatinine(value: float, day: str) -> dict:
+    return {
+        "resourceType": "Observation",
+        "id": f"o-{day}",
+        "status": "final",
+        "code": {"coding": [{"system": "http://loinc.org", "code": "2160-0", "display": "Creatinine"}]},
+        "subject": {"reference": "Patient/p1"},
+        "effectiveDateTime": day,
+        "valueQuantity": {"value": value, "unit": "mg/dL"},
+    }
+
+
+def test_compaction_shares_equal_elements_and_keeps_values() -> None:
+    compactor = Compactor()
+    first = compactor.compact(_creatinine(0.9, "2025-01-01"))
+    second = compactor.compact(_creatinine(1.4, "2025-02-01"))
+    assert first["code"] is second["code"]
+    assert first["subject"] is second["subject"]
+    assert first["valueQuantity"] == {"value": 0.9, "unit": "mg/dL"}
+    assert second["valueQuantity"] == {"value": 1.4, "unit": "mg/dL"}
+    assert second == _creatinine(1.4, "2025-02-01")
+
+
+def test_compaction_never_shares_elements_json_cannot_tell_apart() -> None:
+    compactor = Compactor()
+    one = compactor.compact({"code": {"value": 1}})
+    one_float = compactor.compact({"code": {"value": 1.0}})
+    nan = compactor.compact({"code": {"value": float("nan")}})
+    null = compactor.compact({"code": {"value": None}})
+    assert one["code"] is not one_float["code"] and type(one_float["code"]["value"]) is float
+    assert math.isnan(nan["code"]["value"]) and null["code"]["value"] is None
+
+
+def test_value_set_answers_follow_changes_to_the_set() -> None:
+    vs = ValueSet("creatinine")
+    concept = _creatinine(0.9, "2025-01-01")["code"]
+    assert vs.match(concept) is None
+    vs.add(LOINC, "2160-0", "Creatinine")
+    assert vs.match(concept) == "Creatinine"
+    vs.add_text("creat")
+    assert vs.match({"text": "Creatinine, serum"}) == "Creatinine, serum"
+
+
+def test_derived_views_are_read_afresh_outside_one_screening() -> None:
+    condition = {"resourceType": "Condition", "id": "c1", "onsetDateTime": "2020-01-01"}
+    with resources_unchanged():
+        assert condition_span(condition).start is not None
+        assert condition_span(condition).start.year == 2020  # type: ignore[union-attr]
+    condition["onsetDateTime"] = "2021-06-01"  # a changed record, screened again
+    with resources_unchanged():
+        assert condition_span(condition).start.year == 2021  # type: ignore[union-attr]
