@@ -11,7 +11,7 @@ from fhirscreen.criteria._tentative import unconfirmed_only
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, result
 from fhirscreen.fhir.memo import resources_unchanged
 from fhirscreen.fhir.resources import ref
-from fhirscreen.quality import DataQuality
+from fhirscreen.quality import DATA_LOST, DataQuality
 from fhirscreen.record import PatientRecord, Population
 from fhirscreen.trial.loader import Trial
 
@@ -30,6 +30,8 @@ class PatientScreen:
     score: float  # share of computable criteria that pass, 0..1
     strength: float  # tie-breaker within a score: stronger evidence first (e.g. SLEDAI-2K)
     rank: int = 0
+    # Why the status is more cautious than the criteria alone say (data lost in this run), or "".
+    caveat: str = ""
 
     @property
     def ref(self) -> str:
@@ -104,8 +106,31 @@ def rank(screens: Iterable[PatientScreen]) -> list[PatientScreen]:
     stronger evidence first; ties broken by patient id so runs are reproducible."""
     ordered = sorted(screens, key=lambda s: (STATUS_ORDER[s.status], -s.score, -s.strength, s.patient_id))
     return [
-        PatientScreen(s.patient_id, s.results, s.status, s.score, s.strength, rank=i)
+        PatientScreen(s.patient_id, s.results, s.status, s.score, s.strength, rank=i, caveat=s.caveat)
         for i, s in enumerate(ordered, start=1)
+    ]
+
+
+LOST_CAVEAT = (
+    "data were lost in this run (see the data-quality findings): the record may be incomplete, so the "
+    "patient is not offered as eligible; check the chart or rerun"
+)
+
+
+def caution(screens: Iterable[PatientScreen], quality: DataQuality) -> list[PatientScreen]:
+    """Nobody whose record may be incomplete is offered as eligible (a wrong "eligible" costs a
+    coordinator's day). Data lost for named patients (a search page that never came) touches them; data
+    lost anywhere else (a file, a Bulk file) may hold anyone's records and touches everyone."""
+    lost = [f.where for f in quality.findings if f.problem == DATA_LOST]
+    if not lost:
+        return list(screens)
+    everyone = any(not where.startswith("Patient/") for where in lost)
+    touched = {where.removeprefix("Patient/") for where in lost}
+    return [
+        PatientScreen(s.patient_id, s.results, "possible", s.score, s.strength, s.rank, LOST_CAVEAT)
+        if s.status == "eligible" and (everyone or s.patient_id in touched)
+        else s
+        for s in screens
     ]
 
 
@@ -119,7 +144,7 @@ def screen_population(population: Population, trial: Trial, as_of: date, source:
         trial=trial,
         as_of=as_of,
         source=source,
-        patients=rank(screens),
+        patients=rank(caution(screens, population.quality)),
         quality=population.quality,
         patients_read=len(population.records),
         skipped_types=population.skipped,

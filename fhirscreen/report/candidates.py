@@ -36,6 +36,8 @@ def patient_entry(screen: PatientScreen, facts: PatientFacts | None = None) -> d
         "status": screen.status,
         "score": screen.score,
     }
+    if screen.caveat:
+        entry["caveat"] = screen.caveat
     if facts is not None:  # age and sex only: names and identifiers never go into candidates.json
         entry["sex"] = facts.sex
         entry["age"] = facts.age

@@ -14,7 +14,7 @@ def reasons_text(screen: PatientScreen) -> str:
 
     Manual criteria are left out: their reason is the same for every patient.
     """
-    parts = []
+    parts = [screen.caveat] if screen.caveat else []
     for outcome in (Outcome.FAIL, Outcome.UNKNOWN):
         parts += [
             # Reasons are sentences; their final full stop would sit before the "; " separator.

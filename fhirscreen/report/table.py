@@ -20,6 +20,9 @@ def why(screen: PatientScreen, width: int = 90) -> str:
         return shorten(f"{', '.join(cid for cid, _ in failed)}: {failed[0][1].reason}", width)
     if screen.status == "possible":
         unknown = [cid for cid, r in screen.results.items() if r.outcome is Outcome.UNKNOWN]
+        if screen.caveat:
+            also = f"; unknown: {', '.join(unknown)}" if unknown else ""
+            return shorten(screen.caveat + also, width)
         return shorten(f"unknown: {', '.join(unknown)}", width)
     return ""
 

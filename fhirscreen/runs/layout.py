@@ -19,6 +19,7 @@ import json
 import logging
 import os
 import shutil
+import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime
@@ -28,6 +29,10 @@ from typing import Any
 from fhirscreen.report.jsonio import OutputError
 from fhirscreen.runs.atomic import TEMP_PREFIX, fsync_dir, point_symlink, write_file
 from fhirscreen.runs.lock import OutputLock
+
+# The kill -9 fault test (tests/faults) widens the window between the first file written and the switch
+# of latest, so that its kills land inside it on any machine; never set in production.
+_WRITE_PAUSE_S = float(os.environ.get("FHIRSCREEN_TEST_WRITE_PAUSE_S") or 0)
 
 log = logging.getLogger("fhirscreen")
 
@@ -175,6 +180,8 @@ class OutputDir:
         self._staging = staging
         for file_name, data in files.items():
             write_file(staging / file_name, data, 0o600 if file_name in private else 0o644)
+            if _WRITE_PAUSE_S:
+                time.sleep(_WRITE_PAUSE_S)
         fsync_dir(staging)
         final = self.root / RUNS / name
         os.rename(staging, final)

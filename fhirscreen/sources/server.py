@@ -212,6 +212,9 @@ class Search:
     resource_type: str
     params: tuple[tuple[str, str], ...]
     purpose: str
+    # The patients a patient-batch search reads for: if it is lost after retries, their records may be
+    # incomplete (the run goes on, partial); empty for the population and Medication searches.
+    patients: tuple[str, ...] = field(default=(), compare=False)
 
     def path(self, page_size: int) -> str:
         return f"{self.resource_type}?{query_string((*self.params, ('_count', str(page_size))))}"
@@ -235,6 +238,13 @@ def patient_searches(
 ) -> list[Search]:
     """The searches for one batch of patient ids: one per type (Observation: one per code chunk + SLEDAI)."""
     notes = notes if notes is not None else PlanNotes()
+    searches = _patient_searches(ids, plan, caps, notes, sledai_text)
+    return [replace(s, patients=tuple(ids)) for s in searches]
+
+
+def _patient_searches(
+    ids: Sequence[str], plan: QueryPlan, caps: Capabilities, notes: PlanNotes, sledai_text: bool
+) -> list[Search]:
     joined = ",".join(ids)
     searches: list[Search] = []
     for rtype in plan.resource_types:
@@ -626,14 +636,31 @@ class ServerSource:
                 pool.submit(self._search_all, s, quality) for s in searches
             ]
             try:
-                for future in futures:
-                    yield future.result()
+                for search, future in zip(searches, futures, strict=True):
+                    try:
+                        yield future.result()
+                    except SourceError as exc:
+                        if not (exc.transient and search.patients):
+                            raise
+                        self._lost(search, exc, quality)
+                        yield []
             except BaseException:
                 self.client.cancel()  # interrupted or failed: the other searches stop at their next chunk
                 raise
             finally:
                 for future in futures:
                     future.cancel()
+
+    def _lost(self, search: Search, exc: SourceError, quality: DataQuality) -> None:
+        """A patient-batch search that failed after every retry: the run goes on, partial (exit 5), and
+        these patients are not offered as eligible (screening.caution)."""
+        log.error("%s; the run goes on without it (partial)", exc)
+        for pid in search.patients:
+            quality.lost(
+                f"Patient/{pid}",
+                f"{search.resource_type} records could not be read from the server after retries; "
+                "this patient's record may be incomplete",
+            )
 
     def _search_all(self, search: Search, quality: DataQuality) -> list[Resource]:
         """One search, every page, following ``next`` links as the server gives them."""

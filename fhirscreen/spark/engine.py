@@ -30,7 +30,7 @@ from typing import Any
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import PopulationBuilder
 from fhirscreen.report.facts import PatientFacts
-from fhirscreen.screening import PatientScreen, ScreeningRun, rank
+from fhirscreen.screening import PatientScreen, ScreeningRun, caution, rank
 from fhirscreen.sources.base import SourceError
 from fhirscreen.spark.inputs import Inputs, java_error_summary, list_inputs
 from fhirscreen.spark.partitions import (
@@ -163,7 +163,7 @@ class SparkScreening:
             trial=self.trial,
             as_of=self.as_of,
             source=self.data,
-            patients=rank(screens),
+            patients=rank(caution(screens, self.quality)),
             quality=self.quality,
             patients_read=patients_read,
             skipped_types=skipped,

@@ -92,6 +92,8 @@ def assert_complete_run(folder: Path) -> None:
         text = path.read_text(encoding="utf-8")
         if path.suffix == ".json":
             json.loads(text)
+        elif path.suffix == ".html":
+            assert text.startswith("<!DOCTYPE html>") and text.rstrip().endswith("</html>"), path
         else:
             rows = list(csv.reader(io.StringIO(text)))
             assert rows and rows[0][:2] == ["rank", "patient"]
@@ -131,8 +133,13 @@ def test_kill_9_at_random_points_leaves_latest_and_every_run_intact(population, 
     landed = {"before writing": 0, "while writing": 0, "after the switch": 0}
     for trigger, delay in plan:
         runs_before = len(list((out / "runs").iterdir()))
+        # 10 ms between the files of a run folder: the 50 ms after the folder appears fall inside the
+        # write on any machine (on a quiet one the whole write takes a few ms).
         proc = subprocess.Popen(
-            screen_command(population, out), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+            screen_command(population, out),
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env={**os.environ, "FHIRSCREEN_TEST_WRITE_PAUSE_S": "0.01"},
         )
         if trigger == "writing":
             while not staging(out) and proc.poll() is None:

@@ -149,6 +149,26 @@ def test_a_bulk_file_never_whole_makes_a_partial_run(proxy: FaultProxy, tmp_path
     assert lost, outcome.candidates["data_quality"]
 
 
+def test_a_search_page_lost_after_retries_makes_a_partial_run_that_offers_no_false_eligible(
+    proxy: FaultProxy, clean: Outcome, tmp_path: Path
+) -> None:
+    proxy.add("503-retry-after-0", "/Procedure?")  # every Procedure search of the candidates, all 5 tries
+    outcome = run(tmp_path, "--server", proxy.base_url)
+    assert outcome.code == 5, outcome.stderr  # partial: outputs written, the run marked partial
+    manifest = json.loads((outcome.out / "latest" / "run.json").read_text())
+    assert manifest["partial"] is True and manifest["exit_status"] == 5
+    lost = {f["where"] for f in outcome.candidates["data_quality"] if f["problem"] == "data-lost"}
+    screened = {p["patient"]: p for p in outcome.candidates["patients"]}
+    assert set(screened) == set(clean.screened())  # everyone is still listed
+    assert lost and lost <= set(screened)  # named per patient
+    # A patient whose Procedures were not read may have had major surgery (E9): never "eligible".
+    for patient, (status, _criteria) in clean.screened().items():
+        if status == "eligible":
+            assert screened[patient]["status"] == "possible", patient
+            assert "data were lost" in screened[patient]["caveat"]
+    assert not any(p["status"] == "eligible" for p in screened.values())
+
+
 # -- failures that end the run, counted and worded ----------------------------------------------------
 
 

@@ -1,0 +1,61 @@
+"""Data lost after retries: the run goes on, partial, and nobody whose record may be incomplete is
+offered as eligible (a wrong "eligible" costs a coordinator's day)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import requests
+import responses
+
+from fhirscreen.criteria.base import Outcome, result
+from fhirscreen.quality import DataQuality
+from fhirscreen.screening import LOST_CAVEAT, PatientScreen, caution
+from tests.unit.test_server_source import FakeFhir, ids_of, population, read_all, source
+
+
+def screen(pid: str, status: str) -> PatientScreen:
+    outcome = Outcome.PASS if status == "eligible" else Outcome.UNKNOWN
+    return PatientScreen(pid, {"I1": result(outcome, "x")}, status, 1.0, 0.0)  # type: ignore[arg-type]
+
+
+def test_no_loss_changes_nothing() -> None:
+    screens = [screen("a", "eligible"), screen("b", "possible")]
+    assert caution(screens, DataQuality()) == screens
+
+
+def test_a_loss_named_for_a_patient_touches_only_that_patient() -> None:
+    quality = DataQuality()
+    quality.lost("Patient/a", "Procedure records could not be read")
+    after = {s.patient_id: s for s in caution([screen("a", "eligible"), screen("b", "eligible")], quality)}
+    assert (after["a"].status, after["a"].caveat) == ("possible", LOST_CAVEAT)
+    assert (after["b"].status, after["b"].caveat) == ("eligible", "")
+
+
+def test_a_lost_file_may_hold_anyones_records_so_nobody_is_eligible() -> None:
+    quality = DataQuality()
+    quality.lost("/data/Observation.ndjson", "the file could not be read")
+    after = caution([screen("a", "eligible"), screen("b", "possible"), screen("c", "ineligible")], quality)
+    assert [s.status for s in after] == ["possible", "possible", "ineligible"]
+
+
+class FailingProcedures(FakeFhir):
+    tries = 0
+
+    def handle(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        if "/Procedure?" in str(request.url):
+            self.tries += 1
+            return 503, {"Retry-After": "0"}, "busy"
+        return super().handle(request)
+
+
+def test_a_search_lost_after_retries_is_partial_and_names_its_patients(monkeypatch: Any) -> None:
+    fake = FailingProcedures(population(3))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        resources, quality = read_all(source())
+    assert ids_of(resources, "Patient") == {"p0000", "p0001", "p0002"}  # the rest was read
+    assert quality.partial
+    lost = sorted(f.where for f in quality.findings if f.problem == "data-lost")
+    assert lost == ["Patient/p0000", "Patient/p0001", "Patient/p0002"]
+    assert fake.tries == 5  # tried as documented, then given up
