@@ -208,6 +208,15 @@ class ValueSet:
     # signature number (see ``concept_signature``) -> answer of ``match``; emptied when the set changes.
     _results: dict[int, str | None] = field(default_factory=dict, repr=False, compare=False)
 
+    def __getstate__(self) -> dict[str, Any]:
+        # ``_results`` is keyed by this process's signature numbers (``concept_signature``); another
+        # process (a Spark worker unpickling the trial) numbers signatures afresh, so a cache that
+        # travelled would answer for the wrong concepts. Caches stay behind.
+        state = dict(self.__dict__)
+        state["_results"] = {}
+        state["_text_hits"] = {}
+        return state
+
     def add(self, system: str, code: str, display: str = "") -> None:
         system = canonical_system(system)
         if code.endswith("*"):

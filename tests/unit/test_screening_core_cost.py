@@ -61,3 +61,18 @@ def test_derived_views_are_read_afresh_outside_one_screening() -> None:
     condition["onsetDateTime"] = "2021-06-01"  # a changed record, screened again
     with resources_unchanged():
         assert condition_span(condition).start.year == 2021  # type: ignore[union-attr]
+
+
+def test_a_value_set_travels_to_another_process_without_its_answers() -> None:
+    """Answers are keyed by this process's signature numbers; a Spark worker numbers them afresh."""
+    import pickle
+
+    from fhirscreen.fhir.codes import LOINC, ValueSet
+
+    weight = ValueSet("weight")
+    weight.add(LOINC, "29463-7")
+    assert weight.match({"coding": [{"system": LOINC, "code": "29463-7"}]}) is not None
+    assert weight.match({"coding": [{"system": LOINC, "code": "2160-0"}]}) is None
+    assert weight._results  # answers remembered here
+    travelled = pickle.loads(pickle.dumps(weight))
+    assert travelled._results == {} and travelled.codes == weight.codes
