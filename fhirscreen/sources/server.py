@@ -351,6 +351,18 @@ def request_bound(candidates: int | Sequence[str], plan: QueryPlan) -> int:
     return 2 + population + probe + batches * (per_batch + 1)
 
 
+def log_stats(s: Mapping[str, int | float]) -> None:
+    """The one-line account of a server read (the CLI's summary and the benchmarks parse it)."""
+    log.info(
+        "server: %d requests (%d retries), %.1f MB received, %d resources in %.1f s",
+        s["requests"],
+        s["retries"],
+        float(s["bytes"]) / 1e6,
+        s["resources"],
+        s["seconds"],
+    )
+
+
 # -- the source --------------------------------------------------------------------------------------
 
 
@@ -407,15 +419,7 @@ class ServerSource:
         finally:
             quality.extend(self.client.quality)  # what the transport noticed (bytes replaced, ...)
             self._finished = time.monotonic()
-            s = self.stats()
-            log.info(
-                "server: %d requests (%d retries), %.1f MB received, %d resources in %.1f s",
-                s["requests"],
-                s["retries"],
-                float(s["bytes"]) / 1e6,
-                s["resources"],
-                s["seconds"],
-            )
+            log_stats(self.stats())
 
     def _counted(self, items: Iterator[tuple[Resource, str]]) -> Iterator[tuple[Resource, str]]:
         for item in items:

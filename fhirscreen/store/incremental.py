@@ -45,12 +45,14 @@ from typing import Any
 
 from fhirscreen.fhir.resources import Resource
 from fhirscreen.quality import DataQuality
+from fhirscreen.sources import observation_plan
 from fhirscreen.sources.base import QueryPlan, SourceError
 from fhirscreen.sources.server import (
     SEARCH_HEADERS,
     Capabilities,
     ServerSource,
     id_batches,
+    log_stats,
     normalise_references,
     population_searches,
     query_string,
@@ -192,19 +194,11 @@ class IncrementalSource:
                 yield item
         finally:
             self._finished = time.monotonic()
-            s = self.stats()
-            log.info(
-                "server: %d requests (%d retries), %.1f MB received, %d resources in %.1f s",
-                s["requests"],
-                s["retries"],
-                float(s["bytes"]) / 1e6,
-                s["resources"],
-                s["seconds"],
-            )
+            log_stats(self.stats())
 
     def _read(self, plan: QueryPlan, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
         key = self.source_key(plan)
-        if self.server.options.observations == "all":
+        if self.server.options.observations == observation_plan.ALL:
             plan = replace(plan, observation_codes=())  # as the server source does
         try:
             state = self.store.state()
