@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,18 @@ def visible_patients(session: Session) -> list[str]:
     return [t.strip() for t in rows.all_inner_texts()]
 
 
+def shown_once_settled(session: Session, expected: list[str], timeout: float = 5.0) -> list[str]:
+    """The visible patients once the page has applied a filter (the form's reset applies it on the next
+    tick, and a loaded machine may take a while): what is shown when it equals ``expected``, or after
+    ``timeout`` seconds, whatever is shown then."""
+    deadline = time.monotonic() + timeout
+    while True:
+        shown = visible_patients(session)
+        if shown == expected or time.monotonic() > deadline:
+            return shown
+        time.sleep(0.05)
+
+
 def test_page_loads_offline_without_errors_and_shows_candidates_numbers(
         browser: Any, sample_run: Path, candidates: dict[str, Any], tmp_path: Path) -> None:
     with open_page(browser, sample_run / "report.html") as session:
@@ -115,23 +128,25 @@ def test_filters_change_what_is_shown(
         page = session.page
         page.get_by_label("ineligible").uncheck()
         page.get_by_label("eligible", exact=True).uncheck()
-        assert visible_patients(session) == [i for i, p in zip(ids, patients, strict=True)
-                                             if p["status"] == "possible"]
+        possible = [i for i, p in zip(ids, patients, strict=True) if p["status"] == "possible"]
+        assert shown_once_settled(session, possible) == possible
         shot(session, "report-filter-possible", tmp_path, "#ranked")
         page.get_by_role("button", name="Show all").click()
-        assert visible_patients(session) == ids
+        assert shown_once_settled(session, ids) == ids
         page.select_option("#f-criterion", "E6")
         page.select_option("#f-outcome", "fail")
         expected = [i for i, p in zip(ids, patients, strict=True) if p["criteria"]["E6"]["outcome"] == "fail"]
-        assert expected and visible_patients(session) == expected
+        assert expected and shown_once_settled(session, expected) == expected
         page.select_option("#f-criterion", "")
         page.select_option("#f-outcome", "unknown")
         with_unknowns = [i for i, p in zip(ids, patients, strict=True)
                          if any(c["outcome"] == "unknown" for c in p["criteria"].values())]
-        assert visible_patients(session) == with_unknowns
+        assert shown_once_settled(session, with_unknowns) == with_unknowns
         page.get_by_role("button", name="Show all").click()
+        assert shown_once_settled(session, ids) == ids
         page.get_by_label("Patient id").fill(ids[-1][:12])
-        assert visible_patients(session) == [i for i in ids if ids[-1][:12] in i]
+        matching = [i for i in ids if ids[-1][:12] in i]
+        assert shown_once_settled(session, matching) == matching
         assert page.locator("#shown-count").inner_text().startswith(f"{len(visible_patients(session))} of ")
         assert session.console_errors == [] and session.blocked == []
 
