@@ -159,7 +159,9 @@ def test_keyboard_reaches_the_filters_and_the_cards(
         assert page.evaluate("document.activeElement.textContent") == "Skip to the ranked list"
         page.focus("input[name=status][value=eligible]")
         page.keyboard.press("Space")  # unchecks "eligible"
-        shown = visible_patients(session)
+        not_eligible = [p["patient"].removeprefix("Patient/") for p in candidates["patients"]
+                        if p["status"] != "eligible"]
+        shown = shown_once_settled(session, not_eligible)
         assert shown and not any(p["status"] == "eligible" and p["patient"].removeprefix("Patient/") in shown
                                  for p in candidates["patients"])
         first = next(p for p in candidates["patients"] if p["status"] != "eligible")["patient"]
