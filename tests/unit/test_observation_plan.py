@@ -18,8 +18,8 @@ from tests.unit.test_server_source import BASE, FakeFhir, ids_of, population, re
 
 @pytest.fixture(autouse=True)
 def short_time_box(monkeypatch: pytest.MonkeyPatch) -> None:
-    # The real box is at least 2 s; these tests use delays of a fraction of a second.
-    monkeypatch.setattr(observation_plan, "PROBE_MIN_S", 0.05)
+    # The real slack is 0.5 s; these tests use delays of a fraction of a second.
+    monkeypatch.setattr(observation_plan, "PREFER_CODES_SLACK_S", 0.05)
 
 
 class SlowFhir(FakeFhir):
@@ -62,7 +62,29 @@ def test_decide_prefers_the_code_filter_unless_it_is_clearly_slower() -> None:
     assert decide(None, None, all_failed=True)[0] == CODES
     assert decide(None, None, codes_failed=True)[0] == ALL
     _plan, reason = decide(None, 1.0)
-    assert "over 3.0 s" in reason and "1.0 s" in reason
+    assert "over 1.5 s" in reason and "1.0 s" in reason
+
+
+def test_race_keeps_a_code_filter_that_is_done_first_without_waiting_for_the_other() -> None:
+    started = time.monotonic()
+    plan, _reason, result = race(lambda _stop: "codes", lambda _stop: time.sleep(5) or "all")
+    assert (plan, result) == (CODES, "codes")
+    assert time.monotonic() - started < 1.0
+
+
+def test_race_waits_for_the_code_filter_only_while_it_could_still_be_kept() -> None:
+    """Unfiltered done in 0.4 s: the code filter may take up to 0.6 s (1.5x) and still win, so the race
+    lasts about 0.6 s, not longer, whether the code filter makes it or not."""
+    started = time.monotonic()
+    plan, _reason, _result = race(
+        lambda _stop: time.sleep(0.5) or "codes", lambda _stop: time.sleep(0.4) or "all"
+    )
+    assert plan == CODES  # 0.5 s <= 1.5 x 0.4 s
+    plan, _reason, _result = race(
+        lambda _stop: time.sleep(5) or "codes", lambda _stop: time.sleep(0.4) or "all"
+    )
+    assert plan == ALL
+    assert time.monotonic() - started < 0.5 + 0.6 + 0.5  # the second race ended near 0.6 s, not at 5 s
 
 
 def test_race_abandons_a_plan_that_overruns_its_time_box() -> None:
