@@ -49,6 +49,8 @@ log = logging.getLogger("fhirscreen.server")
 MAX_IDS_CHARS = 1000
 MAX_IDS_PER_BATCH = 100
 MAX_CODES_CHARS = 1000
+# The --observations auto race runs its two plans side by side: two requests in flight.
+RACE_CONNECTIONS = 2
 MAX_PAGES_PER_SEARCH = 10_000  # a loop guard: a server re-serving next links forever is stopped
 SEARCH_HEADERS = {"Cache-Control": "no-cache"}  # HAPI reuses cached search results for 60 s otherwise
 MEDICATION_HOLDERS = (
@@ -514,19 +516,45 @@ class ServerSource:
         sledai_text = bool(ids) and self._supports_code_text(caps)
         batches = id_batches(ids)
         probed: list[list[Resource]] = []
-        if self._probes_observations(plan, caps, batches):
-            plan, probed = self._probe_observations(batches[0], plan, caps, quality, sledai_text)
-            without_observations = tuple(t for t in plan.resource_types if t != "Observation")
-            searches = patient_searches(
-                batches[0], replace(plan, resource_types=without_observations), caps, self.notes, sledai_text
+        early: dict[Search, Future[list[Resource]]] = {}
+        early_pool: ThreadPoolExecutor | None = None
+
+        def with_extra(searches: list[Search]) -> list[Search]:
+            return (
+                [replace(s, params=(*s.params, *extra_params)) for s in searches]
+                if extra_params
+                else searches
             )
+
+        if self._probes_observations(plan, caps, batches):
+            without_observations = replace(
+                plan, resource_types=tuple(t for t in plan.resource_types if t != "Observation")
+            )
+            if self.concurrency > RACE_CONNECTIONS:
+                # The race holds two connections while it runs; the other types' searches of every batch
+                # do not depend on its outcome, so they run on the rest meanwhile (the run never has more
+                # than --concurrency requests in flight).
+                others = with_extra(
+                    [
+                        s
+                        for batch in batches
+                        for s in patient_searches(batch, without_observations, caps, self.notes, sledai_text)
+                    ]
+                )
+                early_pool = ThreadPoolExecutor(max_workers=self.concurrency - RACE_CONNECTIONS)
+                early = {s: early_pool.submit(self._search_all, s, quality) for s in others}
+            try:
+                plan, probed = self._probe_observations(batches[0], plan, caps, quality, sledai_text)
+            except BaseException:
+                self._stop_early(early, early_pool)
+                raise
+            searches = patient_searches(batches[0], without_observations, caps, self.notes, sledai_text)
             batches = batches[1:]
         else:
             searches = []
         for batch in batches:
             searches += patient_searches(batch, plan, caps, self.notes, sledai_text)
-        if extra_params:
-            searches = [replace(s, params=(*s.params, *extra_params)) for s in searches]
+        searches = with_extra(searches)
         for text in self.notes.fallbacks:
             log.warning("plan: %s", text)
         for rtype in self.notes.skipped_types:
@@ -547,7 +575,7 @@ class ServerSource:
         for gap in plan.search_gaps:
             quality.add("warning", self.client.base_url, "not-searchable", gap)
         medication_refs: set[str] = set()
-        for results in itertools.chain(probed, self._run(searches, quality)):
+        for results in itertools.chain(probed, self._run(searches, quality, early, early_pool)):
             for resource in results:
                 key = (str(resource.get("resourceType")), str(resource.get("id")))
                 if key in seen and not is_later_version(resource, seen[key]):
@@ -631,13 +659,35 @@ class ServerSource:
     def _origin(self, key: tuple[str, str]) -> str:
         return f"{self.client.base_url}/{key[0]}/{key[1]}"
 
-    def _run(self, searches: Sequence[Search], quality: DataQuality) -> Iterator[list[Resource]]:
-        """Run searches on the worker pool; yield each search's resources in plan order (reproducible)."""
-        if not searches:
+    def _stop_early(
+        self, early: Mapping[Search, Future[list[Resource]]], pool: ThreadPoolExecutor | None
+    ) -> None:
+        """The searches started beside the Observation race are not wanted any more: stop them."""
+        if pool is None:
             return
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(searches))) as pool:
+        self.client.cancel()
+        for future in early.values():
+            future.cancel()
+        pool.shutdown(wait=True)
+
+    def _run(
+        self,
+        searches: Sequence[Search],
+        quality: DataQuality,
+        early: Mapping[Search, Future[list[Resource]]] | None = None,
+        early_pool: ThreadPoolExecutor | None = None,
+    ) -> Iterator[list[Resource]]:
+        """Run searches on the worker pool; yield each search's resources in plan order (reproducible).
+
+        ``early`` holds searches already started (beside the Observation race) on ``early_pool``; the
+        others go to a pool of the connections left, so that at most ``concurrency`` are in flight."""
+        early = early or {}
+        rest = [s for s in searches if s not in early]
+        # With searches started early, their pool holds all but the race's connections: the rest get those.
+        workers = RACE_CONNECTIONS if early_pool is not None else self.concurrency
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(rest) or 1))) as pool:
             futures: list[Future[list[Resource]]] = [
-                pool.submit(self._search_all, s, quality) for s in searches
+                early[s] if s in early else pool.submit(self._search_all, s, quality) for s in searches
             ]
             try:
                 for search, future in zip(searches, futures, strict=True):
@@ -654,6 +704,8 @@ class ServerSource:
             finally:
                 for future in futures:
                     future.cancel()
+                if early_pool is not None:
+                    early_pool.shutdown(wait=True)
 
     def _lost(self, search: Search, exc: SourceError, quality: DataQuality) -> None:
         """A patient-batch search that failed after every retry: the run goes on, partial (exit 5), and

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import threading
 import time
 from typing import Any
 
@@ -159,3 +160,61 @@ def test_forced_plans_skip_the_probe() -> None:
 
 def test_base_url_is_the_fake() -> None:
     assert BASE.startswith("http://")
+
+
+class RaceWatchingFhir(SlowFhir):
+    """Counts requests in flight, and holds the first batch's unfiltered Observation search until another
+    batch's Condition search has arrived (or 3 s have passed): proof that the other types' searches run
+    beside the race instead of after it."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lock = threading.Lock()
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self.other_batch_seen = threading.Event()
+        self.released_early: bool | None = None
+
+    def handle(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        url = str(request.url)
+        with self.lock:
+            self.in_flight += 1
+            self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        try:
+            time.sleep(0.01)  # long enough for parallel requests to overlap
+            if "/Condition?" in url and "p0200" in url:
+                self.other_batch_seen.set()
+            unfiltered = "/Observation?" in url and "code" not in url and "category" not in url
+            if unfiltered and "p0000" in url and self.released_early is None:
+                self.released_early = self.other_batch_seen.wait(timeout=3)
+            return super().handle(request)
+        finally:
+            with self.lock:
+                self.in_flight -= 1
+
+
+def test_other_types_are_read_beside_the_race_within_the_concurrency_limit() -> None:
+    n = 250  # three batches
+    fake = RaceWatchingFhir(population(n), slow=CODES, delay=0.3)
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        src = source(observations="auto", concurrency=4)
+        resources, quality = read_all(src)
+    assert fake.released_early is True  # batch 3's Condition search came while the race was open
+    assert fake.most_in_flight <= 4
+    assert src.observation_plan == ALL
+    assert ids_of(resources, "Condition") >= {f"c{i}" for i in range(n)}
+    assert ids_of(resources, "Observation") >= {f"o{i}" for i in range(n)}
+    assert quality.findings == []
+
+
+def test_reading_beside_the_race_keeps_the_order_of_the_results() -> None:
+    """The same resources in the same order with and without the early searches (reproducible runs)."""
+    orders = []
+    for concurrency in (2, 4):  # 2: no connections to spare beside the race
+        fake = SlowFhir(population(250), slow=CODES, delay=0.3)
+        with responses.RequestsMock() as mock:
+            fake.install(mock)
+            resources, _quality = read_all(source(observations="auto", concurrency=concurrency))
+        orders.append([(r["resourceType"], r["id"]) for r in resources])
+    assert orders[0] == orders[1]
