@@ -260,7 +260,6 @@ class _Prefilter:
                 held.append(self.index)
         return False
 
-
     def _note_medication(self, resource: Resource, aliases: Mapping[str, str]) -> None:
         holder = resource.get("medicationReference")
         if isinstance(holder, dict):

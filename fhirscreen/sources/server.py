@@ -526,7 +526,10 @@ class ServerSource:
                 else searches
             )
 
-        if self._probes_observations(plan, caps, batches):
+        if self._probes_observations(plan, caps, batches) and self._few_observations(batches[0], caps):
+            plan = replace(plan, observation_codes=())
+            searches = []
+        elif self._probes_observations(plan, caps, batches):
             without_observations = replace(
                 plan, resource_types=tuple(t for t in plan.resource_types if t != "Observation")
             )
@@ -586,6 +589,35 @@ class ServerSource:
                     medication_refs |= medication_ids([resource])
                 yield resource, self._origin(key)
         yield from self._fetch_medications(medication_refs, seen, caps, quality)
+
+    def _few_observations(self, batch: Sequence[str], caps: Capabilities) -> bool:
+        """Count the first batch's Observations (one ``_summary=count``); True, with the choice logged,
+        when they are few enough to read them all without racing the code filter. A server that cannot
+        count (an error, or no ``total``) leaves the choice to the race."""
+        name, value = _patient_link("Observation", batch, caps, PlanNotes())
+        path = f"Observation?{query_string([(name, value), ('_summary', 'count')])}"
+        try:
+            bundle = self.client.get_resource(
+                path, expect_type="Bundle", what="Observation count", headers=SEARCH_HEADERS
+            )
+        except SourceError as exc:
+            if exc.transient:
+                raise  # the server is failing: the race would fail the same way
+            log.info("the server did not count Observations (%s): the first batch decides by a race", exc)
+            return False
+        total = bundle.get("total")
+        total = total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
+        if not observation_plan.few_observations(total, len(batch)):
+            return False
+        self.observation_plan = observation_plan.ALL
+        log.info(
+            "Observation searches: all of the candidates' (%d for the first %d candidates, at most %d each "
+            "on average: too few for a code filter to pay; --observations codes|all skips this check)",
+            total,
+            len(batch),
+            observation_plan.FEW_PER_PATIENT,
+        )
+        return True
 
     def _probes_observations(
         self, plan: QueryPlan, caps: Capabilities, batches: Sequence[Sequence[str]]

@@ -23,6 +23,21 @@ def short_time_box(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(observation_plan, "PREFER_CODES_SLACK_S", 0.05)
 
 
+REAL_FEW_PER_PATIENT = observation_plan.FEW_PER_PATIENT
+
+
+@pytest.fixture(autouse=True)
+def always_race(monkeypatch: pytest.MonkeyPatch) -> None:
+    # The fake patients hold a few Observations each, which the volume check would read without a race;
+    # the race tests set the bar at zero (the volume tests below put the real one back).
+    monkeypatch.setattr(observation_plan, "FEW_PER_PATIENT", 0)
+
+
+@pytest.fixture
+def real_volume_bar(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(observation_plan, "FEW_PER_PATIENT", REAL_FEW_PER_PATIENT)
+
+
 class SlowFhir(FakeFhir):
     """The fake server, with a delay on the code-filtered or on the unfiltered Observation search."""
 
@@ -184,7 +199,7 @@ class RaceWatchingFhir(SlowFhir):
             time.sleep(0.01)  # long enough for parallel requests to overlap
             if "/Condition?" in url and "p0200" in url:
                 self.other_batch_seen.set()
-            unfiltered = "/Observation?" in url and "code" not in url and "category" not in url
+            unfiltered = "/Observation?" in url and not re.search("code|category|_summary", url)
             if unfiltered and "p0000" in url and self.released_early is None:
                 self.released_early = self.other_batch_seen.wait(timeout=3)
             return super().handle(request)
@@ -218,3 +233,72 @@ def test_reading_beside_the_race_keeps_the_order_of_the_results() -> None:
             resources, _quality = read_all(source(observations="auto", concurrency=concurrency))
         orders.append([(r["resourceType"], r["id"]) for r in resources])
     assert orders[0] == orders[1]
+
+
+# -- the volume check before the race -----------------------------------------------------------------
+
+
+class CountingFhir(SlowFhir):
+    """The fake server, whose Observation ``_summary=count`` can be refused or left without a total."""
+
+    def __init__(self, *args: Any, count: str = "ok", **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.count = count
+
+    def handle(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        url = str(request.url)
+        if "/Observation?" in url and "_summary=count" in url and "patient=" in url:
+            if self.count == "refused":
+                return 400, {"Content-Type": "application/fhir+json"}, '{"resourceType": "OperationOutcome"}'
+            if self.count == "no-total":
+                return 200, {"Content-Type": "application/fhir+json"}, '{"resourceType": "Bundle"}'
+        return super().handle(request)
+
+
+@pytest.mark.usefixtures("real_volume_bar")
+def test_few_observations_are_read_unfiltered_without_a_race(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level("INFO", logger="fhirscreen")
+    fake = CountingFhir(population(150), slow="")
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        src = source(observations="auto")
+        resources, quality = read_all(src)
+    assert src.observation_plan == ALL
+    filtered, unfiltered = observation_searches(fake)
+    assert (filtered, unfiltered) == (0, 2)  # no code-filtered search at all; one per batch
+    assert "too few for a code filter to pay" in caplog.text
+    assert ids_of(resources, "Observation") >= {f"o{i}" for i in range(150)} | {f"s{i}" for i in range(150)}
+    assert quality.findings == []
+
+
+def test_many_observations_go_to_the_race(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(observation_plan, "FEW_PER_PATIENT", 1)  # the fake's 3-4 each are "many"
+    fake = CountingFhir(population(150), slow=ALL)
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        src = source(observations="auto")
+        read_all(src)
+    assert src.observation_plan == CODES  # decided by the race, which the code filter won
+    assert observation_searches(fake)[0] > 0
+
+
+@pytest.mark.usefixtures("real_volume_bar")
+@pytest.mark.parametrize("count", ["refused", "no-total"])
+def test_a_server_that_cannot_count_leaves_the_choice_to_the_race(count: str) -> None:
+    fake = CountingFhir(population(150), slow=ALL, count=count)
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        src = source(observations="auto")
+        resources, quality = read_all(src)
+    assert src.observation_plan == CODES
+    assert ids_of(resources, "Observation") == {f"o{i}" for i in range(150)} | {f"s{i}" for i in range(150)}
+    assert quality.findings == []
+
+
+@pytest.mark.usefixtures("real_volume_bar")
+def test_few_observations_rule() -> None:
+    assert observation_plan.FEW_PER_PATIENT == 100
+    assert observation_plan.few_observations(0, 100)
+    assert observation_plan.few_observations(100 * 100, 100)
+    assert not observation_plan.few_observations(100 * 100 + 1, 100)
+    assert not observation_plan.few_observations(None, 100)  # the server did not say
