@@ -257,3 +257,24 @@ def test_bulk_kickoff_on_a_combo_code_server_filters_by_combo_code() -> None:
     assert "Observation?combo-code:text=sledai" in filters
     assert not any(f.startswith("Observation?code=") for f in filters)
 
+
+
+# -- incremental store ------------------------------------------------------------------------------------
+
+
+def test_a_store_read_before_components_were_searched_is_read_in_full_once(tmp_path: Any) -> None:
+    from fhirscreen.store.incremental import IncrementalSource
+    from fhirscreen.store.sqlite import SCHEMA_VERSION, StoreState
+    from tests.unit.test_store import incremental_source
+
+    plan = QueryPlan.for_trial(load_trial())
+    src = incremental_source(tmp_path)
+    assert isinstance(src, IncrementalSource)
+    key = json.loads(src.source_key(plan))
+    assert key["observation_match"] == "code-or-component"
+    del key["observation_match"]  # what a store written by code= searches holds
+    mark = "2026-12-01T02:30:00Z"
+    old = StoreState(SCHEMA_VERSION, json.dumps(key, sort_keys=True), mark, mark)
+    assert (src._full_reason(old, src.source_key(plan)) or "").startswith("the search plan changed")
+    same = StoreState(SCHEMA_VERSION, src.source_key(plan), mark, mark)
+    assert src._full_reason(same, src.source_key(plan)) is None
