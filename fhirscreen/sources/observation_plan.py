@@ -9,7 +9,10 @@ server is, so the first batch of candidates is used as a probe: both plans run s
 run keeps the faster one (see ``decide``). ``--observations codes|all`` skips the probe.
 
 Both plans give the same screening result: the evaluators pick the Observations they need, so reading
-more of them changes nothing but the volume.
+more of them changes nothing but the volume. The code-filtered plan matches component codes too
+(``combo-code``, or ``component-code`` beside ``code``: server.component_param), so a lab held only in
+``Observation.component`` is in both; on a server that can search neither, the run says so
+(``not-searchable``) and only the unfiltered plan reads such a lab.
 
 Before racing, one ``_summary=count`` of the first batch's Observations tells the volume: when the
 candidates hold few Observations (``FEW_PER_PATIENT`` on average), reading them all costs little on

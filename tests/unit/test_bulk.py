@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -133,7 +134,7 @@ def test_a_finished_export_is_found_at_most_a_quarter_late(clock: Clock) -> None
     responses.get(f"{BASE}/Binary/b", body=ndjson(CONDITION))
     responses.delete(STATUS, status=202)
     list(exporter(clock, total_timeout=7200).read(PLAN, DataQuality()))
-    gaps = [b - a for a, b in zip(polls, polls[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(polls)]
     assert max(gaps) <= 30
     assert all(gap <= max(1.0, 0.25 * t) + 1e-9 for t, gap in zip(polls, gaps, strict=False))
     assert polls[-1] - ready_at <= 30  # found within one capped wait of being ready

@@ -38,6 +38,10 @@ def real_volume_bar(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(observation_plan, "FEW_PER_PATIENT", REAL_FEW_PER_PATIENT)
 
 
+# A code-filtered Observation search: by code or combo-code (with or without :text), or by category.
+FILTERED = re.compile(r"[?&]((combo-)?code(:text|%3Atext)?|category)=")
+
+
 class SlowFhir(FakeFhir):
     """The fake server, with a delay on the code-filtered or on the unfiltered Observation search."""
 
@@ -48,7 +52,7 @@ class SlowFhir(FakeFhir):
     def handle(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
         url = str(request.url)
         if "/Observation?" in url and "_summary=count" not in url:
-            filtered = re.search(r"[?&](code|code%3Atext|code:text|category)=", url) is not None
+            filtered = FILTERED.search(url) is not None
             kind = CODES if filtered else ALL
             if kind == self.refuse:
                 outcome = {
@@ -65,7 +69,7 @@ def observation_searches(fake: FakeFhir) -> tuple[int, int]:
     """(code-filtered, unfiltered) Observation searches the fake server answered."""
     time.sleep(getattr(fake, "delay", 0) + 0.1)  # an abandoned probe is logged once its delay is over
     obs = [entry for entry in fake.log if entry.startswith("Observation?") and "_summary" not in entry]
-    filtered = [e for e in obs if re.search(r"[?&](code|code:text|code%3Atext|category)=", e)]
+    filtered = [e for e in obs if FILTERED.search(e)]
     return len(filtered), len(obs) - len(filtered)
 
 
