@@ -286,6 +286,8 @@ def logged_phases(stderr: str) -> list[list[list[str]]]:
     return [group for _step, group in phases]
 
 
+# The code filter of a candidates' Observation search: code=, or combo-code= where the server has it.
+_CODE_FILTER = re.compile(r"&(?:combo-)?code=[^&]*")
 _OBSERVATION_CHOICE = re.compile(r"Observation searches: (by the trial's codes|all of the candidates')")
 
 
@@ -294,7 +296,7 @@ def _abandoned(url: str, choice: str) -> bool:
     path = url.split("/fhir/", 1)[-1]
     if not path.startswith("Observation?") or "patient=" not in path:
         return False
-    filtered = "&code=" in path
+    filtered = _CODE_FILTER.search(path) is not None
     return filtered if choice.startswith("all") else not filtered
 
 
@@ -308,8 +310,8 @@ def without_observation_codes(phases: list[list[list[str]]]) -> list[list[list[s
         for chain in chains:
             first = chain[0]
             path = first.split("/fhir/", 1)[-1]
-            if path.startswith("Observation?") and "&code=" in path:
-                plain = re.sub(r"&code=[^&]*", "", first)
+            if path.startswith("Observation?") and _CODE_FILTER.search(path):
+                plain = _CODE_FILTER.sub("", first)
                 if plain not in added:
                     added.add(plain)
                     kept.append([plain])
