@@ -91,7 +91,8 @@ public class TestServer {
 			@Value("${hapi.enforce-referential-integrity:false}") boolean enforceReferentialIntegrity,
 			@Value("${hapi.auto-create-placeholders:true}") boolean autoCreatePlaceholders,
 			@Value("${hapi.client-id-strategy:ALPHANUMERIC}") JpaStorageSettings.ClientIdStrategyEnum clientIdStrategy,
-			@Value("${hapi.mass-ingestion-mode:false}") boolean massIngestionMode) {
+			@Value("${hapi.mass-ingestion-mode:false}") boolean massIngestionMode,
+			@Value("${hapi.fetch-size-default-maximum:#{null}}") Integer fetchSizeDefaultMaximum) {
 		JpaStorageSettings settings = new JpaStorageSettings();
 		// null = never hand back a cached search result: tests must see what they just wrote.
 		settings.setReuseCachedSearchResultsForMillis(reuseCachedSearchMillis);
@@ -101,7 +102,9 @@ public class TestServer {
 		settings.setAllowMultipleDelete(true);
 		settings.setExpungeEnabled(true);
 		settings.setDeleteExpungeEnabled(true);
-		settings.setFetchSizeDefaultMaximum(10000);
+		// null (HAPI's default): no cap. A cap silently truncates what a Patient-level $export returns
+		// per type (10000 gave exactly 10,000 Observations for 1,500 candidates at 50,000 people).
+		settings.setFetchSizeDefaultMaximum(fetchSizeDefaultMaximum);
 		// ndjson can be loaded in any order: a reference may point at a resource that comes later.
 		settings.setEnforceReferentialIntegrityOnWrite(enforceReferentialIntegrity);
 		settings.setEnforceReferentialIntegrityOnDelete(enforceReferentialIntegrity);
