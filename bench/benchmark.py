@@ -350,19 +350,48 @@ def replay(phases: list[list[list[str]]], concurrency: int) -> tuple[float, int,
 
 
 def bulk_floor(base: str) -> tuple[float, int, int]:
-    """The same system export as ``--bulk``: kick-off, polls every 0.25 s, downloads discarded, DELETE."""
+    """The server's time for ``--bulk``'s own plan: the initial-population search (every page), then the
+    same candidate-only kick-off (``POST Patient/$export`` with the candidates and the same ``_type`` and
+    ``_typeFilter``), polls every 0.25 s, downloads discarded, DELETE."""
     from fhirscreen.sources.base import QueryPlan
-    from fhirscreen.sources.bulk import kickoff_query
+    from fhirscreen.sources.bulk import patient_kickoff_parameters
+    from fhirscreen.sources.server import (
+        COMBO_CODE,
+        Capabilities,
+        component_param,
+        patient_ids_in,
+        population_searches,
+    )
     from fhirscreen.trial.loader import load_trial
 
     session = _session(2)
-    query = kickoff_query(QueryPlan.for_trial(load_trial()))
+    plan = QueryPlan.for_trial(load_trial())
     started = time.perf_counter()
-    response = session.get(f"{base}/$export?{query}", headers={"Prefer": "respond-async"}, timeout=120)
+    caps = Capabilities.parse(session.get(f"{base}/metadata", timeout=120).json())
+    requests_sent, received = 1, 0
+    conditions: list[dict[str, Any]] = []
+    for search in population_searches(plan, caps):
+        url: str | None = f"{base}/{search.path(200)}"
+        while url is not None:
+            page = session.get(url, headers=SEARCH_HEADERS, timeout=600).json()
+            requests_sent += 1
+            conditions += [e["resource"] for e in page.get("entry") or () if "resource" in e]
+            links = page.get("link") or ()
+            url = next((link["url"] for link in links if link.get("relation") == "next"), None)
+    ids = patient_ids_in(conditions)
+    # As the run: combo-code:text for SLEDAI where the server searches combo-code (HAPI does).
+    text = "combo-code:text" if component_param(caps) == COMBO_CODE else "code:text"
+    body = patient_kickoff_parameters(plan, ids, caps=caps, sledai_text=text)
+    response = session.post(
+        f"{base}/Patient/$export",
+        json=body,
+        headers={"Prefer": "respond-async", "Content-Type": "application/fhir+json"},
+        timeout=120,
+    )
     if response.status_code != 202:
         raise RuntimeError(f"bulk floor: kick-off answered {response.status_code}")
     status_url = response.headers["Content-Location"]
-    requests_sent, received = 1, len(response.content)
+    requests_sent, received = requests_sent + 1, received + len(response.content)
     while True:
         poll = session.get(status_url, headers={"Accept": "application/json"}, timeout=120)
         requests_sent += 1
@@ -935,6 +964,7 @@ def machine_facts(db: str = "h2") -> dict[str, str]:
     from fhirscreen import __version__
 
     return {
+        "database": "PostgreSQL" if db == "postgres" else "H2",
         "host": socket.gethostname(),
         "cores": str(os.cpu_count()),
         "memory": f"{mem_kb / 1024 / 1024:.1f} GiB",
