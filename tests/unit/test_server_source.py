@@ -679,3 +679,22 @@ def test_observation_codes_include_every_code_of_a_lab_value_set_not_only_loinc(
     plan = QueryPlan.for_trial(load_trial(trial_file))
     assert "EGFR-LOCAL" in {c.code for c in plan.observation_codes}
     assert "55464009" not in {c.code for c in plan.observation_codes}  # diagnoses stay out
+
+
+def test_observation_searches_are_started_first_and_results_keep_the_plan_order() -> None:
+    """The long paging chains (every batch's Observations) go to the workers before the one-page searches,
+    so that the last of them does not start late; what the run yields is in plan order all the same."""
+    orders = []
+    for concurrency in (1, 4):
+        fake = FakeFhir(population(250))  # three batches
+        with responses.RequestsMock() as mock:
+            fake.install(mock)
+            resources, _quality = read_all(source(concurrency=concurrency, observations="all"))
+        orders.append([(r["resourceType"], r["id"]) for r in resources])
+        if concurrency == 1:
+            batch_searches = [e for e in fake.log if "patient=" in e and "_summary" not in e]
+            kinds = [e.split("?")[0] for e in batch_searches]
+            first_other = next(i for i, k in enumerate(kinds) if k != "Observation")
+            assert kinds[:first_other] == ["Observation"] * 3  # one per batch, all before the rest
+            assert "Observation" not in kinds[first_other:]
+    assert orders[0] == orders[1]
