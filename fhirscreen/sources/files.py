@@ -47,7 +47,7 @@ import orjson
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, reference_id
 from fhirscreen.quality import DataQuality
-from fhirscreen.record import KEPT_TYPES, patient_id
+from fhirscreen.record import KEPT_TYPES, Dropped, patient_id
 from fhirscreen.sources.base import NothingUsableError, QueryPlan, SourceError
 
 log = logging.getLogger("fhirscreen")
@@ -57,6 +57,7 @@ _SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
 _NOT_PATIENT_IDS = frozenset({"Patient/", "Patient/_history"})
 _BOM = b"\xef\xbb\xbf"
 _LEADING_TYPE = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"')
+_NO_ALIASES: Mapping[str, str] = {}  # an NDJSON line is a resource on its own (never written to)
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -134,7 +135,7 @@ class FileSource:
                 yield from read_file(file, quality, wanted)
             return
         census = plan.population if plan is not None and isinstance(keep, set) else None
-        prefilter = _Prefilter(keep, census)
+        prefilter = _Prefilter(keep, census, dropped=plan.dropped if plan is not None else None)
         for index, file in enumerate(files):
             prefilter.start_file(index)
             yield from read_file(file, quality, wanted, prefilter)
@@ -173,7 +174,10 @@ class FileSource:
         passed_over = first.passed_over
         indices = sorted({i for pid in late for i in passed_over[pid] if i <= late[pid][0]})
         log.debug("reading %d file(s) again for %d patient(s) found late", len(indices), len(late))
-        prefilter = _Prefilter(frozenset(late), None, first.referenced, defer_medications=False)
+        # Other patients' lines are dropped unseen: only the late patients' own are passed on below.
+        prefilter = _Prefilter(
+            frozenset(late), None, first.referenced, defer_medications=False, drop_others=True
+        )
         scratch = DataQuality()
         for index in indices:
             prefilter.start_file(index)
@@ -207,6 +211,8 @@ class _Prefilter:
         population: ValueSet | None,
         referenced: set[str] | None = None,
         defer_medications: bool = True,
+        dropped: Dropped | None = None,
+        drop_others: bool = False,
     ) -> None:
         self.keep = keep
         self.population = population
@@ -224,6 +230,11 @@ class _Prefilter:
         self.joined: dict[str, tuple[int, int]] = {}  # patient id -> (file index, checked) at joining
         # patient id -> indices of the files that held their resources while they were not kept
         self.passed_over: dict[str, list[int]] = defaultdict(list)
+        # ``drops``: other patients' resources are counted in ``dropped`` (shared with the record
+        # builder) instead of being handed on; with ``drop_others`` alone they are not counted at all
+        # (a second reading, whose findings were made the first time).
+        self.dropped = dropped
+        self.drop_others = drop_others or dropped is not None
 
     def start_file(self, index: int) -> None:
         self.index = index
@@ -260,6 +271,49 @@ class _Prefilter:
                 held.append(self.index)
         return False
 
+    def drops(self, resource: Resource) -> bool:
+        """``wants`` for a resource read on its own (an NDJSON line: no bundle aliases), and True when
+        it need not be handed on at all: it belongs to a patient outside the kept set and all the
+        record builder would do with it is drop it (``PopulationBuilder._add_unkept``), which is done
+        here, counts included. At 50,000 people that is most lines, and handing each on cost more
+        than parsing it. A Patient, or a resource without an id, or of a type the builder does not
+        keep (findings, counts of skipped types) is handed on as before."""
+        link = _DROPPABLE.get(resource["resourceType"]) if self.drop_others else None
+        if link is None:
+            self.wants(resource, _NO_ALIASES)
+            return False
+        # ``_other_patient`` inlined (it runs for every line): the plain ``Patient/<id>`` first.
+        self.checked += 1
+        holder = resource.get(link)
+        value = holder.get("reference") if holder.__class__ is dict else None
+        if (
+            value.__class__ is str
+            and value.startswith("Patient/")
+            and value.find("/", 8) < 0
+            and value not in _NOT_PATIENT_IDS
+        ):
+            pid: str = value[8:]
+        else:
+            linked = patient_id(resource)
+            if linked is None:
+                return False
+            pid = linked
+        if pid in self.keep:
+            self._note_medication(resource, _NO_ALIASES)
+            return False
+        if self.population is not None:
+            held = self.passed_over[pid]
+            if not held or held[-1] != self.index:
+                held.append(self.index)
+        rid = resource.get("id")
+        if not isinstance(rid, str) or not rid:
+            return False  # the builder reports it (no-id)
+        dropped = self.dropped
+        if dropped is not None:
+            dropped.resources += 1
+            if is_usable(resource):
+                dropped.usable[pid] = dropped.usable.get(pid, 0) + 1
+        return True
 
     def _note_medication(self, resource: Resource, aliases: Mapping[str, str]) -> None:
         holder = resource.get("medicationReference")
@@ -346,6 +400,9 @@ def read_file(
 
 # Types whose NDJSON lines ``_read_ndjson`` hands on directly (not Bundles, not Medications).
 _PLAIN = frozenset(PATIENT_LINK) | {"Patient"}
+# Of those, the types whose resources of other patients ``_Prefilter.drops`` may drop: kept by the
+# record builder (others are counted as skipped there) and linked by one element (so not Patient).
+_DROPPABLE = {rtype: link for rtype, link in PATIENT_LINK.items() if rtype in KEPT_TYPES}
 
 
 def _read_ndjson(
@@ -353,11 +410,18 @@ def _read_ndjson(
 ) -> Iterator[tuple[Resource, str]]:
     shown = str(file)
     stubs: dict[bytes, Resource] = {}
+    # For the inlined ``_Prefilter.drops`` below: what it reads, looked up once per file.
+    drop_others = prefilter is not None and prefilter.drop_others
+    keep: Collection[str] = () if prefilter is None else prefilter.keep
+    index = 0 if prefilter is None else prefilter.index
+    passed_over = None if prefilter is None or prefilter.population is None else prefilter.passed_over
+    dropped = None if prefilter is None else prefilter.dropped
+    usable: dict[str, int] = {} if dropped is None else dropped.usable
     with _open_binary(file) as fh:
         for lineno, line in enumerate(fh, start=1):
             if wanted is not None:
                 m = _LEADING_TYPE.match(line)
-                if m is not None and line.rstrip().endswith(b"}"):
+                if m is not None and (line.endswith(b"}\n") or line.rstrip().endswith(b"}")):
                     rtype = m.group(1)
                     if rtype not in stubs:
                         name = rtype.decode("ascii")
@@ -386,6 +450,36 @@ def _read_ndjson(
                         "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
                     )
                     continue
+            if (
+                drop_others
+                and data.__class__ is dict
+                and (link := _DROPPABLE.get(data.get("resourceType"))) is not None  # type: ignore[arg-type]
+            ):
+                # ``_Prefilter.drops`` inlined for its commonest case (it runs for most lines): a
+                # resource with a plain ``Patient/<id>`` reference, of a patient already known to
+                # be outside the kept set, with an id. Anything else takes the general way below.
+                holder = data.get(link)
+                value = holder.get("reference") if holder.__class__ is dict else None
+                if (
+                    value.__class__ is str
+                    and value.startswith("Patient/")
+                    and value.find("/", 8) < 0
+                    and value not in _NOT_PATIENT_IDS
+                    and data["resourceType"] != "Condition"  # the census may add the patient
+                ):
+                    pid = value[8:]
+                    rid = data.get("id")
+                    if pid not in keep and rid.__class__ is str and rid:
+                        prefilter.checked += 1  # type: ignore[union-attr]
+                        if passed_over is not None:
+                            held = passed_over[pid]
+                            if not held or held[-1] != index:
+                                held.append(index)
+                        if dropped is not None:
+                            dropped.resources += 1
+                            if is_usable(data):
+                                usable[pid] = usable.get(pid, 0) + 1
+                        continue
             if prefilter is None or data.__class__ is not dict or data.get("resourceType") not in _PLAIN:
                 try:
                     yield from _resources_in(data, f"{shown}:{lineno}", quality, wanted, prefilter)
@@ -394,11 +488,13 @@ def _read_ndjson(
                         "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
                     )
                 continue
-            # What ``_resources_in`` does for a patient's resource, without a generator per line.
+            # What ``_resources_in`` does for a patient's resource, without a generator per line, and
+            # other patients' resources dropped here rather than handed on (``_Prefilter.drops``).
             try:
                 if data["resourceType"] == "Condition":
-                    prefilter.census(data, {})
-                prefilter.wants(data, {})
+                    prefilter.census(data, _NO_ALIASES)
+                if prefilter.drops(data):
+                    continue
             except RecursionError:
                 quality.add(
                     "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
