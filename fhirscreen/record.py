@@ -86,7 +86,16 @@ class Dropped:
     # builder's own count; a patient whose Patient resource is read is never reported, so counting
     # these too is harmless)
     usable: dict[str, int] = field(default_factory=dict)
-    resources: int = 0  # every resource dropped so, usable or not
+    # Every resource dropped so, usable or not, per type and in all: they were read, and a run counts
+    # them as read (run.json's resources_read, the progress display).
+    by_type: dict[str, int] = field(default_factory=dict)
+    resources: int = 0
+
+    def count(self, resource_type: str, patient: str, usable: bool) -> None:
+        self.resources += 1
+        self.by_type[resource_type] = self.by_type.get(resource_type, 0) + 1
+        if usable:
+            self.usable[patient] = self.usable.get(patient, 0) + 1
 
 
 @dataclass

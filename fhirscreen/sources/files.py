@@ -308,11 +308,8 @@ class _Prefilter:
         rid = resource.get("id")
         if not isinstance(rid, str) or not rid:
             return False  # the builder reports it (no-id)
-        dropped = self.dropped
-        if dropped is not None:
-            dropped.resources += 1
-            if is_usable(resource):
-                dropped.usable[pid] = dropped.usable.get(pid, 0) + 1
+        if self.dropped is not None:
+            self.dropped.count(resource["resourceType"], pid, is_usable(resource))
         return True
 
     def _note_medication(self, resource: Resource, aliases: Mapping[str, str]) -> None:
@@ -416,7 +413,6 @@ def _read_ndjson(
     index = 0 if prefilter is None else prefilter.index
     passed_over = None if prefilter is None or prefilter.population is None else prefilter.passed_over
     dropped = None if prefilter is None else prefilter.dropped
-    usable: dict[str, int] = {} if dropped is None else dropped.usable
     with _open_binary(file) as fh:
         for lineno, line in enumerate(fh, start=1):
             if wanted is not None:
@@ -476,9 +472,7 @@ def _read_ndjson(
                             if not held or held[-1] != index:
                                 held.append(index)
                         if dropped is not None:
-                            dropped.resources += 1
-                            if is_usable(data):
-                                usable[pid] = usable.get(pid, 0) + 1
+                            dropped.count(data["resourceType"], pid, is_usable(data))
                         continue
             if prefilter is None or data.__class__ is not dict or data.get("resourceType") not in _PLAIN:
                 try:

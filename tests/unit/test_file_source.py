@@ -15,6 +15,7 @@ import pytest
 from fhirscreen.pipeline import load_population, run_screening
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import Dropped, Population, PopulationBuilder
+from fhirscreen.runs.observe import ObservedSource
 from fhirscreen.sources.base import QueryPlan
 from fhirscreen.sources.files import FileSource, bundle_resources
 from fhirscreen.trial.loader import Trial
@@ -485,3 +486,23 @@ def test_explain_drops_other_patients_lines_too(tmp_path: Path, trial: Trial) ->
     population = load_population(FileSource(data), trial, ("other",))
     assert kept_ids(population)["other"] == kept_ids(unfiltered(data))["other"]
     assert findings(population) == findings(unfiltered(data))
+
+
+class _HandingEverythingOn(FileSource):
+    """The file source as before other patients' lines were dropped in it: everything is handed on."""
+
+    def read(self, plan: QueryPlan | None, quality: DataQuality):  # type: ignore[no-untyped-def]
+        return super().read(None if plan is None else dataclasses.replace(plan, dropped=None), quality)
+
+
+def test_dropped_lines_still_count_as_read(tmp_path: Path, trial: Trial) -> None:
+    """run.json's resources_read and the progress display count what the source dropped itself."""
+    data = dropped_lines_files(tmp_path)
+    observed = ObservedSource(FileSource(data))
+    before = ObservedSource(_HandingEverythingOn(data))
+    after = load_population(observed, trial)  # type: ignore[arg-type]
+    handed = load_population(before, trial)  # type: ignore[arg-type]
+    assert observed.resources == before.resources
+    assert observed.resources["Observation"] == 19  # 17 lines, o-sle and o-late-early read again
+    assert findings(after) == findings(handed)
+    assert kept_ids(after) == kept_ids(handed)
