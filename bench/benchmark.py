@@ -262,14 +262,21 @@ _VERBOSE_REQUEST = re.compile(r"^fhirscreen: GET (\S+) (\d{3}|\w+) \d+ ms$")
 
 def logged_phases(stderr: str) -> list[list[list[str]]]:
     """The first-page URLs of a ``-v`` run (each search once: a retried request is logged twice), in the
-    plan's sequential steps. Next pages are left out: the floor follows its own searches' next links."""
+    plan's sequential steps. Next pages are left out: the floor follows its own searches' next links.
+
+    With ``--observations auto`` the run races both Observation plans on its first batch and abandons
+    one. The floor is the server's time for the plan the run *kept*, so the abandoned side's searches
+    (logged up to where they were stopped) are left out: the race's cost counts against the tool."""
     phases: list[tuple[str, list[list[str]]]] = []
     seen: set[str] = set()
+    chose = _OBSERVATION_CHOICE.search(stderr)
     for line in stderr.splitlines():
         match = _VERBOSE_REQUEST.match(line.strip())
         if not match or "_getpages=" in match.group(1) or match.group(1) in seen:
             continue
         url = match.group(1)
+        if chose and _abandoned(url, chose.group(1)):
+            continue
         seen.add(url)
         step = phase_of(url)
         if phases and phases[-1][0] == step:
@@ -277,6 +284,20 @@ def logged_phases(stderr: str) -> list[list[list[str]]]:
         else:
             phases.append((step, [[url]]))
     return [group for _step, group in phases]
+
+
+# The code filter of a candidates' Observation search: code=, or combo-code= where the server has it.
+_CODE_FILTER = re.compile(r"&(?:combo-)?code=[^&]*")
+_OBSERVATION_CHOICE = re.compile(r"Observation searches: (by the trial's codes|all of the candidates')")
+
+
+def _abandoned(url: str, choice: str) -> bool:
+    """True for a candidates' Observation search of the plan the run's race did not keep."""
+    path = url.split("/fhir/", 1)[-1]
+    if not path.startswith("Observation?") or "patient=" not in path:
+        return False
+    filtered = _CODE_FILTER.search(path) is not None
+    return filtered if choice.startswith("all") else not filtered
 
 
 def without_observation_codes(phases: list[list[list[str]]]) -> list[list[list[str]]]:
@@ -289,8 +310,8 @@ def without_observation_codes(phases: list[list[list[str]]]) -> list[list[list[s
         for chain in chains:
             first = chain[0]
             path = first.split("/fhir/", 1)[-1]
-            if path.startswith("Observation?") and "&code=" in path:
-                plain = re.sub(r"&code=[^&]*", "", first)
+            if path.startswith("Observation?") and _CODE_FILTER.search(path):
+                plain = _CODE_FILTER.sub("", first)
                 if plain not in added:
                     added.add(plain)
                     kept.append([plain])
@@ -934,6 +955,41 @@ def fmt(value: float | int | None, spec: str, approx: bool = False) -> str:
     return ("~" if approx else "") + format(value, spec)
 
 
+NAIVE_TARGET = 10.0  # the default must beat the naive script by at least this factor in wall time...
+FLOOR_TARGET = 1.3  # ...and take at most this multiple of the floor (the server's time for its plan)
+
+
+def target_lines(results: list[SizeResult]) -> list[str]:
+    """Met or missed, in words, for the default search mode at each size of 10,000 people or more."""
+    lines = []
+    for size in results:
+        if size.people < 10_000:
+            continue
+        rows = {r.mode: r for r in size.rows}
+        run = rows.get("search (`--server`)")
+        naive = next((r for r in size.rows if r.mode.startswith("naive")), None)
+        floor = rows.get("floor: search URLs replayed")
+        if run is None or run.requests is None:
+            lines.append(f"- {size.people:,} people: the default search run did not finish: targets missed")
+            continue
+        if naive is not None:
+            ratio = naive.wall / run.wall
+            verdict = "met" if ratio >= NAIVE_TARGET else "MISSED"
+            approx = " (naive extrapolated from a sample)" if naive.extrapolated else ""
+            lines.append(
+                f"- {size.people:,} people: {ratio:.0f}x faster than naive{approx}, target "
+                f">= {NAIVE_TARGET:.0f}x: {verdict}"
+            )
+        if floor is not None:
+            ratio = run.wall / floor.wall
+            verdict = "met" if ratio <= FLOOR_TARGET else "MISSED"
+            lines.append(
+                f"- {size.people:,} people: {ratio:.2f}x the floor (whole process / the server's time for "
+                f"the kept plan), target <= {FLOOR_TARGET}x: {verdict}"
+            )
+    return lines
+
+
 def render(
     results: list[SizeResult],
     facts: dict[str, str],
@@ -943,7 +999,7 @@ def render(
     concurrency: int,
 ) -> str:
     lines = [
-        f"# fhirscreen server benchmark, {started}",
+        f"# fhirscreen server benchmark, {started}, HAPI on {facts.get('database', '?')}",
         "",
         f"Command: `{command}`",
         "",
@@ -1028,6 +1084,8 @@ def render(
             f"{ld['concurrency']} | {ld['completed_at']}{reused} | {size.hapi_start_s:.0f} | "
             f"{size.load_average} |"
         )
+    lines += ["", "Targets (issue 11; the default search mode, from 10,000 people up):", ""]
+    lines += target_lines(results) or ["- no size of 10,000 people or more was measured"]
     lines += [
         "",
         f"Search mode and the floor ran with --concurrency {concurrency}; wall s is the median of the "
@@ -1093,9 +1151,9 @@ def main() -> None:
     parser.add_argument("--hapi-xmx", default="2g")
     parser.add_argument(
         "--db",
-        choices=("h2", "postgres"),
         default="h2",
-        help="the database under HAPI: an H2 file, or a private PostgreSQL cluster (Debian's postgresql)",
+        help="the database(s) under HAPI, comma-separated: h2 (an H2 file) and/or postgres (a private "
+        "PostgreSQL cluster from Debian's postgresql); 'h2,postgres' measures both in one run",
     )
     parser.add_argument("--work", type=Path, default=HERE / "work")
     parser.add_argument("--results", type=Path, default=HERE / "results")
@@ -1109,26 +1167,44 @@ def main() -> None:
     if os.environ.pop("HAPI_BASE_URL", None):
         log("HAPI_BASE_URL is ignored: the benchmark starts its own server per population")
 
+    databases = [d.strip() for d in args.db.split(",") if d.strip()]
+    unknown = sorted(set(databases) - {"h2", "postgres"})
+    if unknown or not databases:
+        parser.error(f"--db: unknown database(s) {', '.join(unknown) or '(none)'}; use h2 and/or postgres")
     command = " ".join(shlex.quote(a) for a in ["python3", "bench/benchmark.py", *sys.argv[1:]])
     started = datetime.now()
     host = socket.gethostname().split(".")[0]
     args.results.mkdir(parents=True, exist_ok=True)
-    args.results_prefix = args.results / f"{started:%Y-%m-%d}-{host}-{args.db}"
+    args.results_prefix = args.results / f"{started:%Y-%m-%d}-{host}-{'-'.join(databases)}"
     logs = args.work / "logs" / f"{started:%Y%m%d-%H%M%S}"
     load_before = loadavg()
     log(f"load average before: {load_before}")
     if args.load_only:
-        for n in args.sizes:
-            load_size(args, n)
+        for db in databases:
+            args.db = db
+            for n in args.sizes:
+                load_size(args, n)
         return
-    results = [measure_size(args, n, logs) for n in args.sizes]
-    text = render(
-        results, machine_facts(args.db), command, f"{started:%Y-%m-%d %H:%M}", load_before, args.concurrency
-    )
+    sections: list[str] = []
+    raw: list[dict[str, Any]] = []
+    for db in databases:
+        args.db = db  # one database after the other: each has the machine to itself
+        results = [measure_size(args, n, logs / db) for n in args.sizes]
+        sections.append(
+            render(
+                results,
+                machine_facts(db),
+                command,
+                f"{started:%Y-%m-%d %H:%M}",
+                load_before,
+                args.concurrency,
+            )
+        )
+        raw += [{"db": db, **size.__dict__, "rows": [r.__dict__ for r in size.rows]} for size in results]
+    text = "\n\n".join(sections)
     print(text)
     md = args.results_prefix.with_suffix(".md")
     md.write_text(text + "\n", encoding="utf-8")
-    raw = [{**size.__dict__, "rows": [r.__dict__ for r in size.rows]} for size in results]
     args.results_prefix.with_suffix(".json").write_text(json.dumps(raw, indent=2, default=str) + "\n")
     log(f"written {md} (logs in {logs})")
 

@@ -12,7 +12,8 @@ bundle per patient); the copies get fresh ids (every UUID is prefixed with ``cN-
 bundles and, through ``bench/bundles_to_ndjson.py``, as Bulk NDJSON, and both are measured.
 
 Columns: resources in the input (every resource, including the types screening skips), resources kept
-(in patient records after hygiene and the prefilter; Patients and Medications not counted), patients read, SLE patients (initial population), parse s
+(in patient records after hygiene and the prefilter; Patients and Medications not counted), patients
+read, SLE patients (initial population), parse s
 (read + group), evaluate s (all criteria), resources/s = input resources / (parse + evaluate), peak RSS.
 Times are CPU seconds of the measuring process (``time.process_time``): one core's work, unaffected by
 other load on the machine; wall-clock seconds of parse + evaluate are shown too.

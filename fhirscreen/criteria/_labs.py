@@ -6,10 +6,10 @@ Private (leading underscore): not an evaluator module, so the registry does not 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import date
-from typing import Any, Literal
+from datetime import date, datetime, timezone
+from typing import Any, Literal, TypeVar
 
 from fhirscreen.criteria.base import Context
 from fhirscreen.fhir.codes import ValueSet, codings, concept_label
@@ -55,6 +55,55 @@ def _all_labs(record: PatientRecord, vs: ValueSet) -> list[Lab]:
             out.append(Lab(obs, when))
     out.sort(key=lambda lab: (lab.day, str(lab.obs.get("id"))), reverse=True)
     return out
+
+
+def lab_instant(lab: Lab) -> datetime | None:
+    """The moment of a result when it is stated to the minute (effective[x], else issued), in UTC; None
+    for a date-only (or period, or unreadable) time, which cannot be ordered within its day.
+
+    A time without an offset (not valid FHIR, but seen) is read as UTC, like one with ``Z``.
+    """
+    obs = lab.obs
+    text = obs.get("effectiveDateTime") or obs.get("effectiveInstant")
+    if text is None and not any(k.startswith("effective") for k in obs):
+        text = obs.get("issued")
+    if not isinstance(text, str) or "T" not in text:
+        return None
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=timezone.utc)
+    return moment.astimezone(timezone.utc)
+
+
+T = TypeVar("T")
+
+
+def possibly_latest(items: Sequence[T], lab_of: Callable[[T], Lab]) -> list[T]:
+    """Of results given latest day first (as ``labs`` gives them), the ones that may be the most recent:
+    on the latest day, those at the latest stated time, and every one without a time (a date-only result
+    cannot be ordered against a timed one of its day). A later draw the same day wins over an earlier
+    one (a repeat); what remains is a tie that no order of the input may decide, so the caller settles
+    it by value (clinically conservative), never by position or resource id.
+
+    The result keeps the order of ``items``.
+    """
+    if not items:
+        return []
+    latest_day = max(lab_of(item).day for item in items)
+    same_day = [item for item in items if lab_of(item).day == latest_day]
+    moments = [lab_instant(lab_of(item)) for item in same_day]
+    known = [m for m in moments if m is not None]
+    last = max(known) if known else None
+    return [item for item, m in zip(same_day, moments, strict=True) if m is None or m == last]
+
+
+def lab_key(lab: Lab) -> tuple[str, str, str]:
+    """A total order on results that does not depend on input order: reference, code label, value text
+    (components of one Observation share its reference). For tie-breaks only."""
+    return (lab.ref, lab.name, value_text(lab))
 
 
 def coded_observations(record: PatientRecord, vs: ValueSet) -> list[Resource]:

@@ -121,9 +121,10 @@ def _lab_results(
         if verdict is None:
             continue
         out.append(LabResult(obs, day, verdict, label))
-    # On one day, a positive outranks a negative: the later sort position decides "latest".
+    # On one day, a positive outranks a negative: the later sort position decides "latest". Then the
+    # reference and label, so that the result named does not depend on input order.
     order = {"negative": 0, "indeterminate": 1, "positive": 2}
-    return sorted(out, key=lambda r: (r.day, order[r.verdict]))
+    return sorted(out, key=lambda r: (r.day, order[r.verdict], ref(r.obs), r.label))
 
 
 @dataclass

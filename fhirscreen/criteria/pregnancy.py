@@ -217,7 +217,15 @@ class State:
 def _current(events: list[Event], as_of: date, noun: str) -> State:
     """The latest evidence on or before the screening date decides, if recent enough."""
     order = {"positive": 0, "indeterminate": 1, "negative": 2}
-    dated = sorted((e for e in events if e.day <= as_of), key=lambda e: (e.day, order[e.says]))
+    # Same day, same verdict: the evidence that lasts longest is last (a pregnancy status outlasts an
+    # hCG: 300 against 30 days), then the reference and text, so that input order never decides.
+    dated = sorted(
+        (e for e in events if e.day <= as_of),
+        key=lambda e: (
+            e.day, order[e.says], e.max_age_days,
+            float("inf") if e.ask_age_days is None else e.ask_age_days, e.ref, e.what,
+        ),
+    )
     if not dated:
         return State(None, f"no {noun} record", ())
     last = dated[-1]

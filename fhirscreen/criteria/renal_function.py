@@ -3,16 +3,21 @@
 The latest eGFR within ``window_days`` decides (criteria-codes.md Appendix A #6: "screening period" is
 undefined; 90 days by default). Without one, eGFR is computed from the latest serum creatinine in the
 window with the race-free CKD-EPI 2021 equation, and the reason says so.
+
+Results of one day that no stated time orders (the same time, or a date-only result beside a timed one)
+are settled by value, never by input order or resource id (``_settle``): the lowest eGFR (highest
+creatinine) is the one shown, and when they fall on both sides of the threshold the criterion is
+unknown ("conflicting results") for a coordinator to settle.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 
 from pydantic import ConfigDict
 
-from fhirscreen.criteria._labs import Lab, code_of, labs, report_unit, unit_key
+from fhirscreen.criteria._labs import Lab, code_of, lab_key, labs, possibly_latest, report_unit, unit_key
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.dates import age_in_years, days_before, parse_date
 from fhirscreen.fhir.values import Quantity, quantity_of
@@ -90,10 +95,39 @@ class Reading:
     lab: Lab
     egfr: Quantity
     text: str  # how the value was obtained, for the reason
+    # Results that may be as recent as this one and read the other side of the threshold (_settle).
+    conflict: tuple[Reading, ...] = ()
+
+
+# Order of comparators from the lowest possible value to the highest, for "the lowest eGFR".
+_LOW_FIRST = {"<": 0, "<=": 1, "": 2, ">=": 3, ">": 4}
+
+
+def _settle(readings: list[Reading], threshold: float) -> Reading:
+    """One reading from results that may be equally recent (``possibly_latest``): the same day, and no
+    stated time makes one of them the later draw. Input order and resource ids must not choose.
+
+    The lowest eGFR is the one shown (the worse kidney function; an undecidable bound such as "<60"
+    counts at its bound, so a reading that cannot decide is not passed over for one that can). When
+    the results fall on both sides of the threshold, the reading carries the others as ``conflict`` and
+    I4 is unknown: the worse value alone would exclude a patient on a result that may be the one
+    corrected or repeated (a lost patient), the better one would include a patient whose kidney
+    function may be below the protocol's limit (I4 is a safety criterion). A coordinator settles which
+    result stands.
+    """
+    ordered = sorted(
+        readings, key=lambda r: (r.egfr.value, _LOW_FIRST.get(r.egfr.comparator or "", 2), lab_key(r.lab))
+    )
+    worst = ordered[0]
+    sides = {r.egfr.at_least(threshold) for r in readings} - {None}
+    if len(sides) > 1:
+        return replace(worst, conflict=tuple(ordered[1:]))
+    return worst
 
 
 def _latest_egfr(record: PatientRecord, ctx: Context, params: EgfrParams, first: date) -> Reading | None:
-    """The latest usable eGFR in the window; on the same day the preferred equation wins."""
+    """The latest usable eGFR in the window; on the same day the preferred equation, then the later
+    draw (a stated time), then ``_settle``."""
     usable = [(lab, q) for lab in labs(record, ctx.vs(params.egfr), first, ctx.as_of)
               if (q := egfr_value(ctx, lab)) is not None]
     if not usable:
@@ -104,16 +138,13 @@ def _latest_egfr(record: PatientRecord, ctx: Context, params: EgfrParams, first:
         codes = code_of(item[0].obs)
         return min((i for i, c in enumerate(params.prefer) if c in codes), default=len(params.prefer))
 
-    # Same day: the preferred equation, then the later time stamp (a repeat draw), then the id.
-    same_day = sorted((item for item in usable if item[0].day == latest_day), key=_stamp, reverse=True)
-    lab, q = min(same_day, key=rank)
-    return Reading(lab, q, f"eGFR {_fmt(q)} mL/min/1.73 m2 on {lab.when} ({lab.name})")
-
-
-def _stamp(item: tuple[Lab, Quantity]) -> str:
-    """The effective time as written, for ordering results of one day (UTC offsets are rare within a lab)."""
-    obs = item[0].obs
-    return str(obs.get("effectiveDateTime") or obs.get("effectiveInstant") or obs.get("issued") or "")
+    same_day = [item for item in usable if item[0].day == latest_day]
+    best = min(rank(item) for item in same_day)
+    tied = possibly_latest([item for item in same_day if rank(item) == best], lambda item: item[0])
+    readings = [
+        Reading(lab, q, f"eGFR {_fmt(q)} mL/min/1.73 m2 on {lab.when} ({lab.name})") for lab, q in tied
+    ]
+    return _settle(readings, params.min_egfr)
 
 
 @dataclass(frozen=True)
@@ -134,16 +165,31 @@ def _sex(record: PatientRecord) -> str | None:
 
 
 def _from_creatinine(record: PatientRecord, ctx: Context, params: EgfrParams, first: date) -> Computed:
-    """CKD-EPI 2021 from the latest usable creatinine in the window.
-
-    Where sex or age is not known exactly, every possible combination is computed, and the result
-    is a range; it decides only when the whole range is on one side of the threshold.
-    """
+    """CKD-EPI 2021 from the latest usable creatinine in the window (the later draw of a day by stated
+    time; results no time orders are settled by ``_settle``, or by the highest creatinine when one of
+    them cannot give an eGFR)."""
     usable = [(lab, q) for lab in labs(record, ctx.vs(params.creatinine), first, ctx.as_of)
               if (q := creatinine_mg_dl(ctx, lab)) is not None]
     if not usable:
         return Computed(None)
-    lab, scr = usable[0]
+    tied = possibly_latest(usable, lambda item: item[0])
+    # Highest creatinine first: the worse kidney function, whatever the input order.
+    tied.sort(
+        key=lambda item: (-item[1].value, -_LOW_FIRST.get(item[1].comparator or "", 2), lab_key(item[0]))
+    )
+    computed = [_computed(record, params, lab, scr) for lab, scr in tied]
+    readings = [c.reading for c in computed if c.reading is not None]
+    if readings and (len(readings) == len(computed) or _settle(readings, params.min_egfr).conflict):
+        return Computed(_settle(readings, params.min_egfr))
+    return computed[0]
+
+
+def _computed(record: PatientRecord, params: EgfrParams, lab: Lab, scr: Quantity) -> Computed:
+    """CKD-EPI 2021 from one creatinine.
+
+    Where sex or age is not known exactly, every possible combination is computed, and the result
+    is a range; it decides only when the whole range is on one side of the threshold.
+    """
     birth = parse_date(record.patient.get("birthDate"))
     if birth is None:
         return Computed(None, f"creatinine {_fmt(scr)} mg/dL on {lab.when} but no birth date to compute eGFR")
@@ -190,14 +236,23 @@ def egfr(record: PatientRecord, ctx: Context, params: EgfrParams) -> CriterionRe
         newer = _from_creatinine(record, ctx, params, measured.lab.day + timedelta(days=1))
         if newer.reading is not None or newer.problem is not None:
             prefix = f"{measured.text} is older; "
+            if newer.reading is not None and newer.reading.conflict:
+                return _conflicting(newer.reading, params, prefix=prefix)
             if newer.reading is not None and _decided(newer.reading, params.min_egfr):
                 return _decide(newer.reading, params, prefix=prefix, computed=True)
             return _unknown(record, ctx, params, None, newer, prefix=prefix)
+    if measured is not None and measured.conflict:
+        # Same-day eGFRs on both sides of the threshold: a creatinine of that day is not a tie-breaker
+        # (the lab's eGFRs were calculated from creatinines of that day too).
+        return _conflicting(measured, params, prefix="")
     if measured is not None and _decided(measured, params.min_egfr):
         return _decide(measured, params, prefix="", computed=False)
     # No eGFR, or one whose bound (e.g. "<60") cannot settle the threshold: compute one from a
     # creatinine no older than that eGFR.
     computed = _from_creatinine(record, ctx, params, measured.lab.day if measured else first)
+    if computed.reading is not None and computed.reading.conflict:
+        prefix = f"{measured.text} does not decide; " if measured else ""
+        return _conflicting(computed.reading, params, prefix=prefix)
     if computed.reading is not None and _decided(computed.reading, params.min_egfr):
         none = f"No eGFR in the last {params.window_days} days; "
         prefix = f"{measured.text} does not decide; " if measured else none
@@ -214,6 +269,22 @@ def _decide(reading: Reading, params: EgfrParams, *, prefix: str, computed: bool
         [reading.lab.ref],
         egfr=round(reading.egfr.value, 1), egfr_comparator=reading.egfr.comparator,
         egfr_date=reading.lab.when, computed_from_creatinine=computed,
+    )
+
+
+def _conflicting(reading: Reading, params: EgfrParams, *, prefix: str) -> CriterionResult:
+    """Unknown: results of one day that no stated time orders fall on both sides of the threshold."""
+    limit = f"{params.min_egfr:g}"
+    shown = "; ".join(r.text for r in (reading, *reading.conflict))
+    reason = (
+        f"{prefix}Conflicting kidney results on {reading.lab.when}, none stated as the later draw: {shown}. "
+        f"Some are below {limit} and some at or above it, so the latest kidney function is not known"
+    )
+    evidence = list(dict.fromkeys(r.lab.ref for r in (reading, *reading.conflict)))
+    return result(
+        Outcome.UNKNOWN, f"{reason}.", evidence,
+        next_step="Check which same-day result stands (a repeat draw or a corrected report), or order a "
+        "serum creatinine (eGFR) for the screening visit.",
     )
 
 

@@ -17,6 +17,7 @@ from typing import Any
 
 from fhirscreen.criteria import _events as ev
 from fhirscreen.criteria import _plans
+from fhirscreen.criteria._labs import Lab, possibly_latest
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import days_before, months_before
@@ -225,7 +226,12 @@ def _check_low_egfr(record: PatientRecord, ctx: Context, params: DialysisParams,
     ]
     if not results:
         return
-    event, (comparator, value) = max(results, key=lambda r: r[0].last_day or date.min)
+    # The latest result; of equally recent ones (one day, no later stated time) the lowest, whatever the
+    # input order: a low eGFR only raises the question for the investigator (unknown), so on a tie the
+    # question is asked rather than settled by which record came first.
+    tied = possibly_latest(results, lambda r: Lab(r[0].resource, r[0].last_day or date.min))
+    low_first = {"<": 0, "<=": 1, "": 2, ">=": 3, ">": 4}
+    event, (comparator, value) = min(tied, key=lambda r: (r[1][1], low_first.get(r[1][0], 2), r[0].ref))
     # "<20" cannot say it is below 15 and ">10" cannot either: only a value or bound that settles it counts.
     threshold = params.egfr_unknown_below
     below = (comparator in {"", "<", "<="} and value < threshold) or (

@@ -21,8 +21,10 @@ from fhirscreen.criteria._labs import (
     count_e9_per_l,
     dsdna_verdict,
     is_present,
+    lab_key,
     labs,
     per_hpf,
+    possibly_latest,
     protein_24h_g,
     temperature_c,
     upcr_g_per_g,
@@ -273,17 +275,33 @@ def _fever(ctx: Context, params: SledaiParams, results: list[Lab]) -> list[tuple
 def recorded_score(
     record: PatientRecord, ctx: Context, params: SledaiParams, first: date | None
 ) -> Lab | None:
-    """The latest SLEDAI score with a numeric value in [first, as_of].
+    """The latest SLEDAI score with a numeric value in [first, as_of] (the lowest of equally recent ones).
 
     A total held in ``Observation.component`` counts; the item components of a SLEDAI panel
     ("SLEDAI-2K seizure") do not, so a component must name a total or score.
     """
+    scores = recorded_scores(record, ctx, params, first)
+    return scores[0] if scores else None
+
+
+def recorded_scores(
+    record: PatientRecord, ctx: Context, params: SledaiParams, first: date | None
+) -> list[Lab]:
+    """The recorded totals that may be the latest (``possibly_latest``: the latest day, its latest stated
+    time, and those without a time), lowest first: never input order or resource ids."""
+    found = []
     for lab in labs(record, ctx.vs(params.score), first, ctx.as_of):
         if not _TOTAL.search(lab.name) and (lab.obs.get("_component") or _ITEM.search(lab.name)):
             continue  # one descriptor of the instrument ("SLEDAI-2K seizure: 8"), not the total
         if quantity_of(lab.obs) is not None:
-            return lab
-    return None
+            found.append(lab)
+    tied = possibly_latest(found, lambda lab: lab)
+    return sorted(tied, key=lambda lab: (_value(lab), lab_key(lab)))
+
+
+def _value(lab: Lab) -> float:
+    q = quantity_of(lab.obs)
+    return q.value if q is not None else 0.0
 
 
 _TOTAL = re.compile(r"total|score|sum\b", re.IGNORECASE)
@@ -300,9 +318,9 @@ def sledai(record: PatientRecord, ctx: Context, params: SledaiParams) -> Criteri
     """Recorded SLEDAI-2K in the window, else a lower bound from structured data with SLEDAI-2K weights."""
     first = days_before(ctx.as_of, params.window_days)
     window = f"the {params.window_days} days before {ctx.as_of.isoformat()}"
-    scored = recorded_score(record, ctx, params, first)
-    if scored is not None:
-        return _from_recorded(scored, params)
+    scores = recorded_scores(record, ctx, params, first)
+    if scores:
+        return _from_recorded(scores, params)
 
     items = coded_items(record, ctx, params, first) + lab_items(record, ctx, params, first)
     bound = sum(item.weight for item in items)
@@ -333,7 +351,25 @@ def _score_text(lab: Lab) -> str:
     return f"{q.comparator or ''}{q.value:g} on {lab.when}" if q else f"on {lab.when}"
 
 
-def _from_recorded(lab: Lab, params: SledaiParams) -> CriterionResult:
+def _from_recorded(scores: list[Lab], params: SledaiParams) -> CriterionResult:
+    """The latest recorded total decides. Equally recent totals (one day, no later stated time) show the
+    lowest; when they fall on both sides of the threshold the criterion is unknown: the lower one
+    alone would drop a patient on what may be a superseded entry, the higher one would include a
+    patient on disease activity that another record of that day does not show."""
+    lab = scores[0]
+    values = [q for s in scores if (q := quantity_of(s.obs)) is not None]
+    sides = {q.at_least(params.threshold) for q in values} - {None}
+    if len(sides) > 1:
+        shown = "; ".join(f"{s.name} {_score_text(s)}" for s in scores)
+        return result(
+            Outcome.UNKNOWN,
+            f"Conflicting SLEDAI-2K totals recorded on {lab.when}, none stated as the later one: {shown}. "
+            f"Some are below {params.threshold} and some at or above it.",
+            list(dict.fromkeys(s.ref for s in scores)),
+            next_step="Check which total stands (a corrected entry?), or score SLEDAI-2K at the screening "
+            "visit.",
+            sledai_source="recorded",
+        )
     q = quantity_of(lab.obs)
     assert q is not None  # recorded_score only returns scores with a value
     instrument = lab.name

@@ -4,13 +4,16 @@
   Parameters body naming each candidate (``patient``), ``_type`` = the screened types (Medication is
   not in the Patient compartment, and HAPI refuses it there: the source fetches the Medications the
   export refers to by id afterwards), and ``_typeFilter`` keeping Observations to the trial's LOINC codes
-  and SLEDAI scores (repeated filters are ORed). A server without the ``patient`` parameter (an
+  (``combo-code`` where the server lists it, so that components count) and SLEDAI scores (repeated
+  filters are ORed). A server without the ``patient`` parameter (an
   error answer to the kick-off) gets ``GET [base]/$export`` instead, a system-level export of everyone
   (with Medication in ``_type``), and the log says so. All requests carry ``Prefer: respond-async``;
   ``_since`` is passed on when given.
-- Poll the status URL. A 202's ``Retry-After`` is treated as an upper bound: polls start after 1 s and
-  back off (1, 2, 4 ... 30 s) but never wait longer than the server asked (HAPI always says 120 s and is
-  done in about 3). A 429 is honoured (capped). ``X-Progress`` goes to the log. A total timeout ends it.
+- Poll the status URL. A 202's ``Retry-After`` is treated as an upper bound: the wait is a quarter of
+  the time the job has run so far (at least 1 s, at most 30 s), so a finished export is found at most
+  about 25 % late with a few dozen polls even for an hour-long job (doubling waits found a 17 s export
+  after 31 s); never longer than the server asked (HAPI always says 120 s and is often done in 3). A
+  429 is honoured (capped). ``X-Progress`` goes to the log. A total timeout ends it.
 - Download each output with ``Accept: application/fhir+ndjson`` (HAPI answers ``application/fhir+json``
   with a Binary wrapper), into a private temp dir (``*.part`` renamed when complete), with the token only
   when ``requiresAccessToken`` is true and the file is on the server's origin. Error files
@@ -46,13 +49,24 @@ from fhirscreen.quality import DataQuality, Severity
 from fhirscreen.sources.base import QueryPlan, SourceError
 from fhirscreen.sources.files import read_file
 from fhirscreen.sources.http import FHIR_JSON, FHIR_NDJSON, FhirClient, parse_retry_after
-from fhirscreen.sources.server import SLEDAI_TEXT, chunk_values, normalise_references, search_codes
+from fhirscreen.sources.server import (
+    COMBO_CODE,
+    COMPONENT_CODE,
+    SLEDAI_TEXT,
+    Capabilities,
+    chunk_values,
+    component_param,
+    normalise_references,
+    search_codes,
+)
 from fhirscreen.sources.server_text import outcome_text
 
 log = logging.getLogger("fhirscreen.bulk")
 
 POLL_FIRST_S = 1.0
 POLL_CAP_S = 30.0
+# The wait between polls as a share of the time the job has run: how late a finished export may be found.
+POLL_SHARE = 0.25
 TOTAL_TIMEOUT_S = 3600.0
 _TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]{1,63}$")  # manifest types become file names: no '../'
 _CHUNK = 1 << 16
@@ -69,28 +83,56 @@ def export_types(plan: QueryPlan) -> list[str]:
     return [*dict.fromkeys((*plan.resource_types, "Medication"))]
 
 
-def type_filters(plan: QueryPlan, max_codes_chars: int = 1000) -> list[str]:
-    """``_typeFilter`` queries: Observations with the trial's LOINC codes or a SLEDAI score."""
+def type_filters(
+    plan: QueryPlan,
+    max_codes_chars: int = 1000,
+    *,
+    caps: Capabilities | None = None,
+    sledai_text: str = "code:text",
+) -> list[str]:
+    """``_typeFilter`` queries (OR'ed): Observations with the trial's LOINC codes or a SLEDAI score.
+
+    As in search mode (server.component_param), the codes are searched with ``combo-code`` where the
+    server lists it, and again with ``component-code`` where it lists only that, so that a lab held
+    only in ``Observation.component`` is exported too.
+    """
     if "Observation" not in plan.resource_types:
         return []
     codes = search_codes(plan.observation_codes)
     if not codes:
         return []
-    filters = [f"Observation?code={','.join(chunk)}" for chunk in chunk_values(codes, max_codes_chars)]
-    filters += [f"Observation?code:text={SLEDAI_TEXT}", "Observation?category=survey"]
+    component = component_param(caps) if caps is not None else None
+    by = COMBO_CODE if component == COMBO_CODE else "code"
+    filters: list[str] = []
+    for chunk in chunk_values(codes, max_codes_chars):
+        filters.append(f"Observation?{by}={','.join(chunk)}")
+        if component == COMPONENT_CODE:
+            filters.append(f"Observation?{COMPONENT_CODE}={','.join(chunk)}")
+    filters += [f"Observation?{sledai_text}={SLEDAI_TEXT}", "Observation?category=survey"]
     return filters
 
 
-def kickoff_query(plan: QueryPlan, since: str | None = None) -> str:
+def kickoff_query(
+    plan: QueryPlan,
+    since: str | None = None,
+    caps: Capabilities | None = None,
+    sledai_text: str = "code:text",
+) -> str:
     parts = [f"_type={','.join(export_types(plan))}"]
-    parts += [f"_typeFilter={quote(f, safe='')}" for f in type_filters(plan)]
+    parts += [
+        f"_typeFilter={quote(f, safe='')}" for f in type_filters(plan, caps=caps, sledai_text=sledai_text)
+    ]
     if since:
         parts.append(f"_since={quote(since, safe='')}")
     return "&".join(parts)
 
 
 def patient_kickoff_parameters(
-    plan: QueryPlan, patients: Sequence[str], since: str | None = None
+    plan: QueryPlan,
+    patients: Sequence[str],
+    since: str | None = None,
+    caps: Capabilities | None = None,
+    sledai_text: str = "code:text",
 ) -> dict[str, Any]:
     """The Parameters body of ``POST Patient/$export`` for these patients (types in their compartment)."""
     types = [t for t in plan.resource_types if t not in OUTSIDE_PATIENT_COMPARTMENT]
@@ -98,7 +140,10 @@ def patient_kickoff_parameters(
         {"name": "_outputFormat", "valueString": FHIR_NDJSON},
         {"name": "_type", "valueString": ",".join(types)},
     ]
-    parameters += [{"name": "_typeFilter", "valueString": f} for f in type_filters(plan)]
+    parameters += [
+        {"name": "_typeFilter", "valueString": f}
+        for f in type_filters(plan, caps=caps, sledai_text=sledai_text)
+    ]
     if since:
         parameters.append({"name": "_since", "valueInstant": since})
     parameters += [{"name": "patient", "valueReference": {"reference": f"Patient/{p}"}} for p in patients]
@@ -121,19 +166,25 @@ class BulkExport:
         clock: Callable[[], float] = time.monotonic,
         patients: Sequence[str] | None = None,
         since: str | None = None,
+        sledai_text: str = "code:text",
     ) -> None:
         """``patients``: export only these (``POST Patient/$export``), falling back to a system-level
-        export when the server cannot; None: a ``level`` export of everyone."""
+        export when the server cannot; None: a ``level`` export of everyone. ``sledai_text``: the text
+        search parameter of the SLEDAI ``_typeFilter``."""
         self.client = client
         self.patients = list(patients) if patients is not None else None
         self.since = since
         self.caps = caps
+        self.sledai_text = sledai_text
         self.level = level
         self.timeout = timeout
         self.total_timeout = total_timeout
         self.poll_cap = poll_cap
         self._sleep = sleep or client.sleep_fn
         self._clock = clock
+
+    def _caps(self) -> Capabilities | None:
+        return self.caps if isinstance(self.caps, Capabilities) else None
 
     def kickoff_path(self) -> str:
         if self.level == "system":
@@ -176,7 +227,7 @@ class BulkExport:
             if response is not None:
                 return self._status_url(response, f"for {len(self.patients)} candidate(s)")
             self.level = "system"
-        path = f"{self.kickoff_path()}?{kickoff_query(plan, self.since)}"
+        path = f"{self.kickoff_path()}?{kickoff_query(plan, self.since, self._caps(), self.sledai_text)}"
         response = self.client.request(
             "GET",
             path,
@@ -191,7 +242,7 @@ class BulkExport:
         response = self.client.request(
             "POST",
             "Patient/$export",
-            json_body=patient_kickoff_parameters(plan, patients, self.since),
+            json_body=patient_kickoff_parameters(plan, patients, self.since, self._caps(), self.sledai_text),
             headers={"Prefer": "respond-async", "Accept": FHIR_JSON, "Content-Type": FHIR_JSON},
             expect=(202, *_UNSUPPORTED),
             idempotent=False,
@@ -223,7 +274,6 @@ class BulkExport:
     def wait(self, status_url: str) -> dict[str, Any]:
         """Poll until the manifest is ready; return it."""
         started = self._clock()
-        delay = POLL_FIRST_S
         polls = 0
         while True:
             response = self.client.request(
@@ -249,8 +299,10 @@ class BulkExport:
             progress = "".join(c for c in (response.headers.get("X-Progress") or "") if c.isprintable())
             progress = progress.strip()[:100]
             asked = parse_retry_after(response.headers.get("Retry-After"))
+            elapsed = self._clock() - started
+            delay = min(max(POLL_FIRST_S, POLL_SHARE * elapsed), self.poll_cap)
             wait = min(delay, asked) if asked is not None else delay
-            if self._clock() - started + wait > self.total_timeout:
+            if elapsed + wait > self.total_timeout:
                 raise SourceError(
                     f"Bulk Data export not ready after {self.total_timeout:.0f} s ({polls} polls); "
                     "giving up (the job is left on the server)"
@@ -259,7 +311,6 @@ class BulkExport:
                 "bulk export in progress%s; next poll in %.1f s", f" ({progress})" if progress else "", wait
             )
             self._sleep(wait)
-            delay = min(delay * 2, self.poll_cap)
 
     def download(self, manifest: Mapping[str, Any], workdir: Path, quality: DataQuality) -> list[Path]:
         token_ok = bool(manifest.get("requiresAccessToken"))

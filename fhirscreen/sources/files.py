@@ -287,7 +287,7 @@ class _Prefilter:
         if link is None:
             self.wants(resource, _NO_ALIASES)
             return False
-        # ``_other_patient`` inlined (it runs for every line): the plain ``Patient/<id>`` first.
+        # ``wants`` inlined (it runs for every line): the plain ``Patient/<id>`` reference first.
         self.checked += 1
         holder = resource.get(link)
         value = holder.get("reference") if holder.__class__ is dict else None

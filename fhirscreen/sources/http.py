@@ -60,6 +60,8 @@ ORJSON_MAX_BYTES = 4_000_000  # larger answers are parsed by json: a lower peak 
 DEADLINE_FACTOR = 10  # the overall deadline of a request, in --timeout units
 MIN_RATE = 256_000  # bytes/s: a body arriving at least this fast extends the deadline as it comes
 _CHUNK = 1 << 16
+
+
 class DeadlineExceeded(Exception):
     """A request ran past its overall deadline."""
 
@@ -78,8 +80,6 @@ TRANSPORT_ERRORS: tuple[type[BaseException], ...] = (
     OSError,
     DeadlineExceeded,
 )
-
-
 
 
 @dataclass(frozen=True)
@@ -460,8 +460,10 @@ class FhirClient:
                 "too slowly or never stops)",
                 "deadline exceeded",
             )
-        if "NameResolutionError" in names or any(isinstance(e, socket.gaierror) for e in chain) or (
-            "Name or service not known" in text or "getaddrinfo failed" in text
+        if (
+            "NameResolutionError" in names
+            or any(isinstance(e, socket.gaierror) for e in chain)
+            or ("Name or service not known" in text or "getaddrinfo failed" in text)
         ):
             host = urlsplit(url or self.base_url).hostname or self.base_url
             return TransportFailure(

@@ -9,7 +9,16 @@ server is, so the first batch of candidates is used as a probe: both plans run s
 run keeps the faster one (see ``decide``). ``--observations codes|all`` skips the probe.
 
 Both plans give the same screening result: the evaluators pick the Observations they need, so reading
-more of them changes nothing but the volume.
+more of them changes nothing but the volume. The code-filtered plan matches component codes too
+(``combo-code``, or ``component-code`` beside ``code``: server.component_param), so a lab held only in
+``Observation.component`` is in both; on a server that can search neither, the run says so
+(``not-searchable``) and only the unfiltered plan reads such a lab.
+
+Before racing, one ``_summary=count`` of the first batch's Observations tells the volume: when the
+candidates hold few Observations (``FEW_PER_PATIENT`` on average), reading them all costs little on
+any server and the race is skipped. The race is not free: a code-filtered search it abandons may go on
+running on the server (HAPI on H2: tens of seconds of a core at 10,000 people), which slows the rest of
+the run.
 """
 
 from __future__ import annotations
@@ -27,12 +36,28 @@ ALL = "all"
 AUTO = "auto"
 CHOICES = (AUTO, CODES, ALL)
 
-# Once the first plan is done, the other gets this many times as long (and at least PROBE_MIN_S).
-PROBE_FACTOR = 3.0
-PROBE_MIN_S = 2.0
-# The code-filtered plan is kept when it is at most this much slower: it sends less data, and a
-# hospital server's capacity is shared with clinical users.
+# The code-filtered plan is kept when it is at most this much slower (or, for short searches, at most
+# PREFER_CODES_SLACK_S slower): it sends less data, and a hospital server's capacity is shared with
+# clinical users.
 PREFER_CODES_WITHIN = 1.5
+PREFER_CODES_SLACK_S = 0.5
+
+
+# At most this many Observations per candidate on average (by the first batch's count): every
+# Observation of the candidates is read, without racing the code filter. A code filter pays where
+# candidates hold years of vitals and results (hundreds to thousands each), not for a few dozen.
+FEW_PER_PATIENT = 100
+
+
+def few_observations(total: int | None, patients: int) -> bool:
+    """True when the first batch's Observation count (None: the server did not say) is small enough to
+    read everything without racing the code filter."""
+    return total is not None and patients > 0 and total <= FEW_PER_PATIENT * patients
+
+
+def codes_deadline(all_seconds: float) -> float:
+    """How long the code-filtered plan may take and still be kept, given the unfiltered plan's time."""
+    return max(PREFER_CODES_WITHIN * all_seconds, all_seconds + PREFER_CODES_SLACK_S)
 
 
 @dataclass
@@ -80,30 +105,27 @@ def decide(
         return ALL, "the server refused the code-filtered Observation search"
     if codes_seconds is None and all_seconds is not None:
         return ALL, (
-            f"the code-filtered search took over {max(PROBE_FACTOR * all_seconds, PROBE_MIN_S):.1f} s "
+            f"the code-filtered search took over {codes_deadline(all_seconds):.1f} s "
             f"against {all_seconds:.1f} s without a filter"
         )
     if all_seconds is None and codes_seconds is not None:
-        return CODES, (
-            f"reading every Observation took over {max(PROBE_FACTOR * codes_seconds, PROBE_MIN_S):.1f} s "
-            f"against {codes_seconds:.1f} s by code"
-        )
+        return CODES, f"the code-filtered search was done first, in {codes_seconds:.1f} s"
     if codes_seconds is None or all_seconds is None:
         return CODES, "the probe gave no timing"
-    if codes_seconds <= PREFER_CODES_WITHIN * all_seconds:
+    if codes_seconds <= codes_deadline(all_seconds):
         return CODES, f"by code {codes_seconds:.1f} s, without a filter {all_seconds:.1f} s"
     return ALL, f"by code {codes_seconds:.1f} s, without a filter {all_seconds:.1f} s"
 
 
-def race(
-    codes: Callable[[threading.Event], T], every: Callable[[threading.Event], T]
-) -> tuple[str, str, T]:
+def race(codes: Callable[[threading.Event], T], every: Callable[[threading.Event], T]) -> tuple[str, str, T]:
     """Run both plans' searches for one batch; return (plan, reason, the chosen plan's results).
 
-    The first plan to finish sets the time box of the other: ``max(PROBE_FACTOR * its time,
-    PROBE_MIN_S)`` from the start. A plan still running then is abandoned: its event is set, so it sends
-    no further search, and its thread is a daemon (the server may go on working on the search in flight
-    for a while). When both fail, the code-filtered plan's error is raised.
+    The race costs the run only as long as its outcome is open. When the code-filtered plan is done
+    first it is kept at once (the other is abandoned). When the unfiltered plan is done first, in t
+    seconds, the code-filtered one still wins if it is done by ``codes_deadline(t)``; it is abandoned
+    then. An abandoned plan's event is set, so it sends no further search, and its thread is a daemon
+    (the server may go on working on the search in flight for a while). A plan that failed leaves the
+    other to run to its end. When both fail, the code-filtered plan's error is raised.
     """
     first_done = threading.Event()
     by_code = Timed(codes, first_done).start()
@@ -112,8 +134,8 @@ def race(
     first = by_code if by_code.done.is_set() else unfiltered
     other = unfiltered if first is by_code else by_code
     assert first.seconds is not None
-    box = max(PROBE_FACTOR * first.seconds, PROBE_MIN_S)
-    other.done.wait(timeout=max(0.0, first.started + box - time.monotonic()))
+    if first is unfiltered and first.ok:
+        other.done.wait(timeout=max(0.0, first.started + codes_deadline(first.seconds) - time.monotonic()))
     if not by_code.ok and not unfiltered.ok:
         # The first one failed and the other is not done yet (or failed too): it is the only way left,
         # so wait for it (its own retries and timeouts bound the wait).

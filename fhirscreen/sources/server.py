@@ -9,8 +9,10 @@ The plan (every search sends ``_count`` and ``Cache-Control: no-cache`` and foll
    system under an alias (an OID) still matches; the screening core re-checks the system, and ICD-10
    codes are sent with and without the dot.
 3. For each batch of candidate ids (``patient=id1,id2,...``): Patient (by ``_id``), Condition,
-   Observation (by the trial's LOINC codes, chunked), SLEDAI scores (``code:text=sledai`` when the
-   server supports the modifier, else ``category=survey``), MedicationStatement / MedicationRequest /
+   Observation (by the trial's LOINC codes, chunked; ``combo-code`` where the server lists it, so that a
+   lab held only in ``Observation.component`` is found too, see ``component_param``), SLEDAI scores
+   (``code:text=sledai`` when the server supports the modifier, ``combo-code:text`` where it can, and
+   ``category=survey``), MedicationStatement / MedicationRequest /
    MedicationAdministration / MedicationDispense (with ``_include`` of their Medication), Procedure,
    ServiceRequest, CarePlan, Appointment (``patient``, else ``actor=Patient/x``) and ResearchSubject.
    Population and Observation codes are exact codes; ICD-10 prefixes are expanded (code_lists.py).
@@ -49,6 +51,8 @@ log = logging.getLogger("fhirscreen.server")
 MAX_IDS_CHARS = 1000
 MAX_IDS_PER_BATCH = 100
 MAX_CODES_CHARS = 1000
+# The --observations auto race runs its two plans side by side: two requests in flight.
+RACE_CONNECTIONS = 2
 MAX_PAGES_PER_SEARCH = 10_000  # a loop guard: a server re-serving next links forever is stopped
 SEARCH_HEADERS = {"Cache-Control": "no-cache"}  # HAPI reuses cached search results for 60 s otherwise
 MEDICATION_HOLDERS = (
@@ -69,6 +73,21 @@ TYPED_REFERENCE_PARAMS = frozenset({"actor", "subject"})
 # patient is skipped with a warning (its criteria read what the other types show).
 REQUIRED_TYPES = frozenset({"Patient", "Condition"})
 SLEDAI_TEXT = "sledai"
+# Observation search parameters that also match ``Observation.component.code`` (FHIR R4), best first.
+# ``code`` matches only ``Observation.code``, so an eGFR, an hCG or a SLEDAI total recorded as a
+# component of a panel whose own code is the panel's is not found by ``code=``: file and Bulk reads see
+# it, search would miss it silently. ``combo-code`` (code OR component code) replaces ``code`` in one
+# search; ``component-code`` needs a second search beside it. Both are used only when the
+# CapabilityStatement names them: an unknown parameter makes a strict server refuse the search (a run
+# that fails) and a lenient one ignore it (a search that is no longer filtered at all).
+COMBO_CODE = "combo-code"
+COMPONENT_CODE = "component-code"
+COMPONENT_GAP = (
+    "the server cannot search Observation component codes (its CapabilityStatement lists neither "
+    "combo-code nor component-code): a lab held only as a component of a panel Observation (an eGFR, an "
+    "hCG, a SLEDAI-2K total) is not found by the code-filtered Observation search; --observations all or "
+    "--bulk reads it"
+)
 
 
 # -- small pure helpers (unit-tested) -----------------------------------------------------------------
@@ -195,11 +214,36 @@ class Capabilities:
         # A type listed without any searchParam says nothing: assume the standard parameters.
         return not self.listed or not params or name in params
 
+    def lists_param(self, rtype: str, name: str) -> bool:
+        """True only when the statement names the parameter: for optional parameters that many servers
+        lack, where 'assume the standard' could get a search refused or silently unfiltered."""
+        return name in self.types.get(rtype, set())
+
     def has_include(self, rtype: str, include: str) -> bool:
         if not self.listed:
             return True
         listed = self.includes.get(rtype, set())
         return include in listed or "*" in listed
+
+
+def component_param(caps: Capabilities) -> str | None:
+    """The Observation parameter that also matches component codes: ``combo-code``, else
+    ``component-code`` (a second search beside ``code``), else None (components cannot be searched)."""
+    for name in (COMBO_CODE, COMPONENT_CODE):
+        if caps.lists_param("Observation", name):
+            return name
+    return None
+
+
+def misses_components(plan: QueryPlan, caps: Capabilities) -> bool:
+    """The plan filters Observations by code on a server that cannot search component codes."""
+    return (
+        bool(plan.observation_codes)
+        and "Observation" in plan.resource_types
+        and caps.has_type("Observation")
+        and caps.has_param("Observation", "code")
+        and component_param(caps) is None
+    )
 
 
 # -- the searches ------------------------------------------------------------------------------------
@@ -234,16 +278,18 @@ def patient_searches(
     plan: QueryPlan,
     caps: Capabilities,
     notes: PlanNotes | None = None,
-    sledai_text: bool = True,
+    sledai_text: str | None = "code:text",
 ) -> list[Search]:
-    """The searches for one batch of patient ids: one per type (Observation: one per code chunk + SLEDAI)."""
+    """The searches for one batch of patient ids: one per type (Observation: one per code chunk, two
+    with ``component-code``, + SLEDAI). ``sledai_text``: the text search parameter the server answers
+    (``code:text``, ``combo-code:text``), None when it has none."""
     notes = notes if notes is not None else PlanNotes()
     searches = _patient_searches(ids, plan, caps, notes, sledai_text)
     return [replace(s, patients=tuple(ids)) for s in searches]
 
 
 def _patient_searches(
-    ids: Sequence[str], plan: QueryPlan, caps: Capabilities, notes: PlanNotes, sledai_text: bool
+    ids: Sequence[str], plan: QueryPlan, caps: Capabilities, notes: PlanNotes, sledai_text: str | None
 ) -> list[Search]:
     joined = ",".join(ids)
     searches: list[Search] = []
@@ -266,11 +312,23 @@ def _patient_searches(
         if rtype == "Observation":
             codes = search_codes(plan.observation_codes)
             if codes and caps.has_param("Observation", "code"):
+                component = component_param(caps)
+                by = COMBO_CODE if component == COMBO_CODE else "code"
+                # "combo-code" is 6 characters longer than "code": within the URL budget's margin.
                 for chunk in chunk_values(codes, MAX_CODES_CHARS):
-                    searches.append(Search(rtype, (link, ("code", ",".join(chunk))), "trial LOINC codes"))
+                    joined_codes = ",".join(chunk)
+                    searches.append(Search(rtype, (link, (by, joined_codes)), "trial LOINC codes"))
+                    if component == COMPONENT_CODE:
+                        searches.append(
+                            Search(
+                                rtype,
+                                (link, (COMPONENT_CODE, joined_codes)),
+                                "trial LOINC codes in components",
+                            )
+                        )
                 if sledai_text:
                     searches.append(
-                        Search(rtype, (link, ("code:text", SLEDAI_TEXT)), "SLEDAI scores by text")
+                        Search(rtype, (link, (sledai_text, SLEDAI_TEXT)), "SLEDAI scores by text")
                     )
                 if caps.has_param("Observation", "category"):
                     searches.append(Search(rtype, (link, ("category", "survey")), "scores (survey category)"))
@@ -334,7 +392,8 @@ def id_batches(ids: Sequence[str]) -> list[list[str]]:
 def request_bound(candidates: int | Sequence[str], plan: QueryPlan) -> int:
     """Upper bound on requests for a run, counting one page per search (add extra pages on top).
 
-    metadata + the code:text probe + population code chunks + per id batch: the searches of
+    metadata + the code:text probes (two where ``combo-code:text`` is tried first) + population code
+    chunks + per id batch: the searches of
     ``patient_searches`` and at most one Medication ``_id`` batch. Given a count, batches assume the
     longest ids (64 characters); given the ids, they are exact.
     """
@@ -345,10 +404,12 @@ def request_bound(candidates: int | Sequence[str], plan: QueryPlan) -> int:
     else:
         batches = max(1, len(id_batches(list(candidates))))
     per_batch = len(patient_searches(["x"], plan, caps))
+    # A server with component-code only: one more Observation search per code chunk.
+    per_batch += len(chunk_values(search_codes(plan.observation_codes), MAX_CODES_CHARS))
     population = len(population_searches(plan, caps)) if plan.patient_ids is None else 0
     # --observations auto: the first batch also runs the unfiltered Observation search once.
     probe = 1 if plan.patient_ids is None and plan.observation_codes else 0
-    return 2 + population + probe + batches * (per_batch + 1)
+    return 3 + population + probe + batches * (per_batch + 1)
 
 
 def log_stats(s: Mapping[str, int | float]) -> None:
@@ -458,7 +519,15 @@ class ServerSource:
         if not ids:
             log.info("no candidates: nothing to export")
             return
-        exporter = BulkExport(self.client, caps, timeout=self.options.timeout, patients=ids)
+        if misses_components(plan, caps):  # the export's _typeFilter is a code search too
+            log.warning("plan: %s", COMPONENT_GAP)
+            quality.add("warning", self.client.base_url, "not-searchable", COMPONENT_GAP)
+        # The _typeFilter text search: combo-code:text where the server answers it (components too);
+        # else code:text, sent as before even where the probe was refused (the export may ignore it).
+        text = self._text_param(caps) if component_param(caps) == COMBO_CODE else None
+        exporter = BulkExport(
+            self.client, caps, timeout=self.options.timeout, patients=ids, sledai_text=text or "code:text"
+        )
         seen: set[tuple[str, str]] = set()
         medication_refs: set[str] = set()
         for resource, origin in exporter.read(plan, quality):
@@ -511,22 +580,51 @@ class ServerSource:
             ids = self._population_ids(plan, caps, quality)
         else:
             ids = sorted(set(plan.patient_ids))
-        sledai_text = bool(ids) and self._supports_code_text(caps)
+        sledai_text = self._text_param(caps) if ids else None
         batches = id_batches(ids)
         probed: list[list[Resource]] = []
-        if self._probes_observations(plan, caps, batches):
-            plan, probed = self._probe_observations(batches[0], plan, caps, quality, sledai_text)
-            without_observations = tuple(t for t in plan.resource_types if t != "Observation")
-            searches = patient_searches(
-                batches[0], replace(plan, resource_types=without_observations), caps, self.notes, sledai_text
+        early: dict[Search, Future[list[Resource]]] = {}
+        early_pool: ThreadPoolExecutor | None = None
+
+        def with_extra(searches: list[Search]) -> list[Search]:
+            return (
+                [replace(s, params=(*s.params, *extra_params)) for s in searches]
+                if extra_params
+                else searches
             )
+
+        if self._probes_observations(plan, caps, batches) and self._few_observations(batches[0], caps):
+            plan = replace(plan, observation_codes=())
+            searches = []
+        elif self._probes_observations(plan, caps, batches):
+            without_observations = replace(
+                plan, resource_types=tuple(t for t in plan.resource_types if t != "Observation")
+            )
+            if self.concurrency > RACE_CONNECTIONS:
+                # The race holds two connections while it runs; the other types' searches of every batch
+                # do not depend on its outcome, so they run on the rest meanwhile (the run never has more
+                # than --concurrency requests in flight).
+                others = with_extra(
+                    [
+                        s
+                        for batch in batches
+                        for s in patient_searches(batch, without_observations, caps, self.notes, sledai_text)
+                    ]
+                )
+                early_pool = ThreadPoolExecutor(max_workers=self.concurrency - RACE_CONNECTIONS)
+                early = {s: early_pool.submit(self._search_all, s, quality) for s in others}
+            try:
+                plan, probed = self._probe_observations(batches[0], plan, caps, quality, sledai_text)
+            except BaseException:
+                self._stop_early(early, early_pool)
+                raise
+            searches = patient_searches(batches[0], without_observations, caps, self.notes, sledai_text)
             batches = batches[1:]
         else:
             searches = []
         for batch in batches:
             searches += patient_searches(batch, plan, caps, self.notes, sledai_text)
-        if extra_params:
-            searches = [replace(s, params=(*s.params, *extra_params)) for s in searches]
+        searches = with_extra(searches)
         for text in self.notes.fallbacks:
             log.warning("plan: %s", text)
         for rtype in self.notes.skipped_types:
@@ -546,8 +644,11 @@ class ServerSource:
             )
         for gap in plan.search_gaps:
             quality.add("warning", self.client.base_url, "not-searchable", gap)
+        if misses_components(plan, caps):  # the plan in force after the probe: "all" reads components
+            log.warning("plan: %s", COMPONENT_GAP)
+            quality.add("warning", self.client.base_url, "not-searchable", COMPONENT_GAP)
         medication_refs: set[str] = set()
-        for results in itertools.chain(probed, self._run(searches, quality)):
+        for results in itertools.chain(probed, self._run(searches, quality, early, early_pool)):
             for resource in results:
                 key = (str(resource.get("resourceType")), str(resource.get("id")))
                 if key in seen and not is_later_version(resource, seen[key]):
@@ -558,6 +659,35 @@ class ServerSource:
                     medication_refs |= medication_ids([resource])
                 yield resource, self._origin(key)
         yield from self._fetch_medications(medication_refs, seen, caps, quality)
+
+    def _few_observations(self, batch: Sequence[str], caps: Capabilities) -> bool:
+        """Count the first batch's Observations (one ``_summary=count``); True, with the choice logged,
+        when they are few enough to read them all without racing the code filter. A server that cannot
+        count (an error, or no ``total``) leaves the choice to the race."""
+        name, value = _patient_link("Observation", batch, caps, PlanNotes())
+        path = f"Observation?{query_string([(name, value), ('_summary', 'count')])}"
+        try:
+            bundle = self.client.get_resource(
+                path, expect_type="Bundle", what="Observation count", headers=SEARCH_HEADERS
+            )
+        except SourceError as exc:
+            if exc.transient:
+                raise  # the server is failing: the race would fail the same way
+            log.info("the server did not count Observations (%s): the first batch decides by a race", exc)
+            return False
+        total = bundle.get("total")
+        total = total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
+        if not observation_plan.few_observations(total, len(batch)):
+            return False
+        self.observation_plan = observation_plan.ALL
+        log.info(
+            "Observation searches: all of the candidates' (%d for the first %d candidates, at most %d each "
+            "on average: too few for a code filter to pay; --observations codes|all skips this check)",
+            total,
+            len(batch),
+            observation_plan.FEW_PER_PATIENT,
+        )
+        return True
 
     def _probes_observations(
         self, plan: QueryPlan, caps: Capabilities, batches: Sequence[Sequence[str]]
@@ -579,7 +709,7 @@ class ServerSource:
         plan: QueryPlan,
         caps: Capabilities,
         quality: DataQuality,
-        sledai_text: bool,
+        sledai_text: str | None,
     ) -> tuple[QueryPlan, list[list[Resource]]]:
         """Run the first batch's Observation searches both ways; keep the faster plan for the run.
 
@@ -608,36 +738,66 @@ class ServerSource:
         )
         return (replace(plan, observation_codes=()) if choice == observation_plan.ALL else plan), results
 
-    def _supports_code_text(self, caps: Capabilities) -> bool:
+    def _text_param(self, caps: Capabilities) -> str | None:
         """SLEDAI scores have no standard code: they are found by code text and by the survey category.
 
         ``code:text`` is a standard token modifier, but a CapabilityStatement cannot say whether a
         server implements it, so it is probed once (``_summary=count``); an error means 'not supported'.
+        Where the server lists ``combo-code``, ``combo-code:text`` is probed first: it also finds a
+        SLEDAI total held in a component of a panel whose own code text says nothing of SLEDAI.
+        Returns the parameter to search with, or None.
         """
         if not caps.has_param("Observation", "code"):
-            return False
-        probe = f"Observation?{query_string([('code:text', SLEDAI_TEXT), ('_summary', 'count')])}"
-        try:
-            self.client.get_resource(
-                probe, expect_type="Bundle", what="SLEDAI code:text probe", headers=SEARCH_HEADERS
-            )
-            return True
-        except SourceError as exc:
-            if exc.transient:
-                raise  # the server is failing, not refusing the modifier: do not try it all again
-            log.info("the server does not support code:text (%s); SLEDAI scores only by category=survey", exc)
-            return False
+            return None
+        names = ["code:text"]
+        if component_param(caps) == COMBO_CODE:
+            names.insert(0, f"{COMBO_CODE}:text")
+        for name in names:
+            probe = f"Observation?{query_string([(name, SLEDAI_TEXT), ('_summary', 'count')])}"
+            try:
+                self.client.get_resource(
+                    probe, expect_type="Bundle", what=f"SLEDAI {name} probe", headers=SEARCH_HEADERS
+                )
+                return name
+            except SourceError as exc:
+                if exc.transient:
+                    raise  # the server is failing, not refusing the modifier: do not try it all again
+                log.info("the server does not support %s (%s)", name, exc)
+        log.info("the server supports no code:text search; SLEDAI scores only by category=survey")
+        return None
 
     def _origin(self, key: tuple[str, str]) -> str:
         return f"{self.client.base_url}/{key[0]}/{key[1]}"
 
-    def _run(self, searches: Sequence[Search], quality: DataQuality) -> Iterator[list[Resource]]:
-        """Run searches on the worker pool; yield each search's resources in plan order (reproducible)."""
-        if not searches:
+    def _stop_early(
+        self, early: Mapping[Search, Future[list[Resource]]], pool: ThreadPoolExecutor | None
+    ) -> None:
+        """The searches started beside the Observation race are not wanted any more: stop them."""
+        if pool is None:
             return
-        with ThreadPoolExecutor(max_workers=min(self.concurrency, len(searches))) as pool:
+        self.client.cancel()
+        for future in early.values():
+            future.cancel()
+        pool.shutdown(wait=True)
+
+    def _run(
+        self,
+        searches: Sequence[Search],
+        quality: DataQuality,
+        early: Mapping[Search, Future[list[Resource]]] | None = None,
+        early_pool: ThreadPoolExecutor | None = None,
+    ) -> Iterator[list[Resource]]:
+        """Run searches on the worker pool; yield each search's resources in plan order (reproducible).
+
+        ``early`` holds searches already started (beside the Observation race) on ``early_pool``; the
+        others go to a pool of the connections left, so that at most ``concurrency`` are in flight."""
+        early = early or {}
+        rest = [s for s in searches if s not in early]
+        # With searches started early, their pool holds all but the race's connections: the rest get those.
+        workers = RACE_CONNECTIONS if early_pool is not None else self.concurrency
+        with ThreadPoolExecutor(max_workers=max(1, min(workers, len(rest) or 1))) as pool:
             futures: list[Future[list[Resource]]] = [
-                pool.submit(self._search_all, s, quality) for s in searches
+                early[s] if s in early else pool.submit(self._search_all, s, quality) for s in searches
             ]
             try:
                 for search, future in zip(searches, futures, strict=True):
@@ -654,6 +814,8 @@ class ServerSource:
             finally:
                 for future in futures:
                     future.cancel()
+                if early_pool is not None:
+                    early_pool.shutdown(wait=True)
 
     def _lost(self, search: Search, exc: SourceError, quality: DataQuality) -> None:
         """A patient-batch search that failed after every retry: the run goes on, partial (exit 5), and

@@ -223,6 +223,10 @@ class IncrementalSource:
             "population": [f"{c.system}|{c.code}" for c in plan.population_codes],
             "observations": [f"{c.system}|{c.code}" for c in plan.observation_codes],
             "observations_mode": self.server.options.observations,
+            # Code-filtered Observation searches match component codes too (combo-code) since this
+            # key: a store read before (code= only) lacks labs held in components, so it is read in
+            # full once rather than kept (an incremental read would only re-read touched patients).
+            "observation_match": "code-or-component",
             "bulk": self.server.options.bulk,
         }
         return json.dumps(described, sort_keys=True)

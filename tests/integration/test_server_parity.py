@@ -27,7 +27,10 @@ from tests.integration.test_server_mode import Run, assert_same_screening, scree
 
 pytestmark = pytest.mark.integration
 
-SLE = ("parity-m3214", "parity-undotted", "parity-snomed", "parity-dispense", "parity-planned")
+# parity-panel: eGFR, creatinine, anti-dsDNA, hCG and a SLEDAI-2K total held only in Observation.component
+# of panels whose own codes are not the trial's (search finds them by combo-code, combo-code:text).
+PANEL = "parity-panel"
+SLE = ("parity-m3214", "parity-undotted", "parity-snomed", "parity-dispense", "parity-planned", PANEL)
 WHO = "parity-who"  # in the population once the WHO ICD-10 system is read as ICD-10 (issue 8 section 2)
 NOT_SLE = "parity-ra"
 PLAN_TYPES = ("MedicationDispense", "ServiceRequest", "CarePlan", "Appointment")
@@ -46,6 +49,19 @@ def parity_search_run(tmp_path_factory: pytest.TempPathFactory, loaded_server: L
 @pytest.fixture(scope="module")
 def parity_bulk_run(tmp_path_factory: pytest.TempPathFactory, loaded_server: LoadedServer) -> Run:
     return screen(tmp_path_factory.mktemp("parity-bulk"), "--server", loaded_server.base_url, "--bulk", "-v")
+
+
+@pytest.fixture(scope="module")
+def parity_codes_run(tmp_path_factory: pytest.TempPathFactory, loaded_server: LoadedServer) -> Run:
+    """The code-filtered Observation plan, forced (the default may pick the unfiltered one)."""
+    return screen(
+        tmp_path_factory.mktemp("parity-codes"),
+        "--server",
+        loaded_server.base_url,
+        "--observations",
+        "codes",
+        "-v",
+    )
 
 
 def patients(run: Run) -> dict[str, dict[str, object]]:
@@ -163,3 +179,22 @@ def test_bulk_export_asks_for_the_new_types(parity_bulk_run: Run) -> None:
         assert rtype in types, rtype
     assert "Medication" not in types  # outside the Patient compartment: read by id
     assert "Medication?_id=" in log
+
+
+def test_labs_held_only_in_components_are_found_by_every_read(
+    parity_file_run: Run, parity_codes_run: Run, parity_search_run: Run, parity_bulk_run: Run
+) -> None:
+    """The panel patient's component-only labs decide I3, I4, I6 and E13 alike in every mode: by code
+    search they are found only through combo-code (a code= search would leave them unknown)."""
+    want = patients(parity_file_run)[PANEL]["criteria"]  # type: ignore[index]
+    expected = {"I3": "pass", "I4": "fail", "I6": "pass", "E13": "fail"}
+    assert {c: want[c]["outcome"] for c in expected} == expected
+    assert want["I4"]["evidence"] == ["Observation/parity-panel-renal"]
+    for run in (parity_codes_run, parity_search_run, parity_bulk_run):
+        got = patients(run)[PANEL]["criteria"]  # type: ignore[index]
+        for criterion in expected:
+            assert got[criterion] == want[criterion], f"{criterion} differs from file mode"
+    log = parity_codes_run.stderr
+    assert "combo-code=" in log and "combo-code:text=sledai" in log
+    assert "Observation component codes" not in log  # HAPI lists combo-code: no not-searchable finding
+    assert_same_screening(parity_file_run, parity_codes_run)

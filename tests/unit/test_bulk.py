@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -111,7 +112,33 @@ def test_export_kicks_off_polls_downloads_and_cleans_up(
 def test_retry_after_is_an_upper_bound_on_poll_waits(clock: Clock) -> None:
     add_job(responses.mock, polls=4, retry_after="120")
     list(exporter(clock).read(PLAN, DataQuality()))
-    assert clock.now == 1 + 2 + 4 + 8  # backoff, never the 120 s HAPI always asks for
+    assert clock.now == 4  # 1 s polls while the job is young, never the 120 s HAPI always asks for
+
+
+@responses.activate  # the default registry: the status callback answers every poll
+def test_a_finished_export_is_found_at_most_a_quarter_late(clock: Clock) -> None:
+    """Waits grow with the job's age (a quarter of it, capped at 30 s): a long job is polled a few
+    dozen times, and the manifest is fetched soon after it is ready, not up to a whole doubling late."""
+    ready_at = 1000.0
+    polls: list[float] = []
+
+    def status(_request: object) -> tuple[int, dict[str, str], str]:
+        polls.append(clock.now)
+        if clock.now < ready_at:
+            return 202, {"X-Progress": "working"}, ""
+        return 200, {}, json.dumps(manifest())
+
+    responses.get(f"{BASE}/$export", status=202, headers={"Content-Location": STATUS})
+    responses.add_callback(responses.GET, STATUS, callback=status)
+    responses.get(f"{BASE}/Binary/a", body=ndjson(PATIENT))
+    responses.get(f"{BASE}/Binary/b", body=ndjson(CONDITION))
+    responses.delete(STATUS, status=202)
+    list(exporter(clock, total_timeout=7200).read(PLAN, DataQuality()))
+    gaps = [b - a for a, b in itertools.pairwise(polls)]
+    assert max(gaps) <= 30
+    assert all(gap <= max(1.0, 0.25 * t) + 1e-9 for t, gap in zip(polls, gaps, strict=False))
+    assert polls[-1] - ready_at <= 30  # found within one capped wait of being ready
+    assert len(polls) < 60  # a 1000 s job, a few dozen polls
 
 
 @responses.activate(registry=OrderedRegistry)

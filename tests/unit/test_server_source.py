@@ -51,7 +51,8 @@ def capability(
     params = {
         "Patient": {"_id"},
         "Condition": {"code", "patient", "subject"},
-        "Observation": {"code", "patient", "subject", "category"},
+        # As HAPI lists it: combo-code (code OR component code) finds labs held in components.
+        "Observation": {"code", "combo-code", "patient", "subject", "category"},
         "ResearchSubject": {"patient", "individual"},
         "Appointment": {"patient", "actor", "date"},
         "Medication": {"_id"},
@@ -71,8 +72,8 @@ def capability(
 
 
 class FakeFhir:
-    """Just enough FHIR search for the plan: _id, patient/subject, code, code:text, category, _include,
-    and paging through next links."""
+    """Just enough FHIR search for the plan: _id, patient/subject, code, combo-code, component-code,
+    code:text, combo-code:text, category, _include, and paging through next links."""
 
     def __init__(
         self, resources: list[dict[str, Any]], caps: dict[str, Any] | None = None, absolute_refs: bool = False
@@ -160,12 +161,17 @@ class FakeFhir:
                 wanted = {v.split("/")[-1] for v in values}
                 if not any(r.startswith("Patient/") and r.split("/")[-1] in wanted for r in refs):
                     return False
-            if name == "code":
-                codes = {c["code"] for c in resource.get("code", {}).get("coding", [])}
+            own = [resource.get("code", {})]
+            parts = [c.get("code", {}) for c in resource.get("component", [])]
+            concepts = {"code": own, "combo-code": own + parts, "component-code": parts}
+            if name in concepts:
+                codes = {c["code"] for concept in concepts[name] for c in concept.get("coding", [])}
                 if not codes & values:
                     return False
-            if name == "code:text" and not resource.get("code", {}).get("text", "").lower().startswith(value):
-                return False
+            if name.endswith(":text") and name.split(":")[0] in concepts:
+                texts = [concept.get("text", "").lower() for concept in concepts[name.split(":")[0]]]
+                if not any(t.startswith(value) for t in texts):
+                    return False
             if name == "category":
                 cats = {c["code"] for cat in resource.get("category", []) for c in cat.get("coding", [])}
                 if value not in cats:
@@ -439,17 +445,18 @@ def test_metadata_that_is_not_a_capability_statement() -> None:
 def test_code_text_unsupported_falls_back_to_survey_category() -> None:
     fake = FakeFhir(population(2))
     with responses.RequestsMock() as mock:
-        mock.get(
-            re.compile(re.escape(BASE) + r"/Observation\?code:text=sledai&_summary.*"),
-            status=400,
-            json={
-                "resourceType": "OperationOutcome",
-                "issue": [{"severity": "error", "code": "not-supported"}],
-            },
-        )
+        for name in ("combo-code", "code"):  # combo-code:text is probed first, then code:text
+            mock.get(
+                re.compile(re.escape(BASE) + rf"/Observation\?{name}:text=sledai&_summary.*"),
+                status=400,
+                json={
+                    "resourceType": "OperationOutcome",
+                    "issue": [{"severity": "error", "code": "not-supported"}],
+                },
+            )
         fake.install(mock)
         read_all(source())
-    assert not any(e.startswith("Observation?patient") and "code:text" in e for e in fake.log)
+    assert not any(e.startswith("Observation?patient") and ":text" in e for e in fake.log)
     assert any("category=survey" in e for e in fake.log)
 
 

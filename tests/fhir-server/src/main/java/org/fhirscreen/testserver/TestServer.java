@@ -3,6 +3,7 @@ package org.fhirscreen.testserver;
 import ca.uhn.fhir.batch2.api.IJobMaintenanceService;
 import ca.uhn.fhir.batch2.jobs.config.Batch2JobsConfig;
 import ca.uhn.fhir.batch2.jobs.export.BulkDataExportProvider;
+import ca.uhn.fhir.batch2.jobs.imprt.BulkDataImportProvider;
 import ca.uhn.fhir.batch2.maintenance.JobMaintenanceServiceImpl;
 import ca.uhn.fhir.context.FhirContext;
 import ca.uhn.fhir.context.support.IValidationSupport;
@@ -89,7 +90,8 @@ public class TestServer {
 			@Value("${hapi.bulk-export-job-reuse:false}") boolean bulkExportJobReuse,
 			@Value("${hapi.enforce-referential-integrity:false}") boolean enforceReferentialIntegrity,
 			@Value("${hapi.auto-create-placeholders:true}") boolean autoCreatePlaceholders,
-			@Value("${hapi.client-id-strategy:ALPHANUMERIC}") JpaStorageSettings.ClientIdStrategyEnum clientIdStrategy) {
+			@Value("${hapi.client-id-strategy:ALPHANUMERIC}") JpaStorageSettings.ClientIdStrategyEnum clientIdStrategy,
+			@Value("${hapi.mass-ingestion-mode:false}") boolean massIngestionMode) {
 		JpaStorageSettings settings = new JpaStorageSettings();
 		// null = never hand back a cached search result: tests must see what they just wrote.
 		settings.setReuseCachedSearchResultsForMillis(reuseCachedSearchMillis);
@@ -106,6 +108,9 @@ public class TestServer {
 		settings.setAutoCreatePlaceholderReferenceTargets(autoCreatePlaceholders);
 		settings.setPopulateIdentifierInAutoCreatedPlaceholderReferenceTargets(autoCreatePlaceholders);
 		settings.setResourceClientIdStrategy(clientIdStrategy);
+		// HAPI's documented switch for loading a lot of data (the benchmark's big populations): fewer
+		// existence checks and cached tag lookups on write. Searches behave the same.
+		settings.setMassIngestionMode(massIngestionMode);
 		if (clientIdStrategy == JpaStorageSettings.ClientIdStrategyEnum.ANY) {
 			// Numeric client ids would collide with server-assigned numeric ids.
 			settings.setResourceServerIdStrategy(JpaStorageSettings.IdStrategyEnum.UUID);
@@ -173,16 +178,23 @@ public class TestServer {
 			ResourceProviderFactory resourceProviderFactory,
 			IJpaSystemProvider systemProvider,
 			BulkDataExportProvider bulkDataExportProvider,
+			BulkDataImportProvider bulkDataImportProvider,
 			DatabaseBackedPagingProvider pagingProvider,
 			JpaStorageSettings storageSettings,
 			ISearchParamRegistry searchParamRegistry,
 			IValidationSupport validationSupport,
 			@Value("${hapi.default-page-size:50}") int defaultPageSize,
-			@Value("${hapi.max-page-size:1000}") int maxPageSize) {
+			@Value("${hapi.max-page-size:1000}") int maxPageSize,
+			@Value("${hapi.bulk-import-enabled:true}") boolean bulkImportEnabled) {
 		RestfulServer server = new RestfulServer(systemDao.getContext());
 		server.registerProviders(resourceProviderFactory.createProviders());
 		server.registerProvider(systemProvider);
 		server.registerProvider(bulkDataExportProvider);
+		if (bulkImportEnabled) {
+			// POST [base]/$import (HAPI's Parameters form of the Bulk Data import manifest): the server
+			// pulls NDJSON from URLs and stores it in Batch2 chunks. `fhirscreen load --method import`.
+			server.registerProvider(bulkDataImportProvider);
+		}
 		server.setServerConformanceProvider(new JpaCapabilityStatementProvider(
 				server, systemDao, storageSettings, searchParamRegistry, validationSupport));
 		pagingProvider.setDefaultPageSize(defaultPageSize);
