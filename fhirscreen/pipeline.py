@@ -39,7 +39,7 @@ from contextlib import contextmanager
 from datetime import date
 
 from fhirscreen.quality import DataQuality
-from fhirscreen.record import Population, PopulationBuilder
+from fhirscreen.record import Dropped, Population, PopulationBuilder
 from fhirscreen.report.facts import collect_facts
 from fhirscreen.screening import ScreeningRun, screen_population
 from fhirscreen.sources.base import QueryPlan, Source
@@ -66,15 +66,18 @@ def load_population(source: Source, trial: Trial, patient_ids: tuple[str, ...] |
     quality = DataQuality()
     started = time.monotonic()
     keep: set[str] | frozenset[str] | None = None
+    dropped = Dropped()
     if getattr(source, "prefilters", False):
         if patient_ids is not None:
             keep = frozenset(patient_ids)
-            plan = dataclasses.replace(plan, keep_patients=keep)
+            plan = dataclasses.replace(plan, keep_patients=keep, dropped=dropped)
         else:
             keep = set()  # grown by the source as it finds the initial population
-            plan = dataclasses.replace(plan, keep_patients=keep, population=trial.population)
+            plan = dataclasses.replace(
+                plan, keep_patients=keep, population=trial.population, dropped=dropped
+            )
     with gc_paused():
-        builder = PopulationBuilder(quality, keep)
+        builder = PopulationBuilder(quality, keep, dropped)
         count = 0
         last_report = started
         for resource, origin in source.read(plan, quality):
@@ -90,7 +93,7 @@ def load_population(source: Source, trial: Trial, patient_ids: tuple[str, ...] |
         population.records = {pid: r for pid, r in population.records.items() if pid in patient_ids}
     log.debug(  # the run summary says it for everyday runs; -v adds the timing
         "read %d resources for %d patients from %s in %.1f s",
-        count,
+        count + dropped.resources,
         len(population.records),
         source.describe(),
         time.monotonic() - started,

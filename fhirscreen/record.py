@@ -77,6 +77,28 @@ class PatientRecord:
 
 
 @dataclass
+class Dropped:
+    """Resources of patients outside ``keep_patients`` that a source checked and dropped itself rather
+    than handing them to the record builder (a file source's NDJSON lines: most of a large export),
+    counted as the builder counts the ones it drops, so every finding stays the same."""
+
+    # patient id -> usable resources dropped: the count in a missing-patient finding (shared with the
+    # builder's own count; a patient whose Patient resource is read is never reported, so counting
+    # these too is harmless)
+    usable: dict[str, int] = field(default_factory=dict)
+    # Every resource dropped so, usable or not, per type and in all: they were read, and a run counts
+    # them as read (run.json's resources_read, the progress display).
+    by_type: dict[str, int] = field(default_factory=dict)
+    resources: int = 0
+
+    def count(self, resource_type: str, patient: str, usable: bool) -> None:
+        self.resources += 1
+        self.by_type[resource_type] = self.by_type.get(resource_type, 0) + 1
+        if usable:
+            self.usable[patient] = self.usable.get(patient, 0) + 1
+
+
+@dataclass
 class Population:
     """Patients and their records, built from a stream of resources from any source."""
 
@@ -100,7 +122,10 @@ class PopulationBuilder:
     """
 
     def __init__(
-        self, quality: DataQuality | None = None, keep_patients: Collection[str] | None = None
+        self,
+        quality: DataQuality | None = None,
+        keep_patients: Collection[str] | None = None,
+        dropped: Dropped | None = None,
     ) -> None:
         self.quality = quality or DataQuality()
         self._patients: dict[str, Resource] = {}
@@ -112,7 +137,8 @@ class PopulationBuilder:
         self.skipped: dict[str, int] = defaultdict(int)
         # Held, not copied: a source's census may add patients while reading (never removes any).
         self._keep = keep_patients
-        self._dropped: dict[str, int] = defaultdict(int)  # usable resources of patients not kept
+        # Usable resources of patients not kept, per patient; shared with the source's ``dropped``.
+        self._dropped: dict[str, int] = {} if dropped is None else dropped.usable
         self._compactor = Compactor()
 
     def add(self, resource: Resource, origin: str) -> None:
@@ -195,7 +221,8 @@ class PopulationBuilder:
         if pid is None or pid in keep:
             return False  # kept, or reported as having no subject
         if pid not in self._patients and is_usable(resource):
-            self._dropped[pid] += 1  # only ever read for patients without a Patient resource
+            # only ever read for patients without a Patient resource
+            self._dropped[pid] = self._dropped.get(pid, 0) + 1
         return True
 
     def add_all(self, resources: Iterable[tuple[Resource, str]]) -> None:

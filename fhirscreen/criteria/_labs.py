@@ -114,16 +114,20 @@ def coded_observations(record: PatientRecord, vs: ValueSet) -> list[Resource]:
     A record has a few hundred distinct codes but thousands of Observations, and the lab criteria ask
     for some forty value sets: looking codes up in a per-record index (built once) instead of matching
     every Observation against every value set is what keeps evaluation linear. Value sets with text
-    patterns need the text, so they are matched one Observation at a time as before.
+    patterns need the text, so they are matched once per distinct code element instead.
     """
     observations = record.memo("_labs:parts", lambda: _parts(record))
     if vs.text_patterns:
-        return [obs for obs in observations if vs.match(obs.get("code")) is not None]
-    index = record.memo("_labs:code-index", lambda: _code_index(observations))
-    if not vs.prefixes and len(vs.codes) <= len(index):
-        hits = [index[key] for key in vs.codes if key in index]
+        # Matched once per distinct code element rather than per Observation: kept resources share
+        # equal elements (fhir/compact.py), and the answer depends on the element alone.
+        groups = record.memo("_labs:concepts", lambda: _concept_index(observations))
+        hits = [positions for concept, positions in groups.values() if vs.match(concept) is not None]
     else:
-        hits = [positions for key, positions in index.items() if vs.has_code(*key)]
+        index = record.memo("_labs:code-index", lambda: _code_index(observations))
+        if not vs.prefixes and len(vs.codes) <= len(index):
+            hits = [index[key] for key in vs.codes if key in index]
+        else:
+            hits = [positions for key, positions in index.items() if vs.has_code(*key)]
     if not hits:
         return []
     if len(hits) == 1:
@@ -145,15 +149,37 @@ def _parts(record: PatientRecord) -> list[Resource]:
 def _code_index(observations: list[Resource]) -> dict[tuple[str, str], list[int]]:
     """(system, code) -> positions of the Observations coded with it (each position once per key)."""
     index: dict[tuple[str, str], list[int]] = {}
+    # A code element shared by many Observations (fhir/compact.py) is read once; ids are stable here
+    # since ``observations`` holds every element for the whole loop.
+    keys_of: dict[int, list[tuple[str, str]]] = {}
     for position, obs in enumerate(observations):
         concept = obs.get("code")
         if not concept:
             continue
-        for system, code, _display in codings(concept):
-            positions = index.setdefault((system, code), [])
+        keys = keys_of.get(id(concept))
+        if keys is None:
+            keys = keys_of[id(concept)] = [(system, code) for system, code, _display in codings(concept)]
+        for key in keys:
+            positions = index.setdefault(key, [])
             if not positions or positions[-1] != position:
                 positions.append(position)
     return index
+
+
+def _concept_index(observations: list[Resource]) -> dict[int, tuple[Any, list[int]]]:
+    """id(code element) -> (the element, positions of the Observations coded with it), for the value
+    sets matched by text. Elements are held, so their ids stay theirs while the index lives."""
+    groups: dict[int, tuple[Any, list[int]]] = {}
+    for position, obs in enumerate(observations):
+        concept = obs.get("code")
+        if not concept:
+            continue  # ``match`` says None to an empty code
+        group = groups.get(id(concept))
+        if group is None:
+            groups[id(concept)] = (concept, [position])
+        else:
+            group[1].append(position)
+    return groups
 
 
 def code_of(obs: Mapping[str, Any]) -> set[str]:

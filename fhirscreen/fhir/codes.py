@@ -12,7 +12,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from fhirscreen.fhir.memo import per_resource
+from fhirscreen.fhir.memo import new_table, per_resource
 
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -164,8 +164,7 @@ _SIGNATURES_MAX = 100_000
 _RESULTS_MAX = 20_000
 
 
-@per_resource  # a concept is matched against dozens of value sets: read it once per patient
-def concept_signature(concept: Mapping[str, Any]) -> tuple[Signature, int]:
+def _concept_signature(concept: Mapping[str, Any]) -> tuple[Signature, int]:
     """The signature of a CodeableConcept and its number (-1 when the table of numbers is full)."""
     parts = []
     for coding in concept.get("coding") or ():
@@ -182,6 +181,12 @@ def concept_signature(concept: Mapping[str, Any]) -> tuple[Signature, int]:
         else:
             number = -1
     return signature, number
+
+
+# A concept is matched against dozens of value sets: read once per patient. ``ValueSet.match`` (over
+# a million calls at 50,000 people) looks in the table itself before calling the view.
+_SIGNATURES = new_table()
+concept_signature = per_resource(_concept_signature, _SIGNATURES)
 
 
 @dataclass(frozen=True)
@@ -256,7 +261,11 @@ class ValueSet:
         # million times at 50,000 people). The concept is reduced once to its signature (normalised
         # codes, displays, text), and the answer for a signature is computed once per value set:
         # real data use few distinct codings, so nearly every call is two dict lookups.
-        signature, number = concept_signature(concept)
+        held = _SIGNATURES.get(id(concept))
+        if held is not None and held[0] is concept:
+            signature, number = held[1]
+        else:
+            signature, number = concept_signature(concept)
         if number < 0:
             return self._match_signature(signature)
         results = self._results

@@ -38,10 +38,22 @@ def resources_unchanged() -> Iterator[None]:
             table.clear()
 
 
-def per_resource(compute: Callable[[Any], T]) -> Callable[[Any], T]:
-    """``compute(obj)``, remembered per object within ``resources_unchanged``."""
+def new_table() -> dict[int, tuple[Any, Any]]:
+    """A table for ``per_resource``, emptied with the others when the block ends. A caller on a hot
+    path may look an object up in it directly (``table.get(id(obj))``, then ``held[0] is obj``): it
+    holds entries only while a block is active, so a hit is what the view would return."""
     table: dict[int, tuple[Any, Any]] = {}
     _tables.append(table)
+    return table
+
+
+def per_resource(
+    compute: Callable[[Any], T], table: dict[int, tuple[Any, Any]] | None = None
+) -> Callable[[Any], T]:
+    """``compute(obj)``, remembered per object within ``resources_unchanged`` (in ``table``, made by
+    ``new_table``, when given)."""
+    if table is None:
+        table = new_table()
 
     @functools.wraps(compute)
     def view(obj: Any) -> T:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -66,17 +66,35 @@ class ObservedSource:
 
     def read(self, plan: QueryPlan, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
         started = time.monotonic()
+        # Resources a source dropped itself (other patients' lines, see QueryPlan.dropped) were read
+        # too: counted in batches while reading, and exactly at the end.
+        dropped = plan.dropped if plan is not None else None
+        counted: Counter[str] = Counter()
+        synced = 0
         try:
             for resource, origin in self._source.read(plan, quality):
+                if dropped is not None and dropped.resources - synced >= 4096:
+                    self._count_dropped(dropped.by_type, counted)
+                    synced = dropped.resources
                 rtype = str(resource.get("resourceType", "?"))
                 self.resources[rtype] += 1
                 if self.progress is not None:
                     self.progress.resource(rtype)
                 yield resource, origin
+            if dropped is not None:
+                self._count_dropped(dropped.by_type, counted)
         finally:
             self.read_seconds += time.monotonic() - started
             if self.progress is not None:
                 self.progress.stage("evaluating the criteria")
+
+    def _count_dropped(self, by_type: Mapping[str, int], counted: Counter[str]) -> None:
+        """Add what was dropped since the last call (``counted`` is what was added before)."""
+        fresh = Counter({rtype: n - counted[rtype] for rtype, n in by_type.items() if n > counted[rtype]})
+        counted.update(fresh)
+        self.resources.update(fresh)
+        if self.progress is not None:
+            self.progress.resources.update(fresh)
 
     def close_progress(self) -> None:
         if self.progress is not None:

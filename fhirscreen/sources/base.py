@@ -9,7 +9,7 @@ from typing import Protocol
 from fhirscreen.fhir.codes import LOINC, Code, ValueSet
 from fhirscreen.fhir.resources import Resource
 from fhirscreen.quality import DataQuality
-from fhirscreen.record import SCREENED_TYPES
+from fhirscreen.record import SCREENED_TYPES, Dropped
 from fhirscreen.sources.code_lists import searchable, union_searchable
 from fhirscreen.trial.loader import Trial
 
@@ -51,6 +51,9 @@ class QueryPlan:
     # before passing on any resource of that patient (the initial population, found while reading).
     keep_patients: Collection[str] | None = field(default=None, compare=False)
     population: ValueSet | None = field(default=None, compare=False)
+    # With ``keep_patients``: where a source that drops other patients' resources itself (rather than
+    # handing them on for the record builder to check) counts them; the builder shares the counts.
+    dropped: Dropped | None = field(default=None, compare=False)
     # What a search cannot reach: prefixes without a shipped code list, text patterns (sentences).
     search_gaps: tuple[str, ...] = field(default=(), compare=False)
 

@@ -19,6 +19,11 @@ Speed (file mode must screen >= 50,000 resources/s on one core; ``bench/file_ben
   Bundle entries of skipped types become the same stubs and are not walked for references.
 - References are rewritten only in Bundles that have fullUrl aliases and only in the resources of
   kept patients; other patients' resources get just their patient reference resolved.
+- With ``QueryPlan.dropped`` too, an NDJSON line of a patient outside the kept set is parsed and
+  dropped here rather than handed on, when all the record builder would do with it is count it
+  (``_Prefilter.drops``); the count goes into the tally the builder shares. At 50,000 people that is
+  most lines, and handing each on cost more than parsing it. Every line is still parsed, so damaged
+  lines are reported whoever they belong to.
 
 Memory (the design and its trade-off are in ``fhirscreen.pipeline``): with ``QueryPlan.keep_patients``
 and ``population`` the source finds the initial population while reading. Each file's Conditions are
@@ -47,7 +52,7 @@ import orjson
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, reference_id
 from fhirscreen.quality import DataQuality
-from fhirscreen.record import KEPT_TYPES, patient_id
+from fhirscreen.record import KEPT_TYPES, Dropped, patient_id
 from fhirscreen.sources.base import NothingUsableError, QueryPlan, SourceError
 
 log = logging.getLogger("fhirscreen")
@@ -57,6 +62,7 @@ _SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
 _NOT_PATIENT_IDS = frozenset({"Patient/", "Patient/_history"})
 _BOM = b"\xef\xbb\xbf"
 _LEADING_TYPE = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"')
+_NO_ALIASES: Mapping[str, str] = {}  # an NDJSON line is a resource on its own (never written to)
 
 
 def _open_binary(path: Path) -> IO[bytes]:
@@ -134,7 +140,7 @@ class FileSource:
                 yield from read_file(file, quality, wanted)
             return
         census = plan.population if plan is not None and isinstance(keep, set) else None
-        prefilter = _Prefilter(keep, census)
+        prefilter = _Prefilter(keep, census, dropped=plan.dropped if plan is not None else None)
         for index, file in enumerate(files):
             prefilter.start_file(index)
             yield from read_file(file, quality, wanted, prefilter)
@@ -173,7 +179,10 @@ class FileSource:
         passed_over = first.passed_over
         indices = sorted({i for pid in late for i in passed_over[pid] if i <= late[pid][0]})
         log.debug("reading %d file(s) again for %d patient(s) found late", len(indices), len(late))
-        prefilter = _Prefilter(frozenset(late), None, first.referenced, defer_medications=False)
+        # Other patients' lines are dropped unseen: only the late patients' own are passed on below.
+        prefilter = _Prefilter(
+            frozenset(late), None, first.referenced, defer_medications=False, drop_others=True
+        )
         scratch = DataQuality()
         for index in indices:
             prefilter.start_file(index)
@@ -207,6 +216,8 @@ class _Prefilter:
         population: ValueSet | None,
         referenced: set[str] | None = None,
         defer_medications: bool = True,
+        dropped: Dropped | None = None,
+        drop_others: bool = False,
     ) -> None:
         self.keep = keep
         self.population = population
@@ -224,6 +235,11 @@ class _Prefilter:
         self.joined: dict[str, tuple[int, int]] = {}  # patient id -> (file index, checked) at joining
         # patient id -> indices of the files that held their resources while they were not kept
         self.passed_over: dict[str, list[int]] = defaultdict(list)
+        # ``drops``: other patients' resources are counted in ``dropped`` (shared with the record
+        # builder) instead of being handed on; with ``drop_others`` alone they are not counted at all
+        # (a second reading, whose findings were made the first time).
+        self.dropped = dropped
+        self.drop_others = drop_others or dropped is not None
 
     def start_file(self, index: int) -> None:
         self.index = index
@@ -259,6 +275,47 @@ class _Prefilter:
             if not held or held[-1] != self.index:
                 held.append(self.index)
         return False
+
+    def drops(self, resource: Resource) -> bool:
+        """``wants`` for a resource read on its own (an NDJSON line: no bundle aliases), and True when
+        it need not be handed on at all: it belongs to a patient outside the kept set and all the
+        record builder would do with it is drop it (``PopulationBuilder._add_unkept``), which is done
+        here, counts included. At 50,000 people that is most lines, and handing each on cost more
+        than parsing it. A Patient, or a resource without an id, or of a type the builder does not
+        keep (findings, counts of skipped types) is handed on as before."""
+        link = _DROPPABLE.get(resource["resourceType"]) if self.drop_others else None
+        if link is None:
+            self.wants(resource, _NO_ALIASES)
+            return False
+        # ``wants`` inlined (it runs for every line): the plain ``Patient/<id>`` reference first.
+        self.checked += 1
+        holder = resource.get(link)
+        value = holder.get("reference") if holder.__class__ is dict else None
+        if (
+            value.__class__ is str
+            and value.startswith("Patient/")
+            and value.find("/", 8) < 0
+            and value not in _NOT_PATIENT_IDS
+        ):
+            pid: str = value[8:]
+        else:
+            linked = patient_id(resource)
+            if linked is None:
+                return False
+            pid = linked
+        if pid in self.keep:
+            self._note_medication(resource, _NO_ALIASES)
+            return False
+        if self.population is not None:
+            held = self.passed_over[pid]
+            if not held or held[-1] != self.index:
+                held.append(self.index)
+        rid = resource.get("id")
+        if not isinstance(rid, str) or not rid:
+            return False  # the builder reports it (no-id)
+        if self.dropped is not None:
+            self.dropped.count(resource["resourceType"], pid, is_usable(resource))
+        return True
 
     def _note_medication(self, resource: Resource, aliases: Mapping[str, str]) -> None:
         holder = resource.get("medicationReference")
@@ -345,6 +402,9 @@ def read_file(
 
 # Types whose NDJSON lines ``_read_ndjson`` hands on directly (not Bundles, not Medications).
 _PLAIN = frozenset(PATIENT_LINK) | {"Patient"}
+# Of those, the types whose resources of other patients ``_Prefilter.drops`` may drop: kept by the
+# record builder (others are counted as skipped there) and linked by one element (so not Patient).
+_DROPPABLE = {rtype: link for rtype, link in PATIENT_LINK.items() if rtype in KEPT_TYPES}
 
 
 def _read_ndjson(
@@ -352,11 +412,17 @@ def _read_ndjson(
 ) -> Iterator[tuple[Resource, str]]:
     shown = str(file)
     stubs: dict[bytes, Resource] = {}
+    # For the inlined ``_Prefilter.drops`` below: what it reads, looked up once per file.
+    drop_others = prefilter is not None and prefilter.drop_others
+    keep: Collection[str] = () if prefilter is None else prefilter.keep
+    index = 0 if prefilter is None else prefilter.index
+    passed_over = None if prefilter is None or prefilter.population is None else prefilter.passed_over
+    dropped = None if prefilter is None else prefilter.dropped
     with _open_binary(file) as fh:
         for lineno, line in enumerate(fh, start=1):
             if wanted is not None:
                 m = _LEADING_TYPE.match(line)
-                if m is not None and line.rstrip().endswith(b"}"):
+                if m is not None and (line.endswith(b"}\n") or line.rstrip().endswith(b"}")):
                     rtype = m.group(1)
                     if rtype not in stubs:
                         name = rtype.decode("ascii")
@@ -385,6 +451,34 @@ def _read_ndjson(
                         "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
                     )
                     continue
+            if (
+                drop_others
+                and data.__class__ is dict
+                and (link := _DROPPABLE.get(data.get("resourceType"))) is not None  # type: ignore[arg-type]
+            ):
+                # ``_Prefilter.drops`` inlined for its commonest case (it runs for most lines): a
+                # resource with a plain ``Patient/<id>`` reference, of a patient already known to
+                # be outside the kept set, with an id. Anything else takes the general way below.
+                holder = data.get(link)
+                value = holder.get("reference") if holder.__class__ is dict else None
+                if (
+                    value.__class__ is str
+                    and value.startswith("Patient/")
+                    and value.find("/", 8) < 0
+                    and value not in _NOT_PATIENT_IDS
+                    and data["resourceType"] != "Condition"  # the census may add the patient
+                ):
+                    pid = value[8:]
+                    rid = data.get("id")
+                    if pid not in keep and rid.__class__ is str and rid:
+                        prefilter.checked += 1  # type: ignore[union-attr]
+                        if passed_over is not None:
+                            held = passed_over[pid]
+                            if not held or held[-1] != index:
+                                held.append(index)
+                        if dropped is not None:
+                            dropped.count(data["resourceType"], pid, is_usable(data))
+                        continue
             if prefilter is None or data.__class__ is not dict or data.get("resourceType") not in _PLAIN:
                 try:
                     yield from _resources_in(data, f"{shown}:{lineno}", quality, wanted, prefilter)
@@ -393,11 +487,13 @@ def _read_ndjson(
                         "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
                     )
                 continue
-            # What ``_resources_in`` does for a patient's resource, without a generator per line.
+            # What ``_resources_in`` does for a patient's resource, without a generator per line, and
+            # other patients' resources dropped here rather than handed on (``_Prefilter.drops``).
             try:
                 if data["resourceType"] == "Condition":
-                    prefilter.census(data, {})
-                prefilter.wants(data, {})
+                    prefilter.census(data, _NO_ALIASES)
+                if prefilter.drops(data):
+                    continue
             except RecursionError:
                 quality.add(
                     "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"

@@ -3,6 +3,7 @@ and the memory prefilter keeps exactly the initial population's resources, whate
 
 from __future__ import annotations
 
+import dataclasses
 import gzip
 import json
 from datetime import date
@@ -13,7 +14,8 @@ import pytest
 
 from fhirscreen.pipeline import load_population, run_screening
 from fhirscreen.quality import DataQuality
-from fhirscreen.record import Population, PopulationBuilder
+from fhirscreen.record import Dropped, Population, PopulationBuilder
+from fhirscreen.runs.observe import ObservedSource
 from fhirscreen.sources.base import QueryPlan
 from fhirscreen.sources.files import FileSource, bundle_resources
 from fhirscreen.trial.loader import Trial
@@ -366,3 +368,141 @@ def test_bundle_medications_resolve_without_reading_again(
     [use] = population.records["sle"].of_type("MedicationAdministration")
     assert use["medicationReference"] == {"reference": "Medication/m-sle"}
     assert "again" not in caplog.text
+
+
+# ------------------------------------------------------------------------------ other patients' lines
+
+
+def dropped_lines_files(tmp_path: Path) -> Path:
+    """NDJSON where most lines belong to patients outside the population, in every shape the source's
+    drop path must either handle as the builder would or leave to the builder."""
+    data = tmp_path / "export"
+    data.mkdir()
+    unusable = {**observation("o-other-eie", "other"), "status": "entered-in-error"}
+    contained = {
+        **observation("o-other-contained", "other"),
+        "contained": [{"resourceType": "Patient", "id": "inner"}],
+    }
+    history = observation("o-other-history", "other", ref="Patient/other/_history/2")
+    absolute = observation("o-ghost-absolute", "ghost", ref="http://ehr.example/fhir/Patient/ghost")
+    no_id = {k: v for k, v in observation("x", "other").items() if k != "id"}
+    empty_id = {**observation("x", "other"), "id": ""}
+    two_refs = {**observation("o-other-two", "other"), "performer": [{"reference": "Patient/sle"}]}
+    ndjson(
+        data / "1-Observation.ndjson",
+        observation("o-late-early", "late"),  # before the late patient joins: dropped, then re-read
+        observation("o-sle", "sle"),
+        observation("o-other", "other"),
+        unusable,
+        contained,
+        history,
+        absolute,
+        no_id,
+        empty_id,
+        two_refs,
+        observation("o-ghost", "ghost"),  # no Patient anywhere: a missing-patient finding
+        {**observation("o-ghost-eie", "ghost"), "status": "entered-in-error"},  # not counted in it
+        {**observation("o-ghost-subjectless", "ghost"), "subject": {"display": "somebody"}},
+        {**observation("o-other-odd", "other"), "subject": "Patient/other"},  # not a Reference
+        encounter("e-other", "other"),  # a type screening skips: counted, never kept
+    )
+    ndjson(
+        data / "2-Condition.ndjson",
+        condition("c-sle", "sle", SLE),
+        condition("c-other", "other", ASTHMA),
+        {**condition("c-other-refuted", "other", ASTHMA),
+         "verificationStatus": {"coding": [{"code": "refuted"}]}},
+        condition("c-late", "late", SLE),
+        condition("c-ghost", "ghost", ASTHMA),
+    )
+    ndjson(
+        data / "3-Observation.ndjson",
+        observation("o-late-after", "late"),
+        observation("o-other-after", "other"),
+        observation("o-ghost-after", "ghost"),
+    )
+    ndjson(data / "4-Patient.ndjson", patient("sle"), patient("other"), patient("late"))
+    return data
+
+
+def test_other_patients_lines_are_dropped_by_the_source_with_the_same_findings(
+    tmp_path: Path, trial: Trial
+) -> None:
+    data = dropped_lines_files(tmp_path)
+    before = unfiltered(data)
+    after = load_population(FileSource(data), trial)
+    assert set(after.records) == set(before.records) == {"sle", "other", "late"}
+    for pid in ("sle", "late"):
+        assert kept_ids(after)[pid] == kept_ids(before)[pid]
+    assert kept_ids(after)["late"] == [
+        "Condition/c-late", "Observation/o-late-after", "Observation/o-late-early"
+    ]
+    assert after.records["other"].resources == {}
+    assert after.skipped == before.skipped == {"Encounter": 1}
+    # Every finding of the full reading: the two lines without an id, the subjectless one, and the
+    # missing Patient counted over usable resources only, whether dropped by the source or not.
+    assert findings(after) == findings(before)
+    problems = [problem for _where, problem, _message in findings(after)]
+    assert problems.count("no-id") == 2
+    assert (
+        "Patient/ghost",
+        "missing-patient",
+        "4 resource(s) refer to Patient/ghost, which is not in the data",
+    ) in findings(after)
+
+
+def test_the_source_hands_on_only_what_the_builder_must_see(tmp_path: Path, trial: Trial) -> None:
+    """Lines of patients outside the kept set are dropped unless the builder has something to say
+    about them (no id) or the plain reading does not apply (the builder's own rules decide)."""
+    data = dropped_lines_files(tmp_path)
+    keep: set[str] = set()
+    dropped = Dropped()
+    the_plan = dataclasses.replace(
+        plan(trial), keep_patients=keep, population=trial.population, dropped=dropped
+    )
+    quality = DataQuality()
+    handed = [(r.get("resourceType"), r.get("id")) for r, _o in FileSource(data).read(the_plan, quality)]
+    assert ("Observation", "o-other") not in handed
+    assert ("Observation", "o-other-eie") not in handed
+    assert ("Observation", "o-other-contained") not in handed  # the top-level subject decides
+    assert ("Observation", "o-other-history") not in handed  # patient_id reads the history form
+    assert ("Observation", "o-other-two") not in handed  # a performer is not the subject
+    assert ("Observation", None) in handed and ("Observation", "") in handed  # no-id: the builder's
+    assert ("Observation", "o-ghost-subjectless") in handed  # no subject: the builder reports it
+    assert ("Observation", "o-other-odd") in handed  # not a Reference: no subject either
+    assert ("Encounter", None) in handed  # a stub of a skipped type
+    assert ("Patient", "other") in handed  # Patients always go on (stubs, duplicates)
+    # The late patient: their early line was dropped on the first reading and comes on the second.
+    assert handed.count(("Observation", "o-late-early")) == 1
+    assert keep == {"sle", "late"}
+    # Usable ones only: o-ghost, o-ghost-absolute, o-ghost-after, c-ghost (not o-ghost-eie); for
+    # "other" neither o-other-eie nor the refuted Condition.
+    assert dropped.usable["ghost"] == 4
+    assert dropped.usable["other"] == 6
+
+
+def test_explain_drops_other_patients_lines_too(tmp_path: Path, trial: Trial) -> None:
+    data = dropped_lines_files(tmp_path)
+    population = load_population(FileSource(data), trial, ("other",))
+    assert kept_ids(population)["other"] == kept_ids(unfiltered(data))["other"]
+    assert findings(population) == findings(unfiltered(data))
+
+
+class _HandingEverythingOn(FileSource):
+    """The file source as before other patients' lines were dropped in it: everything is handed on."""
+
+    def read(self, plan: QueryPlan | None, quality: DataQuality):  # type: ignore[no-untyped-def]
+        return super().read(None if plan is None else dataclasses.replace(plan, dropped=None), quality)
+
+
+def test_dropped_lines_still_count_as_read(tmp_path: Path, trial: Trial) -> None:
+    """run.json's resources_read and the progress display count what the source dropped itself."""
+    data = dropped_lines_files(tmp_path)
+    observed = ObservedSource(FileSource(data))
+    before = ObservedSource(_HandingEverythingOn(data))
+    after = load_population(observed, trial)  # type: ignore[arg-type]
+    handed = load_population(before, trial)  # type: ignore[arg-type]
+    assert observed.resources == before.resources
+    assert observed.resources["Observation"] == 19  # 17 lines, o-sle and o-late-early read again
+    assert findings(after) == findings(handed)
+    assert kept_ids(after) == kept_ids(handed)
