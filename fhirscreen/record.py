@@ -178,6 +178,15 @@ class PopulationBuilder:
                     f"{rtype}/{rid} has no Patient subject; skipped",
                 )
             return
+        bad = malformed_elements(resource)
+        if bad:
+            self.quality.add(
+                "warning",
+                f"{rtype}/{rid}",
+                "malformed-element",
+                f"{', '.join(bad)} not in FHIR's form (an object, or a code string, was "
+                "expected); read as absent",
+            )
         # Kept even when not usable: a later version may be, and an unusable later version must
         # replace a usable earlier one. Hygiene is applied in build().
         if resource.__class__ is dict:
@@ -295,6 +304,27 @@ def is_later_version(new: Mapping[str, Any], held: Mapping[str, Any]) -> bool:
     if new_updated is not None and held_updated is not None:
         return new_updated > held_updated
     return False
+
+
+# Elements the criteria read as a CodeableConcept or a Reference (objects) or as a code (a string). Any
+# other JSON in their place is read as absent, which the run says once per resource.
+_OBJECT_ELEMENTS = (
+    "code",
+    "clinicalStatus",
+    "verificationStatus",
+    "valueCodeableConcept",
+    "valueQuantity",
+    "medicationCodeableConcept",
+    "medicationReference",
+)
+_CODE_ELEMENTS = ("status", "intent")
+
+
+def malformed_elements(resource: Mapping[str, Any]) -> list[str]:
+    """The elements of a kept resource that are present but not in FHIR's form (see above)."""
+    bad = [k for k in _OBJECT_ELEMENTS if k in resource and not isinstance(resource[k], dict)]
+    bad += [k for k in _CODE_ELEMENTS if k in resource and not isinstance(resource[k], str)]
+    return bad
 
 
 def patient_id(resource: Mapping[str, Any]) -> str | None:

@@ -22,7 +22,7 @@ from fhirscreen.criteria._dosing import Dose, Dosing, dosing, duration_days, map
 from fhirscreen.criteria.base import Params, ValueSetRef
 from fhirscreen.fhir.codes import ValueSet, codings, concept_label
 from fhirscreen.fhir.dates import day, span_of
-from fhirscreen.fhir.resources import Resource, ref
+from fhirscreen.fhir.resources import Resource, items, ref
 from fhirscreen.record import PatientRecord
 
 MEDICATION_TYPES = (
@@ -182,10 +182,13 @@ def _is_exposure(res: Resource) -> bool:
     """Plans, proposals, "do not give" orders and fills that never reached the patient are not exposure."""
     rtype = res.get("resourceType")
     status = res.get("status")
+    status = status if isinstance(status, str) else None  # a malformed status is no status
     if rtype == "MedicationStatement":
         return status not in PLANNED_STATUSES
     if rtype == "MedicationRequest":
-        return res.get("intent") not in NOT_ORDER_INTENTS and res.get("doNotPerform") is not True
+        intent = res.get("intent")
+        intent = intent if isinstance(intent, str) else None
+        return intent not in NOT_ORDER_INTENTS and res.get("doNotPerform") is not True
     if rtype == "MedicationDispense":
         # Handed over, or completed (a fill that is done reached the patient even if undated).
         handed = bool(res.get("whenHandedOver")) or status in (None, "completed")
@@ -277,7 +280,7 @@ def _dosages(res: Resource) -> list[Mapping[str, Any]]:
         dosage = res.get("dosage")
         return [dosage] if isinstance(dosage, Mapping) else []
     key = "dosage" if res.get("resourceType") == "MedicationStatement" else "dosageInstruction"
-    return [d for d in res.get(key) or () if isinstance(d, Mapping)]
+    return [d for d in items(res.get(key)) if isinstance(d, Mapping)]
 
 
 def _reference_strings(references: object) -> Iterator[str]:

@@ -29,7 +29,7 @@ from fhirscreen.criteria._labs import (
     value_text,
 )
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
-from fhirscreen.fhir.codes import ValueSet, concept_label
+from fhirscreen.fhir.codes import ValueSet, coding_items, concept_label
 from fhirscreen.fhir.resources import Resource, condition_span, ref
 from fhirscreen.fhir.values import is_below_range, polarity, titer_quantity
 from fhirscreen.record import PatientRecord
@@ -338,8 +338,8 @@ _TENTATIVE = frozenset({"provisional", "differential", "unconfirmed"})
 
 def _verification(condition: Resource) -> str | None:
     status = condition.get("verificationStatus")
-    for coding in (status or {}).get("coding") or ():
-        if isinstance(coding, dict) and coding.get("code"):
+    for coding in coding_items(status):
+        if coding.get("code"):
             return str(coding["code"])
     return None
 

@@ -17,7 +17,7 @@ from datetime import date
 from fhirscreen.criteria._labs import coded_observations
 from fhirscreen.criteria._medications import exposures
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
-from fhirscreen.fhir.codes import ValueSet
+from fhirscreen.fhir.codes import ValueSet, coding_items
 from fhirscreen.fhir.dates import days_before, months_before
 from fhirscreen.fhir.resources import (
     Resource,
@@ -82,7 +82,7 @@ def _value_texts(obs: Resource) -> list[str]:
     concept = obs.get("valueCodeableConcept")
     if isinstance(concept, dict):
         texts.append(str(concept.get("text") or ""))
-        texts += [str(c.get("display") or "") for c in concept.get("coding") or () if isinstance(c, dict)]
+        texts += [str(c.get("display") or "") for c in coding_items(concept)]
     return [t for t in texts if t]
 
 

@@ -6,7 +6,7 @@ trial file. Exposure comes from the shared normalised view (``_medications``).
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
@@ -20,6 +20,7 @@ from fhirscreen.criteria._medications import (
     merge,
 )
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.fhir.codes import coding_items
 from fhirscreen.fhir.dates import day
 from fhirscreen.record import PatientRecord
 
@@ -369,9 +370,8 @@ def _close(x: tuple[float, float], y: tuple[float, float]) -> bool:
 def _codes(exp: Exposure) -> frozenset[tuple[str, str]]:
     out = set()
     for concept in exp.concepts:
-        for coding in concept.get("coding") or ():
-            if isinstance(coding, Mapping):
-                out.add((str(coding.get("system")), str(coding.get("code"))))
+        for coding in coding_items(concept):
+            out.add((str(coding.get("system")), str(coding.get("code"))))
     return frozenset(out)
 
 

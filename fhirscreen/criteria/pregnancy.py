@@ -16,7 +16,7 @@ from datetime import date
 
 from fhirscreen.criteria._labs import coded_observations
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
-from fhirscreen.fhir.codes import ValueSet, concept_label, union
+from fhirscreen.fhir.codes import ValueSet, coding_items, concept_label, union
 from fhirscreen.fhir.resources import (
     Resource,
     alive_until,
@@ -169,7 +169,7 @@ def _status_words(obs: Resource) -> Polarity | None:
     texts = [str(obs.get("valueString") or "")]
     if isinstance(value, dict):
         texts.append(str(value.get("text") or ""))
-        texts += [str(c.get("display") or "") for c in value.get("coding") or () if isinstance(c, dict)]
+        texts += [str(c.get("display") or "") for c in coding_items(value)]
     for text in texts:
         low = " ".join(text.lower().split())
         if not low or _NO_ANSWER.search(low):

@@ -124,11 +124,24 @@ def normalised(system: Any, code: str) -> tuple[str, str]:
     return hit
 
 
+def coding_items(concept: object) -> list[Mapping[str, Any]]:
+    """The codings of a CodeableConcept that are objects: none for a concept that is not an object or a
+    ``coding`` that is not a list (malformed data read as no coding, never an error)."""
+    if concept.__class__ is not dict and not isinstance(concept, Mapping):
+        return []
+    found = concept.get("coding")
+    if found.__class__ is not list:
+        return []
+    return [c for c in found if c.__class__ is dict or isinstance(c, Mapping)]
+
+
 def codings(concept: Mapping[str, Any] | None) -> Iterator[tuple[str, str, str]]:
-    """(system, code, display) of every coding in a CodeableConcept, normalised."""
-    if not concept:
+    """(system, code, display) of every coding in a CodeableConcept, normalised; nothing for a concept
+    that is not an object or a ``coding`` that is not a list (malformed data are no code, not an error)."""
+    if not concept or (concept.__class__ is not dict and not isinstance(concept, Mapping)):
         return
-    for coding in concept.get("coding") or ():
+    found = concept.get("coding")
+    for coding in found if isinstance(found, list) else ():
         if coding.__class__ is not dict and not isinstance(coding, Mapping):  # JSON gives dicts
             continue
         code = coding.get("code")
@@ -140,10 +153,11 @@ def codings(concept: Mapping[str, Any] | None) -> Iterator[tuple[str, str, str]]
 
 def concept_label(concept: Mapping[str, Any] | None) -> str:
     """A human label for a CodeableConcept: its text, else the first display, else the first code."""
-    if not concept:
+    if not concept or (concept.__class__ is not dict and not isinstance(concept, Mapping)):
         return "(no code)"
-    if concept.get("text"):
-        return str(concept["text"])
+    text = concept.get("text")
+    if text and isinstance(text, str):
+        return text
     first = None
     for _system, code, display in codings(concept):
         if display:
@@ -165,15 +179,24 @@ _RESULTS_MAX = 20_000
 
 
 def _concept_signature(concept: Mapping[str, Any]) -> tuple[Signature, int]:
-    """The signature of a CodeableConcept and its number (-1 when the table of numbers is full)."""
+    """The signature of a CodeableConcept and its number (-1 when the table of numbers is full).
+
+    Malformed data read as no code at all, never an error: a concept that is not an object (``"code":
+    "M32.14"``), a ``coding`` that is not a list, a coding that is not an object, a text that is not a
+    string."""
     parts = []
-    for coding in concept.get("coding") or ():
+    if concept.__class__ is not dict and not isinstance(concept, Mapping):
+        concept = {}
+    codings = concept.get("coding")
+    for coding in codings if isinstance(codings, list) else ():
         if coding.__class__ is not dict and not isinstance(coding, Mapping):
             continue
         code = coding.get("code")
         key = normalised(coding.get("system"), code) if isinstance(code, str) and code else None
-        parts.append((key, str(coding.get("display") or "")))
-    signature: Signature = (tuple(parts), str(concept.get("text") or ""))
+        display = coding.get("display")
+        parts.append((key, display if isinstance(display, str) else ""))
+    text = concept.get("text")
+    signature: Signature = (tuple(parts), text if isinstance(text, str) else "")
     number = _SIGNATURE_NUMBERS.get(signature)
     if number is None:
         if len(_SIGNATURE_NUMBERS) < _SIGNATURES_MAX:

@@ -91,6 +91,12 @@ def patient_id_of(resource: Mapping[str, Any]) -> str | None:
     return reference_id(resource.get(link), "Patient")
 
 
+def items(value: object) -> list[Any]:
+    """A repeating element's items: [] for anything that is not a JSON list (malformed data read as
+    absent, never an error)."""
+    return value if value.__class__ is list else []
+
+
 def is_usable(resource: Mapping[str, Any]) -> bool:
     """False for records that must be ignored: entered-in-error, refuted, cancelled, not taken."""
     rtype = resource.get("resourceType")
@@ -100,7 +106,8 @@ def is_usable(resource: Mapping[str, Any]) -> bool:
         # Asked of every resource read (other patients' too): no set is built for the answer.
         return not _has_status(resource.get("verificationStatus"), _DROPPED_VERIFICATION)
     dropped = _DROPPED_STATUS.get(rtype)
-    if dropped and resource.get("status") in dropped:
+    status = resource.get("status")
+    if dropped and status.__class__ is str and status in dropped:  # a malformed status is no status
         return False
     return not (rtype == "MedicationStatement" and resource.get("taken") == "n")
 
@@ -109,7 +116,8 @@ def _has_status(concept: object, statuses: frozenset[str]) -> bool:
     """``bool(_status_codes(concept) & statuses)``."""
     if not isinstance(concept, Mapping):
         return False
-    for coding in concept.get("coding") or ():  # ``codings`` inlined: no generator per resource
+    found = concept.get("coding")
+    for coding in found if found.__class__ is list else ():  # ``codings`` inlined: no generator
         if coding.__class__ is dict or isinstance(coding, Mapping):
             code = coding.get("code")
             if isinstance(code, str) and code and normalised(coding.get("system"), code)[1] in statuses:

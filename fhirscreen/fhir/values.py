@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any, Literal
 
 from fhirscreen.fhir.codes import codings
+from fhirscreen.fhir.resources import items
 
 Polarity = Literal["positive", "negative", "indeterminate"]
 Comparator = Literal["<", "<=", ">=", ">"]
@@ -264,7 +265,7 @@ def polarity_of_text(text: str) -> Polarity | None:
 def interpretation_codes(obs: Mapping[str, Any]) -> set[str]:
     """The interpretation codes (v3 / v2-0078 ``H``, ``POS``, ``L``...), upper-cased."""
     out: set[str] = set()
-    for concept in obs.get("interpretation") or ():
+    for concept in items(obs.get("interpretation")):
         if isinstance(concept, Mapping):
             out.update(code.upper() for _s, code, _d in codings(concept))
     return out
@@ -338,7 +339,7 @@ def polarity(obs: Mapping[str, Any] | None) -> Polarity | None:
 
 
 def _ranges(obs: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
-    for rr in obs.get("referenceRange") or ():
+    for rr in items(obs.get("referenceRange")):
         if isinstance(rr, Mapping):
             yield rr
 

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from fhirscreen.fhir.codes import coding_items
 from fhirscreen.fhir.dates import age_in_years, parse_date
 from fhirscreen.record import PatientRecord
 from fhirscreen.report.describe import describe_resource, find_resource
@@ -55,8 +56,7 @@ def _mrn(patient: Mapping[str, Any]) -> str:
     for identifier in patient.get("identifier") or ():
         if not isinstance(identifier, Mapping):
             continue
-        codings = (identifier.get("type") or {}).get("coding") or ()
-        if any(isinstance(c, Mapping) and c.get("code") == MRN_TYPE for c in codings):
+        if any(c.get("code") == MRN_TYPE for c in coding_items(identifier.get("type"))):
             return str(identifier.get("value") or "")
     return ""
 

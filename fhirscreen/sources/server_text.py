@@ -24,6 +24,8 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
+from fhirscreen.fhir.codes import coding_items
+
 MAX_CHARS = 200
 MAX_ISSUES = 5
 
@@ -112,8 +114,8 @@ def outcome_text(body: Any) -> str | None:
         codes = []
         text = issue.get("diagnostics")
         if isinstance(details, Mapping):
-            for coding in details.get("coding") or ():
-                code = coding.get("code") if isinstance(coding, Mapping) else None
+            for coding in coding_items(details):
+                code = coding.get("code")
                 if isinstance(code, str) and _CODE_TOKEN.match(code):
                     codes.append(code)
             text = text or details.get("text")

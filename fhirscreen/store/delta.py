@@ -9,6 +9,7 @@ from collections.abc import Collection, Iterable, Mapping
 from datetime import datetime, timedelta, timezone
 from typing import Any
 
+from fhirscreen.fhir.codes import coding_items
 from fhirscreen.fhir.resources import Resource
 from fhirscreen.record import patient_id
 from fhirscreen.store.sqlite import Key, StoredResource
@@ -40,8 +41,9 @@ def is_population_condition(resource: Mapping[str, Any], codes: Collection[str])
     if resource.get("resourceType") != "Condition":
         return False
     concept = resource.get("code")
-    for coding in (concept.get("coding") or ()) if isinstance(concept, Mapping) else ():
-        if isinstance(coding, Mapping) and coding.get("code") in codes:
+    for coding in coding_items(concept):
+        code = coding.get("code")
+        if isinstance(code, str) and code in codes:
             return True
     return False
 
