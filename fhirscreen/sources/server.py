@@ -536,7 +536,38 @@ class ServerSource:
             if key[0] in MEDICATION_HOLDERS:
                 medication_refs |= medication_ids([resource])
             yield resource, origin
+        # An export that leaves out candidates it was asked for is incomplete (a server's cap on the
+        # results it fetches truncates a type silently): their records may lack anything, so say so.
+        absent = [pid for pid in ids if ("Patient", pid) not in seen] if exporter.since is None else []
+        absent = self._on_server(absent) if absent else []
+        if absent:
+            log.error(
+                "the export left out %d of the %d candidates it was asked for; the run goes on (partial), "
+                "and they are not offered as eligible",
+                len(absent),
+                len(ids),
+            )
+            for pid in absent:
+                quality.lost(
+                    f"Patient/{pid}",
+                    "the Bulk export did not return this candidate's Patient resource: the export may have "
+                    "been cut short by the server, so this record may be incomplete",
+                )
         yield from self._fetch_medications(medication_refs, seen, caps, quality)
+
+    def _on_server(self, ids: Sequence[str]) -> list[str]:
+        """Those of ``ids`` whose Patient the server has (a Condition may name a Patient that does not
+        exist: the builder reports that as missing-patient, it is not an export cut short)."""
+        found: list[str] = []
+        for batch in id_batches(list(ids)):
+            for page in self.pages(
+                f"Patient?{query_string([('_id', ','.join(batch)), ('_elements', 'id')])}", "Patient check"
+            ):
+                for entry in page.get("entry") or ():
+                    resource = entry.get("resource") if isinstance(entry, Mapping) else None
+                    if isinstance(resource, Mapping) and isinstance(resource.get("id"), str):
+                        found.append(resource["id"])
+        return [pid for pid in ids if pid in set(found)]
 
     def _fetch_medications(
         self, refs: set[str], read: Container[tuple[str, str]], caps: Capabilities, quality: DataQuality

@@ -698,3 +698,50 @@ def test_observation_searches_are_started_first_and_results_keep_the_plan_order(
             assert kinds[:first_other] == ["Observation"] * 3  # one per batch, all before the rest
             assert "Observation" not in kinds[first_other:]
     assert orders[0] == orders[1]
+
+
+# -- a Bulk export cut short ------------------------------------------------------------------------------
+
+
+def _export_without(fake: FakeFhir, mock: responses.RequestsMock, left_out: str) -> None:
+    """A candidate-only export whose files hold every candidate's resources but ``left_out``'s."""
+    kept = [
+        r
+        for r in fake.resources
+        if r["resourceType"] != "Medication"
+        and r.get("id") != left_out
+        and (r.get("subject") or {}).get("reference") != f"Patient/{left_out}"
+    ]
+    status = f"{BASE}/$export-poll-status?_jobId=1"
+    mock.add(responses.POST, f"{BASE}/Patient/$export", status=202, headers={"Content-Location": status})
+    mock.add(
+        responses.GET,
+        status,
+        json={
+            "transactionTime": "2026-06-01T00:00:00Z",
+            "request": f"{BASE}/Patient/$export",
+            "requiresAccessToken": False,
+            "output": [{"type": "Mixed", "url": f"{BASE}/Binary/out"}],
+            "error": [],
+        },
+    )
+    mock.add(responses.GET, f"{BASE}/Binary/out", body="".join(json.dumps(r) + "\n" for r in kept))
+    mock.add(responses.DELETE, status, status=202)
+
+
+@pytest.mark.parametrize("on_server", [True, False])
+def test_candidates_an_export_leaves_out_are_lost_data_unless_the_server_lacks_them(on_server: bool) -> None:
+    """A server that caps what it fetches truncates an export silently. A candidate whose Patient the
+    export left out, but which the server has, may have an incomplete record: a data-lost finding (the
+    run is partial, the patient not offered as eligible). A Patient the server does not have at all is
+    not an export cut short (the builder reports it as missing-patient)."""
+    fake = FakeFhir(population(3))
+    if not on_server:
+        fake.resources = [r for r in fake.resources if r.get("id") != "p0001"]
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        _export_without(fake, mock, "p0001")
+        fake.install(mock)
+        _resources, quality = read_all(source(bulk=True, observations="codes"))
+    lost = [f.where for f in quality.findings if f.problem == "data-lost"]
+    assert lost == (["Patient/p0001"] if on_server else [])
+    assert quality.partial is on_server
