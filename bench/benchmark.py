@@ -132,6 +132,30 @@ def run_measured(
     return result
 
 
+def settle(pid: int | None, limit: float = 900.0) -> None:
+    """Wait until the server process is idle (under a tenth of a core over 2 s), at most ``limit`` s: a
+    run killed for time leaves its searches running there, which would slow the next measurement."""
+    if pid is None:
+        return
+    stat = Path(f"/proc/{pid}/stat")
+    ticks = os.sysconf("SC_CLK_TCK")
+    started = time.monotonic()
+
+    def cpu() -> float:
+        fields = stat.read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / ticks  # utime + stime
+
+    try:
+        while time.monotonic() - started < limit:
+            before = cpu()
+            time.sleep(2)
+            if cpu() - before < 0.2:
+                break
+    except OSError:
+        return
+    log(f"server idle again after {time.monotonic() - started:.0f} s")
+
+
 class LoadSampler:
     """Samples the 1-minute load average every 2 s while a size is measured."""
 
@@ -626,6 +650,7 @@ def measure_size(args: argparse.Namespace, people: int, logs: Path) -> SizeResul
                 # A run killed for time has still logged the first pages it got answers to.
                 phases = logged_phases(measured.stderr)
                 if measured.dnf:
+                    settle(server.pid)
                     break
                 if measured.wall > args.slow_s and "floor" not in skip:
                     log(
@@ -698,7 +723,10 @@ def measure_size(args: argparse.Namespace, people: int, logs: Path) -> SizeResul
                         note=f"not the tool's plan; {wf[2] / 1e6:.2f} MB gzip on the wire",
                     )
                 )
-            for forced in ("codes", "all"):
+            # "all" first: a forced "codes" run killed for time leaves its searches running on the
+            # server (HAPI does not stop a search whose client went away), so whatever follows it waits
+            # until the server is idle again.
+            for forced in ("all", "codes"):
                 if f"force-{forced}" in skip:
                     continue
                 log(f"search mode with --observations {forced}")
@@ -720,6 +748,8 @@ def measure_size(args: argparse.Namespace, people: int, logs: Path) -> SizeResul
                         note=f"DID NOT FINISH: killed after {args.max_run_s:.0f} s" if run.dnf else "",
                     )
                 )
+                if run.dnf:
+                    settle(server.pid)
             if "pagesize" not in skip:
                 log("search mode with --page-size 1000")
                 big = run_measured(
