@@ -289,15 +289,9 @@ class _Prefilter:
             return False
         # ``wants`` inlined (it runs for every line): the plain ``Patient/<id>`` reference first.
         self.checked += 1
-        holder = resource.get(link)
-        value = holder.get("reference") if holder.__class__ is dict else None
-        if (
-            value.__class__ is str
-            and value.startswith("Patient/")
-            and value.find("/", 8) < 0
-            and value not in _NOT_PATIENT_IDS
-        ):
-            pid: str = value[8:]
+        plain = _plain_patient(resource.get(link))
+        if plain is not None:
+            pid: str = plain
         else:
             linked = patient_id(resource)
             if linked is None:
@@ -341,6 +335,20 @@ class _Prefilter:
         return True
 
 
+def _plain_patient(holder: object) -> str | None:
+    """The id of a plain ``{"reference": "Patient/<id>"}``: what ``patient_id`` would return, without its
+    general cases (absolute, versioned or contained references, which give None here)."""
+    value = holder.get("reference") if holder.__class__ is dict else None
+    if (
+        value.__class__ is str
+        and value.startswith("Patient/")
+        and value.find("/", 8) < 0
+        and value not in _NOT_PATIENT_IDS
+    ):
+        return value[8:]
+    return None
+
+
 def _linked_patient(resource: Resource, aliases: Mapping[str, str]) -> str | None:
     """The patient id of a resource, resolving its patient reference through the bundle's aliases
     (the reference itself is rewritten, as the full rewrite would have done)."""
@@ -353,8 +361,9 @@ def _linked_patient(resource: Resource, aliases: Mapping[str, str]) -> str | Non
         if isinstance(value, str):
             if value in aliases:
                 value = holder["reference"] = aliases[value]
-            if value.startswith("Patient/") and value.find("/", 8) < 0 and value not in _NOT_PATIENT_IDS:
-                return value[8:]  # the plain form: what ``patient_id`` would return, faster
+            plain = _plain_patient(holder)
+            if plain is not None:
+                return plain
     return patient_id(resource)
 
 
@@ -459,16 +468,12 @@ def _read_ndjson(
                 # ``_Prefilter.drops`` inlined for its commonest case (it runs for most lines): a
                 # resource with a plain ``Patient/<id>`` reference, of a patient already known to
                 # be outside the kept set, with an id. Anything else takes the general way below.
-                holder = data.get(link)
-                value = holder.get("reference") if holder.__class__ is dict else None
+                pid_or_none = _plain_patient(data.get(link))
                 if (
-                    value.__class__ is str
-                    and value.startswith("Patient/")
-                    and value.find("/", 8) < 0
-                    and value not in _NOT_PATIENT_IDS
+                    pid_or_none is not None
                     and data["resourceType"] != "Condition"  # the census may add the patient
                 ):
-                    pid = value[8:]
+                    pid = pid_or_none
                     rid = data.get("id")
                     if pid not in keep and rid.__class__ is str and rid:
                         prefilter.checked += 1  # type: ignore[union-attr]
