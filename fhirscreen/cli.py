@@ -6,6 +6,7 @@ failures to them.
 
 from __future__ import annotations
 
+import gc
 import logging
 import sys
 from collections.abc import Callable
@@ -364,6 +365,9 @@ def screen(
 
         for line in post_reports(options, run):
             click.echo(line, err=True)
+    # Everything is written. The cyclic collector's passes over the whole heap as the interpreter
+    # exits would only cost time (~0.1 s at 10,000 patients); reference counting still frees it all.
+    gc.freeze()
     finish(run.patients_read, run.quality, source.describe())
 
 

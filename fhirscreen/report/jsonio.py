@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from collections.abc import Mapping
 from datetime import date
 from enum import Enum
 from pathlib import Path
 from typing import Any
+
+import orjson
 
 
 class OutputError(Exception):
@@ -36,9 +39,29 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
+# How orjson writes a float with 0 < |x| < 1e-4 (``0.00001``, ``2.5e-7``), which the json module writes
+# otherwise (``1e-05``, ``2.5e-07``). Matched anywhere in the text, inside strings too: a false match only
+# costs the slower encoder.
+_ORJSON_SMALL_FLOAT = re.compile(r"[0-9]e-|0\.0000")
+
+
 def dump_json(document: Any) -> str:
-    """Indented UTF-8 JSON with a trailing newline; key order is the order the document was built in."""
-    return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    """Indented UTF-8 JSON with a trailing newline; key order is the order the document was built in.
+
+    The text is the json module's (``indent=2``, ``ensure_ascii=False``), which the golden files hold.
+    Its indenting encoder is pure Python (the C one does not indent): 0.2 s for the 300 candidates of a
+    10,000-person population, a tenth of a server run's own time. orjson writes the same bytes ten
+    times faster for everything but small floats (checked above) and what it refuses (keys that are not
+    text, integers beyond 64 bits, unpaired surrogates); those go to the json module as before. The
+    one difference left: a NaN or infinity, which json writes as invalid JSON, orjson writes as null.
+    """
+    try:
+        text = orjson.dumps(document, option=orjson.OPT_INDENT_2).decode("utf-8")
+    except TypeError:  # orjson.JSONEncodeError
+        return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    if _ORJSON_SMALL_FLOAT.search(text):
+        return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    return text + "\n"
 
 
 def write_atomic(path: Path, text: str) -> None:

@@ -6,11 +6,9 @@ from pathlib import Path
 
 from fhirscreen.report.candidates import candidates_document, render_json
 from fhirscreen.report.csv_out import render_csv
-from fhirscreen.report.group import group_resource
 from fhirscreen.report.html import render_report
 from fhirscreen.report.html.render import IDENTITIES_FILE
 from fhirscreen.report.jsonio import OutputError, dump_json, write_atomic
-from fhirscreen.report.measure import measure_report
 from fhirscreen.report.table import render_table
 from fhirscreen.screening import ScreeningRun
 
@@ -24,6 +22,11 @@ def render_outputs(run: ScreeningRun, show_names: bool = False) -> dict[str, str
     both give the same bytes. With ``show_names`` the page shows names and MRNs, and identities.json
     (the only file holding them) is added so that ``report --show-names`` can render it again.
     """
+    # The FHIR models behind these two (fhir.resources, ~70 ms to import) are loaded only by runs that
+    # write them (--out), not by every screening run's start-up.
+    from fhirscreen.report.group import group_resource
+    from fhirscreen.report.measure import measure_report
+
     document = candidates_document(run)
     identities = identities_document(run) if show_names else None
     texts = {

@@ -133,17 +133,23 @@ def query_string(params: Sequence[tuple[str, str]]) -> str:
 def normalise_references(node: Any, base_url: str) -> None:
     """Rewrite absolute references to this server (``{base}/Type/id``) as ``Type/id``, in place."""
     prefix = base_url.rstrip("/") + "/"
+    cut = len(prefix)
     # A loop, not recursion: a server's resource nested thousands of levels deep must not end the run.
+    # It visits every element of every resource read, so it is kept lean (no generator per node).
     todo = [node]
+    push = todo.append
     while todo:
         current = todo.pop()
         if isinstance(current, dict):
             value = current.get("reference")
             if isinstance(value, str) and value.startswith(prefix):
-                current["reference"] = value[len(prefix) :]
-            todo.extend(c for c in current.values() if isinstance(c, (dict, list)))
-        elif isinstance(current, list):
-            todo.extend(c for c in current if isinstance(c, (dict, list)))
+                current["reference"] = value[cut:]
+            current = current.values()
+        elif not isinstance(current, list):
+            continue
+        for child in current:
+            if isinstance(child, (dict, list)):
+                push(child)
 
 
 def patient_ids_in(conditions: Iterable[Resource]) -> list[str]:
