@@ -332,6 +332,9 @@ def screen(
         _fail("--full needs --server and --out (the store of incremental reads lives in --out)", EXIT_CONFIG)
     _setup_logging(options.verbose)
     output = _open_output(out_dir, keep)
+    # Opened before the trial is loaded: a server source sends its first request (GET /metadata) at
+    # once, and the answer is on its way while the trial file is read.
+    plain = open_source(options) if engine != "spark" else None
     trial = _load_trial(trial_file)
     if engine == "spark":
         from fhirscreen.spark import SparkUsageError
@@ -344,7 +347,7 @@ def screen(
             raise  # unreachable
         source = runs.observe(SparkInput(run))
     else:
-        plain = open_source(options)
+        assert plain is not None
         if options.server and out_dir is not None:
             from fhirscreen.store import with_store
 

@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlencode
 
 from fhirscreen.fhir.codes import ICD10, ICD10CM, Code
@@ -42,6 +42,8 @@ from fhirscreen.sources.base import ConfigurationError, QueryPlan, Source, Sourc
 from fhirscreen.sources.factory import SourceOptions
 from fhirscreen.sources.http import Auth, FhirClient
 from fhirscreen.sources.server_text import outcome_text
+
+T = TypeVar("T")
 
 log = logging.getLogger("fhirscreen.server")
 
@@ -433,6 +435,32 @@ def log_stats(s: Mapping[str, int | float]) -> None:
 # -- the source --------------------------------------------------------------------------------------
 
 
+class _EarlyAnswer(Generic[T]):
+    """``ask()`` run on a daemon thread from now on; ``result()`` waits for its value or re-raises its
+    error in the caller. A daemon thread, not an executor's: a run that ends before it needs the answer
+    (a bad trial file) exits at once instead of waiting out the request's timeout."""
+
+    def __init__(self, ask: Callable[[], T]) -> None:
+        self._ask = ask
+        self._value: T | None = None
+        self._error: BaseException | None = None
+        self._thread = threading.Thread(target=self._run, name="fhirscreen-early", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        try:
+            self._value = self._ask()
+        except BaseException as exc:  # handed to the caller of result(), where it is handled as before
+            self._error = exc
+
+    def result(self) -> T:
+        self._thread.join()
+        if self._error is not None:
+            raise self._error
+        assert self._value is not None
+        return self._value
+
+
 class ServerSource:
     """A FHIR R4 server read through searches (or Bulk Data export with ``--bulk``)."""
 
@@ -450,6 +478,7 @@ class ServerSource:
         self._lock = threading.Lock()
         # The Observation plan in force: "codes" or "all", or "auto" until the first batch decides.
         self.observation_plan = options.observations
+        self._early_capabilities: _EarlyAnswer[Capabilities] | None = None
 
     def describe(self) -> str:
         return self.client.base_url + (" (Bulk Data export)" if self.options.bulk else "")
@@ -495,7 +524,20 @@ class ServerSource:
 
     # -- steps ---------------------------------------------------------------------------------------
 
+    def ask_capabilities_early(self) -> None:
+        """Send ``GET /metadata`` now, on a background thread, so that the answer is on its way while the
+        caller loads the trial (about 0.2 s; a hospital's CapabilityStatement can be megabytes over a
+        WAN). ``capabilities`` then takes that answer, or raises its error, instead of asking again."""
+        if self._early_capabilities is None:
+            self._early_capabilities = _EarlyAnswer(self._ask_capabilities)
+
     def capabilities(self) -> Capabilities:
+        early, self._early_capabilities = self._early_capabilities, None
+        if early is not None:
+            return early.result()
+        return self._ask_capabilities()
+
+    def _ask_capabilities(self) -> Capabilities:
         statement = self.client.get_resource(
             "metadata", expect_type="CapabilityStatement", what="capability check (GET /metadata)"
         )
@@ -989,7 +1031,9 @@ def open_server_source(options: SourceOptions) -> Source:
     from fhirscreen.sources.bulk import remove_stale_workdirs
 
     remove_stale_workdirs()  # patient data a killed Bulk run left in the temp dir, whatever this run does
-    return ServerSource(options, make_client(options))
+    source = ServerSource(options, make_client(options))
+    source.ask_capabilities_early()
+    return source
 
 
 # -- posting the report back -------------------------------------------------------------------------

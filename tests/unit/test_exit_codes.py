@@ -282,6 +282,26 @@ def test_130_on_sigterm(stalled_server: FaultProxy, tmp_path: Path) -> None:
     assert "interrupted (SIG" in err and "Traceback" not in err
 
 
+def test_2_a_bad_trial_file_is_reported_at_once_while_the_server_is_still_answering(
+    stalled_server: FaultProxy, tmp_path: Path
+) -> None:
+    """The server's first request is sent before the trial file is read (its answer is on the way
+    meanwhile); a bad trial file still ends the run at once with its own message, and the request
+    still in flight (trickling here, for up to the 60 s timeout) does not hold the process."""
+    bad = tmp_path / "trial.yaml"
+    bad.write_text("trial: [unclosed\n", encoding="utf-8")
+    process = subprocess.run(
+        [sys.executable, "-m", "fhirscreen.cli", "screen", "--server", stalled_server.base_url,
+         "--trial", str(bad)],
+        capture_output=True,
+        text=True,
+        timeout=30,  # the request's own timeout is 60 s: waiting for it would fail here
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+    assert process.returncode == 2, process.stderr
+    assert f"{bad}:" in process.stderr and "not valid YAML" in process.stderr
+
+
 @responses.activate
 def test_4_a_server_with_nobody_in_the_population() -> None:
     responses.get(f"{BASE}/metadata", json={"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"})

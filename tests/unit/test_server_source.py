@@ -276,6 +276,31 @@ def test_reads_the_population_and_only_its_records() -> None:
     assert quality.findings == []
 
 
+def test_the_capability_statement_asked_early_is_the_one_the_read_uses() -> None:
+    """``open_server_source`` sends GET /metadata while the CLI loads the trial; the read takes that
+    answer and does not ask again."""
+    fake = FakeFhir(population(2))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        src = source()
+        src.ask_capabilities_early()
+        src.ask_capabilities_early()  # asked once however often it is called
+        resources, quality = read_all(src)
+        metadata_calls = [c for c in mock.calls if urlsplit(c.request.url).path.endswith("/metadata")]
+    assert len(metadata_calls) == 1
+    assert ids_of(resources, "Patient") == {"p0000", "p0001"}
+    assert quality.findings == []
+
+
+def test_an_early_capability_request_that_failed_fails_the_read_as_a_late_one_would() -> None:
+    with responses.RequestsMock() as mock:
+        mock.get(f"{BASE}/metadata", status=404, body="not a FHIR server")
+        src = source()
+        src.ask_capabilities_early()
+        with pytest.raises(SourceError, match="capability check"):
+            read_all(src)
+
+
 def test_request_count_grows_with_batches_not_patients_times_types() -> None:
     n = 250  # three batches of at most 100
     fake = FakeFhir(population(n))
