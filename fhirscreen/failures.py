@@ -62,12 +62,22 @@ def guarded(fn: F) -> F:
         except OutputError as exc:
             fail(str(exc), EXIT_USAGE)
         except KeyboardInterrupt as exc:
+            _clear_cpython_interrupt_mark()
             why = str(exc) or "SIGINT"
             fail(f"interrupted ({why}); outputs already written are kept, nothing else was", EXIT_INTERRUPTED)
         except Exception as exc:  # a bug: say so in one line, never with the input's data
             internal_error(exc, verbose)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _clear_cpython_interrupt_mark() -> None:
+    """CPython marks the process to end by SIGINT at exit when a KeyboardInterrupt leaves code that
+    ``exec`` ran from a string, even when the interrupt is caught further up; dataclasses build their
+    methods that way at import time, so a SIGTERM in the first half second of a run (the criteria
+    modules importing) ended it "killed by SIGINT" instead of with 130. Every ``exec`` of a string
+    clears the mark as it starts, and this one ends normally."""
+    exec("None")  # a constant string: nothing from outside is run
 
 
 def internal_error(exc: BaseException, verbose: bool) -> NoReturn:

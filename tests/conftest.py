@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Callable
 from datetime import date
 
@@ -10,6 +12,12 @@ from fhirscreen.quality import DataQuality
 from fhirscreen.record import PatientRecord
 from fhirscreen.trial.loader import Trial, load_trial
 from tests.builders import AS_OF
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Parsed trial files (fhirscreen/trial/parsed_cache.py) go to a folder of this test session, not
+    the user's ~/.cache; set in the environment, so that the CLI run as a process sees it too."""
+    os.environ["XDG_CACHE_HOME"] = tempfile.mkdtemp(prefix="fhirscreen-test-cache-")
 
 
 @pytest.fixture(scope="session")

@@ -18,8 +18,13 @@ from fhirscreen.criteria.base import EvaluatorKind, Params
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.paths import default_trial_file
 from fhirscreen.trial.model import CriterionDef, TrialDef, build_value_sets
+from fhirscreen.trial.parsed_cache import parsed_text
 
 _SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+def _parse_yaml(text: str) -> Any:
+    return yaml.load(text, Loader=_SafeLoader)
 
 
 class TrialFileError(Exception):
@@ -104,7 +109,7 @@ def load_trial(path: str | Path | None = None) -> Trial:
     except OSError as exc:
         raise TrialFileError(f"{shown}: cannot read trial file: {exc.strerror or exc}") from None
     try:
-        data = yaml.load(text, Loader=_SafeLoader)
+        data = parsed_text(text, _parse_yaml)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f"{shown}:{mark.line + 1}" if mark is not None else shown

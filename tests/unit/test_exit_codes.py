@@ -282,6 +282,30 @@ def test_130_on_sigterm(stalled_server: FaultProxy, tmp_path: Path) -> None:
     assert "interrupted (SIG" in err and "Traceback" not in err
 
 
+def test_130_when_the_interrupt_comes_while_a_module_builds_its_dataclasses(tmp_path: Path) -> None:
+    """dataclasses make their methods with ``exec``; CPython then marks an interrupt raised in there
+    as uncaught even after the command caught it, and the process ended "killed by SIGINT" (-2)
+    instead of 130 whenever SIGTERM came during the first imports. Run with ``-m`` (as
+    ``python -m fhirscreen.cli`` runs): with ``-c`` or a script, CPython exits before it looks."""
+    (tmp_path / "interrupted_command.py").write_text(
+        "from fhirscreen.failures import guarded\n"
+        "@guarded\n"
+        "def command():\n"
+        "    exec(\"raise KeyboardInterrupt('SIGTERM')\")\n"
+        "command()\n",
+        encoding="utf-8",
+    )
+    process = subprocess.run(
+        [sys.executable, "-m", "interrupted_command"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert process.returncode == 130, process.stderr
+    assert "interrupted (SIGTERM)" in process.stderr
+
+
 def test_2_a_bad_trial_file_is_reported_at_once_while_the_server_is_still_answering(
     stalled_server: FaultProxy, tmp_path: Path
 ) -> None:
@@ -291,8 +315,16 @@ def test_2_a_bad_trial_file_is_reported_at_once_while_the_server_is_still_answer
     bad = tmp_path / "trial.yaml"
     bad.write_text("trial: [unclosed\n", encoding="utf-8")
     process = subprocess.run(
-        [sys.executable, "-m", "fhirscreen.cli", "screen", "--server", stalled_server.base_url,
-         "--trial", str(bad)],
+        [
+            sys.executable,
+            "-m",
+            "fhirscreen.cli",
+            "screen",
+            "--server",
+            stalled_server.base_url,
+            "--trial",
+            str(bad),
+        ],
         capture_output=True,
         text=True,
         timeout=30,  # the request's own timeout is 60 s: waiting for it would fail here
