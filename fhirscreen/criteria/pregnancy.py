@@ -4,7 +4,8 @@ Evidence is put on one timeline per state (pregnancy, breastfeeding): what says 
 condition starting, a "pregnant" status, a positive hCG) and what says "no longer" (the condition
 abating, a delivery or abortion code, a "not pregnant" status, a negative hCG). The latest evidence on
 or before the screening date decides, if it is still recent enough to describe today; on one day,
-"no longer" outranks "yes" (a delivery recorded on the day a pregnancy entry was closed).
+"no longer" outranks "yes" (a delivery recorded on the day a pregnancy entry was closed), except between
+test results: a positive and a negative test of one day are a conflict to settle with a repeat test.
 """
 
 from __future__ import annotations
@@ -12,9 +13,9 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, datetime
 
-from fhirscreen.criteria._labs import coded_observations
+from fhirscreen.criteria._labs import Lab, coded_observations, lab_instant
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet, coding_items, concept_label, union
 from fhirscreen.fhir.resources import (
@@ -67,6 +68,10 @@ class Event:
     ref: str
     max_age_days: int  # how long a positive event shows the state now
     ask_age_days: int | None  # beyond max_age, how long it still raises the question (None: forever)
+    # A test result (hCG, a status answer), with its time when stated to the minute: two results of
+    # one day that disagree are a conflict, not an answer (see ``_conflict``).
+    test: bool = False
+    moment: datetime | None = None
 
     def describe(self) -> str:
         return f"{self.what} on {self.day.isoformat()} ({self.ref})"
@@ -116,7 +121,8 @@ def _observation_events(
         if says is not None:
             written = _written_value(obs)
             what = f"{label} {says}" + (f" ('{written}')" if says == "indeterminate" and written else "")
-            yield Event(day, says, what, ref(obs), max_age, ask_age)
+            moment = lab_instant(Lab(obs, day))
+            yield Event(day, says, what, ref(obs), max_age, ask_age, test=True, moment=moment)
 
 
 def _written_value(obs: Resource) -> str:
@@ -228,8 +234,18 @@ def _current(events: list[Event], as_of: date, noun: str) -> State:
     )
     if not dated:
         return State(None, f"no {noun} record", ())
-    last = dated[-1]
+    last, conflict = _settle_tests(dated)
     age = (as_of - last.day).days
+    if conflict and age <= max(e.max_age_days for e in conflict):
+        step = (f"Repeat the {noun} test to confirm." if noun == "pregnancy"
+                else f"Confirm {noun} status with the patient.")
+        return State(
+            Outcome.UNKNOWN,
+            f"conflicting {noun} results on {last.day.isoformat()}: "
+            + "; ".join(f"{e.what} ({e.ref})" for e in conflict),
+            tuple(e.ref for e in conflict),
+            step,
+        )
     if last.says == "negative":
         return State(None, f"latest: {last.describe()}", (last.ref,))
     if last.says == "indeterminate":
@@ -248,6 +264,35 @@ def _current(events: list[Event], as_of: date, noun: str) -> State:
             f"Confirm current {noun} status with the patient (and an hCG test if relevant).",
         )
     return State(None, f"no recent {noun} record (latest: {last.describe()})", (last.ref,))
+
+
+def _settle_tests(dated: list[Event]) -> tuple[Event, list[Event]]:
+    """The evidence that decides (the last of ``dated``, unless the day's test results say otherwise),
+    and the latest day's test results that disagree (a positive and a negative hCG, or a "pregnant" and
+    a "not pregnant" answer), or [].
+
+    "No longer" outranks "yes" on one day for clinical events (a delivery recorded on the day the
+    pregnancy entry closed, an hCG still positive on the day of delivery), and such an end decides.
+    Two test results that disagree are not such a pair: reading them as "not pregnant" would offer a
+    patient whom one test says is pregnant. As with the lab criteria's same-day results, a result
+    stated later in the day (to the minute) wins over an earlier one, as a repeat would; without
+    times, neither is known to be the repeat.
+    """
+    last = dated[-1]
+    day = [e for e in dated if e.day == last.day]
+    if any(not e.test and e.says == "negative" for e in day):
+        return last, []  # an end recorded that day (delivery, abortion, the entry closed) decides
+    tests = [e for e in day if e.test and e.says != "indeterminate"]
+    known = [e.moment for e in tests if e.moment is not None]
+    latest = max(known) if known else None
+    tests = [e for e in tests if e.moment is None or e.moment == latest]
+    verdicts = {e.says for e in tests}
+    if verdicts == {"positive", "negative"}:
+        return last, sorted(tests, key=lambda e: (e.says, e.ref, e.what))
+    if last.test and verdicts and last.says not in verdicts:
+        # An earlier result of the day, superseded by a later one: the later one decides.
+        return tests[-1], []
+    return last, []
 
 
 def _pregnancy(record: PatientRecord, ctx: Context, p: PregnancyParams) -> tuple[State, list[Resource]]:

@@ -211,3 +211,45 @@ def test_e13_same_day_positive_hcg_and_pregnancy_status_decide_alike_in_any_orde
     )
     res = every_order(evaluate, "E13", [hcg, status])
     assert res.outcome is Outcome.FAIL
+
+
+def test_e13_a_positive_and_a_negative_hcg_of_one_day_are_a_conflict(evaluate: Evaluate) -> None:
+    positive = observation("2106-3", "2026-05-20", id="hcg-pos", interpretation="POS")
+    negative = observation("2106-3", "2026-05-20", id="hcg-neg", interpretation="NEG")
+    res = every_order(evaluate, "E13", [positive, negative])
+    assert res.outcome is Outcome.UNKNOWN
+    assert "conflicting pregnancy results on 2026-05-20" in res.reason
+    assert {"Observation/hcg-pos", "Observation/hcg-neg"} <= set(res.evidence)
+    assert "Repeat the pregnancy test" in (res.next_step or "")
+
+
+def test_e13_a_pregnant_and_a_not_pregnant_status_of_one_day_are_a_conflict(evaluate: Evaluate) -> None:
+    snomed = "http://snomed.info/sct"
+    pregnant = observation(
+        "82810-3", "2026-05-20", id="yes", coded={"coding": [{"system": snomed, "code": "77386006"}]}
+    )
+    not_pregnant = observation(
+        "82810-3", "2026-05-20", id="no", coded={"coding": [{"system": snomed, "code": "60001007"}]}
+    )
+    res = every_order(evaluate, "E13", [pregnant, not_pregnant])
+    assert res.outcome is Outcome.UNKNOWN and "conflicting" in res.reason
+
+
+def test_e13_a_later_timed_result_of_the_day_settles_it_as_a_repeat_would(evaluate: Evaluate) -> None:
+    early_positive = observation("2106-3", "2026-05-20T08:00:00Z", id="first", interpretation="POS")
+    later_negative = observation("2106-3", "2026-05-20T15:30:00Z", id="repeat", interpretation="NEG")
+    res = every_order(evaluate, "E13", [early_positive, later_negative])
+    assert res.outcome is Outcome.PASS and "Observation/repeat" in res.evidence
+    early_negative = observation("2106-3", "2026-05-20T08:00:00Z", id="first", interpretation="NEG")
+    later_positive = observation("2106-3", "2026-05-20T15:30:00Z", id="repeat", interpretation="POS")
+    assert every_order(evaluate, "E13", [early_negative, later_positive]).outcome is Outcome.FAIL
+
+
+def test_e13_a_delivery_on_the_day_of_a_positive_hcg_still_ends_the_pregnancy(evaluate: Evaluate) -> None:
+    from tests.builders import condition
+
+    positive = observation("2106-3", "2026-05-20", id="hcg", interpretation="POS")
+    negative = observation("2106-3", "2026-05-20", id="hcg-neg", interpretation="NEG")
+    delivery = condition("http://snomed.info/sct", "19169002", onset="2026-05-20", id="delivery")
+    res = every_order(evaluate, "E13", [positive, negative, delivery])
+    assert res.outcome is not Outcome.FAIL and "conflicting" not in res.reason
