@@ -479,6 +479,8 @@ class ServerSource:
         # The Observation plan in force: "codes" or "all", or "auto" until the first batch decides.
         self.observation_plan = options.observations
         self._early_capabilities: _EarlyAnswer[Capabilities] | None = None
+        # The one-line account at the end of a read; off when a wrapper (the store) gives its own.
+        self.logs_stats = True
 
     def describe(self) -> str:
         return self.client.base_url + (" (Bulk Data export)" if self.options.bulk else "")
@@ -515,7 +517,8 @@ class ServerSource:
         finally:
             quality.extend(self.client.quality)  # what the transport noticed (bytes replaced, ...)
             self._finished = time.monotonic()
-            log_stats(self.stats())
+            if self.logs_stats:
+                log_stats(self.stats())
 
     def _counted(self, items: Iterator[tuple[Resource, str]]) -> Iterator[tuple[Resource, str]]:
         for item in items:

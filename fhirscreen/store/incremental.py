@@ -152,6 +152,8 @@ class IncrementalSource:
         overlap: timedelta = OVERLAP,
     ) -> None:
         self.server = server
+        # This source's own line covers the whole read (store included); the server's would repeat it.
+        server.logs_stats = False
         self.store = store
         self.trial_hash = trial_hash
         self.force_full = full

@@ -8,6 +8,7 @@ so that the other integration tests see the server as they expect.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 import time
@@ -317,8 +318,10 @@ def test_cli_keeps_the_store_in_out_and_full_forces_a_full_read(
     later_full = cli("--as-of", "2026-09-01", "--full")
     assert json.loads(later.stdout)["patients"] == json.loads(later_full.stdout)["patients"]
     assert json.loads(later.stdout)["patients"] != json.loads(first.stdout)["patients"]
-    forced = cli("--full")
+    forced = cli("--full", "-v")
     assert forced.returncode == 0 and "Store: full read: --full was given" in forced.stderr
+    # One account of the read in the log: the store's, not the server source's inside it as well.
+    assert len(re.findall(r"fhirscreen: server: \d+ requests", forced.stderr)) == 1, forced.stderr[-3000:]
     other_trial = tmp_path / "trial.yaml"
     other_trial.write_text(Path(load_trial().path).read_text() + "\n# a local edit\n")
     changed = cli("--trial", str(other_trial))
