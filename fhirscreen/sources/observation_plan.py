@@ -11,8 +11,9 @@ run keeps the faster one (see ``decide``). ``--observations codes|all`` skips th
 Both plans give the same screening result: the evaluators pick the Observations they need, so reading
 more of them changes nothing but the volume. The code-filtered plan matches component codes too
 (``combo-code``, or ``component-code`` beside ``code``: server.component_param), so a lab held only in
-``Observation.component`` is in both; on a server that can search neither, the run says so
-(``not-searchable``) and only the unfiltered plan reads such a lab.
+``Observation.component`` is in both. On a server that can search neither, ``auto`` reads every
+Observation of the candidates without a race (only that plan reads such a lab); a forced ``codes``
+says what it misses (``not-searchable``).
 
 Before racing, one ``_summary=count`` of the first batch's Observations tells the volume: when the
 candidates hold few Observations (``FEW_PER_PATIENT`` on average), reading them all costs little on

@@ -675,7 +675,17 @@ class ServerSource:
                 else searches
             )
 
-        if self._probes_observations(plan, caps, batches) and self._few_observations(batches[0], caps):
+        if self._probes_observations(plan, caps, batches) and misses_components(plan, caps):
+            # The code filter would miss labs held only in Observation.component here (an eGFR in a
+            # panel); every Observation of the candidates holds them. Results before speed: no race.
+            self.observation_plan = observation_plan.ALL
+            log.info(
+                "Observation searches: all of the candidates' (the server cannot search component codes, "
+                "so a code filter would miss labs held in components; --observations codes forces it)"
+            )
+            plan = replace(plan, observation_codes=())
+            searches: list[Search] = []
+        elif self._probes_observations(plan, caps, batches) and self._few_observations(batches[0], caps):
             plan = replace(plan, observation_codes=())
             searches = []
         elif self._probes_observations(plan, caps, batches):

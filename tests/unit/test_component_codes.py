@@ -175,6 +175,24 @@ def test_a_server_that_cannot_search_components_says_so_once() -> None:
     assert "--observations all" in COMPONENT_GAP
 
 
+def test_auto_on_a_server_that_cannot_search_components_reads_every_observation(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The default does not trade a lab held in a component for speed: with neither combo-code nor
+    component-code, --observations auto reads every Observation of the candidates (no race)."""
+    many = with_panel(population(150))
+    fake = FakeFhir(many, caps=caps_with())
+    with responses.RequestsMock() as mock, caplog.at_level("INFO", logger="fhirscreen"):
+        fake.install(mock)
+        src = source(page_size=1000, observations="auto")
+        resources, quality = read_all(src)
+    assert "panel1" in ids_of(resources, "Observation")
+    assert quality.findings == []
+    assert src.observation_plan == "all"
+    assert not any("code" in q for q in observation_queries(fake) if "_summary" not in q)
+    assert "cannot search component codes" in caplog.text
+
+
 def test_observations_all_reads_components_and_needs_no_finding() -> None:
     fake = FakeFhir(with_panel(population(3)), caps=caps_with())
     with responses.RequestsMock() as mock:
