@@ -133,7 +133,9 @@ class FileSource:
         Medications come only when a kept resource refers to them (see the module docstring).
         """
         files = self.files()
-        wanted = None if plan is None else KEPT_TYPES | frozenset(plan.resource_types)
+        # A Bundle is opened wherever it is, an NDJSON line included (some exports write one Bundle per
+        # patient per line): its entries are what the plan wants, never one skipped "Bundle".
+        wanted = None if plan is None else KEPT_TYPES | frozenset(plan.resource_types) | {"Bundle"}
         keep = None if plan is None else plan.keep_patients
         if keep is None:
             for file in files:

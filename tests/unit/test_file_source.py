@@ -16,6 +16,7 @@ from fhirscreen.pipeline import load_population, run_screening
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import Dropped, Population, PopulationBuilder
 from fhirscreen.runs.observe import ObservedSource
+from fhirscreen.screening import ScreeningRun
 from fhirscreen.sources.base import QueryPlan
 from fhirscreen.sources.files import FileSource, bundle_resources
 from fhirscreen.trial.loader import Trial
@@ -506,3 +507,28 @@ def test_dropped_lines_still_count_as_read(tmp_path: Path, trial: Trial) -> None
     assert observed.resources["Observation"] == 19  # 17 lines, o-sle and o-late-early read again
     assert findings(after) == findings(handed)
     assert kept_ids(after) == kept_ids(handed)
+
+
+@pytest.mark.parametrize("kind", ["urn", "relative"])
+def test_ndjson_lines_that_hold_bundles_are_read_like_the_bundle_files(
+    tmp_path: Path, trial: Trial, kind: str
+) -> None:
+    """Some exports write one patient's Bundle per NDJSON line: each is opened (its entries screened,
+    references rewritten), never skipped as one resource of type Bundle."""
+    bundles = Path(__file__).resolve().parents[2] / "sample_bundles" / "bundles" / kind
+    lines = [json.dumps(json.loads(f.read_text(encoding="utf-8"))) for f in sorted(bundles.glob("*.json"))]
+    (tmp_path / "patients.ndjson").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+    from_lines = run_screening(FileSource(tmp_path), trial, AS_OF)
+    from_files = run_screening(FileSource(bundles), trial, AS_OF)
+
+    assert len(from_lines.patients) == len(from_files.patients) > 10
+    assert [(s.patient_id, s.status, s.score) for s in from_lines.patients] == [
+        (s.patient_id, s.status, s.score) for s in from_files.patients
+    ]
+
+    def results(run: ScreeningRun) -> list[dict[str, tuple[object, ...]]]:
+        return [{c: (r.outcome, r.reason, r.evidence) for c, r in s.results.items()} for s in run.patients]
+
+    assert results(from_lines) == results(from_files)
+    assert "Bundle" not in from_lines.skipped_types
