@@ -9,7 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from fhirscreen.fhir.compact import Compactor
-from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, patient_id_of, reference_id
+from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, items, patient_id_of, reference_id
 from fhirscreen.quality import DataQuality
 
 T = TypeVar("T")
@@ -61,7 +61,7 @@ class PatientRecord:
             return None
         value = reference.get("reference")
         if isinstance(value, str) and value.startswith("#"):
-            for contained in holder.get("contained") or ():
+            for contained in items(holder.get("contained")):
                 if isinstance(contained, Mapping) and contained.get("id") == value[1:]:
                     return dict(contained)
             return None
@@ -178,15 +178,7 @@ class PopulationBuilder:
                     f"{rtype}/{rid} has no Patient subject; skipped",
                 )
             return
-        bad = malformed_elements(resource)
-        if bad:
-            self.quality.add(
-                "warning",
-                f"{rtype}/{rid}",
-                "malformed-element",
-                f"{', '.join(bad)} not in FHIR's form (an object, or a code string, was "
-                "expected); read as absent",
-            )
+        report_malformed(resource, f"{rtype}/{rid}", self.quality)
         # Kept even when not usable: a later version may be, and an unusable later version must
         # replace a usable earlier one. Hygiene is applied in build().
         if resource.__class__ is dict:
@@ -318,13 +310,57 @@ _OBJECT_ELEMENTS = (
     "medicationReference",
 )
 _CODE_ELEMENTS = ("status", "intent")
+# Of those, the CodeableConcepts: their ``coding`` is a list of objects whose system and code are text.
+# A coding in another form is read as no coding (a Condition coded only so is not a diagnosis), so it
+# is named as well: ``code.coding``.
+_CONCEPT_ELEMENTS = (
+    "code",
+    "clinicalStatus",
+    "verificationStatus",
+    "valueCodeableConcept",
+    "medicationCodeableConcept",
+)
 
 
 def malformed_elements(resource: Mapping[str, Any]) -> list[str]:
     """The elements of a kept resource that are present but not in FHIR's form (see above)."""
     bad = [k for k in _OBJECT_ELEMENTS if k in resource and not isinstance(resource[k], dict)]
     bad += [k for k in _CODE_ELEMENTS if k in resource and not isinstance(resource[k], str)]
+    for key in _CONCEPT_ELEMENTS:
+        concept = resource.get(key)
+        if concept.__class__ is dict and _malformed_coding(concept.get("coding")):
+            bad.append(f"{key}.coding")
     return bad
+
+
+def report_malformed(resource: Mapping[str, Any], where: str, quality: DataQuality) -> None:
+    """The ``malformed-element`` finding for a resource, if it has such elements (one per resource,
+    the same wherever it is made, so that two places reporting it give one finding)."""
+    bad = malformed_elements(resource)
+    if bad:
+        quality.add(
+            "warning",
+            where,
+            "malformed-element",
+            f"{', '.join(bad)} not in FHIR's form (an object, or a code string, was "
+            "expected); read as absent",
+        )
+
+
+def _malformed_coding(coding: Any) -> bool:
+    if coding is None:
+        return False
+    if coding.__class__ is not list:
+        return True
+    for item in coding:
+        if item.__class__ is not dict:
+            return True
+        code, system = item.get("code"), item.get("system")
+        if (code is not None and code.__class__ is not str) or (
+            system is not None and system.__class__ is not str
+        ):
+            return True
+    return False
 
 
 def patient_id(resource: Mapping[str, Any]) -> str | None:

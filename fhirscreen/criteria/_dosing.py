@@ -19,6 +19,7 @@ from typing import Any
 
 from fhirscreen.fhir.codes import codings
 from fhirscreen.fhir.dates import day
+from fhirscreen.fhir.resources import items, mapping
 
 UNIT_DAYS: dict[str, float] = {
     "s": 1 / 86400, "min": 1 / 1440, "h": 1 / 24, "d": 1.0, "wk": 7.0, "mo": 30.0, "a": 365.0,
@@ -84,10 +85,6 @@ class Dosing:
         return self.dose
 
 
-def mapping(value: object) -> Mapping[str, Any]:
-    return value if isinstance(value, Mapping) else {}
-
-
 def repeat_of(dosage: Mapping[str, Any]) -> Mapping[str, Any]:
     return mapping(mapping(dosage.get("timing")).get("repeat"))
 
@@ -110,7 +107,13 @@ def dosing(dosages: Sequence[Mapping[str, Any]], *, administration: bool, anchor
         # Lines with the same sequence (or, without one, the same bounds) are taken together and add
         # up; different sequences/bounds are successive steps (a taper).
         bounds = repeat_of(dosage).get("boundsPeriod")
-        key = dosage.get("sequence", repr(bounds) if bounds else "together")
+        sequence = dosage.get("sequence")
+        # A sequence that is not a whole number (malformed) is read as none.
+        key: object = (
+            sequence
+            if sequence.__class__ is int
+            else repr(bounds) if bounds else "together"
+        )
         groups.setdefault(key, []).append(dosage)
     if all(isinstance(k, int) for k in groups):
         groups = dict(sorted(groups.items(), key=lambda kv: int(str(kv[0]))))  # steps in sequence order
@@ -173,8 +176,8 @@ def _is_single(dosage: Mapping[str, Any]) -> bool:
 def _time_signature(dosage: Mapping[str, Any]) -> str:
     timing = mapping(dosage.get("timing"))
     repeat = repeat_of(dosage)
-    parts = [str(w) for w in repeat.get("when") or () if isinstance(w, str)]
-    parts += [str(t) for t in repeat.get("timeOfDay") or () if isinstance(t, str)]
+    parts = [str(w) for w in items(repeat.get("when")) if isinstance(w, str)]
+    parts += [str(t) for t in items(repeat.get("timeOfDay")) if isinstance(t, str)]
     parts += [code.upper() for _s, code, _d in codings(mapping(timing.get("code")))
               if code.upper() in {"AM", "PM", "QAM", "QPM", "QHS", "HS", "BED", "QNOON"}]
     return ",".join(sorted(parts))
@@ -210,7 +213,7 @@ def _amount(dosage: Mapping[str, Any], *, administration: bool) -> tuple[float, 
     if administration:
         dose = dosage.get("dose")
         return _quantity(dose) if isinstance(dose, Mapping) else None
-    for dose_and_rate in dosage.get("doseAndRate") or ():
+    for dose_and_rate in items(dosage.get("doseAndRate")):
         if not isinstance(dose_and_rate, Mapping):
             continue
         quantity = dose_and_rate.get("doseQuantity")
@@ -242,9 +245,9 @@ def per_day(dosage: Mapping[str, Any]) -> tuple[float, float] | None:
     daily rate to the days named. None when the timing cannot be read (an unknown code)."""
     timing = mapping(dosage.get("timing"))
     repeat = repeat_of(dosage)
-    when = [w for w in repeat.get("when") or () if isinstance(w, str)]
-    times = [t for t in repeat.get("timeOfDay") or () if isinstance(t, str)]
-    weekdays = [w for w in repeat.get("dayOfWeek") or () if isinstance(w, str)]
+    when = [w for w in items(repeat.get("when")) if isinstance(w, str)]
+    times = [t for t in items(repeat.get("timeOfDay")) if isinstance(t, str)]
+    weekdays = [w for w in items(repeat.get("dayOfWeek")) if isinstance(w, str)]
     frequency = repeat.get("frequency")
     period = repeat.get("period")
     stated = isinstance(frequency, (int, float)) or isinstance(period, (int, float))

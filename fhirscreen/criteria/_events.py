@@ -15,7 +15,7 @@ from fhirscreen.criteria._labs import coded_observations
 from fhirscreen.criteria._research import Participation, participation
 from fhirscreen.fhir.codes import ValueSet, codings, concept_label
 from fhirscreen.fhir.dates import Span, day, span_of
-from fhirscreen.fhir.resources import Resource, condition_span, observation_day, ref
+from fhirscreen.fhir.resources import Resource, condition_span, items, mapping, observation_day, ref
 from fhirscreen.record import PatientRecord
 
 MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
@@ -149,8 +149,9 @@ def medication_span(resource: Mapping[str, Any]) -> Span | None:
     if resource.get("resourceType") == "MedicationRequest":
         start = day(resource.get("authoredOn"))
         end = None
-        for dosage in resource.get("dosageInstruction") or ():
-            bounds = ((dosage.get("timing") or {}).get("repeat") or {}).get("boundsPeriod") or {}
+        for dosage in items(resource.get("dosageInstruction")):
+            timing = mapping(mapping(dosage).get("timing"))
+            bounds = mapping(mapping(timing.get("repeat")).get("boundsPeriod"))
             start = start or day(bounds.get("start"))
             end = max(filter(None, (end, day(bounds.get("end")))), default=None)
         return Span(start, end or start) if start or end else None

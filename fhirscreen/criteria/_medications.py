@@ -18,11 +18,11 @@ from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 
-from fhirscreen.criteria._dosing import Dose, Dosing, dosing, duration_days, mapping
+from fhirscreen.criteria._dosing import Dose, Dosing, dosing, duration_days
 from fhirscreen.criteria.base import Params, ValueSetRef
 from fhirscreen.fhir.codes import ValueSet, codings, concept_label
 from fhirscreen.fhir.dates import day, span_of
-from fhirscreen.fhir.resources import Resource, items, ref
+from fhirscreen.fhir.resources import Resource, items, mapping, ref
 from fhirscreen.record import PatientRecord
 
 MEDICATION_TYPES = (
@@ -217,7 +217,7 @@ def _exposure(record: PatientRecord, res: Resource) -> Exposure:
         end_stated=end_stated,
         ongoing=ongoing,
         dose=read.dose,
-        reason_codes=tuple(c for c in res.get("reasonCode") or () if isinstance(c, Mapping)),
+        reason_codes=tuple(c for c in items(res.get("reasonCode")) if isinstance(c, Mapping)),
         reason_refs=tuple(_reference_strings(res.get("reasonReference"))),
         research_study=_research_study(res),
         dosing=read,
@@ -263,7 +263,7 @@ def _drug_concepts(res: Resource, medication: Resource | None) -> list[Mapping[s
     if medication is not None:
         if isinstance(medication.get("code"), Mapping):
             concepts.append(medication["code"])
-        for ingredient in medication.get("ingredient") or ():
+        for ingredient in items(medication.get("ingredient")):
             item = ingredient.get("itemCodeableConcept") if isinstance(ingredient, Mapping) else None
             if isinstance(item, Mapping):
                 concepts.append(item)
@@ -292,7 +292,7 @@ def _reference_strings(references: object) -> Iterator[str]:
 
 
 def _research_study(res: Resource) -> str | None:
-    for ext in res.get("extension") or ():
+    for ext in items(res.get("extension")):
         if isinstance(ext, Mapping) and ext.get("url") == _RESEARCH_STUDY_EXT:
             value = ext.get("valueReference")
             if isinstance(value, Mapping):
@@ -467,7 +467,7 @@ def reason_concepts(record: PatientRecord, exposure: Exposure) -> tuple[list[Map
         # A fill, administration or statement states no reason of its own: the order it carries out does.
         for order in record.of_type("MedicationRequest"):
             if ref(order) in exposure.links:
-                concepts += [c for c in order.get("reasonCode") or () if isinstance(c, Mapping)]
+                concepts += [c for c in items(order.get("reasonCode")) if isinstance(c, Mapping)]
                 targets += _reference_strings(order.get("reasonReference"))
     for target in targets:
         rtype, _sep, rid = target.partition("/")

@@ -34,7 +34,7 @@ from datetime import date
 from typing import Any
 
 from fhirscreen.fhir.dates import Span, day, parse_date, span_of
-from fhirscreen.fhir.resources import Resource, ref
+from fhirscreen.fhir.resources import Resource, items, ref
 from fhirscreen.record import PatientRecord
 
 ORDER_INTENTS = frozenset({"order", "original-order", "reflex-order", "filler-order", "instance-order"})
@@ -130,7 +130,7 @@ def occurrence_span(element: Mapping[str, Any], prefix: str) -> Span | None:
 
 
 def timing_span(timing: Mapping[str, Any]) -> Span | None:
-    days = [d for d in (day(e) for e in timing.get("event") or ()) if d is not None]
+    days = [d for d in (day(e) for e in items(timing.get("event"))) if d is not None]
     repeat = timing.get("repeat")
     bounds = repeat.get("boundsPeriod") if isinstance(repeat, Mapping) else None
     if isinstance(bounds, Mapping):
@@ -167,7 +167,7 @@ def appointment_plan(appointment: Mapping[str, Any], patient_id: str | None = No
 
 
 def _patient_declined(appointment: Mapping[str, Any], patient_id: str) -> bool:
-    for participant in appointment.get("participant") or ():
+    for participant in items(appointment.get("participant")):
         actor = participant.get("actor") if isinstance(participant, Mapping) else None
         reference = actor.get("reference") if isinstance(actor, Mapping) else None
         if isinstance(reference, str) and reference.split("/_history")[0].endswith(f"Patient/{patient_id}"):
@@ -179,7 +179,7 @@ def _appointment_span(appointment: Mapping[str, Any]) -> Span | None:
     start, end = day(appointment.get("start")), day(appointment.get("end"))
     if start or end:
         return Span(start or end, end or start)
-    periods = [p for p in appointment.get("requestedPeriod") or () if isinstance(p, Mapping)]
+    periods = [p for p in items(appointment.get("requestedPeriod")) if isinstance(p, Mapping)]
     starts = [d for d in (day(p.get("start")) for p in periods) if d is not None]
     ends = [day(p.get("end")) for p in periods]
     if not starts and not any(ends):
@@ -199,7 +199,7 @@ def care_plan_plans(care_plan: Resource, patient_id: str | None = None) -> list[
     plan_firm = status == "active" and (intent == "plan" or intent in ORDER_INTENTS)
     period = _period(care_plan.get("period"))
     out: list[Plan] = []
-    for activity in care_plan.get("activity") or ():
+    for activity in items(care_plan.get("activity")):
         if not isinstance(activity, Mapping):
             continue
         detail = activity.get("detail")
@@ -240,7 +240,7 @@ def _contained(resource: Mapping[str, Any], reference: object) -> Sequence[Mappi
     if not (isinstance(value, str) and value.startswith("#")):
         return ()  # a separate ServiceRequest/Appointment is read as itself
     return [
-        c for c in resource.get("contained") or () if isinstance(c, Mapping) and c.get("id") == value[1:]
+        c for c in items(resource.get("contained")) if isinstance(c, Mapping) and c.get("id") == value[1:]
     ]
 
 

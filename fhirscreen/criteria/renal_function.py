@@ -20,6 +20,7 @@ from pydantic import ConfigDict
 from fhirscreen.criteria._labs import Lab, code_of, lab_key, labs, possibly_latest, report_unit, unit_key
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.dates import age_in_years, days_before, parse_date
+from fhirscreen.fhir.resources import items
 from fhirscreen.fhir.values import Quantity, quantity_of
 from fhirscreen.record import PatientRecord
 
@@ -158,7 +159,7 @@ def _sex(record: PatientRecord) -> str | None:
     gender = record.patient.get("gender")
     if gender in ("male", "female"):
         return str(gender)
-    for ext in record.patient.get("extension") or ():
+    for ext in items(record.patient.get("extension")):
         if isinstance(ext, dict) and str(ext.get("url", "")).endswith("us-core-birthsex"):
             return {"F": "female", "M": "male"}.get(str(ext.get("valueCode")))
     return None

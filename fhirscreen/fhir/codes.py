@@ -66,10 +66,13 @@ _ICD_SYSTEMS = frozenset({ICD10CM, ICD10})
 
 
 def canonical_system(system: str | None) -> str:
-    """The canonical URI for a code system URI or short name; unknown systems pass through."""
+    """The canonical URI for a code system URI or short name; unknown systems pass through. A system
+    that is not text (malformed data: a list, a number) is no system, never an error."""
     if system.__class__ is str:
         return _canonical_str(system)
-    return _canonical(system)
+    if isinstance(system, str):
+        return _canonical(system)
+    return ""
 
 
 @functools.lru_cache(maxsize=4096)

@@ -79,7 +79,7 @@ def patient_id_of(resource: Mapping[str, Any]) -> str | None:
     rtype = str(resource.get("resourceType"))
     if rtype == "Appointment":
         # An Appointment names its patient among the participants' actors.
-        for participant in resource.get("participant") or ():
+        for participant in items(resource.get("participant")):
             if isinstance(participant, Mapping):
                 pid = reference_id(participant.get("actor"), "Patient")
                 if pid:
@@ -89,6 +89,11 @@ def patient_id_of(resource: Mapping[str, Any]) -> str | None:
     if link is None:
         return None
     return reference_id(resource.get(link), "Patient")
+
+
+def mapping(value: object) -> Mapping[str, Any]:
+    """An element FHIR makes an object: {} for anything else (malformed data read as absent)."""
+    return value if isinstance(value, Mapping) else {}
 
 
 def items(value: object) -> list[Any]:
@@ -200,7 +205,7 @@ def observation_parts(observation: Mapping[str, Any]) -> Iterator[Resource]:
     its own code, value[x], interpretation and reference range.
     """
     yield dict(observation) if not isinstance(observation, dict) else observation
-    for component in observation.get("component") or ():
+    for component in items(observation.get("component")):
         if not isinstance(component, Mapping) or not isinstance(component.get("code"), Mapping):
             continue
         part = {k: v for k, v in observation.items() if k not in _RESULT_KEYS and not k.startswith("value")}

@@ -12,7 +12,7 @@ from typing import Any
 
 from fhirscreen.fhir.codes import concept_label
 from fhirscreen.fhir.dates import age_in_years, parse_date
-from fhirscreen.fhir.resources import clinical_status, ref
+from fhirscreen.fhir.resources import clinical_status, items, mapping, ref
 from fhirscreen.record import PatientRecord
 
 Resource = Mapping[str, Any]
@@ -70,7 +70,7 @@ def value_text(element: Resource) -> str:
 
 
 def _interpretation(obs: Resource) -> str:
-    codes = [concept_label(c) for c in obs.get("interpretation") or () if isinstance(c, Mapping)]
+    codes = [concept_label(c) for c in items(obs.get("interpretation")) if isinstance(c, Mapping)]
     return f" [{', '.join(codes)}]" if codes else ""
 
 
@@ -92,7 +92,7 @@ def _observation(obs: Resource) -> list[str]:
         parts.append(f"= {value}{_interpretation(obs)}")
     elif obs.get("interpretation"):
         parts.append(_interpretation(obs).strip())
-    for comp in (obs.get("component") or ())[:4]:
+    for comp in (items(obs.get("component")))[:4]:
         if isinstance(comp, Mapping):
             parts.append(f"{concept_label(comp.get('code'))} = {value_text(comp) or '?'}")
     return parts
@@ -114,11 +114,11 @@ def _dose(dosage: object) -> str:
         return ""
     if dosage.get("text"):
         return str(dosage["text"])
-    amounts = [_quantity(d["doseQuantity"]) for d in dosage.get("doseAndRate") or ()
+    amounts = [_quantity(d["doseQuantity"]) for d in items(dosage.get("doseAndRate"))
                if isinstance(d, Mapping) and isinstance(d.get("doseQuantity"), Mapping)]
     if isinstance(dosage.get("dose"), Mapping):  # MedicationAdministration.dosage
         amounts.append(_quantity(dosage["dose"]))
-    repeat = (dosage.get("timing") or {}).get("repeat") or {}
+    repeat = mapping(mapping(dosage.get("timing")).get("repeat"))
     if amounts and repeat.get("frequency") and repeat.get("period"):
         per = f"{_number(repeat['period'])} {repeat.get('periodUnit', '')}".rstrip()
         amounts[-1] += f" x{repeat['frequency']} per {per}"
@@ -150,17 +150,17 @@ def _other(resource: Resource) -> list[str]:
         intent = f"{resource.get('intent') or 'no intent'} {resource.get('status') or ''}".strip()
         return [concept_label(resource.get("code")), intent, _when(resource, "occurrence")]
     if rtype == "Appointment":
-        what = [concept_label(c) for k in ("serviceType", "reasonCode") for c in resource.get(k) or ()
+        what = [concept_label(c) for k in ("serviceType", "reasonCode") for c in items(resource.get(k))
                 if isinstance(c, Mapping)]
         return [*what[:2], str(resource.get("status") or ""), _day(resource.get("start"))]
     if rtype == "CarePlan":
-        activities = [concept_label(a["detail"].get("code")) for a in resource.get("activity") or ()
+        activities = [concept_label(a["detail"].get("code")) for a in items(resource.get("activity"))
                       if isinstance(a, Mapping) and isinstance(a.get("detail"), Mapping)]
         status = f"{resource.get('intent') or ''} {resource.get('status') or ''}".strip()
         return [f"care plan ({', '.join(activities[:3]) or 'no coded activity'})", status,
                 _period(resource.get("period"))]
     if rtype == "ResearchSubject":
-        study = (resource.get("study") or {}).get("reference", "study not given")
+        study = mapping(resource.get("study")).get("reference", "study not given")
         return [f"on {study}", str(resource.get("status") or ""), _period(resource.get("period"))]
     return [concept_label(resource.get("code"))] if resource.get("code") else []
 

@@ -14,6 +14,7 @@ from typing import Any
 
 from fhirscreen.fhir.codes import coding_items
 from fhirscreen.fhir.dates import age_in_years, parse_date
+from fhirscreen.fhir.resources import items
 from fhirscreen.record import PatientRecord
 from fhirscreen.report.describe import describe_resource, find_resource
 from fhirscreen.screening import PatientScreen
@@ -41,19 +42,19 @@ def age_text(patient: Mapping[str, Any], as_of: date) -> str | None:
 
 
 def _name(patient: Mapping[str, Any]) -> str:
-    names = [n for n in patient.get("name") or () if isinstance(n, Mapping)]
+    names = [n for n in items(patient.get("name")) if isinstance(n, Mapping)]
     official = [n for n in names if n.get("use") == "official"] or names
     if not official:
         return ""
     name = official[0]
     if name.get("text"):
         return str(name["text"])
-    given = " ".join(str(g) for g in name.get("given") or ())
+    given = " ".join(str(g) for g in items(name.get("given")))
     return " ".join(p for p in (given, str(name.get("family") or "")) if p)
 
 
 def _mrn(patient: Mapping[str, Any]) -> str:
-    for identifier in patient.get("identifier") or ():
+    for identifier in items(patient.get("identifier")):
         if not isinstance(identifier, Mapping):
             continue
         if any(c.get("code") == MRN_TYPE for c in coding_items(identifier.get("type"))):

@@ -44,7 +44,7 @@ from urllib.parse import quote
 
 import orjson
 
-from fhirscreen.fhir.resources import Resource
+from fhirscreen.fhir.resources import Resource, items
 from fhirscreen.quality import DataQuality, Severity
 from fhirscreen.sources.base import QueryPlan, SourceError
 from fhirscreen.sources.files import read_file
@@ -315,7 +315,7 @@ class BulkExport:
     def download(self, manifest: Mapping[str, Any], workdir: Path, quality: DataQuality) -> list[Path]:
         token_ok = bool(manifest.get("requiresAccessToken"))
         files: list[Path] = []
-        outputs = [o for o in manifest.get("output") or () if isinstance(o, Mapping)]
+        outputs = [o for o in items(manifest.get("output")) if isinstance(o, Mapping)]
         for index, item in enumerate(outputs):
             try:
                 files.append(self._download_one(item, index, workdir, token_ok))
@@ -379,7 +379,7 @@ class BulkExport:
             if resource.get("resourceType") != "OperationOutcome":
                 continue
             severities = {
-                str(i.get("severity")) for i in resource.get("issue") or () if isinstance(i, Mapping)
+                str(i.get("severity")) for i in items(resource.get("issue")) if isinstance(i, Mapping)
             }
             severity: Severity = "error" if severities & {"error", "fatal"} else "warning"
             quality.add(

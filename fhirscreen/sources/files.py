@@ -50,9 +50,9 @@ from typing import IO, Any
 import orjson
 
 from fhirscreen.fhir.codes import ValueSet
-from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, reference_id
+from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, items, reference_id
 from fhirscreen.quality import DataQuality
-from fhirscreen.record import KEPT_TYPES, Dropped, patient_id
+from fhirscreen.record import KEPT_TYPES, Dropped, patient_id, report_malformed
 from fhirscreen.sources.base import NothingUsableError, QueryPlan, SourceError
 
 log = logging.getLogger("fhirscreen")
@@ -142,7 +142,9 @@ class FileSource:
                 yield from read_file(file, quality, wanted)
             return
         census = plan.population if plan is not None and isinstance(keep, set) else None
-        prefilter = _Prefilter(keep, census, dropped=plan.dropped if plan is not None else None)
+        prefilter = _Prefilter(
+            keep, census, dropped=plan.dropped if plan is not None else None, quality=quality
+        )
         for index, file in enumerate(files):
             prefilter.start_file(index)
             yield from read_file(file, quality, wanted, prefilter)
@@ -220,9 +222,12 @@ class _Prefilter:
         defer_medications: bool = True,
         dropped: Dropped | None = None,
         drop_others: bool = False,
+        quality: DataQuality | None = None,
     ) -> None:
         self.keep = keep
         self.population = population
+        # Where the census reports a Condition it cannot read (see ``census``).
+        self.quality = quality
         # Medications are shared, not linked to a patient: only those that kept resources refer to
         # (medicationReference) are passed on, in-bundle at once, the others from a last re-read.
         self.referenced: set[str] = set() if referenced is None else referenced
@@ -251,11 +256,17 @@ class _Prefilter:
         """Add the patient of a usable Condition coded in the population value set to the kept set."""
         if self.population is None or resource.get("resourceType") != "Condition":
             return
-        if is_usable(resource) and self.population.match(resource.get("code")) is not None:
+        if not is_usable(resource):
+            return
+        if self.population.match(resource.get("code")) is not None:
             pid = _linked_patient(resource, aliases)
             if pid is not None and pid not in self.keep:
                 self.keep.add(pid)  # type: ignore[attr-defined]
                 self.joined[pid] = (self.index, self.checked)
+        elif self.quality is not None:
+            # A diagnosis whose code cannot be read may be the one that would have brought its patient
+            # in: said for every patient, not only the kept ones (whose resources the builder checks).
+            report_malformed(resource, f"Condition/{resource.get('id')}", self.quality)
 
     def wants(self, resource: Resource, aliases: Mapping[str, str]) -> bool:
         """False for a resource of a patient outside the kept set (it will only be checked, not kept);
@@ -547,7 +558,7 @@ def bundle_resources(
     ``prefilter``, the bundle's Conditions go through its census first, and resources of patients it
     does not keep get only their patient reference rewritten.
     """
-    entries = [e for e in bundle.get("entry") or () if isinstance(e, Mapping)]
+    entries = [e for e in items(bundle.get("entry")) if isinstance(e, Mapping)]
     aliases: dict[str, str] = {}
     resources: list[Resource] = []
     for index, entry in enumerate(entries):

@@ -34,7 +34,7 @@ from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlencode
 
 from fhirscreen.fhir.codes import ICD10, ICD10CM, Code
-from fhirscreen.fhir.resources import Resource
+from fhirscreen.fhir.resources import Resource, items
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import SCREENED_TYPES, is_later_version
 from fhirscreen.sources import observation_plan
@@ -195,21 +195,21 @@ class Capabilities:
     @classmethod
     def parse(cls, statement: Mapping[str, Any]) -> Capabilities:
         caps = cls(fhir_version=str(statement.get("fhirVersion") or ""))
-        for rest in statement.get("rest") or ():
+        for rest in items(statement.get("rest")):
             if not isinstance(rest, Mapping) or rest.get("mode", "server") != "server":
                 continue
-            for op in rest.get("operation") or ():
+            for op in items(rest.get("operation")):
                 if isinstance(op, Mapping) and op.get("name"):
                     caps.operations.add(str(op["name"]).lstrip("$"))
-            for res in rest.get("resource") or ():
+            for res in items(rest.get("resource")):
                 if not isinstance(res, Mapping) or not res.get("type"):
                     continue
                 caps.listed = True
                 rtype = str(res["type"])
-                params = {str(p.get("name")) for p in res.get("searchParam") or () if isinstance(p, Mapping)}
+                params = {str(p.get("name")) for p in items(res.get("searchParam")) if isinstance(p, Mapping)}
                 caps.types.setdefault(rtype, set()).update(params)
-                caps.includes.setdefault(rtype, set()).update(str(i) for i in res.get("searchInclude") or ())
-                for op in res.get("operation") or ():
+                caps.includes.setdefault(rtype, set()).update(str(i) for i in items(res.get("searchInclude")))
+                for op in items(res.get("operation")):
                     if isinstance(op, Mapping) and op.get("name"):
                         caps.operations.add(str(op["name"]).lstrip("$"))
         return caps
@@ -614,7 +614,7 @@ class ServerSource:
             for page in self.pages(
                 f"Patient?{query_string([('_id', ','.join(batch)), ('_elements', 'id')])}", "Patient check"
             ):
-                for entry in page.get("entry") or ():
+                for entry in items(page.get("entry")):
                     resource = entry.get("resource") if isinstance(entry, Mapping) else None
                     if isinstance(resource, Mapping) and isinstance(resource.get("id"), str):
                         found.append(resource["id"])
@@ -954,7 +954,7 @@ class ServerSource:
             url = self._next_link(page, label)
 
     def _entries(self, page: Mapping[str, Any], label: str, quality: DataQuality) -> Iterator[Resource]:
-        for entry in page.get("entry") or ():
+        for entry in items(page.get("entry")):
             resource = entry.get("resource") if isinstance(entry, Mapping) else None
             if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
                 continue
@@ -968,7 +968,7 @@ class ServerSource:
             yield resource
 
     def _next_link(self, page: Mapping[str, Any], label: str) -> str | None:
-        for link in page.get("link") or ():
+        for link in items(page.get("link")):
             if isinstance(link, Mapping) and link.get("relation") == "next" and link.get("url"):
                 url = self.client.resolve(str(link["url"]))
                 if not self.client.same_origin(url) and self.client.auth is not None:
@@ -1085,7 +1085,7 @@ def post_reports(options: SourceOptions, run: Any) -> list[str]:
     )
     body = response.json()
     lines = []
-    for entry in body.get("entry") or () if isinstance(body, Mapping) else ():
+    for entry in items(body.get("entry")) if isinstance(body, Mapping) else ():
         answer = entry.get("response") if isinstance(entry, Mapping) else None
         if isinstance(answer, Mapping):
             location = str(answer.get("location") or "")

@@ -25,6 +25,7 @@ from collections.abc import Mapping
 from typing import Any
 
 from fhirscreen.fhir.codes import coding_items
+from fhirscreen.fhir.resources import items
 
 MAX_CHARS = 200
 MAX_ISSUES = 5
@@ -102,7 +103,7 @@ def outcome_text(body: Any) -> str | None:
     if not isinstance(body, Mapping) or body.get("resourceType") != "OperationOutcome":
         return None
     texts = []
-    for issue in list(body.get("issue") or ())[:MAX_ISSUES]:
+    for issue in list(items(body.get("issue")))[:MAX_ISSUES]:
         if not isinstance(issue, Mapping):
             continue
         head = " ".join(

@@ -34,7 +34,7 @@ from typing import IO, Any
 import orjson
 
 from fhirscreen.exitcodes import EXIT_NOTHING_USABLE, EXIT_OK, EXIT_PARTIAL
-from fhirscreen.fhir.resources import Resource
+from fhirscreen.fhir.resources import Resource, items
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import SourceError
 from fhirscreen.sources.factory import SourceOptions
@@ -99,7 +99,7 @@ class Unit:
 
     @property
     def size(self) -> int:
-        return len(self.bundle.get("entry") or ())
+        return len(items(self.bundle.get("entry")))
 
 
 def transaction(resources: Iterable[Resource]) -> dict[str, Any]:

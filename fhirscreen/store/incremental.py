@@ -43,7 +43,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from fhirscreen.fhir.resources import Resource
+from fhirscreen.fhir.resources import Resource, items
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources import observation_plan
 from fhirscreen.sources.base import QueryPlan, SourceError
@@ -353,7 +353,7 @@ class IncrementalSource:
             query = query_string([("_since", start), ("_count", str(self.server.page_size))])
             path = f"{rtype}/_history?{query}"
             for page in self.server.pages(path, f"{rtype} history (changes since the last run)"):
-                for entry in page.get("entry") or ():
+                for entry in items(page.get("entry")):
                     parsed = history_entry(entry) if isinstance(entry, Mapping) else None
                     if parsed is None:
                         continue
@@ -433,7 +433,7 @@ class IncrementalSource:
         for search in population_searches(plan, caps):
             path = replace(search, params=(*search.params, updated)).path(self.server.page_size)
             for page in self.server.pages(path, "Condition search (new population diagnoses)"):
-                for entry in page.get("entry") or ():
+                for entry in items(page.get("entry")):
                     resource = entry.get("resource") if isinstance(entry, Mapping) else None
                     if isinstance(resource, dict):
                         normalise_references(resource, self.server.client.base_url)
@@ -452,7 +452,7 @@ class IncrementalSource:
                     [("_id", ",".join(ids)), updated, ("_count", str(self.server.page_size))]
                 )
                 for page in self.server.pages(f"Medication?{query}", "Medication search (changes)"):
-                    for entry in page.get("entry") or ():
+                    for entry in items(page.get("entry")):
                         resource = entry.get("resource") if isinstance(entry, Mapping) else None
                         if isinstance(resource, dict) and resource.get("resourceType") == "Medication":
                             normalise_references(resource, self.server.client.base_url)
@@ -472,11 +472,11 @@ class IncrementalSource:
             "metadata", expect_type="CapabilityStatement", what="capability check (GET /metadata)"
         )
         history: set[str] = set()
-        for rest in statement.get("rest") or ():
-            for res in (rest.get("resource") or ()) if isinstance(rest, Mapping) else ():
+        for rest in items(statement.get("rest")):
+            for res in (items(rest.get("resource"))) if isinstance(rest, Mapping) else ():
                 if not isinstance(res, Mapping):
                     continue
-                codes = {i.get("code") for i in res.get("interaction") or () if isinstance(i, Mapping)}
+                codes = {i.get("code") for i in items(res.get("interaction")) if isinstance(i, Mapping)}
                 if "history-type" in codes:
                     history.add(str(res.get("type")))
         return Capabilities.parse(statement), history

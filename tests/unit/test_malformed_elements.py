@@ -96,3 +96,132 @@ def test_a_malformed_code_is_reported_and_the_run_goes_on(tmp_path: Path) -> Non
     assert ("Condition/c1", "malformed-element") in problems
     assert not any(p == "evaluator-error" for _w, p in problems)
     assert [p["patient"] for p in report["patients"]] == ["Patient/p1"]  # c2 still opens the population
+
+
+@pytest.mark.parametrize(
+    "coding",
+    [
+        "M32.14",
+        {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "M32.14"},
+        ["M32.14"],
+        [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": 3214}],
+        [{"system": ["http://hl7.org/fhir/sid/icd-10-cm"], "code": "M32.14"}],
+    ],
+)
+def test_a_malformed_coding_inside_a_concept_is_reported_too(tmp_path: Path, coding: Any) -> None:
+    """A diagnosis whose only coding is not in FHIR's form is no diagnosis: the run says so (the
+    patient is not silently outside the population) and goes on."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "Patient.ndjson").write_text(
+        json.dumps({"resourceType": "Patient", "id": "p1", "birthDate": "1990-01-01", "gender": "female"})
+        + "\n"
+    )
+    sle = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"}}
+    sle["code"] = {"coding": coding, "text": "SLE"}
+    (data / "Condition.ndjson").write_text(json.dumps(sle) + "\n")
+    args = ["screen", "--data", str(data), "--as-of", "2026-06-01", "--format", "json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.stdout)
+    findings = [f for f in report["data_quality"] if f["problem"] == "malformed-element"]
+    assert [f["where"] for f in findings] == ["Condition/c1"]
+    assert "code.coding" in findings[0]["message"]
+
+
+def test_well_formed_codings_are_not_reported(tmp_path: Path) -> None:
+    from fhirscreen.record import malformed_elements
+
+    resource = {
+        "resourceType": "Condition",
+        "code": {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"}, {"display": "SLE"}]},
+        "clinicalStatus": {"text": "active"},
+        "verificationStatus": {"coding": []},
+    }
+    assert malformed_elements(resource) == []
+
+
+# Below the top level; the whole-pipeline test below tries "x", 5 and [1] at the same places.
+NESTED_MALFORMED: list[Any] = [[], {}, None]
+
+
+def _nested_paths(node: Any, prefix: tuple[Any, ...] = (), depth: int = 0) -> list[tuple[Any, ...]]:
+    """Every path to a value below a resource's top level (``code.coding.0.system``), to depth 4."""
+    if depth >= 4:
+        return []
+    if isinstance(node, dict):
+        items: list[tuple[Any, Any]] = [(k, v) for k, v in node.items() if k != "resourceType"]
+    elif isinstance(node, list):
+        items = list(enumerate(node))
+    else:
+        return []
+    out: list[tuple[Any, ...]] = []
+    for key, value in items:
+        path = (*prefix, key)
+        if depth >= 1:
+            out.append(path)
+        out += _nested_paths(value, path, depth + 1)
+    return out
+
+
+def _set(resource: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
+    node: Any = resource
+    for key in path[:-1]:
+        node = node[key]
+    node[path[-1]] = value
+
+
+def test_every_nested_element_can_be_malformed_without_an_evaluator_error(trial: Trial) -> None:
+    """The same one level down and deeper (a coding's system a list, a quantity's value a string, a
+    dosage's dose an object...): screening completes, no criterion fails to evaluate."""
+    baseline = _baseline()
+    tried = 0
+    for index, resource in enumerate(baseline):
+        if resource["resourceType"] == "Patient":
+            continue
+        for path in _nested_paths(resource):
+            if path[0] in ("subject", "patient"):
+                continue
+            for bad in NESTED_MALFORMED:
+                mutated = copy.deepcopy(baseline)
+                _set(mutated[index], path, bad)
+                quality = DataQuality()
+                screen_patient(record(*mutated, pid=PID, quality=quality), trial, AS_OF, quality)
+                errors = [f for f in quality.findings if f.problem == "evaluator-error"]
+                assert not errors, (resource["resourceType"], path, bad, errors[0].message)
+                tried += 1
+    assert tried > 500
+
+
+def test_any_element_malformed_never_stops_the_whole_run(tmp_path: Path, trial: Trial) -> None:
+    """Through the file source's census, the record builder, screening, the patient facts (name, MRN)
+    and every output (resource descriptions in explanations): each element of the sample patient's
+    resources, at any depth to 4, replaced by a value of the wrong kind, once per distinct path."""
+    from fhirscreen.pipeline import run_screening
+    from fhirscreen.report import render_outputs, render_run
+
+    baseline = _baseline()
+    tried = 0
+    shapes: set[tuple[str, tuple[Any, ...]]] = set()
+    for index, resource in enumerate(baseline):
+        paths = [(k,) for k in resource if k != "resourceType"] + _nested_paths(resource)
+        for path in paths:
+            shape = (resource["resourceType"], tuple(p if isinstance(p, str) else 0 for p in path))
+            if shape in shapes:
+                continue
+            shapes.add(shape)
+            for bad in ("x", 5, [1]):
+                mutated = copy.deepcopy(baseline)
+                _set(mutated[index], path, bad)
+                folder = tmp_path / f"case{tried}"
+                folder.mkdir()
+                bundle = {"resourceType": "Bundle", "type": "collection"}
+                bundle["entry"] = [{"resource": r} for r in mutated]
+                (folder / "patient.json").write_text(json.dumps(bundle), encoding="utf-8")
+                run = run_screening(FileSource(folder), trial, AS_OF)
+                render_outputs(run)
+                render_run(run, "table", 120)
+                errors = [f.message for f in run.quality.findings if f.problem == "evaluator-error"]
+                assert not errors, (resource["resourceType"], path, bad, errors)
+                tried += 1
+    assert tried > 300
