@@ -33,6 +33,8 @@ from dataclasses import dataclass, field, replace
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlencode
 
+import orjson
+
 from fhirscreen.fhir.codes import ICD10, ICD10CM, Code
 from fhirscreen.fhir.resources import Resource, items
 from fhirscreen.quality import DataQuality
@@ -152,6 +154,19 @@ def normalise_references(node: Any, base_url: str) -> None:
         for child in current:
             if isinstance(child, (dict, list)):
                 push(child)
+
+
+def holds_absolute_references(node: Any, base_url: str) -> bool:
+    """Whether ``normalise_references`` would change anything in ``node``: a ``reference`` that starts
+    with ``{base}/``. Read from orjson's text of the node (compact, ``/`` unescaped, keys as they are),
+    one C call per page instead of a Python walk of every element of every resource: most servers (HAPI
+    among them) write relative references, and the walk was a tenth of a server read's CPU."""
+    prefix = base_url.rstrip("/") + "/"
+    try:
+        text = orjson.dumps(node)
+    except TypeError:  # what parsed JSON never holds (keys that are not text...): walk to be sure
+        return True
+    return b'"reference":"' + prefix.encode("utf-8") in text
 
 
 def patient_ids_in(conditions: Iterable[Resource]) -> list[str]:
@@ -954,6 +969,7 @@ class ServerSource:
             url = self._next_link(page, label)
 
     def _entries(self, page: Mapping[str, Any], label: str, quality: DataQuality) -> Iterator[Resource]:
+        absolute = holds_absolute_references(page, self.client.base_url)
         for entry in items(page.get("entry")):
             resource = entry.get("resource") if isinstance(entry, Mapping) else None
             if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
@@ -964,7 +980,8 @@ class ServerSource:
                     "warning", label, "server-warning", f"the server added a note to a search: {text}"
                 )
                 continue
-            normalise_references(resource, self.client.base_url)
+            if absolute:
+                normalise_references(resource, self.client.base_url)
             yield resource
 
     def _next_link(self, page: Mapping[str, Any], label: str) -> str | None:

@@ -29,6 +29,7 @@ from fhirscreen.sources.server import (
     PlanNotes,
     ServerSource,
     chunk_values,
+    holds_absolute_references,
     id_batches,
     normalise_references,
     patient_searches,
@@ -422,6 +423,47 @@ def test_absolute_references_become_type_slash_id() -> None:
         resources, _q = read_all(source())
     refs = {r["subject"]["reference"] for r in resources if "subject" in r}
     assert refs == {"Patient/p0000", "Patient/p0001"}
+
+
+def test_the_page_check_for_absolute_references_agrees_with_the_rewrite() -> None:
+    """``holds_absolute_references`` lets a page skip the element walk: it must say True exactly when
+    the walk would change something, for every kind of place and spelling a reference can have."""
+    import copy
+    import random
+
+    rng = random.Random(11)
+    base = "http://fhir.test/fhir"
+    values = [
+        f"{base}/Patient/p1",
+        f"{base}/Medication/m 1",
+        "Patient/p1",
+        f"{base}x/Patient/p1",
+        "http://other.test/fhir/Patient/p1",
+        f"{base}",
+        f"{base}/",
+        f"see {base}/Patient/p1",
+        "#med",
+    ]
+    keys = ["reference", "Reference", "display", "url", "fullUrl"]
+
+    def node(depth: int) -> Any:
+        if depth > 3 or rng.random() < 0.3:
+            return rng.choice([*values, 5, None, True, 2.5])
+        if rng.random() < 0.5:
+            return [node(depth + 1) for _ in range(rng.randint(0, 3))]
+        return {rng.choice(keys): node(depth + 1) for _ in range(rng.randint(0, 3))}
+
+    seen = set()
+    for _ in range(3000):
+        page = {"resourceType": "Bundle", "link": [{"relation": "self", "url": f"{base}/Observation"}]}
+        page["entry"] = [{"fullUrl": f"{base}/Observation/o1", "resource": node(0)}]
+        rewritten = copy.deepcopy(page)
+        normalise_references(rewritten, base)
+        changes = rewritten != page
+        assert holds_absolute_references(page, base) == changes, page
+        assert holds_absolute_references(page, base + "/") == changes
+        seen.add(changes)
+    assert seen == {True, False}
 
 
 def test_without_include_support_medications_are_fetched_by_id_in_batches() -> None:
