@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import tempfile
 from collections.abc import Mapping
 from datetime import date
@@ -39,10 +38,19 @@ def plain(value: Any) -> Any:
     return str(value)
 
 
-# How orjson writes a float with 0 < |x| < 1e-4 (``0.00001``, ``2.5e-7``), which the json module writes
-# otherwise (``1e-05``, ``2.5e-07``). Matched anywhere in the text, inside strings too: a false match only
-# costs the slower encoder.
-_ORJSON_SMALL_FLOAT = re.compile(r"[0-9]e-|0\.0000")
+def _may_hold_small_float(blob: bytes) -> bool:
+    """Whether orjson's text may hold a float with 0 < |x| < 1e-4, which it writes as ``0.00001`` or
+    ``2.5e-7`` and the json module as ``1e-05``, ``2.5e-07``: a digit before ``e-``, or ``0.0000``.
+    Looked for anywhere, inside strings too (a false match only costs the slower encoder), with
+    substring searches: a regular expression took 13 ms per MB."""
+    if b"0.0000" in blob:
+        return True
+    at = blob.find(b"e-")
+    while at > 0:
+        if 48 <= blob[at - 1] <= 57:  # a digit
+            return True
+        at = blob.find(b"e-", at + 2)
+    return False
 
 
 def dump_json(document: Any) -> str:
@@ -56,12 +64,12 @@ def dump_json(document: Any) -> str:
     one difference left: a NaN or infinity, which json writes as invalid JSON, orjson writes as null.
     """
     try:
-        text = orjson.dumps(document, option=orjson.OPT_INDENT_2).decode("utf-8")
+        blob = orjson.dumps(document, option=orjson.OPT_INDENT_2)
     except TypeError:  # orjson.JSONEncodeError
         return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
-    if _ORJSON_SMALL_FLOAT.search(text):
+    if _may_hold_small_float(blob):
         return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
-    return text + "\n"
+    return blob.decode("utf-8") + "\n"
 
 
 def write_atomic(path: Path, text: str) -> None:
