@@ -7,6 +7,7 @@ could mean so that callers can tell when it cannot decide a threshold.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -106,6 +107,7 @@ def span_of(element: Mapping[str, Any], prefix: str) -> Span | None:
     return None
 
 
+@functools.lru_cache(maxsize=1024)  # every patient asks for the same few windows of the screening date
 def months_before(as_of: date, months: int) -> date:
     """Calendar months back (criteria-codes.md 0.3: '6 months' is calendar months)."""
     return as_of - relativedelta(months=months)
