@@ -85,6 +85,8 @@ class Dosing:
 
 
 def mapping(value: object) -> Mapping[str, Any]:
+    if value.__class__ is dict:  # what JSON gives: no ABC check
+        return value
     return value if isinstance(value, Mapping) else {}
 
 

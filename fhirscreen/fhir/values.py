@@ -87,10 +87,10 @@ _UNIT_RE = re.compile(r"^[A-Za-zµμ%{}\[\]()*^/.\d_ -]*$")
 
 def quantity_of(obs: Mapping[str, Any] | None) -> Quantity | None:
     """valueQuantity (or valueInteger), or a numeric valueString such as ">60", "<0.2", "1,234"."""
-    if not isinstance(obs, Mapping):
+    if obs.__class__ is not dict and not isinstance(obs, Mapping):  # the ABC check only off JSON's dicts
         return None
     vq = obs.get("valueQuantity")
-    if isinstance(vq, Mapping):
+    if vq.__class__ is dict or isinstance(vq, Mapping):
         value = _number(vq.get("value"))
         if value is None:
             return None
@@ -123,6 +123,8 @@ def parse_quantity(text: str) -> Quantity | None:
 
 
 def _number(value: object) -> float | None:
+    if value.__class__ is float:
+        return value
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
