@@ -43,18 +43,47 @@ def labs(record: PatientRecord, vs: ValueSet, first: date | None, last: date) ->
 
     Undated observations cannot be placed in a window and are left out.
     """
-    matched = record.memo(f"_labs:{vs.name}", lambda: _all_labs(record, vs))
-    return [lab for lab in matched if lab.day <= last and (first is None or lab.day >= first)]
+    by_set: dict[str, list[Lab]] = record.memo("_labs:by-value-set", dict)
+    matched = by_set.get(vs.name)
+    if matched is None:
+        matched = by_set[vs.name] = _all_labs(record, vs)
+    if first is None:
+        return [lab for lab in matched if lab.day <= last]
+    return [lab for lab in matched if first <= lab.day <= last]
 
 
 def _all_labs(record: PatientRecord, vs: ValueSet) -> list[Lab]:
-    out: list[Lab] = []
-    for obs in coded_observations(record, vs):
-        when = observation_day(obs)
-        if isinstance(when, date):
-            out.append(Lab(obs, when))
-    out.sort(key=lambda lab: (lab.day, str(lab.obs.get("id"))), reverse=True)
-    return out
+    """Every dated result of ``vs``, latest day first (then by id, descending; record order on a tie)."""
+    dated = record.memo("_labs:dated", lambda: _DatedParts.of(record))
+    found = [p for p in _coded_positions(record, vs) if dated.labs[p] is not None]
+    found.sort(key=dated.rank.__getitem__)
+    return [dated.labs[p] for p in found]  # type: ignore[misc]  # None was left out above
+
+
+@dataclass(frozen=True)
+class _DatedParts:
+    """Per Observation part (positions as in ``_parts``): its Lab (None when undated) and its place
+    in the order ``_all_labs`` gives, so each value set's results are sorted without reading days again."""
+
+    labs: list[Lab | None]
+    rank: list[int]
+
+    @staticmethod
+    def of(record: PatientRecord) -> _DatedParts:
+        labs: list[Lab | None] = []
+        for obs in record.memo("_labs:parts", lambda: _parts(record)):
+            when = observation_day(obs)
+            labs.append(Lab(obs, when) if isinstance(when, date) else None)
+        # A stable sort, as a value set's own would be: its results keep this relative order.
+        ordered = sorted(
+            (p for p, lab in enumerate(labs) if lab is not None),
+            key=lambda p: (labs[p].day, str(labs[p].obs.get("id"))),  # type: ignore[union-attr]
+            reverse=True,
+        )
+        rank = [0] * len(labs)
+        for place, p in enumerate(ordered):
+            rank[p] = place
+        return _DatedParts(labs, rank)
 
 
 def lab_instant(lab: Lab) -> datetime | None:
@@ -109,7 +138,13 @@ def lab_key(lab: Lab) -> tuple[str, str, str]:
 def coded_observations(record: PatientRecord, vs: ValueSet) -> list[Resource]:
     """The Observations (and components, read as Observations) whose code ``vs`` matches, in record
     order: what matching every part of ``record.of_type("Observation")`` would give, found through the
-    record's code index.
+    record's code index."""
+    observations = record.memo("_labs:parts", lambda: _parts(record))
+    return [observations[p] for p in _coded_positions(record, vs)]
+
+
+def _coded_positions(record: PatientRecord, vs: ValueSet) -> list[int]:
+    """The positions (in ``_parts``, ascending) of the parts ``coded_observations`` gives.
 
     A record has a few hundred distinct codes but thousands of Observations, and the lab criteria ask
     for some forty value sets: looking codes up in a per-record index (built once) instead of matching
@@ -131,8 +166,8 @@ def coded_observations(record: PatientRecord, vs: ValueSet) -> list[Resource]:
     if not hits:
         return []
     if len(hits) == 1:
-        return [observations[p] for p in hits[0]]
-    return [observations[p] for p in sorted({p for positions in hits for p in positions})]
+        return hits[0]
+    return sorted({p for positions in hits for p in positions})
 
 
 def _parts(record: PatientRecord) -> list[Resource]:
