@@ -192,7 +192,17 @@ def _started_by(condition: Resource, as_of: date) -> bool:
 
 
 def _conditions(record: PatientRecord, vs: ValueSet, as_of: date) -> list[Resource]:
-    return [c for c in record.of_type("Condition") if _started_by(c, as_of) and vs.match(c.get("code"))]
+    return [c for c in _started(record, as_of) if vs.match(c.get("code"))]
+
+
+def _started(record: PatientRecord, as_of: date) -> list[Resource]:
+    """The Conditions started by the screening date (or undated), in record order: found once per
+    record for the twenty-odd value sets I2 reads."""
+    by_day: dict[date, list[Resource]] = record.memo("diagnosis:started", dict)
+    started = by_day.get(as_of)
+    if started is None:
+        started = by_day[as_of] = [c for c in record.of_type("Condition") if _started_by(c, as_of)]
+    return started
 
 
 def _condition_text(condition: Resource, vs: ValueSet | None = None) -> str:

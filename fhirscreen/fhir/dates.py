@@ -93,10 +93,22 @@ class Span:
         return self.end or self.start
 
 
+# prefix -> the keys of its date choices, in the order ``span_of`` reads them (not built per call).
+_CHOICE_KEYS: dict[str, tuple[str, str, str]] = {}
+
+
+def _choice_keys(prefix: str) -> tuple[str, str, str]:
+    keys = _CHOICE_KEYS[prefix] = (prefix + "DateTime", prefix + "Instant", prefix + "Date")
+    return keys
+
+
 def span_of(element: Mapping[str, Any], prefix: str) -> Span | None:
     """The span of a choice element such as ``effective[x]``/``onset[x]``/``performed[x]``."""
-    for suffix in ("DateTime", "Instant", "Date"):
-        d = day(element.get(prefix + suffix))
+    for key in _CHOICE_KEYS.get(prefix) or _choice_keys(prefix):
+        value = element.get(key)
+        if value is None:  # absent: ``day`` would say None
+            continue
+        d = day(value)
         if d is not None:
             return Span(d, d)
     period = element.get(prefix + "Period")
