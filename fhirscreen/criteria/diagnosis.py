@@ -177,7 +177,10 @@ def met_items(rules: Iterable[tuple[str, frozenset[str]]], findings: Findings) -
     """The items of a rule set with at least one finding, each with its findings."""
     out: dict[str, list[Finding]] = {}
     for label, features in rules:
-        hits = [f for feature in sorted(features) for f in findings.get(feature, ())]
+        present = features & findings.keys()  # most items have no finding: nothing to sort
+        if not present:
+            continue
+        hits = [f for feature in sorted(present) for f in findings[feature]]
         if hits:
             out[label] = hits
     return out
