@@ -210,8 +210,10 @@ def _code_index(observations: list[Resource]) -> dict[tuple[str, str], list[int]
         if keys is None:
             keys = keys_of[id(concept)] = [(system, code) for system, code, _display in codings(concept)]
         for key in keys:
-            positions = index.setdefault(key, [])
-            if not positions or positions[-1] != position:
+            positions = index.get(key)
+            if positions is None:
+                index[key] = [position]
+            elif positions[-1] != position:
                 positions.append(position)
     return index
 

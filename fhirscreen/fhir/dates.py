@@ -104,18 +104,24 @@ def _choice_keys(prefix: str) -> tuple[str, str, str]:
 
 def span_of(element: Mapping[str, Any], prefix: str) -> Span | None:
     """The span of a choice element such as ``effective[x]``/``onset[x]``/``performed[x]``."""
+    bounds = span_bounds(element, prefix)
+    return None if bounds is None else Span(*bounds)
+
+
+def span_bounds(element: Mapping[str, Any], prefix: str) -> tuple[date | None, date | None] | None:
+    """``span_of`` as (start, end), for hot paths that need no Span object."""
     for key in _CHOICE_KEYS.get(prefix) or _choice_keys(prefix):
         value = element.get(key)
         if value is None:  # absent: ``day`` would say None
             continue
         d = day(value)
         if d is not None:
-            return Span(d, d)
+            return d, d
     period = element.get(prefix + "Period")
     if period.__class__ is dict or isinstance(period, Mapping):
         start, end = day(period.get("start")), day(period.get("end"))
         if start or end:
-            return Span(start, end)
+            return start, end
     return None
 
 
