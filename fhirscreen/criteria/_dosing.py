@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -141,12 +141,24 @@ def _content_key(
 
 
 def _plain_json(value: object) -> bool:
-    kind = value.__class__
-    if kind is dict:
-        return all(k.__class__ is str and _plain_json(v) for k, v in value.items())  # type: ignore[attr-defined]
-    if kind is list:
-        return all(_plain_json(v) for v in value)  # type: ignore[attr-defined]
-    return kind in _JSON_SCALARS
+    """Only dicts with string keys, lists, strings, numbers, booleans and null (exact types) below."""
+    children: Iterable[Any]
+    if isinstance(value, dict) and value.__class__ is dict:
+        if not all(key.__class__ is str for key in value):
+            return False
+        children = value.values()
+    elif isinstance(value, list) and value.__class__ is list:
+        children = value
+    else:
+        return value.__class__ in _JSON_SCALARS
+    for child in children:
+        kind = child.__class__
+        if kind is dict or kind is list:
+            if not _plain_json(child):
+                return False
+        elif kind not in _JSON_SCALARS:
+            return False
+    return True
 
 
 def _read_dosing(
