@@ -133,7 +133,8 @@ class _LabIndex:
         self._rank: list[int] = []  # per dated part: its place in the order ``dated_labs`` gives
 
     def positions(self, vs: ValueSet) -> list[int]:
-        """The positions (in ``parts``, ascending) of the parts whose code ``vs`` matches."""
+        """The positions (in ``parts``, ascending) of the parts whose code ``vs`` matches (when one code
+        matches, the index's own list: read it, never change it)."""
         if vs.text_patterns:
             # Matched once per distinct code element rather than per Observation: kept resources share
             # equal elements (fhir/compact.py), and the answer depends on the element alone.
