@@ -125,7 +125,7 @@ def span_bounds(element: Mapping[str, Any], prefix: str) -> tuple[date | None, d
     return None
 
 
-@functools.lru_cache(maxsize=1024)  # every patient asks for the same few windows of the screening date
+@functools.lru_cache(maxsize=1024, typed=True)  # every patient asks for the same few windows
 def months_before(as_of: date, months: int) -> date:
     """Calendar months back (criteria-codes.md 0.3: '6 months' is calendar months)."""
     return as_of - relativedelta(months=months)
