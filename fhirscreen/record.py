@@ -13,6 +13,7 @@ from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, items, 
 from fhirscreen.quality import DataQuality
 
 T = TypeVar("T")
+_MISSING: Any = object()  # ``PatientRecord.memo``: no view yet (a view may be None)
 
 # Resource types screening reads; everything else an EHR export holds is skipped on input.
 SCREENED_TYPES: tuple[str, ...] = (
@@ -57,6 +58,8 @@ class PatientRecord:
     def medication(self, holder: Mapping[str, Any]) -> Resource | None:
         """The Medication a MedicationX points at: contained (``#id``) or a separate resource."""
         reference = holder.get("medicationReference")
+        if reference is None:  # most records name the drug by code
+            return None
         if not isinstance(reference, Mapping):
             return None
         value = reference.get("reference")
@@ -70,9 +73,9 @@ class PatientRecord:
 
     def memo(self, key: str, compute: Callable[[], T]) -> T:
         """Cache a derived view (e.g. the normalised medication list) shared by several criteria."""
-        if key not in self._memo:
-            self._memo[key] = compute()
-        value: T = self._memo[key]
+        value: T = self._memo.get(key, _MISSING)  # one lookup on a hit: views are read far more than made
+        if value is _MISSING:
+            value = self._memo[key] = compute()
         return value
 
 

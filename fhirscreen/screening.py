@@ -77,18 +77,19 @@ def screen_patient(
     results: dict[str, CriterionResult] = {}
     with resources_unchanged():  # criteria only read the record: derived views are computed once
         for criterion in trial.criteria:
+            cid = criterion.id
             try:
-                results[criterion.id] = criterion.kind.fn(record, ctx, criterion.params)
+                results[cid] = criterion.kind.fn(record, ctx, criterion.params)
                 if criterion.definition.type == "exclusion":
-                    results[criterion.id] = unconfirmed_only(results[criterion.id], record)
+                    results[cid] = unconfirmed_only(results[cid], record)
             except Exception as exc:
                 ctx.quality.add(
                     "error",
                     record.ref,
                     "evaluator-error",
-                    f"{criterion.id} could not be evaluated ({type(exc).__name__}); reported as unknown",
+                    f"{cid} could not be evaluated ({type(exc).__name__}); reported as unknown",
                 )
-                results[criterion.id] = result(
+                results[cid] = result(
                     Outcome.UNKNOWN,
                     f"Could not be evaluated automatically ({type(exc).__name__}); "
                     "review the record by hand.",
@@ -138,7 +139,9 @@ def screen_population(population: Population, trial: Trial, as_of: date, source:
     screens = [
         screen_patient(record, trial, as_of, population.quality)
         for record in population.records.values()
-        if population_evidence(record, trial)
+        # Most records of a large population hold no resources (file sources keep only the initial
+        # population's): nothing to look through.
+        if record.resources and population_evidence(record, trial)
     ]
     return ScreeningRun(
         trial=trial,

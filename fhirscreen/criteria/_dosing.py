@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -100,8 +100,65 @@ def duration_days(duration: object) -> float | None:
     return float(value) * UNIT_DAYS[unit]
 
 
+# ``dosing`` is a pure function of the dosage lines' content, and records repeat a few dosages ("10 mg
+# once a day") across patients: each distinct content is read once. The key is the lines' repr, which
+# tells every JSON value apart (1, 1.0 and True; -0.0 and 0.0; a list and a tuple), taken only for
+# plain JSON (dicts with string keys, lists, strings, numbers, booleans, null), whose repr is exactly
+# its content. Dosing is immutable, so one result is shared. Bounded so that odd data cannot grow it.
+_READ: dict[tuple[str, bool, date | None], Dosing] = {}
+_READ_MAX = 10_000
+_JSON_SCALARS = frozenset({str, int, float, bool, type(None)})
+
+
 def dosing(dosages: Sequence[Mapping[str, Any]], *, administration: bool, anchor: date | None) -> Dosing:
     """Read the dosage lines of one record; ``anchor`` is the day the first step starts without bounds."""
+    key = _content_key(dosages, administration, anchor)
+    if key is None:
+        return _read_dosing(dosages, administration=administration, anchor=anchor)
+    read = _READ.get(key)
+    if read is None:
+        read = _read_dosing(dosages, administration=administration, anchor=anchor)
+        if len(_READ) < _READ_MAX:
+            _READ[key] = read
+    return read
+
+
+def _content_key(
+    dosages: Sequence[Mapping[str, Any]], administration: bool, anchor: date | None
+) -> tuple[str, bool, date | None] | None:
+    """The key of ``_READ`` for these arguments, None when they are not plain (then never cached)."""
+    if administration.__class__ is not bool or (anchor is not None and anchor.__class__ is not date):
+        return None
+    try:
+        return (repr(dosages), administration, anchor) if _plain_json(dosages) else None
+    except RecursionError:  # absurdly deep JSON: read it uncached, as before
+        return None
+
+
+def _plain_json(value: object) -> bool:
+    """Only dicts with string keys, lists, strings, numbers, booleans and null (exact types) below."""
+    children: Iterable[Any]
+    if isinstance(value, dict) and value.__class__ is dict:
+        if not all(key.__class__ is str for key in value):
+            return False
+        children = value.values()
+    elif isinstance(value, list) and value.__class__ is list:
+        children = value
+    else:
+        return value.__class__ in _JSON_SCALARS
+    for child in children:
+        kind = child.__class__
+        if kind is dict or kind is list:
+            if not _plain_json(child):
+                return False
+        elif kind not in _JSON_SCALARS:
+            return False
+    return True
+
+
+def _read_dosing(
+    dosages: Sequence[Mapping[str, Any]], *, administration: bool, anchor: date | None
+) -> Dosing:
     groups: dict[object, list[Mapping[str, Any]]] = {}
     for dosage in dosages:
         # Lines with the same sequence (or, without one, the same bounds) are taken together and add

@@ -133,13 +133,13 @@ def observations(record: PatientRecord, vs: ValueSet) -> list[Event]:
 def medication_concepts(record: PatientRecord, holder: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
     """The concept(s) naming the drug: medicationCodeableConcept, else the referenced Medication's code."""
     concept = holder.get("medicationCodeableConcept")
-    if isinstance(concept, Mapping):
+    if concept.__class__ is dict or isinstance(concept, Mapping):
         yield concept
     medication = record.medication(holder)
     if medication is not None and isinstance(medication.get("code"), Mapping):
         yield medication["code"]
     reference = holder.get("medicationReference")
-    if isinstance(reference, Mapping) and reference.get("display"):
+    if reference is not None and isinstance(reference, Mapping) and reference.get("display"):
         # A reference that cannot be resolved may still name the product.
         yield {"text": str(reference["display"])}
 

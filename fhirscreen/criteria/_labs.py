@@ -43,18 +43,13 @@ def labs(record: PatientRecord, vs: ValueSet, first: date | None, last: date) ->
 
     Undated observations cannot be placed in a window and are left out.
     """
-    matched = record.memo(f"_labs:{vs.name}", lambda: _all_labs(record, vs))
-    return [lab for lab in matched if lab.day <= last and (first is None or lab.day >= first)]
-
-
-def _all_labs(record: PatientRecord, vs: ValueSet) -> list[Lab]:
-    out: list[Lab] = []
-    for obs in coded_observations(record, vs):
-        when = observation_day(obs)
-        if isinstance(when, date):
-            out.append(Lab(obs, when))
-    out.sort(key=lambda lab: (lab.day, str(lab.obs.get("id"))), reverse=True)
-    return out
+    index = _index(record)
+    matched = index.by_set.get(vs.name)
+    if matched is None:
+        matched = index.by_set[vs.name] = index.dated_labs(vs)
+    if first is None:
+        return [lab for lab in matched if lab.day <= last]
+    return [lab for lab in matched if first <= lab.day <= last]
 
 
 def lab_instant(lab: Lab) -> datetime | None:
@@ -109,30 +104,86 @@ def lab_key(lab: Lab) -> tuple[str, str, str]:
 def coded_observations(record: PatientRecord, vs: ValueSet) -> list[Resource]:
     """The Observations (and components, read as Observations) whose code ``vs`` matches, in record
     order: what matching every part of ``record.of_type("Observation")`` would give, found through the
-    record's code index.
+    record's code index."""
+    index = _index(record)
+    parts = index.parts
+    return [parts[p] for p in index.positions(vs)]
+
+
+def _index(record: PatientRecord) -> _LabIndex:
+    return record.memo("_labs:index", lambda: _LabIndex(_parts(record)))
+
+
+class _LabIndex:
+    """A record's Observation parts, indexed once for every value set the criteria ask about.
 
     A record has a few hundred distinct codes but thousands of Observations, and the lab criteria ask
     for some forty value sets: looking codes up in a per-record index (built once) instead of matching
     every Observation against every value set is what keeps evaluation linear. Value sets with text
-    patterns need the text, so they are matched once per distinct code element instead.
+    patterns need the text, so they are matched once per distinct code element instead. Each index is
+    built when first needed.
     """
-    observations = record.memo("_labs:parts", lambda: _parts(record))
-    if vs.text_patterns:
-        # Matched once per distinct code element rather than per Observation: kept resources share
-        # equal elements (fhir/compact.py), and the answer depends on the element alone.
-        groups = record.memo("_labs:concepts", lambda: _concept_index(observations))
-        hits = [positions for concept, positions in groups.values() if vs.match(concept) is not None]
-    else:
-        index = record.memo("_labs:code-index", lambda: _code_index(observations))
-        if not vs.prefixes and len(vs.codes) <= len(index):
-            hits = [index[key] for key in vs.codes if key in index]
+
+    def __init__(self, parts: list[Resource]) -> None:
+        self.parts = parts
+        self.by_set: dict[str, list[Lab]] = {}  # value set name -> ``dated_labs``, for ``labs``
+        self._codes: dict[tuple[str, str], list[int]] | None = None
+        self._concepts: dict[int, tuple[Any, list[int]]] | None = None
+        self._labs: list[Lab | None] | None = None  # per part; None when undated
+        self._rank: list[int] = []  # per dated part: its place in the order ``dated_labs`` gives
+
+    def positions(self, vs: ValueSet) -> list[int]:
+        """The positions (in ``parts``, ascending) of the parts whose code ``vs`` matches (when one code
+        matches, the index's own list: read it, never change it)."""
+        if vs.text_patterns:
+            # Matched once per distinct code element rather than per Observation: kept resources share
+            # equal elements (fhir/compact.py), and the answer depends on the element alone.
+            if self._concepts is None:
+                self._concepts = _concept_index(self.parts)
+            groups = self._concepts.values()
+            hits = [positions for concept, positions in groups if vs.match(concept) is not None]
         else:
-            hits = [positions for key, positions in index.items() if vs.has_code(*key)]
-    if not hits:
-        return []
-    if len(hits) == 1:
-        return [observations[p] for p in hits[0]]
-    return [observations[p] for p in sorted({p for positions in hits for p in positions})]
+            if self._codes is None:
+                self._codes = _code_index(self.parts)
+            index = self._codes
+            if not vs.prefixes:  # exact codes only: the keys in both, looked up from the smaller side
+                codes = vs.codes
+                small, large = (codes, index) if len(codes) <= len(index) else (index, codes)
+                hits = [index[key] for key in small if key in large]
+            else:
+                hits = [positions for key, positions in index.items() if vs.has_code(*key)]
+        if not hits:
+            return []
+        if len(hits) == 1:
+            return hits[0]
+        return sorted({p for positions in hits for p in positions})
+
+    def dated_labs(self, vs: ValueSet) -> list[Lab]:
+        """The dated results of ``vs``, latest day first, then by id descending, then in record order."""
+        if self._labs is None:
+            self._date_parts()
+        labs, rank = self._labs, self._rank
+        assert labs is not None
+        found = [p for p in self.positions(vs) if labs[p] is not None]
+        found.sort(key=rank.__getitem__)
+        return [labs[p] for p in found]  # type: ignore[misc]  # undated parts were left out
+
+    def _date_parts(self) -> None:
+        labs: list[Lab | None] = []
+        for obs in self.parts:
+            when = observation_day(obs)
+            labs.append(Lab(obs, when) if isinstance(when, date) else None)
+        # One stable sort of all results: a value set's results, sorted by their place in it, come in
+        # the order a stable sort of their own would give.
+        ordered = sorted(
+            (p for p, lab in enumerate(labs) if lab is not None),
+            key=lambda p: (labs[p].day, str(labs[p].obs.get("id"))),  # type: ignore[union-attr]
+            reverse=True,
+        )
+        rank = [0] * len(labs)
+        for place, p in enumerate(ordered):
+            rank[p] = place
+        self._labs, self._rank = labs, rank
 
 
 def _parts(record: PatientRecord) -> list[Resource]:
@@ -160,8 +211,10 @@ def _code_index(observations: list[Resource]) -> dict[tuple[str, str], list[int]
         if keys is None:
             keys = keys_of[id(concept)] = [(system, code) for system, code, _display in codings(concept)]
         for key in keys:
-            positions = index.setdefault(key, [])
-            if not positions or positions[-1] != position:
+            positions = index.get(key)
+            if positions is None:
+                index[key] = [position]
+            elif positions[-1] != position:
                 positions.append(position)
     return index
 

@@ -151,9 +151,13 @@ class Drug(Params):
 
 
 def first_drug(exposure: Exposure, drugs: Sequence[Drug], value_sets: Mapping[str, ValueSet]) -> Drug | None:
+    concepts = exposure.concepts
     for drug in drugs:
-        if exposure.matches(value_sets[drug.value_set]) is not None:
-            return drug
+        match = value_sets[drug.value_set].match
+        # ``exposure.matches`` inlined: criteria ask this of every exposure for every drug list.
+        for concept in concepts:
+            if match(concept) is not None:
+                return drug
     return None
 
 
@@ -243,6 +247,8 @@ def _anchor(res: Resource) -> date | None:
 def _links(res: Resource) -> Iterator[str]:
     for element in _ORDER_LINKS:
         value = res.get(element)
+        if value is None:  # usually absent
+            continue
         for target in _reference_strings(value if isinstance(value, list) else [value]):
             if target.startswith("MedicationRequest/"):
                 yield target
@@ -284,6 +290,8 @@ def _dosages(res: Resource) -> list[Mapping[str, Any]]:
 
 
 def _reference_strings(references: object) -> Iterator[str]:
+    if not references:  # usually absent
+        return
     for reference in references or () if isinstance(references, list) else ():
         if isinstance(reference, Mapping) and isinstance(reference.get("reference"), str):
             parts = reference["reference"].split("/")

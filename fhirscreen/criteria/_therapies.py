@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 
 from fhirscreen.criteria._medications import Exposure, Interval, daily_mg
 
@@ -130,3 +130,26 @@ def day_total(groups: Sequence[Sequence[Use]], on: date) -> tuple[float, float]:
         if dose is not None:
             low, high = low + dose[0], high + dose[1]
     return low, high
+
+
+def change_days(groups: Sequence[Sequence[Use]], first: date, last: date) -> list[date]:
+    """The days of [first, last] on which ``day_total`` may differ from the day before, with ``first``:
+    a record's known or possible span starting, or ending the day before, and the same for a dated
+    dosage step. On every other day the total is the one of the day before, so a search for the
+    highest daily total need only look at these days."""
+    if first > last:
+        return []
+    one = timedelta(days=1)
+    edges = {first}
+    for therapy in groups:
+        for use in therapy:
+            spans: list[tuple[date | None, date | None]] = [
+                (use.known.start, use.known.end), (use.possible.start, use.possible.end)
+            ]
+            spans += [(s.start, s.end) for s in (use.exp.dosing.steps if use.exp.dosing else ())]
+            for start, end in spans:
+                if start is not None and first < start <= last:
+                    edges.add(start)
+                if end is not None and first <= end < last:  # end < last: the day after exists
+                    edges.add(end + one)
+    return sorted(edges)

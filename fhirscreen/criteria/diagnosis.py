@@ -177,7 +177,10 @@ def met_items(rules: Iterable[tuple[str, frozenset[str]]], findings: Findings) -
     """The items of a rule set with at least one finding, each with its findings."""
     out: dict[str, list[Finding]] = {}
     for label, features in rules:
-        hits = [f for feature in sorted(features) for f in findings.get(feature, ())]
+        present = features & findings.keys()  # most items have no finding: nothing to sort
+        if not present:
+            continue
+        hits = [f for feature in sorted(present) for f in findings[feature]]
         if hits:
             out[label] = hits
     return out
@@ -192,7 +195,17 @@ def _started_by(condition: Resource, as_of: date) -> bool:
 
 
 def _conditions(record: PatientRecord, vs: ValueSet, as_of: date) -> list[Resource]:
-    return [c for c in record.of_type("Condition") if _started_by(c, as_of) and vs.match(c.get("code"))]
+    return [c for c in _started(record, as_of) if vs.match(c.get("code"))]
+
+
+def _started(record: PatientRecord, as_of: date) -> list[Resource]:
+    """The Conditions started by the screening date (or undated), in record order: found once per
+    record for the twenty-odd value sets I2 reads."""
+    by_day: dict[date, list[Resource]] = record.memo("diagnosis:started", dict)
+    started = by_day.get(as_of)
+    if started is None:
+        started = by_day[as_of] = [c for c in record.of_type("Condition") if _started_by(c, as_of)]
+    return started
 
 
 def _condition_text(condition: Resource, vs: ValueSet | None = None) -> str:
@@ -207,7 +220,7 @@ def _condition_text(condition: Resource, vs: ValueSet | None = None) -> str:
 def coded_findings(record: PatientRecord, ctx: Context, sets: ManifestationSets) -> Findings:
     """Coded manifestations on record up to the screening date, any clinical status (history counts)."""
     found: Findings = defaultdict(list)
-    for feature, vs_name in sets.model_dump().items():
+    for feature, vs_name in sets:  # (field, value) in field order, as model_dump() gives them but cheaper
         vs = ctx.vs(vs_name)
         for c in _conditions(record, vs, ctx.as_of):
             if _verification(c) in _TENTATIVE:

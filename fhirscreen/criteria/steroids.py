@@ -12,8 +12,6 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from dateutil.relativedelta import relativedelta
-
 from fhirscreen.criteria._medications import (
     Drug,
     Exposure,
@@ -25,9 +23,10 @@ from fhirscreen.criteria._medications import (
     reason_concepts,
     total_days,
 )
-from fhirscreen.criteria._therapies import Use, day_total, therapies
+from fhirscreen.criteria._therapies import Use, change_days, day_total, therapies
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import concept_label
+from fhirscreen.fhir.dates import months_before
 from fhirscreen.fhir.resources import condition_span, observation_day, ref
 from fhirscreen.record import PatientRecord
 
@@ -265,7 +264,7 @@ def steroid_dose(record: PatientRecord, ctx: Context, params: SteroidDoseParams)
     counted = [u for u in in_window if u.drug.factor is not None]
     low_day, low, high = _daily_peaks(counted, first, as_of)
     weight, unreadable = _latest_weight(record, ctx, params.body_weight)
-    stale = weight is not None and weight.on < as_of - relativedelta(months=params.weight_max_age_months)
+    stale = weight is not None and weight.on < months_before(as_of, params.weight_max_age_months)
     usable = None if stale else weight
     notes = _dose_notes(counted, unconverted)
     details: dict[str, Any] = {"max_prednisone_eq_mg_day": round(low, 2)} if low > 0 else {}
@@ -338,13 +337,13 @@ def _daily_peaks(uses: Sequence[_Use], first: date, as_of: date) -> tuple[str, f
     converted = [Use(u.exp, u.drug.name, u.drug.factor or 0.0, u.known, u.possible) for u in uses]
     groups = therapies(converted)
     best_day, best_low, best_high = first, 0.0, 0.0
-    d = first
-    while d <= as_of:
+    # Every day from ``first`` to ``as_of``, read only where the total may change (the first day
+    # of the highest total is one of those).
+    for d in change_days(groups, first, as_of):
         low, high = day_total(groups, d)
         if low > best_low:
             best_day, best_low = d, low
         best_high = max(best_high, high)
-        d += timedelta(days=1)
     return best_day.isoformat(), round(best_low, 4), best_high
 
 

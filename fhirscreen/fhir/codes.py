@@ -179,6 +179,7 @@ _SIGNATURE_NUMBERS: dict[Signature, int] = {}
 _SIGNATURES_MAX = 100_000
 # Answers remembered per value set (signatures carry displays and text, which vary in real data).
 _RESULTS_MAX = 20_000
+_UNKNOWN: Any = object()  # no answer remembered yet (None is an answer)
 
 
 def _concept_signature(concept: Mapping[str, Any]) -> tuple[Signature, int]:
@@ -295,8 +296,9 @@ class ValueSet:
         if number < 0:
             return self._match_signature(signature)
         results = self._results
-        if number in results:
-            return results[number]
+        found: str | None = results.get(number, _UNKNOWN)
+        if found is not _UNKNOWN:
+            return found
         found = self._match_signature(signature)
         if len(results) < _RESULTS_MAX:
             results[number] = found

@@ -7,6 +7,7 @@ could mean so that callers can tell when it cannot decide a threshold.
 from __future__ import annotations
 
 import calendar
+import functools
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -92,20 +93,39 @@ class Span:
         return self.end or self.start
 
 
+# prefix -> the keys of its date choices, in the order ``span_of`` reads them (not built per call).
+_CHOICE_KEYS: dict[str, tuple[str, str, str]] = {}
+
+
+def _choice_keys(prefix: str) -> tuple[str, str, str]:
+    keys = _CHOICE_KEYS[prefix] = (prefix + "DateTime", prefix + "Instant", prefix + "Date")
+    return keys
+
+
 def span_of(element: Mapping[str, Any], prefix: str) -> Span | None:
     """The span of a choice element such as ``effective[x]``/``onset[x]``/``performed[x]``."""
-    for suffix in ("DateTime", "Instant", "Date"):
-        d = day(element.get(prefix + suffix))
+    bounds = span_bounds(element, prefix)
+    return None if bounds is None else Span(*bounds)
+
+
+def span_bounds(element: Mapping[str, Any], prefix: str) -> tuple[date | None, date | None] | None:
+    """``span_of`` as (start, end), for hot paths that need no Span object."""
+    for key in _CHOICE_KEYS.get(prefix) or _choice_keys(prefix):
+        value = element.get(key)
+        if value is None:  # absent: ``day`` would say None
+            continue
+        d = day(value)
         if d is not None:
-            return Span(d, d)
+            return d, d
     period = element.get(prefix + "Period")
     if period.__class__ is dict or isinstance(period, Mapping):
         start, end = day(period.get("start")), day(period.get("end"))
         if start or end:
-            return Span(start, end)
+            return start, end
     return None
 
 
+@functools.lru_cache(maxsize=1024, typed=True)  # every patient asks for the same few windows
 def months_before(as_of: date, months: int) -> date:
     """Calendar months back (criteria-codes.md 0.3: '6 months' is calendar months)."""
     return as_of - relativedelta(months=months)

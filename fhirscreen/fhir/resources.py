@@ -10,7 +10,7 @@ from collections.abc import Iterator, Mapping
 from typing import Any
 
 from fhirscreen.fhir.codes import codings, normalised
-from fhirscreen.fhir.dates import Span, day, span_of
+from fhirscreen.fhir.dates import Span, day, span_bounds, span_of
 from fhirscreen.fhir.memo import per_resource
 
 Resource = dict[str, Any]
@@ -93,6 +93,8 @@ def patient_id_of(resource: Mapping[str, Any]) -> str | None:
 
 def mapping(value: object) -> Mapping[str, Any]:
     """An element FHIR makes an object: {} for anything else (malformed data read as absent)."""
+    if value.__class__ is dict:  # what JSON gives: no ABC check
+        return value
     return value if isinstance(value, Mapping) else {}
 
 
@@ -217,9 +219,10 @@ def observation_parts(observation: Mapping[str, Any]) -> Iterator[Resource]:
 @per_resource  # read for every lab, window and value set
 def observation_day(observation: Mapping[str, Any]) -> Any:
     """The clinically relevant day of an Observation: effective[x], else issued."""
-    span = span_of(observation, "effective")
-    if span is not None:
-        return span.latest
+    bounds = span_bounds(observation, "effective")  # what span_of gives, without building a Span
+    if bounds is not None:
+        start, end = bounds
+        return end or start  # Span.latest
     return day(observation.get("issued"))
 
 

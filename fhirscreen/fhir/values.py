@@ -87,10 +87,10 @@ _UNIT_RE = re.compile(r"^[A-Za-zµμ%{}\[\]()*^/.\d_ -]*$")
 
 def quantity_of(obs: Mapping[str, Any] | None) -> Quantity | None:
     """valueQuantity (or valueInteger), or a numeric valueString such as ">60", "<0.2", "1,234"."""
-    if not isinstance(obs, Mapping):
+    if obs.__class__ is not dict and not isinstance(obs, Mapping):  # the ABC check only off JSON's dicts
         return None
     vq = obs.get("valueQuantity")
-    if isinstance(vq, Mapping):
+    if vq.__class__ is dict or isinstance(vq, Mapping):
         value = _number(vq.get("value"))
         if value is None:
             return None
@@ -123,6 +123,8 @@ def parse_quantity(text: str) -> Quantity | None:
 
 
 def _number(value: object) -> float | None:
+    if value.__class__ is float:
+        return value
     if isinstance(value, bool):
         return None
     if isinstance(value, (int, float)):
@@ -266,7 +268,7 @@ def interpretation_codes(obs: Mapping[str, Any]) -> set[str]:
     """The interpretation codes (v3 / v2-0078 ``H``, ``POS``, ``L``...), upper-cased."""
     out: set[str] = set()
     for concept in items(obs.get("interpretation")):
-        if isinstance(concept, Mapping):
+        if concept.__class__ is dict or isinstance(concept, Mapping):
             out.update(code.upper() for _s, code, _d in codings(concept))
     return out
 
@@ -340,13 +342,13 @@ def polarity(obs: Mapping[str, Any] | None) -> Polarity | None:
 
 def _ranges(obs: Mapping[str, Any]) -> Iterator[Mapping[str, Any]]:
     for rr in items(obs.get("referenceRange")):
-        if isinstance(rr, Mapping):
+        if rr.__class__ is dict or isinstance(rr, Mapping):
             yield rr
 
 
 def reference_range(obs: Mapping[str, Any] | None) -> tuple[float | None, float | None]:
     """(low, high) of the general reference range: the first without ``appliesTo``/``age``, else the first."""
-    if not isinstance(obs, Mapping):
+    if obs.__class__ is not dict and not isinstance(obs, Mapping):
         return None, None
     ranges = list(_ranges(obs))
     if not ranges:
@@ -357,7 +359,7 @@ def reference_range(obs: Mapping[str, Any] | None) -> tuple[float | None, float 
 
 
 def _bound(q: object) -> float | None:
-    return _number(q.get("value")) if isinstance(q, Mapping) else None
+    return _number(q.get("value")) if q.__class__ is dict or isinstance(q, Mapping) else None
 
 
 def is_below_range(obs: Mapping[str, Any]) -> bool | None:
