@@ -350,6 +350,15 @@ def report_malformed(resource: Mapping[str, Any], where: str, quality: DataQuali
         )
 
 
+def malformed_concept(concept: Any) -> bool:
+    """A CodeableConcept present but not in FHIR's form, or whose ``coding`` is not (see above)."""
+    if concept is None:
+        return False
+    if concept.__class__ is not dict:
+        return True
+    return _malformed_coding(concept.get("coding"))
+
+
 def _malformed_coding(coding: Any) -> bool:
     if coding is None:
         return False

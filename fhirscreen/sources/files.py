@@ -52,7 +52,7 @@ import orjson
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, items, reference_id
 from fhirscreen.quality import DataQuality
-from fhirscreen.record import KEPT_TYPES, Dropped, patient_id, report_malformed
+from fhirscreen.record import KEPT_TYPES, Dropped, malformed_concept, patient_id, report_malformed
 from fhirscreen.sources.base import NothingUsableError, QueryPlan, SourceError
 
 log = logging.getLogger("fhirscreen")
@@ -263,9 +263,10 @@ class _Prefilter:
             if pid is not None and pid not in self.keep:
                 self.keep.add(pid)  # type: ignore[attr-defined]
                 self.joined[pid] = (self.index, self.checked)
-        elif self.quality is not None:
+        elif self.quality is not None and malformed_concept(resource.get("code")):
             # A diagnosis whose code cannot be read may be the one that would have brought its patient
             # in: said for every patient, not only the kept ones (whose resources the builder checks).
+            # Only the code is looked at first: this runs for every Condition of the hospital.
             report_malformed(resource, f"Condition/{resource.get('id')}", self.quality)
 
     def wants(self, resource: Resource, aliases: Mapping[str, str]) -> bool:
