@@ -493,7 +493,10 @@ class ServerSource:
         self._lock = threading.Lock()
         # The Observation plan in force: "codes" or "all", or "auto" until the first batch decides.
         self.observation_plan = options.observations
-        self._early_capabilities: _EarlyAnswer[Capabilities] | None = None
+        self._early_statement: _EarlyAnswer[dict[str, Any]] | None = None
+        # The CapabilityStatement, asked once per run (HAPI's is 1.5 MB): every read of this source,
+        # and the store's, use the same answer.
+        self._statement: dict[str, Any] | None = None
         # The one-line account at the end of a read; off when a wrapper (the store) gives its own.
         self.logs_stats = True
 
@@ -545,24 +548,29 @@ class ServerSource:
     def ask_capabilities_early(self) -> None:
         """Send ``GET /metadata`` now, on a background thread, so that the answer is on its way while the
         caller loads the trial (about 0.2 s; a hospital's CapabilityStatement can be megabytes over a
-        WAN). ``capabilities`` then takes that answer, or raises its error, instead of asking again."""
-        if self._early_capabilities is None:
-            self._early_capabilities = _EarlyAnswer(self._ask_capabilities)
+        WAN). ``capability_statement`` then takes that answer, or raises its error, instead of asking
+        again."""
+        if self._early_statement is None and self._statement is None:
+            self._early_statement = _EarlyAnswer(self._ask_statement)
+
+    def capability_statement(self) -> dict[str, Any]:
+        """The server's CapabilityStatement, asked once for the run."""
+        if self._statement is None:
+            early, self._early_statement = self._early_statement, None
+            self._statement = early.result() if early is not None else self._ask_statement()
+        return self._statement
 
     def capabilities(self) -> Capabilities:
-        early, self._early_capabilities = self._early_capabilities, None
-        if early is not None:
-            return early.result()
-        return self._ask_capabilities()
+        return Capabilities.parse(self.capability_statement())
 
-    def _ask_capabilities(self) -> Capabilities:
+    def _ask_statement(self) -> dict[str, Any]:
         statement = self.client.get_resource(
             "metadata", expect_type="CapabilityStatement", what="capability check (GET /metadata)"
         )
-        caps = Capabilities.parse(statement)
-        if caps.fhir_version and not caps.fhir_version.startswith("4.0"):
-            log.warning("the server speaks FHIR %s; fhirscreen expects R4 (4.0.x)", caps.fhir_version)
-        return caps
+        version = str(statement.get("fhirVersion") or "")
+        if version and not version.startswith("4.0"):
+            log.warning("the server speaks FHIR %s; fhirscreen expects R4 (4.0.x)", version)
+        return statement
 
     def _population_ids(self, plan: QueryPlan, caps: Capabilities, quality: DataQuality) -> list[str]:
         """The candidates: patients with a Condition coded in the population value set."""

@@ -468,9 +468,7 @@ class IncrementalSource:
 
     def _capabilities(self) -> tuple[Capabilities, set[str]]:
         """The parsed CapabilityStatement and the types that offer ``history-type``."""
-        statement = self.server.client.get_resource(
-            "metadata", expect_type="CapabilityStatement", what="capability check (GET /metadata)"
-        )
+        statement = self.server.capability_statement()  # the run's one GET /metadata
         history: set[str] = set()
         for rest in items(statement.get("rest")):
             for res in (items(rest.get("resource"))) if isinstance(rest, Mapping) else ():
