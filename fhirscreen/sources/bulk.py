@@ -315,6 +315,7 @@ class BulkExport:
     def download(self, manifest: Mapping[str, Any], workdir: Path, quality: DataQuality) -> list[Path]:
         token_ok = bool(manifest.get("requiresAccessToken"))
         files: list[Path] = []
+        # ``output`` is a list here: the status poll refuses a manifest without one.
         outputs = [o for o in items(manifest.get("output")) if isinstance(o, Mapping)]
         for index, item in enumerate(outputs):
             try:

@@ -559,7 +559,12 @@ def bundle_resources(
     ``prefilter``, the bundle's Conditions go through its census first, and resources of patients it
     does not keep get only their patient reference rewritten.
     """
-    entries = [e for e in items(bundle.get("entry")) if isinstance(e, Mapping)]
+    listed = bundle.get("entry")
+    if listed is not None and not isinstance(listed, list):
+        # Like a file that is not JSON: its content is lost to the run, which says so (exit 5).
+        quality.lost(origin, "the bundle was skipped: its entry is not a list")
+        return
+    entries = [e for e in items(listed) if isinstance(e, Mapping)]
     aliases: dict[str, str] = {}
     resources: list[Resource] = []
     for index, entry in enumerate(entries):

@@ -702,4 +702,10 @@ def _not_fhir(response: requests.Response, body: Any, expect_type: str | None) -
         diagnostics = outcome_text(body)
         extra = f": {diagnostics}" if diagnostics else ""
         return f"expected a {expect_type} but got a {found}{extra}"
+    if body["resourceType"] == "Bundle":
+        # A page whose entries or links are not lists cannot be read whole: an error (retried, then
+        # data lost), never a page read as empty or as the last one.
+        for key in ("entry", "link"):
+            if body.get(key) is not None and not isinstance(body[key], list):
+                return f"a Bundle whose {key} is not a list"
     return None

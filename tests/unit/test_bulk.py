@@ -257,6 +257,17 @@ def test_temp_files_are_removed_and_manifest_types_cannot_escape(
     assert not (tmp_path.parent / "evil.ndjson").exists()
 
 
+@responses.activate(registry=OrderedRegistry)
+def test_a_manifest_whose_output_is_not_a_list_is_an_error_not_an_empty_export(clock: Clock) -> None:
+    responses.get(f"{BASE}/$export", status=202, headers={"Content-Location": STATUS})
+    responses.get(
+        STATUS, json={"requiresAccessToken": False, "output": {"type": "Patient", "url": f"{BASE}/Binary/a"}}
+    )
+    responses.delete(STATUS, status=202)
+    with pytest.raises(SourceError, match="not JSON with an output list"):
+        list(exporter(clock).read(PLAN, DataQuality()))
+
+
 def test_type_filters_keep_observations_to_the_trial() -> None:
     filters = type_filters(PLAN)
     assert filters == [
@@ -332,6 +343,8 @@ def test_server_without_patient_lists_falls_back_to_a_system_export(
 
 def test_since_is_passed_on() -> None:
     assert "_since=2026-05-31T00%3A00%3A00Z" in kickoff_query(PLAN, since="2026-05-31T00:00:00Z")
+
+
 def test_export_asks_for_pharmacy_fills_and_plans() -> None:
     types = parse_qs(kickoff_query(PLAN))["_type"][0].split(",")
     for rtype in ("MedicationDispense", "ServiceRequest", "CarePlan", "Appointment", "Medication"):

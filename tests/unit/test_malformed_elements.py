@@ -225,3 +225,24 @@ def test_any_element_malformed_never_stops_the_whole_run(tmp_path: Path, trial: 
                 assert not errors, (resource["resourceType"], path, bad, errors)
                 tried += 1
     assert tried > 300
+
+
+def test_a_bundle_whose_entry_is_not_a_list_is_data_lost_not_an_empty_bundle(tmp_path: Path) -> None:
+    (tmp_path / "broken.json").write_text(
+        json.dumps({"resourceType": "Bundle", "type": "collection", "entry": {"resource": {}}})
+    )
+    (tmp_path / "fine.json").write_text(
+        json.dumps(
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": {"resourceType": "Patient", "id": "p1", "gender": "female"}}],
+            }
+        )
+    )
+    result = CliRunner().invoke(main, ["screen", "--data", str(tmp_path), "--format", "json"])
+    assert result.exit_code == 5, result.output  # partial: the outputs are written, the night is flagged
+    report = json.loads(result.stdout)
+    lost = [f for f in report["data_quality"] if f["problem"] == "data-lost"]
+    assert [f["where"] for f in lost] == [str(tmp_path / "broken.json")]
+    assert "entry is not a list" in lost[0]["message"]

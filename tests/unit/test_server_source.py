@@ -372,6 +372,21 @@ def test_malformed_page_is_a_clear_error() -> None:
             read_all(source())
 
 
+@pytest.mark.parametrize("key", ["entry", "link"])
+def test_a_page_whose_entries_or_links_are_not_a_list_is_an_error_not_an_empty_page(key: str) -> None:
+    """Read as empty, such a page would lose its patients (entry) or end the paging early (link)
+    without a word."""
+    fake = FakeFhir(population(3))
+    broken: dict[str, Any] = {"resourceType": "Bundle", "type": "searchset", "entry": [], "link": []}
+    broken[key] = {"relation": "next", "url": f"{BASE}/Condition?page=2"} if key == "link" else {"x": 1}
+    with responses.RequestsMock() as mock:
+        for _ in range(2):  # retried once, then reported
+            mock.get(re.compile(re.escape(BASE) + r"/Condition\?code=.*"), json=broken)
+        fake.install(mock)
+        with pytest.raises(SourceError, match=rf"initial population.*a Bundle whose {key} is not a list"):
+            read_all(source())
+
+
 def test_next_link_loop_is_stopped() -> None:
     page = {
         "resourceType": "Bundle",
