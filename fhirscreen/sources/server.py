@@ -156,6 +156,17 @@ def normalise_references(node: Any, base_url: str) -> None:
                 push(child)
 
 
+def _entries_on(page: Mapping[str, Any]) -> int:
+    """The resources a search page holds, OperationOutcomes aside. ``_include``d ones count too: the
+    check against ``Bundle.total`` (matches only) must not cry wolf where a server counts them in."""
+    count = 0
+    for entry in items(page.get("entry")):
+        resource = entry.get("resource") if isinstance(entry, Mapping) else None
+        if isinstance(resource, Mapping) and resource.get("resourceType") != "OperationOutcome":
+            count += 1
+    return count
+
+
 def holds_absolute_references(node: Any, base_url: str) -> bool:
     """Whether ``normalise_references`` would change anything in ``node``: a ``reference`` that starts
     with ``{base}/``. Read from orjson's text of the node (compact, ``/`` unescaped, keys as they are),
@@ -956,8 +967,25 @@ class ServerSource:
             self._searches += 1
         found: list[Resource] = []
         label = f"{search.resource_type} search ({search.purpose})"
-        for page in self.pages(search.path(self.page_size), label):
+        expected: int | None = None
+        matched = 0
+        for number, page in enumerate(self.pages(search.path(self.page_size), label)):
+            if number == 0:
+                total = page.get("total")
+                expected = total if total.__class__ is int and total >= 0 else None
+            matched += _entries_on(page)
             found.extend(self._entries(page, label, quality))
+        if expected is not None and matched < expected:
+            # Fewer matches than the server counted: resources deleted while the run paged, or a server
+            # that stops searches short (a fetch-size cap). Said, never silent.
+            with self._lock:
+                quality.add(
+                    "warning",
+                    label,
+                    "incomplete-search",
+                    f"the server counted {expected} matches but its pages held {matched}; records of "
+                    f"these patients may be incomplete",
+                )
         return found
 
     def pages(self, path: str, label: str) -> Iterator[dict[str, Any]]:

@@ -387,6 +387,28 @@ def test_a_page_whose_entries_or_links_are_not_a_list_is_an_error_not_an_empty_p
             read_all(source())
 
 
+def test_a_search_that_ends_short_of_its_total_is_said() -> None:
+    """A server that stops a search short (a fetch-size cap truncated HAPI's exports here once) or
+    loses resources while the run pages: fewer entries than Bundle.total is a finding, not silence."""
+    fake = FakeFhir(population(3))
+    original = fake.page
+
+    def short_page(search_id: str, offset: int, count: int) -> Any:
+        status, headers, body = original(search_id, offset, count)
+        bundle = json.loads(body)
+        if any(e["resource"]["resourceType"] == "MedicationRequest" for e in bundle.get("entry", [])):
+            bundle["total"] += 2  # two more than the pages will ever hold
+        return status, headers, json.dumps(bundle)
+
+    fake.page = short_page  # type: ignore[method-assign]
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        _resources, quality = read_all(source())
+    findings = [(f.where, f.problem) for f in quality.findings]
+    assert findings == [("MedicationRequest search (MedicationRequest)", "incomplete-search")]
+    assert "counted" in quality.findings[0].message
+
+
 def test_next_link_loop_is_stopped() -> None:
     page = {
         "resourceType": "Bundle",
