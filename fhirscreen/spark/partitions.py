@@ -75,6 +75,11 @@ def finding_row(finding: Finding) -> Row:
     return ("dq", None, (finding.severity, finding.where, finding.problem, finding.message))
 
 
+# Lines parsed in the second pass: the kept types, and Bundles (a patient's Bundle on one NDJSON line is
+# opened, as file mode opens it, never skipped as one "Bundle").
+_OPENED = KEPT_TYPES | frozenset({"Bundle"})
+
+
 def _resources_on_line(data: Any, origin: str, quality: DataQuality) -> tuple[list[Resource], bool]:
     """The resource(s) of one parsed line: itself, or a Bundle's entries (other types as stubs; True)."""
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
@@ -173,7 +178,7 @@ def route_split(
     skipped: Counter[str] = Counter()
     usable: Counter[str] = Counter()
     for lineno, origin, line, (resources, bundled), skipped_type in _parsed_lines(
-        lines, first_line, shown, quality, KEPT_TYPES
+        lines, first_line, shown, quality, _OPENED
     ):
         if skipped_type is not None:
             skipped[skipped_type] += 1

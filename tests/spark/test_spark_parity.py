@@ -151,6 +151,22 @@ def test_bundle_files_are_reported_not_silently_skipped(spark: Any, trial: Trial
     assert "sle-eligible-01" not in {s.patient_id for s in run.patients}
 
 
+def test_ndjson_lines_that_hold_bundles_are_opened_as_file_mode_opens_them(
+    spark: Any, trial: Trial, tmp_path: Path
+) -> None:
+    """One patient's Bundle per NDJSON line: screened, byte for byte as file mode screens that file,
+    never skipped as one resource of type Bundle."""
+    data = tmp_path / "bundle-lines"
+    data.mkdir()
+    bundles = sorted((SAMPLES / "bundles" / "urn").glob("*.json"))
+    lines = [json.dumps(json.loads(p.read_text(encoding="utf-8"))) for p in bundles]
+    (data / "patients.ndjson").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    expected = outputs_file_mode(data, trial, tmp_path / "file")
+    actual = outputs_spark(data, trial, tmp_path / "spark", spark)
+    assert actual["candidates.json"] == expected["candidates.json"]
+    assert len(json.loads(actual["candidates.json"])["patients"]) > 10
+
+
 def test_file_uri_reads_the_same_as_a_path(spark: Any, trial: Trial, tmp_path: Path) -> None:
     data = tmp_path / "bulk"
     shutil.copytree(SAMPLES / "bulk", data)
