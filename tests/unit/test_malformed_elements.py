@@ -60,12 +60,7 @@ def test_every_element_of_every_record_can_be_malformed_without_an_evaluator_err
             continue
         for key in [k for k in resource if k not in ("resourceType", "id", "subject", "patient")]:
             for bad in MALFORMED:
-                mutated = copy.deepcopy(baseline)
-                mutated[index][key] = bad
-                quality = DataQuality()
-                screen_patient(record(*mutated, pid=PID, quality=quality), trial, AS_OF, quality)
-                errors = [f for f in quality.findings if f.problem == "evaluator-error"]
-                assert not errors, (resource["resourceType"], key, bad, errors[0].message)
+                _assert_screens(trial, baseline, index, (key,), bad)
                 tried += 1
     assert tried > 300
 
@@ -171,6 +166,18 @@ def _set(resource: dict[str, Any], path: tuple[Any, ...], value: Any) -> None:
     node[path[-1]] = value
 
 
+def _assert_screens(
+    trial: Trial, baseline: list[dict[str, Any]], index: int, path: tuple[Any, ...], bad: Any
+) -> None:
+    """The sample patient with one element replaced by ``bad`` screens without an evaluator error."""
+    mutated = copy.deepcopy(baseline)
+    _set(mutated[index], path, bad)
+    quality = DataQuality()
+    screen_patient(record(*mutated, pid=PID, quality=quality), trial, AS_OF, quality)
+    errors = [f for f in quality.findings if f.problem == "evaluator-error"]
+    assert not errors, (mutated[index]["resourceType"], path, bad, errors[0].message)
+
+
 def test_every_nested_element_can_be_malformed_without_an_evaluator_error(trial: Trial) -> None:
     """The same one level down and deeper (a coding's system a list, a quantity's value a string, a
     dosage's dose an object...): screening completes, no criterion fails to evaluate."""
@@ -183,12 +190,7 @@ def test_every_nested_element_can_be_malformed_without_an_evaluator_error(trial:
             if path[0] in ("subject", "patient"):
                 continue
             for bad in NESTED_MALFORMED:
-                mutated = copy.deepcopy(baseline)
-                _set(mutated[index], path, bad)
-                quality = DataQuality()
-                screen_patient(record(*mutated, pid=PID, quality=quality), trial, AS_OF, quality)
-                errors = [f for f in quality.findings if f.problem == "evaluator-error"]
-                assert not errors, (resource["resourceType"], path, bad, errors[0].message)
+                _assert_screens(trial, baseline, index, path, bad)
                 tried += 1
     assert tried > 500
 
