@@ -19,6 +19,7 @@ import click
 from fhirscreen import __version__, report, runs, usage
 from fhirscreen.exitcodes import EXIT_LOCKED, EXIT_SOURCE_UNREACHABLE, EXIT_USAGE
 from fhirscreen.failures import fail, finish, guarded
+from fhirscreen.parallel import AUTO_MAX, auto_workers
 from fhirscreen.paths import SAMPLE_AS_OF
 from fhirscreen.pipeline import load_population, run_screening
 from fhirscreen.screening import population_evidence, screen_patient
@@ -302,6 +303,14 @@ def main() -> None:
     show_default=True,
     help="spark: screen Bulk NDJSON (--data folder or Hadoop URI such as s3a://) on Apache Spark.",
 )
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 256),
+    default=None,
+    metavar="N",
+    help="Processes that screen the initial population once it is read (default: the cores this "
+    f"process may use, at most {AUTO_MAX}; fewer for small populations). Results are the same for any N.",
+)
 @_force_as_of
 @_show_names_option
 @_width_option
@@ -318,11 +327,14 @@ def screen(
     show_names: bool,
     width: int | None,
     engine: str = "file",
+    workers: int | None = None,
     **kwargs: Any,
 ) -> None:
     """Screen every patient with an SLE diagnosis and print the ranked candidates."""
     if post_report and not kwargs.get("server"):
         _fail("--post-report needs --server", EXIT_CONFIG)
+    if workers is not None and engine == "spark":
+        _fail("--workers is for --engine file; Spark spreads the work over its own executors", EXIT_CONFIG)
     options = _options(kwargs)
     _check_as_of(as_of, force_as_of)
     out_problem = usage.out_dir_problem(out_dir) if out_dir is not None else None
@@ -354,7 +366,7 @@ def screen(
             plain = with_store(plain, out_dir, trial, full=full)
         source = runs.observe(plain)
         click.get_current_context().call_on_close(source.close_progress)
-        run = run_screening(source, trial, _resolve_as_of(as_of, options))
+        run = run_screening(source, trial, _resolve_as_of(as_of, options), workers or auto_workers())
     source.close_progress()
     written = []
     if output is not None:

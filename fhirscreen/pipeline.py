@@ -34,14 +34,15 @@ import dataclasses
 import gc
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import date
 
+from fhirscreen.parallel import screen_all, shares
 from fhirscreen.quality import DataQuality
-from fhirscreen.record import Dropped, Population, PopulationBuilder
+from fhirscreen.record import Dropped, PatientRecord, Population, PopulationBuilder
 from fhirscreen.report.facts import collect_facts
-from fhirscreen.screening import ScreeningRun, screen_population
+from fhirscreen.screening import PatientScreen, ScreeningRun, ScreenOne, in_order, screen_population
 from fhirscreen.sources.base import QueryPlan, Source
 from fhirscreen.trial.loader import Trial
 
@@ -101,20 +102,31 @@ def load_population(source: Source, trial: Trial, patient_ids: tuple[str, ...] |
     return population
 
 
-def evaluate_population(population: Population, trial: Trial, as_of: date, source: str) -> ScreeningRun:
-    """Every criterion for every patient of the initial population (see ``screen_population``)."""
+def evaluate_population(
+    population: Population, trial: Trial, as_of: date, source: str, workers: int = 1
+) -> ScreeningRun:
+    """Every criterion for every patient of the initial population (see ``screen_population``), on up
+    to ``workers`` processes (``fhirscreen.parallel``; the same outcome as one)."""
+
+    def spread(
+        records: Sequence[PatientRecord], screen: ScreenOne, quality: DataQuality
+    ) -> list[PatientScreen]:
+        return screen_all(records, screen, quality, workers)
+
     with gc_paused():
-        return screen_population(population, trial, as_of, source)
+        return screen_population(population, trial, as_of, source, spread if workers > 1 else in_order)
 
 
-def run_screening(source: Source, trial: Trial, as_of: date) -> ScreeningRun:
+def run_screening(source: Source, trial: Trial, as_of: date, workers: int = 1) -> ScreeningRun:
     population = load_population(source, trial)
     started = time.monotonic()
-    run = evaluate_population(population, trial, as_of, source.describe())
+    run = evaluate_population(population, trial, as_of, source.describe(), workers)
     run.facts = collect_facts(population.records, run.patients, as_of)
     log.debug(
-        "screened %d patients of the initial population in %.2f s",
+        "screened %d patients of the initial population in %.2f s (%d process%s)",
         len(run.patients),
         time.monotonic() - started,
+        len(shares(len(run.patients), workers)),
+        "" if len(shares(len(run.patients), workers)) == 1 else "es",
     )
     return run

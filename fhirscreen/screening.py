@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Literal
@@ -135,14 +135,33 @@ def caution(screens: Iterable[PatientScreen], quality: DataQuality) -> list[Pati
     ]
 
 
-def screen_population(population: Population, trial: Trial, as_of: date, source: str) -> ScreeningRun:
-    screens = [
-        screen_patient(record, trial, as_of, population.quality)
+ScreenOne = Callable[[PatientRecord, DataQuality], PatientScreen]
+# How the chosen records are screened: in this process, in order (``in_order``), or spread over
+# processes (``fhirscreen.parallel.screen_all``); either way the screens come back in record order.
+ScreenAll = Callable[[Sequence[PatientRecord], ScreenOne, DataQuality], list[PatientScreen]]
+
+
+def in_order(
+    records: Sequence[PatientRecord], screen: ScreenOne, quality: DataQuality
+) -> list[PatientScreen]:
+    return [screen(record, quality) for record in records]
+
+
+def screen_population(
+    population: Population, trial: Trial, as_of: date, source: str, screen_all: ScreenAll = in_order
+) -> ScreeningRun:
+    chosen = [
+        record
         for record in population.records.values()
         # Most records of a large population hold no resources (file sources keep only the initial
         # population's): nothing to look through.
         if record.resources and population_evidence(record, trial)
     ]
+
+    def screen(record: PatientRecord, quality: DataQuality) -> PatientScreen:
+        return screen_patient(record, trial, as_of, quality)
+
+    screens = screen_all(chosen, screen, population.quality)
     return ScreeningRun(
         trial=trial,
         as_of=as_of,

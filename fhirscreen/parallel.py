@@ -1,0 +1,161 @@
+"""Screening spread over forked worker processes (``--workers``): the CPU-bound part of a run on
+several cores.
+
+Screening is pure Python and holds the GIL, so threads would not help. A forked child sees the records
+already in memory without their being copied or pickled; only its results (the screens and the
+data-quality findings the criteria added) travel back, pickled, through a pipe. The records are split
+into contiguous shares; this process screens the first share while the children screen the others,
+and the shares are joined in order, so the outcome (screens and findings, in order) is the same as
+screening everything here.
+
+A child runs nothing but the criteria (pure functions: no I/O, no logging, no locks) and leaves with
+``os._exit``, so none of this process's cleanup (open sockets, the store, buffered output) runs twice.
+A child that fails (killed, out of memory, an error) costs only time: its share is screened again here,
+with a warning. Where fork is missing (Windows) or refused, everything is screened here.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import pickle
+import signal
+import warnings
+from collections.abc import Sequence
+
+from fhirscreen.quality import DataQuality
+from fhirscreen.record import PatientRecord
+from fhirscreen.screening import PatientScreen, ScreenOne
+
+log = logging.getLogger("fhirscreen")
+
+# Below this many patients per process, a fork and a pipe cost more than the screening they share.
+MIN_PER_WORKER = 64
+# --workers auto: at most this many processes. More cores help a large run, but a nightly job should
+# not take a whole shared server by default.
+AUTO_MAX = 4
+
+
+def available_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))  # the cores this process may run on (containers, taskset)
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def auto_workers() -> int:
+    return max(1, min(AUTO_MAX, available_cores()))
+
+
+def shares(count: int, workers: int) -> list[range]:
+    """Contiguous index ranges for the processes that will screen ``count`` patients: as many as
+    ``workers`` allows while each has at least ``MIN_PER_WORKER`` patients (at least one range)."""
+    n = max(1, min(workers, count // MIN_PER_WORKER))
+    bounds = [count * i // n for i in range(n + 1)]
+    return [range(bounds[i], bounds[i + 1]) for i in range(n)]
+
+
+def screen_all(
+    records: Sequence[PatientRecord], screen: ScreenOne, quality: DataQuality, workers: int = 1
+) -> list[PatientScreen]:
+    """``[screen(r, quality) for r in records]``, on up to ``workers`` processes."""
+    parts = shares(len(records), workers) if hasattr(os, "fork") else [range(len(records))]
+    children: list[tuple[int | None, int | None, range]] = []
+    try:
+        for part in parts[1:]:
+            children.append(_fork(records, part, screen))
+        screens = [screen(records[i], quality) for i in parts[0]]
+        while children:
+            pid, fd, part = children.pop(0)
+            screens += _collect(pid, fd, part, records, screen, quality)
+    finally:
+        for pid, fd, _part in children:  # those not collected: the run is being interrupted
+            _stop(pid, fd)
+    return screens
+
+
+def _fork(
+    records: Sequence[PatientRecord], part: range, screen: ScreenOne
+) -> tuple[int | None, int | None, range]:
+    """Start a child screening ``part``; (pid, read end of its pipe, part), or (None, None, part) when
+    the fork is refused (the share is then screened here)."""
+    read_end, write_end = os.pipe()
+    try:
+        with warnings.catch_warnings():
+            # Python 3.12+ warns that forking a process with threads (here the progress display, the
+            # deadline watchdog) may deadlock a child that takes a lock one of them held. This child
+            # takes none: it runs pure functions and writes to its own pipe.
+            warnings.simplefilter("ignore", DeprecationWarning)
+            pid = os.fork()
+    except OSError as exc:  # no memory or process slot for a child
+        os.close(read_end)
+        os.close(write_end)
+        log.debug("screening on one process: cannot fork (%s)", exc)
+        return None, None, part
+    if pid == 0:  # the child: screen, send, leave without running any of the parent's cleanup
+        code = 1
+        try:
+            os.close(read_end)
+            signal.signal(signal.SIGINT, signal.SIG_DFL)  # an interrupt ends the child at once
+            found = DataQuality()
+            done = [screen(records[i], found) for i in part]
+            payload = pickle.dumps((done, found.findings), protocol=pickle.HIGHEST_PROTOCOL)
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(payload)
+            code = 0
+        finally:
+            os._exit(code)
+    os.close(write_end)
+    return pid, read_end, part
+
+
+def _collect(
+    pid: int | None,
+    fd: int | None,
+    part: range,
+    records: Sequence[PatientRecord],
+    screen: ScreenOne,
+    quality: DataQuality,
+) -> list[PatientScreen]:
+    """A child's screens, its findings added to ``quality`` in order; the share screened here instead
+    when the child failed."""
+    problem = "it could not be started"
+    if pid is not None and fd is not None:
+        try:
+            with os.fdopen(fd, "rb") as pipe:
+                payload = pipe.read()
+            _pid, status = os.waitpid(pid, 0)
+        except BaseException:  # interrupted while waiting: the child goes too
+            _stop(pid, None)
+            raise
+        code = os.waitstatus_to_exitcode(status)
+        if code == 0:
+            try:
+                done, findings = pickle.loads(payload)
+            except Exception as exc:  # a truncated payload: the child died while writing
+                problem = f"its results could not be read ({type(exc).__name__})"
+            else:
+                for f in findings:
+                    quality.add(f.severity, f.where, f.problem, f.message)
+                return list(done)
+        else:
+            problem = f"it ended with {'signal ' + str(-code) if code < 0 else 'exit code ' + str(code)}"
+        log.warning(
+            "a screening worker failed (%s); its %d patients are screened in the main process",
+            problem,
+            len(part),
+        )
+    return [screen(records[i], quality) for i in part]
+
+
+def _stop(pid: int | None, fd: int | None) -> None:
+    """End a child that was not collected (the run is being interrupted) and reap it."""
+    if pid is None:
+        return
+    with contextlib.suppress(ProcessLookupError, ChildProcessError):
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+    if fd is not None:
+        with contextlib.suppress(OSError):
+            os.close(fd)
