@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable
 from datetime import date
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -21,10 +21,16 @@ from fhirscreen.exitcodes import EXIT_LOCKED, EXIT_SOURCE_UNREACHABLE, EXIT_USAG
 from fhirscreen.failures import fail, finish, guarded
 from fhirscreen.parallel import AUTO_MAX, auto_workers
 from fhirscreen.paths import SAMPLE_AS_OF
-from fhirscreen.pipeline import load_population, run_screening
-from fhirscreen.screening import population_evidence, screen_patient
 from fhirscreen.sources.factory import SourceOptions, open_source
-from fhirscreen.trial.loader import Trial, TrialFileError, load_trial
+
+if TYPE_CHECKING:
+    from fhirscreen.runs.observe import ObservedSource
+    from fhirscreen.screening import ScreeningRun
+    from fhirscreen.trial.loader import Trial
+
+# The criteria, the trial loader and the reports are imported when a command first needs them, not with
+# this module: a server run opens its source (and sends GET /metadata) first, and they load while the
+# server answers.
 
 EXIT_CONFIG = EXIT_USAGE
 EXIT_SOURCE = EXIT_SOURCE_UNREACHABLE
@@ -231,7 +237,21 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
+def load_trial(path: Path | None = None) -> Trial:
+    from fhirscreen.trial import loader
+
+    return loader.load_trial(path)
+
+
+def run_screening(source: ObservedSource, trial: Trial, as_of: date, workers: int) -> ScreeningRun:
+    from fhirscreen import pipeline
+
+    return pipeline.run_screening(source, trial, as_of, workers)
+
+
 def _load_trial(path: Path | None) -> Trial:
+    from fhirscreen.trial.loader import TrialFileError
+
     try:
         return load_trial(path)
     except TrialFileError as exc:
@@ -467,6 +487,9 @@ def explain(
     **kwargs: Any,
 ) -> None:
     """Explain every criterion for one patient, resource by resource."""
+    from fhirscreen.pipeline import load_population
+    from fhirscreen.screening import population_evidence, screen_patient
+
     options = _options(kwargs)
     _check_as_of(as_of, force_as_of)
     _setup_logging(options.verbose)

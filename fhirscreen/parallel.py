@@ -23,10 +23,13 @@ import pickle
 import signal
 import warnings
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import PatientRecord
-from fhirscreen.screening import PatientScreen, ScreenOne
+
+if TYPE_CHECKING:
+    from fhirscreen.screening import PatientScreen, ScreenOne
 
 log = logging.getLogger("fhirscreen")
 

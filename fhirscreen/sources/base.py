@@ -4,14 +4,16 @@ from __future__ import annotations
 
 from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from fhirscreen.fhir.codes import LOINC, Code, ValueSet
 from fhirscreen.fhir.resources import Resource
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import SCREENED_TYPES, Dropped
 from fhirscreen.sources.code_lists import searchable, union_searchable
-from fhirscreen.trial.loader import Trial
+
+if TYPE_CHECKING:  # at run time the trial is only read: opening a source must not wait for the criteria
+    from fhirscreen.trial.loader import Trial
 
 
 class SourceError(Exception):

@@ -8,9 +8,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import yaml
 from pydantic import ValidationError
 
 from fhirscreen.criteria import load_evaluators
@@ -20,11 +19,30 @@ from fhirscreen.paths import default_trial_file
 from fhirscreen.trial.model import CriterionDef, TrialDef, build_value_sets
 from fhirscreen.trial.parsed_cache import parsed_text
 
-_SafeLoader: Any = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+if TYPE_CHECKING:
+    import yaml
+
+# PyYAML is imported only to parse a trial file the cache (trial/parsed_cache.py) has not seen, or to
+# place an error in it: not on every run.
+
+
+def _safe_loader() -> Any:
+    import yaml
+
+    return getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+class _NotYaml(Exception):
+    """A yaml.YAMLError, passed on without the caller having to import yaml to catch it."""
 
 
 def _parse_yaml(text: str) -> Any:
-    return yaml.load(text, Loader=_SafeLoader)
+    import yaml
+
+    try:
+        return yaml.load(text, Loader=_safe_loader())
+    except yaml.YAMLError as exc:
+        raise _NotYaml(exc) from None
 
 
 class TrialFileError(Exception):
@@ -66,6 +84,8 @@ class Trial:
 
 def _line_of(node: yaml.Node | None, loc: Sequence[int | str]) -> int | None:
     """Follow a pydantic error location through the YAML node tree to a 1-based line number."""
+    import yaml
+
     line = node.start_mark.line + 1 if node is not None else None
     for part in loc:
         if isinstance(node, yaml.MappingNode):
@@ -110,17 +130,20 @@ def load_trial(path: str | Path | None = None) -> Trial:
         raise TrialFileError(f"{shown}: cannot read trial file: {exc.strerror or exc}") from None
     try:
         data = parsed_text(text, _parse_yaml)
-    except yaml.YAMLError as exc:
-        mark = getattr(exc, "problem_mark", None)
+    except _NotYaml as wrapped:
+        error = wrapped.args[0]
+        mark = getattr(error, "problem_mark", None)
         where = f"{shown}:{mark.line + 1}" if mark is not None else shown
-        raise TrialFileError(f"{where}: not valid YAML: {getattr(exc, 'problem', exc)}") from None
+        raise TrialFileError(f"{where}: not valid YAML: {getattr(error, 'problem', error)}") from None
     root: yaml.Node | None = None
 
     def node_tree() -> yaml.Node | None:
         # Composed only when there is an error to place: it costs as much again as the load itself.
         nonlocal root
         if root is None:
-            root = yaml.compose(text, Loader=_SafeLoader)
+            import yaml
+
+            root = yaml.compose(text, Loader=_safe_loader())
         return root
 
     if not isinstance(data, dict):
