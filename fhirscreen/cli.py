@@ -21,12 +21,13 @@ from fhirscreen.exitcodes import EXIT_LOCKED, EXIT_SOURCE_UNREACHABLE, EXIT_USAG
 from fhirscreen.failures import fail, finish, guarded
 from fhirscreen.parallel import AUTO_MAX, auto_workers
 from fhirscreen.paths import SAMPLE_AS_OF
+from fhirscreen.sources.base import QueryPlan
 from fhirscreen.sources.factory import SourceOptions, open_source
 
 if TYPE_CHECKING:
     from fhirscreen.runs.observe import ObservedSource
     from fhirscreen.screening import ScreeningRun
-    from fhirscreen.trial.loader import Trial
+    from fhirscreen.trial.loader import Trial, TrialTerms
 
 # The criteria, the trial loader and the reports are imported when a command first needs them, not with
 # this module: a server run opens its source (and sends GET /metadata) first, and they load while the
@@ -237,10 +238,10 @@ def _setup_logging(verbose: bool) -> None:
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
 
-def load_trial(path: Path | None = None) -> Trial:
+def load_trial(path: Path | None = None, terms_ready: Callable[[TrialTerms], None] | None = None) -> Trial:
     from fhirscreen.trial import loader
 
-    return loader.load_trial(path)
+    return loader.load_trial(path, terms_ready)
 
 
 def run_screening(source: ObservedSource, trial: Trial, as_of: date, workers: int) -> ScreeningRun:
@@ -249,11 +250,11 @@ def run_screening(source: ObservedSource, trial: Trial, as_of: date, workers: in
     return pipeline.run_screening(source, trial, as_of, workers)
 
 
-def _load_trial(path: Path | None) -> Trial:
+def _load_trial(path: Path | None, terms_ready: Callable[[TrialTerms], None] | None = None) -> Trial:
     from fhirscreen.trial.loader import TrialFileError
 
     try:
-        return load_trial(path)
+        return load_trial(path, terms_ready) if terms_ready is not None else load_trial(path)
     except TrialFileError as exc:
         _fail(f"invalid trial file:\n{exc}", EXIT_CONFIG)
         raise  # unreachable; keeps type checkers satisfied
@@ -367,7 +368,7 @@ def screen(
     # Opened before the trial is loaded: a server source sends its first request (GET /metadata) at
     # once, and the answer is on its way while the trial file is read.
     plain = open_source(options) if engine != "spark" else None
-    trial = _load_trial(trial_file)
+    trial = _load_trial(trial_file, _population_early(plain) if not (options.server and out_dir) else None)
     if engine == "spark":
         from fhirscreen.spark import SparkUsageError
         from fhirscreen.spark.command import SparkInput, screen_on_spark
@@ -404,6 +405,20 @@ def screen(
     # exits would only cost time (~0.1 s at 10,000 patients); reference counting still frees it all.
     gc.freeze()
     finish(run.patients_read, run.quality, source.describe())
+
+
+def _population_early(source: object) -> Callable[[TrialTerms], None] | None:
+    """For a server source: start the initial-population search as soon as the trial's value sets are
+    known, so that the server answers it while the criteria load (not with the store of incremental
+    reads, which searches the population its own way)."""
+    search = getattr(source, "search_population_early", None)
+    if search is None:
+        return None
+
+    def ready(terms: TrialTerms) -> None:
+        search(QueryPlan.for_trial(terms))
+
+    return ready
 
 
 def _open_output(out_dir: Path | None, keep: int | None) -> runs.RunOutput | None:

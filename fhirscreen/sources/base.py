@@ -13,7 +13,7 @@ from fhirscreen.record import SCREENED_TYPES, Dropped
 from fhirscreen.sources.code_lists import searchable, union_searchable
 
 if TYPE_CHECKING:  # at run time the trial is only read: opening a source must not wait for the criteria
-    from fhirscreen.trial.loader import Trial
+    from fhirscreen.trial.loader import Trial, TrialTerms
 
 
 class SourceError(Exception):
@@ -60,7 +60,7 @@ class QueryPlan:
     search_gaps: tuple[str, ...] = field(default=(), compare=False)
 
     @classmethod
-    def for_trial(cls, trial: Trial, patient_ids: tuple[str, ...] | None = None) -> QueryPlan:
+    def for_trial(cls, trial: Trial | TrialTerms, patient_ids: tuple[str, ...] | None = None) -> QueryPlan:
         """Population and Observation codes as exact codes: ICD-10 prefixes expanded (code_lists).
 
         The Observation codes are every code of the value sets that hold a LOINC code (the ones the

@@ -505,6 +505,10 @@ class ServerSource:
         # The Observation plan in force: "codes" or "all", or "auto" until the first batch decides.
         self.observation_plan = options.observations
         self._early_statement: _EarlyAnswer[dict[str, Any]] | None = None
+        self._statement_lock = threading.Lock()  # the early population search may ask for it too
+        # The initial-population search started before the read (``search_population_early``): the
+        # population codes it searched, its findings so far, and its answer.
+        self._early_population: tuple[tuple[Code, ...], DataQuality, _EarlyAnswer[list[str]]] | None = None
         # The CapabilityStatement, asked once per run (HAPI's is 1.5 MB): every read of this source,
         # and the store's, use the same answer.
         self._statement: dict[str, Any] | None = None
@@ -531,7 +535,8 @@ class ServerSource:
     # -- Source protocol -----------------------------------------------------------------------------
 
     def read(self, plan: QueryPlan, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
-        self._started = time.monotonic()
+        if self._early_population is None or self._started is None:  # else: from the early search
+            self._started = time.monotonic()
         if self.options.observations == observation_plan.ALL:
             # No code filter: one Observation search per batch; the evaluators pick what they need.
             plan = replace(plan, observation_codes=())
@@ -566,10 +571,37 @@ class ServerSource:
 
     def capability_statement(self) -> dict[str, Any]:
         """The server's CapabilityStatement, asked once for the run."""
-        if self._statement is None:
-            early, self._early_statement = self._early_statement, None
-            self._statement = early.result() if early is not None else self._ask_statement()
-        return self._statement
+        with self._statement_lock:
+            if self._statement is None:
+                early, self._early_statement = self._early_statement, None
+                self._statement = early.result() if early is not None else self._ask_statement()
+            return self._statement
+
+    def search_population_early(self, plan: QueryPlan) -> None:
+        """Start the initial-population search for ``plan`` now, on a background thread (after the
+        CapabilityStatement it needs), so that the server answers while the caller loads the criteria.
+        A population read of the same plan then takes that answer, its findings and errors included;
+        any other read searches as usual. Like ``ask_capabilities_early``, nothing waits for it if the
+        run stops first."""
+        if plan.patient_ids is not None or self._early_population is not None:
+            return
+        found = DataQuality()
+        self._started = time.monotonic()
+        # One search after the other on this daemon thread, not on a pool: pool threads are joined at
+        # exit, so a run stopped by a bad criterion would wait for the server's answer before exiting.
+        answer = _EarlyAnswer(lambda: self._population_ids(plan, self.capabilities(), found, pooled=False))
+        self._early_population = (plan.population_codes, found, answer)
+
+    def _candidates(self, plan: QueryPlan, caps: Capabilities, quality: DataQuality) -> list[str]:
+        """``_population_ids``, from the early search when it searched the same codes."""
+        early, self._early_population = self._early_population, None
+        if early is not None and early[0] == plan.population_codes:
+            _codes, found, answer = early
+            try:
+                return answer.result()
+            finally:
+                quality.extend(found)
+        return self._population_ids(plan, caps, quality)
 
     def capabilities(self) -> Capabilities:
         return Capabilities.parse(self.capability_statement())
@@ -583,9 +615,14 @@ class ServerSource:
             log.warning("the server speaks FHIR %s; fhirscreen expects R4 (4.0.x)", version)
         return statement
 
-    def _population_ids(self, plan: QueryPlan, caps: Capabilities, quality: DataQuality) -> list[str]:
+    def _population_ids(
+        self, plan: QueryPlan, caps: Capabilities, quality: DataQuality, pooled: bool = True
+    ) -> list[str]:
         """The candidates: patients with a Condition coded in the population value set."""
-        conditions = self._run(population_searches(plan, caps), quality)
+        searches = population_searches(plan, caps)
+        conditions = (
+            self._run(searches, quality) if pooled else [self._search_all(s, quality) for s in searches]
+        )
         ids = patient_ids_in(r for batch in conditions for r in batch)
         log.info(
             "initial population search: %d patients with a diagnosis code of the population value set",
@@ -600,7 +637,7 @@ class ServerSource:
         Medications the export refers to (they are outside the Patient compartment), by id."""
         from fhirscreen.sources.bulk import BulkExport
 
-        ids = self._population_ids(plan, caps, quality)
+        ids = self._candidates(plan, caps, quality)
         if not ids:
             log.info("no candidates: nothing to export")
             return
@@ -693,7 +730,7 @@ class ServerSource:
     ) -> Iterator[tuple[Resource, str]]:
         seen: dict[tuple[str, str], Resource] = {}
         if plan.patient_ids is None:
-            ids = self._population_ids(plan, caps, quality)
+            ids = self._candidates(plan, caps, quality)
         else:
             ids = sorted(set(plan.patient_ids))
         sledai_text = self._text_param(caps) if ids else None

@@ -5,15 +5,13 @@ Every mistake is reported with the key path and the line in the file, never a tr
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pydantic import ValidationError
 
-from fhirscreen.criteria import load_evaluators
-from fhirscreen.criteria.base import EvaluatorKind, Params
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.paths import default_trial_file
 from fhirscreen.trial.model import CriterionDef, TrialDef, build_value_sets
@@ -21,6 +19,8 @@ from fhirscreen.trial.parsed_cache import parsed_text
 
 if TYPE_CHECKING:
     import yaml
+
+    from fhirscreen.criteria.base import EvaluatorKind, Params
 
 # PyYAML is imported only to parse a trial file the cache (trial/parsed_cache.py) has not seen, or to
 # place an error in it: not on every run.
@@ -58,6 +58,19 @@ class Criterion:
     @property
     def id(self) -> str:
         return self.definition.id
+
+
+@dataclass(frozen=True)
+class TrialTerms:
+    """What a source needs to plan its reads (the value sets and the population), known before the
+    criteria are loaded: a server source can start the initial-population search meanwhile."""
+
+    definition: TrialDef
+    value_sets: dict[str, ValueSet]
+
+    @property
+    def population(self) -> ValueSet:
+        return self.value_sets[self.definition.trial.population.value_set]
 
 
 @dataclass(frozen=True)
@@ -120,8 +133,14 @@ def _describe(errors: ValidationError, root: yaml.Node | None, path: str, prefix
     return "\n".join(lines)
 
 
-def load_trial(path: str | Path | None = None) -> Trial:
-    """Read and validate a trial file (the bundled NCT06737380 definition by default)."""
+def load_trial(
+    path: str | Path | None = None, terms_ready: Callable[[TrialTerms], None] | None = None
+) -> Trial:
+    """Read and validate a trial file (the bundled NCT06737380 definition by default).
+
+    ``terms_ready`` is called with the value sets once they are built and valid, before the criteria
+    (most of the loading time) are imported and their parameters checked; a mistake found after it is
+    still a TrialFileError."""
     file = Path(path) if path is not None else default_trial_file()
     shown = str(file)
     try:
@@ -152,6 +171,11 @@ def load_trial(path: str | Path | None = None) -> Trial:
         definition = TrialDef.model_validate(data)
     except ValidationError as exc:
         raise TrialFileError(_describe(exc, node_tree(), shown, ())) from None
+    value_sets = build_value_sets(definition.value_sets)
+    if terms_ready is not None:
+        terms_ready(TrialTerms(definition, value_sets))
+
+    from fhirscreen.criteria import load_evaluators
 
     registry = load_evaluators()
     context = {"value_sets": set(definition.value_sets)}
@@ -176,4 +200,4 @@ def load_trial(path: str | Path | None = None) -> Trial:
         raise TrialFileError("\n".join(problems))
     # Protocol order (I1..In, then E1..En) drives the attrition table, whatever the order in the file.
     criteria.sort(key=lambda c: (c.id[0] != "I", int(c.id[1:])))
-    return Trial(definition, tuple(criteria), build_value_sets(definition.value_sets), shown)
+    return Trial(definition, tuple(criteria), value_sets, shown)

@@ -31,7 +31,9 @@ SECRETS = ("Harriet", "Quimby", "1985-03-15", "999-01-2345", "Lantern", "Springf
 def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
     """Parse the bundled trial file once per session (it takes seconds); other trial files as usual."""
     real = cli.load_trial
-    monkeypatch.setattr(cli, "load_trial", lambda path=None: trial if path is None else real(path))
+    monkeypatch.setattr(
+        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
+    )
 
 
 def invoke(*args: str | Path) -> Result:

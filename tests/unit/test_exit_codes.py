@@ -38,7 +38,9 @@ BASE = "https://fhir.example.test/fhir"
 @pytest.fixture(autouse=True)
 def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
     real = cli.load_trial
-    monkeypatch.setattr(cli, "load_trial", lambda path=None: trial if path is None else real(path))
+    monkeypatch.setattr(
+        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
+    )
 
 
 def invoke(*args: str | Path) -> Result:
@@ -350,3 +352,45 @@ def test_5_explain_on_partial_data(tmp_path: Path) -> None:
     result = invoke("explain", "gp-eligible", "--data", data, "--as-of", AS_OF)
     assert result.exit_code == 5, result.stderr
     assert "E1" in result.stdout  # the explanation was printed first
+
+
+def test_a_bad_criterion_stops_a_server_run_at_once_though_the_population_search_has_begun(
+    tmp_path: Path,
+) -> None:
+    """The population search starts while the criteria load (a server run); a criterion that turns
+    out to be wrong is still exit 2, and the run does not wait for the server's answer to end."""
+    from fhirscreen.paths import default_trial_file
+
+    text = default_trial_file().read_text(encoding="utf-8")
+    trial_file = tmp_path / "trial.yaml"
+    trial_file.write_text(text.replace("      min_years: 18\n", "      min_yeras: 18\n", 1), encoding="utf-8")
+    statement = {
+        "resourceType": "CapabilityStatement",
+        "fhirVersion": "4.0.1",
+        "rest": [{"mode": "server", "resource": [{"type": "Condition", "searchParam": [{"name": "code"}]}]}],
+    }
+    answers = {"/fhir/metadata": (200, json.dumps(statement).encode())}
+    with StaticUpstream(answers) as upstream, FaultProxy(upstream.base_url) as proxy:
+        proxy.add("trickle", "/Condition", interval=1.0)  # an answer that would take minutes
+        started = time.monotonic()
+        process = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "fhirscreen.cli",
+                "screen",
+                "--server",
+                proxy.base_url,
+                "--trial",
+                trial_file,
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        took = time.monotonic() - started
+        searched = [s for s in proxy.seen if "/Condition" in s.path]
+    assert process.returncode == 2, process.stderr
+    assert "min_yeras" in process.stderr and "Traceback" not in process.stderr
+    assert searched, "the population search should have begun before the criteria were checked"
+    assert took < 60, f"the run waited {took:.0f} s for the server"

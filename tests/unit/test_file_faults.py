@@ -29,7 +29,9 @@ BOM = b"\xef\xbb\xbf"
 @pytest.fixture(autouse=True)
 def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
     real = cli.load_trial
-    monkeypatch.setattr(cli, "load_trial", lambda path=None: trial if path is None else real(path))
+    monkeypatch.setattr(
+        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
+    )
 
 
 def patient(pid: str, family: str = "Doe") -> dict[str, Any]:

@@ -24,7 +24,9 @@ SECRETS = ("Harriet", "Quimby", "1985-03-15", "999-01-2345", "Lantern", "Springf
 @pytest.fixture(autouse=True)
 def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
     real = cli.load_trial
-    monkeypatch.setattr(cli, "load_trial", lambda path=None: trial if path is None else real(path))
+    monkeypatch.setattr(
+        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
+    )
 
 
 def invoke(*args: str | Path) -> Result:

@@ -66,7 +66,9 @@ def canary_resources() -> list[dict[str, Any]]:
 @pytest.fixture(autouse=True)
 def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
     real = cli.load_trial
-    monkeypatch.setattr(cli, "load_trial", lambda path=None: trial if path is None else real(path))
+    monkeypatch.setattr(
+        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
+    )
 
 
 def assert_no_canary(text: str, where: str) -> None:

@@ -41,7 +41,9 @@ RUN_FILES = sorted(
 @pytest.fixture(autouse=True)
 def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
     real = cli.load_trial
-    monkeypatch.setattr(cli, "load_trial", lambda path=None: trial if path is None else real(path))
+    monkeypatch.setattr(
+        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
+    )
 
 
 def screen(out: Path, *args: str | Path, data: Path = GOLDEN_DATA, as_of: str = AS_OF) -> Result:

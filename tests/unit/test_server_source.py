@@ -302,6 +302,68 @@ def test_an_early_capability_request_that_failed_fails_the_read_as_a_late_one_wo
             read_all(src)
 
 
+def _population_searches(mock: responses.RequestsMock) -> list[str]:
+    return [
+        str(c.request.url)
+        for c in mock.calls
+        if urlsplit(c.request.url).path.endswith("/Condition") and "code=" in str(c.request.url)
+    ]
+
+
+def test_the_population_searched_early_is_the_one_the_read_uses() -> None:
+    """The CLI starts the initial-population search as soon as the trial's value sets are built (while
+    the criteria load); the read takes its answer: one search, the same records as without it."""
+    fake = FakeFhir(population(3))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        plain, _q = read_all(source())
+        first = len(_population_searches(mock))
+        src = source()
+        src.ask_capabilities_early()
+        src.search_population_early(PLAN)
+        src.search_population_early(PLAN)  # started once however often it is called
+        early, quality = read_all(src)
+        assert len(_population_searches(mock)) == 2 * first == 2
+    assert early == plain
+    assert quality.findings == []
+
+
+def test_an_early_population_search_for_other_codes_is_not_used() -> None:
+    fake = FakeFhir(population(3))
+    other = replace(PLAN, population_codes=(Code(SNOMED, "55464009"),))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        src = source()
+        src.search_population_early(other)
+        resources, _q = read_all(src)  # PLAN: searched again, with its own codes
+        searched = _population_searches(mock)
+    assert len(searched) == 2 and "M32.14" in searched[-1]
+    assert ids_of(resources, "Patient") == {"p0000", "p0001", "p0002"}
+
+
+def test_an_early_population_search_that_failed_fails_the_read_as_a_late_one_would() -> None:
+    fake = FakeFhir(population(1))
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        mock.get(re.compile(rf"{re.escape(BASE)}/Condition\?code=.*"), status=400, body="bad code search")
+        fake.install(mock)
+        src = source()
+        src.search_population_early(PLAN)
+        with pytest.raises(SourceError, match="Condition search"):
+            read_all(src)
+
+
+def test_no_early_population_search_for_one_patient() -> None:
+    fake = FakeFhir(population(2))
+    one = replace(PLAN, patient_ids=("p0001",))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        src = source()
+        src.search_population_early(one)  # explain reads one patient: no population to search
+        resources, _q = read_all(src, one)
+        assert _population_searches(mock) == []
+    assert ids_of(resources, "Patient") == {"p0001"}
+
+
 def test_request_count_grows_with_batches_not_patients_times_types() -> None:
     n = 250  # three batches of at most 100
     fake = FakeFhir(population(n))

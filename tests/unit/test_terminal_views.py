@@ -20,7 +20,9 @@ AS_OF = "2026-06-01"
 @pytest.fixture(autouse=True)
 def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
     real = cli.load_trial
-    monkeypatch.setattr(cli, "load_trial", lambda path=None: trial if path is None else real(path))
+    monkeypatch.setattr(
+        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
+    )
 
 
 def invoke(*args: str | Path) -> Result:
