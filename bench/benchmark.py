@@ -190,9 +190,9 @@ def compile_package() -> None:
     every module again, 0.2 s that no installed copy pays."""
     import compileall
 
-    import fhirscreen
-
-    compileall.compile_dir(str(Path(fhirscreen.__file__).parent), quiet=1)
+    # The package the measured CLI imports (``python -m fhirscreen.cli`` from REPO), which need not be
+    # the one this script's interpreter finds (an editable install of another checkout).
+    compileall.compile_dir(str(REPO / "fhirscreen"), quiet=1)
 
 
 def loadavg() -> tuple[float, float, float]:
