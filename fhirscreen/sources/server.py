@@ -950,7 +950,15 @@ class ServerSource:
         early: Mapping[Search, Future[list[Resource]]] | None = None,
         early_pool: ThreadPoolExecutor | None = None,
     ) -> Iterator[list[Resource]]:
-        """Run searches on the worker pool; yield each search's resources in plan order (reproducible).
+        """Run searches on the worker pool; yield each search's resources in plan order, Observation
+        searches last (a fixed order: reproducible runs).
+
+        The Observation searches page longest and finish last: taking the other searches' resources
+        first lets the caller group them while Observation pages are still coming in, instead of
+        waiting on the first batch's Observations with everything else done and queued behind it (a
+        third of a second of grouping after the server's last answer, at 10,000 people). A record
+        keeps each type's resources in the order they came, so only the order across types changes,
+        which nothing reads.
 
         ``early`` holds searches already started (beside the Observation race) on ``early_pool``; the
         others go to a pool of the connections left, so that at most ``concurrency`` are in flight."""
@@ -969,8 +977,9 @@ class ServerSource:
                     early[search] if search in early else pool.submit(self._search_all, search, quality)
                 )
             futures = [started[i] for i in range(len(searches))]
+            taken = sorted(range(len(searches)), key=lambda i: searches[i].resource_type == "Observation")
             try:
-                for search, future in zip(searches, futures, strict=True):
+                for search, future in ((searches[i], futures[i]) for i in taken):
                     try:
                         yield future.result()
                     except SourceError as exc:
