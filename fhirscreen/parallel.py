@@ -23,15 +23,17 @@ import pickle
 import signal
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import PatientRecord
 
 if TYPE_CHECKING:
-    from fhirscreen.screening import PatientScreen, ScreenOne
+    from collections.abc import Callable
 
 log = logging.getLogger("fhirscreen")
+
+T = TypeVar("T")
 
 # Below this many patients per process, a fork and a pipe cost more than the screening they share.
 MIN_PER_WORKER = 64
@@ -60,8 +62,11 @@ def shares(count: int, workers: int) -> list[range]:
 
 
 def screen_all(
-    records: Sequence[PatientRecord], screen: ScreenOne, quality: DataQuality, workers: int = 1
-) -> list[PatientScreen]:
+    records: Sequence[PatientRecord],
+    screen: Callable[[PatientRecord, DataQuality], T],
+    quality: DataQuality,
+    workers: int = 1,
+) -> list[T]:
     """``[screen(r, quality) for r in records]``, on up to ``workers`` processes."""
     parts = shares(len(records), workers) if hasattr(os, "fork") else [range(len(records))]
     children: list[tuple[int | None, int | None, range]] = []
@@ -79,7 +84,7 @@ def screen_all(
 
 
 def _fork(
-    records: Sequence[PatientRecord], part: range, screen: ScreenOne
+    records: Sequence[PatientRecord], part: range, screen: Callable[[PatientRecord, DataQuality], T]
 ) -> tuple[int | None, int | None, range]:
     """Start a child screening ``part``; (pid, read end of its pipe, part), or (None, None, part) when
     the fork is refused (the share is then screened here)."""
@@ -118,9 +123,9 @@ def _collect(
     fd: int | None,
     part: range,
     records: Sequence[PatientRecord],
-    screen: ScreenOne,
+    screen: Callable[[PatientRecord, DataQuality], T],
     quality: DataQuality,
-) -> list[PatientScreen]:
+) -> list[T]:
     """A child's screens, its findings added to ``quality`` in order; the share screened here instead
     when the child failed."""
     problem = "it could not be started"

@@ -41,8 +41,8 @@ from datetime import date
 from fhirscreen.parallel import screen_all, shares
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import Dropped, PatientRecord, Population, PopulationBuilder
-from fhirscreen.report.facts import collect_facts
-from fhirscreen.screening import PatientScreen, ScreeningRun, ScreenOne, in_order, screen_population
+from fhirscreen.report.facts import PatientFacts, patient_facts
+from fhirscreen.screening import PatientScreen, ScreeningRun, ScreenOne, screen_population
 from fhirscreen.sources.base import QueryPlan, Source
 from fhirscreen.trial.loader import Trial
 
@@ -103,25 +103,44 @@ def load_population(source: Source, trial: Trial, patient_ids: tuple[str, ...] |
 
 
 def evaluate_population(
-    population: Population, trial: Trial, as_of: date, source: str, workers: int = 1
+    population: Population,
+    trial: Trial,
+    as_of: date,
+    source: str,
+    workers: int = 1,
+    facts: dict[str, PatientFacts] | None = None,
 ) -> ScreeningRun:
     """Every criterion for every patient of the initial population (see ``screen_population``), on up
-    to ``workers`` processes (``fhirscreen.parallel``; the same outcome as one)."""
+    to ``workers`` processes (``fhirscreen.parallel``; the same outcome as one). With ``facts``, each
+    screened patient's report facts are put there too, computed in the process that screened them
+    (where the record's derived views are already made)."""
 
     def spread(
         records: Sequence[PatientRecord], screen: ScreenOne, quality: DataQuality
     ) -> list[PatientScreen]:
-        return screen_all(records, screen, quality, workers)
+        if facts is None:
+            return screen_all(records, screen, quality, workers)
+
+        def screen_and_describe(
+            record: PatientRecord, found: DataQuality
+        ) -> tuple[PatientScreen, PatientFacts]:
+            screened = screen(record, found)
+            return screened, patient_facts(record, screened, as_of)
+
+        pairs = screen_all(records, screen_and_describe, quality, workers)
+        facts.update((screened.patient_id, described) for screened, described in pairs)
+        return [screened for screened, _described in pairs]
 
     with gc_paused():
-        return screen_population(population, trial, as_of, source, spread if workers > 1 else in_order)
+        return screen_population(population, trial, as_of, source, spread)
 
 
 def run_screening(source: Source, trial: Trial, as_of: date, workers: int = 1) -> ScreeningRun:
     population = load_population(source, trial)
     started = time.monotonic()
-    run = evaluate_population(population, trial, as_of, source.describe(), workers)
-    run.facts = collect_facts(population.records, run.patients, as_of)
+    facts: dict[str, PatientFacts] = {}
+    run = evaluate_population(population, trial, as_of, source.describe(), workers, facts)
+    run.facts = {s.patient_id: facts[s.patient_id] for s in run.patients}  # in rank order, as reports read
     log.debug(
         "screened %d patients of the initial population in %.2f s (%d process%s)",
         len(run.patients),

@@ -7,7 +7,7 @@ Built by the pipeline while the records are still in memory; the screening core 
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
@@ -84,11 +84,3 @@ def patient_facts(record: PatientRecord, screen: PatientScreen, as_of: date) -> 
         resources=dict(sorted(described.items())),
         identity=identity(patient),
     )
-
-
-def collect_facts(
-    records: Mapping[str, PatientRecord], screens: Iterable[PatientScreen], as_of: date
-) -> dict[str, PatientFacts]:
-    """Facts per screened patient id (patients outside the initial population are not screened)."""
-    return {s.patient_id: patient_facts(records[s.patient_id], s, as_of)
-            for s in screens if s.patient_id in records}

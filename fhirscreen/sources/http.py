@@ -295,6 +295,11 @@ class FhirClient:
                         if watch.expired:
                             raise DeadlineExceeded(self.deadline) from None
                         raise
+                    if watch.expired:
+                        # The headers were cut short when the timer shut the socket; what came before
+                        # that (a status line and half a header) is not the server's answer.
+                        response.close()
+                        raise DeadlineExceeded(self.deadline)
                 if not stream:
                     self._read_body(response, started, label)
             except requests.exceptions.SSLError as exc:

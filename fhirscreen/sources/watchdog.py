@@ -85,6 +85,20 @@ class _WatchedHTTPSPool(HTTPSConnectionPool):
     ConnectionCls = _WatchedHTTPSConnection
 
 
+_WATCHED_POOLS = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+
+
 def watch_adapter(adapter: HTTPAdapter) -> None:
-    """Make the adapter's direct connections (not those through an HTTP proxy) watchable."""
-    adapter.poolmanager.pool_classes_by_scheme = {"http": _WatchedHTTPPool, "https": _WatchedHTTPSPool}
+    """Make the adapter's connections watchable: direct ones, and those through an HTTP(S) proxy
+    (HTTPS_PROXY / HTTP_PROXY, common in hospital networks), whose pools requests makes per proxy.
+    SOCKS proxies keep their own connection classes: their requests have the socket timeouts only."""
+    adapter.poolmanager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+    make_proxy_manager = adapter.proxy_manager_for
+
+    def proxy_manager_for(proxy: str, **kwargs: Any) -> Any:
+        manager = make_proxy_manager(proxy, **kwargs)
+        if not proxy.lower().startswith("socks"):
+            manager.pool_classes_by_scheme = dict(_WATCHED_POOLS)
+        return manager
+
+    adapter.proxy_manager_for = proxy_manager_for  # type: ignore[method-assign]

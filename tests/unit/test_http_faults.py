@@ -8,6 +8,7 @@ test_faults.py.)
 from __future__ import annotations
 
 import json
+import threading
 import time
 import tracemalloc
 from collections.abc import Iterator
@@ -394,6 +395,36 @@ def test_headers_that_trickle_forever_hit_the_deadline_too(proxy: FaultProxy, sl
     assert time.monotonic() - started < 6
     assert [s.fault for s in proxy.seen] == ["trickle-headers", None]
     assert sleeps == [1.0]
+
+
+def test_headers_that_trickle_through_an_http_proxy_hit_the_deadline_too(
+    proxy: FaultProxy, sleeps: list[float], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Behind HTTP_PROXY / HTTPS_PROXY (hospital networks) the request's socket is the proxy's: the
+    deadline must reach it too, or a trickling answer keeps a nightly run alive forever."""
+    proxy.add("trickle-headers", "/Patient", interval=0.05)  # the proxy itself trickles, every time
+    for name in ("NO_PROXY", "no_proxy", "ALL_PROXY", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("HTTP_PROXY", proxy.origin())
+    client = FhirClient(
+        "http://fhir.behind-a-proxy.test/fhir", sleep=sleeps.append, timeout=1.0, deadline=1.5
+    )
+    outcome: list[BaseException] = []
+
+    def ask() -> None:
+        try:
+            client.get_resource("Patient")
+        except BaseException as exc:
+            outcome.append(exc)
+
+    asking = threading.Thread(target=ask, daemon=True)
+    asking.start()
+    asking.join(timeout=30)  # without the watchdog on proxied connections this never ends
+    assert not asking.is_alive(), "a trickling answer through the proxy outlived the deadline"
+    assert len(outcome) == 1 and isinstance(outcome[0], SourceError), outcome
+    assert "deadline" in str(outcome[0])
+    assert proxy.seen and all(s.fault == "trickle-headers" for s in proxy.seen)
+    assert all("fhir.behind-a-proxy.test" in s.path or s.path.startswith("/") for s in proxy.seen)
 
 
 def test_a_large_page_is_read_once_and_parsed_with_a_bounded_peak(sleeps: list[float]) -> None:
