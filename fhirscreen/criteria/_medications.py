@@ -20,7 +20,7 @@ from typing import Any
 
 from fhirscreen.criteria._dosing import Dose, Dosing, dosing, duration_days
 from fhirscreen.criteria.base import Params, ValueSetRef
-from fhirscreen.fhir.codes import ValueSet, codings, concept_label
+from fhirscreen.fhir.codes import ValueSet, codings, concept_label, concept_signature
 from fhirscreen.fhir.dates import day, span_of
 from fhirscreen.fhir.resources import Resource, items, mapping, ref
 from fhirscreen.record import PatientRecord
@@ -150,8 +150,37 @@ class Drug(Params):
     covers_days: int = 1
 
 
+# Drug list and value sets (held, so that their ids stay theirs) -> the drug named by each combination
+# of concepts (their signature numbers, see ``concept_signature``). Criteria ask ``first_drug`` of every
+# exposure for every drug list, a dozen value sets each; the same drugs recur from patient to patient.
+# The drug lists and value sets of a loaded trial do not change.
+_FIRST_DRUG: dict[tuple[int, int], tuple[object, object, dict[tuple[int, ...], Drug | None]]] = {}
+_FIRST_DRUG_MAX = 50_000  # answers per drug list; beyond it (odd data), the drugs are matched each time
+_NOT_ASKED: Any = object()
+
+
 def first_drug(exposure: Exposure, drugs: Sequence[Drug], value_sets: Mapping[str, ValueSet]) -> Drug | None:
+    """The first drug of ``drugs`` whose value set matches one of the exposure's concepts."""
     concepts = exposure.concepts
+    numbers = tuple(concept_signature(c)[1] for c in concepts)
+    if -1 in numbers:  # the table of signatures is full: no number to remember the answer by
+        return _first_drug(concepts, drugs, value_sets)
+    key = (id(drugs), id(value_sets))
+    held = _FIRST_DRUG.get(key)
+    if held is None or held[0] is not drugs or held[1] is not value_sets:
+        held = _FIRST_DRUG[key] = (drugs, value_sets, {})
+    answers = held[2]
+    found: Drug | None = answers.get(numbers, _NOT_ASKED)
+    if found is _NOT_ASKED:
+        found = _first_drug(concepts, drugs, value_sets)
+        if len(answers) < _FIRST_DRUG_MAX:
+            answers[numbers] = found
+    return found
+
+
+def _first_drug(
+    concepts: Sequence[Mapping[str, Any]], drugs: Sequence[Drug], value_sets: Mapping[str, ValueSet]
+) -> Drug | None:
     for drug in drugs:
         match = value_sets[drug.value_set].match
         # ``exposure.matches`` inlined: criteria ask this of every exposure for every drug list.

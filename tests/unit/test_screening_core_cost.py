@@ -76,3 +76,40 @@ def test_a_value_set_travels_to_another_process_without_its_answers() -> None:
     assert weight._results  # answers remembered here
     travelled = pickle.loads(pickle.dumps(weight))
     assert travelled._results == {} and travelled.codes == weight.codes
+
+
+def test_first_drug_remembers_answers_per_drug_list_and_gives_the_plain_ones() -> None:
+    """``first_drug`` keeps each answer per drug list and concept signature; it must be what matching
+    the drugs one by one gives, for any concepts, and never an answer kept for another list."""
+    import random
+
+    from fhirscreen.criteria._medications import Drug, Exposure, _first_drug, first_drug
+    from fhirscreen.fhir.codes import RXNORM
+
+    sets = {name: ValueSet(name) for name in ("hcq", "mtx", "aza")}
+    sets["hcq"].add(RXNORM, "5521", "hydroxychloroquine")
+    sets["mtx"].add(RXNORM, "6851", "methotrexate")
+    sets["aza"].add(RXNORM, "1256", "azathioprine")
+    sets["aza"].add_text(r"\bimuran\b")
+    first = [Drug(name=n, value_set=n) for n in ("hcq", "mtx", "aza")]
+    second = list(reversed(first))
+    codes = ["5521", "6851", "1256", "9999", None]
+    texts = ["Imuran 50 mg", "aspirin", None]
+    rng = random.Random(7)
+
+    def concept() -> dict:
+        code, text = rng.choice(codes), rng.choice(texts)
+        out: dict = {"coding": [{"system": RXNORM, "code": code}]} if code else {}
+        return {**out, "text": text} if text else out
+
+    for _ in range(400):
+        concepts = tuple(concept() for _ in range(rng.randint(0, 2)))
+        exposure = Exposure(
+            "MedicationRequest/x", "MedicationRequest", "active", concepts, (), "x",
+            None, None, False, True, None, (), (), None,
+        )
+        for drugs in (first, second):
+            expected = _first_drug(exposure.concepts, drugs, sets)
+            with resources_unchanged():
+                assert first_drug(exposure, drugs, sets) is expected
+            assert first_drug(exposure, drugs, sets) is expected  # outside a screening too
