@@ -32,13 +32,32 @@ def _small_shares(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(parallel, "MIN_PER_WORKER", 1)
 
 
-def _no_children_left() -> bool:
-    """No child of this process is running or waiting to be reaped."""
-    try:
-        os.waitpid(-1, os.WNOHANG)
-    except ChildProcessError:
-        return True
-    return False
+@pytest.fixture
+def forked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pids of the children ``fhirscreen.parallel`` forks (the test process may have others: the
+    integration tier's FHIR server)."""
+    pids: list[int] = []
+    real = os.fork
+
+    def fork() -> int:
+        pid = real()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return pids
+
+
+def _all_reaped(pids: list[int]) -> bool:
+    """Every one of ``pids`` has ended and been waited for (none left running or as a zombie)."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        return False
+    return True
 
 
 def _screen(trial: Trial, data: Path, workers: int) -> ScreeningRun:
@@ -52,12 +71,13 @@ def _as_data(run: ScreeningRun) -> tuple[list[PatientScreen], list[object]]:
 
 @pytest.mark.parametrize("data", [SAMPLES, GOLDEN_DATA], ids=["samples", "golden"])
 @pytest.mark.parametrize("workers", [2, 3, 7])
-def test_any_number_of_workers_gives_the_screens_and_findings_of_one(trial, data, workers):
+def test_any_number_of_workers_gives_the_screens_and_findings_of_one(trial, data, workers, forked):
     one = _screen(trial, data, 1)
+    assert forked == []
     many = _screen(trial, data, workers)
     assert len(one.patients) >= 3, "the data must give each process something to screen"
     assert _as_data(many) == _as_data(one)
-    assert _no_children_left()
+    assert len(forked) == min(workers, len(one.patients)) - 1 and _all_reaped(forked)
 
 
 def _fake_records(n: int) -> list[PatientRecord]:
@@ -93,7 +113,7 @@ def test_findings_of_every_share_come_back_in_patient_order():
 
 
 @pytest.mark.parametrize("failure", ["raise", "kill", "exit"])
-def test_a_failed_worker_costs_only_time(failure, caplog):
+def test_a_failed_worker_costs_only_time(failure, caplog, forked):
     records = _fake_records(10)
     quality = DataQuality()
     screens = parallel.screen_all(records, _fake_screen(os.getpid(), failure), quality, workers=3)
@@ -102,7 +122,7 @@ def test_a_failed_worker_costs_only_time(failure, caplog):
         f"Patient/p{i}" for i in range(10)
     ]
     assert "a screening worker failed" in caplog.text and "screened in the main process" in caplog.text
-    assert _no_children_left()
+    assert len(forked) == 2 and _all_reaped(forked)
 
 
 def test_a_refused_fork_screens_everything_here(monkeypatch):
@@ -115,7 +135,7 @@ def test_a_refused_fork_screens_everything_here(monkeypatch):
     assert [s.patient_id for s in screens] == [f"p{i}" for i in range(6)]
 
 
-def test_an_interrupt_leaves_no_worker_behind():
+def test_an_interrupt_leaves_no_worker_behind(forked):
     parent = os.getpid()
 
     def screen(record: PatientRecord, quality: DataQuality) -> PatientScreen:
@@ -125,7 +145,7 @@ def test_an_interrupt_leaves_no_worker_behind():
 
     with pytest.raises(KeyboardInterrupt):
         parallel.screen_all(_fake_records(9), screen, DataQuality(), workers=3)
-    assert _no_children_left()
+    assert len(forked) == 2 and _all_reaped(forked)
 
 
 @pytest.mark.parametrize(("count", "workers"), [(0, 4), (1, 4), (5, 1), (10, 3), (10, 20), (1000, 4)])
