@@ -308,6 +308,19 @@ def test_130_when_the_interrupt_comes_while_a_module_builds_its_dataclasses(tmp_
     assert "interrupted (SIGTERM)" in process.stderr
 
 
+def _screen_process(
+    server: str, trial_file: Path, timeout: float, tmp_path: Path
+) -> subprocess.CompletedProcess[str]:
+    """``fhirscreen screen --server ... --trial ...`` as a real process (its exit is what is tested)."""
+    return subprocess.run(
+        [sys.executable, "-m", "fhirscreen.cli", "screen", "--server", server, "--trial", str(trial_file)],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env={**os.environ, "TMPDIR": str(tmp_path)},
+    )
+
+
 def test_2_a_bad_trial_file_is_reported_at_once_while_the_server_is_still_answering(
     stalled_server: FaultProxy, tmp_path: Path
 ) -> None:
@@ -316,22 +329,8 @@ def test_2_a_bad_trial_file_is_reported_at_once_while_the_server_is_still_answer
     still in flight (trickling here, for up to the 60 s timeout) does not hold the process."""
     bad = tmp_path / "trial.yaml"
     bad.write_text("trial: [unclosed\n", encoding="utf-8")
-    process = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "fhirscreen.cli",
-            "screen",
-            "--server",
-            stalled_server.base_url,
-            "--trial",
-            str(bad),
-        ],
-        capture_output=True,
-        text=True,
-        timeout=30,  # the request's own timeout is 60 s: waiting for it would fail here
-        env={**os.environ, "TMPDIR": str(tmp_path)},
-    )
+    # The request's own timeout is 60 s: waiting for it would fail here.
+    process = _screen_process(stalled_server.base_url, bad, timeout=30, tmp_path=tmp_path)
     assert process.returncode == 2, process.stderr
     assert f"{bad}:" in process.stderr and "not valid YAML" in process.stderr
 
@@ -373,21 +372,7 @@ def test_a_bad_criterion_stops_a_server_run_at_once_though_the_population_search
     with StaticUpstream(answers) as upstream, FaultProxy(upstream.base_url) as proxy:
         proxy.add("trickle", "/Condition", interval=1.0)  # an answer that would take minutes
         started = time.monotonic()
-        process = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "fhirscreen.cli",
-                "screen",
-                "--server",
-                proxy.base_url,
-                "--trial",
-                trial_file,
-            ],
-            capture_output=True,
-            text=True,
-            timeout=120,
-        )
+        process = _screen_process(proxy.base_url, trial_file, timeout=120, tmp_path=tmp_path)
         took = time.monotonic() - started
         searched = [s for s in proxy.seen if "/Condition" in s.path]
     assert process.returncode == 2, process.stderr
