@@ -30,6 +30,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
 from fhirscreen.sources.base import ConfigurationError, SourceError
 from fhirscreen.sources.server_text import scrub
+from fhirscreen.sources.watchdog import Watch
 
 log = logging.getLogger("fhirscreen.auth")
 
@@ -136,6 +137,7 @@ class SmartBackendAuth:
         token_url: str | None = None,
         key_id: str | None = None,
         timeout: float = 30.0,
+        deadline: float | None = None,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
@@ -147,6 +149,10 @@ class SmartBackendAuth:
         self._session = session
         self._token_url = token_url
         self._timeout = timeout
+        # One call's overall limit, as the FHIR client's (``--deadline``): the socket timeout bounds each
+        # read only, and a token endpoint (or a proxy) trickling its answer would hold the run forever.
+        # Enforced through the session's watched connections (``watchdog.watch_adapter``).
+        self._deadline = deadline if deadline is not None else 10 * timeout
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -234,26 +240,31 @@ class SmartBackendAuth:
         """Token and discovery calls get their own small retry (flaky token endpoints are common)."""
         for attempt in range(1, 4):
             try:
-                if form is not None:
-                    # A new assertion per try: the server may have seen (and burnt) the previous jti.
-                    if attempt > 1:
-                        form = {**form, "client_assertion": self.client_assertion()}
-                    response = self._session.post(
-                        url,
-                        data=form,
-                        timeout=self._timeout,
-                        headers=_ACCEPT_JSON,
-                        verify=self._session.verify,
-                    )
-                else:
-                    response = self._session.get(
-                        url, timeout=self._timeout, headers=_ACCEPT_JSON, verify=self._session.verify
-                    )
+                with Watch(self._deadline) as watch:
+                    if form is not None:
+                        # A new assertion per try: the server may have seen (and burnt) the previous jti.
+                        if attempt > 1:
+                            form = {**form, "client_assertion": self.client_assertion()}
+                        response = self._session.post(
+                            url,
+                            data=form,
+                            timeout=self._timeout,
+                            headers=_ACCEPT_JSON,
+                            verify=self._session.verify,
+                        )
+                    else:
+                        response = self._session.get(
+                            url, timeout=self._timeout, headers=_ACCEPT_JSON, verify=self._session.verify
+                        )
+                if watch.expired:  # the answer was cut short at the deadline: it is not the server's
+                    response.close()
+                    raise requests.Timeout(f"deadline of {self._deadline:.0f} s exceeded")
             except requests.exceptions.SSLError:
                 raise SourceError(f"{label}: TLS error (use --ca-bundle for a private CA)") from None
-            except (requests.ConnectionError, requests.Timeout) as exc:
+            except _UNREACHED as exc:
                 if attempt == 3:
-                    raise SourceError(f"{label}: cannot reach the server ({type(exc).__name__})") from None
+                    why = str(exc) if str(exc).startswith("deadline of") else type(exc).__name__
+                    raise SourceError(f"{label}: cannot reach the server ({why})") from None
                 self._sleep(2.0**attempt)
                 continue
             if response.status_code == 200:
@@ -263,6 +274,10 @@ class SmartBackendAuth:
                 continue
             raise SourceError(f"{label}: {_oauth_error(response)}")
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+# What a try of a token or discovery call ends with when no answer came: tried again, up to three times.
+_UNREACHED = (requests.ConnectionError, requests.Timeout, requests.exceptions.ChunkedEncodingError)
 
 
 def _oauth_error(response: requests.Response) -> str:

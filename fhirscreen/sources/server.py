@@ -1135,6 +1135,7 @@ def make_auth(options: SourceOptions, client: FhirClient, write_types: Sequence[
             token_url=options.smart_token_url,
             key_id=options.smart_key_id,
             timeout=options.timeout,
+            deadline=client.deadline,
         )
     return None
 

@@ -268,3 +268,43 @@ def test_default_smart_scopes_cover_pharmacy_fills_and_plans(rsa_file: Path) -> 
     for rtype in ("MedicationDispense", "ServiceRequest", "CarePlan", "Appointment", "Medication"):
         assert f"system/{rtype}.read" in scopes, rtype
     assert not any(s.endswith(".write") for s in scopes)  # read-only unless --post-report
+
+
+def test_a_token_endpoint_that_trickles_its_answer_hits_the_deadline(rsa_file: Path) -> None:
+    """The token call has the FHIR client's overall deadline too: a token endpoint (or a proxy in
+    front of it) sending its headers one byte at a time cannot hold a nightly run."""
+    import threading
+
+    from fhirscreen.sources.http import FhirClient
+    from tests.faultproxy import FaultProxy, StaticUpstream
+
+    with StaticUpstream({}) as upstream, FaultProxy(upstream.base_url) as proxy:
+        proxy.add("trickle-headers", "/token", interval=0.05)
+        client = FhirClient(BASE, timeout=1.0, deadline=1.5, sleep=lambda _s: None)  # a watched session
+        auth = SmartBackendAuth(
+            base_url=BASE,
+            client_id="fhirscreen-nightly",
+            key_file=rsa_file,
+            session=client.session,
+            scope="system/Patient.read",
+            token_url=f"{proxy.origin()}/token",
+            timeout=1.0,
+            deadline=1.5,
+            sleep=lambda _s: None,
+        )
+        outcome: list[BaseException] = []
+
+        def ask() -> None:
+            try:
+                auth.headers()
+            except BaseException as exc:
+                outcome.append(exc)
+
+        asking = threading.Thread(target=ask, daemon=True)
+        asking.start()
+        asking.join(timeout=30)  # without the deadline this never ends
+        assert not asking.is_alive(), "a trickling token endpoint outlived the deadline"
+        tries = [s for s in proxy.seen if s.path.endswith("/token")]
+    assert len(outcome) == 1 and isinstance(outcome[0], SourceError), outcome
+    assert "SMART token request: cannot reach the server (deadline of 2 s exceeded)" in str(outcome[0])
+    assert len(tries) == 3  # retried like any unreachable token endpoint
