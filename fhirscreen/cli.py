@@ -254,7 +254,7 @@ def _load_trial(path: Path | None, terms_ready: Callable[[TrialTerms], None] | N
     from fhirscreen.trial.loader import TrialFileError
 
     try:
-        return load_trial(path, terms_ready) if terms_ready is not None else load_trial(path)
+        return load_trial(path, terms_ready)
     except TrialFileError as exc:
         _fail(f"invalid trial file:\n{exc}", EXIT_CONFIG)
         raise  # unreachable; keeps type checkers satisfied

@@ -141,11 +141,12 @@ def run_screening(source: Source, trial: Trial, as_of: date, workers: int = 1) -
     facts: dict[str, PatientFacts] = {}
     run = evaluate_population(population, trial, as_of, source.describe(), workers, facts)
     run.facts = {s.patient_id: facts[s.patient_id] for s in run.patients}  # in rank order, as reports read
+    processes = len(shares(len(run.patients), workers))
     log.debug(
         "screened %d patients of the initial population in %.2f s (%d process%s)",
         len(run.patients),
         time.monotonic() - started,
-        len(shares(len(run.patients), workers)),
-        "" if len(shares(len(run.patients), workers)) == 1 else "es",
+        processes,
+        "" if processes == 1 else "es",
     )
     return run

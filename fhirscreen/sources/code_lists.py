@@ -24,9 +24,15 @@ _EXPANDABLE = frozenset({ICD10CM, ICD10})
 
 
 @functools.lru_cache(maxsize=1)
+def _children_text() -> str:
+    """The shipped file, read once for both of its parts."""
+    return resources.files("fhirscreen").joinpath("data", "terminology", CHILDREN_FILE).read_text("utf-8")
+
+
+@functools.lru_cache(maxsize=1)
 def icd10cm_codes() -> tuple[str, ...]:
     """The shipped ICD-10-CM codes (dotted, upper case), sorted."""
-    text = resources.files("fhirscreen").joinpath("data", "terminology", CHILDREN_FILE).read_text("utf-8")
+    text = _children_text()
     codes = {
         line.split("\t", 1)[0].strip() for line in text.splitlines() if line and not line.startswith("#")
     }
@@ -36,7 +42,7 @@ def icd10cm_codes() -> tuple[str, ...]:
 @functools.lru_cache(maxsize=1)
 def _covered_prefixes() -> frozenset[str]:
     """The prefixes the shipped file is complete for (its ``# prefix`` lines)."""
-    text = resources.files("fhirscreen").joinpath("data", "terminology", CHILDREN_FILE).read_text("utf-8")
+    text = _children_text()
     return frozenset(
         line.split(None, 2)[2].strip() for line in text.splitlines() if line.startswith("# prefix ")
     )
