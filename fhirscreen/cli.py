@@ -6,6 +6,7 @@ failures to them.
 
 from __future__ import annotations
 
+import dataclasses
 import gc
 import logging
 import sys
@@ -329,8 +330,9 @@ def main() -> None:
     type=click.IntRange(1, 256),
     default=None,
     metavar="N",
-    help="Processes that screen the initial population once it is read (default: the cores this "
-    f"process may use, at most {AUTO_MAX}; fewer for small populations). Results are the same for any N.",
+    help="Processes that read large Bulk NDJSON files (--data) and screen the initial population "
+    f"(default: the cores this process may use, at most {AUTO_MAX}; fewer for small inputs). Results "
+    "are the same for any N.",
 )
 @_force_as_of
 @_show_names_option
@@ -356,7 +358,7 @@ def screen(
         _fail("--post-report needs --server", EXIT_CONFIG)
     if workers is not None and engine == "spark":
         _fail("--workers is for --engine file; Spark spreads the work over its own executors", EXIT_CONFIG)
-    options = _options(kwargs)
+    options = dataclasses.replace(_options(kwargs), workers=workers or auto_workers())
     _check_as_of(as_of, force_as_of)
     out_problem = usage.out_dir_problem(out_dir) if out_dir is not None else None
     if out_problem:
@@ -387,7 +389,7 @@ def screen(
             plain = with_store(plain, out_dir, trial, full=full)
         source = runs.observe(plain)
         click.get_current_context().call_on_close(source.close_progress)
-        run = run_screening(source, trial, _resolve_as_of(as_of, options), workers or auto_workers())
+        run = run_screening(source, trial, _resolve_as_of(as_of, options), options.workers)
     source.close_progress()
     written = []
     if output is not None:

@@ -23,9 +23,9 @@ import pickle
 import signal
 import warnings
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 
-from fhirscreen.quality import DataQuality
+from fhirscreen.quality import DataQuality, Finding
 from fhirscreen.record import PatientRecord
 
 if TYPE_CHECKING:
@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("fhirscreen")
 
 T = TypeVar("T")
+V = TypeVar("V")
 
 # Below this many patients per process, a fork and a pipe cost more than the screening they share.
 MIN_PER_WORKER = 64
@@ -69,25 +70,86 @@ def screen_all(
 ) -> list[T]:
     """``[screen(r, quality) for r in records]``, on up to ``workers`` processes."""
     parts = shares(len(records), workers) if hasattr(os, "fork") else [range(len(records))]
-    children: list[tuple[int | None, int | None, range]] = []
+
+    def share(part: range) -> Callable[[], tuple[list[T], list[Finding]]]:
+        def work() -> tuple[list[T], list[Finding]]:
+            found = DataQuality()
+            return [screen(records[i], found) for i in part], found.findings
+
+        return work
+
+    children: list[tuple[Child[tuple[list[T], list[Finding]]] | None, range]] = []
     try:
         for part in parts[1:]:
-            children.append(_fork(records, part, screen))
+            children.append((fork_call(share(part), "screening"), part))
         screens = [screen(records[i], quality) for i in parts[0]]
         while children:
-            pid, fd, part = children.pop(0)
-            screens += _collect(pid, fd, part, records, screen, quality)
+            child, part = children.pop(0)
+            done, problem = child.collect() if child is not None else (None, "it could not be started")
+            if done is not None:
+                screened, findings = done
+                for f in findings:
+                    quality.add(f.severity, f.where, f.problem, f.message)
+                screens += screened
+                continue
+            log.warning(
+                "a screening worker failed (%s); its %d patients are screened in the main process",
+                problem,
+                len(part),
+            )
+            screens += [screen(records[i], quality) for i in part]
     finally:
-        for pid, fd, _part in children:  # those not collected: the run is being interrupted
-            _stop(pid, fd)
+        for child, _part in children:  # those not collected: the run is being interrupted
+            if child is not None:
+                child.stop()
     return screens
 
 
-def _fork(
-    records: Sequence[PatientRecord], part: range, screen: Callable[[PatientRecord, DataQuality], T]
-) -> tuple[int | None, int | None, range]:
-    """Start a child screening ``part``; (pid, read end of its pipe, part), or (None, None, part) when
-    the fork is refused (the share is then screened here)."""
+class Child(Generic[V]):
+    """A forked child computing one value (``fork_call``), which ``collect`` receives."""
+
+    def __init__(self, pid: int, fd: int) -> None:
+        self.pid = pid
+        self.fd: int | None = fd
+
+    def collect(self) -> tuple[V | None, str | None]:
+        """(the child's value, None), or (None, what went wrong) when it failed: killed, an error, an
+        exit code other than 0, or a payload that cannot be read. Waits for the child and reaps it."""
+        assert self.fd is not None, "collected twice"
+        try:
+            with os.fdopen(self.fd, "rb") as pipe:
+                self.fd = None
+                payload = pipe.read()
+            _pid, status = os.waitpid(self.pid, 0)
+        except BaseException:  # interrupted while waiting: the child goes too
+            self.stop()
+            raise
+        code = os.waitstatus_to_exitcode(status)
+        if code != 0:
+            return None, f"it ended with {'signal ' + str(-code) if code < 0 else 'exit code ' + str(code)}"
+        try:
+            value: V = pickle.loads(payload)
+            return value, None
+        except Exception as exc:  # a truncated payload: the child died while writing
+            return None, f"its results could not be read ({type(exc).__name__})"
+
+    def stop(self) -> None:
+        """End a child that was not collected (the run is being interrupted) and reap it."""
+        with contextlib.suppress(ProcessLookupError, ChildProcessError):
+            os.kill(self.pid, signal.SIGKILL)
+            os.waitpid(self.pid, 0)
+        if self.fd is not None:
+            with contextlib.suppress(OSError):
+                os.close(self.fd)
+            self.fd = None
+
+
+def fork_call(work: Callable[[], V], what: str) -> Child[V] | None:
+    """Run ``work`` in a forked child whose pickled return value comes back through a pipe; None when
+    fork is missing or refused (the caller then does the work itself). ``work`` must be pure: no I/O
+    but reading files, no logging, no locks (``what`` names the work in the log line of a refusal)."""
+    if not hasattr(os, "fork"):
+        return None
     read_end, write_end = os.pipe()
     try:
         with warnings.catch_warnings():
@@ -99,71 +161,18 @@ def _fork(
     except OSError as exc:  # no memory or process slot for a child
         os.close(read_end)
         os.close(write_end)
-        log.debug("screening on one process: cannot fork (%s)", exc)
-        return None, None, part
-    if pid == 0:  # the child: screen, send, leave without running any of the parent's cleanup
+        log.debug("%s on one process: cannot fork (%s)", what, exc)
+        return None
+    if pid == 0:  # the child: work, send, leave without running any of the parent's cleanup
         code = 1
         try:
             os.close(read_end)
             signal.signal(signal.SIGINT, signal.SIG_DFL)  # an interrupt ends the child at once
-            found = DataQuality()
-            done = [screen(records[i], found) for i in part]
-            payload = pickle.dumps((done, found.findings), protocol=pickle.HIGHEST_PROTOCOL)
+            payload = pickle.dumps(work(), protocol=pickle.HIGHEST_PROTOCOL)
             with os.fdopen(write_end, "wb") as pipe:
                 pipe.write(payload)
             code = 0
         finally:
             os._exit(code)
     os.close(write_end)
-    return pid, read_end, part
-
-
-def _collect(
-    pid: int | None,
-    fd: int | None,
-    part: range,
-    records: Sequence[PatientRecord],
-    screen: Callable[[PatientRecord, DataQuality], T],
-    quality: DataQuality,
-) -> list[T]:
-    """A child's screens, its findings added to ``quality`` in order; the share screened here instead
-    when the child failed."""
-    problem = "it could not be started"
-    if pid is not None and fd is not None:
-        try:
-            with os.fdopen(fd, "rb") as pipe:
-                payload = pipe.read()
-            _pid, status = os.waitpid(pid, 0)
-        except BaseException:  # interrupted while waiting: the child goes too
-            _stop(pid, None)
-            raise
-        code = os.waitstatus_to_exitcode(status)
-        if code == 0:
-            try:
-                done, findings = pickle.loads(payload)
-            except Exception as exc:  # a truncated payload: the child died while writing
-                problem = f"its results could not be read ({type(exc).__name__})"
-            else:
-                for f in findings:
-                    quality.add(f.severity, f.where, f.problem, f.message)
-                return list(done)
-        else:
-            problem = f"it ended with {'signal ' + str(-code) if code < 0 else 'exit code ' + str(code)}"
-        log.warning(
-            "a screening worker failed (%s); its %d patients are screened in the main process",
-            problem,
-            len(part),
-        )
-    return [screen(records[i], quality) for i in part]
-
-
-def _stop(pid: int | None, fd: int | None) -> None:
-    """End a child that was not collected (the run is being interrupted) and reap it."""
-    if pid is None:
-        return
-    with contextlib.suppress(ProcessLookupError, ChildProcessError):
-        os.kill(pid, signal.SIGKILL)
-        os.waitpid(pid, 0)
-    if fd is not None:
-        with contextlib.suppress(OSError):
-            os.close(fd)
+    return Child[V](pid, read_end)

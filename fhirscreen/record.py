@@ -100,6 +100,14 @@ class Dropped:
         if usable:
             self.usable[patient] = self.usable.get(patient, 0) + 1
 
+    def merge(self, other: Dropped) -> None:
+        """Add the counts of another reader (a process that read part of a file)."""
+        self.resources += other.resources
+        for rtype, n in other.by_type.items():
+            self.by_type[rtype] = self.by_type.get(rtype, 0) + n
+        for pid, n in other.usable.items():  # in place: the record builder holds this very dict
+            self.usable[pid] = self.usable.get(pid, 0) + n
+
 
 @dataclass
 class Population:

@@ -35,3 +35,31 @@ def evaluate(trial: Trial) -> Callable[..., CriterionResult]:
         return criterion.kind.fn(rec, ctx, criterion.params)
 
     return run
+
+
+@pytest.fixture
+def forked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
+    """The pids of the children ``fhirscreen.parallel`` forks, to screen or to read (the test process may
+    have others: the integration tier's FHIR server)."""
+    pids: list[int] = []
+    real = os.fork
+
+    def fork() -> int:
+        pid = real()
+        if pid:
+            pids.append(pid)
+        return pid
+
+    monkeypatch.setattr(os, "fork", fork)
+    return pids
+
+
+def all_reaped(pids: list[int]) -> bool:
+    """Every one of ``pids`` has ended and been waited for (none left running or as a zombie)."""
+    for pid in pids:
+        try:
+            os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            continue
+        return False
+    return True

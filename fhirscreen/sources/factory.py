@@ -32,6 +32,8 @@ class SourceOptions:
     timeout: float = 60.0
     deadline: float | None = None  # overall seconds per request; None: 10 x timeout
     verbose: bool = False
+    # Processes for file mode: large Bulk NDJSON files are read on as many (screening uses them too).
+    workers: int = 1
 
 
 def open_source(options: SourceOptions) -> Source:
@@ -41,4 +43,5 @@ def open_source(options: SourceOptions) -> Source:
 
         return open_server_source(options)
     # Absolute, so that outputs and findings name the same files whatever the working directory.
-    return FileSource((options.data if options.data is not None else sample_data_dir()).resolve())
+    path = options.data if options.data is not None else sample_data_dir()
+    return FileSource(path.resolve(), options.workers)

@@ -21,7 +21,7 @@ Speed (file mode must screen >= 50,000 resources/s on one core; ``bench/file_ben
   kept patients; other patients' resources get just their patient reference resolved.
 - With ``QueryPlan.dropped`` too, an NDJSON line of a patient outside the kept set is parsed and
   dropped here rather than handed on, when all the record builder would do with it is count it
-  (``_Prefilter.drops``); the count goes into the tally the builder shares. At 50,000 people that is
+  (``Prefilter.drops``); the count goes into the tally the builder shares. At 50,000 people that is
   most lines, and handing each on cost more than parsing it. Every line is still parsed, so damaged
   lines are reported whoever they belong to.
 
@@ -43,7 +43,7 @@ import os
 import re
 import zlib
 from collections import defaultdict
-from collections.abc import Collection, Iterator, Mapping
+from collections.abc import Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -54,6 +54,7 @@ from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, items, 
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import KEPT_TYPES, Dropped, malformed_concept, patient_id, report_malformed
 from fhirscreen.sources.base import NothingUsableError, QueryPlan, SourceError
+from fhirscreen.sources.line_ranges import line_ranges
 
 log = logging.getLogger("fhirscreen")
 
@@ -61,7 +62,7 @@ _SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
 # The resourceType as the first member of an NDJSON line: how every Bulk Data exporter writes it.
 _NOT_PATIENT_IDS = frozenset({"Patient/", "Patient/_history"})
 _BOM = b"\xef\xbb\xbf"
-_LEADING_TYPE = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"')
+LEADING_TYPE = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"')
 _NO_ALIASES: Mapping[str, str] = {}  # an NDJSON line is a resource on its own (never written to)
 
 
@@ -104,8 +105,10 @@ class FileSource:
     # Honours QueryPlan.keep_patients / population (the pipeline's memory prefilter).
     prefilters = True
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], workers: int = 1) -> None:
         self.path = Path(path)
+        # Large Bulk NDJSON files are read on up to this many processes (``ndjson_ranges``).
+        self.workers = workers
 
     def describe(self) -> str:
         return str(self.path)
@@ -142,12 +145,12 @@ class FileSource:
                 yield from read_file(file, quality, wanted)
             return
         census = plan.population if plan is not None and isinstance(keep, set) else None
-        prefilter = _Prefilter(
+        prefilter = Prefilter(
             keep, census, dropped=plan.dropped if plan is not None else None, quality=quality
         )
         for index, file in enumerate(files):
             prefilter.start_file(index)
-            yield from read_file(file, quality, wanted, prefilter)
+            yield from read_file(file, quality, wanted, prefilter, self.workers)
         passed_over = prefilter.passed_over
         late = {pid: prefilter.joined[pid] for pid in passed_over if pid in keep}
         if late:
@@ -171,7 +174,7 @@ class FileSource:
     def _read_again(
         self,
         files: list[Path],
-        first: _Prefilter,
+        first: Prefilter,
         late: Mapping[str, tuple[int, int]],
         wanted: Collection[str],
     ) -> Iterator[tuple[Resource, str]]:
@@ -184,7 +187,7 @@ class FileSource:
         indices = sorted({i for pid in late for i in passed_over[pid] if i <= late[pid][0]})
         log.debug("reading %d file(s) again for %d patient(s) found late", len(indices), len(late))
         # Other patients' lines are dropped unseen: only the late patients' own are passed on below.
-        prefilter = _Prefilter(
+        prefilter = Prefilter(
             frozenset(late), None, first.referenced, defer_medications=False, drop_others=True
         )
         scratch = DataQuality()
@@ -211,7 +214,7 @@ def _owner(resource: Resource) -> str | None:
     return patient_id(resource)
 
 
-class _Prefilter:
+class Prefilter:
     """Which patients' resources are worth resolving, and the census that grows that set."""
 
     def __init__(
@@ -285,9 +288,7 @@ class _Prefilter:
             self._note_medication(resource, aliases)
             return True
         if self.population is not None:
-            held = self.passed_over[pid]
-            if not held or held[-1] != self.index:
-                held.append(self.index)
+            self.pass_over(pid)
         return False
 
     def drops(self, resource: Resource) -> bool:
@@ -315,15 +316,68 @@ class _Prefilter:
             self._note_medication(resource, _NO_ALIASES)
             return False
         if self.population is not None:
-            held = self.passed_over[pid]
-            if not held or held[-1] != self.index:
-                held.append(self.index)
+            self.pass_over(pid)
         rid = resource.get("id")
         if not isinstance(rid, str) or not rid:
             return False  # the builder reports it (no-id)
         if self.dropped is not None:
             self.dropped.count(resource["resourceType"], pid, is_usable(resource))
         return True
+
+    def drop_line(self, data: Any) -> bool:
+        """``drops`` for its commonest case, kept fast (it runs for most lines of a large export): a
+        resource with a plain ``Patient/<id>`` reference, of a patient already known to be outside
+        the kept set, with an id, is counted and dropped (True). Anything else is left to the general
+        way (False, nothing counted). Conditions always are: the census may add their patient.
+        ``unkept_owner`` and ``count_drop``, inlined: this runs for most lines."""
+        if data.__class__ is not dict:
+            return False
+        rtype: str = data.get("resourceType")  # type: ignore[assignment]  # a str when droppable
+        link = _DROPPABLE.get(rtype)
+        if link is None or rtype == "Condition":
+            return False
+        pid = _plain_patient(data.get(link))
+        if pid is None or pid in self.keep:
+            return False
+        rid = data.get("id")
+        if rid.__class__ is not str or not rid:
+            return False
+        self.checked += 1
+        if self.population is not None:
+            held = self.passed_over[pid]
+            if not held or held[-1] != self.index:
+                held.append(self.index)
+        if self.dropped is not None:
+            self.dropped.count(rtype, pid, is_usable(data))
+        return True
+
+    def unkept_owner(self, data: Any) -> str | None:
+        """The patient of a resource ``drop_line`` could drop (a Condition too), else None."""
+        if data.__class__ is not dict:
+            return None
+        link = _DROPPABLE.get(data.get("resourceType"))  # type: ignore[arg-type]
+        if link is None:
+            return None
+        pid = _plain_patient(data.get(link))
+        if pid is None or pid in self.keep:
+            return None
+        rid = data.get("id")
+        return pid if rid.__class__ is str and rid else None
+
+    def pass_over(self, pid: str) -> None:
+        """Note that the current file holds resources of ``pid`` while they are not kept (the census
+        runs: they may join later, and the file is then read again for them)."""
+        held = self.passed_over[pid]
+        if not held or held[-1] != self.index:
+            held.append(self.index)
+
+    def count_drop(self, resource_type: str, pid: str, usable: bool) -> None:
+        """Count a dropped resource of a patient outside the kept set, as ``drops`` does."""
+        self.checked += 1
+        if self.population is not None:
+            self.pass_over(pid)
+        if self.dropped is not None:
+            self.dropped.count(resource_type, pid, usable)
 
     def _note_medication(self, resource: Resource, aliases: Mapping[str, str]) -> None:
         holder = resource.get("medicationReference")
@@ -385,13 +439,15 @@ def read_file(
     file: Path,
     quality: DataQuality,
     wanted: Collection[str] | None = None,
-    prefilter: _Prefilter | None = None,
+    prefilter: Prefilter | None = None,
+    workers: int = 1,
 ) -> Iterator[tuple[Resource, str]]:
-    """The resources in one file; with ``wanted``, other types come as ``{"resourceType": T}`` stubs."""
+    """The resources in one file; with ``wanted``, other types come as ``{"resourceType": T}`` stubs.
+    A large NDJSON file read with a dropping prefilter is read on up to ``workers`` processes."""
     shown = str(file)
     try:
         if file.name.lower().endswith((".ndjson", ".ndjson.gz")):
-            yield from _read_ndjson(file, quality, wanted, prefilter)
+            yield from _read_ndjson(file, quality, wanted, prefilter, workers)
             return
         with _open_binary(file) as fh:
             raw = fh.read()
@@ -425,100 +481,94 @@ def read_file(
 
 # Types whose NDJSON lines ``_read_ndjson`` hands on directly (not Bundles, not Medications).
 _PLAIN = frozenset(PATIENT_LINK) | {"Patient"}
-# Of those, the types whose resources of other patients ``_Prefilter.drops`` may drop: kept by the
+# Of those, the types whose resources of other patients ``Prefilter.drops`` may drop: kept by the
 # record builder (others are counted as skipped there) and linked by one element (so not Patient).
 _DROPPABLE = {rtype: link for rtype, link in PATIENT_LINK.items() if rtype in KEPT_TYPES}
 
 
 def _read_ndjson(
-    file: Path, quality: DataQuality, wanted: Collection[str] | None, prefilter: _Prefilter | None
+    file: Path,
+    quality: DataQuality,
+    wanted: Collection[str] | None,
+    prefilter: Prefilter | None,
+    workers: int = 1,
 ) -> Iterator[tuple[Resource, str]]:
-    shown = str(file)
-    stubs: dict[bytes, Resource] = {}
-    # For the inlined ``_Prefilter.drops`` below: what it reads, looked up once per file.
-    drop_others = prefilter is not None and prefilter.drop_others
-    keep: Collection[str] = () if prefilter is None else prefilter.keep
-    index = 0 if prefilter is None else prefilter.index
-    passed_over = None if prefilter is None or prefilter.population is None else prefilter.passed_over
-    dropped = None if prefilter is None else prefilter.dropped
+    if workers > 1 and prefilter is not None and prefilter.drop_others and file.suffix.lower() == ".ndjson":
+        ranges = line_ranges(file, workers)
+        if len(ranges) > 1:
+            from fhirscreen.sources.ndjson_ranges import read_ranges  # it builds on this module
+
+            yield from read_ranges(file, ranges, quality, wanted, prefilter)
+            return
     with _open_binary(file) as fh:
-        for lineno, line in enumerate(fh, start=1):
-            if wanted is not None:
-                m = _LEADING_TYPE.match(line)
-                if m is not None and (line.endswith(b"}\n") or line.rstrip().endswith(b"}")):
-                    rtype = m.group(1)
-                    if rtype not in stubs:
-                        name = rtype.decode("ascii")
-                        stubs[rtype] = {"resourceType": name} if name not in wanted else {}
-                    stub = stubs[rtype]
-                    if stub:
-                        yield dict(stub), f"{shown}:{lineno}"
-                        continue
-            try:
-                data = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                if not line.strip():
+        yield from ndjson_lines(enumerate(fh, start=1), str(file), quality, wanted, prefilter)
+
+
+def ndjson_lines(
+    numbered: Iterable[tuple[int, bytes]],
+    shown: str,
+    quality: DataQuality,
+    wanted: Collection[str] | None,
+    prefilter: Prefilter | None,
+) -> Iterator[tuple[Resource, str]]:
+    """The resources of numbered NDJSON lines of the file ``shown``."""
+    stubs: dict[bytes, Resource] = {}
+    drop_others = prefilter is not None and prefilter.drop_others
+    for lineno, line in numbered:
+        if wanted is not None:
+            m = LEADING_TYPE.match(line)
+            if m is not None and (line.endswith(b"}\n") or line.rstrip().endswith(b"}")):
+                rtype = m.group(1)
+                if rtype not in stubs:
+                    name = rtype.decode("ascii")
+                    stubs[rtype] = {"resourceType": name} if name not in wanted else {}
+                stub = stubs[rtype]
+                if stub:
+                    yield dict(stub), f"{shown}:{lineno}"
                     continue
-                try:
-                    data = loads_damaged(line, f"{shown}:{lineno}", quality, "line")
-                except json.JSONDecodeError as exc:
-                    quality.add(
-                        "error",
-                        f"{shown}:{lineno}",
-                        "malformed-json",
-                        f"line is not valid JSON ({exc.msg}); skipped",
-                    )
-                    continue
-                except RecursionError:
-                    quality.add(
-                        "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
-                    )
-                    continue
-            if (
-                drop_others
-                and data.__class__ is dict
-                and (link := _DROPPABLE.get(data.get("resourceType"))) is not None  # type: ignore[arg-type]
-            ):
-                # ``_Prefilter.drops`` inlined for its commonest case (it runs for most lines): a
-                # resource with a plain ``Patient/<id>`` reference, of a patient already known to
-                # be outside the kept set, with an id. Anything else takes the general way below.
-                pid_or_none = _plain_patient(data.get(link))
-                if (
-                    pid_or_none is not None
-                    and data["resourceType"] != "Condition"  # the census may add the patient
-                ):
-                    pid = pid_or_none
-                    rid = data.get("id")
-                    if pid not in keep and rid.__class__ is str and rid:
-                        prefilter.checked += 1  # type: ignore[union-attr]
-                        if passed_over is not None:
-                            held = passed_over[pid]
-                            if not held or held[-1] != index:
-                                held.append(index)
-                        if dropped is not None:
-                            dropped.count(data["resourceType"], pid, is_usable(data))
-                        continue
-            if prefilter is None or data.__class__ is not dict or data.get("resourceType") not in _PLAIN:
-                try:
-                    yield from _resources_in(data, f"{shown}:{lineno}", quality, wanted, prefilter)
-                except RecursionError:
-                    quality.add(
-                        "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
-                    )
+        try:
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            if not line.strip():
                 continue
-            # What ``_resources_in`` does for a patient's resource, without a generator per line, and
-            # other patients' resources dropped here rather than handed on (``_Prefilter.drops``).
             try:
-                if data["resourceType"] == "Condition":
-                    prefilter.census(data, _NO_ALIASES)
-                if prefilter.drops(data):
-                    continue
+                data = loads_damaged(line, f"{shown}:{lineno}", quality, "line")
+            except json.JSONDecodeError as exc:
+                quality.add(
+                    "error",
+                    f"{shown}:{lineno}",
+                    "malformed-json",
+                    f"line is not valid JSON ({exc.msg}); skipped",
+                )
+                continue
             except RecursionError:
                 quality.add(
                     "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
                 )
                 continue
-            yield data, f"{shown}:{lineno}"
+        if drop_others and prefilter.drop_line(data):  # type: ignore[union-attr]
+            continue
+        if prefilter is None or data.__class__ is not dict or data.get("resourceType") not in _PLAIN:
+            try:
+                yield from _resources_in(data, f"{shown}:{lineno}", quality, wanted, prefilter)
+            except RecursionError:
+                quality.add(
+                    "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
+                )
+            continue
+        # What ``_resources_in`` does for a patient's resource, without a generator per line, and
+        # other patients' resources dropped here rather than handed on (``Prefilter.drops``).
+        try:
+            if data["resourceType"] == "Condition":
+                prefilter.census(data, _NO_ALIASES)
+            if prefilter.drops(data):
+                continue
+        except RecursionError:
+            quality.add(
+                "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
+            )
+            continue
+        yield data, f"{shown}:{lineno}"
 
 
 def _resources_in(
@@ -526,7 +576,7 @@ def _resources_in(
     origin: str,
     quality: DataQuality,
     wanted: Collection[str] | None = None,
-    prefilter: _Prefilter | None = None,
+    prefilter: Prefilter | None = None,
 ) -> Iterator[tuple[Resource, str]]:
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
         quality.add("error", origin, "not-fhir", "JSON is not a FHIR resource (no resourceType); skipped")
@@ -549,7 +599,7 @@ def bundle_resources(
     origin: str,
     quality: DataQuality,
     wanted: Collection[str] | None = None,
-    prefilter: _Prefilter | None = None,
+    prefilter: Prefilter | None = None,
 ) -> Iterator[tuple[Resource, str]]:
     """The resources of a Bundle with ``urn:uuid:`` and absolute fullUrl references rewritten to ``Type/id``.
 

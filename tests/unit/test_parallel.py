@@ -20,6 +20,7 @@ from fhirscreen.record import PatientRecord
 from fhirscreen.screening import PatientScreen, ScreeningRun
 from fhirscreen.sources.files import FileSource
 from fhirscreen.trial.loader import Trial
+from tests.conftest import all_reaped
 
 AS_OF = date(2026, 6, 1)
 SAMPLES = sample_data_dir()
@@ -30,34 +31,6 @@ GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
 def _small_shares(monkeypatch: pytest.MonkeyPatch) -> None:
     """A share of one patient is enough here: the test data are a few dozen patients, not thousands."""
     monkeypatch.setattr(parallel, "MIN_PER_WORKER", 1)
-
-
-@pytest.fixture
-def forked(monkeypatch: pytest.MonkeyPatch) -> list[int]:
-    """The pids of the children ``fhirscreen.parallel`` forks (the test process may have others: the
-    integration tier's FHIR server)."""
-    pids: list[int] = []
-    real = os.fork
-
-    def fork() -> int:
-        pid = real()
-        if pid:
-            pids.append(pid)
-        return pid
-
-    monkeypatch.setattr(os, "fork", fork)
-    return pids
-
-
-def _all_reaped(pids: list[int]) -> bool:
-    """Every one of ``pids`` has ended and been waited for (none left running or as a zombie)."""
-    for pid in pids:
-        try:
-            os.waitpid(pid, os.WNOHANG)
-        except ChildProcessError:
-            continue
-        return False
-    return True
 
 
 def _screen(trial: Trial, data: Path, workers: int) -> ScreeningRun:
@@ -77,7 +50,7 @@ def test_any_number_of_workers_gives_the_screens_and_findings_of_one(trial, data
     many = _screen(trial, data, workers)
     assert len(one.patients) >= 3, "the data must give each process something to screen"
     assert _as_data(many) == _as_data(one)
-    assert len(forked) == min(workers, len(one.patients)) - 1 and _all_reaped(forked)
+    assert len(forked) == min(workers, len(one.patients)) - 1 and all_reaped(forked)
 
 
 def _fake_records(n: int) -> list[PatientRecord]:
@@ -122,7 +95,7 @@ def test_a_failed_worker_costs_only_time(failure, caplog, forked):
         f"Patient/p{i}" for i in range(10)
     ]
     assert "a screening worker failed" in caplog.text and "screened in the main process" in caplog.text
-    assert len(forked) == 2 and _all_reaped(forked)
+    assert len(forked) == 2 and all_reaped(forked)
 
 
 def test_a_refused_fork_screens_everything_here(monkeypatch):
@@ -145,7 +118,7 @@ def test_an_interrupt_leaves_no_worker_behind(forked):
 
     with pytest.raises(KeyboardInterrupt):
         parallel.screen_all(_fake_records(9), screen, DataQuality(), workers=3)
-    assert len(forked) == 2 and _all_reaped(forked)
+    assert len(forked) == 2 and all_reaped(forked)
 
 
 @pytest.mark.parametrize(("count", "workers"), [(0, 4), (1, 4), (5, 1), (10, 3), (10, 20), (1000, 4)])

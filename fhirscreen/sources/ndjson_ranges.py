@@ -1,0 +1,195 @@
+"""A large Bulk NDJSON file read on several processes (``--workers``), with the outcome of one.
+
+At hospital scale most lines of an export belong to patients outside the initial population: each is
+parsed, checked and counted, then dropped (``Prefilter.drop_line``). That part is spread: the file is
+cut into line ranges (``line_ranges``), this process reads the first while forked children read the
+others, and a child sends back only what this process must still do, in line order:
+
+- the lines it did not drop (the kept patients' lines, anything unusual), raw, to be read here as if
+  they had never left (findings included);
+- in a range of Conditions, one short entry per line it would drop, with the patient and whether the
+  resource is usable. A Condition can add its patient to the kept set (the census), so whether a
+  later line of that patient is dropped is decided here, in order: an entry whose patient joined in
+  the meantime is read again from the file (by its offset), the others are counted;
+- in a range of other types, its counts, added at once. A patient cannot join there, so they are
+  valid as long as no patient joined before the range either (else the range is read here).
+
+A child stops where the rest must be read in order here: at the first line of another kind than its
+range's first (Conditions against the rest), at a Bundle (it may hold Conditions), at a Patient (every
+reader hands them on: a child would only parse and send them back), and once what it sends back
+reaches ``MAX_SENT_BACK``. A child that fails costs only time: its range is read here, with a warning.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Collection, Iterator
+from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
+from typing import IO
+
+import orjson
+
+from fhirscreen.fhir.codes import ValueSet
+from fhirscreen.fhir.resources import Resource, is_usable
+from fhirscreen.parallel import Child, fork_call
+from fhirscreen.quality import DataQuality
+from fhirscreen.record import Dropped, malformed_concept
+from fhirscreen.sources.files import LEADING_TYPE, Prefilter, ndjson_lines
+from fhirscreen.sources.line_ranges import NumberedLines, lines_before
+
+log = logging.getLogger("fhirscreen")
+
+# Types a child leaves to this process from their first line on (see the module docstring).
+_IN_ORDER_TYPES = frozenset({b"Bundle", b"Patient"})
+_CONDITION = b"Condition"
+# Bytes of lines (and entries) a child sends back before it stops: the memory they take, twice.
+MAX_SENT_BACK = 32 << 20
+_ENTRY_BYTES = 64  # about what an entry costs, pickled
+
+
+# A line sent back raw: (line number, bytes). A Condition the child would drop: (line number, offset,
+# patient id, usable).
+RawLine = tuple[int, bytes]
+DropEntry = tuple[int, int, str, bool]
+
+
+@dataclass
+class RangeRead:
+    """What a child that read a range sends back. ``at``/``lineno`` are where it stopped: the offset and
+    number of the first line it did not look at (the range's end when it read it all)."""
+
+    first: int  # the number of the range's first line, as the child counted it
+    at: int
+    lineno: int
+    conditions: bool  # a range of Conditions: ``back`` holds entries, there are no counts
+    back: list[RawLine | DropEntry] = field(default_factory=list)
+    checked: int = 0
+    dropped: Dropped | None = None
+    passed_over: list[str] = field(default_factory=list)
+
+
+def read_ranges(
+    file: Path,
+    ranges: list[tuple[int, int]],
+    quality: DataQuality,
+    wanted: Collection[str] | None,
+    prefilter: Prefilter,
+) -> Iterator[tuple[Resource, str]]:
+    """The resources of ``file`` as ``ndjson_lines`` gives them, read on ``len(ranges)`` processes."""
+    shown = str(file)
+    kept_before = len(prefilter.keep)
+    children: list[Child[RangeRead] | None] = []
+    try:
+        for start, end in ranges[1:]:
+            children.append(fork_call(partial(_read_range, file, start, end, wanted, prefilter), "reading"))
+        with file.open("rb") as fh:
+            lines = NumberedLines(fh, *ranges[0], 1)
+            yield from ndjson_lines(lines, shown, quality, wanted, prefilter)
+            for _start, end in ranges[1:]:
+                child = children.pop(0)
+                done, problem = child.collect() if child is not None else (None, None)
+                if done is not None and done.first != lines.lineno:
+                    done, problem = None, "the file changed while it was read"
+                if done is not None and not done.conditions and len(prefilter.keep) != kept_before:
+                    done = None  # a patient joined since the child looked: its counts may be wrong
+                if done is not None:
+                    yield from ndjson_lines(_replayed(done, prefilter, fh), shown, quality, wanted, prefilter)
+                    lines = NumberedLines(fh, done.at, end, done.lineno)
+                else:
+                    if problem is not None:
+                        log.warning(
+                            "a reading process failed (%s); %s is read from line %d in the main process",
+                            problem,
+                            shown,
+                            lines.lineno,
+                        )
+                    lines = NumberedLines(fh, lines.at, end, lines.lineno)
+                yield from ndjson_lines(lines, shown, quality, wanted, prefilter)
+    finally:
+        for child in children:  # those not collected: the run is being interrupted
+            if child is not None:
+                child.stop()
+
+
+def _replayed(done: RangeRead, prefilter: Prefilter, fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
+    """The lines a child sent back, in order, for ``ndjson_lines``; its drops are counted here as they
+    come (a dropped Condition whose patient joined since is read from the file instead)."""
+    if not done.conditions:
+        prefilter.checked += done.checked
+        if prefilter.dropped is not None and done.dropped is not None:
+            prefilter.dropped.merge(done.dropped)
+        if prefilter.population is not None:
+            for pid in done.passed_over:
+                prefilter.pass_over(pid)
+        yield from done.back  # type: ignore[misc]  # raw lines only
+        return
+    keep = prefilter.keep
+    for entry in done.back:
+        if len(entry) == 2:
+            yield entry
+            continue
+        lineno, offset, pid, usable = entry
+        if pid in keep:
+            fh.seek(offset)
+            yield lineno, fh.readline()
+        else:
+            prefilter.count_drop("Condition", pid, usable)
+
+
+def _read_range(
+    file: Path, start: int, end: int, wanted: Collection[str] | None, prefilter: Prefilter
+) -> RangeRead:
+    """In a forked child: read the lines from ``start`` to ``end`` (see the module docstring)."""
+    first = lines_before(file, start) + 1
+    wanted_types = None if wanted is None else {name.encode("ascii", "replace") for name in wanted}
+    population = prefilter.population
+    mine = Prefilter(prefilter.keep, population, dropped=Dropped() if prefilter.dropped is not None else None)
+    mine.index = prefilter.index
+    done = RangeRead(first, start, first, conditions=False)
+    back = done.back
+    size = 0
+    at, lineno = start, first
+    with file.open("rb") as fh:
+        fh.seek(start)
+        for line in fh:
+            if at >= end:
+                break
+            m = LEADING_TYPE.match(line)
+            rtype = m.group(1) if m is not None else None
+            if at == start:
+                done.conditions = rtype == _CONDITION
+            if rtype is None or rtype in _IN_ORDER_TYPES or (rtype == _CONDITION) != done.conditions:
+                break  # this line and the rest are read in the main process
+            at += len(line)
+            lineno += 1
+            if wanted_types is None or rtype in wanted_types:
+                try:
+                    data = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    data = None  # read again there, where its finding is made
+                if not done.conditions:
+                    if mine.drop_line(data):
+                        continue
+                elif (pid := mine.unkept_owner(data)) is not None and not _may_join(data, population):
+                    back.append((lineno - 1, at - len(line), pid, is_usable(data)))
+                    size += _ENTRY_BYTES
+                    continue
+            back.append((lineno - 1, line))
+            size += len(line)
+            if size >= MAX_SENT_BACK:
+                break
+    done.at, done.lineno = at, lineno
+    if not done.conditions:
+        done.checked, done.dropped, done.passed_over = mine.checked, mine.dropped, list(mine.passed_over)
+    return done
+
+
+def _may_join(condition: Resource, population: ValueSet | None) -> bool:
+    """True for a Condition the census must see: coded in the population value set, or with a code it
+    cannot read (a finding; the census makes it)."""
+    if population is None:
+        return False
+    code = condition.get("code")
+    return population.match(code) is not None or malformed_concept(code)

@@ -1,0 +1,272 @@
+"""Large Bulk NDJSON files read on several processes (``--workers``) give exactly what one process gives.
+
+The files here are small, so the minimum range size is lowered: every file is then cut into as many
+ranges as there are workers, and every kind of line lands in a child's range somewhere.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import itertools
+import json
+import os
+import random
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from fhirscreen import runs
+from fhirscreen.cli import main
+from fhirscreen.pipeline import load_population
+from fhirscreen.quality import DataQuality
+from fhirscreen.record import Dropped, Population
+from fhirscreen.sources import line_ranges as ranges_module
+from fhirscreen.sources import ndjson_ranges
+from fhirscreen.sources.base import QueryPlan
+from fhirscreen.sources.files import FileSource
+from fhirscreen.sources.line_ranges import NumberedLines, line_ranges, lines_before
+from fhirscreen.trial.loader import Trial
+from tests import builders as b
+from tests.conftest import all_reaped
+
+SLE = ("snomed", "55464009")
+OTHER_CONDITIONS = [("snomed", "38341003"), ("snomed", "44054006"), ("snomed", "195967001")]
+
+
+@pytest.fixture(autouse=True)
+def _small_ranges(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(ranges_module, "MIN_RANGE_BYTES", 256)
+
+
+def _line(resource: Any) -> str:
+    return json.dumps(resource, separators=(",", ":"))
+
+
+def _population(seed: int, people: int = 80) -> dict[str, list[str]]:
+    """NDJSON lines per file name: a shuffled export where SLE diagnoses fall before and after their
+    patients' other resources, plus a mixed file of every awkward kind of line."""
+    rng = random.Random(seed)
+    names = ("Condition", "Observation", "MedicationRequest", "Patient")
+    files: dict[str, list[str]] = {name: [] for name in names}
+    for i in range(people):
+        pid = f"s{seed}-{i}"
+        files["Patient"].append(_line(b.patient(pid)))
+        for _ in range(rng.randint(0, 3)):
+            files["Condition"].append(_line(b.condition(*rng.choice(OTHER_CONDITIONS), pid=pid)))
+        if rng.random() < 0.25:
+            verification = rng.choice(["confirmed", "confirmed", "entered-in-error"])
+            files["Condition"].append(_line(b.condition(*SLE, pid=pid, verification=verification)))
+        for _ in range(rng.randint(1, 6)):
+            status = rng.choice(["final", "final", "final", "entered-in-error"])
+            obs = b.observation("2160-0", pid=pid, value=rng.uniform(0.5, 2), unit="mg/dL", status=status)
+            files["Observation"].append(_line(obs))
+        if rng.random() < 0.5:
+            files["MedicationRequest"].append(_line(b.medication_request("5521", pid=pid)))
+    for lines in files.values():
+        rng.shuffle(lines)
+    some = [f"s{seed}-{i}" for i in range(people)]
+    mixed = [
+        _line(b.condition(*SLE, pid=some[1])),
+        _line({"resourceType": "Encounter", "id": "e1", "subject": {"reference": f"Patient/{some[2]}"}}),
+        _line(b.observation("2160-0", pid=some[1], value=1.0, unit="mg/dL")),
+        "",
+        '{"resourceType":"Observation","id":"broken",',
+        _line(
+            {
+                "id": "o-first",
+                "resourceType": "Observation",
+                "status": "final",
+                "subject": {"reference": f"Patient/{some[3]}"},
+                "code": b.concept("loinc", "2160-0"),
+            }
+        ),
+        _line({"resourceType": "Medication", "id": "m1", "code": b.concept("rxnorm", "5521")}),
+        _line(b.observation("2160-0", pid=some[4], id="o-urn", subject={"reference": "urn:uuid:x"})),
+        _line({**b.observation("2160-0", pid=some[5]), "id": None}),  # no id
+        _line({**b.condition("snomed", "38341003", pid=some[6]), "code": {"coding": "not a list"}}),
+        _line(
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": b.condition(*SLE, pid=some[7])}],
+            }
+        ),
+        _line(b.observation("2160-0", pid=some[7], value=0.9, unit="mg/dL")),
+        _line(b.patient(some[8])),
+        _line(b.observation("2160-0", pid="nobody", value=0.9, unit="mg/dL")),
+    ]
+    files["mixed"] = mixed + [line for line in files["Observation"][:40]]
+    # Another type first: a patient joins mid-range through a Bundle (the census), after which a
+    # child must not have dropped their lines; a Medication and a Patient in between.
+    joiner = "joins-late"
+    later = [_line(b.observation("2160-0", pid=joiner, value=1.1, unit="mg/dL")) for _ in range(6)]
+    bundle = {
+        "resourceType": "Bundle",
+        "type": "collection",
+        "entry": [{"resource": b.patient(joiner)}, {"resource": b.condition(*SLE, pid=joiner)}],
+    }
+    files["mixed-others"] = [
+        *files["Observation"][40:60],
+        _line({"resourceType": "Medication", "id": "m2", "code": b.concept("rxnorm", "5521")}),
+        _line(bundle),
+        *files["Observation"][60:70],
+        *later[:3],
+        _line(b.patient("p-between")),
+        *files["Observation"][70:90],
+        *later[3:],
+    ]
+    return files
+
+
+def _write(folder: Path, files: dict[str, list[str]], bad_bytes: bool = True) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, lines in files.items():
+        text = "\n".join(lines) + "\n"
+        data = text.encode()
+        if bad_bytes and name == "Observation":
+            data = data.replace(b'"final"', b'"fin\xffal"', 1)  # invalid UTF-8 in one line
+        (folder / f"{name}.ndjson").write_bytes(data)
+    return folder
+
+
+def _read(folder: Path, trial: Trial, workers: int) -> tuple[Population, dict[str, int]]:
+    source = runs.observe(FileSource(folder, workers))
+    population = load_population(source, trial)  # type: ignore[arg-type]
+    return population, dict(source.resources)
+
+
+def _as_data(population: Population) -> tuple[object, ...]:
+    records = [(pid, r.patient, r.resources) for pid, r in population.records.items()]
+    return records, [f.as_dict() for f in population.quality.findings], population.skipped
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+@pytest.mark.parametrize("workers", [2, 3, 8])
+def test_any_number_of_reading_processes_reads_what_one_reads(tmp_path, trial, seed, workers, forked):
+    folder = _write(tmp_path / "data", _population(seed))
+    one, counted_one = _read(folder, trial, 1)
+    assert forked == []
+    many, counted_many = _read(folder, trial, workers)
+    assert _as_data(many) == _as_data(one)
+    assert counted_many == counted_one  # every resource read is counted once (run.json, progress)
+    assert forked and all_reaped(forked)
+    # the data exercise what they are meant to: kept patients, late joiners, findings of every kind
+    sle = {pid for pid, r in one.records.items() if r.resources.get("Condition")}
+    assert len(sle) >= 5 and len(one.records["joins-late"].resources["Observation"]) == 6
+    problems = {f.problem for f in one.quality.findings}
+    assert {"malformed-json", "invalid-utf8", "no-id", "missing-patient", "malformed-element"} <= problems
+
+
+def test_children_send_back_conditions_in_order_and_count_the_other_types(tmp_path, trial, monkeypatch):
+    """What the design rests on: a range of Conditions comes back as entries the main process decides
+    in order, a range of another type as counts; neither child stops before its range's end."""
+    folder = _write(tmp_path / "data", _population(4, people=200), bad_bytes=False)
+    seen: dict[str, ndjson_ranges.RangeRead] = {}
+    real = ndjson_ranges._replayed
+
+    def replayed(done, prefilter, fh):  # type: ignore[no-untyped-def]
+        seen[Path(fh.name).stem] = done
+        return real(done, prefilter, fh)
+
+    monkeypatch.setattr(ndjson_ranges, "_replayed", replayed)
+    _read(folder, trial, 2)
+    conditions, observations, patients = seen["Condition"], seen["Observation"], seen["Patient"]
+    assert conditions.conditions and not observations.conditions
+    assert any(len(entry) == 4 for entry in conditions.back)  # dropped Conditions, decided here
+    assert any(len(entry) == 2 for entry in conditions.back)  # SLE diagnoses, read here
+    assert observations.dropped is not None and observations.dropped.resources == observations.checked > 0
+    size = {path.stem: path.stat().st_size for path in folder.iterdir()}
+    assert conditions.at == size["Condition"] and observations.at == size["Observation"]
+    assert patients.lineno == patients.first and not patients.back  # Patients: all read here
+
+
+def _fail_in_child(how: str):  # type: ignore[no-untyped-def]
+    real = ndjson_ranges._read_range
+    parent = os.getpid()
+
+    def read_range(*args):  # type: ignore[no-untyped-def]
+        if os.getpid() != parent:
+            if how == "raise":
+                raise RuntimeError("boom")
+            if how == "exit":
+                os._exit(3)
+        return real(*args)
+
+    return read_range
+
+
+@pytest.mark.parametrize("how", ["raise", "exit"])
+def test_a_failed_reading_process_costs_only_time(tmp_path, trial, monkeypatch, caplog, forked, how):
+    folder = _write(tmp_path / "data", _population(5))
+    one, _ = _read(folder, trial, 1)
+    monkeypatch.setattr(ndjson_ranges, "_read_range", _fail_in_child(how))
+    many, _ = _read(folder, trial, 3)
+    assert _as_data(many) == _as_data(one)
+    assert "a reading process failed" in caplog.text and "in the main process" in caplog.text
+    assert all_reaped(forked)
+
+
+def test_a_file_that_changes_while_it_is_read_is_read_here(tmp_path, trial, monkeypatch, caplog):
+    folder = _write(tmp_path / "data", _population(6))
+    one, _ = _read(folder, trial, 1)
+    monkeypatch.setattr(ndjson_ranges, "lines_before", lambda file, offset: lines_before(file, offset) + 1)
+    many, _ = _read(folder, trial, 3)
+    assert _as_data(many) == _as_data(one)
+    assert "the file changed while it was read" in caplog.text
+
+
+def test_an_interrupt_leaves_no_reading_process_behind(tmp_path, trial, forked):
+    folder = _write(tmp_path / "data", _population(7))
+    source = FileSource(folder, 4)
+    plan = dataclasses.replace(
+        QueryPlan.for_trial(trial), keep_patients=set(), population=trial.population, dropped=Dropped()
+    )
+    reading = source.read(plan, DataQuality())
+    next(reading)  # the main process is reading its first range; the children are at work
+    assert forked
+    reading.close()  # what Ctrl-C does to the generator
+    assert all_reaped(forked)
+
+
+@pytest.mark.parametrize("trailing_newline", [True, False])
+@pytest.mark.parametrize("parts", [1, 2, 3, 7, 50])
+def test_line_ranges_cover_every_line_once_and_number_them_as_a_plain_read(tmp_path, parts, trailing_newline):
+    lines = [f'{{"n":{i},"pad":"{"x" * (i * 37 % 300)}"}}' for i in range(120)]
+    path = tmp_path / "f.ndjson"
+    path.write_text("\n".join(lines) + ("\n" if trailing_newline else ""))
+    ranges = line_ranges(path, parts)
+    assert ranges[0][0] == 0 and ranges[-1][1] == path.stat().st_size
+    assert all(a[1] == b[0] for a, b in itertools.pairwise(ranges))
+    assert 1 <= len(ranges) <= parts
+    read: list[tuple[int, bytes]] = []
+    with path.open("rb") as fh:
+        for start, end in ranges:
+            numbered = NumberedLines(fh, start, end, lines_before(path, start) + 1)
+            read += list(numbered)
+            assert numbered.at == end
+    with path.open("rb") as fh:
+        assert read == list(enumerate(fh, start=1))
+
+
+def test_a_small_file_is_one_range(tmp_path, monkeypatch):
+    monkeypatch.setattr(ranges_module, "MIN_RANGE_BYTES", 4 << 20)
+    path = tmp_path / "f.ndjson"
+    path.write_text('{"resourceType":"Patient","id":"a"}\n' * 1000)
+    assert line_ranges(path, 4) == [(0, path.stat().st_size)]
+
+
+def test_cli_output_is_the_same_for_any_number_of_reading_processes(tmp_path):
+    folder = _write(tmp_path / "data", _population(8, people=120))
+
+    def run(*args: str) -> str:
+        result = CliRunner().invoke(
+            main, ["screen", "--data", str(folder), "--as-of", "2026-06-01", "--format", "json", *args]
+        )
+        assert result.exit_code in (0, 5), result.stderr
+        return result.stdout
+
+    one = run("--workers", "1")
+    assert run("--workers", "3") == one
+    assert len(json.loads(one)["patients"]) >= 5
