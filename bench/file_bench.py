@@ -16,7 +16,10 @@ Columns: resources in the input (every resource, including the types screening s
 read, SLE patients (initial population), parse s
 (read + group), evaluate s (all criteria), resources/s = input resources / (parse + evaluate), peak RSS.
 Times are CPU seconds of the measuring process (``time.process_time``): one core's work, unaffected by
-other load on the machine; wall-clock seconds of parse + evaluate are shown too.
+other load on the machine; wall-clock seconds of parse + evaluate are shown too. With ``--workers N``
+(default 1) large NDJSON files are read and the candidates screened on N processes, as ``fhirscreen
+screen --workers N`` does: the parse and eval columns are then wall seconds, and a last column gives
+the CPU seconds of every process (this one and its children) for the whole.
 """
 
 from __future__ import annotations
@@ -41,8 +44,9 @@ _UUID = re.compile(rb"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{1
 # ------------------------------------------------------------------------------ one measurement
 
 
-def measure(path: Path, as_of: date) -> dict[str, object]:
-    """Screen ``path`` in this process; timings and counts (no report rendering: that is not file mode)."""
+def measure(path: Path, as_of: date, workers: int = 1) -> dict[str, object]:
+    """Screen ``path`` in this process (and ``workers - 1`` forked ones); timings and counts (no report
+    rendering: that is not file mode)."""
     from fhirscreen.pipeline import load_population
     try:
         from fhirscreen.pipeline import evaluate_population as screen_population
@@ -52,13 +56,20 @@ def measure(path: Path, as_of: date) -> dict[str, object]:
     from fhirscreen.trial.loader import load_trial
 
     trial = load_trial()
-    source = FileSource(path)
+    source = FileSource(path, workers) if workers > 1 else FileSource(path)
     # CPU time of this process: the figure for "one core", and robust on a shared, loaded machine.
-    started, wall0 = time.process_time(), time.perf_counter()
+    # With workers, wall seconds (the children's CPU is added up apart).
+    clock = time.process_time if workers == 1 else time.perf_counter
+    children0 = _children_cpu()
+    started, wall0 = clock(), time.perf_counter()
     population = load_population(source, trial)
-    parsed = time.process_time()
-    run = screen_population(population, trial, as_of, source.describe())
-    evaluated, wall1 = time.process_time(), time.perf_counter()
+    parsed = clock()
+    if workers > 1:
+        run = screen_population(population, trial, as_of, source.describe(), workers)
+    else:
+        run = screen_population(population, trial, as_of, source.describe())
+    evaluated, wall1 = clock(), time.perf_counter()
+    cpu_all = time.process_time() + _children_cpu() - children0
     kept = sum(len(v) for r in population.records.values() for v in r.resources.values())
     rss_kb = peak_rss_kb()
     return {
@@ -69,10 +80,16 @@ def measure(path: Path, as_of: date) -> dict[str, object]:
         "parse_s": parsed - started,
         "evaluate_s": evaluated - parsed,
         "wall_s": wall1 - wall0,
+        "cpu_all_s": cpu_all,
         "peak_rss_mb": rss_kb / 1024,
         "findings": len(run.quality.findings),
         "statuses": sorted((s.patient_id, s.status, s.score) for s in run.patients),
     }
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
 
 
 def peak_rss_kb() -> int:
@@ -103,9 +120,10 @@ def count_resources(path: Path) -> int:
     return total
 
 
-def run_child(path: Path, as_of: date) -> dict[str, object]:
+def run_child(path: Path, as_of: date, workers: int = 1) -> dict[str, object]:
     out = subprocess.run(
-        [sys.executable, __file__, "--child", str(path), "--as-of", as_of.isoformat()],
+        [sys.executable, __file__, "--child", str(path), "--as-of", as_of.isoformat(),
+         "--workers", str(workers)],
         check=True, capture_output=True, text=True,
     )
     result: dict[str, object] = json.loads(out.stdout.strip().splitlines()[-1])
@@ -179,7 +197,7 @@ def make_population(root: Path, out: Path, copies: int, only_noncandidates: bool
 
 _HEADER = (
     f"{'input':<34} {'resources':>10} {'kept':>9} {'patients':>8} {'SLE':>4} "
-    f"{'parse s':>8} {'eval s':>7} {'res/s':>8} {'wall s':>7} {'peak RSS MB':>11}"
+    f"{'parse s':>8} {'eval s':>7} {'res/s':>8} {'wall s':>7} {'peak RSS MB':>11} {'CPU all s':>9}"
 )
 
 
@@ -190,15 +208,15 @@ def row(label: str, total: int, m: dict[str, object]) -> str:
     return (
         f"{label:<34} {total:>10,} {m['kept']:>9,} {m['patients']:>8} {m['sle']:>4} "
         f"{parse_s:>8.2f} {eval_s:>7.2f} {rate:>8,.0f} {float(m.get('wall_s', 0)):>7.2f} "  # type: ignore[arg-type]
-        f"{float(m['peak_rss_mb']):>11.0f}"  # type: ignore[arg-type]
+        f"{float(m['peak_rss_mb']):>11.0f} {float(m.get('cpu_all_s', 0)):>9.2f}"  # type: ignore[arg-type]
     )
 
 
-def bench(paths: list[tuple[str, Path]], as_of: date, repeat: int) -> None:
+def bench(paths: list[tuple[str, Path]], as_of: date, repeat: int, workers: int = 1) -> None:
     print(_HEADER, flush=True)
     for label, path in paths:
         total = count_resources(path)
-        runs = [run_child(path, as_of) for _ in range(repeat)]
+        runs = [run_child(path, as_of, workers) for _ in range(repeat)]
         best = min(runs, key=lambda m: float(m["parse_s"]) + float(m["evaluate_s"]))  # type: ignore[arg-type]
         print(row(label, total, best), flush=True)
 
@@ -214,14 +232,15 @@ def main() -> None:
     parser.add_argument("--noncandidates", help="comma-separated extra non-SLE copies, e.g. 0,4,16")
     parser.add_argument("--workdir", type=Path, help="where generated populations go (default: a temp dir)")
     parser.add_argument("--keep", action="store_true", help="keep the generated populations")
+    parser.add_argument("--workers", type=int, default=1, help="processes, as fhirscreen screen --workers")
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.child:
-        print(json.dumps(measure(args.paths[0], args.as_of)))
+        print(json.dumps(measure(args.paths[0], args.as_of, args.workers)))
         return
     if not (args.scale or args.noncandidates):
-        bench([(str(p), p) for p in args.paths], args.as_of, args.repeat)
+        bench([(str(p), p) for p in args.paths], args.as_of, args.repeat, args.workers)
         return
     root = args.paths[0]
     work = args.workdir or Path(tempfile.mkdtemp(prefix="fhirscreen-bench-"))
@@ -237,7 +256,7 @@ def main() -> None:
                 print(f"generating {label} in {out} ...", file=sys.stderr, flush=True)
                 make_population(root, out, copies, only_non)
             targets += [(f"{label} ndjson", out / "ndjson"), (f"{label} bundles", out / "bundles")]
-        bench(targets, args.as_of, args.repeat)
+        bench(targets, args.as_of, args.repeat, args.workers)
     finally:
         if not args.keep and args.workdir is None:
             shutil.rmtree(work, ignore_errors=True)

@@ -391,6 +391,10 @@ def screen(
         click.get_current_context().call_on_close(source.close_progress)
         run = run_screening(source, trial, _resolve_as_of(as_of, options), options.workers)
     source.close_progress()
+    # What is in memory now (the trial, terminology, the screens) lives until the process ends: frozen,
+    # the cyclic collector stops walking it each time the reports' many small objects trigger it
+    # (rendering every output at 1,500 candidates took 2.3-3.0 s instead of 1.7 s).
+    gc.freeze()
     written = []
     if output is not None:
         outputs = report.render_outputs(run, show_names)

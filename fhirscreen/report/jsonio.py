@@ -23,6 +23,13 @@ def plain(value: Any) -> Any:
 
     Details are free-form, so their keys are sorted to keep the output byte-for-byte reproducible.
     """
+    kind = value.__class__  # the exact types first: the general checks below cost an ABC lookup each
+    if kind is str or kind is int or kind is float or kind is bool or value is None:
+        return value
+    if kind is dict:
+        return {str(k): plain(value[k]) for k in sorted(value, key=str)}
+    if kind is list or kind is tuple:
+        return [plain(v) for v in value]
     if isinstance(value, Enum):
         return plain(value.value)
     if isinstance(value, Mapping):
