@@ -49,9 +49,10 @@ MAX_SENT_BACK = 32 << 20
 _ENTRY_BYTES = 64  # about what an entry costs, pickled
 
 
-# A line sent back raw: (line number, bytes). A Condition the child would drop: (line number, offset,
-# patient id, usable).
-RawLine = tuple[int, bytes]
+# A line sent back raw: (line number, start, end) of its bytes in ``RangeRead.blob``; one blob rather
+# than a bytes object a line, which left the main process's heap larger by their size once freed.
+# A Condition the child would drop: (line number, offset in the file, patient id, usable).
+RawLine = tuple[int, int, int]
 DropEntry = tuple[int, int, str, bool]
 
 
@@ -65,6 +66,7 @@ class RangeRead:
     lineno: int
     conditions: bool  # a range of Conditions: ``back`` holds entries, there are no counts
     back: list[RawLine | DropEntry] = field(default_factory=list)
+    blob: bytes = b""  # the raw lines, one after the other
     checked: int = 0
     dropped: Dropped | None = None
     passed_over: list[str] = field(default_factory=list)
@@ -123,12 +125,12 @@ def _replayed(done: RangeRead, prefilter: Prefilter, fh: IO[bytes]) -> Iterator[
         if prefilter.population is not None:
             for pid in done.passed_over:
                 prefilter.pass_over(pid)
-        yield from done.back  # type: ignore[misc]  # raw lines only
-        return
+    blob = done.blob
     keep = prefilter.keep
     for entry in done.back:
-        if len(entry) == 2:
-            yield entry
+        if len(entry) == 3:
+            lineno, start, end = entry
+            yield lineno, blob[start:end]
             continue
         lineno, offset, pid, usable = entry
         if pid in keep:
@@ -149,6 +151,7 @@ def _read_range(
     mine.index = prefilter.index
     done = RangeRead(first, start, first, conditions=False)
     back = done.back
+    blob = bytearray()
     size = 0
     at, lineno = start, first
     with file.open("rb") as fh:
@@ -176,11 +179,12 @@ def _read_range(
                     back.append((lineno - 1, at - len(line), pid, is_usable(data)))
                     size += _ENTRY_BYTES
                     continue
-            back.append((lineno - 1, line))
+            back.append((lineno - 1, len(blob), len(blob) + len(line)))
+            blob += line
             size += len(line)
             if size >= MAX_SENT_BACK:
                 break
-    done.at, done.lineno = at, lineno
+    done.at, done.lineno, done.blob = at, lineno, bytes(blob)
     if not done.conditions:
         done.checked, done.dropped, done.passed_over = mine.checked, mine.dropped, list(mine.passed_over)
     return done

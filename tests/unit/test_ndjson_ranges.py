@@ -175,7 +175,7 @@ def test_children_send_back_conditions_in_order_and_count_the_other_types(tmp_pa
     conditions, observations, patients = seen["Condition"], seen["Observation"], seen["Patient"]
     assert conditions.conditions and not observations.conditions
     assert any(len(entry) == 4 for entry in conditions.back)  # dropped Conditions, decided here
-    assert any(len(entry) == 2 for entry in conditions.back)  # SLE diagnoses, read here
+    assert any(len(entry) == 3 for entry in conditions.back)  # SLE diagnoses, read here
     assert observations.dropped is not None and observations.dropped.resources == observations.checked > 0
     size = {path.stem: path.stat().st_size for path in folder.iterdir()}
     assert conditions.at == size["Condition"] and observations.at == size["Observation"]
