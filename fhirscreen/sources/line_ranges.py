@@ -14,7 +14,6 @@ from typing import IO
 
 # Below this many bytes per range, a fork and the pipe back cost more than the lines they share.
 MIN_RANGE_BYTES = 4 << 20
-_BLOCK = 1 << 20
 
 
 def line_ranges(file: Path, parts: int) -> list[tuple[int, int]]:
@@ -34,20 +33,6 @@ def line_ranges(file: Path, parts: int) -> list[tuple[int, int]]:
                 bounds.append(at)
     bounds.append(size)
     return list(itertools.pairwise(bounds))
-
-
-def lines_before(file: Path, offset: int) -> int:
-    """How many lines end before ``offset`` (the number of newlines in the bytes before it)."""
-    count = 0
-    with file.open("rb") as fh:
-        left = offset
-        while left > 0:
-            block = fh.read(min(_BLOCK, left))
-            if not block:
-                break
-            count += block.count(b"\n")
-            left -= len(block)
-    return count
 
 
 class NumberedLines:

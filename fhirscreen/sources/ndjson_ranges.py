@@ -37,7 +37,7 @@ from fhirscreen.parallel import Child, fork_call
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import Dropped, malformed_concept
 from fhirscreen.sources.files import LEADING_TYPE, Prefilter, ndjson_lines
-from fhirscreen.sources.line_ranges import NumberedLines, lines_before
+from fhirscreen.sources.line_ranges import NumberedLines
 
 log = logging.getLogger("fhirscreen")
 
@@ -58,10 +58,11 @@ DropEntry = tuple[int, int, str, bool]
 
 @dataclass
 class RangeRead:
-    """What a child that read a range sends back. ``at``/``lineno`` are where it stopped: the offset and
-    number of the first line it did not look at (the range's end when it read it all)."""
+    """What a child that read a range sends back. Lines are numbered from 0 at the range's start (the
+    main process knows the number of that line once it has read the ranges before). ``at``/``lineno``
+    are where it stopped: the offset and number of the first line it did not look at (the range's end
+    when it read it all)."""
 
-    first: int  # the number of the range's first line, as the child counted it
     at: int
     lineno: int
     conditions: bool  # a range of Conditions: ``back`` holds entries, there are no counts
@@ -92,13 +93,13 @@ def read_ranges(
             for _start, end in ranges[1:]:
                 child = children.pop(0)
                 done, problem = child.collect() if child is not None else (None, None)
-                if done is not None and done.first != lines.lineno:
-                    done, problem = None, "the file changed while it was read"
                 if done is not None and not done.conditions and len(prefilter.keep) != kept_before:
                     done = None  # a patient joined since the child looked: its counts may be wrong
                 if done is not None:
-                    yield from ndjson_lines(_replayed(done, prefilter, fh), shown, quality, wanted, prefilter)
-                    lines = NumberedLines(fh, done.at, end, done.lineno)
+                    base = lines.lineno  # the number of the range's first line
+                    replayed = _replayed(done, prefilter, fh, base)
+                    yield from ndjson_lines(replayed, shown, quality, wanted, prefilter)
+                    lines = NumberedLines(fh, done.at, end, base + done.lineno)
                 else:
                     if problem is not None:
                         log.warning(
@@ -115,9 +116,10 @@ def read_ranges(
                 child.stop()
 
 
-def _replayed(done: RangeRead, prefilter: Prefilter, fh: IO[bytes]) -> Iterator[tuple[int, bytes]]:
-    """The lines a child sent back, in order, for ``ndjson_lines``; its drops are counted here as they
-    come (a dropped Condition whose patient joined since is read from the file instead)."""
+def _replayed(done: RangeRead, prefilter: Prefilter, fh: IO[bytes], base: int) -> Iterator[tuple[int, bytes]]:
+    """The lines a child sent back, in order and numbered from ``base``, for ``ndjson_lines``; its drops
+    are counted here as they come (a dropped Condition whose patient joined since is read from the file
+    instead)."""
     if not done.conditions:
         prefilter.checked += done.checked
         if prefilter.dropped is not None and done.dropped is not None:
@@ -130,12 +132,12 @@ def _replayed(done: RangeRead, prefilter: Prefilter, fh: IO[bytes]) -> Iterator[
     for entry in done.back:
         if len(entry) == 3:
             lineno, start, end = entry
-            yield lineno, blob[start:end]
+            yield base + lineno, blob[start:end]
             continue
         lineno, offset, pid, usable = entry
         if pid in keep:
             fh.seek(offset)
-            yield lineno, fh.readline()
+            yield base + lineno, fh.readline()
         else:
             prefilter.count_drop("Condition", pid, usable)
 
@@ -144,16 +146,15 @@ def _read_range(
     file: Path, start: int, end: int, wanted: Collection[str] | None, prefilter: Prefilter
 ) -> RangeRead:
     """In a forked child: read the lines from ``start`` to ``end`` (see the module docstring)."""
-    first = lines_before(file, start) + 1
     wanted_types = None if wanted is None else {name.encode("ascii", "replace") for name in wanted}
     population = prefilter.population
     mine = Prefilter(prefilter.keep, population, dropped=Dropped() if prefilter.dropped is not None else None)
     mine.index = prefilter.index
-    done = RangeRead(first, start, first, conditions=False)
+    done = RangeRead(start, 0, conditions=False)
     back = done.back
     blob = bytearray()
     size = 0
-    at, lineno = start, first
+    at, lineno = start, 0
     with file.open("rb") as fh:
         fh.seek(start)
         for line in fh:
