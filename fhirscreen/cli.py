@@ -397,7 +397,7 @@ def screen(
     gc.freeze()
     written = []
     if output is not None:
-        outputs = report.render_outputs(run, show_names)
+        outputs = report.render_outputs(run, show_names, page=False)  # the run folder renders the page
         written = output.commit(run, source, options, outputs, {"show_names": show_names})
     click.echo(report.render_run(run, fmt, width), nl=False)
     click.echo(report.render_summary(run, written), err=True, nl=False)

@@ -15,12 +15,13 @@ from fhirscreen.screening import ScreeningRun
 OUTPUT_FILES = ("candidates.json", "candidates.csv", "measure-report.json", "group.json", "report.html")
 
 
-def render_outputs(run: ScreeningRun, show_names: bool = False) -> dict[str, str]:
+def render_outputs(run: ScreeningRun, show_names: bool = False, page: bool = True) -> dict[str, str]:
     """Every output's text, keyed by file name (rendered before anything is written).
 
     report.html is rendered from candidates.json's content, as ``fhirscreen report RUN_DIR`` does, so
     both give the same bytes. With ``show_names`` the page shows names and MRNs, and identities.json
-    (the only file holding them) is added so that ``report --show-names`` can render it again.
+    (the only file holding them) is added so that ``report --show-names`` can render it again. Without
+    ``page``, report.html is left to the caller (a run folder's page also shows changes and run.json).
     """
     # The FHIR models behind these two (fhir.resources, ~70 ms to import) are loaded only by runs that
     # write them (--out), not by every screening run's start-up.
@@ -34,8 +35,9 @@ def render_outputs(run: ScreeningRun, show_names: bool = False) -> dict[str, str
         "candidates.csv": render_csv(run),
         "measure-report.json": dump_json(measure_report(run)),
         "group.json": dump_json(group_resource(run)),
-        "report.html": render_report(document, run.trial, identities=identities),
     }
+    if page:
+        texts["report.html"] = render_report(document, run.trial, identities=identities)
     if identities is not None:
         texts[IDENTITIES_FILE] = dump_json(identities)
     return texts

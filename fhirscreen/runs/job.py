@@ -3,7 +3,6 @@ changes.json, latest), prune. The CLI calls these three and nothing else of this
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from collections.abc import Mapping
@@ -13,7 +12,7 @@ from typing import Any
 
 from fhirscreen.exitcodes import EXIT_NOTHING_USABLE
 from fhirscreen.report.html.render import IDENTITIES_FILE, REPORT_FILE, render_report
-from fhirscreen.report.jsonio import OutputError, dump_json
+from fhirscreen.report.jsonio import OutputError, dump_json, load_json
 from fhirscreen.report.output import render_outputs
 from fhirscreen.runs.changes import compute_changes
 from fhirscreen.runs.layout import LATEST, RUN_JSON, OutputDir, RunInfo
@@ -29,7 +28,7 @@ CHANGES_JSON = "changes.json"
 
 def load_candidates(info: RunInfo) -> dict[str, Any] | None:
     try:
-        data = json.loads((info.path / "candidates.json").read_text(encoding="utf-8"))
+        data = load_json((info.path / "candidates.json").read_bytes())
     except (OSError, ValueError):
         return None
     return data if isinstance(data, dict) else None
@@ -62,16 +61,20 @@ class RunOutput:
     ) -> list[Path]:
         """Write the run folder and switch ``latest`` (unless the run read nothing usable); prune.
 
-        ``outputs``: the rendered files (default ``render_outputs(run)``); ``more_options``: options of
-        the command beyond the source's, recorded in run.json (no secrets)."""
+        ``outputs``: the rendered files but report.html (default ``render_outputs(run, page=False)``;
+        the page is rendered here); ``more_options``: options of the command beyond the source's,
+        recorded in run.json (no secrets)."""
         screened = time.monotonic()
         directory = self.directory
         name = directory.new_run_id(run.as_of, self.started_at)
         base = directory.latest()
-        files: dict[str, str | bytes] = dict(outputs if outputs is not None else render_outputs(run))
-        current = json.loads(files["candidates.json"])
+        files: dict[str, str | bytes] = dict(
+            outputs if outputs is not None else render_outputs(run, page=False)
+        )
+        current = load_json(files["candidates.json"])
         previous = load_candidates(base) if base else None
         changes = compute_changes(name, base.name if base else None, current, previous)
+        del previous  # the run before's whole document: not held while the page renders
         files[CHANGES_JSON] = dump_json(changes)
         self.exit_status = exit_status(run)
         usable = self.exit_status != EXIT_NOTHING_USABLE
@@ -96,13 +99,13 @@ class RunOutput:
                 durations=durations,
             )
         )
-        if REPORT_FILE in files:
-            # The page shows what changed since the run before and the run's facts: rendered now that
-            # changes.json and run.json exist, from the same inputs as ``fhirscreen report RUN_DIR``.
-            identities = json.loads(files[IDENTITIES_FILE]) if IDENTITIES_FILE in files else None
-            files[REPORT_FILE] = render_report(
-                current, run.trial, changes, json.loads(files[RUN_JSON]), identities
-            )
+        # The page shows what changed since the run before and the run's facts: rendered here, once,
+        # now that changes.json and run.json exist, from the same inputs as ``fhirscreen report RUN_DIR``.
+        identities = load_json(files[IDENTITIES_FILE]) if IDENTITIES_FILE in files else None
+        files[REPORT_FILE] = render_report(
+            current, run.trial, changes, load_json(files[RUN_JSON]), identities
+        )
+        del current
         # Names and MRNs (--show-names) are readable by the owner only, whatever the umask.
         private = {IDENTITIES_FILE, REPORT_FILE} if IDENTITIES_FILE in files else set()
         try:
