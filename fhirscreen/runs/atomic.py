@@ -9,6 +9,7 @@ temporary file that the next run removes (``TEMP_PREFIX``).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable
 from pathlib import Path
 
 # Every temporary name starts with this prefix, so that leftovers of a killed run are easy to find.
@@ -28,17 +29,22 @@ def _temp_name(directory: Path, name: str) -> Path:
     return directory / f"{TEMP_PREFIX}{os.getpid()}-{name}"
 
 
-def write_file(path: Path, data: bytes | str, mode: int = 0o644) -> None:
+# A file's content: text, bytes, or text in pieces (a page rendered as it is written, never whole).
+Content = bytes | str | Iterable[str]
+
+
+def write_file(path: Path, data: Content, mode: int = 0o644) -> None:
     """Write ``data`` to ``path`` atomically and durably (outputs are shared with the study team: 0644)."""
-    raw = data.encode("utf-8") if isinstance(data, str) else data
     tmp = _temp_name(path.parent, path.name)
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
     try:
         try:
-            view = memoryview(raw)
-            while view:
-                written = os.write(fd, view)
-                view = view[written:]
+            if isinstance(data, (bytes, str)):
+                _write_all(fd, data.encode("utf-8") if isinstance(data, str) else data)
+            else:
+                with os.fdopen(fd, "wb", buffering=1 << 20, closefd=False) as out:
+                    for piece in data:
+                        out.write(piece.encode("utf-8"))
             os.fsync(fd)
         finally:
             os.close(fd)
@@ -47,6 +53,13 @@ def write_file(path: Path, data: bytes | str, mode: int = 0o644) -> None:
         tmp.unlink(missing_ok=True)
         raise
     fsync_dir(path.parent)
+
+
+def _write_all(fd: int, raw: bytes) -> None:
+    view = memoryview(raw)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
 
 
 def point_symlink(link: Path, target: str) -> None:

@@ -11,9 +11,10 @@ from pathlib import Path
 from typing import Any
 
 from fhirscreen.exitcodes import EXIT_NOTHING_USABLE
-from fhirscreen.report.html.render import IDENTITIES_FILE, REPORT_FILE, render_report
+from fhirscreen.report.html.render import IDENTITIES_FILE, REPORT_FILE, report_pieces
 from fhirscreen.report.jsonio import OutputError, dump_json, load_json
 from fhirscreen.report.output import render_outputs
+from fhirscreen.runs.atomic import Content
 from fhirscreen.runs.changes import compute_changes
 from fhirscreen.runs.layout import LATEST, RUN_JSON, OutputDir, RunInfo
 from fhirscreen.runs.manifest import exit_status, run_manifest
@@ -102,14 +103,17 @@ class RunOutput:
         # The page shows what changed since the run before and the run's facts: rendered here, once,
         # now that changes.json and run.json exist, from the same inputs as ``fhirscreen report RUN_DIR``.
         identities = load_json(files[IDENTITIES_FILE]) if IDENTITIES_FILE in files else None
-        files[REPORT_FILE] = render_report(
-            current, run.trial, changes, load_json(files[RUN_JSON]), identities
-        )
-        del current
+        run_info = load_json(files[RUN_JSON])
+        # In pieces, written as they are made: the whole page, as text, was this run's memory peak.
+        contents: dict[str, Content] = {
+            **files,
+            REPORT_FILE: report_pieces(current, run.trial, changes, run_info, identities),
+        }
+        del current  # held by the pieces until the page is written
         # Names and MRNs (--show-names) are readable by the owner only, whatever the umask.
         private = {IDENTITIES_FILE, REPORT_FILE} if IDENTITIES_FILE in files else set()
         try:
-            folder = directory.commit(name, files, switch_latest=usable, private=private)
+            folder = directory.commit(name, contents, switch_latest=usable, private=private)
         except OSError as exc:
             raise OutputError(
                 f"{directory.root}: cannot write the run {name}: {exc.strerror or exc}"
@@ -120,4 +124,4 @@ class RunOutput:
             for pruned in directory.prune(self.keep):
                 log.info("pruned the old run %s (--keep %d)", pruned, self.keep)
         shown = directory.root / LATEST if usable else folder
-        return [shown / file_name for file_name in files]
+        return [shown / file_name for file_name in contents]

@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from fhirscreen.report.jsonio import OutputError
-from fhirscreen.runs.atomic import TEMP_PREFIX, fsync_dir, point_symlink, write_file
+from fhirscreen.runs.atomic import TEMP_PREFIX, Content, fsync_dir, point_symlink, write_file
 from fhirscreen.runs.lock import OutputLock
 
 # The kill -9 fault test (tests/faults) widens the window between the first file written and the switch
@@ -169,7 +169,7 @@ class OutputDir:
     def commit(
         self,
         name: str,
-        files: Mapping[str, str | bytes],
+        files: Mapping[str, Content],
         switch_latest: bool = True,
         private: Collection[str] = (),
     ) -> Path:

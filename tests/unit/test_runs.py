@@ -420,6 +420,25 @@ def test_an_interrupted_write_leaves_no_partial_folder_once_the_run_closes(tmp_p
     assert os.readlink(out / "latest") == latest and len(run_dirs(out)) == 1
 
 
+def test_a_page_written_in_pieces_appears_whole_or_not_at_all(tmp_path):
+    """report.html is written as the template makes it (never whole in memory): the file still appears
+    only once every piece is on disk, and a failure half-way leaves the file that was there."""
+    from fhirscreen.runs.atomic import write_file
+
+    page = tmp_path / "report.html"
+    write_file(page, (f"<p>{i} \u2265 {i}</p>\n" for i in range(50_000)))
+    assert page.read_text(encoding="utf-8") == "".join(f"<p>{i} \u2265 {i}</p>\n" for i in range(50_000))
+
+    def broken():  # type: ignore[no-untyped-def]
+        yield "<p>half"
+        raise RuntimeError("the template failed")
+
+    with pytest.raises(RuntimeError):
+        write_file(page, broken())
+    assert page.read_text(encoding="utf-8").startswith("<p>0 \u2265 0</p>")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]  # no temporary file left
+
+
 def test_a_caller_may_add_outputs_and_options_to_the_run_folder(tmp_path, trial):
     """The HTML report (and its options) join the run folder through the same atomic commit."""
     from fhirscreen.pipeline import run_screening
