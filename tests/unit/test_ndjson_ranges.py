@@ -163,6 +163,32 @@ def test_any_number_of_reading_processes_reads_what_one_reads(tmp_path, trial, s
     assert {"malformed-json", "invalid-utf8", "no-id", "missing-patient", "malformed-element"} <= problems
 
 
+@pytest.mark.parametrize("cap", [1, 700, 5_000])
+def test_a_child_that_has_sent_back_enough_stops_and_the_rest_is_read_here(tmp_path, trial, cap, monkeypatch):
+    """``MAX_SENT_BACK`` bounds what a child holds; past it the main process reads the rest of the range."""
+    folder = _write(tmp_path / "data", _population(9, people=150))
+    one, counted_one = _read(folder, trial, 1)
+    monkeypatch.setattr(ndjson_ranges, "MAX_SENT_BACK", cap)
+    ends: dict[str, set[int]] = {}
+    stopped: list[str] = []
+    real_ranges, real_replayed = ndjson_ranges.read_ranges, ndjson_ranges._replayed
+
+    def read_ranges(file, ranges, *args):  # type: ignore[no-untyped-def]
+        ends[file.name] = {end for _start, end in ranges}
+        return real_ranges(file, ranges, *args)
+
+    def replayed(done, prefilter, fh, base):  # type: ignore[no-untyped-def]
+        if done.at not in ends[Path(fh.name).name]:  # stopped before its range's end
+            stopped.append(Path(fh.name).name)
+        return real_replayed(done, prefilter, fh, base)
+
+    monkeypatch.setattr(ndjson_ranges, "read_ranges", read_ranges)
+    monkeypatch.setattr(ndjson_ranges, "_replayed", replayed)
+    many, counted_many = _read(folder, trial, 3)
+    assert _as_data(many) == _as_data(one) and counted_many == counted_one
+    assert "Observation.ndjson" in stopped  # one type, no Bundle or Patient: only the cap stops it
+
+
 def test_children_send_back_conditions_in_order_and_count_the_other_types(tmp_path, trial, monkeypatch):
     """What the design rests on: a range of Conditions comes back as entries the main process decides
     in order, a range of another type as counts; neither child stops before its range's end."""
