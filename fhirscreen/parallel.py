@@ -12,6 +12,9 @@ A child runs nothing but the criteria (pure functions: no I/O, no logging, no lo
 ``os._exit``, so none of this process's cleanup (open sockets, the store, buffered output) runs twice.
 A child that fails (killed, out of memory, an error) costs only time: its share is screened again here,
 with a warning. Where fork is missing (Windows) or refused, everything is screened here.
+
+``fork_call`` and ``Child`` are the mechanism, shared with the reading of large NDJSON files
+(``fhirscreen.sources.ndjson_ranges``): run one pure function in a child, get its pickled value back.
 """
 
 from __future__ import annotations
