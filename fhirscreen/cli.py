@@ -399,7 +399,7 @@ def screen(
     if output is not None:
         outputs = report.render_outputs(run, show_names, page=False)  # the run folder renders the page
         written = output.commit(run, source, options, outputs, {"show_names": show_names})
-    click.echo(report.render_run(run, fmt, width), nl=False)
+    click.echo(report.render_stdout(run, fmt, width), nl=False)
     click.echo(report.render_summary(run, written), err=True, nl=False)
     _echo_source_stats(source)
     if post_report:

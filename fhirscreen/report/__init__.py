@@ -12,7 +12,13 @@ if TYPE_CHECKING:
     from fhirscreen.report.describe import describe_resource
     from fhirscreen.report.explain import explanation_json, not_in_population, render_explanation
     from fhirscreen.report.jsonio import OutputError
-    from fhirscreen.report.output import render_outputs, render_run, write_outputs, write_report_page
+    from fhirscreen.report.output import (
+        render_outputs,
+        render_run,
+        render_stdout,
+        write_outputs,
+        write_report_page,
+    )
     from fhirscreen.report.summary import render_summary
 else:
     __getattr__ = lazy.exports(
@@ -26,6 +32,7 @@ else:
             "OutputError": "jsonio",
             "render_outputs": "output",
             "render_run": "output",
+            "render_stdout": "output",
             "write_outputs": "output",
             "write_report_page": "output",
             "render_summary": "summary",
@@ -41,6 +48,7 @@ __all__ = [
     "render_explanation",
     "render_outputs",
     "render_run",
+    "render_stdout",
     "render_summary",
     "write_outputs",
     "write_report_page",

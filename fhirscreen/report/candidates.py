@@ -9,7 +9,7 @@ from fhirscreen import __version__
 from fhirscreen.criteria.base import CriterionResult
 from fhirscreen.report.attrition import trial_attrition
 from fhirscreen.report.facts import PatientFacts
-from fhirscreen.report.jsonio import dump_json, plain
+from fhirscreen.report.jsonio import dump_json, dump_json_bytes, plain
 from fhirscreen.report.worklist import worklist
 from fhirscreen.screening import PatientScreen, ScreeningRun
 
@@ -63,3 +63,7 @@ def candidates_document(run: ScreeningRun) -> dict[str, Any]:
 
 def render_json(run: ScreeningRun) -> str:
     return dump_json(candidates_document(run))
+
+
+def render_json_bytes(run: ScreeningRun) -> bytes:
+    return dump_json_bytes(candidates_document(run))

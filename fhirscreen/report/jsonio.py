@@ -70,13 +70,29 @@ def dump_json(document: Any) -> str:
     text, integers beyond 64 bits, unpaired surrogates); those go to the json module as before. The
     one difference left: a NaN or infinity, which json writes as invalid JSON, orjson writes as null.
     """
+    blob = _orjson_text(document)
+    if blob is None:
+        return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
+    return blob.decode("utf-8")
+
+
+def dump_json_bytes(document: Any) -> bytes:
+    """``dump_json`` as UTF-8, for output that takes bytes: no text copy (at 1,500 candidates the
+    14 MB of candidates.json would be held as text and then again as the bytes written)."""
+    blob = _orjson_text(document)
+    if blob is None:
+        return (json.dumps(document, ensure_ascii=False, indent=2) + "\n").encode("utf-8")
+    return blob
+
+
+def _orjson_text(document: Any) -> bytes | None:
+    """orjson's indented text, with the trailing newline, where it is the json module's, else None
+    (see ``dump_json``)."""
     try:
-        blob = orjson.dumps(document, option=orjson.OPT_INDENT_2)
+        blob = orjson.dumps(document, option=orjson.OPT_INDENT_2 | orjson.OPT_APPEND_NEWLINE)
     except TypeError:  # orjson.JSONEncodeError
-        return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
-    if _may_hold_small_float(blob):
-        return json.dumps(document, ensure_ascii=False, indent=2) + "\n"
-    return blob.decode("utf-8") + "\n"
+        return None
+    return None if _may_hold_small_float(blob) else blob
 
 
 def load_json(text: str | bytes) -> Any:

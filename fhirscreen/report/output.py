@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from fhirscreen.report.candidates import candidates_document, render_json
+from fhirscreen.report.candidates import candidates_document, render_json, render_json_bytes
 from fhirscreen.report.csv_out import render_csv
 from fhirscreen.report.html import render_report
 from fhirscreen.report.html.render import IDENTITIES_FILE
@@ -76,6 +76,12 @@ def render_run(run: ScreeningRun, fmt: str, width: int | None = None) -> str:
     if fmt == "table":
         return render_table(run, width)
     raise ValueError(f"unknown output format {fmt!r}; use table, json or csv")
+
+
+def render_stdout(run: ScreeningRun, fmt: str, width: int | None = None) -> str | bytes:
+    """``render_run`` for the terminal or a pipe: JSON as the encoder's bytes (no text copy of a large
+    document), the other formats as text (so that styles are dropped where the output is no terminal)."""
+    return render_json_bytes(run) if fmt == "json" else render_run(run, fmt, width)
 
 
 def write_report_page(path: Path, page: str, show_names: bool) -> None:

@@ -96,7 +96,7 @@ def test_1_with_verbose_shows_the_stack_but_not_the_message(monkeypatch: pytest.
 
 
 def test_1_after_the_outputs_are_written_keeps_them(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(cli.report, "render_run", boom)
+    monkeypatch.setattr(cli.report, "render_stdout", boom)  # what prints the list, after the outputs
     out = tmp_path / "out"
     result = screen("--out", out)
     assert result.exit_code == 1

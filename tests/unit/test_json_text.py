@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from fhirscreen.report.jsonio import dump_json
+from fhirscreen.report.jsonio import dump_json, dump_json_bytes
 
 
 def json_module_text(document: Any) -> str:
@@ -61,3 +61,19 @@ def test_nan_and_infinity_are_written_as_valid_json(value: float) -> None:
     """The one deliberate difference: the json module writes NaN/Infinity, which no JSON reader
     downstream (a FHIR server, jq, a browser) accepts; these outputs say null."""
     assert json.loads(dump_json({"value": value})) == {"value": None}
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        {"evidence": ["é 中 😀 \u2028", {"k": [1, 2.5, None, True]}]},  # orjson's path
+        {"value": 0.00001},  # a small float: the json module's path
+        {"big": 2**70},  # refused by orjson: the json module's path
+    ],
+    ids=["fast", "small-float", "big-integer"],
+)
+def test_the_bytes_written_to_stdout_are_the_text_encoded(document: dict[str, Any]) -> None:
+    """``fhirscreen screen --format json`` writes ``dump_json_bytes`` (no text copy of a large document):
+    the same bytes as the text the files hold."""
+    assert dump_json_bytes(document) == dump_json(document).encode("utf-8")
+    assert dump_json_bytes(document).endswith(b"}\n")
