@@ -76,6 +76,9 @@ class Dosing:
     ends: tuple[date, ...]
     timing: str  # the time-of-day signature ("AM", "08:00", "MORN"...), to tell split doses apart
     single: bool = False  # a one-time dose (repeat.count 1, timing.code ONCE/STAT/NOW)
+    # Administrations per day (low, high) over the lines, when each line states its timing and the
+    # record has one step: what tells "200 mg twice a day" from "400 mg once a day" (E4's frequency).
+    per_day: tuple[float, float] | None = None
 
     def on(self, when: date) -> Dose | None:
         """The daily dose on a day: the dated step covering it, else the overall range."""
@@ -196,7 +199,10 @@ def _read_dosing(
     if len(steps) > 1 and (any(s.start is None for s in steps) or any(s.end is None for s in steps[:-1])):
         # Steps whose days cannot all be told apart: only the range over them is known.
         steps = [DoseStep(None, None, overall)]
-    return Dosing(overall, tuple(steps), starts, ends, timing, single)
+    stated = [_stated_per_day(d) for d in dosages] if not administration and len(groups) == 1 else []
+    known = [rate for rate in stated if rate is not None]
+    rates = (sum(r[0] for r in known), sum(r[1] for r in known)) if known and known == stated else None
+    return Dosing(overall, tuple(steps), starts, ends, timing, single, rates)
 
 
 def _step_spans(
@@ -294,6 +300,17 @@ def _quantity(q: Mapping[str, Any]) -> tuple[float, float, str] | None:
     # A SNOMED CT dose-form code (385055001 "Tablet") says less than its unit text.
     unit = str(q.get("unit") or "").strip() if not code or code.isdigit() else code
     return float(value), float(value), unit
+
+
+def _stated_per_day(dosage: Mapping[str, Any]) -> tuple[float, float] | None:
+    """``per_day`` when the dosage says how often (frequency or period, a timing code, times of day);
+    None when "once a day" would only be ``per_day``'s assumption."""
+    timing = mapping(dosage.get("timing"))
+    repeat = repeat_of(dosage)
+    said = ("frequency", "frequencyMax", "period", "when", "timeOfDay")
+    if timing.get("code") is None and not any(repeat.get(key) is not None for key in said):
+        return None
+    return per_day(dosage)
 
 
 def per_day(dosage: Mapping[str, Any]) -> tuple[float, float] | None:

@@ -302,6 +302,12 @@ def _starts_and_changes(course: _Course, first: date, max_gap_days: int) -> list
                 "changed", f"{name} dose changed on {exp.start.isoformat()} "
                 f"({_dose_text(previous)} -> {_dose_text(exp)})", (previous.ref, exp.ref),
             ))
+        elif same and (how_often := _frequency_change(previous, exp)):
+            # "Any change" to the regimen: a new frequency is one even at the same daily dose.
+            events.append(_Event(
+                "changed", f"{name} frequency changed on {exp.start.isoformat()} at the same daily dose "
+                f"({_dose_text(exp)}: {how_often})", (previous.ref, exp.ref),
+            ))
         elif same is None and exp.resource_type in ("MedicationRequest", "MedicationStatement"):
             events.append(_Event(
                 "maybe", f"{name} re-ordered {exp.start.isoformat()} without a comparable dose "
@@ -361,6 +367,33 @@ def _same_dose(a: Exposure, b: Exposure) -> bool | None:
     if a.dose is None or b.dose is None or a.dose.unit != b.dose.unit or _codes(a) != _codes(b):
         return None
     return _close((a.dose.low, a.dose.high), (b.dose.low, b.dose.high))
+
+
+def _frequency_change(a: Exposure, b: Exposure) -> str | None:
+    """"twice a day -> once a day" when both records state how often and they differ, else None."""
+    rate_a = a.dosing.per_day if a.dosing is not None else None
+    rate_b = b.dosing.per_day if b.dosing is not None else None
+    if rate_a is None or rate_b is None or _close(rate_a, rate_b):
+        return None
+    return f"{_how_often(rate_a)} -> {_how_often(rate_b)}"
+
+
+def _how_often(rate: tuple[float, float]) -> str:
+    low, high = (_times(r) for r in rate)
+    return low if low == high else f"{low} to {high}"
+
+
+def _times(per_day: float) -> str:
+    """1 -> "once a day", 2/7 -> "twice a week", 0.5 -> "every 2 days"."""
+    for unit, days in (("day", 1), ("week", 7), ("month", 30)):
+        count = per_day * days
+        if abs(count - round(count)) < 1e-6 and round(count) >= 1:
+            n = round(count)
+            return f"{_COUNT_WORDS.get(n, f'{n} times')} a {unit}"
+    return f"every {1 / per_day:g} days" if per_day > 0 else "never"
+
+
+_COUNT_WORDS = {1: "once", 2: "twice"}
 
 
 def _close(x: tuple[float, float], y: tuple[float, float]) -> bool:

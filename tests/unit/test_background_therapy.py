@@ -18,6 +18,7 @@ from tests.builders import (
 
 HCQ = "5521"
 MMF = "68149"
+MTX = "6851"
 
 
 def ago(days: int) -> str:
@@ -200,11 +201,53 @@ def test_e4_dose_change_just_before_the_window_is_not_a_change(evaluate):
 def test_e4_same_dose_refill_is_not_a_change(evaluate):
     rec = record(
         medication_request(HCQ, "2025-06-01", status="stopped", dose=200, frequency=2),
-        medication_request(HCQ, ago(30), dose=400, frequency=1),  # 400 mg/day either way
+        medication_request(HCQ, ago(30), dose=200, frequency=2),
     )
     res = evaluate("E4", rec)
     assert res.outcome is Outcome.PASS
     assert "no start, dose change or stop" in res.reason
+
+
+def test_e4_a_new_frequency_at_the_same_daily_dose_is_a_change(evaluate):
+    """"Any change" to the regimen: the frequency is part of it (criteria-codes.md E4)."""
+    rec = record(
+        medication_request(HCQ, "2025-06-01", status="stopped", dose=200, frequency=2, id="old"),
+        medication_request(HCQ, ago(30), dose=400, frequency=1, id="new"),  # 400 mg/day either way
+    )
+    res = evaluate("E4", rec)
+    assert res.outcome is Outcome.FAIL
+    assert "frequency changed" in res.reason and "400 mg/day: twice a day -> once a day" in res.reason
+    assert set(res.evidence) == {"MedicationRequest/old", "MedicationRequest/new"}
+
+
+def test_e4_weekly_methotrexate_split_into_two_doses_is_a_change(evaluate):
+    rec = record(
+        medication_request(MTX, "2025-06-01", status="stopped", dose=15, period=1, period_unit="wk"),
+        medication_request(MTX, ago(20), dose=7.5, frequency=2, period=1, period_unit="wk"),
+    )
+    res = evaluate("E4", rec)
+    assert res.outcome is Outcome.FAIL
+    assert "once a week -> twice a week" in res.reason
+
+
+def test_e4_frequency_is_compared_only_when_both_records_state_it(evaluate):
+    """An order without a timing is read as once a day for its dose, but that is an assumption: it
+    is not set against a stated twice a day."""
+    unstated = medication_request(HCQ, "2025-06-01", status="stopped", dose=400)
+    unstated["dosageInstruction"][0].pop("timing")
+    rec = record(unstated, medication_request(HCQ, ago(30), dose=200, frequency=2))
+    assert evaluate("E4", rec).outcome is Outcome.PASS
+
+
+def test_e4_morning_and_evening_lines_are_twice_a_day(evaluate):
+    split = medication_request(HCQ, ago(30), dose=200)
+    dose = [{"doseQuantity": {"value": 200, "unit": "mg"}}]
+    split["dosageInstruction"] = [
+        {"timing": {"repeat": {"when": [when]}}, "doseAndRate": dose} for when in ("MORN", "EVE")
+    ]
+    rec = record(medication_request(HCQ, "2025-06-01", status="stopped", dose=200, frequency=2), split)
+    res = evaluate("E4", rec)
+    assert res.outcome is Outcome.PASS, res.reason
 
 
 def test_e4_refill_without_dose_cannot_rule_out_a_change(evaluate):
