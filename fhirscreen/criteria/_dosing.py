@@ -200,8 +200,8 @@ def _read_dosing(
         # Steps whose days cannot all be told apart: only the range over them is known.
         steps = [DoseStep(None, None, overall)]
     stated = [_stated_per_day(d) for d in dosages] if not administration and len(groups) == 1 else []
-    known = [rate for rate in stated if rate is not None]
-    rates = (sum(r[0] for r in known), sum(r[1] for r in known)) if known and known == stated else None
+    said = [rate for rate in stated if rate is not None]
+    rates = (sum(r[0] for r in said), sum(r[1] for r in said)) if said and len(said) == len(stated) else None
     return Dosing(overall, tuple(steps), starts, ends, timing, single, rates)
 
 
