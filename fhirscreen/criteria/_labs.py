@@ -14,7 +14,15 @@ from typing import Any, Literal, TypeVar
 from fhirscreen.criteria.base import Context
 from fhirscreen.fhir.codes import ValueSet, codings, concept_label
 from fhirscreen.fhir.resources import Resource, observation_day, observation_parts, ref
-from fhirscreen.fhir.values import Quantity, polarity, quantity_of, reference_range, titer_quantity
+from fhirscreen.fhir.values import (
+    Quantity,
+    parse_quantity,
+    polarity,
+    quantity_of,
+    reference_range,
+    titer_quantity,
+    value_polarity,
+)
 from fhirscreen.record import PatientRecord
 
 
@@ -433,6 +441,29 @@ def dsdna_verdict(lab: Lab, titer_codes: ValueSet, min_titer: int) -> Verdict | 
             if at_least is not None:
                 return "positive" if at_least else "negative"
     return None
+
+
+def ana_titer(lab: Lab, titer_codes: ValueSet) -> Quantity | None:
+    """The end-point titer of an ANA result, None when it states none.
+
+    - A dilution in a negative result ("Negative at 1:160", "Not detected at 1:80") is the dilution
+      screened, not a titer.
+    - A number sent without a titer unit ("", "ratio") or as a plain string ("320") is a titer only
+      on a titer code (5048-4): on a presence code it is an immunoassay's index (47383-5: 4.2).
+    """
+    obs = lab.obs
+    if value_polarity(obs) == "negative":
+        return None
+    on_titer_code = titer_codes.match(obs.get("code")) is not None
+    titer = titer_quantity(obs, bare_numbers=on_titer_code)
+    if titer is None and on_titer_code and isinstance(obs.get("valueString"), str):
+        number = parse_quantity(obs["valueString"])
+        if number is not None and number.value >= 1 and number.unit.lower() in _PLAIN_TITER_UNITS:
+            titer = Quantity(number.value, number.comparator, "{titer}")
+    return titer
+
+
+_PLAIN_TITER_UNITS = frozenset({"", "{titer}", "titer"})
 
 
 def value_text(lab: Lab) -> str:

@@ -19,6 +19,7 @@ from pydantic import ConfigDict
 
 from fhirscreen.criteria._labs import (
     Lab,
+    ana_titer,
     dipstick_grade,
     dsdna_verdict,
     is_present,
@@ -31,7 +32,7 @@ from fhirscreen.criteria._labs import (
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet, coding_items, concept_label
 from fhirscreen.fhir.resources import Resource, condition_span, ref
-from fhirscreen.fhir.values import is_below_range, polarity, titer_quantity
+from fhirscreen.fhir.values import is_below_range, polarity
 from fhirscreen.record import PatientRecord
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -67,6 +68,7 @@ class ClassificationLabs(Params):
     model_config = _STRICT
 
     ana: ValueSetRef = "ana"
+    ana_titer: ValueSetRef = "ana_titer"  # ANA codes whose bare numbers are titers (5048-4)
     anti_dsdna: ValueSetRef = "anti_dsdna"
     anti_dsdna_titer: ValueSetRef = "anti_dsdna_titer"
     anti_sm: ValueSetRef = "anti_sm"
@@ -241,10 +243,14 @@ def lab_findings(record: PatientRecord, ctx: Context, params: SleClassificationP
     def results(name: str) -> list[Lab]:
         return labs(record, ctx.vs(name), None, ctx.as_of)
 
+    ana_titer_codes = ctx.vs(sets.ana_titer)
     for lab in results(sets.ana):
-        titer = titer_quantity(lab.obs)
+        verdict = polarity(lab.obs)  # the laboratory's own call first ("1:80", flagged normal: not abnormal)
+        if verdict == "negative":
+            continue
+        titer = ana_titer(lab, ana_titer_codes)
         abnormal_titer = titer is not None and titer.at_least(params.ana_abnormal_min_titer) is True
-        if polarity(lab.obs) == "positive" or abnormal_titer:
+        if verdict == "positive" or abnormal_titer:
             _add(found, "ana", lab, f"ANA {value_text(lab)} on {lab.when}")
     titer_codes = ctx.vs(sets.anti_dsdna_titer)
     for lab in results(sets.anti_dsdna):

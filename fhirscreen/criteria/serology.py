@@ -13,10 +13,11 @@ from typing import Literal
 
 from pydantic import ConfigDict
 
-from fhirscreen.criteria._labs import Lab, dsdna_verdict, labs, value_text
+from fhirscreen.criteria._labs import Lab, ana_titer, dsdna_verdict, labs, value_text
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import months_before
-from fhirscreen.fhir.values import polarity, titer_quantity
+from fhirscreen.fhir.values import interpretation_polarity, polarity, value_polarity
 from fhirscreen.record import PatientRecord
 
 Arm = Literal["met", "not met", "undecided", "none"]
@@ -29,6 +30,7 @@ class AnaDsdnaParams(Params):
     ana_min_titer: int = 160  # 1:160
     dsdna_min_titer: int = 10  # Crithidia IFA titer codes only: >= 1:10 is positive (ARUP)
     ana: ValueSetRef = "ana"
+    ana_titer: ValueSetRef = "ana_titer"  # ANA codes whose bare numbers are titers (5048-4)
     anti_dsdna: ValueSetRef = "anti_dsdna"
     anti_dsdna_titer: ValueSetRef = "anti_dsdna_titer"
 
@@ -65,15 +67,21 @@ class ArmResult:
         return [r for r in self.readings if r.verdict == status]
 
 
-def read_ana(lab: Lab, min_titer: int) -> Reading:
-    """One ANA result against the titer threshold: a titer decides; a bare "negative" is below any
-    titer; a bare "positive" (no titer) or a bound that straddles the threshold is undecided."""
-    titer = titer_quantity(lab.obs)
+def read_ana(lab: Lab, min_titer: int, titer_codes: ValueSet) -> Reading:
+    """One ANA result against the titer threshold: a titer decides; a result stated negative ("Negative
+    at 1:160": the dilution screened) is below any titer; a bare "positive" (no titer, e.g. an
+    immunoassay index), a bound that straddles the threshold, or a titer at the threshold the
+    laboratory flags normal, is undecided."""
+    if value_polarity(lab.obs) == "negative":
+        return Reading(lab, "not met", f"ANA {value_text(lab)} (negative) on {lab.when}")
+    titer = ana_titer(lab, titer_codes)
     if titer is not None:
         at_least = titer.at_least(min_titer)
         text = f"ANA {value_text(lab)} on {lab.when}"
         if at_least is None:
             return Reading(lab, "undecided", text)
+        if at_least and interpretation_polarity(lab.obs) == "negative":
+            return Reading(lab, "undecided", f"{text}, flagged normal/negative by the laboratory")
         return Reading(lab, "met" if at_least else "not met", text)
     if polarity(lab.obs) == "negative":
         return Reading(lab, "not met", f"ANA negative on {lab.when}")
@@ -97,7 +105,8 @@ def ana_or_dsdna(record: PatientRecord, ctx: Context, params: AnaDsdnaParams) ->
     window = f"{first.isoformat()} to {ctx.as_of.isoformat()}"
     ana_results = labs(record, ctx.vs(params.ana), first, ctx.as_of)
     dsdna_results = labs(record, ctx.vs(params.anti_dsdna), first, ctx.as_of)
-    ana = ArmResult([read_ana(lab, params.ana_min_titer) for lab in ana_results])
+    titer_codes = ctx.vs(params.ana_titer)
+    ana = ArmResult([read_ana(lab, params.ana_min_titer, titer_codes) for lab in ana_results])
     dsdna = ArmResult([read_dsdna(lab, ctx, params) for lab in dsdna_results])
     details = {"ana": ana.status, "anti_dsdna": dsdna.status, "window_start": first.isoformat()}
     threshold = f"1:{params.ana_min_titer}"

@@ -150,12 +150,17 @@ def _unit_of(q: Mapping[str, Any]) -> str:
 # "1:320", "1/320", "1 : 320", ">1:1280", "≥1:160"; the optional comparator sits right before it.
 _TITER_RE = re.compile(r"(?P<cmp><=|>=|≤|≥|<|>)?\s*\b1\s*[:/]\s*(?P<den>\d{1,6})(?![\d.])")
 _TITER_UNITS = frozenset({"", "{titer}", "titer", "{dilution}", "dilution", "{ratio}", "ratio", "1"})
+# Of those, the units that say "dilution" by themselves; the others ("", ratio, 1) are also what an
+# immunoassay's index is sent with (ANA 47383-5: 4.2, ref <= 1.0).
+_DILUTION_UNITS = frozenset({"{titer}", "titer", "{dilution}", "dilution"})
 
 
-def titer_quantity(obs: Mapping[str, Any] | None) -> Quantity | None:
+def titer_quantity(obs: Mapping[str, Any] | None, *, bare_numbers: bool = True) -> Quantity | None:
     """The titer denominator D (of 1:D) with its comparator: "<1:40" gives Quantity(40, "<", "{titer}").
 
-    Several titers in one string ("1:160 and 1:640", several patterns) give the highest.
+    Several titers in one string ("1:160 and 1:640", several patterns) give the highest. With
+    ``bare_numbers`` False, a valueQuantity whose unit does not say titer or dilution ("", "ratio") is
+    not read as one: only the Observation's code can say that it is a titer.
     """
     if not isinstance(obs, Mapping):
         return None
@@ -178,6 +183,8 @@ def titer_quantity(obs: Mapping[str, Any] | None) -> Quantity | None:
         number = quantity_of(obs)
         if number is None or number.value <= 0 or number.unit.lower() not in _TITER_UNITS:
             return None  # "Index", "U/mL", "AU/mL" are immunoassay units, not dilutions
+        if not bare_numbers and number.unit.lower() not in _DILUTION_UNITS:
+            return None
         if number.value < 1:
             # 0.00625 is reported as the fraction 1/160; a "<" bound on the fraction is a ">" on D.
             return Quantity(round(1 / number.value), _flip(number.comparator), "{titer}")

@@ -229,6 +229,29 @@ def test_ana_abnormal_for_classification_is_lower_than_i3(evaluate):
     assert below.details["acr_items"] == []
 
 
+@pytest.mark.parametrize(
+    "ana",
+    [
+        {"string": "1:80", "interpretation": "N"},  # the lab's cut-off is above 1:80: within its range
+        {"string": "Negative at 1:80", "interpretation": "NEG"},  # the dilution screened, not a titer
+        {"string": "Not detected at 1:160"},
+    ],
+    ids=["flagged-normal", "negative-at-dilution", "not-detected-at-dilution"],
+)
+def test_an_ana_the_laboratory_calls_normal_or_negative_is_not_a_classification_item(evaluate, ana):
+    """SLICC I1 is "ANA above the laboratory's reference range": with the other three items, one short."""
+    res = evaluate("I2", record(sle(), observation("5048-4", "2025-05-01", **ana), dsdna_pos(), low_c3(),
+                                arthritis()))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert res.details["slicc_items"] == ["C5 synovitis", "I2 anti-dsDNA", "I5 low complement"]
+
+
+def test_an_immunoassay_ana_above_its_range_is_a_classification_item(evaluate):
+    index = observation("47383-5", "2025-05-01", value=4.2, high=1.0, interpretation="H")
+    res = evaluate("I2", record(sle(), index, dsdna_pos(), low_c3(), arthritis()))
+    assert "I1 ANA" in res.details["slicc_items"]
+
+
 def test_lupus_nephritis_code_on_the_diagnosis_counts_as_renal_item(evaluate):
     both = {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"},
                        {"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "M32.14",

@@ -67,6 +67,43 @@ def test_ana_titer_upper_bound_straddling_threshold_is_unknown(evaluate):
     assert res.outcome is Outcome.UNKNOWN
 
 
+@pytest.mark.parametrize(
+    "value",
+    [
+        {"string": "Negative at 1:160 dilution", "interpretation": "NEG"},
+        {"string": "Not detected at 1:160"},
+        {"string": "Negative (screened at 1:80)"},
+    ],
+    ids=["negative-at-dilution", "not-detected-at-dilution", "negative-screen"],
+)
+def test_a_negative_ana_is_not_read_as_the_dilution_it_was_screened_at(evaluate, value):
+    """"Negative at 1:160" says the serum did not react at 1:160: below the threshold, not a 1:160 titer."""
+    res = evaluate("I3", record(ana(**value), dsdna(value=3, high=9)))
+    assert res.outcome is Outcome.FAIL, res.reason
+    assert "(negative)" in res.reason
+
+
+def test_a_titer_at_the_threshold_the_laboratory_flags_normal_is_unknown(evaluate):
+    res = evaluate("I3", record(ana(string="1:160", interpretation="N"), dsdna(value=3, high=9)))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "flagged normal/negative by the laboratory" in res.reason
+
+
+@pytest.mark.parametrize("unit", [None, "ratio"], ids=["no-unit", "ratio"])
+def test_an_immunoassay_index_is_not_a_titer(evaluate, unit):
+    """47383-5 (ANA by immunoassay) 4.2 with a reference limit of 1.0: a positive screen, no titer."""
+    index = observation("47383-5", "2026-05-01", id="ana", value=4.2, unit=unit, high=1.0, interpretation="H")
+    res = evaluate("I3", record(index, dsdna(value=3, high=9)))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "without a titer" in res.reason
+
+
+def test_a_titer_sent_as_a_bare_number_on_a_titer_code_is_read(evaluate):
+    assert evaluate("I3", record(ana(string="320"))).outcome is Outcome.PASS
+    assert evaluate("I3", record(ana(value=320, unit="ratio"))).outcome is Outcome.PASS
+    assert evaluate("I3", record(ana(string="80"), dsdna(value=3, high=9))).outcome is Outcome.FAIL
+
+
 def test_ana_presence_only_positive_is_unknown(evaluate):
     obs = observation(ANA_PRESENCE, "2026-05-01", id="ana", coded=concept("snomed", "10828004", "Positive"))
     res = evaluate("I3", record(obs))
