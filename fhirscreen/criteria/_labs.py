@@ -249,8 +249,11 @@ def code_of(obs: Mapping[str, Any]) -> set[str]:
 
 
 def unit_key(unit: str) -> str:
-    """A unit folded for comparison: lower case, no spaces, micro sign as ``u``."""
-    return unit.strip().lower().replace(" ", "").replace("µ", "u").replace("μ", "u")
+    """A unit folded for comparison: lower case, no spaces, micro sign as ``u``, superscripts as digits."""
+    return unit.strip().lower().replace(" ", "").replace("µ", "u").replace("μ", "u").translate(_SUPERSCRIPTS)
+
+
+_SUPERSCRIPTS = str.maketrans("²³", "23")
 
 
 def report_unit(ctx: Context, lab: Lab, what: str, unit: str) -> None:

@@ -84,6 +84,8 @@ def egfr_value(ctx: Context, lab: Lab) -> Quantity | None:
     # A unitless value (e.g. valueString ">60") takes the unit the eGFR code defines.
     if not q.unit or unit_key(q.unit).startswith("ml/min"):
         return q.scaled(1.0, "mL/min/1.73m2")
+    if unit_key(q.unit).startswith("ml/s"):  # SI reporting (Nordic labs): 1 mL/s = 60 mL/min
+        return q.scaled(60.0, "mL/min/1.73m2")
     report_unit(ctx, lab, "eGFR", q.unit)
     return None
 
@@ -143,9 +145,17 @@ def _latest_egfr(record: PatientRecord, ctx: Context, params: EgfrParams, first:
     best = min(rank(item) for item in same_day)
     tied = possibly_latest([item for item in same_day if rank(item) == best], lambda item: item[0])
     readings = [
-        Reading(lab, q, f"eGFR {_fmt(q)} mL/min/1.73 m2 on {lab.when} ({lab.name})") for lab, q in tied
+        Reading(lab, q, f"eGFR {_fmt(q)} mL/min/1.73 m2{_as_sent(lab)} on {lab.when} ({lab.name})")
+        for lab, q in tied
     ]
     return _settle(readings, params.min_egfr)
+
+
+def _as_sent(lab: Lab) -> str:
+    """" (0.9 mL/s/1.73m2 as reported)" for a result converted from SI units, so the chart's figure is
+    recognisable; "" otherwise."""
+    q = quantity_of(lab.obs)
+    return f" ({q} as reported)" if q is not None and unit_key(q.unit).startswith("ml/s") else ""
 
 
 @dataclass(frozen=True)

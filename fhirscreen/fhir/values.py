@@ -82,7 +82,7 @@ def _decide(q: Quantity, threshold: float, *, inclusive: bool) -> bool | None:
 _NUMBER_RE = re.compile(
     r"^\s*(?P<cmp><=|>=|=<|=>|≤|≥|<|>)?\s*(?P<num>[+-]?(?:\d{1,3}(?:,\d{3})+|\d+)(?:\.\d+)?|[+-]?\.\d+)\s*(?P<unit>.*?)\s*$"
 )
-_UNIT_RE = re.compile(r"^[A-Za-zµμ%{}\[\]()*^/.\d_ -]*$")
+_UNIT_RE = re.compile(r"^[A-Za-zµμ%{}\[\]()*^/.\d_²³ -]*$")  # "mL/min/1.73m²" as written on reports
 
 
 def quantity_of(obs: Mapping[str, Any] | None) -> Quantity | None:
@@ -362,7 +362,37 @@ def reference_range(obs: Mapping[str, Any] | None) -> tuple[float | None, float 
         return None, None
     general = [rr for rr in ranges if not rr.get("appliesTo") and not rr.get("age")]
     chosen = (general or ranges)[0]
-    return _bound(chosen.get("low")), _bound(chosen.get("high"))
+    low, high = _bound(chosen.get("low")), _bound(chosen.get("high"))
+    if low is None and high is None and isinstance(chosen.get("text"), str):
+        return range_of_text(chosen["text"])
+    return low, high
+
+
+# A range written out, as some feeds send it (only ``referenceRange.text``): "<30 IU/mL", "<= 9",
+# "90-180 mg/dL", "0.6 to 1.2", ">60". The first band of a graded text ("Negative <20; Equivocal
+# 20-25; Positive >25") is the normal range.
+_NUM = r"(\d+(?:\.\d+)?|\.\d+)"
+_BELOW_TEXT = re.compile(r"(?:<=|=<|≤|<)\s*" + _NUM)
+_BETWEEN_TEXT = re.compile(_NUM + r"\s*(?:-|–|to)\s*" + _NUM)
+_ABOVE_TEXT = re.compile(r"(?:>=|=>|≥|>)\s*" + _NUM)
+
+
+def range_of_text(text: str) -> tuple[float | None, float | None]:
+    """(low, high) of a reference range written as text; (None, None) when it says no numbers."""
+    found = [
+        (m.start(), kind, m)
+        for kind, pattern in (("below", _BELOW_TEXT), ("between", _BETWEEN_TEXT), ("above", _ABOVE_TEXT))
+        if (m := pattern.search(text)) is not None
+    ]
+    if not found:
+        return None, None
+    _at, kind, m = min(found, key=lambda hit: hit[0])
+    if kind == "below":
+        return None, float(m.group(1))
+    if kind == "above":
+        return float(m.group(1)), None
+    low, high = float(m.group(1)), float(m.group(2))
+    return (low, high) if low <= high else (None, None)
 
 
 def _bound(q: object) -> float | None:

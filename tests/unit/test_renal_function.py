@@ -55,6 +55,23 @@ def test_egfr_as_a_string_with_comparator(evaluate):
     assert ">60" in res.reason
 
 
+@pytest.mark.parametrize(
+    ("egfr", "expected"),
+    [
+        ({"value": 0.9, "unit": "mL/s/{1.73_m2}"}, Outcome.PASS),  # SI: 0.9 mL/s = 54 mL/min
+        ({"value": 0.4, "unit": "mL/s/1.73m2"}, Outcome.FAIL),  # 24 mL/min
+        ({"string": ">60 mL/min/1.73m²"}, Outcome.PASS),  # the superscript as printed on reports
+    ],
+    ids=["si-above", "si-below", "superscript"],
+)
+def test_egfr_in_si_units_and_as_printed(evaluate, egfr, expected):
+    res = evaluate("I4", record(observation(EGFR_2021, "2026-05-01", id="g", **egfr)))
+    assert res.outcome is expected, res.reason
+    assert "no readable value or unit" not in res.reason
+    if "unit" in egfr:
+        assert f"({egfr['value']:g} {egfr['unit']} as reported)" in res.reason
+
+
 def test_upper_bound_that_cannot_decide_is_unknown(evaluate):
     res = evaluate("I4", record(observation(EGFR_2021, "2026-05-01", id="g", value=60, comparator="<",
                                             unit=UCUM_EGFR)))

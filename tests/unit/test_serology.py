@@ -104,6 +104,15 @@ def test_a_titer_sent_as_a_bare_number_on_a_titer_code_is_read(evaluate):
     assert evaluate("I3", record(ana(string="80"), dsdna(value=3, high=9))).outcome is Outcome.FAIL
 
 
+def test_dsdna_against_a_range_sent_only_as_text(evaluate):
+    positive = dsdna(value=85)
+    positive["referenceRange"] = [{"text": "<30 IU/mL"}]
+    assert evaluate("I3", record(positive)).outcome is Outcome.PASS
+    negative = dsdna(value=12)
+    negative["referenceRange"] = [{"text": "<30 IU/mL"}]
+    assert evaluate("I3", record(ana(string="1:80"), negative)).outcome is Outcome.FAIL
+
+
 def test_ana_presence_only_positive_is_unknown(evaluate):
     obs = observation(ANA_PRESENCE, "2026-05-01", id="ana", coded=concept("snomed", "10828004", "Positive"))
     res = evaluate("I3", record(obs))

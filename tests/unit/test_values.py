@@ -10,6 +10,7 @@ from fhirscreen.fhir.values import (
     parse_quantity,
     polarity,
     quantity_of,
+    range_of_text,
     reference_range,
     titer_of,
     titer_quantity,
@@ -229,6 +230,32 @@ def test_reference_range_prefers_the_general_range():
 
 def test_reference_range_absent():
     assert reference_range(observation("4485-9", value=80)) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("<30 IU/mL", (None, 30.0)),
+        ("<= 9", (None, 9.0)),
+        ("90-180 mg/dL", (90.0, 180.0)),
+        ("Adult: 0.6 to 1.2 mg/dL", (0.6, 1.2)),
+        (">60", (60.0, None)),
+        ("Negative <20; Equivocal 20-25; Positive >25", (None, 20.0)),  # the first band is normal
+        ("See comment", (None, None)),
+        ("1:40", (None, None)),  # a titer is not a range of numbers
+    ],
+)
+def test_a_range_written_as_text_is_read(text, expected):
+    assert range_of_text(text) == expected
+    obs = observation("4485-9", value=80, unit="mg/dL")
+    obs["referenceRange"] = [{"text": text}]
+    assert reference_range(obs) == expected
+
+
+def test_a_range_with_numbers_is_not_read_from_its_text():
+    obs = observation("4485-9", value=80, unit="mg/dL", low=90, high=180)
+    obs["referenceRange"][0]["text"] = "<30"
+    assert reference_range(obs) == (90.0, 180.0)
 
 
 def test_below_range_from_low_limit_or_flag():
