@@ -34,7 +34,7 @@ from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, 
 from fhirscreen.fhir.codes import ValueSet, concept_label
 from fhirscreen.fhir.dates import day, days_before
 from fhirscreen.fhir.resources import Resource, condition_span, ref, tentative
-from fhirscreen.fhir.values import is_below_range, quantity_of
+from fhirscreen.fhir.values import Quantity, is_below_range, quantity_of
 from fhirscreen.record import PatientRecord
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -285,18 +285,34 @@ def recorded_score(
 
 
 def recorded_scores(
-    record: PatientRecord, ctx: Context, params: SledaiParams, first: date | None
+    record: PatientRecord, ctx: Context, params: SledaiParams, first: date | None, *, partial: bool = False
 ) -> list[Lab]:
     """The recorded totals that may be the latest (``possibly_latest``: the latest day, its latest stated
-    time, and those without a time), lowest first: never input order or resource ids."""
+    time, and those without a time), lowest first: never input order or resource ids. With ``partial``,
+    the totals of an instrument that leaves the serologic items out (``_PARTIAL``) instead."""
     found = []
     for lab in labs(record, ctx.vs(params.score), first, ctx.as_of):
-        if not _TOTAL.search(lab.name) and (lab.obs.get("_component") or _ITEM.search(lab.name)):
+        if (_PARTIAL.search(lab.name) is not None) != partial:
+            continue
+        descriptor = not _TOTAL.search(lab.name) and (lab.obs.get("_component") or _ITEM.search(lab.name))
+        if descriptor and not partial:
             continue  # one descriptor of the instrument ("SLEDAI-2K seizure: 8"), not the total
         if quantity_of(lab.obs) is not None:
             found.append(lab)
     tied = possibly_latest(found, lambda lab: lab)
     return sorted(tied, key=lambda lab: (_value(lab), lab_key(lab)))
+
+
+# An instrument that leaves the serologic items out ("Clinical SLEDAI-2K", "SLEDAI-2K excluding serology",
+# the modified SLEDAI without anti-dsDNA and complement): its total is a lower bound of the SLEDAI-2K,
+# which adds low complement (2) and increased DNA binding (2) to it.
+_PARTIAL = re.compile(
+    r"\bclinical\s+(?:selena[- ]?)?sledai|\bc-?sledai|\bm-?sledai|\bmodified\s+(?:selena[- ]?)?sledai|"
+    r"\b(?:excluding|excl\.?|without|w/o|minus|no)\s+(?:the\s+)?"
+    r"(?:serolog|lab(?:oratory|s)?\b|anti-?dsdna|dna\b|complement)",
+    re.IGNORECASE,
+)
+SEROLOGIC_ITEMS = ("low_complement", "increased_dna_binding")
 
 
 def _value(lab: Lab) -> float:
@@ -323,6 +339,9 @@ def sledai(record: PatientRecord, ctx: Context, params: SledaiParams) -> Criteri
         return _from_recorded(scores, params)
 
     items = coded_items(record, ctx, params, first) + lab_items(record, ctx, params, first)
+    partial = recorded_scores(record, ctx, params, first, partial=True)
+    if partial:
+        return _from_partial(partial[0], items, params)
     bound = sum(item.weight for item in items)
     evidence = [r for item in items for r in item.refs]
     details: dict[str, Any] = {
@@ -342,6 +361,41 @@ def sledai(record: PatientRecord, ctx: Context, params: SledaiParams) -> Criteri
     return result(
         Outcome.UNKNOWN, reason, evidence,
         next_step="Score SLEDAI-2K at the screening visit (exam, urinalysis, complement, anti-dsDNA).",
+        **details,
+    )
+
+
+def _from_partial(lab: Lab, items: list[Item], params: SledaiParams) -> CriterionResult:
+    """A recorded total without the serologic items: the SLEDAI-2K is that total plus the serologic
+    items, which the window's labs may show (the lowest it can be) and at most both (the highest)."""
+    q = quantity_of(lab.obs)
+    assert q is not None  # recorded_scores only returns scores with a value
+    serologic = [item for item in items if item.name in SEROLOGIC_ITEMS]
+    shown = sum(item.weight for item in serologic)
+    at_most = sum(params.weights[name] for name in SEROLOGIC_ITEMS)
+    lowest = Quantity(q.value + shown, q.comparator, "")
+    highest = Quantity(q.value + at_most, q.comparator, "")
+    text = f"Recorded {lab.name} {_score_text(lab)} leaves the serologic items out"
+    found = f"; the labs show {'; '.join(str(item) for item in serologic)}" if serologic else ""
+    evidence = [lab.ref] + [r for item in serologic for r in item.refs]
+    details: dict[str, Any] = {
+        "sledai_2k": lowest.value, "strength": lowest.value, "sledai_source": "recorded without serology",
+        "sledai_instrument": lab.name, "sledai_items": {item.name: item.weight for item in serologic},
+    }
+    if lowest.at_least(params.threshold) is True:
+        reason = f"{text}{found}: the SLEDAI-2K is at least {lowest}, at or above {params.threshold}."
+        return result(Outcome.PASS, reason, evidence, **details)
+    if highest.at_least(params.threshold) is False:
+        reason = (
+            f"{text}: even with both (low complement 2, increased DNA binding 2) the SLEDAI-2K is at most "
+            f"{highest}, below {params.threshold}."
+        )
+        return result(Outcome.FAIL, reason, evidence, **details)
+    return result(
+        Outcome.UNKNOWN,
+        f"{text} (up to {at_most} more){found}: the SLEDAI-2K may be below {params.threshold} or not.",
+        evidence,
+        next_step="Check complement and anti-dsDNA at the screening visit and score the full SLEDAI-2K.",
         **details,
     )
 

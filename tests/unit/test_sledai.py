@@ -164,3 +164,45 @@ def test_thirty_day_window_edge(evaluate, when, counted):
     # 2026-05-02 is 30 days before 2026-06-01; 2026-05-01 is 31.
     res = evaluate("I6", record(upcr(0.9, when)))
     assert ("proteinuria" in res.details["sledai_items"]) is counted
+
+
+def partial_score(value: float, label: str, when: str = "2026-05-20") -> dict[str, Any]:
+    return observation("C-SLEDAI", when, system=LOCAL, id="cs", display=label, value=value, unit="{score}")
+
+
+@pytest.mark.parametrize(
+    "label",
+    [
+        "Clinical SLEDAI-2K (excluding serology)",
+        "cSLEDAI",
+        "SLEDAI-2K without serologic items",
+        "Modified SLEDAI-2K (without anti-dsDNA and complement)",
+    ],
+)
+def test_a_score_without_the_serologic_items_is_a_lower_bound(evaluate, label):
+    """Clinical SLEDAI 4 + low C3 (2) + anti-dsDNA (2): the SLEDAI-2K is at least 8, not 4."""
+    res = evaluate("I6", record(partial_score(4, label), low_c3(), dsdna_pos()))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "leaves the serologic items out" in res.reason and "at least 8" in res.reason
+    assert set(res.evidence) == {"Observation/cs", "Observation/c3", "Observation/dsdna"}
+    assert res.details["sledai_source"] == "recorded without serology"
+
+
+def test_a_score_without_serology_decides_what_the_serologic_items_cannot_change(evaluate):
+    assert evaluate("I6", record(partial_score(6, "Clinical SLEDAI"))).outcome is Outcome.PASS
+    low = evaluate("I6", record(partial_score(1, "Clinical SLEDAI")))
+    assert low.outcome is Outcome.FAIL  # 1 + 4 at most
+    assert "at most 5" in low.reason
+
+
+def test_a_score_without_serology_and_no_labs_is_unknown(evaluate):
+    res = evaluate("I6", record(partial_score(4, "Clinical SLEDAI-2K")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "up to 4 more" in res.reason
+    assert res.next_step and "complement and anti-dsDNA" in res.next_step
+
+
+def test_a_full_total_outranks_a_score_without_serology(evaluate):
+    res = evaluate("I6", record(score(4, id="s"), partial_score(6, "Clinical SLEDAI")))
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("Observation/s",)
