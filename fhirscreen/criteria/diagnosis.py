@@ -9,8 +9,9 @@ Classification items are rarely coded, so too few items evidenced is unknown, ne
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -32,7 +33,7 @@ from fhirscreen.criteria._labs import (
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet, coding_items, concept_label
 from fhirscreen.fhir.resources import Resource, condition_span, ref
-from fhirscreen.fhir.values import is_below_range, polarity
+from fhirscreen.fhir.values import is_below_range, polarity, quantity_of, reference_range
 from fhirscreen.record import PatientRecord
 
 _STRICT = ConfigDict(extra="forbid", frozen=True, validate_default=True)
@@ -103,6 +104,8 @@ class SleClassificationParams(Params):
     slicc_standalone_nephritis: bool = False
     biopsy_proven_nephritis: ValueSetRef = "lupus_nephritis_classified"
     ana_abnormal_min_titer: int = 80
+    anticardiolipin_medium_min: float = 40.0  # SLICC I4 "medium or high titer": 40 GPL/MPL units
+    dsdna_elisa_fold: float = 2.0  # SLICC I2: "> 2-fold the reference range if tested by ELISA"
     leukopenia_below: float = 4.0
     lymphopenia_acr_below: float = 1.5
     lymphopenia_slicc_below: float = 1.0
@@ -153,10 +156,12 @@ SLICC_CLINICAL: tuple[tuple[str, frozenset[str]], ...] = (
 )
 SLICC_IMMUNOLOGIC: tuple[tuple[str, frozenset[str]], ...] = (
     ("I1 ANA", frozenset({"ana"})),
-    ("I2 anti-dsDNA", frozenset({"anti_dsdna"})),
+    # SLICC asks more of two tests than ACR does: anti-dsDNA by ELISA above twice the range, and
+    # anticardiolipin at medium or high titer (``lab_findings``).
+    ("I2 anti-dsDNA", frozenset({"anti_dsdna_slicc"})),
     ("I3 anti-Sm", frozenset({"anti_sm"})),
     ("I4 antiphospholipid", frozenset({
-        "anticardiolipin", "anti_beta2gp", "lupus_anticoagulant", "false_positive_syphilis",
+        "anticardiolipin_slicc", "anti_beta2gp", "lupus_anticoagulant", "false_positive_syphilis",
         "antiphospholipid_coded",
     })),
     ("I5 low complement", frozenset({"low_complement"})),
@@ -255,11 +260,18 @@ def lab_findings(record: PatientRecord, ctx: Context, params: SleClassificationP
     titer_codes = ctx.vs(sets.anti_dsdna_titer)
     for lab in results(sets.anti_dsdna):
         if dsdna_verdict(lab, titer_codes, params.dsdna_min_titer) == "positive":
-            _add(found, "anti_dsdna", lab, f"anti-dsDNA {value_text(lab)} positive on {lab.when}")
+            text = f"anti-dsDNA {value_text(lab)} positive on {lab.when}"
+            _add(found, "anti_dsdna", lab, text)
+            if not _elisa_within(lab, params.dsdna_elisa_fold):  # SLICC: "> 2-fold the range by ELISA"
+                _add(found, "anti_dsdna_slicc", lab, text)
+    for lab in results(sets.anticardiolipin):
+        if polarity(lab.obs) == "positive":
+            _add(found, "anticardiolipin", lab, f"{lab.name} positive on {lab.when}")
+            if _medium_or_high(lab, params.anticardiolipin_medium_min):  # SLICC: "medium or high titer"
+                _add(found, "anticardiolipin_slicc", lab, f"{lab.name} {value_text(lab)} on {lab.when}")
     for feature, name in (
-        ("anti_sm", sets.anti_sm), ("anticardiolipin", sets.anticardiolipin),
-        ("anti_beta2gp", sets.anti_beta2gp), ("lupus_anticoagulant", sets.lupus_anticoagulant),
-        ("direct_coombs", sets.direct_coombs),
+        ("anti_sm", sets.anti_sm), ("anti_beta2gp", sets.anti_beta2gp),
+        ("lupus_anticoagulant", sets.lupus_anticoagulant), ("direct_coombs", sets.direct_coombs),
     ):
         for lab in results(name):
             if polarity(lab.obs) == "positive":
@@ -271,6 +283,31 @@ def lab_findings(record: PatientRecord, ctx: Context, params: SleClassificationP
     _blood_counts(found, ctx, params, results)
     _renal(found, ctx, params, results)
     return found
+
+
+_ELISA = re.compile(r"\b(elisa|eia|enzyme[- ]linked|enzyme immunoassay)\b", re.IGNORECASE)
+_MEDIUM_OR_HIGH = re.compile(r"\b(medium|moderate|moderately|high|strong|strongly)\b", re.IGNORECASE)
+
+
+def _elisa_within(lab: Lab, fold: float) -> bool:
+    """True for an ELISA result (Observation.method) at or below ``fold`` times its reference range."""
+    method = lab.obs.get("method")
+    if not isinstance(method, Mapping):
+        return False
+    if not _ELISA.search(f"{concept_label(method)} {method.get('text') or ''}"):
+        return False
+    q = quantity_of(lab.obs)
+    _low, high = reference_range(lab.obs)
+    return q is not None and high is not None and q.above(fold * high) is not True
+
+
+def _medium_or_high(lab: Lab, at_least: float) -> bool:
+    """An anticardiolipin result shown to be of medium or high titer: a value of ``at_least`` (40 GPL/MPL
+    units) or more, or words saying so ("moderate positive"); a bare "positive" does not show it."""
+    q = quantity_of(lab.obs)
+    if q is not None:
+        return q.at_least(at_least) is True
+    return bool(_MEDIUM_OR_HIGH.search(value_text(lab)))
 
 
 def _false_positive_syphilis(found: Findings, rpr: list[Lab], treponemal: list[Lab]) -> None:

@@ -279,3 +279,36 @@ def test_i2_evidence_does_not_depend_on_the_resource_order(evaluate):
     first, second = evaluate("I2", record(*resources)), evaluate("I2", record(*reversed(resources)))
     assert first.evidence == second.evidence
     assert first.evidence[0] == "Condition/sle"
+
+
+def _acl(**value: Any) -> dict[str, Any]:
+    return observation("3181-5", "2025-05-01", id="acl", **value)
+
+
+@pytest.mark.parametrize(
+    ("acl", "slicc"),
+    [
+        ({"value": 22, "unit": "[GPL'U]/mL", "high": 15, "interpretation": "H"}, False),  # low positive
+        ({"value": 45, "unit": "[GPL'U]/mL", "high": 15, "interpretation": "H"}, True),
+        ({"string": "Moderate positive"}, True),
+        ({"string": "Positive"}, False),  # the titer is not shown
+    ],
+    ids=["low-positive", "medium", "moderate-words", "bare-positive"],
+)
+def test_slicc_counts_anticardiolipin_at_medium_or_high_titer_acr_any_abnormal_level(evaluate, acl, slicc):
+    res = evaluate("I2", record(sle(), ana_pos(), _acl(**acl), arthritis()))
+    assert ("I4 antiphospholipid" in res.details["slicc_items"]) is slicc
+    assert res.details["acr_items"] == ["5 arthritis", "10 immunologic disorder", "11 antinuclear antibody"]
+
+
+def test_slicc_counts_an_elisa_anti_dsdna_only_above_twice_the_range(evaluate):
+    elisa = {"coding": [{"system": "http://snomed.info/sct", "code": "76978006", "display": "ELISA"}]}
+    def dsdna(value: float) -> dict[str, Any]:
+        return observation("5130-0", "2025-05-01", value=value, unit="IU/mL", high=30, interpretation="H",
+                           method=elisa)
+
+    res = evaluate("I2", record(sle(), ana_pos(), dsdna(35), arthritis()))
+    assert "I2 anti-dsDNA" not in res.details["slicc_items"]
+    assert "10 immunologic disorder" in res.details["acr_items"]  # ACR: "abnormal titer"
+    above = evaluate("I2", record(sle(), ana_pos(), dsdna(75), arthritis()))
+    assert "I2 anti-dsDNA" in above.details["slicc_items"]
