@@ -371,7 +371,7 @@ def reference_range(obs: Mapping[str, Any] | None) -> tuple[float | None, float 
 # A range written out, as some feeds send it (only ``referenceRange.text``): "<30 IU/mL", "<= 9",
 # "90-180 mg/dL", "0.6 to 1.2", ">60". The first band of a graded text ("Negative <20; Equivocal
 # 20-25; Positive >25") is the normal range.
-_NUM = r"(\d+(?:\.\d+)?|\.\d+)"
+_NUM = r"(\d+(?:\.\d+)?|\.\d+)(?!\s*[:/]\s*\d)"  # not the 1 of a titer ("<1:40")
 _BELOW_TEXT = re.compile(r"(?:<=|=<|≤|<)\s*" + _NUM)
 _BETWEEN_TEXT = re.compile(_NUM + r"\s*(?:-|–|to)\s*" + _NUM)
 _ABOVE_TEXT = re.compile(r"(?:>=|=>|≥|>)\s*" + _NUM)

@@ -243,6 +243,7 @@ def test_reference_range_absent():
         ("Negative <20; Equivocal 20-25; Positive >25", (None, 20.0)),  # the first band is normal
         ("See comment", (None, None)),
         ("1:40", (None, None)),  # a titer is not a range of numbers
+        ("<1:40", (None, None)),
     ],
 )
 def test_a_range_written_as_text_is_read(text, expected):
