@@ -18,6 +18,7 @@ from fhirscreen.criteria._medications import (
     exposures,
     first_drug,
     merge,
+    regular_interval,
 )
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import coding_items
@@ -34,6 +35,9 @@ class BackgroundTherapyParams(Params):
     # An order that states no duration is taken to last until the next order of the same drug when that
     # follows within this many days (a renewal); alone, it may have lasted this long.
     renewal_max_days: int = 366
+    # Administrations given at a regular interval up to this long carry the therapy until the next dose is
+    # due (weekly methotrexate injections); sparser ones cover only their day (or the drug's covers_days).
+    dose_interval_max_days: int = 31
 
 
 class RegimenChangeParams(Params):
@@ -43,6 +47,7 @@ class RegimenChangeParams(Params):
     # A record starting more than this many days after the drug's previous exposure ended is a (re)start.
     max_gap_days: int = 30
     renewal_max_days: int = 366
+    dose_interval_max_days: int = 31
 
 
 @dataclass(frozen=True)
@@ -53,6 +58,7 @@ class _Course:
     items: tuple[Exposure, ...]  # dated, sorted by start
     intervals: tuple[Interval, ...]  # known exposure
     possible: tuple[Interval, ...]  # known exposure plus unrecorded continuation after unstated ends
+    dose_interval: int | None = None  # days between the drug's administrations, when regular
 
 
 def _systemic_by_drug(
@@ -80,15 +86,22 @@ def _systemic_by_drug(
 
 
 def _course(
-    drug: Drug, items: Sequence[Exposure], as_of: date, renewal_max_days: int, refill_grace_days: int
+    drug: Drug, items: Sequence[Exposure], as_of: date, renewal_max_days: int, refill_grace_days: int,
+    dose_interval_max_days: int,
 ) -> _Course:
     known: list[Interval] = []
     possible: list[Interval] = []
+    given = [e.start for e in items if e.resource_type == "MedicationAdministration" and e.start is not None]
+    interval = regular_interval(given, dose_interval_max_days)
+    # A dose carries the therapy until the next one is due: one interval after it when the doses keep a
+    # schedule (weekly methotrexate injections), else the days one dose is set to cover (a monthly
+    # cyclophosphamide pulse) or its own day.
+    reach = max(drug.covers_days - 1, interval or 0)
     for i, exp in enumerate(items):
         assert exp.start is not None
         last = exp.last_day(as_of) or exp.start
         if exp.resource_type == "MedicationAdministration":
-            last = min(as_of, max(last, exp.start + timedelta(days=drug.covers_days - 1)))
+            last = min(as_of, max(last, exp.start + timedelta(days=reach)))
         if exp.resource_type == "MedicationDispense" and exp.end_stated and exp.end is not None:
             # A fill's supply is not a stop date: refills come a few days late and patients keep stock.
             # The same grace that joins courses keeps the last fill current that long after it runs out.
@@ -105,7 +118,7 @@ def _course(
                 possible_last = min(as_of, exp.start + timedelta(days=renewal_max_days))
         known.append(Interval(exp.start, last))
         possible.append(Interval(exp.start, max(last, possible_last)))
-    return _Course(drug, tuple(items), tuple(known), tuple(possible))
+    return _Course(drug, tuple(items), tuple(known), tuple(possible), interval)
 
 
 def _next_start(items: Sequence[Exposure], index: int, start: date, within_days: int) -> date | None:
@@ -129,7 +142,10 @@ def background_therapy(
     by_drug, undated, local_hits = _systemic_by_drug(record, ctx, params.drugs, params.local_forms)
     drugs = {d.name: d for d in params.drugs}
     courses = [
-        _course(drugs[name], items, as_of, params.renewal_max_days, params.max_gap_days)
+        _course(
+            drugs[name], items, as_of, params.renewal_max_days, params.max_gap_days,
+            params.dose_interval_max_days,
+        )
         for name, items in by_drug.items()
     ]
     evidence = [e.ref for c in courses for e in c.items] + [e.ref for e in undated]
@@ -243,7 +259,10 @@ def regimen_change(record: PatientRecord, ctx: Context, params: RegimenChangePar
     drugs = {d.name: d for d in params.drugs}
     events: list[_Event] = []
     for name, items in by_drug.items():
-        course = _course(drugs[name], items, as_of, params.renewal_max_days, params.max_gap_days)
+        course = _course(
+            drugs[name], items, as_of, params.renewal_max_days, params.max_gap_days,
+            params.dose_interval_max_days,
+        )
         events += _starts_and_changes(course, first, params.max_gap_days)
         events += _stops(course, first, as_of)
     since = f"since {first.isoformat()}"
@@ -349,6 +368,13 @@ def _stops(course: _Course, first: date, as_of: date) -> list[_Event]:
     if latest.end_stated:
         if known_end < first:
             return []
+        if latest.resource_type == "MedicationAdministration" and course.dose_interval is not None:
+            assert latest.start is not None
+            return [_Event(
+                "stopped", f"{name} stopped: last dose {latest.start.isoformat()} ({latest.label}), given "
+                f"every {course.dose_interval} days; the next, due {known_end.isoformat()}, is not recorded",
+                (latest.ref,),
+            )]
         return [_Event("stopped", f"{name} {state}: last exposure {known_end.isoformat()} ({latest.label})",
                        (latest.ref,))]
     if course.possible[index].end >= first:

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from fhirscreen.criteria._medications import regular_interval
 from fhirscreen.criteria.base import Outcome
 from tests.builders import (
     AS_OF,
@@ -157,6 +158,43 @@ def test_i5_monthly_cyclophosphamide_pulses_from_administrations_only(evaluate):
     assert evaluate("I5", record(*lapsed)).outcome is not Outcome.PASS
 
 
+def _weekly_methotrexate(last_ago: int, weeks: int, mg: float | None = None) -> list[dict]:
+    """Subcutaneous methotrexate given once a week, as a clinic records its administrations."""
+    doses = []
+    for k in range(weeks):
+        given = medication_administration(
+            MTX, ago(last_ago + 7 * k), display="methotrexate 25 MG/ML Injectable Solution", id=f"mtx{k}"
+        )
+        if mg is not None:
+            given["dosage"] = {"dose": {"value": mg, "unit": "mg"}}
+        doses.append(given)
+    return doses
+
+
+def test_i5_weekly_injections_carry_the_therapy_until_the_next_dose_is_due(evaluate):
+    res = evaluate("I5", record(*_weekly_methotrexate(last_ago=3, weeks=20)))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert f"methotrexate since {ago(3 + 7 * 19)}" in res.reason
+
+
+def test_i5_administrations_without_a_schedule_cover_only_their_day(evaluate):
+    scattered = [medication_administration(MTX, ago(d), display="methotrexate") for d in (3, 20, 61, 130)]
+    assert evaluate("I5", record(*scattered)).outcome is not Outcome.PASS
+
+
+def test_dosing_interval_is_read_from_the_recent_administrations():
+    weekly = [AS_OF - timedelta(days=7 * k) for k in range(6)]
+    assert regular_interval(weekly, 31) == 7
+    missed_one = [d for d in weekly if d != AS_OF - timedelta(days=14)]
+    assert regular_interval(missed_one, 31) == 7
+    daily_then_weekly = [AS_OF - timedelta(days=400 + k) for k in range(10)] + weekly
+    assert regular_interval(daily_then_weekly, 31) == 7
+    assert regular_interval(weekly[:2], 31) is None  # one gap is no schedule
+    assert regular_interval([AS_OF - timedelta(days=d) for d in (0, 3, 20, 61, 130)], 31) is None
+    assert regular_interval([AS_OF - timedelta(days=90 * k) for k in range(4)], 31) is None  # too sparse
+    assert regular_interval([AS_OF - timedelta(days=k) for k in range(5)], 31) is None  # daily
+
+
 def test_i5_undated_record_is_unknown(evaluate):
     res = evaluate("I5", record(medication_statement(HCQ, None, display="hydroxychloroquine", id="u1")))
     assert res.outcome is Outcome.UNKNOWN
@@ -284,6 +322,19 @@ def test_e4_restart_after_a_long_break_is_an_addition(evaluate):
         medication_request(HCQ, ago(30)),
     )
     assert "started" in evaluate("E4", rec).reason
+
+
+def test_e4_steady_weekly_injections_are_no_change(evaluate):
+    res = evaluate("E4", record(*_weekly_methotrexate(last_ago=3, weeks=30, mg=15)))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "methotrexate: no start, dose change or stop" in res.reason
+
+
+def test_e4_weekly_injections_whose_next_dose_fell_due_unrecorded_in_the_window_stopped(evaluate):
+    res = evaluate("E4", record(*_weekly_methotrexate(last_ago=40, weeks=30, mg=15)))
+    assert res.outcome is Outcome.FAIL
+    assert (f"methotrexate stopped: last dose {ago(40)} (methotrexate 25 MG/ML Injectable Solution), given "
+            f"every 7 days; the next, due {ago(33)}, is not recorded") in res.reason
 
 
 def test_e4_no_drug_passes(evaluate):
