@@ -450,7 +450,11 @@ def daily_mg(exposure: Exposure, on: date | None = None) -> tuple[float, float] 
     """The daily dose in mg (low, high), over the whole record or ``on`` a day (taper steps): mass
     units convert directly; tablets, capsules and mL use the strength in the drug's name
     ("predniSONE 20 MG Oral Tablet"). None when it cannot be known."""
-    dose = exposure.dose if on is None else dose_on(exposure, on)
+    return dose_mg(exposure, exposure.dose if on is None else dose_on(exposure, on))
+
+
+def dose_mg(exposure: Exposure, dose: Dose | None) -> tuple[float, float] | None:
+    """A daily dose of the record's drug (one of its taper steps, say) in mg, as ``daily_mg``."""
     if dose is None:
         return None
     unit = dose.unit.lower()

@@ -6,15 +6,17 @@ trial file. Exposure comes from the shared normalised view (``_medications``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from fhirscreen.criteria._dosing import Dose
 from fhirscreen.criteria._medications import (
     Drug,
     Exposure,
     Interval,
-    daily_mg,
+    dose_mg,
     exposures,
     first_drug,
     merge,
@@ -264,6 +266,7 @@ def regimen_change(record: PatientRecord, ctx: Context, params: RegimenChangePar
             params.dose_interval_max_days,
         )
         events += _starts_and_changes(course, first, params.max_gap_days)
+        events += _step_changes(course, first, as_of)
         events += _stops(course, first, as_of)
     since = f"since {first.isoformat()}"
     definite = [e for e in events if e.kind != "maybe"]
@@ -319,13 +322,14 @@ def _starts_and_changes(course: _Course, first: date, max_gap_days: int) -> list
         if same is False:
             events.append(_Event(
                 "changed", f"{name} dose changed on {exp.start.isoformat()} "
-                f"({_dose_text(previous)} -> {_dose_text(exp)})", (previous.ref, exp.ref),
+                f"({_dose_text(previous, _last_dose(previous))} -> {_dose_text(exp, _first_dose(exp))})",
+                (previous.ref, exp.ref),
             ))
         elif same and (how_often := _frequency_change(previous, exp)):
             # "Any change" to the regimen: a new frequency is one even at the same daily dose.
             events.append(_Event(
                 "changed", f"{name} frequency changed on {exp.start.isoformat()} at the same daily dose "
-                f"({_dose_text(exp)}: {how_often})", (previous.ref, exp.ref),
+                f"({_dose_text(exp, _first_dose(exp))}: {how_often})", (previous.ref, exp.ref),
             ))
         elif same is None and exp.resource_type in ("MedicationRequest", "MedicationStatement"):
             events.append(_Event(
@@ -385,14 +389,63 @@ def _stops(course: _Course, first: date, as_of: date) -> list[_Event]:
     return []
 
 
+def _step_changes(course: _Course, first: date, as_of: date) -> list[_Event]:
+    """Dose changes written inside one record: dosage lines of successive dates (400 mg a day until
+    March, then 200 mg a day). A step starting in the window at another daily dose than the step before
+    it is a change; steps of different doses whose dates cannot be read may be one."""
+    events: list[_Event] = []
+    name = course.drug.name
+    for exp, possible in zip(course.items, course.possible, strict=True):
+        if exp.dosing is None:
+            continue
+        if exp.dosing.steps_undated and possible.end >= first:
+            events.append(_Event(
+                "maybe", f"{name}: {exp.label} ({exp.when()}) lists doses of {_dose_text(exp, exp.dose)} in "
+                f"steps whose dates are not recorded: the dose may have changed after {first.isoformat()}",
+                (exp.ref,),
+            ))
+            continue
+        for before, step in itertools.pairwise(exp.dosing.steps):
+            if step.start is None or not first <= step.start <= as_of:
+                continue
+            same = _same_amount(exp, before.dose, exp, step.dose)
+            if same is False:
+                events.append(_Event(
+                    "changed", f"{name} dose changed on {step.start.isoformat()} within one order "
+                    f"({_dose_text(exp, before.dose)} -> {_dose_text(exp, step.dose)}; {exp.label})",
+                    (exp.ref,),
+                ))
+            elif same is None:
+                events.append(_Event(
+                    "maybe", f"{name}: {exp.label} has a new dosage line from {step.start.isoformat()} whose "
+                    f"dose cannot be compared with the one before it ({exp.ref})", (exp.ref,),
+                ))
+    return events
+
+
+def _first_dose(exp: Exposure) -> Dose | None:
+    """The daily dose the record starts with (its first step when the steps are dated)."""
+    return exp.dosing.steps[0].dose if exp.dosing is not None and exp.dosing.steps else exp.dose
+
+
+def _last_dose(exp: Exposure) -> Dose | None:
+    """The daily dose the record ends with: what a later record is compared with."""
+    return exp.dosing.steps[-1].dose if exp.dosing is not None and exp.dosing.steps else exp.dose
+
+
 def _same_dose(a: Exposure, b: Exposure) -> bool | None:
     """True for a same-dose refill, False for a dose change, None when the doses cannot be compared."""
-    mg_a, mg_b = daily_mg(a), daily_mg(b)
+    return _same_amount(a, _last_dose(a), b, _first_dose(b))
+
+
+def _same_amount(a: Exposure, dose_a: Dose | None, b: Exposure, dose_b: Dose | None) -> bool | None:
+    """Whether daily dose ``dose_a`` of record ``a`` equals ``dose_b`` of ``b`` (None: not comparable)."""
+    mg_a, mg_b = dose_mg(a, dose_a), dose_mg(b, dose_b)
     if mg_a is not None and mg_b is not None:
         return _close(mg_a, mg_b)
-    if a.dose is None or b.dose is None or a.dose.unit != b.dose.unit or _codes(a) != _codes(b):
+    if dose_a is None or dose_b is None or dose_a.unit != dose_b.unit or _codes(a) != _codes(b):
         return None
-    return _close((a.dose.low, a.dose.high), (b.dose.low, b.dose.high))
+    return _close((dose_a.low, dose_a.high), (dose_b.low, dose_b.high))
 
 
 def _frequency_change(a: Exposure, b: Exposure) -> str | None:
@@ -434,10 +487,10 @@ def _codes(exp: Exposure) -> frozenset[tuple[str, str]]:
     return frozenset(out)
 
 
-def _dose_text(exp: Exposure) -> str:
-    mg = daily_mg(exp)
+def _dose_text(exp: Exposure, dose: Dose | None) -> str:
+    mg = dose_mg(exp, dose)
     if mg is not None:
         return f"{mg[0]:g} mg/day" if mg[0] == mg[1] else f"{mg[0]:g}-{mg[1]:g} mg/day"
-    if exp.dose is not None:
-        return f"{exp.dose.low:g} {exp.dose.unit or 'unit(s)'}/day"
+    if dose is not None:
+        return f"{dose.low:g} {dose.unit or 'unit(s)'}/day"
     return "dose not recorded"

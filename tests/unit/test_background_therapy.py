@@ -288,6 +288,52 @@ def test_e4_morning_and_evening_lines_are_twice_a_day(evaluate):
     assert res.outcome is Outcome.PASS, res.reason
 
 
+def _hcq_lines(*lines: tuple[int, str | None, str | None], id: str = "lines", **extra) -> dict:
+    """One hydroxychloroquine order whose dosage lines are (mg a day, boundsPeriod start, end) in turn."""
+    order = medication_request(HCQ, ago(300), display="hydroxychloroquine 200 MG Oral Tablet", id=id, **extra)
+    order["dosageInstruction"] = [
+        {
+            "sequence": seq,
+            "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d", "boundsPeriod": {
+                k: v for k, v in (("start", start), ("end", end)) if v
+            }}},
+            "doseAndRate": [{"doseQuantity": {"value": mg, "unit": "mg"}}],
+        }
+        for seq, (mg, start, end) in enumerate(lines, start=1)
+    ]
+    return order
+
+
+def test_e4_dose_change_written_as_dated_lines_of_one_order(evaluate):
+    res = evaluate("E4", record(_hcq_lines((400, ago(300), ago(31)), (200, ago(30), None))))
+    assert res.outcome is Outcome.FAIL
+    assert (f"hydroxychloroquine dose changed on {ago(30)} within one order (400 mg/day -> 200 mg/day"
+            in res.reason)
+    assert res.evidence == ("MedicationRequest/lines",)
+
+
+def test_e4_dated_lines_of_one_order_changing_before_the_window_are_no_change(evaluate):
+    res = evaluate("E4", record(_hcq_lines((400, ago(300), ago(101)), (200, ago(100), None))))
+    assert res.outcome is Outcome.PASS, res.reason
+
+
+def test_e4_lines_of_different_doses_without_dates_may_be_a_change(evaluate):
+    res = evaluate("E4", record(_hcq_lines((400, None, None), (200, None, None))))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "lists doses of 200-400 mg/day in steps whose dates are not recorded" in res.reason
+
+
+def test_e4_a_renewal_is_compared_with_the_dose_the_order_ended_on(evaluate):
+    stepped = _hcq_lines((400, ago(300), ago(151)), (200, ago(150), ago(41)), status="completed")
+    renewal = medication_request(HCQ, ago(40), display="hydroxychloroquine 200 MG Oral Tablet", dose=200)
+    res = evaluate("E4", record(stepped, renewal))
+    assert res.outcome is Outcome.PASS, res.reason
+    lower = medication_request(HCQ, ago(40), display="hydroxychloroquine 200 MG Oral Tablet", dose=100)
+    res = evaluate("E4", record(stepped, lower))
+    assert res.outcome is Outcome.FAIL
+    assert f"dose changed on {ago(40)} (200 mg/day -> 100 mg/day)" in res.reason
+
+
 def test_e4_refill_without_dose_cannot_rule_out_a_change(evaluate):
     rec = record(
         medication_request(HCQ, "2025-06-01", status="stopped", dose=200),
