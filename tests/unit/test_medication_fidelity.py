@@ -471,6 +471,50 @@ def test_e6_class_by_atc_code_without_a_name(evaluate):
     assert "half-life unknown" in res.reason
 
 
+ATC = "http://www.whocc.no/atc"
+
+
+@pytest.mark.parametrize(
+    ("code", "days_ago", "expected", "said"),
+    [
+        ("L04AA26", 30, Outcome.FAIL, "belimumab (L04AA26) last dose"),  # belimumab before the 2024 revision
+        ("L04AG04", 95, Outcome.FAIL, "97 days ends"),  # belimumab since 2024: its own 97-day washout
+        ("L04AG04", 98, Outcome.PASS, "97 days ended"),
+        ("L01XC02", 110, Outcome.FAIL, "rituximab (L01XC02)"),  # before 2022
+        ("L01FA01", 110, Outcome.FAIL, "5 x 23 d"),
+        ("L01FA03", 140, Outcome.FAIL, "obinutuzumab"),
+        ("L04AA36", 125, Outcome.FAIL, "ocrelizumab"),
+        ("L04AG12", 60, Outcome.FAIL, "ofatumumab"),
+        ("L04AA51", 120, Outcome.UNKNOWN, "anifrolumab"),
+        ("L04AA24", 60, Outcome.FAIL, "abatacept"),
+        ("L04AC07", 60, Outcome.FAIL, "tocilizumab"),
+        ("L04AJ01", 60, Outcome.FAIL, "eculizumab"),
+    ],
+)
+def test_e6_listed_biologic_by_atc_code_alone_old_or_new(evaluate, code, days_ago, expected, said):
+    given = medication_administration(code, ago(days_ago), system=ATC, id="bio")
+    res = evaluate("E6", record(given))
+    assert res.outcome is expected, res.reason
+    assert said in res.reason
+    if "anifrolumab" not in said:  # the one listed biologic whose label states no half-life
+        assert "half-life unknown" not in res.reason
+
+
+def test_e6_class_holds_the_pre_2024_codes_of_biologics_but_not_the_small_molecules_of_l04aa(evaluate):
+    alemtuzumab = evaluate("E6", record(medication_administration("L04AA34", ago(30), system=ATC, id="b")))
+    assert alemtuzumab.outcome is Outcome.FAIL
+    assert "alemtuzumab (L04AA34) last dose" in alemtuzumab.reason
+    assert "half-life unknown" in alemtuzumab.reason
+    leflunomide = evaluate("E6", record(medication_administration("L04AA13", ago(30), system=ATC)))
+    assert leflunomide.outcome is Outcome.PASS
+
+
+def test_i5_leflunomide_by_its_atc_code_since_2024(evaluate):
+    res = evaluate("I5", record(medication_request("L04AK01", ago(200), system=ATC, id="lef")))
+    assert res.outcome is Outcome.PASS
+    assert "On leflunomide since" in res.reason
+
+
 # ------------------------------------------------------------------------------- 8. E5 development codes
 
 
