@@ -431,6 +431,32 @@ def test_e3_weight_in_an_unknown_unit_is_a_data_quality_finding_not_no_weight(ev
     assert [f.problem for f in ctx.quality.findings] == ["unknown-unit"]
 
 
+def dry_weight(kg: float, when_ago: int = 5, id: str = "dry"):
+    return observation("8341-0", ago(when_ago), value=kg, unit="kg", id=id)
+
+
+def test_e3_a_dry_weight_is_used_when_it_is_the_only_weight_and_the_reason_says_so(evaluate):
+    res = evaluate("E3", record(prednisone(60), dry_weight(70)))
+    assert res.outcome is Outcome.FAIL
+    assert "0.86 mg/kg/day" in res.reason
+    assert f"70.0 kg on {ago(5)}, a dry weight: no other usable body weight on record" in res.reason
+    assert "no body weight" not in res.reason
+    assert "Observation/dry" in res.evidence and res.details["dry_weight"] is True
+
+
+def test_e3_a_dry_weight_stands_in_for_a_body_weight_over_a_year_old(evaluate):
+    res = evaluate("E3", record(prednisone(30), weight(40, when_ago=500), dry_weight(70)))
+    assert res.outcome is Outcome.PASS
+    assert "a dry weight" in res.reason
+
+
+def test_e3_a_body_weight_is_preferred_to_a_more_recent_dry_weight(evaluate):
+    res = evaluate("E3", record(prednisone(60), weight(150, when_ago=10), dry_weight(70, when_ago=2)))
+    assert res.outcome is Outcome.PASS
+    assert "150.0 kg" in res.reason and "dry weight" not in res.reason
+    assert "Observation/dry" not in res.evidence
+
+
 # ------------------------------------------------------------------------------- 7. E6 biologic class
 
 
