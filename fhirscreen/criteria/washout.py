@@ -17,7 +17,8 @@ from typing import Any
 from fhirscreen.criteria._medications import Drug, Exposure, exposures, first_drug, study_reference_text
 from fhirscreen.criteria._research import observational, participation
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
-from fhirscreen.fhir.codes import canonical_system, codings
+from fhirscreen.fhir.codes import canonical_system, codings, concept_label
+from fhirscreen.fhir.dates import span_of
 from fhirscreen.fhir.resources import condition_span, ref
 from fhirscreen.record import PatientRecord
 
@@ -112,8 +113,8 @@ def biologic_washout(record: PatientRecord, ctx: Context, params: BiologicWashou
     last_doses: dict[str, tuple[Biologic, Exposure, date | None]] = {}
     undated: list[_Washout] = []
     by_drug: dict[str, list[Exposure]] = {}
-    for exp in exposures(record):
-        drug = _biologic(exp, ctx, params)
+    found_doses = [(exp, _biologic(exp, ctx, params)) for exp in exposures(record)]
+    for exp, drug in found_doses + _infusion_procedures(record, ctx, params):
         if drug is None:
             continue
         if exp.start is None and not exp.ongoing:
@@ -148,6 +149,42 @@ def biologic_washout(record: PatientRecord, ctx: Context, params: BiologicWashou
         "No immunomodulatory biologic on record",
         "Confirm the half-life/last dose with the investigator.", extra,
     )
+
+
+# Procedure.status values under which nothing was given yet (R4 EventStatus); not-done and
+# entered-in-error are dropped by the record's hygiene.
+_NOT_GIVEN = frozenset({"preparation", "on-hold"})
+
+
+def _infusion_procedures(
+    record: PatientRecord, ctx: Context, params: BiologicWashoutParams
+) -> list[tuple[Exposure, Biologic | None]]:
+    """Procedures coded with a listed biologic's own code (an HCPCS J-code such as J9312 rituximab, in
+    claims-like data): an administration on the procedure's date. Codes only: procedure names are not
+    read as drug names."""
+    sets = [(drug, ctx.vs(drug.value_set)) for drug in params.biologics]
+    systems = {system for _drug, vs in sets for system, _code in vs.codes}
+    out: list[tuple[Exposure, Biologic | None]] = []
+    for proc in record.of_type("Procedure"):
+        code = proc.get("code")
+        if not isinstance(code, Mapping) or proc.get("status") in _NOT_GIVEN:
+            continue
+        drug = next((
+            drug for system, value, _display in codings(code) if system in systems
+            for drug, vs in sets if vs.has_code(system, value)
+        ), None)
+        if drug is None:
+            continue
+        span = span_of(proc, "performed")
+        start = (span.start or span.end) if span is not None else None
+        end = (span.end or span.start) if span is not None else None
+        given = Exposure(
+            ref=ref(proc), resource_type="Procedure", status=str(proc.get("status") or ""), concepts=(code,),
+            forms=(), label=concept_label(code), start=start, end=end, end_stated=True, ongoing=False,
+            dose=None, reason_codes=(), reason_refs=(), research_study=None,
+        )
+        out.append((given, drug))
+    return out
 
 
 _INN_STEM = re.compile(r"\b([a-z]{3,}(?:mab|cept|kinra|leukin))\b", re.IGNORECASE)

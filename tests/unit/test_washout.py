@@ -15,6 +15,7 @@ from tests.builders import (
     medication_administration,
     medication_request,
     medication_statement,
+    procedure,
     record,
 )
 
@@ -142,6 +143,24 @@ def test_e6_separate_medication_reference(evaluate):
     del ma["medicationCodeableConcept"]
     ma["medicationReference"] = {"reference": "Medication/rtx"}
     assert evaluate("E6", record(med, ma)).outcome is Outcome.FAIL
+
+
+def test_e6_infusion_billed_as_a_procedure_with_the_biologics_j_code_is_a_dose(evaluate):
+    billed = procedure("hcpcs", "J9312", ago(60), display="Injection, rituximab, 10 mg", id="rtx")
+    res = evaluate("E6", record(billed))
+    assert res.outcome is Outcome.FAIL
+    assert f"rituximab (Injection, rituximab, 10 mg) last dose {ago(60)}" in res.reason
+    assert "115 days ends" in res.reason and res.evidence == ("Procedure/rtx",)
+
+
+def test_e6_undated_j_code_procedure_is_unknown_and_a_planned_one_is_not_a_dose(evaluate):
+    undated = procedure("hcpcs", "J0490", None, display="Injection, belimumab, 10 mg", id="bel")
+    res = evaluate("E6", record(undated))
+    assert res.outcome is Outcome.UNKNOWN and "without a date" in res.reason
+    planned = procedure(
+        "hcpcs", "J0490", ago(10), status="preparation", display="Injection, belimumab, 10 mg"
+    )
+    assert evaluate("E6", record(planned)).outcome is Outcome.PASS
 
 
 def test_e6_no_biologic_passes(evaluate):
