@@ -79,6 +79,9 @@ class Dosing:
     # Administrations per day (low, high) over the lines, when each line states its timing and the
     # record has one step: what tells "200 mg twice a day" from "400 mg once a day" (E4's frequency).
     per_day: tuple[float, float] | None = None
+    # Several steps of different doses whose days cannot all be told apart (collapsed into ``dose``):
+    # the dose changed on some unrecorded day.
+    steps_undated: bool = False
 
     def on(self, when: date) -> Dose | None:
         """The daily dose on a day: the dated step covering it, else the overall range."""
@@ -196,13 +199,15 @@ def _read_dosing(
     if not readable or not steps or len({s.dose.unit for s in steps}) > 1:
         return Dosing(None, (), starts, ends, timing, single)
     overall = Dose(min(s.dose.low for s in steps), max(s.dose.high for s in steps), steps[0].dose.unit)
+    steps_undated = False
     if len(steps) > 1 and (any(s.start is None for s in steps) or any(s.end is None for s in steps[:-1])):
         # Steps whose days cannot all be told apart: only the range over them is known.
+        steps_undated = len({(s.dose.low, s.dose.high) for s in steps}) > 1
         steps = [DoseStep(None, None, overall)]
     stated = [_stated_per_day(d) for d in dosages] if not administration and len(groups) == 1 else []
     said = [rate for rate in stated if rate is not None]
     rates = (sum(r[0] for r in said), sum(r[1] for r in said)) if said and len(said) == len(stated) else None
-    return Dosing(overall, tuple(steps), starts, ends, timing, single, rates)
+    return Dosing(overall, tuple(steps), starts, ends, timing, single, rates, steps_undated)
 
 
 def _step_spans(

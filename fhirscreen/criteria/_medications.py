@@ -11,8 +11,10 @@ screening date, so it is cached per record.
 
 from __future__ import annotations
 
+import itertools
 import math
 import re
+import statistics
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date, timedelta
@@ -448,7 +450,11 @@ def daily_mg(exposure: Exposure, on: date | None = None) -> tuple[float, float] 
     """The daily dose in mg (low, high), over the whole record or ``on`` a day (taper steps): mass
     units convert directly; tablets, capsules and mL use the strength in the drug's name
     ("predniSONE 20 MG Oral Tablet"). None when it cannot be known."""
-    dose = exposure.dose if on is None else dose_on(exposure, on)
+    return dose_mg(exposure, exposure.dose if on is None else dose_on(exposure, on))
+
+
+def dose_mg(exposure: Exposure, dose: Dose | None) -> tuple[float, float] | None:
+    """A daily dose of the record's drug (one of its taper steps, say) in mg, as ``daily_mg``."""
     if dose is None:
         return None
     unit = dose.unit.lower()
@@ -549,6 +555,31 @@ def clip(intervals: Iterable[Interval], first: date, last: date) -> list[Interva
 
 def total_days(intervals: Iterable[Interval]) -> int:
     return sum(i.days for i in merge(intervals))
+
+
+# The dosing interval is read from the most recent administrations: a schedule may have changed (daily
+# in hospital, then weekly at home), and it is the current one that says when the next dose is due.
+_RECENT_GAPS = 6
+# A gap counts as on schedule within this fraction of the median (a dose a day or two early or late).
+_ON_SCHEDULE = 0.25
+
+
+def regular_interval(days: Iterable[date], max_days: int) -> int | None:
+    """The regular interval in days between administrations given on ``days`` (weekly methotrexate -> 7).
+
+    The median gap between consecutive dosing days over the last few administrations, when at least three
+    and most of those gaps lie within a quarter of it; None when the doses are fewer, irregular, daily,
+    or further apart than ``max_days`` (no schedule to carry the therapy on by).
+    """
+    distinct = sorted(set(days))[-(_RECENT_GAPS + 1):]
+    gaps = [(b - a).days for a, b in itertools.pairwise(distinct)]
+    if len(gaps) < 2:
+        return None
+    median = statistics.median_low(gaps)
+    on_schedule = [g for g in gaps if abs(g - median) <= _ON_SCHEDULE * median]
+    if median < 2 or median > max_days or 2 * len(on_schedule) <= len(gaps):
+        return None
+    return median
 
 
 def study_reference_text(reference: object) -> str:

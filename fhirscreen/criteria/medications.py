@@ -6,18 +6,21 @@ trial file. Exposure comes from the shared normalised view (``_medications``).
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 
+from fhirscreen.criteria._dosing import Dose
 from fhirscreen.criteria._medications import (
     Drug,
     Exposure,
     Interval,
-    daily_mg,
+    dose_mg,
     exposures,
     first_drug,
     merge,
+    regular_interval,
 )
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import coding_items
@@ -34,6 +37,9 @@ class BackgroundTherapyParams(Params):
     # An order that states no duration is taken to last until the next order of the same drug when that
     # follows within this many days (a renewal); alone, it may have lasted this long.
     renewal_max_days: int = 366
+    # Administrations given at a regular interval up to this long carry the therapy until the next dose is
+    # due (weekly methotrexate injections); sparser ones cover only their day (or the drug's covers_days).
+    dose_interval_max_days: int = 31
 
 
 class RegimenChangeParams(Params):
@@ -43,6 +49,7 @@ class RegimenChangeParams(Params):
     # A record starting more than this many days after the drug's previous exposure ended is a (re)start.
     max_gap_days: int = 30
     renewal_max_days: int = 366
+    dose_interval_max_days: int = 31
 
 
 @dataclass(frozen=True)
@@ -53,6 +60,7 @@ class _Course:
     items: tuple[Exposure, ...]  # dated, sorted by start
     intervals: tuple[Interval, ...]  # known exposure
     possible: tuple[Interval, ...]  # known exposure plus unrecorded continuation after unstated ends
+    dose_interval: int | None = None  # days between the drug's administrations, when regular
 
 
 def _systemic_by_drug(
@@ -80,15 +88,22 @@ def _systemic_by_drug(
 
 
 def _course(
-    drug: Drug, items: Sequence[Exposure], as_of: date, renewal_max_days: int, refill_grace_days: int
+    drug: Drug, items: Sequence[Exposure], as_of: date, renewal_max_days: int, refill_grace_days: int,
+    dose_interval_max_days: int,
 ) -> _Course:
     known: list[Interval] = []
     possible: list[Interval] = []
+    given = [e.start for e in items if e.resource_type == "MedicationAdministration" and e.start is not None]
+    interval = regular_interval(given, dose_interval_max_days)
+    # A dose carries the therapy until the next one is due: one interval after it when the doses keep a
+    # schedule (weekly methotrexate injections), else the days one dose is set to cover (a monthly
+    # cyclophosphamide pulse) or its own day.
+    reach = max(drug.covers_days - 1, interval or 0)
     for i, exp in enumerate(items):
         assert exp.start is not None
         last = exp.last_day(as_of) or exp.start
         if exp.resource_type == "MedicationAdministration":
-            last = min(as_of, max(last, exp.start + timedelta(days=drug.covers_days - 1)))
+            last = min(as_of, max(last, exp.start + timedelta(days=reach)))
         if exp.resource_type == "MedicationDispense" and exp.end_stated and exp.end is not None:
             # A fill's supply is not a stop date: refills come a few days late and patients keep stock.
             # The same grace that joins courses keeps the last fill current that long after it runs out.
@@ -105,7 +120,7 @@ def _course(
                 possible_last = min(as_of, exp.start + timedelta(days=renewal_max_days))
         known.append(Interval(exp.start, last))
         possible.append(Interval(exp.start, max(last, possible_last)))
-    return _Course(drug, tuple(items), tuple(known), tuple(possible))
+    return _Course(drug, tuple(items), tuple(known), tuple(possible), interval)
 
 
 def _next_start(items: Sequence[Exposure], index: int, start: date, within_days: int) -> date | None:
@@ -129,7 +144,10 @@ def background_therapy(
     by_drug, undated, local_hits = _systemic_by_drug(record, ctx, params.drugs, params.local_forms)
     drugs = {d.name: d for d in params.drugs}
     courses = [
-        _course(drugs[name], items, as_of, params.renewal_max_days, params.max_gap_days)
+        _course(
+            drugs[name], items, as_of, params.renewal_max_days, params.max_gap_days,
+            params.dose_interval_max_days,
+        )
         for name, items in by_drug.items()
     ]
     evidence = [e.ref for c in courses for e in c.items] + [e.ref for e in undated]
@@ -243,8 +261,12 @@ def regimen_change(record: PatientRecord, ctx: Context, params: RegimenChangePar
     drugs = {d.name: d for d in params.drugs}
     events: list[_Event] = []
     for name, items in by_drug.items():
-        course = _course(drugs[name], items, as_of, params.renewal_max_days, params.max_gap_days)
+        course = _course(
+            drugs[name], items, as_of, params.renewal_max_days, params.max_gap_days,
+            params.dose_interval_max_days,
+        )
         events += _starts_and_changes(course, first, params.max_gap_days)
+        events += _step_changes(course, first, as_of)
         events += _stops(course, first, as_of)
     since = f"since {first.isoformat()}"
     definite = [e for e in events if e.kind != "maybe"]
@@ -300,13 +322,14 @@ def _starts_and_changes(course: _Course, first: date, max_gap_days: int) -> list
         if same is False:
             events.append(_Event(
                 "changed", f"{name} dose changed on {exp.start.isoformat()} "
-                f"({_dose_text(previous)} -> {_dose_text(exp)})", (previous.ref, exp.ref),
+                f"({_dose_text(previous, _last_dose(previous))} -> {_dose_text(exp, _first_dose(exp))})",
+                (previous.ref, exp.ref),
             ))
         elif same and (how_often := _frequency_change(previous, exp)):
             # "Any change" to the regimen: a new frequency is one even at the same daily dose.
             events.append(_Event(
                 "changed", f"{name} frequency changed on {exp.start.isoformat()} at the same daily dose "
-                f"({_dose_text(exp)}: {how_often})", (previous.ref, exp.ref),
+                f"({_dose_text(exp, _first_dose(exp))}: {how_often})", (previous.ref, exp.ref),
             ))
         elif same is None and exp.resource_type in ("MedicationRequest", "MedicationStatement"):
             events.append(_Event(
@@ -349,6 +372,13 @@ def _stops(course: _Course, first: date, as_of: date) -> list[_Event]:
     if latest.end_stated:
         if known_end < first:
             return []
+        if latest.resource_type == "MedicationAdministration" and course.dose_interval is not None:
+            assert latest.start is not None
+            return [_Event(
+                "stopped", f"{name} stopped: last dose {latest.start.isoformat()} ({latest.label}), given "
+                f"every {course.dose_interval} days; the next, due {known_end.isoformat()}, is not recorded",
+                (latest.ref,),
+            )]
         return [_Event("stopped", f"{name} {state}: last exposure {known_end.isoformat()} ({latest.label})",
                        (latest.ref,))]
     if course.possible[index].end >= first:
@@ -359,14 +389,63 @@ def _stops(course: _Course, first: date, as_of: date) -> list[_Event]:
     return []
 
 
+def _step_changes(course: _Course, first: date, as_of: date) -> list[_Event]:
+    """Dose changes written inside one record: dosage lines of successive dates (400 mg a day until
+    March, then 200 mg a day). A step starting in the window at another daily dose than the step before
+    it is a change; steps of different doses whose dates cannot be read may be one."""
+    events: list[_Event] = []
+    name = course.drug.name
+    for exp, possible in zip(course.items, course.possible, strict=True):
+        if exp.dosing is None:
+            continue
+        if exp.dosing.steps_undated and possible.end >= first:
+            events.append(_Event(
+                "maybe", f"{name}: {exp.label} ({exp.when()}) lists doses of {_dose_text(exp, exp.dose)} in "
+                f"steps whose dates are not recorded: the dose may have changed after {first.isoformat()}",
+                (exp.ref,),
+            ))
+            continue
+        for before, step in itertools.pairwise(exp.dosing.steps):
+            if step.start is None or not first <= step.start <= as_of:
+                continue
+            same = _same_amount(exp, before.dose, exp, step.dose)
+            if same is False:
+                events.append(_Event(
+                    "changed", f"{name} dose changed on {step.start.isoformat()} within one order "
+                    f"({_dose_text(exp, before.dose)} -> {_dose_text(exp, step.dose)}; {exp.label})",
+                    (exp.ref,),
+                ))
+            elif same is None:
+                events.append(_Event(
+                    "maybe", f"{name}: {exp.label} has a new dosage line from {step.start.isoformat()} whose "
+                    f"dose cannot be compared with the one before it ({exp.ref})", (exp.ref,),
+                ))
+    return events
+
+
+def _first_dose(exp: Exposure) -> Dose | None:
+    """The daily dose the record starts with (its first step when the steps are dated)."""
+    return exp.dosing.steps[0].dose if exp.dosing is not None and exp.dosing.steps else exp.dose
+
+
+def _last_dose(exp: Exposure) -> Dose | None:
+    """The daily dose the record ends with: what a later record is compared with."""
+    return exp.dosing.steps[-1].dose if exp.dosing is not None and exp.dosing.steps else exp.dose
+
+
 def _same_dose(a: Exposure, b: Exposure) -> bool | None:
     """True for a same-dose refill, False for a dose change, None when the doses cannot be compared."""
-    mg_a, mg_b = daily_mg(a), daily_mg(b)
+    return _same_amount(a, _last_dose(a), b, _first_dose(b))
+
+
+def _same_amount(a: Exposure, dose_a: Dose | None, b: Exposure, dose_b: Dose | None) -> bool | None:
+    """Whether daily dose ``dose_a`` of record ``a`` equals ``dose_b`` of ``b`` (None: not comparable)."""
+    mg_a, mg_b = dose_mg(a, dose_a), dose_mg(b, dose_b)
     if mg_a is not None and mg_b is not None:
         return _close(mg_a, mg_b)
-    if a.dose is None or b.dose is None or a.dose.unit != b.dose.unit or _codes(a) != _codes(b):
+    if dose_a is None or dose_b is None or dose_a.unit != dose_b.unit or _codes(a) != _codes(b):
         return None
-    return _close((a.dose.low, a.dose.high), (b.dose.low, b.dose.high))
+    return _close((dose_a.low, dose_a.high), (dose_b.low, dose_b.high))
 
 
 def _frequency_change(a: Exposure, b: Exposure) -> str | None:
@@ -408,10 +487,10 @@ def _codes(exp: Exposure) -> frozenset[tuple[str, str]]:
     return frozenset(out)
 
 
-def _dose_text(exp: Exposure) -> str:
-    mg = daily_mg(exp)
+def _dose_text(exp: Exposure, dose: Dose | None) -> str:
+    mg = dose_mg(exp, dose)
     if mg is not None:
         return f"{mg[0]:g} mg/day" if mg[0] == mg[1] else f"{mg[0]:g}-{mg[1]:g} mg/day"
-    if exp.dose is not None:
-        return f"{exp.dose.low:g} {exp.dose.unit or 'unit(s)'}/day"
+    if dose is not None:
+        return f"{dose.low:g} {dose.unit or 'unit(s)'}/day"
     return "dose not recorded"

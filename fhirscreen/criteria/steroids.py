@@ -62,6 +62,9 @@ class SteroidDoseParams(Params):
     steroids: list[Steroid]
     local_forms: ValueSetRef
     body_weight: ValueSetRef
+    # A dialysis dry weight is not the weight a dose is prescribed by, but it is used when no other usable
+    # body weight is on record (criteria-codes.md E3: "not 8341-0 dry weight ... unless nothing else").
+    dry_weight: ValueSetRef | None = None
     window_days: int = 28  # "in the 4 weeks prior to the screening visit"
     max_mg_per_kg: float = 0.5  # more than this fails
     weight_max_age_months: int = 12
@@ -264,8 +267,13 @@ def steroid_dose(record: PatientRecord, ctx: Context, params: SteroidDoseParams)
     counted = [u for u in in_window if u.drug.factor is not None]
     low_day, low, high = _daily_peaks(counted, first, as_of)
     weight, unreadable = _latest_weight(record, ctx, params.body_weight)
-    stale = weight is not None and weight.on < months_before(as_of, params.weight_max_age_months)
+    oldest = months_before(as_of, params.weight_max_age_months)
+    stale = weight is not None and weight.on < oldest
     usable = None if stale else weight
+    dry = None
+    if usable is None and params.dry_weight is not None:
+        dry, _dry_unreadable = _latest_weight(record, ctx, params.dry_weight)
+        usable = dry = dry if dry is not None and dry.on >= oldest else None
     notes = _dose_notes(counted, unconverted)
     details: dict[str, Any] = {"max_prednisone_eq_mg_day": round(low, 2)} if low > 0 else {}
     dose_known = math.isfinite(high)
@@ -276,6 +284,9 @@ def steroid_dose(record: PatientRecord, ctx: Context, params: SteroidDoseParams)
             details["mg_per_kg_day"] = round(low / usable.kg, 3)
         threshold_mg = params.max_mg_per_kg * usable.kg
         per_kg = f"{usable.kg:.1f} kg on {usable.on.isoformat()}"
+        if dry is not None:
+            per_kg += ", a dry weight: no other usable body weight on record"
+            details["dry_weight"] = True
         if low > threshold_mg:
             return result(
                 Outcome.FAIL,

@@ -17,7 +17,8 @@ from typing import Any
 from fhirscreen.criteria._medications import Drug, Exposure, exposures, first_drug, study_reference_text
 from fhirscreen.criteria._research import observational, participation
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
-from fhirscreen.fhir.codes import canonical_system, codings
+from fhirscreen.fhir.codes import canonical_system, codings, concept_label
+from fhirscreen.fhir.dates import span_of
 from fhirscreen.fhir.resources import condition_span, ref
 from fhirscreen.record import PatientRecord
 
@@ -36,6 +37,10 @@ class BiologicWashoutParams(Params):
     # Unknown half-life: last dose under min_washout_days ago fails, up to this many days is unknown.
     unknown_half_life_decided_days: int = 180
     baseline_offset_days: int = 0  # Day 0 = screening date + this
+    # A record that states no end (an order stopped on an unrecorded day) may have been given for up to this
+    # many days after its date, unless a later record of the drug follows sooner: its last dose may be that
+    # late, and is not recorded.
+    unstated_course_days: int = 366
 
 
 class InvestigationalParams(Params):
@@ -52,6 +57,7 @@ class InvestigationalParams(Params):
     after_dosing_statuses: tuple[str, ...] = ("follow-up", "on-study-observation", "off-study")
     pending_statuses: tuple[str, ...] = ("pending-on-study",)
     baseline_offset_days: int = 0
+    unstated_course_days: int = 366  # as for biologics
 
 
 @dataclass(frozen=True)
@@ -106,8 +112,9 @@ def biologic_washout(record: PatientRecord, ctx: Context, params: BiologicWashou
     day0 = ctx.as_of + timedelta(days=params.baseline_offset_days)
     last_doses: dict[str, tuple[Biologic, Exposure, date | None]] = {}
     undated: list[_Washout] = []
-    for exp in exposures(record):
-        drug = _biologic(exp, ctx, params)
+    by_drug: dict[str, list[Exposure]] = {}
+    found_doses = [(exp, _biologic(exp, ctx, params)) for exp in exposures(record)]
+    for exp, drug in found_doses + _infusion_procedures(record, ctx, params):
         if drug is None:
             continue
         if exp.start is None and not exp.ongoing:
@@ -119,10 +126,17 @@ def biologic_washout(record: PatientRecord, ctx: Context, params: BiologicWashou
         # Ongoing (including "currently taking" with no date): the washout has not started.
         last = None if exp.ongoing and (exp.start is None or exp.covers(ctx.as_of)) else (
             exp.last_day(ctx.as_of) or exp.start)
+        by_drug.setdefault(drug.name, []).append(exp)
         held = last_doses.get(drug.name)
         if held is None or _later(last, held[2]):
             last_doses[drug.name] = (drug, exp, last)
-    washouts = [_biologic_washout(drug, exp, last, day0, params) for drug, exp, last in last_doses.values()]
+    washouts = []
+    for drug, exp, last in last_doses.values():
+        found = _biologic_washout(drug, exp, last, day0, params)
+        if found.outcome is not Outcome.FAIL and last is not None:
+            unrecorded = _unrecorded_last_dose(drug, by_drug[drug.name], last, ctx.as_of, day0, params)
+            found = unrecorded or found
+        washouts.append(found)
     washouts += undated
     seen = [e for e in exposures(record) if e.seen_by(ctx.as_of)]
     reported = [e for e in seen if first_drug(e, params.report_only, ctx.value_sets)]
@@ -135,6 +149,42 @@ def biologic_washout(record: PatientRecord, ctx: Context, params: BiologicWashou
         "No immunomodulatory biologic on record",
         "Confirm the half-life/last dose with the investigator.", extra,
     )
+
+
+# Procedure.status values under which nothing was given yet (R4 EventStatus); not-done and
+# entered-in-error are dropped by the record's hygiene.
+_NOT_GIVEN = frozenset({"preparation", "on-hold"})
+
+
+def _infusion_procedures(
+    record: PatientRecord, ctx: Context, params: BiologicWashoutParams
+) -> list[tuple[Exposure, Biologic | None]]:
+    """Procedures coded with a listed biologic's own code (an HCPCS J-code such as J9312 rituximab, in
+    claims-like data): an administration on the procedure's date. Codes only: procedure names are not
+    read as drug names."""
+    sets = [(drug, ctx.vs(drug.value_set)) for drug in params.biologics]
+    systems = {system for _drug, vs in sets for system, _code in vs.codes}
+    out: list[tuple[Exposure, Biologic | None]] = []
+    for proc in record.of_type("Procedure"):
+        code = proc.get("code")
+        if not isinstance(code, Mapping) or proc.get("status") in _NOT_GIVEN:
+            continue
+        drug = next((
+            drug for system, value, _display in codings(code) if system in systems
+            for drug, vs in sets if vs.has_code(system, value)
+        ), None)
+        if drug is None:
+            continue
+        span = span_of(proc, "performed")
+        start = (span.start or span.end) if span is not None else None
+        end = (span.end or span.start) if span is not None else None
+        given = Exposure(
+            ref=ref(proc), resource_type="Procedure", status=str(proc.get("status") or ""), concepts=(code,),
+            forms=(), label=concept_label(code), start=start, end=end, end_stated=True, ongoing=False,
+            dose=None, reason_codes=(), reason_refs=(), research_study=None,
+        )
+        out.append((given, drug))
+    return out
 
 
 _INN_STEM = re.compile(r"\b([a-z]{3,}(?:mab|cept|kinra|leukin))\b", re.IGNORECASE)
@@ -200,6 +250,46 @@ def _biologic_washout(
     return _Washout(Outcome.PASS, f"{dated}; washout {rule} ended {ends.isoformat()}", refs, ends)
 
 
+def _possible_last_dose(exp: Exposure, others: Sequence[Exposure], as_of: date, unstated_days: int) -> date:
+    """The latest day a record without a stated end may have been given: up to ``unstated_days`` after its
+    date, the screening date, or the day before the next record of the drug (a renewal), whichever first."""
+    assert exp.start is not None
+    possible = exp.possible_last_day(as_of, unstated_days) or exp.start
+    later = [o.start for o in others if o.start is not None and o.start > exp.start]
+    if later:
+        possible = min(possible, min(later) - timedelta(days=1))
+    return max(possible, exp.start)
+
+
+def _unrecorded_last_dose(
+    drug: Biologic, items: Sequence[Exposure], last: date, as_of: date, day0: date,
+    params: BiologicWashoutParams,
+) -> _Washout | None:
+    """Unknown when a record of the drug without an end date (stopped on an unrecorded day) may have gone
+    on late enough that its washout is still running; None when even the latest possible last dose is
+    washed out (or every record states its end)."""
+    unstated = [e for e in items if e.start is not None and not e.end_stated and not e.ongoing]
+    reach = [(_possible_last_dose(e, items, as_of, params.unstated_course_days), e) for e in unstated]
+    reach = [(possible, e) for possible, e in reach if possible > last]
+    if not reach:
+        return None
+    possible, exp = max(reach, key=lambda pe: (pe[0], pe[1].ref))
+    if drug.half_life_days is None:
+        days = params.unknown_half_life_decided_days
+        then = "with the half-life unknown, the washout would then end by"
+    else:
+        days = washout_days(drug.half_life_days, params.half_lives, params.min_washout_days)
+        then = f"the {days}-day washout would then end"
+    ends = possible + timedelta(days=days)
+    if day0 >= ends:
+        return None
+    name = drug.name if exp.label.lower() == drug.name.lower() else f"{drug.name} ({exp.label})"
+    state = exp.status or "ended"
+    text = (f"{name} {exp.when()} is {state} with no end date ({exp.ref}): the last dose date is not "
+            f"recorded and may be as late as {possible.isoformat()}; {then} {ends.isoformat()}")
+    return _Washout(Outcome.UNKNOWN, text, (exp.ref,), ends)
+
+
 # ----------------------------------------------------------------------------------------------
 # E5
 
@@ -228,7 +318,9 @@ def investigational_agent(
             hit = exp.matches(ctx.vs(params.development_codes))
         if hit is not None or other_study:
             what = hit or f"a product of {exp.research_study}"
-            washouts.append(_product_washout(exp, what, ctx.as_of, day0, params.washout_days))
+            washouts.append(
+                _product_washout(exp, what, ctx.as_of, day0, params.washout_days, params.unstated_course_days)
+            )
     if params.participation:
         washouts += _participation_codes(record, ctx, params.participation, day0, params.washout_days)
     extra = f" Not counted: {'; '.join(ignored)}." if ignored else ""
@@ -297,7 +389,9 @@ def _subject_washout(
     return f"{study} ({taking.why})"
 
 
-def _product_washout(exp: Exposure, what: str, as_of: date, day0: date, days: int) -> _Washout:
+def _product_washout(
+    exp: Exposure, what: str, as_of: date, day0: date, days: int, unstated_days: int
+) -> _Washout:
     if exp.ongoing and (exp.start is None or exp.covers(as_of)):
         earliest = day0 + timedelta(days=days)
         text = (f"Investigational product {what} ongoing ({exp.when()}, {exp.ref}): washout ends "
@@ -309,6 +403,14 @@ def _product_washout(exp: Exposure, what: str, as_of: date, day0: date, days: in
     if day0 < ends:
         text = f"Investigational product {what} last on record {last.isoformat()} ({exp.ref}): washout ends "
         return _Washout(Outcome.FAIL, text + ends.isoformat(), (exp.ref,), ends)
+    possible = exp.possible_last_day(as_of, unstated_days) or last
+    if possible > last and day0 < possible + timedelta(days=days):
+        # Stopped on an unrecorded day: the last study dose may be late enough for the washout to run on.
+        latest = possible + timedelta(days=days)
+        text = (f"Investigational product {what} {exp.when()} is {exp.status or 'ended'} with no end date "
+                f"({exp.ref}): the last dose date is not recorded and may be as late as "
+                f"{possible.isoformat()}; the washout would then end {latest.isoformat()}")
+        return _Washout(Outcome.UNKNOWN, text, (exp.ref,), latest)
     text = f"Investigational product {what} last on record {last.isoformat()}: washout ended "
     text += ends.isoformat()
     return _Washout(Outcome.PASS, text, (exp.ref,), ends)

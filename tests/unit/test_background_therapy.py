@@ -6,6 +6,7 @@ from datetime import timedelta
 
 import pytest
 
+from fhirscreen.criteria._medications import regular_interval
 from fhirscreen.criteria.base import Outcome
 from tests.builders import (
     AS_OF,
@@ -157,6 +158,43 @@ def test_i5_monthly_cyclophosphamide_pulses_from_administrations_only(evaluate):
     assert evaluate("I5", record(*lapsed)).outcome is not Outcome.PASS
 
 
+def _weekly_methotrexate(last_ago: int, weeks: int, mg: float | None = None) -> list[dict]:
+    """Subcutaneous methotrexate given once a week, as a clinic records its administrations."""
+    doses = []
+    for k in range(weeks):
+        given = medication_administration(
+            MTX, ago(last_ago + 7 * k), display="methotrexate 25 MG/ML Injectable Solution", id=f"mtx{k}"
+        )
+        if mg is not None:
+            given["dosage"] = {"dose": {"value": mg, "unit": "mg"}}
+        doses.append(given)
+    return doses
+
+
+def test_i5_weekly_injections_carry_the_therapy_until_the_next_dose_is_due(evaluate):
+    res = evaluate("I5", record(*_weekly_methotrexate(last_ago=3, weeks=20)))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert f"methotrexate since {ago(3 + 7 * 19)}" in res.reason
+
+
+def test_i5_administrations_without_a_schedule_cover_only_their_day(evaluate):
+    scattered = [medication_administration(MTX, ago(d), display="methotrexate") for d in (3, 20, 61, 130)]
+    assert evaluate("I5", record(*scattered)).outcome is not Outcome.PASS
+
+
+def test_dosing_interval_is_read_from_the_recent_administrations():
+    weekly = [AS_OF - timedelta(days=7 * k) for k in range(6)]
+    assert regular_interval(weekly, 31) == 7
+    missed_one = [d for d in weekly if d != AS_OF - timedelta(days=14)]
+    assert regular_interval(missed_one, 31) == 7
+    daily_then_weekly = [AS_OF - timedelta(days=400 + k) for k in range(10)] + weekly
+    assert regular_interval(daily_then_weekly, 31) == 7
+    assert regular_interval(weekly[:2], 31) is None  # one gap is no schedule
+    assert regular_interval([AS_OF - timedelta(days=d) for d in (0, 3, 20, 61, 130)], 31) is None
+    assert regular_interval([AS_OF - timedelta(days=90 * k) for k in range(4)], 31) is None  # too sparse
+    assert regular_interval([AS_OF - timedelta(days=k) for k in range(5)], 31) is None  # daily
+
+
 def test_i5_undated_record_is_unknown(evaluate):
     res = evaluate("I5", record(medication_statement(HCQ, None, display="hydroxychloroquine", id="u1")))
     assert res.outcome is Outcome.UNKNOWN
@@ -250,6 +288,52 @@ def test_e4_morning_and_evening_lines_are_twice_a_day(evaluate):
     assert res.outcome is Outcome.PASS, res.reason
 
 
+def _hcq_lines(*lines: tuple[int, str | None, str | None], id: str = "lines", **extra) -> dict:
+    """One hydroxychloroquine order whose dosage lines are (mg a day, boundsPeriod start, end) in turn."""
+    order = medication_request(HCQ, ago(300), display="hydroxychloroquine 200 MG Oral Tablet", id=id, **extra)
+    order["dosageInstruction"] = [
+        {
+            "sequence": seq,
+            "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d", "boundsPeriod": {
+                k: v for k, v in (("start", start), ("end", end)) if v
+            }}},
+            "doseAndRate": [{"doseQuantity": {"value": mg, "unit": "mg"}}],
+        }
+        for seq, (mg, start, end) in enumerate(lines, start=1)
+    ]
+    return order
+
+
+def test_e4_dose_change_written_as_dated_lines_of_one_order(evaluate):
+    res = evaluate("E4", record(_hcq_lines((400, ago(300), ago(31)), (200, ago(30), None))))
+    assert res.outcome is Outcome.FAIL
+    assert (f"hydroxychloroquine dose changed on {ago(30)} within one order (400 mg/day -> 200 mg/day"
+            in res.reason)
+    assert res.evidence == ("MedicationRequest/lines",)
+
+
+def test_e4_dated_lines_of_one_order_changing_before_the_window_are_no_change(evaluate):
+    res = evaluate("E4", record(_hcq_lines((400, ago(300), ago(101)), (200, ago(100), None))))
+    assert res.outcome is Outcome.PASS, res.reason
+
+
+def test_e4_lines_of_different_doses_without_dates_may_be_a_change(evaluate):
+    res = evaluate("E4", record(_hcq_lines((400, None, None), (200, None, None))))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "lists doses of 200-400 mg/day in steps whose dates are not recorded" in res.reason
+
+
+def test_e4_a_renewal_is_compared_with_the_dose_the_order_ended_on(evaluate):
+    stepped = _hcq_lines((400, ago(300), ago(151)), (200, ago(150), ago(41)), status="completed")
+    renewal = medication_request(HCQ, ago(40), display="hydroxychloroquine 200 MG Oral Tablet", dose=200)
+    res = evaluate("E4", record(stepped, renewal))
+    assert res.outcome is Outcome.PASS, res.reason
+    lower = medication_request(HCQ, ago(40), display="hydroxychloroquine 200 MG Oral Tablet", dose=100)
+    res = evaluate("E4", record(stepped, lower))
+    assert res.outcome is Outcome.FAIL
+    assert f"dose changed on {ago(40)} (200 mg/day -> 100 mg/day)" in res.reason
+
+
 def test_e4_refill_without_dose_cannot_rule_out_a_change(evaluate):
     rec = record(
         medication_request(HCQ, "2025-06-01", status="stopped", dose=200),
@@ -284,6 +368,19 @@ def test_e4_restart_after_a_long_break_is_an_addition(evaluate):
         medication_request(HCQ, ago(30)),
     )
     assert "started" in evaluate("E4", rec).reason
+
+
+def test_e4_steady_weekly_injections_are_no_change(evaluate):
+    res = evaluate("E4", record(*_weekly_methotrexate(last_ago=3, weeks=30, mg=15)))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "methotrexate: no start, dose change or stop" in res.reason
+
+
+def test_e4_weekly_injections_whose_next_dose_fell_due_unrecorded_in_the_window_stopped(evaluate):
+    res = evaluate("E4", record(*_weekly_methotrexate(last_ago=40, weeks=30, mg=15)))
+    assert res.outcome is Outcome.FAIL
+    assert (f"methotrexate stopped: last dose {ago(40)} (methotrexate 25 MG/ML Injectable Solution), given "
+            f"every 7 days; the next, due {ago(33)}, is not recorded") in res.reason
 
 
 def test_e4_no_drug_passes(evaluate):

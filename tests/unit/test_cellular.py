@@ -62,7 +62,8 @@ def test_older_msc_passes_with_the_date_of_the_last_dose(evaluate):
 @pytest.mark.parametrize(
     "text",
     ["Infusion of umbilical cord mesenchymal stromal cells", "UC-MSC infusion", "hUC-MSCs, single dose",
-     "Allogeneic mesenchymal stem cell therapy", "Wharton's jelly derived cells"],
+     "Allogeneic mesenchymal stem cell therapy", "Wharton's jelly derived cells",
+     "Bone marrow mesenchymal-stem cells"],
 )
 def test_msc_procedure_text_variants_fail(evaluate, text):
     assert evaluate("E7", record(procedure(LOCAL, "x1", "2026-01-05", text=text))).outcome is Outcome.FAIL
@@ -136,6 +137,61 @@ def test_any_non_msc_cellular_therapy_fails_at_any_time(evaluate, resource):
     res = evaluate("E8", record(resource))
     assert res.outcome is Outcome.FAIL
     assert res.evidence == (f"{resource['resourceType']}/{resource['id']}",)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "CART19 infusion",
+        "CAR-T19 cells",
+        "car-t infusion",
+        "CD19 CAR-NK cell infusion",
+        "BCMA CAR T cells",
+        "Allogeneic NK cell infusion",
+        "Infusion of haploidentical natural killer cells",
+        "Cytokine-induced killer cell therapy",
+        "Dendritic cell vaccine",
+        "Virus-specific T cells (VST) infusion",
+        "EBV-specific CTL infusion",
+        "Donor lymphocyte infusion",
+        "TIL therapy",
+        "TCR-T cell therapy",
+        "Adoptive cell transfer",
+        "Regulatory T cells infusion",
+    ],
+)
+def test_the_class_of_cellular_therapies_by_name_fails(evaluate, text):
+    res = evaluate("E8", record(procedure(LOCAL, "x", "2022-01-01", text=text, id="cell")))
+    assert res.outcome is Outcome.FAIL, res.reason
+    assert "Previous cellular therapy on record" in res.reason and text in res.reason
+    assert res.evidence == ("Procedure/cell",)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Crash cart check",
+        "NK cell count",
+        "Lymphocyte subsets: NK cells (CD16+CD56+)",
+        "T-SPOT.TB Mycobacterium tuberculosis-specific T cell response",
+        "CMV-specific T cell immunity assay",
+        "Blastic plasmacytoid dendritic cell neoplasm",
+        "Car accident",
+        "T cell lymphoma",
+    ],
+)
+def test_tests_diagnoses_and_words_near_the_cellular_names_are_not_cellular_therapy(evaluate, text):
+    res = evaluate("E8", record(procedure(LOCAL, "x", "2022-01-01", text=text)))
+    assert res.outcome is Outcome.PASS, res.reason
+
+
+@pytest.mark.parametrize(
+    "text", ["UC-MSC infusion", "Infusion of umbilical cord-derived mesenchymal-stromal cells"]
+)
+def test_msc_infusions_are_excepted_from_the_wider_class(evaluate, text):
+    res = evaluate("E8", record(procedure(LOCAL, "x", "2022-01-01", text=text)))
+    assert res.outcome is Outcome.PASS
+    assert "excepted" in res.reason
 
 
 def test_undated_car_t_still_fails(evaluate):

@@ -431,6 +431,32 @@ def test_e3_weight_in_an_unknown_unit_is_a_data_quality_finding_not_no_weight(ev
     assert [f.problem for f in ctx.quality.findings] == ["unknown-unit"]
 
 
+def dry_weight(kg: float, when_ago: int = 5, id: str = "dry"):
+    return observation("8341-0", ago(when_ago), value=kg, unit="kg", id=id)
+
+
+def test_e3_a_dry_weight_is_used_when_it_is_the_only_weight_and_the_reason_says_so(evaluate):
+    res = evaluate("E3", record(prednisone(60), dry_weight(70)))
+    assert res.outcome is Outcome.FAIL
+    assert "0.86 mg/kg/day" in res.reason
+    assert f"70.0 kg on {ago(5)}, a dry weight: no other usable body weight on record" in res.reason
+    assert "no body weight" not in res.reason
+    assert "Observation/dry" in res.evidence and res.details["dry_weight"] is True
+
+
+def test_e3_a_dry_weight_stands_in_for_a_body_weight_over_a_year_old(evaluate):
+    res = evaluate("E3", record(prednisone(30), weight(40, when_ago=500), dry_weight(70)))
+    assert res.outcome is Outcome.PASS
+    assert "a dry weight" in res.reason
+
+
+def test_e3_a_body_weight_is_preferred_to_a_more_recent_dry_weight(evaluate):
+    res = evaluate("E3", record(prednisone(60), weight(150, when_ago=10), dry_weight(70, when_ago=2)))
+    assert res.outcome is Outcome.PASS
+    assert "150.0 kg" in res.reason and "dry weight" not in res.reason
+    assert "Observation/dry" not in res.evidence
+
+
 # ------------------------------------------------------------------------------- 7. E6 biologic class
 
 
@@ -469,6 +495,50 @@ def test_e6_class_by_atc_code_without_a_name(evaluate):
     res = evaluate("E6", record(given))
     assert res.outcome is Outcome.FAIL
     assert "half-life unknown" in res.reason
+
+
+ATC = "http://www.whocc.no/atc"
+
+
+@pytest.mark.parametrize(
+    ("code", "days_ago", "expected", "said"),
+    [
+        ("L04AA26", 30, Outcome.FAIL, "belimumab (L04AA26) last dose"),  # belimumab before the 2024 revision
+        ("L04AG04", 95, Outcome.FAIL, "97 days ends"),  # belimumab since 2024: its own 97-day washout
+        ("L04AG04", 98, Outcome.PASS, "97 days ended"),
+        ("L01XC02", 110, Outcome.FAIL, "rituximab (L01XC02)"),  # before 2022
+        ("L01FA01", 110, Outcome.FAIL, "5 x 23 d"),
+        ("L01FA03", 140, Outcome.FAIL, "obinutuzumab"),
+        ("L04AA36", 125, Outcome.FAIL, "ocrelizumab"),
+        ("L04AG12", 60, Outcome.FAIL, "ofatumumab"),
+        ("L04AA51", 120, Outcome.UNKNOWN, "anifrolumab"),
+        ("L04AA24", 60, Outcome.FAIL, "abatacept"),
+        ("L04AC07", 60, Outcome.FAIL, "tocilizumab"),
+        ("L04AJ01", 60, Outcome.FAIL, "eculizumab"),
+    ],
+)
+def test_e6_listed_biologic_by_atc_code_alone_old_or_new(evaluate, code, days_ago, expected, said):
+    given = medication_administration(code, ago(days_ago), system=ATC, id="bio")
+    res = evaluate("E6", record(given))
+    assert res.outcome is expected, res.reason
+    assert said in res.reason
+    if "anifrolumab" not in said:  # the one listed biologic whose label states no half-life
+        assert "half-life unknown" not in res.reason
+
+
+def test_e6_class_holds_the_pre_2024_codes_of_biologics_but_not_the_small_molecules_of_l04aa(evaluate):
+    alemtuzumab = evaluate("E6", record(medication_administration("L04AA34", ago(30), system=ATC, id="b")))
+    assert alemtuzumab.outcome is Outcome.FAIL
+    assert "alemtuzumab (L04AA34) last dose" in alemtuzumab.reason
+    assert "half-life unknown" in alemtuzumab.reason
+    leflunomide = evaluate("E6", record(medication_administration("L04AA13", ago(30), system=ATC)))
+    assert leflunomide.outcome is Outcome.PASS
+
+
+def test_i5_leflunomide_by_its_atc_code_since_2024(evaluate):
+    res = evaluate("I5", record(medication_request("L04AK01", ago(200), system=ATC, id="lef")))
+    assert res.outcome is Outcome.PASS
+    assert "On leflunomide since" in res.reason
 
 
 # ------------------------------------------------------------------------------- 8. E5 development codes

@@ -15,6 +15,7 @@ from tests.builders import (
     medication_administration,
     medication_request,
     medication_statement,
+    procedure,
     record,
 )
 
@@ -62,16 +63,45 @@ def test_e6_rituximab_uses_115_days(evaluate):
     [(80, Outcome.FAIL), (100, Outcome.UNKNOWN), (179, Outcome.UNKNOWN), (181, Outcome.PASS)],
 )
 def test_e6_unknown_half_life_zones(evaluate, days_ago, expected):
-    req = medication_request(
-        "0",
-        ago(days_ago),
-        status="completed",
-        system="http://example.org/drugs",
-        display="Saphnelo 300 mg IV",
+    given = medication_administration(
+        "0", ago(days_ago), system="http://example.org/drugs", display="Saphnelo 300 mg IV"
     )
-    res = evaluate("E6", record(req))
+    res = evaluate("E6", record(given))
     assert res.outcome is expected
     assert "washout_ends" in res.details
+
+
+@pytest.mark.parametrize("status", ["stopped", "completed", "on-hold"])
+def test_e6_order_ended_without_an_end_date_may_have_run_into_the_washout(evaluate, status):
+    order = medication_request(
+        BELIMUMAB, ago(300), status=status, display="belimumab 10 MG/KG IV monthly", id="bel"
+    )
+    res = evaluate("E6", record(order))
+    assert res.outcome is Outcome.UNKNOWN
+    assert (f"belimumab (belimumab 10 MG/KG IV monthly) on {ago(300)} is {status} with no end date "
+            f"(MedicationRequest/bel): the last dose date is not recorded and may be as late as "
+            f"{AS_OF.isoformat()}; the 97-day washout would then end {after(97)}") in res.reason
+    assert res.evidence == ("MedicationRequest/bel",)
+
+
+def test_e6_order_without_an_end_date_long_enough_ago_is_washed_out_however_long_it_ran(evaluate):
+    # Up to a year after the order (the unstated course length), plus 97 days, is before screening.
+    order = medication_request(BELIMUMAB, ago(366 + 97), status="stopped", display="belimumab")
+    assert evaluate("E6", record(order)).outcome is Outcome.PASS
+
+
+def test_e6_order_without_an_end_date_followed_by_a_later_dose_is_bounded_by_it(evaluate):
+    order = medication_request(BELIMUMAB, ago(300), status="stopped", display="belimumab")
+    later = medication_administration(BELIMUMAB, ago(200), display="belimumab")
+    res = evaluate("E6", record(order, later))
+    assert res.outcome is Outcome.PASS
+    assert f"last dose {ago(200)}" in res.reason
+
+
+def test_e6_order_without_an_end_date_and_a_recent_dose_still_fails(evaluate):
+    order = medication_request(BELIMUMAB, ago(300), status="stopped", display="belimumab")
+    recent = medication_administration(BELIMUMAB, ago(30), display="belimumab")
+    assert evaluate("E6", record(order, recent)).outcome is Outcome.FAIL
 
 
 def test_e6_active_order_without_end_is_ongoing(evaluate):
@@ -113,6 +143,24 @@ def test_e6_separate_medication_reference(evaluate):
     del ma["medicationCodeableConcept"]
     ma["medicationReference"] = {"reference": "Medication/rtx"}
     assert evaluate("E6", record(med, ma)).outcome is Outcome.FAIL
+
+
+def test_e6_infusion_billed_as_a_procedure_with_the_biologics_j_code_is_a_dose(evaluate):
+    billed = procedure("hcpcs", "J9312", ago(60), display="Injection, rituximab, 10 mg", id="rtx")
+    res = evaluate("E6", record(billed))
+    assert res.outcome is Outcome.FAIL
+    assert f"rituximab (Injection, rituximab, 10 mg) last dose {ago(60)}" in res.reason
+    assert "115 days ends" in res.reason and res.evidence == ("Procedure/rtx",)
+
+
+def test_e6_undated_j_code_procedure_is_unknown_and_a_planned_one_is_not_a_dose(evaluate):
+    undated = procedure("hcpcs", "J0490", None, display="Injection, belimumab, 10 mg", id="bel")
+    res = evaluate("E6", record(undated))
+    assert res.outcome is Outcome.UNKNOWN and "without a date" in res.reason
+    planned = procedure(
+        "hcpcs", "J0490", ago(10), status="preparation", display="Injection, belimumab, 10 mg"
+    )
+    assert evaluate("E6", record(planned)).outcome is Outcome.PASS
 
 
 def test_e6_no_biologic_passes(evaluate):
@@ -199,6 +247,17 @@ def test_e5_investigational_product_by_name(evaluate):
     assert res.outcome is Outcome.FAIL
     assert res.details["washout_ends"] == after(60)
     assert after(60) in res.reason
+
+
+def test_e5_study_drug_order_stopped_without_an_end_date_is_unknown(evaluate):
+    order = medication_request(
+        "0", ago(200), status="stopped", system="http://example.org/drugs",
+        display="Study drug ABC-1234 or placebo", id="ip",
+    )
+    res = evaluate("E5", record(order))
+    assert res.outcome is Outcome.UNKNOWN
+    assert (f"is stopped with no end date (MedicationRequest/ip): the last dose date is not recorded and may "
+            f"be as late as {AS_OF.isoformat()}; the washout would then end {after(90)}") in res.reason
 
 
 def test_e5_research_study_extension_on_a_medication_record(evaluate):
