@@ -7,6 +7,7 @@ trial file. Exposure comes from the shared normalised view (``_medications``).
 from __future__ import annotations
 
 import itertools
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -23,7 +24,7 @@ from fhirscreen.criteria._medications import (
     regular_interval,
 )
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
-from fhirscreen.fhir.codes import coding_items
+from fhirscreen.fhir.codes import coding_items, codings, concept_label
 from fhirscreen.fhir.dates import day
 from fhirscreen.record import PatientRecord
 
@@ -331,6 +332,13 @@ def _starts_and_changes(course: _Course, first: date, max_gap_days: int) -> list
                 "changed", f"{name} frequency changed on {exp.start.isoformat()} at the same daily dose "
                 f"({_dose_text(exp, _first_dose(exp))}: {how_often})", (previous.ref, exp.ref),
             ))
+        elif same and (route := _route_change(previous, exp)):
+            # Oral to subcutaneous methotrexate at the same dose is a change of regimen (Appendix A #13:
+            # "dose-form switch? yes"): more of the drug reaches the blood.
+            events.append(_Event(
+                "changed", f"{name} route changed on {exp.start.isoformat()} at the same dose "
+                f"({_dose_text(exp, _first_dose(exp))}: {route})", (previous.ref, exp.ref),
+            ))
         elif same is None and exp.resource_type in ("MedicationRequest", "MedicationStatement"):
             events.append(_Event(
                 "maybe", f"{name} re-ordered {exp.start.isoformat()} without a comparable dose "
@@ -421,6 +429,35 @@ def _step_changes(course: _Course, first: date, as_of: date) -> list[_Event]:
                     f"dose cannot be compared with the one before it ({exp.ref})", (exp.ref,),
                 ))
     return events
+
+
+# How a systemic drug is given, from the route (SNOMED CT route codes) or the dose form in its name.
+_ROUTE_CODES = {"26643006": "oral", "34206005": "injection", "78421000": "injection", "47625008": "injection"}
+_INJECTED = re.compile(
+    r"\b(inject\w*|subcutaneous\w*|intramuscular\w*|intravenous\w*|prefilled syringe|auto-?injector|"
+    r"pen injector|cartridge)\b", re.IGNORECASE,
+)
+_SWALLOWED = re.compile(r"\b(oral\w*|tablets?|capsules?|by mouth)\b", re.IGNORECASE)
+
+
+def _route_change(a: Exposure, b: Exposure) -> str | None:
+    """"oral -> injection" when both records say how the drug is given and it differs, else None."""
+    route_a, route_b = _route(a), _route(b)
+    if route_a is None or route_b is None or route_a == route_b:
+        return None
+    return f"{route_a} -> {route_b}"
+
+
+def _route(exp: Exposure) -> str | None:
+    """"oral" or "injection", from a route code, else the words of the route, form and drug names; None
+    when nothing says or they disagree."""
+    coded = {_ROUTE_CODES[code] for c in exp.forms for _s, code, _d in codings(c) if code in _ROUTE_CODES}
+    if len(coded) == 1:
+        return coded.pop()
+    words = " ".join(concept_label(c) for c in (*exp.forms, *exp.concepts))
+    kinds = (("injection", _INJECTED), ("oral", _SWALLOWED))
+    said = {kind for kind, named in kinds if named.search(words)}
+    return said.pop() if len(said) == 1 else None
 
 
 def _first_dose(exp: Exposure) -> Dose | None:

@@ -442,3 +442,32 @@ def test_i5_synthea_yearly_renewals_53_weeks_apart_are_one_course(evaluate):
     res = evaluate("I5", record(*orders))
     assert res.outcome is Outcome.PASS
     assert ago(8 + 371 * 2) in res.reason
+
+
+def _mtx(display: str, authored: str, **kw):
+    return medication_request(MTX, authored, display=display, dose=15, period=1, period_unit="wk", **kw)
+
+
+def test_e4_oral_to_injected_methotrexate_at_the_same_dose_is_a_change(evaluate):
+    """Appendix A #13: a dose-form switch is a change (subcutaneous methotrexate reaches the blood better)."""
+    rec = record(
+        _mtx("methotrexate 2.5 MG Oral Tablet", "2025-06-01", status="stopped", id="oral"),
+        _mtx("methotrexate 25 MG/ML Injectable Solution", ago(40), id="sc"),
+    )
+    res = evaluate("E4", rec)
+    assert res.outcome is Outcome.FAIL, res.reason
+    assert "route changed" in res.reason and "oral -> injection" in res.reason
+    assert set(res.evidence) == {"MedicationRequest/oral", "MedicationRequest/sc"}
+
+
+def test_e4_route_is_compared_only_when_both_records_say_it(evaluate):
+    same_form = record(
+        _mtx("methotrexate 2.5 MG Oral Tablet", "2025-06-01", status="stopped"),
+        _mtx("methotrexate 10 MG Oral Tablet", ago(40)),
+    )
+    assert evaluate("E4", same_form).outcome is Outcome.PASS
+    unsaid = record(
+        _mtx("methotrexate 2.5 MG Oral Tablet", "2025-06-01", status="stopped"),
+        _mtx("methotrexate", ago(40)),
+    )
+    assert evaluate("E4", unsaid).outcome is Outcome.PASS
