@@ -2,8 +2,8 @@
 
 Evidence is put on one timeline per state (pregnancy, breastfeeding): what says "yes" (a pregnancy
 condition starting, a "pregnant" status, a positive hCG) and what says "no longer" (the condition
-abating, a delivery or abortion code, a "not pregnant" status, a negative hCG). The latest evidence on
-or before the screening date decides, if it is still recent enough to describe today; on one day,
+abating, a delivery or abortion code or procedure, a "not pregnant" status, a negative hCG). The latest
+evidence on or before the screening date decides, if it is still recent enough to describe today; on one day,
 "no longer" outranks "yes" (a delivery recorded on the day a pregnancy entry was closed), except between
 test results: a positive and a negative test of one day are a conflict to settle with a repeat test.
 """
@@ -24,6 +24,7 @@ from fhirscreen.fhir.resources import (
     condition_span,
     is_active_on,
     observation_day,
+    procedure_span,
     ref,
     suspected,
     tentative,
@@ -36,6 +37,10 @@ _Verdict = Callable[[Resource], "Polarity | None"]
 
 INTENTION = "intention to become pregnant or breast-feed must be confirmed by the investigator"
 
+# Procedure.status of a delivery or abortion that happened (R4 EventStatus; "in-progress" is labour not
+# yet over, "stopped" an operation abandoned, so neither says the pregnancy ended).
+_PERFORMED = frozenset({"completed"})
+
 # Units in which hCG thresholds are stated (mIU/mL = IU/L).
 _HCG_UNITS = frozenset({"miu/ml", "m[iu]/ml", "iu/l", "[iu]/l", "mu/ml", "u/l"})
 
@@ -43,6 +48,7 @@ _HCG_UNITS = frozenset({"miu/ml", "m[iu]/ml", "iu/l", "[iu]/l", "mu/ml", "u/l"})
 class PregnancyParams(Params):
     pregnancy_conditions: ValueSetRef
     pregnancy_ended_conditions: ValueSetRef  # delivery, abortive outcome, puerperium: pregnancy is over
+    pregnancy_ending_procedures: ValueSetRef | None = None  # a delivery, caesarean or abortion performed
     lactation_conditions: ValueSetRef
     pregnancy_status_tests: ValueSetRef  # LOINC 82810-3 and the older 11449-6
     not_pregnant_values: ValueSetRef  # coded "Not pregnant" answers
@@ -101,12 +107,26 @@ def _condition_events(
             yield Event(span.end, "negative", f"{label} ended", ref(cond), 0, 0)
 
 
-def _ended_events(record: PatientRecord, vs: ValueSet) -> Iterator[Event]:
+def _ended_events(record: PatientRecord, vs: ValueSet, procedures: ValueSet | None) -> Iterator[Event]:
+    """The pregnancy is over from the day of a delivery/abortion condition or a performed delivery procedure.
+
+    An end dated before a pregnancy's start does not end it: the later "yes" decides on the timeline."""
     for cond in record.of_type("Condition"):
         label = vs.match(cond.get("code"))
         start = condition_span(cond).start
         if label is not None and start is not None:
             yield Event(start, "negative", label, ref(cond), 0, 0)
+    if procedures is None:
+        return
+    for proc in record.of_type("Procedure"):
+        # Only a procedure that was done: a caesarean in preparation or on hold is still a pregnancy.
+        if proc.get("status") not in _PERFORMED:
+            continue
+        label = procedures.match(proc.get("code"))
+        span = procedure_span(proc)
+        done = span.latest if span is not None else None
+        if label is not None and done is not None:  # an undated delivery cannot be placed on the timeline
+            yield Event(done, "negative", f"{label} (procedure)", ref(proc), 0, 0)
 
 
 def _observation_events(
@@ -300,7 +320,8 @@ def _pregnancy(record: PatientRecord, ctx: Context, p: PregnancyParams) -> tuple
     undated: list[Resource] = []
     max_days = p.pregnancy_max_days
     events = list(_condition_events(record, ctx.vs(p.pregnancy_conditions), as_of, max_days, undated))
-    events += _ended_events(record, ctx.vs(p.pregnancy_ended_conditions))
+    procedures = ctx.vs(p.pregnancy_ending_procedures) if p.pregnancy_ending_procedures else None
+    events += _ended_events(record, ctx.vs(p.pregnancy_ended_conditions), procedures)
     yes = ctx.vs(p.pregnancy_conditions)
     if p.pregnant_values:
         yes = union("pregnant", (yes, ctx.vs(p.pregnant_values)))

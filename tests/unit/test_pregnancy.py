@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from fhirscreen.criteria.base import Outcome
-from tests.builders import concept, condition, observation, patient, record
+from tests.builders import concept, condition, observation, patient, procedure, record
 
 INTENTION = "intention to become pregnant or breast-feed must be confirmed by the investigator"
 PREGNANT = concept("snomed", "77386006", "Pregnant")
@@ -82,6 +82,74 @@ def test_delivery_abortion_or_puerperium_code_ends_an_open_pregnancy(evaluate, c
     res = evaluate("E13", rec)
     assert res.outcome is Outcome.PASS
     assert "Condition/end" in res.evidence
+
+
+@pytest.mark.parametrize(
+    ("system", "code", "display"),
+    [
+        ("snomed", "11466000", "Cesarean section"),
+        ("snomed", "714812005", "Induced termination of pregnancy"),
+        ("snomed", "177157003", "Spontaneous breech delivery"),
+        ("icd10pcs", "10E0XZZ", "Delivery of Products of Conception, External Approach"),
+        ("icd10pcs", "10D00Z1", "Extraction of Products of Conception, Low, Open Approach"),
+        ("icd10pcs", "10A07ZZ", "Abortion of Products of Conception, Via Natural or Artificial Opening"),
+        ("cpt", "59514", ""),
+        ("cpt", "59840", ""),
+        ("snomed", "999999", "Emergency lower segment caesarean section"),  # unlisted code, clear name
+    ],
+)
+def test_delivery_or_abortion_procedure_ends_an_open_pregnancy(evaluate, system, code, display):
+    rec = record(
+        condition("snomed", "72892002", "2025-09-01"),  # never closed
+        procedure(system, code, "2026-05-22", display=display, id="end"),
+    )
+    res = evaluate("E13", rec)
+    assert res.outcome is Outcome.PASS
+    assert "Not pregnant" in res.reason and "2026-05-22" in res.reason
+    assert res.evidence == ("Procedure/end",)
+
+
+def test_delivery_procedure_before_the_pregnancy_does_not_end_it(evaluate):
+    rec = record(
+        procedure("snomed", "11466000", "2024-03-01"),  # an earlier child
+        condition("snomed", "72892002", "2026-02-01", id="preg"),
+    )
+    res = evaluate("E13", rec)
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("Condition/preg",)
+
+
+@pytest.mark.parametrize("status", ["preparation", "on-hold", "in-progress", "stopped"])
+def test_delivery_procedure_not_done_does_not_end_a_pregnancy(evaluate, status):
+    rec = record(
+        condition("snomed", "72892002", "2025-10-01"),
+        procedure("snomed", "11466000", "2026-05-22", status=status),
+    )
+    assert evaluate("E13", rec).outcome is Outcome.FAIL
+
+
+@pytest.mark.parametrize(
+    "display",
+    ["Counseling for termination of pregnancy", "Antenatal education", "Planned cesarean section"],
+)
+def test_procedures_before_the_end_of_a_pregnancy_do_not_end_it(evaluate, display):
+    rec = record(
+        condition("snomed", "72892002", "2025-10-01"),
+        procedure("snomed", "999999", "2026-05-22", display=display),
+    )
+    assert evaluate("E13", rec).outcome is Outcome.FAIL
+
+
+def test_delivery_procedure_leaves_breastfeeding_to_its_own_records(evaluate):
+    rec = record(
+        condition("snomed", "72892002", "2025-09-01"),
+        procedure("snomed", "11466000", "2026-04-01"),
+        condition("snomed", "169750002", "2026-04-02", id="bf"),
+    )
+    res = evaluate("E13", rec)
+    assert res.outcome is Outcome.FAIL
+    assert "Currently breast-feeding" in res.reason
+    assert res.evidence == ("Condition/bf",)
 
 
 def test_synthea_pattern_status_observation_then_abated_pregnancy(evaluate):
