@@ -179,13 +179,29 @@ _UNCERTAIN = re.compile(
     r"\b(possib\w*|maybe|may\s+be|might\s+be|suspect\w*|unsure|not\s+sure|uncertain|unconfirmed|"
     r"probabl\w*|questionable|query|pending)\b|\?\s*" + _STATE
 )
-# A negation shortly before the state ("patient states she is not pregnant", "denies pregnancy") or a
-# denial after it ("pregnancy test: negative", "pregnant: no", "pregnancy ruled out").
+# The state over, said right after its noun ("Breastfeeding stopped", "Pregnancy ended (delivered
+# 2026-05-10)", "breast-feeding: discontinued", "pregnancy was terminated"). Only the next word (or a
+# linking verb) counts, so that "pregnancy test completed: positive" or "breastfeeding, delivered
+# 2026-04-01" stay what they say; a past pregnancy ("previous pregnancy ended in miscarriage") is not
+# this one. Delivered, miscarried and aborted end a pregnancy, weaned and suppressed a breastfeeding.
+_OVER = r"(ended|stopped|discontinued|ceased|completed|finished|terminated)"
+_LINK = r"\s*(?:[:=,-]\s*|\s(?:(?:has|have|had|was|is|were)\s+)?(?:been\s+)?(?:now\s+)?)"
+_NOT_THIS_ONE = r"(?<!previous\s)(?<!prior\s)(?<!last\s)(?<!past\s)(?<!earlier\s)(?<!first\s)(?<!former\s)"
+_ENDED_AFTER = (
+    _NOT_THIS_ONE + r"\bpregnan\w*" + _LINK + r"(" + _OVER[1:-1] + r"|delivered|miscarried|aborted|lost)\b"
+    + r"|" + _NOT_THIS_ONE + r"\b(breast[\s-]?feed\w*|breast[\s-]?fed|lactat\w*|nursing)" + _LINK
+    + r"(" + _OVER[1:-1] + r"|weaned|suppressed)\b"
+)
+# A negation shortly before the state ("patient states she is not pregnant", "denies pregnancy",
+# "stopped breastfeeding") or a denial or end after it ("pregnancy test: negative", "pregnant: no",
+# "pregnancy ruled out", "breastfeeding stopped").
 _NEGATED = re.compile(
     r"\b(not|no|non|never|denies|denied|negative\s+for|isn'?t|no\s+longer|stopped|ceased|without)\b"
     r"[\w\s'-]{0,30}?" + _STATE
+    # Only right before the state: "discontinued methotrexate while breastfeeding" is breastfeeding.
+    + r"|\b(ended|discontinued|finished)\s+(?:her\s+)?" + _STATE
     + r"|\bnon-?pregnant\b|\bweaned\b|" + _STATE
-    + r"\w*[\w\s:=-]{0,20}?\b(negative|neg|ruled\s+out|denied|excluded|no|none)\b"
+    + r"\w*[\w\s:=-]{0,20}?\b(negative|neg|ruled\s+out|denied|excluded|no|none)\b|" + _ENDED_AFTER
 )
 
 

@@ -246,6 +246,64 @@ def test_breastfeeding_status_observation(evaluate, text, expected):
     assert evaluate("E13", rec).outcome is expected
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Breastfeeding stopped",
+        "Breastfeeding ended",
+        "Breastfeeding discontinued",
+        "Breast-feeding: ceased",
+        "breast feeding has been stopped",
+        "Breastfeeding weaned",
+        "Lactation suppressed",
+        "Discontinued breastfeeding",
+    ],
+)
+def test_breastfeeding_status_saying_it_ended_passes(evaluate, text):
+    res = evaluate("E13", record(observation("63895-7", "2026-05-01", string=text, id="bf")))
+    assert res.outcome is Outcome.PASS
+    assert "Breastfeeding status negative on 2026-05-01" in res.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Pregnancy ended (delivered 2026-05-10)",
+        "Pregnancy terminated",
+        "pregnancy was terminated 2026-04-02",
+        "Pregnancy: delivered",
+        "Pregnancy - miscarried",
+    ],
+)
+def test_pregnancy_status_saying_it_ended_passes(evaluate, text):
+    rec = record(
+        condition("snomed", "72892002", "2025-09-01"),  # never closed
+        observation("82810-3", "2026-05-20", string=text),
+    )
+    res = evaluate("E13", rec)
+    assert res.outcome is Outcome.PASS
+    assert "Pregnancy status negative on 2026-05-20" in res.reason
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        ("63895-7", "Breastfeeding started 2026-03-01"),
+        ("63895-7", "Breastfeeding, delivered 2026-04-01"),  # delivered ends a pregnancy, not nursing
+        ("63895-7", "Breastfeeding continued"),
+        ("63895-7", "Discontinued methotrexate while breastfeeding"),
+        ("82810-3", "Pregnancy test completed: positive"),
+        ("82810-3", "Pregnant - previous pregnancy ended in miscarriage"),
+        ("82810-3", "Pregnant; prior pregnancy terminated"),
+        ("82810-3", "Pregnant, delivery expected 2026-08-01"),
+    ],
+)
+def test_status_naming_an_end_that_is_not_this_one_stays_positive(evaluate, code, text):
+    res = evaluate("E13", record(observation(code, "2026-05-20", string=text)))
+    assert res.outcome is Outcome.FAIL
+    assert res.reason.startswith("Currently ")
+
+
 @pytest.mark.parametrize("verification", ["entered-in-error", "refuted"])
 def test_entered_in_error_and_refuted_pregnancy_is_ignored(evaluate, verification):
     rec = record(condition("snomed", "72892002", "2026-04-01", verification=verification))
