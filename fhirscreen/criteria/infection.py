@@ -411,6 +411,11 @@ def _on_anti_infective(
     return f
 
 
+# A name that doubts itself ("Suspected COVID-19", "Possible pneumonia") is a question, like a
+# provisional verificationStatus (issue 8): the record does not say the infection is there.
+_SUSPECTED_NAME = re.compile(r"\b(suspected|possible|probable|presumed|questionable)\b", re.IGNORECASE)
+
+
 @evaluator("active_infection", ActiveInfectionParams)
 def active_infection(record: PatientRecord, ctx: Context, params: ActiveInfectionParams) -> CriterionResult:
     """An infection diagnosis still active on the screening date (stale open entries are unknown)."""
@@ -430,6 +435,11 @@ def active_infection(record: PatientRecord, ctx: Context, params: ActiveInfectio
             f.unknown(
                 f"{suspected(cond, label)}{_since(cond)}",
                 f"Confirm or rule out the suspected {label}.", ref(cond),
+            )
+        elif _SUSPECTED_NAME.search(label):
+            f.unknown(
+                f"{label}{_since(cond)} ({ref(cond)}{unstated}): named as suspected, not confirmed",
+                f"Confirm or rule out {label}.", ref(cond),
             )
         elif span.start is None:
             f.unknown(

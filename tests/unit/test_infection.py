@@ -426,3 +426,81 @@ def test_e11_synthea_infection_codes_exclude(evaluate, code, name):
     res = evaluate("E11", record(condition("snomed", code, "2026-05-20", id="inf", display=name)))
     assert res.outcome is Outcome.FAIL
     assert name in res.reason
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [
+        ("233607000", "Pneumococcal pneumonia"),
+        ("363746003", "Acute pharyngitis"),
+        ("999001", "Aspiration pneumonia"),
+        ("999002", "Septic shock due to Escherichia coli"),
+        ("999003", "Cellulitis of left lower limb"),
+        ("999004", "Tooth abscess"),
+        ("999005", "Acute maxillary sinusitis"),
+        ("999006", "Acute bronchitis due to respiratory syncytial virus"),
+        ("999007", "Acute cystitis without hematuria"),
+        ("999008", "Bacterial meningitis"),
+        ("999009", "Infective endocarditis"),
+        ("999010", "Shingles"),
+        ("999011", "Influenza A"),
+        ("999012", "COVID-19"),
+        ("999013", "Oral candidiasis"),
+        ("999014", "Wound infection"),
+    ],
+)
+def test_e11_unlisted_snomed_infection_excludes_by_its_name(evaluate, code, name):
+    res = evaluate("E11", record(condition("snomed", code, "2026-05-20", id="inf", display=name)))
+    assert res.outcome is Outcome.FAIL
+    assert res.reason == f"Active infection on the screening date: {name} since 2026-05-20 (Condition/inf)."
+
+
+def test_e11_infection_named_in_text_only_excludes(evaluate):
+    cond = condition("snomed", "999015", "2026-05-20", id="inf")
+    cond["code"] = {"text": "Community-acquired pneumonia, right lower lobe"}
+    res = evaluate("E11", record(cond))
+    assert res.outcome is Outcome.FAIL
+    assert "Community-acquired pneumonia, right lower lobe" in res.reason
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Lupus pneumonia",
+        "Lupus nephritis",
+        "Serositis",
+        "Pleuritis",
+        "Pericarditis",
+        "Endocarditis due to SLE",
+        "Libman-Sacks endocarditis",
+        "Aseptic meningitis",
+        "Interstitial pneumonia",
+        "Organizing pneumonia",
+        "Interstitial cystitis",
+        "Chronic sinusitis",
+        "Chronic obstructive bronchitis",
+        "History of pneumonia",
+        "Pneumococcal vaccination",
+        "Screening for COVID-19",
+        "Exposure to SARS-CoV-2",
+        "Post-COVID-19 condition",
+        "Candida colonization",
+        "Chronic hepatitis B viral infection",  # E10's
+        "Chronic type B viral hepatitis",  # E10's (Synthea's display of 61977001)
+        "Latent tuberculosis infection",  # E10's
+        "HIV infection",  # E10's
+    ],
+)
+def test_e11_names_that_are_not_an_active_infection_pass(evaluate, name):
+    res = evaluate("E11", record(condition("snomed", "999020", "2026-05-20", display=name)))
+    assert res.outcome is Outcome.PASS
+    assert res.reason == "No active infection on record."
+
+
+@pytest.mark.parametrize("name", ["Suspected COVID-19", "Possible pneumonia"])
+def test_e11_infection_named_as_suspected_is_a_question(evaluate, name):
+    res = evaluate("E11", record(condition("snomed", "999030", "2026-05-20", id="s", display=name)))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "named as suspected, not confirmed" in res.reason
+    assert res.next_step == f"Confirm or rule out {name}."
+    assert res.evidence == ("Condition/s",)
