@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from fhirscreen.criteria._labs import coded_observations
-from fhirscreen.criteria._medications import exposures
+from fhirscreen.criteria._medications import Exposure, exposures, reason_concepts
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet, coding_items
 from fhirscreen.fhir.dates import days_before, months_before
@@ -387,6 +387,22 @@ class ActiveInfectionParams(Params):
     local_forms: ValueSetRef | None = None  # topical/ophthalmic/otic use is not systemic treatment
     # An order without a stated end may still be running this long after it started.
     unstated_course_days: int = 14
+    # An anti-infective whose stated reason is one of these prevents an infection, not treats one.
+    prophylaxis_reasons: ValueSetRef | None = None
+
+
+def _prophylaxis_reason(record: PatientRecord, exp: Exposure, prophylaxis: ValueSet) -> str | None:
+    """The stated reason that makes an anti-infective prevention (its text as written), or None.
+
+    The infection prevented may be named beside it ("PJP prophylaxis", "HSV suppression"): still prevention.
+    """
+    reasons, _unresolved = reason_concepts(record, exp)
+    for concept in reasons:
+        label = prophylaxis.match(concept)
+        if label is not None:
+            text = concept.get("text")
+            return text if isinstance(text, str) and text.strip() else label
+    return None
 
 
 def _on_anti_infective(
@@ -397,11 +413,16 @@ def _on_anti_infective(
         return f
     drugs = ctx.vs(params.anti_infectives)
     local = ctx.vs(params.local_forms) if params.local_forms else None
+    prophylaxis = ctx.vs(params.prophylaxis_reasons) if params.prophylaxis_reasons else None
     for exp in exposures(record):
         if not exp.seen_by(as_of) or exp.possible_last_day(as_of, params.unstated_course_days) != as_of:
             continue
         name = exp.matches(drugs)
         if name is None or (local is not None and exp.is_local(local)):
+            continue
+        why = _prophylaxis_reason(record, exp, prophylaxis) if prophylaxis is not None else None
+        if why is not None:
+            f.note(f"{name} ({exp.when()}, {exp.ref}) is prophylaxis ({why}), not treatment", exp.ref)
             continue
         f.unknown(
             f"on {name} at screening ({exp.when()}, {exp.ref}), which may be treating an infection "
@@ -455,9 +476,10 @@ def active_infection(record: PatientRecord, ctx: Context, params: ActiveInfectio
         else:
             f.fail(f"{label}{_since(cond)} ({ref(cond)}{unstated})", ref(cond))
     f.merge(_on_anti_infective(record, ctx, params, as_of))
-    pass_reason = "No active infection on record."
+    pass_reason = "No active infection on record"
     if resolved:
         ended, label, last_ref = max(resolved)
-        pass_reason = f"No active infection on record (latest: {label}, resolved by {ended.isoformat()})."
+        pass_reason += f" (latest: {label}, resolved by {ended.isoformat()})"
         f.note_refs.append(last_ref)
+    pass_reason += "".join(f"; {note}" for note in f.notes) + "."
     return f.outcome("Active infection on the screening date: ", "Possibly active infection: ", pass_reason)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from fhirscreen.criteria.base import Outcome
-from tests.builders import concept, condition, observation, record
+from tests.builders import concept, condition, medication_dispense, medication_request, observation, record
 
 POSITIVE = concept("snomed", "10828004", "Positive")
 NEGATIVE = concept("snomed", "260385009", "Negative")
@@ -504,3 +504,78 @@ def test_e11_infection_named_as_suspected_is_a_question(evaluate, name):
     assert "named as suspected, not confirmed" in res.reason
     assert res.next_step == f"Confirm or rule out {name}."
     assert res.evidence == ("Condition/s",)
+
+
+# -------------------------------------------------------------------- E11 anti-infective prophylaxis
+
+
+def test_e11_isoniazid_for_latent_tb_is_prophylaxis_not_infection(evaluate):
+    rec = record(
+        condition("icd10cm", "Z22.7", "2026-03-01"),
+        medication_request("6038", "2026-03-15", display="isoniazid", bounds_start="2026-03-15",
+                           bounds_end="2026-12-15", reason=concept("icd10cm", "Z22.7", "Latent tuberculosis"),
+                           id="inh"),
+    )
+    res = evaluate("E11", rec)
+    assert res.outcome is Outcome.PASS
+    assert res.reason == (
+        "No active infection on record; isoniazid (2026-03-15 to 2026-12-15, MedicationRequest/inh) is "
+        "prophylaxis (Latent tuberculosis), not treatment."
+    )
+    assert res.evidence == ("MedicationRequest/inh",)
+
+
+@pytest.mark.parametrize(
+    ("code", "drug", "reason"),
+    [
+        ("10180", "sulfamethoxazole / trimethoprim", concept("icd10cm", "Z29.8", "", text="PJP prophylaxis")),
+        ("10180", "sulfamethoxazole / trimethoprim", concept("icd10cm", "B59", "Pneumocystosis",
+                                                              text="Pneumocystis pneumonia prophylaxis")),
+        ("73645", "valacyclovir", concept("icd10cm", "A60.04", "Herpesviral vulvovaginitis",
+                                          text="HSV suppression")),
+        ("723", "amoxicillin", concept("local", "x", text="Preventive: asplenia")),
+    ],
+)
+def test_e11_order_whose_reason_says_prophylaxis_does_not_count(evaluate, code, drug, reason):
+    order = medication_request(code, "2026-02-01", display=drug, bounds_start="2026-02-01",
+                               bounds_end="2026-12-31", reason=reason, id="rx")
+    res = evaluate("E11", record(order))
+    assert res.outcome is Outcome.PASS
+    said = f"{drug} (2026-02-01 to 2026-12-31, MedicationRequest/rx) is prophylaxis ({reason['text']})"
+    assert said in res.reason
+
+
+def test_e11_prophylaxis_named_by_a_referenced_condition_or_by_the_fill_s_order(evaluate):
+    ltbi = condition("icd10cm", "R76.12", "2026-03-01", id="ltbi")
+    order = medication_request("6038", "2026-03-15", display="isoniazid", id="inh",
+                               reasonReference=[{"reference": "Condition/ltbi"}])
+    assert evaluate("E11", record(ltbi, order)).outcome is Outcome.PASS
+    fill = medication_dispense("6038", "2026-05-20", display="isoniazid", id="fill",
+                               authorizingPrescription=[{"reference": "MedicationRequest/inh"}])
+    res = evaluate("E11", record(ltbi, order, fill))
+    assert res.outcome is Outcome.PASS
+    assert "MedicationDispense/fill) is prophylaxis" in res.reason
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [None, concept("icd10cm", "J18.9", "Pneumonia, unspecified organism"), concept("local", "x", text="UTI")],
+)
+def test_e11_anti_infective_for_an_infection_or_without_a_reason_stays_a_question(evaluate, reason):
+    order = medication_request("723", "2026-05-28", display="amoxicillin", bounds_start="2026-05-28",
+                               bounds_end="2026-06-07", reason=reason, id="abx")
+    res = evaluate("E11", record(order))
+    assert res.outcome is Outcome.UNKNOWN
+    assert res.evidence == ("MedicationRequest/abx",)
+
+
+def test_e11_prophylaxis_does_not_hide_an_active_infection(evaluate):
+    rec = record(
+        condition("icd10cm", "J18.9", "2026-05-20", id="pna"),
+        medication_request("10180", "2026-02-01", display="sulfamethoxazole / trimethoprim",
+                           bounds_start="2026-02-01", bounds_end="2026-12-31",
+                           reason=concept("local", "x", text="PJP prophylaxis")),
+    )
+    res = evaluate("E11", rec)
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("Condition/pna",)
