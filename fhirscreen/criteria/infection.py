@@ -216,6 +216,10 @@ class ChronicInfectionParams(Params):
     lab_lookback_months: int = 24
     # Appendix A #20: a positive IGRA cannot separate latent from active TB; unknown unless switched.
     igra_positive_is_fail: bool = False
+    # Antiretroviral therapy: with it, an undetectable HIV RNA after a reactive screen is treated HIV;
+    # without it (or a diagnosis), the undetectable RNA may instead show the screen was a false positive.
+    antiretrovirals: ValueSetRef | None = None
+    art_prophylaxis_reasons: ValueSetRef | None = None  # PrEP/PEP: an antiretroviral that is not therapy
 
 
 def _active_condition_findings(
@@ -296,13 +300,42 @@ def _hepatitis_c(record: PatientRecord, ctx: Context, p: ChronicInfectionParams,
     return f
 
 
+def _antiretroviral_therapy(
+    record: PatientRecord, ctx: Context, p: ChronicInfectionParams, as_of: date
+) -> tuple[str, str] | None:
+    """(drug, reference) of an antiretroviral taken at any time up to the screening date that is not
+    stated to be pre- or post-exposure prophylaxis, or None."""
+    if p.antiretrovirals is None:
+        return None
+    drugs = ctx.vs(p.antiretrovirals)
+    prophylaxis = ctx.vs(p.art_prophylaxis_reasons) if p.art_prophylaxis_reasons else None
+    found = []
+    for exp in exposures(record):
+        name = exp.matches(drugs) if exp.seen_by(as_of) else None
+        if name is None or (prophylaxis is not None and _prophylaxis_reason(record, exp, prophylaxis)):
+            continue
+        found.append((exp.start or date.min, exp.ref, name))
+    if not found:
+        return None
+    _start, reference, name = min(found)
+    return name, reference
+
+
 def _hiv(record: PatientRecord, ctx: Context, p: ChronicInfectionParams) -> Findings:
+    """HIV from a diagnosis (lifelong), a detectable viral load, or a reactive antigen/antibody result.
+
+    A reactive screen is HIV unless what followed it says otherwise (criteria-codes.md E10, the CDC
+    laboratory algorithm): a negative supplemental or repeat assay and HIV-1 RNA not detected (NAT) is a
+    false-positive screen; RNA not detected after a still-reactive screen is either treated HIV or a false
+    positive, which a diagnosis or antiretroviral therapy on record settles as HIV.
+    """
     f = Findings()
     as_of = alive_until(record.patient, ctx.as_of)
     conds = _conditions(record, ctx.vs(p.hiv_conditions), as_of)
     _active_condition_findings(f, "HIV", conds, as_of, lifelong=True)
     # HIV is lifelong, so results count at any date; an undetectable viral load on treatment is still HIV.
-    for r in _lab_results(record, ctx.vs(p.hiv_rna_tests), as_of, viral_load=True):
+    rna = _lab_results(record, ctx.vs(p.hiv_rna_tests), as_of, viral_load=True)
+    for r in rna:
         if r.verdict == "positive":
             f.fail(f"HIV: {r.describe()}", ref(r.obs))
     serology = _lab_results(record, ctx.vs(p.hiv_antibody_antigen_tests), as_of)
@@ -310,18 +343,43 @@ def _hiv(record: PatientRecord, ctx: Context, p: ChronicInfectionParams) -> Find
         return f
     last = serology[-1]
     earlier_positive = [r for r in serology if r.verdict == "positive"]
+    if not earlier_positive or f.fails:  # no reactive screen to weigh, or HIV already shown
+        if last.verdict == "positive":
+            f.fail(f"HIV: {last.describe()}", ref(last.obs))
+        elif last.verdict == "indeterminate" and not f.fails:
+            f.unknown(f"HIV: {last.describe()}", "Repeat HIV testing (differentiation assay).", ref(last.obs))
+        return f
+    reactive = earlier_positive[-1]
+    # HIV-1 RNA on or after the reactive screen, all of it not detected (a detected one failed above).
+    nat = [r for r in rna if r.day >= reactive.day]
+    art = _antiretroviral_therapy(record, ctx, p, as_of)
     if last.verdict == "positive":
-        f.fail(f"HIV: {last.describe()}", ref(last.obs))
-    elif f.fails:
-        pass  # already excluded by a diagnosis or a detectable viral load
+        if nat and art is None:
+            f.unknown(
+                f"HIV: {last.describe()}, then {nat[-1].describe()}, with no HIV diagnosis or antiretroviral "
+                "therapy on record (a false-positive screen, or treated HIV?)",
+                "Confirm with an HIV-1/2 differentiation assay and ask about antiretroviral therapy.",
+                ref(last.obs), ref(nat[-1].obs),
+            )
+        elif art is not None:
+            drug, drug_ref = art
+            therapy = f"antiretroviral therapy ({drug}, {drug_ref})"
+            f.fail(f"HIV: {last.describe()}, {therapy}", ref(last.obs), drug_ref)
+        else:
+            f.fail(f"HIV: {last.describe()}", ref(last.obs))
     elif last.verdict == "indeterminate":
         f.unknown(f"HIV: {last.describe()}", "Repeat HIV testing (differentiation assay).", ref(last.obs))
-    elif earlier_positive:
-        first = earlier_positive[-1]
+    elif nat and art is None:
+        # criteria-codes.md E10: "a reactive screen followed by negative confirmation (supplemental/NAT)".
+        f.note(
+            f"HIV: {reactive.describe()} not confirmed: {last.describe()}, {nat[-1].describe()}",
+            ref(reactive.obs), ref(last.obs), ref(nat[-1].obs),
+        )
+    else:
         f.unknown(
-            f"HIV: {first.describe()} but {last.describe()}",
+            f"HIV: {reactive.describe()} but {last.describe()}",
             "Discordant HIV results: confirm with an HIV-1/2 differentiation assay or HIV RNA.",
-            ref(first.obs), ref(last.obs),
+            ref(reactive.obs), ref(last.obs),
         )
     return f
 

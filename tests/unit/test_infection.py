@@ -209,12 +209,79 @@ def test_hiv_antigen_antibody_or_viral_load_excludes(evaluate, code, kwargs):
     assert "HIV" in res.reason
 
 
-def test_treated_hiv_with_undetectable_load_still_excludes(evaluate):
+@pytest.mark.parametrize(
+    "treated",
+    [
+        condition("icd10cm", "B20", "2019-01-10", id="dx"),
+        medication_request("local", "2019-01-15", system="http://hospital.example/drugs", id="dx",
+                           display="bictegravir 50 MG / emtricitabine 200 MG / tenofovir alafenamide 25 MG"),
+        medication_request("local", "2019-01-15", system="http://hospital.example/drugs", id="dx",
+                           display="Biktarvy"),
+    ],
+)
+def test_treated_hiv_with_undetectable_load_still_excludes(evaluate, treated):
+    # A diagnosis or antiretroviral therapy shows the undetectable load is HIV under treatment.
     rec = record(
-        observation("56888-1", "2019-01-01", string="Reactive"),
+        observation("56888-1", "2019-01-01", string="Reactive", id="screen"),
         observation("20447-9", "2026-01-01", value=20.0, comparator="<", unit="{copies}/mL"),
+        treated,
     )
-    assert evaluate("E10", rec).outcome is Outcome.FAIL
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.FAIL
+    assert res.reason.startswith("Active infection: HIV")
+    assert "Observation/screen" in res.evidence
+    if treated["resourceType"] == "MedicationRequest":
+        assert "antiretroviral therapy" in res.reason and "MedicationRequest/dx" in res.evidence
+
+
+def test_reactive_hiv_screen_then_undetectable_rna_without_diagnosis_or_therapy_is_unknown(evaluate):
+    rec = record(
+        observation("56888-1", "2026-01-01", string="Reactive", id="screen"),
+        observation("25835-0", "2026-01-10", coded=NOT_DETECTED, id="nat"),
+    )
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.UNKNOWN
+    assert "with no HIV diagnosis or antiretroviral therapy on record" in res.reason
+    assert res.evidence == ("Observation/screen", "Observation/nat")
+    assert res.next_step == (
+        "Confirm with an HIV-1/2 differentiation assay and ask about antiretroviral therapy."
+    )
+
+
+def test_antiretroviral_prep_does_not_make_a_reactive_screen_treated_hiv(evaluate):
+    prep = medication_request("local", "2025-06-01", system="http://hospital.example/drugs",
+                              display="dolutegravir 50 MG",
+                              reason=concept("local", "x", text="post-exposure prophylaxis"))
+    rec = record(
+        observation("56888-1", "2026-01-01", string="Reactive"),
+        observation("25835-0", "2026-01-10", coded=NOT_DETECTED),
+        prep,
+    )
+    assert evaluate("E10", rec).outcome is Outcome.UNKNOWN
+
+
+@pytest.mark.parametrize("confirmation", ["69668-2", "56888-1"])  # differentiation assay, repeat screen
+def test_reactive_hiv_screen_not_confirmed_by_supplemental_test_and_nat_passes(evaluate, confirmation):
+    rec = record(
+        observation("56888-1", "2026-01-01", string="Reactive", id="screen"),
+        observation(confirmation, "2026-01-10", string="Negative", id="supp"),
+        observation("25835-0", "2026-01-10", coded=NOT_DETECTED, id="nat"),
+    )
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.PASS
+    assert "not confirmed" in res.reason
+    assert set(res.evidence) == {"Observation/screen", "Observation/supp", "Observation/nat"}
+
+
+def test_hiv_rna_not_detected_before_the_reactive_screen_does_not_confirm_it_negative(evaluate):
+    rec = record(
+        observation("25835-0", "2025-06-01", coded=NOT_DETECTED),
+        observation("56888-1", "2026-01-01", string="Reactive"),
+        observation("69668-2", "2026-01-10", string="Negative"),
+    )
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.UNKNOWN
+    assert "Discordant" in res.next_step
 
 
 def test_reactive_hiv_screen_followed_by_negative_is_unknown(evaluate):
