@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import date
 
 from fhirscreen.criteria._labs import coded_observations
-from fhirscreen.criteria._medications import exposures
+from fhirscreen.criteria._medications import Exposure, exposures, reason_concepts
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet, coding_items
 from fhirscreen.fhir.dates import days_before, months_before
@@ -216,6 +216,10 @@ class ChronicInfectionParams(Params):
     lab_lookback_months: int = 24
     # Appendix A #20: a positive IGRA cannot separate latent from active TB; unknown unless switched.
     igra_positive_is_fail: bool = False
+    # Antiretroviral therapy: with it, an undetectable HIV RNA after a reactive screen is treated HIV;
+    # without it (or a diagnosis), the undetectable RNA may instead show the screen was a false positive.
+    antiretrovirals: ValueSetRef | None = None
+    art_prophylaxis_reasons: ValueSetRef | None = None  # PrEP/PEP: an antiretroviral that is not therapy
 
 
 def _active_condition_findings(
@@ -296,13 +300,42 @@ def _hepatitis_c(record: PatientRecord, ctx: Context, p: ChronicInfectionParams,
     return f
 
 
+def _antiretroviral_therapy(
+    record: PatientRecord, ctx: Context, p: ChronicInfectionParams, as_of: date
+) -> tuple[str, str] | None:
+    """(drug, reference) of an antiretroviral taken at any time up to the screening date that is not
+    stated to be pre- or post-exposure prophylaxis, or None."""
+    if p.antiretrovirals is None:
+        return None
+    drugs = ctx.vs(p.antiretrovirals)
+    prophylaxis = ctx.vs(p.art_prophylaxis_reasons) if p.art_prophylaxis_reasons else None
+    found = []
+    for exp in exposures(record):
+        name = exp.matches(drugs) if exp.seen_by(as_of) else None
+        if name is None or (prophylaxis is not None and _prophylaxis_reason(record, exp, prophylaxis)):
+            continue
+        found.append((exp.start or date.min, exp.ref, name))
+    if not found:
+        return None
+    _start, reference, name = min(found)
+    return name, reference
+
+
 def _hiv(record: PatientRecord, ctx: Context, p: ChronicInfectionParams) -> Findings:
+    """HIV from a diagnosis (lifelong), a detectable viral load, or a reactive antigen/antibody result.
+
+    A reactive screen is HIV unless what followed it says otherwise (criteria-codes.md E10, the CDC
+    laboratory algorithm): a negative supplemental or repeat assay and HIV-1 RNA not detected (NAT) is a
+    false-positive screen; RNA not detected after a still-reactive screen is either treated HIV or a false
+    positive, which a diagnosis or antiretroviral therapy on record settles as HIV.
+    """
     f = Findings()
     as_of = alive_until(record.patient, ctx.as_of)
     conds = _conditions(record, ctx.vs(p.hiv_conditions), as_of)
     _active_condition_findings(f, "HIV", conds, as_of, lifelong=True)
     # HIV is lifelong, so results count at any date; an undetectable viral load on treatment is still HIV.
-    for r in _lab_results(record, ctx.vs(p.hiv_rna_tests), as_of, viral_load=True):
+    rna = _lab_results(record, ctx.vs(p.hiv_rna_tests), as_of, viral_load=True)
+    for r in rna:
         if r.verdict == "positive":
             f.fail(f"HIV: {r.describe()}", ref(r.obs))
     serology = _lab_results(record, ctx.vs(p.hiv_antibody_antigen_tests), as_of)
@@ -310,18 +343,43 @@ def _hiv(record: PatientRecord, ctx: Context, p: ChronicInfectionParams) -> Find
         return f
     last = serology[-1]
     earlier_positive = [r for r in serology if r.verdict == "positive"]
+    if not earlier_positive or f.fails:  # no reactive screen to weigh, or HIV already shown
+        if last.verdict == "positive":
+            f.fail(f"HIV: {last.describe()}", ref(last.obs))
+        elif last.verdict == "indeterminate" and not f.fails:
+            f.unknown(f"HIV: {last.describe()}", "Repeat HIV testing (differentiation assay).", ref(last.obs))
+        return f
+    reactive = earlier_positive[-1]
+    # HIV-1 RNA on or after the reactive screen, all of it not detected (a detected one failed above).
+    nat = [r for r in rna if r.day >= reactive.day]
+    art = _antiretroviral_therapy(record, ctx, p, as_of)
     if last.verdict == "positive":
-        f.fail(f"HIV: {last.describe()}", ref(last.obs))
-    elif f.fails:
-        pass  # already excluded by a diagnosis or a detectable viral load
+        if nat and art is None:
+            f.unknown(
+                f"HIV: {last.describe()}, then {nat[-1].describe()}, with no HIV diagnosis or antiretroviral "
+                "therapy on record (a false-positive screen, or treated HIV?)",
+                "Confirm with an HIV-1/2 differentiation assay and ask about antiretroviral therapy.",
+                ref(last.obs), ref(nat[-1].obs),
+            )
+        elif art is not None:
+            drug, drug_ref = art
+            therapy = f"antiretroviral therapy ({drug}, {drug_ref})"
+            f.fail(f"HIV: {last.describe()}, {therapy}", ref(last.obs), drug_ref)
+        else:
+            f.fail(f"HIV: {last.describe()}", ref(last.obs))
     elif last.verdict == "indeterminate":
         f.unknown(f"HIV: {last.describe()}", "Repeat HIV testing (differentiation assay).", ref(last.obs))
-    elif earlier_positive:
-        first = earlier_positive[-1]
+    elif nat and art is None:
+        # criteria-codes.md E10: "a reactive screen followed by negative confirmation (supplemental/NAT)".
+        f.note(
+            f"HIV: {reactive.describe()} not confirmed: {last.describe()}, {nat[-1].describe()}",
+            ref(reactive.obs), ref(last.obs), ref(nat[-1].obs),
+        )
+    else:
         f.unknown(
-            f"HIV: {first.describe()} but {last.describe()}",
+            f"HIV: {reactive.describe()} but {last.describe()}",
             "Discordant HIV results: confirm with an HIV-1/2 differentiation assay or HIV RNA.",
-            ref(first.obs), ref(last.obs),
+            ref(reactive.obs), ref(last.obs),
         )
     return f
 
@@ -387,6 +445,22 @@ class ActiveInfectionParams(Params):
     local_forms: ValueSetRef | None = None  # topical/ophthalmic/otic use is not systemic treatment
     # An order without a stated end may still be running this long after it started.
     unstated_course_days: int = 14
+    # An anti-infective whose stated reason is one of these prevents an infection, not treats one.
+    prophylaxis_reasons: ValueSetRef | None = None
+
+
+def _prophylaxis_reason(record: PatientRecord, exp: Exposure, prophylaxis: ValueSet) -> str | None:
+    """The stated reason that makes an anti-infective prevention (its text as written), or None.
+
+    The infection prevented may be named beside it ("PJP prophylaxis", "HSV suppression"): still prevention.
+    """
+    reasons, _unresolved = reason_concepts(record, exp)
+    for concept in reasons:
+        label = prophylaxis.match(concept)
+        if label is not None:
+            text = concept.get("text")
+            return text if isinstance(text, str) and text.strip() else label
+    return None
 
 
 def _on_anti_infective(
@@ -397,11 +471,16 @@ def _on_anti_infective(
         return f
     drugs = ctx.vs(params.anti_infectives)
     local = ctx.vs(params.local_forms) if params.local_forms else None
+    prophylaxis = ctx.vs(params.prophylaxis_reasons) if params.prophylaxis_reasons else None
     for exp in exposures(record):
         if not exp.seen_by(as_of) or exp.possible_last_day(as_of, params.unstated_course_days) != as_of:
             continue
         name = exp.matches(drugs)
         if name is None or (local is not None and exp.is_local(local)):
+            continue
+        why = _prophylaxis_reason(record, exp, prophylaxis) if prophylaxis is not None else None
+        if why is not None:
+            f.note(f"{name} ({exp.when()}, {exp.ref}) is prophylaxis ({why}), not treatment", exp.ref)
             continue
         f.unknown(
             f"on {name} at screening ({exp.when()}, {exp.ref}), which may be treating an infection "
@@ -409,6 +488,11 @@ def _on_anti_infective(
             f"Ask what {name} is for: an infection being treated excludes until it has resolved.", exp.ref,
         )
     return f
+
+
+# A name that doubts itself ("Suspected COVID-19", "Possible pneumonia") is a question, like a
+# provisional verificationStatus (issue 8): the record does not say the infection is there.
+_SUSPECTED_NAME = re.compile(r"\b(suspected|possible|probable|presumed|questionable)\b", re.IGNORECASE)
 
 
 @evaluator("active_infection", ActiveInfectionParams)
@@ -431,6 +515,11 @@ def active_infection(record: PatientRecord, ctx: Context, params: ActiveInfectio
                 f"{suspected(cond, label)}{_since(cond)}",
                 f"Confirm or rule out the suspected {label}.", ref(cond),
             )
+        elif _SUSPECTED_NAME.search(label):
+            f.unknown(
+                f"{label}{_since(cond)} ({ref(cond)}{unstated}): named as suspected, not confirmed",
+                f"Confirm or rule out {label}.", ref(cond),
+            )
         elif span.start is None:
             f.unknown(
                 f"{label} is open with no onset date ({ref(cond)}{unstated})",
@@ -445,9 +534,10 @@ def active_infection(record: PatientRecord, ctx: Context, params: ActiveInfectio
         else:
             f.fail(f"{label}{_since(cond)} ({ref(cond)}{unstated})", ref(cond))
     f.merge(_on_anti_infective(record, ctx, params, as_of))
-    pass_reason = "No active infection on record."
+    pass_reason = "No active infection on record"
     if resolved:
         ended, label, last_ref = max(resolved)
-        pass_reason = f"No active infection on record (latest: {label}, resolved by {ended.isoformat()})."
+        pass_reason += f" (latest: {label}, resolved by {ended.isoformat()})"
         f.note_refs.append(last_ref)
+    pass_reason += "".join(f"; {note}" for note in f.notes) + "."
     return f.outcome("Active infection on the screening date: ", "Possibly active infection: ", pass_reason)

@@ -2,8 +2,8 @@
 
 Evidence is put on one timeline per state (pregnancy, breastfeeding): what says "yes" (a pregnancy
 condition starting, a "pregnant" status, a positive hCG) and what says "no longer" (the condition
-abating, a delivery or abortion code, a "not pregnant" status, a negative hCG). The latest evidence on
-or before the screening date decides, if it is still recent enough to describe today; on one day,
+abating, a delivery or abortion code or procedure, a "not pregnant" status, a negative hCG). The latest
+evidence on or before the screening date decides, if it is still recent enough to describe today; on one day,
 "no longer" outranks "yes" (a delivery recorded on the day a pregnancy entry was closed), except between
 test results: a positive and a negative test of one day are a conflict to settle with a repeat test.
 """
@@ -24,6 +24,7 @@ from fhirscreen.fhir.resources import (
     condition_span,
     is_active_on,
     observation_day,
+    procedure_span,
     ref,
     suspected,
     tentative,
@@ -36,6 +37,10 @@ _Verdict = Callable[[Resource], "Polarity | None"]
 
 INTENTION = "intention to become pregnant or breast-feed must be confirmed by the investigator"
 
+# Procedure.status of a delivery or abortion that happened (R4 EventStatus; "in-progress" is labour not
+# yet over, "stopped" an operation abandoned, so neither says the pregnancy ended).
+_PERFORMED = frozenset({"completed"})
+
 # Units in which hCG thresholds are stated (mIU/mL = IU/L).
 _HCG_UNITS = frozenset({"miu/ml", "m[iu]/ml", "iu/l", "[iu]/l", "mu/ml", "u/l"})
 
@@ -43,6 +48,7 @@ _HCG_UNITS = frozenset({"miu/ml", "m[iu]/ml", "iu/l", "[iu]/l", "mu/ml", "u/l"})
 class PregnancyParams(Params):
     pregnancy_conditions: ValueSetRef
     pregnancy_ended_conditions: ValueSetRef  # delivery, abortive outcome, puerperium: pregnancy is over
+    pregnancy_ending_procedures: ValueSetRef | None = None  # a delivery, caesarean or abortion performed
     lactation_conditions: ValueSetRef
     pregnancy_status_tests: ValueSetRef  # LOINC 82810-3 and the older 11449-6
     not_pregnant_values: ValueSetRef  # coded "Not pregnant" answers
@@ -101,12 +107,26 @@ def _condition_events(
             yield Event(span.end, "negative", f"{label} ended", ref(cond), 0, 0)
 
 
-def _ended_events(record: PatientRecord, vs: ValueSet) -> Iterator[Event]:
+def _ended_events(record: PatientRecord, vs: ValueSet, procedures: ValueSet | None) -> Iterator[Event]:
+    """The pregnancy is over from the day of a delivery/abortion condition or a performed delivery procedure.
+
+    An end dated before a pregnancy's start does not end it: the later "yes" decides on the timeline."""
     for cond in record.of_type("Condition"):
         label = vs.match(cond.get("code"))
         start = condition_span(cond).start
         if label is not None and start is not None:
             yield Event(start, "negative", label, ref(cond), 0, 0)
+    if procedures is None:
+        return
+    for proc in record.of_type("Procedure"):
+        # Only a procedure that was done: a caesarean in preparation or on hold is still a pregnancy.
+        if proc.get("status") not in _PERFORMED:
+            continue
+        label = procedures.match(proc.get("code"))
+        span = procedure_span(proc)
+        done = span.latest if span is not None else None
+        if label is not None and done is not None:  # an undated delivery cannot be placed on the timeline
+            yield Event(done, "negative", f"{label} (procedure)", ref(proc), 0, 0)
 
 
 def _observation_events(
@@ -159,13 +179,29 @@ _UNCERTAIN = re.compile(
     r"\b(possib\w*|maybe|may\s+be|might\s+be|suspect\w*|unsure|not\s+sure|uncertain|unconfirmed|"
     r"probabl\w*|questionable|query|pending)\b|\?\s*" + _STATE
 )
-# A negation shortly before the state ("patient states she is not pregnant", "denies pregnancy") or a
-# denial after it ("pregnancy test: negative", "pregnant: no", "pregnancy ruled out").
+# The state over, said right after its noun ("Breastfeeding stopped", "Pregnancy ended (delivered
+# 2026-05-10)", "breast-feeding: discontinued", "pregnancy was terminated"). Only the next word (or a
+# linking verb) counts, so that "pregnancy test completed: positive" or "breastfeeding, delivered
+# 2026-04-01" stay what they say; a past pregnancy ("previous pregnancy ended in miscarriage") is not
+# this one. Delivered, miscarried and aborted end a pregnancy, weaned and suppressed a breastfeeding.
+_OVER = r"(ended|stopped|discontinued|ceased|completed|finished|terminated)"
+_LINK = r"\s*(?:[:=,-]\s*|\s(?:(?:has|have|had|was|is|were)\s+)?(?:been\s+)?(?:now\s+)?)"
+_NOT_THIS_ONE = r"(?<!previous\s)(?<!prior\s)(?<!last\s)(?<!past\s)(?<!earlier\s)(?<!first\s)(?<!former\s)"
+_ENDED_AFTER = (
+    _NOT_THIS_ONE + r"\bpregnan\w*" + _LINK + r"(" + _OVER[1:-1] + r"|delivered|miscarried|aborted|lost)\b"
+    + r"|" + _NOT_THIS_ONE + r"\b(breast[\s-]?feed\w*|breast[\s-]?fed|lactat\w*|nursing)" + _LINK
+    + r"(" + _OVER[1:-1] + r"|weaned|suppressed)\b"
+)
+# A negation shortly before the state ("patient states she is not pregnant", "denies pregnancy",
+# "stopped breastfeeding") or a denial or end after it ("pregnancy test: negative", "pregnant: no",
+# "pregnancy ruled out", "breastfeeding stopped").
 _NEGATED = re.compile(
     r"\b(not|no|non|never|denies|denied|negative\s+for|isn'?t|no\s+longer|stopped|ceased|without)\b"
     r"[\w\s'-]{0,30}?" + _STATE
+    # Only right before the state: "discontinued methotrexate while breastfeeding" is breastfeeding.
+    + r"|\b(ended|discontinued|finished)\s+(?:her\s+)?" + _STATE
     + r"|\bnon-?pregnant\b|\bweaned\b|" + _STATE
-    + r"\w*[\w\s:=-]{0,20}?\b(negative|neg|ruled\s+out|denied|excluded|no|none)\b"
+    + r"\w*[\w\s:=-]{0,20}?\b(negative|neg|ruled\s+out|denied|excluded|no|none)\b|" + _ENDED_AFTER
 )
 
 
@@ -300,7 +336,8 @@ def _pregnancy(record: PatientRecord, ctx: Context, p: PregnancyParams) -> tuple
     undated: list[Resource] = []
     max_days = p.pregnancy_max_days
     events = list(_condition_events(record, ctx.vs(p.pregnancy_conditions), as_of, max_days, undated))
-    events += _ended_events(record, ctx.vs(p.pregnancy_ended_conditions))
+    procedures = ctx.vs(p.pregnancy_ending_procedures) if p.pregnancy_ending_procedures else None
+    events += _ended_events(record, ctx.vs(p.pregnancy_ended_conditions), procedures)
     yes = ctx.vs(p.pregnancy_conditions)
     if p.pregnant_values:
         yes = union("pregnant", (yes, ctx.vs(p.pregnant_values)))

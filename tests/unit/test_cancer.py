@@ -121,6 +121,79 @@ def test_unlisted_code_whose_text_names_a_malignancy_is_unknown(evaluate):
 
 
 @pytest.mark.parametrize(
+    "display",
+    [
+        "Squamous cell carcinoma of lung",
+        "Squamous cell carcinoma of head and neck",
+        "Squamous cell carcinoma of oral cavity",
+        "Squamous cell carcinoma of larynx",
+        "Oropharyngeal squamous cell carcinoma",
+        "Squamous cell carcinoma of esophagus",
+        "Squamous cell carcinoma of anus",
+        "Squamous cell carcinoma of cervix",  # invasive: only carcinoma in situ of the cervix is allowed
+        "Squamous cell carcinoma of vulva",
+        "Squamous cell carcinoma of vagina",
+        "Squamous cell carcinoma of penis",
+        "Squamous cell carcinoma of bladder",
+        "Metastatic squamous cell carcinoma",
+    ],
+)
+def test_squamous_cell_carcinoma_of_a_site_other_than_skin_excludes(evaluate, display):
+    cond = condition("snomed", "999999999", "2019-01-01", clinical="remission", display=display, id="scc")
+    res = evaluate("E12", record(cond))
+    assert res.outcome is Outcome.FAIL
+    assert res.reason == f"History of cancer: {display} (onset 2019-01-01, remission; Condition/scc)."
+
+
+@pytest.mark.parametrize(
+    "display",
+    [
+        "Malignant melanoma of skin",
+        "Melanoma in situ of skin",
+        "Merkel cell carcinoma of skin",
+        "Sebaceous carcinoma of eyelid",
+        "Kaposi sarcoma of skin",
+        "Primary cutaneous T-cell lymphoma",
+        "Ductal carcinoma in situ of breast",
+        "Carcinoma in situ of bladder",
+        "Squamous cell carcinoma in situ of vulva",
+    ],
+)
+def test_skin_cancer_other_than_bcc_scc_and_in_situ_cancer_other_than_cervix_exclude(evaluate, display):
+    cond = condition("snomed", "999999999", "2019-01-01", clinical="resolved", display=display)
+    res = evaluate("E12", record(cond))
+    assert res.outcome is Outcome.FAIL
+    assert res.reason.startswith(f"History of cancer: {display} ")
+
+
+@pytest.mark.parametrize(
+    "display",
+    [
+        "Squamous cell carcinoma of scalp",  # a skin site: may be the allowed skin SCC
+        "Cutaneous squamous cell carcinoma",
+        "Squamous cell carcinoma in situ of skin",
+        "Carcinoma in situ of cervix",
+    ],
+)
+def test_unlisted_skin_scc_and_cervical_in_situ_names_stay_a_question(evaluate, display):
+    cond = condition("snomed", "999999999", "2019-01-01", clinical="resolved", display=display)
+    res = evaluate("E12", record(cond))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "malignancy of unstated type" in res.reason
+
+
+def test_coded_skin_scc_and_cervical_in_situ_still_pass_when_treated(evaluate):
+    rec = record(
+        condition("snomed", "403891008", "2019-01-01", clinical="resolved", display="SCC of scalp"),
+        condition("snomed", "92564006", "2018-01-01", clinical="resolved"),
+        condition("snomed", "254701007", "2017-01-01", clinical="resolved"),
+    )
+    res = evaluate("E12", rec)
+    assert res.outcome is Outcome.PASS
+    assert res.reason.startswith("Only allowed, treated cancers on record: ")
+
+
+@pytest.mark.parametrize(
     "display", ["Family history of cancer", "Screening for malignant neoplasm of cervix"]
 )
 def test_family_history_and_screening_text_is_not_cancer(evaluate, display):

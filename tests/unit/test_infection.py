@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from fhirscreen.criteria.base import Outcome
-from tests.builders import concept, condition, observation, record
+from tests.builders import concept, condition, medication_dispense, medication_request, observation, record
 
 POSITIVE = concept("snomed", "10828004", "Positive")
 NEGATIVE = concept("snomed", "260385009", "Negative")
@@ -209,12 +209,79 @@ def test_hiv_antigen_antibody_or_viral_load_excludes(evaluate, code, kwargs):
     assert "HIV" in res.reason
 
 
-def test_treated_hiv_with_undetectable_load_still_excludes(evaluate):
+@pytest.mark.parametrize(
+    "treated",
+    [
+        condition("icd10cm", "B20", "2019-01-10", id="dx"),
+        medication_request("local", "2019-01-15", system="http://hospital.example/drugs", id="dx",
+                           display="bictegravir 50 MG / emtricitabine 200 MG / tenofovir alafenamide 25 MG"),
+        medication_request("local", "2019-01-15", system="http://hospital.example/drugs", id="dx",
+                           display="Biktarvy"),
+    ],
+)
+def test_treated_hiv_with_undetectable_load_still_excludes(evaluate, treated):
+    # A diagnosis or antiretroviral therapy shows the undetectable load is HIV under treatment.
     rec = record(
-        observation("56888-1", "2019-01-01", string="Reactive"),
+        observation("56888-1", "2019-01-01", string="Reactive", id="screen"),
         observation("20447-9", "2026-01-01", value=20.0, comparator="<", unit="{copies}/mL"),
+        treated,
     )
-    assert evaluate("E10", rec).outcome is Outcome.FAIL
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.FAIL
+    assert res.reason.startswith("Active infection: HIV")
+    assert "Observation/screen" in res.evidence
+    if treated["resourceType"] == "MedicationRequest":
+        assert "antiretroviral therapy" in res.reason and "MedicationRequest/dx" in res.evidence
+
+
+def test_reactive_hiv_screen_then_undetectable_rna_without_diagnosis_or_therapy_is_unknown(evaluate):
+    rec = record(
+        observation("56888-1", "2026-01-01", string="Reactive", id="screen"),
+        observation("25835-0", "2026-01-10", coded=NOT_DETECTED, id="nat"),
+    )
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.UNKNOWN
+    assert "with no HIV diagnosis or antiretroviral therapy on record" in res.reason
+    assert res.evidence == ("Observation/screen", "Observation/nat")
+    assert res.next_step == (
+        "Confirm with an HIV-1/2 differentiation assay and ask about antiretroviral therapy."
+    )
+
+
+def test_antiretroviral_prep_does_not_make_a_reactive_screen_treated_hiv(evaluate):
+    prep = medication_request("local", "2025-06-01", system="http://hospital.example/drugs",
+                              display="dolutegravir 50 MG",
+                              reason=concept("local", "x", text="post-exposure prophylaxis"))
+    rec = record(
+        observation("56888-1", "2026-01-01", string="Reactive"),
+        observation("25835-0", "2026-01-10", coded=NOT_DETECTED),
+        prep,
+    )
+    assert evaluate("E10", rec).outcome is Outcome.UNKNOWN
+
+
+@pytest.mark.parametrize("confirmation", ["69668-2", "56888-1"])  # differentiation assay, repeat screen
+def test_reactive_hiv_screen_not_confirmed_by_supplemental_test_and_nat_passes(evaluate, confirmation):
+    rec = record(
+        observation("56888-1", "2026-01-01", string="Reactive", id="screen"),
+        observation(confirmation, "2026-01-10", string="Negative", id="supp"),
+        observation("25835-0", "2026-01-10", coded=NOT_DETECTED, id="nat"),
+    )
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.PASS
+    assert "not confirmed" in res.reason
+    assert set(res.evidence) == {"Observation/screen", "Observation/supp", "Observation/nat"}
+
+
+def test_hiv_rna_not_detected_before_the_reactive_screen_does_not_confirm_it_negative(evaluate):
+    rec = record(
+        observation("25835-0", "2025-06-01", coded=NOT_DETECTED),
+        observation("56888-1", "2026-01-01", string="Reactive"),
+        observation("69668-2", "2026-01-10", string="Negative"),
+    )
+    res = evaluate("E10", rec)
+    assert res.outcome is Outcome.UNKNOWN
+    assert "Discordant" in res.next_step
 
 
 def test_reactive_hiv_screen_followed_by_negative_is_unknown(evaluate):
@@ -426,3 +493,156 @@ def test_e11_synthea_infection_codes_exclude(evaluate, code, name):
     res = evaluate("E11", record(condition("snomed", code, "2026-05-20", id="inf", display=name)))
     assert res.outcome is Outcome.FAIL
     assert name in res.reason
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [
+        ("233607000", "Pneumococcal pneumonia"),
+        ("363746003", "Acute pharyngitis"),
+        ("999001", "Aspiration pneumonia"),
+        ("999002", "Septic shock due to Escherichia coli"),
+        ("999003", "Cellulitis of left lower limb"),
+        ("999004", "Tooth abscess"),
+        ("999005", "Acute maxillary sinusitis"),
+        ("999006", "Acute bronchitis due to respiratory syncytial virus"),
+        ("999007", "Acute cystitis without hematuria"),
+        ("999008", "Bacterial meningitis"),
+        ("999009", "Infective endocarditis"),
+        ("999010", "Shingles"),
+        ("999011", "Influenza A"),
+        ("999012", "COVID-19"),
+        ("999013", "Oral candidiasis"),
+        ("999014", "Wound infection"),
+    ],
+)
+def test_e11_unlisted_snomed_infection_excludes_by_its_name(evaluate, code, name):
+    res = evaluate("E11", record(condition("snomed", code, "2026-05-20", id="inf", display=name)))
+    assert res.outcome is Outcome.FAIL
+    assert res.reason == f"Active infection on the screening date: {name} since 2026-05-20 (Condition/inf)."
+
+
+def test_e11_infection_named_in_text_only_excludes(evaluate):
+    cond = condition("snomed", "999015", "2026-05-20", id="inf")
+    cond["code"] = {"text": "Community-acquired pneumonia, right lower lobe"}
+    res = evaluate("E11", record(cond))
+    assert res.outcome is Outcome.FAIL
+    assert "Community-acquired pneumonia, right lower lobe" in res.reason
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "Lupus pneumonia",
+        "Lupus nephritis",
+        "Serositis",
+        "Pleuritis",
+        "Pericarditis",
+        "Endocarditis due to SLE",
+        "Libman-Sacks endocarditis",
+        "Aseptic meningitis",
+        "Interstitial pneumonia",
+        "Organizing pneumonia",
+        "Interstitial cystitis",
+        "Chronic sinusitis",
+        "Chronic obstructive bronchitis",
+        "History of pneumonia",
+        "Pneumococcal vaccination",
+        "Screening for COVID-19",
+        "Exposure to SARS-CoV-2",
+        "Post-COVID-19 condition",
+        "Candida colonization",
+        "Chronic hepatitis B viral infection",  # E10's
+        "Chronic type B viral hepatitis",  # E10's (Synthea's display of 61977001)
+        "Latent tuberculosis infection",  # E10's
+        "HIV infection",  # E10's
+    ],
+)
+def test_e11_names_that_are_not_an_active_infection_pass(evaluate, name):
+    res = evaluate("E11", record(condition("snomed", "999020", "2026-05-20", display=name)))
+    assert res.outcome is Outcome.PASS
+    assert res.reason == "No active infection on record."
+
+
+@pytest.mark.parametrize("name", ["Suspected COVID-19", "Possible pneumonia"])
+def test_e11_infection_named_as_suspected_is_a_question(evaluate, name):
+    res = evaluate("E11", record(condition("snomed", "999030", "2026-05-20", id="s", display=name)))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "named as suspected, not confirmed" in res.reason
+    assert res.next_step == f"Confirm or rule out {name}."
+    assert res.evidence == ("Condition/s",)
+
+
+# -------------------------------------------------------------------- E11 anti-infective prophylaxis
+
+
+def test_e11_isoniazid_for_latent_tb_is_prophylaxis_not_infection(evaluate):
+    rec = record(
+        condition("icd10cm", "Z22.7", "2026-03-01"),
+        medication_request("6038", "2026-03-15", display="isoniazid", bounds_start="2026-03-15",
+                           bounds_end="2026-12-15", reason=concept("icd10cm", "Z22.7", "Latent tuberculosis"),
+                           id="inh"),
+    )
+    res = evaluate("E11", rec)
+    assert res.outcome is Outcome.PASS
+    assert res.reason == (
+        "No active infection on record; isoniazid (2026-03-15 to 2026-12-15, MedicationRequest/inh) is "
+        "prophylaxis (Latent tuberculosis), not treatment."
+    )
+    assert res.evidence == ("MedicationRequest/inh",)
+
+
+@pytest.mark.parametrize(
+    ("code", "drug", "reason"),
+    [
+        ("10180", "sulfamethoxazole / trimethoprim", concept("icd10cm", "Z29.8", "", text="PJP prophylaxis")),
+        ("10180", "sulfamethoxazole / trimethoprim", concept("icd10cm", "B59", "Pneumocystosis",
+                                                              text="Pneumocystis pneumonia prophylaxis")),
+        ("73645", "valacyclovir", concept("icd10cm", "A60.04", "Herpesviral vulvovaginitis",
+                                          text="HSV suppression")),
+        ("723", "amoxicillin", concept("local", "x", text="Preventive: asplenia")),
+    ],
+)
+def test_e11_order_whose_reason_says_prophylaxis_does_not_count(evaluate, code, drug, reason):
+    order = medication_request(code, "2026-02-01", display=drug, bounds_start="2026-02-01",
+                               bounds_end="2026-12-31", reason=reason, id="rx")
+    res = evaluate("E11", record(order))
+    assert res.outcome is Outcome.PASS
+    said = f"{drug} (2026-02-01 to 2026-12-31, MedicationRequest/rx) is prophylaxis ({reason['text']})"
+    assert said in res.reason
+
+
+def test_e11_prophylaxis_named_by_a_referenced_condition_or_by_the_fill_s_order(evaluate):
+    ltbi = condition("icd10cm", "R76.12", "2026-03-01", id="ltbi")
+    order = medication_request("6038", "2026-03-15", display="isoniazid", id="inh",
+                               reasonReference=[{"reference": "Condition/ltbi"}])
+    assert evaluate("E11", record(ltbi, order)).outcome is Outcome.PASS
+    fill = medication_dispense("6038", "2026-05-20", display="isoniazid", id="fill",
+                               authorizingPrescription=[{"reference": "MedicationRequest/inh"}])
+    res = evaluate("E11", record(ltbi, order, fill))
+    assert res.outcome is Outcome.PASS
+    assert "MedicationDispense/fill) is prophylaxis" in res.reason
+
+
+@pytest.mark.parametrize(
+    "reason",
+    [None, concept("icd10cm", "J18.9", "Pneumonia, unspecified organism"), concept("local", "x", text="UTI")],
+)
+def test_e11_anti_infective_for_an_infection_or_without_a_reason_stays_a_question(evaluate, reason):
+    order = medication_request("723", "2026-05-28", display="amoxicillin", bounds_start="2026-05-28",
+                               bounds_end="2026-06-07", reason=reason, id="abx")
+    res = evaluate("E11", record(order))
+    assert res.outcome is Outcome.UNKNOWN
+    assert res.evidence == ("MedicationRequest/abx",)
+
+
+def test_e11_prophylaxis_does_not_hide_an_active_infection(evaluate):
+    rec = record(
+        condition("icd10cm", "J18.9", "2026-05-20", id="pna"),
+        medication_request("10180", "2026-02-01", display="sulfamethoxazole / trimethoprim",
+                           bounds_start="2026-02-01", bounds_end="2026-12-31",
+                           reason=concept("local", "x", text="PJP prophylaxis")),
+    )
+    res = evaluate("E11", rec)
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("Condition/pna",)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from fhirscreen.criteria.base import Outcome
-from tests.builders import concept, condition, observation, patient, record
+from tests.builders import concept, condition, observation, patient, procedure, record
 
 INTENTION = "intention to become pregnant or breast-feed must be confirmed by the investigator"
 PREGNANT = concept("snomed", "77386006", "Pregnant")
@@ -82,6 +82,74 @@ def test_delivery_abortion_or_puerperium_code_ends_an_open_pregnancy(evaluate, c
     res = evaluate("E13", rec)
     assert res.outcome is Outcome.PASS
     assert "Condition/end" in res.evidence
+
+
+@pytest.mark.parametrize(
+    ("system", "code", "display"),
+    [
+        ("snomed", "11466000", "Cesarean section"),
+        ("snomed", "714812005", "Induced termination of pregnancy"),
+        ("snomed", "177157003", "Spontaneous breech delivery"),
+        ("icd10pcs", "10E0XZZ", "Delivery of Products of Conception, External Approach"),
+        ("icd10pcs", "10D00Z1", "Extraction of Products of Conception, Low, Open Approach"),
+        ("icd10pcs", "10A07ZZ", "Abortion of Products of Conception, Via Natural or Artificial Opening"),
+        ("cpt", "59514", ""),
+        ("cpt", "59840", ""),
+        ("snomed", "999999", "Emergency lower segment caesarean section"),  # unlisted code, clear name
+    ],
+)
+def test_delivery_or_abortion_procedure_ends_an_open_pregnancy(evaluate, system, code, display):
+    rec = record(
+        condition("snomed", "72892002", "2025-09-01"),  # never closed
+        procedure(system, code, "2026-05-22", display=display, id="end"),
+    )
+    res = evaluate("E13", rec)
+    assert res.outcome is Outcome.PASS
+    assert "Not pregnant" in res.reason and "2026-05-22" in res.reason
+    assert res.evidence == ("Procedure/end",)
+
+
+def test_delivery_procedure_before_the_pregnancy_does_not_end_it(evaluate):
+    rec = record(
+        procedure("snomed", "11466000", "2024-03-01"),  # an earlier child
+        condition("snomed", "72892002", "2026-02-01", id="preg"),
+    )
+    res = evaluate("E13", rec)
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("Condition/preg",)
+
+
+@pytest.mark.parametrize("status", ["preparation", "on-hold", "in-progress", "stopped"])
+def test_delivery_procedure_not_done_does_not_end_a_pregnancy(evaluate, status):
+    rec = record(
+        condition("snomed", "72892002", "2025-10-01"),
+        procedure("snomed", "11466000", "2026-05-22", status=status),
+    )
+    assert evaluate("E13", rec).outcome is Outcome.FAIL
+
+
+@pytest.mark.parametrize(
+    "display",
+    ["Counseling for termination of pregnancy", "Antenatal education", "Planned cesarean section"],
+)
+def test_procedures_before_the_end_of_a_pregnancy_do_not_end_it(evaluate, display):
+    rec = record(
+        condition("snomed", "72892002", "2025-10-01"),
+        procedure("snomed", "999999", "2026-05-22", display=display),
+    )
+    assert evaluate("E13", rec).outcome is Outcome.FAIL
+
+
+def test_delivery_procedure_leaves_breastfeeding_to_its_own_records(evaluate):
+    rec = record(
+        condition("snomed", "72892002", "2025-09-01"),
+        procedure("snomed", "11466000", "2026-04-01"),
+        condition("snomed", "169750002", "2026-04-02", id="bf"),
+    )
+    res = evaluate("E13", rec)
+    assert res.outcome is Outcome.FAIL
+    assert "Currently breast-feeding" in res.reason
+    assert res.evidence == ("Condition/bf",)
 
 
 def test_synthea_pattern_status_observation_then_abated_pregnancy(evaluate):
@@ -176,6 +244,64 @@ def test_breastfeeding_ended_passes(evaluate):
 def test_breastfeeding_status_observation(evaluate, text, expected):
     rec = record(observation("63895-7", "2026-03-01", coded=concept("snomed", "999", text)))
     assert evaluate("E13", rec).outcome is expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Breastfeeding stopped",
+        "Breastfeeding ended",
+        "Breastfeeding discontinued",
+        "Breast-feeding: ceased",
+        "breast feeding has been stopped",
+        "Breastfeeding weaned",
+        "Lactation suppressed",
+        "Discontinued breastfeeding",
+    ],
+)
+def test_breastfeeding_status_saying_it_ended_passes(evaluate, text):
+    res = evaluate("E13", record(observation("63895-7", "2026-05-01", string=text, id="bf")))
+    assert res.outcome is Outcome.PASS
+    assert "Breastfeeding status negative on 2026-05-01" in res.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "Pregnancy ended (delivered 2026-05-10)",
+        "Pregnancy terminated",
+        "pregnancy was terminated 2026-04-02",
+        "Pregnancy: delivered",
+        "Pregnancy - miscarried",
+    ],
+)
+def test_pregnancy_status_saying_it_ended_passes(evaluate, text):
+    rec = record(
+        condition("snomed", "72892002", "2025-09-01"),  # never closed
+        observation("82810-3", "2026-05-20", string=text),
+    )
+    res = evaluate("E13", rec)
+    assert res.outcome is Outcome.PASS
+    assert "Pregnancy status negative on 2026-05-20" in res.reason
+
+
+@pytest.mark.parametrize(
+    ("code", "text"),
+    [
+        ("63895-7", "Breastfeeding started 2026-03-01"),
+        ("63895-7", "Breastfeeding, delivered 2026-04-01"),  # delivered ends a pregnancy, not nursing
+        ("63895-7", "Breastfeeding continued"),
+        ("63895-7", "Discontinued methotrexate while breastfeeding"),
+        ("82810-3", "Pregnancy test completed: positive"),
+        ("82810-3", "Pregnant - previous pregnancy ended in miscarriage"),
+        ("82810-3", "Pregnant; prior pregnancy terminated"),
+        ("82810-3", "Pregnant, delivery expected 2026-08-01"),
+    ],
+)
+def test_status_naming_an_end_that_is_not_this_one_stays_positive(evaluate, code, text):
+    res = evaluate("E13", record(observation(code, "2026-05-20", string=text)))
+    assert res.outcome is Outcome.FAIL
+    assert res.reason.startswith("Currently ")
 
 
 @pytest.mark.parametrize("verification", ["entered-in-error", "refuted"])
