@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import date
@@ -99,6 +100,8 @@ def screen_patient(
     passed = sum(1 for r in computable if r.outcome is Outcome.PASS)
     score = round(passed / len(computable), 2) if computable else 0.0
     strength = sum(float(r.details.get("strength", 0)) for r in results.values())
+    if not math.isfinite(strength):
+        strength = 0.0  # a NaN tie-break would make the ranking depend on input order
     return PatientScreen(record.id, results, overall_status(computable), score, strength)
 
 

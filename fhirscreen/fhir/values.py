@@ -9,6 +9,7 @@ on malformed input: what cannot be read is None.
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
@@ -123,17 +124,17 @@ def parse_quantity(text: str) -> Quantity | None:
 
 
 def _number(value: object) -> float | None:
+    """A finite number, else None: NaN and infinities are no value (nor "nan" or "inf" as text)."""
     if value.__class__ is float:
-        return value
+        return value if math.isfinite(value) else None
     if isinstance(value, bool):
         return None
-    if isinstance(value, (int, float)):
-        return float(value)
-    if isinstance(value, str):
-        try:
-            return float(value)
-        except ValueError:
-            return None
+    try:
+        if isinstance(value, (int, float, str)):
+            number = float(value)
+            return number if math.isfinite(number) else None
+    except (ValueError, OverflowError):
+        return None
     return None
 
 

@@ -50,6 +50,7 @@ from typing import IO, Any
 import orjson
 
 from fhirscreen.fhir.codes import ValueSet
+from fhirscreen.fhir.json_text import loads_finite, odd_numbers_message
 from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, items, reference_id
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import KEPT_TYPES, Dropped, malformed_concept, patient_id, report_malformed
@@ -96,7 +97,10 @@ def loads_damaged(data: bytes, where: str, quality: DataQuality, unit: str) -> A
             "or value with them in it may not be recognised",
         )
         text = data.decode("utf-8", errors="replace")
-    return json.loads(text)
+    parsed, odd = loads_finite(text)
+    if odd:
+        quality.add("warning", where, "non-finite-number", odd_numbers_message(odd))
+    return parsed
 
 
 class FileSource:

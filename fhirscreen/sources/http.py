@@ -40,6 +40,7 @@ from requests.adapters import HTTPAdapter
 from urllib3 import exceptions as urllib3_exceptions
 
 from fhirscreen import __version__
+from fhirscreen.fhir.json_text import loads_finite
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import ConfigurationError, SourceError
 from fhirscreen.sources.server_text import outcome_text
@@ -149,12 +150,13 @@ def parse_json(data: bytes) -> Any:
     Raises UnicodeDecodeError for bytes that are not UTF-8 (a BOM is accepted), ValueError otherwise.
     """
     if len(data) > ORJSON_MAX_BYTES:
-        return json.loads(data.decode("utf-8").removeprefix("\ufeff"))
+        return loads_finite(data.decode("utf-8").removeprefix("\ufeff"))[0]
     try:
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         text = data.decode("utf-8")  # UnicodeDecodeError (a ValueError) names the byte
-        return json.loads(text.removeprefix("\ufeff"))
+        # NaN or Infinity (not JSON numbers) are read as no value, as in files
+        return loads_finite(text.removeprefix("\ufeff"))[0]
 
 
 def _exception_chain(exc: BaseException) -> Iterator[BaseException]:

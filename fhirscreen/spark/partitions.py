@@ -20,6 +20,7 @@ from typing import Any
 
 import orjson
 
+from fhirscreen.fhir.json_text import loads_finite, odd_numbers_message
 from fhirscreen.fhir.resources import Resource, is_usable, reference_id
 from fhirscreen.quality import DataQuality, Finding
 from fhirscreen.record import KEPT_TYPES, PopulationBuilder, patient_id
@@ -46,10 +47,15 @@ def leading_type(line: str) -> str | None:
 
 def loads(text: str) -> Any:
     """orjson, and for what orjson refuses the standard library decides (as file mode does)."""
+    return loads_noting(text)[0]
+
+
+def loads_noting(text: str) -> tuple[Any, tuple[str, ...]]:
+    """``loads``, and the numbers it read as no value (NaN, Infinity: ``loads_finite``)."""
     try:
-        return orjson.loads(text)
+        return orjson.loads(text), ()
     except orjson.JSONDecodeError:
-        return json.loads(text)
+        return loads_finite(text)
 
 
 class UnreadableFile(str):
@@ -109,11 +115,13 @@ def _parsed_lines(
                 yield lineno, origin, line, ([], False), rtype
                 continue
         try:
-            data = loads(line)
+            data, odd = loads_noting(line)
         except json.JSONDecodeError as exc:
             if line.strip():
                 quality.add("error", origin, "malformed-json", f"line is not valid JSON ({exc.msg}); skipped")
             continue
+        if odd:
+            quality.add("warning", origin, "non-finite-number", odd_numbers_message(odd))
         yield lineno, origin, line, _resources_on_line(data, origin, quality), None
 
 

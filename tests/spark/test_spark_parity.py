@@ -88,8 +88,8 @@ def test_converted_samples_screen_as_the_bundles_do(sample_ndjson: Path, trial: 
 
 def damaged_copy(src: Path, dst: Path) -> Path:
     """The bulk samples with damage: a malformed line, a blank line, a truncated line of a skipped type,
-    JSON that is not FHIR, a Condition without an id, a resource of a skipped type, a Bundle on one
-    line, a repeated Patient line, a resource whose Patient is missing; Observations gzipped;
+    JSON that is not FHIR, a Condition without an id, a resource of a skipped type, a NaN value, a Bundle
+    on one line, a repeated Patient line, a resource whose Patient is missing; Observations gzipped;
     MedicationStatements gzipped and cut off halfway."""
     shutil.copytree(src, dst)
     conditions = (dst / "Condition.ndjson").read_text().splitlines()
@@ -102,6 +102,8 @@ def damaged_copy(src: Path, dst: Path) -> Path:
         '{"resourceType":"Encounter","id":"e1","subject":{"reference":"Patient/nonsle-hypertension"}}',
         '{"resourceType":"Observation","id":"orphan","status":"final","code":{"text":"x"},'
         '"subject":{"reference":"Patient/nobody"}}',
+        '{"resourceType":"Observation","id":"nan","status":"final","code":{"text":"x"},'
+        '"subject":{"reference":"Patient/nobody"},"valueQuantity":{"value":NaN}}',
     ]
     (dst / "Condition.ndjson").write_text("\n".join(conditions) + "\n")
     patients = (dst / "Patient.ndjson").read_text().splitlines()
@@ -133,6 +135,7 @@ def test_malformed_lines_truncated_gzip_and_split_files(spark: Any, trial: Trial
     assert ("not-fhir", "/Condition.ndjson:6") in problems
     assert ("no-id", "/Condition.ndjson:7") in problems
     assert ("missing-patient", "Patient/nobody") in problems
+    assert ("non-finite-number", "/Condition.ndjson:10") in problems  # NaN: read as no value, said
     assert ("unreadable-file", "/MedicationStatement.ndjson.gz") in problems  # the run went on
     patient = json.loads((SAMPLES / "bulk" / "Patient.ndjson").read_text().splitlines()[0])["id"]
     assert ("duplicate", f"Patient/{patient}") in problems

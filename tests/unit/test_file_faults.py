@@ -82,6 +82,30 @@ def test_an_invalid_byte_costs_only_the_value_it_is_in(tmp_path: Path, trial: Tr
     assert not population.quality.partial
 
 
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e400", b"1" + b"0" * 400])
+def test_a_number_that_is_not_a_json_number_is_no_value_and_a_finding(
+    tmp_path: Path, trial: Trial, literal: bytes
+) -> None:
+    """NaN, Infinity and out-of-range numbers (which orjson refuses) were read by the fallback as floats:
+    "eGFR inf ... at or above 30" made a patient eligible. Now the value is missing, and said."""
+    egfr = {
+        "resourceType": "Observation", "id": "g", "status": "final", "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8"}]},
+        "effectiveDateTime": "2026-05-01", "valueQuantity": {"value": 12345, "unit": "mL/min/{1.73_m2}"},
+    }
+    file = tmp_path / "export.ndjson"
+    file.write_bytes(line(patient("p1")) + line(sle("c1", "p1")) + line(egfr).replace(b"12345", literal))
+    population = load_population(FileSource(file), trial)
+    [(where, problem, message)] = findings(population)
+    assert (where, problem) == (f"{file}:3", "non-finite-number")
+    assert "not a JSON number" in message and "read as no value" in message
+    [obs] = population.records["p1"].of_type("Observation")
+    assert obs["valueQuantity"]["value"] is None
+    result = screen(tmp_path, "--format", "json")
+    [candidate] = json.loads(result.stdout)["patients"]
+    assert candidate["criteria"]["I4"]["outcome"] == "unknown", candidate["criteria"]["I4"]
+
+
 def test_a_latin1_file_is_read_line_by_line_with_one_finding_per_line(tmp_path: Path, trial: Trial) -> None:
     file = tmp_path / "latin1.ndjson"
     resources = (patient("p1", "Gar\u00e7on"), sle("c1", "p1"))

@@ -140,16 +140,18 @@ def test_malformed_lines_report_the_standard_library_message(tmp_path: Path, tri
     ]
 
 
-def test_what_orjson_refuses_the_standard_library_still_accepts(tmp_path: Path, trial: Trial) -> None:
+def test_what_orjson_refuses_the_standard_library_still_reads_and_a_nan_is_no_value(
+    tmp_path: Path, trial: Trial
+) -> None:
     obs = json.dumps(observation("o1", "p1")).replace("75", "NaN")  # json accepts NaN, orjson does not
     file = tmp_path / "data.ndjson"
     file.write_text(
         json.dumps(patient("p1")) + "\n" + obs + "\n" + json.dumps(condition("c1", "p1", SLE)) + "\n"
     )
     population = load_population(FileSource(file), trial)
-    [obs_read] = population.records["p1"].of_type("Observation")
-    assert obs_read["valueQuantity"]["value"] != obs_read["valueQuantity"]["value"]  # NaN
-    assert population.quality.findings == []
+    [obs_read] = population.records["p1"].of_type("Observation")  # the resource is read
+    assert obs_read["valueQuantity"]["value"] is None  # NaN is not a number a criterion may use
+    assert [(f.where, f.problem) for f in population.quality.findings] == [(f"{file}:2", "non-finite-number")]
 
 
 def test_gzipped_ndjson_is_skipped_and_counted_the_same(tmp_path: Path, trial: Trial) -> None:
