@@ -9,6 +9,7 @@ from datetime import datetime, timezone
 from typing import Any, TypeVar
 
 from fhirscreen.fhir.compact import Compactor
+from fhirscreen.fhir.dates import parse_date
 from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, items, patient_id_of, reference_id
 from fhirscreen.quality import DataQuality
 
@@ -176,6 +177,7 @@ class PopulationBuilder:
                 return
         self._seen.add(key)
         if rtype == "Patient":
+            report_malformed(resource, f"Patient/{rid}", self.quality)  # a birth or death date it cannot read
             self._patients[rid] = resource
             return
         if rtype == "Medication":
@@ -333,6 +335,19 @@ _CONCEPT_ELEMENTS = (
 )
 
 
+# The dates the criteria read, and the Periods whose start and end they read: one that is not a FHIR
+# date ("2026-13-45", "2026-02-30", words) is read as absent, so the resource counts as undated.
+_DATE_ELEMENTS = (
+    "effectiveDateTime", "effectiveInstant", "issued", "onsetDateTime", "abatementDateTime", "recordedDate",
+    "performedDateTime", "authoredOn", "dateAsserted", "whenHandedOver", "occurrenceDateTime",
+    "birthDate", "deceasedDateTime",
+)
+_PERIOD_ELEMENTS = (
+    "effectivePeriod", "onsetPeriod", "abatementPeriod", "performedPeriod", "occurrencePeriod",
+)
+_BOOLEAN_ELEMENTS = ("deceasedBoolean", "doNotPerform", "abatementBoolean")
+
+
 def malformed_elements(resource: Mapping[str, Any]) -> list[str]:
     """The elements of a kept resource that are present but not in FHIR's form (see above)."""
     bad = [k for k in _OBJECT_ELEMENTS if k in resource and not isinstance(resource[k], dict)]
@@ -344,18 +359,31 @@ def malformed_elements(resource: Mapping[str, Any]) -> list[str]:
     return bad
 
 
+def malformed_values(resource: Mapping[str, Any]) -> list[str]:
+    """The dates (and booleans) of a kept resource that are present but cannot be read: "2026-13-45"."""
+    bad = [k for k in _DATE_ELEMENTS if k in resource and parse_date(resource[k]) is None]
+    for key in _PERIOD_ELEMENTS:
+        period = resource.get(key)
+        if period.__class__ is dict:
+            bad += [f"{key}.{end}" for end in ("start", "end")
+                    if end in period and parse_date(period[end]) is None]
+    bad += [k for k in _BOOLEAN_ELEMENTS if k in resource and resource[k].__class__ is not bool]
+    return bad
+
+
 def report_malformed(resource: Mapping[str, Any], where: str, quality: DataQuality) -> None:
     """The ``malformed-element`` finding for a resource, if it has such elements (one per resource,
-    the same wherever it is made, so that two places reporting it give one finding)."""
+    the same wherever it is made, so that two places reporting it give one finding). The finding names
+    the elements, never their content (a date field may hold anything, an identifier included)."""
     bad = malformed_elements(resource)
-    if bad:
-        quality.add(
-            "warning",
-            where,
-            "malformed-element",
-            f"{', '.join(bad)} not in FHIR's form (an object, or a code string, was "
-            "expected); read as absent",
-        )
+    values = malformed_values(resource)
+    if bad or values:
+        parts = []
+        if bad:
+            parts.append(f"{', '.join(bad)} not in FHIR's form (an object, or a code string, was expected)")
+        if values:
+            parts.append(f"{', '.join(values)} not a valid date (or true/false)")
+        quality.add("warning", where, "malformed-element", f"{'; '.join(parts)}; read as absent")
 
 
 def malformed_concept(concept: Any) -> bool:

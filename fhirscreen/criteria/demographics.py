@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from typing import Any
+
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, evaluator, result
 from fhirscreen.fhir.dates import age_in_years, day, parse_date
 from fhirscreen.record import PatientRecord
@@ -21,6 +24,14 @@ def age(record: PatientRecord, ctx: Context, params: AgeParams) -> CriterionResu
     if patient.get("deceasedBoolean") is True or (deceased_on is not None and deceased_on <= ctx.as_of):
         when = f" on {deceased_on.isoformat()}" if deceased_on else ""
         return result(Outcome.FAIL, f"Patient is recorded as deceased{when}.", evidence)
+    unreadable = _unreadable_death(patient)
+    if unreadable is not None:
+        return result(
+            Outcome.UNKNOWN,
+            f"A death is recorded ({unreadable}) in a form that cannot be read.",
+            evidence,
+            next_step="Check in the chart whether the patient is alive.",
+        )
     birth = parse_date(patient.get("birthDate"))
     if birth is None:
         return result(
@@ -47,3 +58,15 @@ def age(record: PatientRecord, ctx: Context, params: AgeParams) -> CriterionResu
         evidence,
         next_step="Confirm the full date of birth.",
     )
+
+
+def _unreadable_death(patient: Mapping[str, Any]) -> str | None:
+    """The element of a death recorded in a form that cannot be read ("2026-13-45", "true" as text):
+    such a patient is not known to be alive."""
+    recorded = patient.get("deceasedDateTime")
+    if recorded is not None and day(recorded) is None:
+        return "deceasedDateTime"
+    flag = patient.get("deceasedBoolean")
+    if flag is not None and flag.__class__ is not bool:
+        return "deceasedBoolean"
+    return None

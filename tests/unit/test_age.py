@@ -30,3 +30,12 @@ def test_deceased_patient_is_never_a_candidate(evaluate):
     res = evaluate("I1", record(patient(deceasedDateTime="2026-01-02")))
     assert res.outcome is Outcome.FAIL
     assert "deceased" in res.reason
+
+
+@pytest.mark.parametrize("death", [{"deceasedDateTime": "2026-02-30"}, {"deceasedBoolean": "true"}])
+def test_a_death_recorded_in_a_form_that_cannot_be_read_is_not_alive(evaluate, death):
+    """It was read as no death: "Age 38 ... within 18-75", and the patient was offered as eligible."""
+    res = evaluate("I1", record(patient(**death)))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "death is recorded" in res.reason and "cannot be read" in res.reason
+    assert res.next_step and "alive" in res.next_step

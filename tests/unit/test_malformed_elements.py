@@ -248,3 +248,40 @@ def test_a_bundle_whose_entry_is_not_a_list_is_data_lost_not_an_empty_bundle(tmp
     lost = [f for f in report["data_quality"] if f["problem"] == "data-lost"]
     assert [f["where"] for f in lost] == [str(tmp_path / "broken.json")]
     assert "entry is not a list" in lost[0]["message"]
+
+
+@pytest.mark.parametrize(
+    ("patient_extra", "egfr_date"),
+    [
+        ({"birthDate": "1988-02-30"}, "2026-05-01"),
+        ({"deceasedDateTime": "2026-13-45"}, "2026-05-01"),
+        ({}, "2026-13-45"),
+        ({}, "MRNCANARY4471"),
+    ],
+    ids=["birth-date", "death-date", "result-date", "canary-in-a-date"],
+)
+def test_a_date_that_cannot_be_read_is_a_finding_that_names_the_element_not_its_content(
+    tmp_path: Path, patient_extra: dict[str, Any], egfr_date: str
+) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    patient = {"resourceType": "Patient", "id": "p1", "birthDate": "1990-01-01", "gender": "female"}
+    patient.update(patient_extra)
+    egfr = {
+        "resourceType": "Observation", "id": "g", "status": "final", "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8"}]},
+        "effectiveDateTime": egfr_date, "valueQuantity": {"value": 80, "unit": "mL/min/{1.73_m2}"},
+    }
+    sle = {"resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
+           "code": {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"}]}}
+    for name, resource in (("Patient", patient), ("Observation", egfr), ("Condition", sle)):
+        (data / f"{name}.ndjson").write_text(json.dumps(resource) + "\n")
+    args = ["screen", "--data", str(data), "--as-of", "2026-06-01", "--format", "json"]
+    result = CliRunner().invoke(main, args)
+    report = json.loads(result.stdout)
+    [finding] = [f for f in report["data_quality"] if f["problem"] == "malformed-element"]
+    element = next(iter(patient_extra), "effectiveDateTime")
+    assert finding["where"] == ("Patient/p1" if patient_extra else "Observation/g")
+    assert finding["message"] == f"{element} not a valid date (or true/false); read as absent"
+    assert "CANARY" not in result.stdout and "CANARY" not in result.stderr
+
