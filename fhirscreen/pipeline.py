@@ -78,7 +78,7 @@ def load_population(source: Source, trial: Trial, patient_ids: tuple[str, ...] |
                 plan, keep_patients=keep, population=trial.population, dropped=dropped
             )
     with gc_paused():
-        builder = PopulationBuilder(quality, keep, dropped)
+        builder = PopulationBuilder(quality, keep, dropped, trial.population)
         count = 0
         last_report = started
         for resource, origin in source.read(plan, quality):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
 
+from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.compact import Compactor
 from fhirscreen.fhir.dates import parse_date
 from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, items, patient_id_of, reference_id
@@ -117,6 +118,9 @@ class Population:
     records: dict[str, PatientRecord]
     quality: DataQuality
     skipped: dict[str, int]  # resource types read but not screened, with counts
+    # Records of kept patients whose Patient resource is not in the data (built on a stub): they are
+    # screened, but were not read as patients.
+    without_patient: int = 0
 
 
 class PopulationBuilder:
@@ -138,8 +142,12 @@ class PopulationBuilder:
         quality: DataQuality | None = None,
         keep_patients: Collection[str] | None = None,
         dropped: Dropped | None = None,
+        population: ValueSet | None = None,
     ) -> None:
         self.quality = quality or DataQuality()
+        # The initial population's value set: a patient in it whose Patient resource is missing is
+        # screened on a stub (``build``) rather than lost.
+        self._population = population
         self._patients: dict[str, Resource] = {}
         # patient -> type -> id -> resource (one entry per id: the latest version)
         self._by_patient: dict[str, dict[str, dict[str, Resource]]] = defaultdict(lambda: defaultdict(dict))
@@ -253,21 +261,35 @@ class PopulationBuilder:
                 medications=self._medications,
             )
         orphans = (set(self._by_patient) | set(self._dropped)) - set(self._patients)
+        without_patient = 0
         for pid in sorted(orphans):
             if self._keep is None or pid in self._keep:  # kept (late joiners were added again)
                 held = _usable(self._by_patient[pid]) if pid in self._by_patient else {}
                 n = sum(len(v) for v in held.values())
                 if n == 0 and pid not in self._dropped:
                     continue  # only unusable records (entered-in-error...): nothing refers to it
+                message = f"{n} resource(s) refer to Patient/{pid}, which is not in the data"
+                if self._in_population(held):
+                    # An SLE patient whose Patient resource is missing is still a patient to screen (age
+                    # and sex unknown), not one to lose.
+                    records[pid] = PatientRecord(
+                        patient={"resourceType": "Patient", "id": pid}, resources=held,
+                        medications=self._medications,
+                    )
+                    without_patient += 1
+                    message += "; they are read without it (age and sex unknown)"
             else:
                 n = self._dropped[pid]
-            self.quality.add(
-                "warning",
-                f"Patient/{pid}",
-                "missing-patient",
-                f"{n} resource(s) refer to Patient/{pid}, which is not in the data",
-            )
-        return Population(records=records, quality=self.quality, skipped=dict(self.skipped))
+                message = f"{n} resource(s) refer to Patient/{pid}, which is not in the data"
+            self.quality.add("warning", f"Patient/{pid}", "missing-patient", message)
+        return Population(
+            records=records, quality=self.quality, skipped=dict(self.skipped), without_patient=without_patient
+        )
+
+
+    def _in_population(self, held: Mapping[str, list[Resource]]) -> bool:
+        vs = self._population
+        return vs is not None and any(vs.match(c.get("code")) is not None for c in held.get("Condition", ()))
 
 
 def _usable(grouped: Mapping[str, Mapping[str, Resource]]) -> dict[str, list[Resource]]:

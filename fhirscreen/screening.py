@@ -171,6 +171,6 @@ def screen_population(
         source=source,
         patients=rank(caution(screens, population.quality)),
         quality=population.quality,
-        patients_read=len(population.records),
+        patients_read=len(population.records) - population.without_patient,
         skipped_types=population.skipped,
     )

@@ -296,7 +296,8 @@ def screen_candidate(
     ``items`` are ``("R" | "M", position, json)``. They are fed in file mode's order: the candidate's
     resources from the one that made them a candidate on, then those read before it (file mode reads
     those again at the end), then the Medications they refer to. Returns the screened patient (None
-    when the record has no Patient, or no usable SLE Condition after versions and hygiene) and the
+    when the record has no usable SLE Condition after versions and hygiene; one without its Patient is
+    screened on a stub, as in file mode) and the
     findings made on the way, and the patient's facts for the reports (age, sex, evidence described),
     as file mode's pipeline collects them.
     """
@@ -308,7 +309,7 @@ def screen_candidate(
         return (1 if position < joined else 0), position
 
     quality = DataQuality()
-    builder = PopulationBuilder(quality)
+    builder = PopulationBuilder(quality, population=trial.population)
     for _kind, position, text in sorted(items, key=order):
         builder.add(loads(text), f"{shown[position[0]]}:{position[1]}")
     population = builder.build()

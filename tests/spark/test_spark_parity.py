@@ -104,6 +104,8 @@ def damaged_copy(src: Path, dst: Path) -> Path:
         '"subject":{"reference":"Patient/nobody"}}',
         '{"resourceType":"Observation","id":"nan","status":"final","code":{"text":"x"},'
         '"subject":{"reference":"Patient/nobody"},"valueQuantity":{"value":NaN}}',
+        '{"resourceType":"Condition","id":"sle-without-patient","subject":{"reference":"Patient/unlisted"},'
+        '"code":{"coding":[{"system":"http://snomed.info/sct","code":"55464009"}]}}',
     ]
     (dst / "Condition.ndjson").write_text("\n".join(conditions) + "\n")
     patients = (dst / "Patient.ndjson").read_text().splitlines()
@@ -136,6 +138,9 @@ def test_malformed_lines_truncated_gzip_and_split_files(spark: Any, trial: Trial
     assert ("no-id", "/Condition.ndjson:7") in problems
     assert ("missing-patient", "Patient/nobody") in problems
     assert ("non-finite-number", "/Condition.ndjson:10") in problems  # NaN: read as no value, said
+    assert ("missing-patient", "Patient/unlisted") in problems  # an SLE patient without a Patient...
+    screened = {p["patient"] for p in json.loads(actual["candidates.json"])["patients"]}
+    assert "Patient/unlisted" in screened  # ...is screened on a stub, not lost
     assert ("unreadable-file", "/MedicationStatement.ndjson.gz") in problems  # the run went on
     patient = json.loads((SAMPLES / "bulk" / "Patient.ndjson").read_text().splitlines()[0])["id"]
     assert ("duplicate", f"Patient/{patient}") in problems

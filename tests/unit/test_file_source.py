@@ -11,7 +11,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from click.testing import CliRunner
 
+from fhirscreen.cli import main
 from fhirscreen.pipeline import load_population, run_screening
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import Dropped, Population, PopulationBuilder
@@ -534,3 +536,25 @@ def test_ndjson_lines_that_hold_bundles_are_read_like_the_bundle_files(
 
     assert results(from_lines) == results(from_files)
     assert "Bundle" not in from_lines.skipped_types
+
+
+def test_an_sle_patient_whose_patient_resource_is_missing_is_screened_not_lost(tmp_path: Path) -> None:
+    """README: every patient of the initial population appears. Without a Patient resource the age and
+    sex are unknown (I1 unknown, so at best possible), and a warning says the Patient is missing."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "Patient.ndjson").write_text(json.dumps(patient("p1")) + "\n")
+    (data / "Condition.ndjson").write_text(
+        json.dumps(condition("c1", "p1", SLE)) + "\n" + json.dumps(condition("c2", "unlisted", SLE)) + "\n"
+    )
+    args = ["screen", "--data", str(data), "--as-of", "2026-06-01", "--format", "json"]
+    result = CliRunner().invoke(main, args)
+    report = json.loads(result.stdout)
+    by_id = {p["patient"]: p for p in report["patients"]}
+    assert set(by_id) == {"Patient/p1", "Patient/unlisted"}
+    unlisted = by_id["Patient/unlisted"]
+    assert unlisted["status"] != "eligible"
+    assert unlisted["criteria"]["I1"]["outcome"] == "unknown"
+    [warning] = [f for f in report["data_quality"] if f["problem"] == "missing-patient"]
+    assert warning["where"] == "Patient/unlisted" and "read without it" in warning["message"]
+    assert "1 patients read" in result.stderr or "1 patient read" in result.stderr
