@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
@@ -97,12 +98,17 @@ def screen_patient(
                     next_step="Review this criterion in the chart.",
                 )
     computable = [r for r in results.values() if r.outcome is not Outcome.MANUAL]
-    passed = sum(1 for r in computable if r.outcome is Outcome.PASS)
-    score = round(passed / len(computable), 2) if computable else 0.0
+    score = share_passed(computable)
     strength = sum(float(r.details.get("strength", 0)) for r in results.values())
     if not math.isfinite(strength):
         strength = 0.0  # a NaN tie-break would make the ranking depend on input order
     return PatientScreen(record.id, results, overall_status(computable), score, strength)
+
+
+def share_passed(computable: Sequence[CriterionResult]) -> float:
+    """The score: the share of computable criteria that pass, to two decimals."""
+    passed = sum(1 for r in computable if r.outcome is Outcome.PASS)
+    return round(passed / len(computable), 2) if computable else 0.0
 
 
 def rank(screens: Iterable[PatientScreen]) -> list[PatientScreen]:
@@ -130,12 +136,35 @@ def caution(screens: Iterable[PatientScreen], quality: DataQuality) -> list[Pati
         return list(screens)
     everyone = any(not where.startswith("Patient/") for where in lost)
     touched = {where.removeprefix("Patient/") for where in lost}
-    return [
-        PatientScreen(s.patient_id, s.results, "possible", s.score, s.strength, s.rank, LOST_CAVEAT)
-        if s.status == "eligible" and (everyone or s.patient_id in touched)
-        else s
-        for s in screens
-    ]
+    return [_cautious(s) if everyone or s.patient_id in touched else s for s in screens]
+
+
+def _cautious(screened: PatientScreen) -> PatientScreen:
+    """A patient whose record may be incomplete: a criterion that fails on what is not on record
+    (``nothing_on_record``: "no immunosuppressant on record") is unknown, for the lost data may hold
+    it; and nobody is eligible."""
+    results = {
+        cid: dataclasses.replace(
+            r, outcome=Outcome.UNKNOWN, reason=f"{r.reason} {_LOST_ABSENCE}",
+            next_step=r.next_step or "Check the chart: data were lost in this run.",
+        )
+        if r.outcome is Outcome.FAIL and r.details.get("nothing_on_record")
+        else r
+        for cid, r in screened.results.items()
+    }
+    if results == screened.results and screened.status != "eligible":
+        return screened
+    computable = [r for r in results.values() if r.outcome is not Outcome.MANUAL]
+    status = overall_status(computable)
+    if status == "eligible":
+        status = "possible"
+    return PatientScreen(
+        screened.patient_id, results, status, share_passed(computable), screened.strength, screened.rank,
+        LOST_CAVEAT,
+    )
+
+
+_LOST_ABSENCE = "Data were lost in this run, so what is not on record may be in what was lost."
 
 
 ScreenOne = Callable[[PatientRecord, DataQuality], PatientScreen]

@@ -175,6 +175,7 @@ def background_therapy(
             "No non-biologic immunosuppressant or antimalarial on record (medication lists are taken as "
             f"complete).{extra}",
             [e.ref for e in local_hits],
+            nothing_on_record=True,  # a fail on absence: unknown where data were lost (``caution``)
         )
     # Could have lasted 12 weeks: a past course that long, or an unrecorded stop that may be after as-of.
     long_past = [iv for iv in possible if (iv.end - iv.start).days >= params.min_days]

@@ -239,6 +239,30 @@ def test_a_file_with_nothing_usable_is_exit_4(tmp_path: Path) -> None:
     assert "only.ndjson" in result.stderr
 
 
+def test_a_fail_on_what_is_not_on_record_is_unknown_when_a_file_was_lost(tmp_path: Path) -> None:
+    """The lost file may hold the medication list: "No immunosuppressant on record" (I5) must not make the
+    patient ineligible then. A fail on what is on record (here E12, a cancer) still does."""
+    data = tmp_path / "data"
+    data.mkdir()
+    packed = gzip.compress(line(patient("p9")) * 2000)
+    (data / "MedicationStatement.ndjson.gz").write_bytes(packed[: len(packed) // 2])
+    cancer = {
+        "resourceType": "Condition", "id": "ca", "subject": {"reference": "Patient/p2"},
+        "clinicalStatus": {"coding": [{"code": "active"}]},
+        "code": {"coding": [{"system": "http://hl7.org/fhir/sid/icd-10-cm", "code": "C50.911"}]},
+    }
+    good = [patient("p1"), sle("c1", "p1"), patient("p2"), sle("c2", "p2"), cancer]
+    (data / "good.ndjson").write_bytes(b"".join(line(r) for r in good))
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 5, result.stderr
+    by_id = {p["patient"]: p for p in json.loads(result.stdout)["patients"]}
+    p1, p2 = by_id["Patient/p1"], by_id["Patient/p2"]
+    assert p1["criteria"]["I5"]["outcome"] == "unknown"
+    assert "what is not on record may be in what was lost" in p1["criteria"]["I5"]["reason"]
+    assert p1["status"] == "possible" and p1["caveat"]
+    assert p2["criteria"]["E12"]["outcome"] == "fail" and p2["status"] == "ineligible"
+
+
 def test_a_truncated_gzip_is_lost_and_the_run_is_partial(tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
