@@ -232,6 +232,11 @@ def is_planned(event: Event, as_of: date) -> bool:
     return event.status == "in-progress" and event.starts_after(as_of)
 
 
+def is_unsure(event: Event) -> bool:
+    """A procedure recorded with status unknown: whether it was done is not known (a question, not a fact)."""
+    return event.resource.get("resourceType") == "Procedure" and event.status == "unknown"
+
+
 def happened_by(event: Event, as_of: date) -> bool:
     """Done (or under way) on or before the screening date; later records are not known at screening."""
     return not event.starts_after(as_of)
