@@ -224,12 +224,20 @@ def label_of(resource: Mapping[str, Any]) -> str:
 
 
 def is_planned(event: Event, as_of: date) -> bool:
-    """A procedure not yet done at screening: status preparation/on-hold, or in progress from a later day."""
+    """A procedure not yet done at screening: status preparation/on-hold, or in progress from a later day.
+
+    Not done is not yet a plan for after screening: see ``is_planned_ahead``."""
     if event.resource.get("resourceType") != "Procedure":
         return False
     if event.status in _PLANNED_STATUS:
         return True
     return event.status == "in-progress" and event.starts_after(as_of)
+
+
+def is_planned_ahead(event: Event, as_of: date) -> bool:
+    """Not done yet and dated after the screening date: a plan for later (E2, E9). One in preparation dated
+    on or before screening, or undated, may have lapsed or been done since: a question, not a plan."""
+    return is_planned(event, as_of) and event.starts_after(as_of)
 
 
 def is_unsure(event: Event) -> bool:
