@@ -17,7 +17,7 @@ from typing import Any
 
 from fhirscreen.criteria import _events as ev
 from fhirscreen.criteria import _plans
-from fhirscreen.criteria._labs import Lab, possibly_latest
+from fhirscreen.criteria._labs import Lab, possibly_latest, result_on
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import days_before, months_before
@@ -251,7 +251,8 @@ def _check_low_egfr(record: PatientRecord, ctx: Context, params: DialysisParams,
     if below:
         f.details["latest_egfr"] = f"{comparator}{value:g}"
         f.unknown.append(
-            f"Latest eGFR {comparator}{value:g} on {event.when()} is below {params.egfr_unknown_below:g} "
+            f"Latest eGFR {comparator}{value:g} {result_on(event.resource, event.when())} is below "
+            f"{params.egfr_unknown_below:g} "
             "without dialysis on record: the expected need for renal replacement therapy within six months "
             "is a prognosis for the investigator."
         )

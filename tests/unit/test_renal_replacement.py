@@ -195,6 +195,13 @@ def test_only_the_latest_egfr_in_the_lookback_counts(evaluate):
     assert evaluate("E2", stale).outcome is Outcome.PASS
 
 
+def test_preliminary_low_egfr_is_used_and_said(evaluate):
+    obs = observation("98979-8", "2026-05-01", value=10, unit="mL/min/{1.73_m2}", status="preliminary")
+    res = evaluate("E2", record(obs))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "Latest eGFR 10 (preliminary) on 2026-05-01 is below 15" in res.reason
+
+
 def test_kidney_transplant_history_alone_passes_and_is_reported(evaluate):
     res = evaluate("E2", record(condition("icd10cm", "Z94.0", "2015-01-01", id="ktx")))
     assert res.outcome is Outcome.PASS
