@@ -12,13 +12,12 @@ from datetime import date, timedelta
 from typing import Any
 
 from fhirscreen.criteria._labs import coded_observations
+from fhirscreen.criteria._medications import MEDICATION_TYPES, exposure_of, is_exposure
 from fhirscreen.criteria._research import Participation, participation
 from fhirscreen.fhir.codes import ValueSet, codings, concept_label
 from fhirscreen.fhir.dates import Span, day, span_of
 from fhirscreen.fhir.resources import Resource, condition_span, items, mapping, observation_day, ref
 from fhirscreen.record import PatientRecord
-
-MEDICATION_TYPES = ("MedicationStatement", "MedicationRequest", "MedicationAdministration")
 
 # Procedure.status values that describe something not yet done (R4 EventStatus); "preparation" is the
 # one criteria-codes.md 0.2 calls meaningful for "planned". in-progress counts as planned only when it
@@ -159,16 +158,31 @@ def medication_span(resource: Mapping[str, Any]) -> Span | None:
 
 
 def medications(record: PatientRecord, vs: ValueSet) -> list[Event]:
-    """MedicationStatement/Request/Administration whose drug matches (codes or text)."""
+    """MedicationStatement/Request/Administration/Dispense whose drug matches (codes or text).
+
+    Only records that are exposure by the rule the medication criteria apply (``is_exposure``): an order
+    of intent proposal/plan/directive/option or doNotPerform, a statement "intended" and a fill never
+    handed over are not therapy received.
+    """
     out = []
     for rtype in MEDICATION_TYPES:
         for res in record.of_type(rtype):
+            if not is_exposure(res):
+                continue
             for concept in medication_concepts(record, res):
                 label = vs.match(concept)
                 if label is not None:
-                    out.append(Event(res, label, medication_span(res)))
+                    out.append(Event(res, label, _medication_event_span(record, res)))
                     break
     return out
+
+
+def _medication_event_span(record: PatientRecord, res: Resource) -> Span | None:
+    if res.get("resourceType") != "MedicationDispense":
+        return medication_span(res)
+    # A fill covers the days the medication criteria give it: handed over, through its supply.
+    fill = exposure_of(record, res)
+    return Span(fill.start, fill.end) if fill.start or fill.end else None
 
 
 def research_subjects(record: PatientRecord, vs: ValueSet, as_of: date | None = None) -> list[Event]:
@@ -210,12 +224,25 @@ def label_of(resource: Mapping[str, Any]) -> str:
 
 
 def is_planned(event: Event, as_of: date) -> bool:
-    """A procedure not yet done at screening: status preparation/on-hold, or in progress from a later day."""
+    """A procedure not yet done at screening: status preparation/on-hold, or in progress from a later day.
+
+    Not done is not yet a plan for after screening: see ``is_planned_ahead``."""
     if event.resource.get("resourceType") != "Procedure":
         return False
     if event.status in _PLANNED_STATUS:
         return True
     return event.status == "in-progress" and event.starts_after(as_of)
+
+
+def is_planned_ahead(event: Event, as_of: date) -> bool:
+    """Not done yet and dated after the screening date: a plan for later (E2, E9). One in preparation dated
+    on or before screening, or undated, may have lapsed or been done since: a question, not a plan."""
+    return is_planned(event, as_of) and event.starts_after(as_of)
+
+
+def is_unsure(event: Event) -> bool:
+    """A procedure recorded with status unknown: whether it was done is not known (a question, not a fact)."""
+    return event.resource.get("resourceType") == "Procedure" and event.status == "unknown"
 
 
 def happened_by(event: Event, as_of: date) -> bool:

@@ -45,6 +45,24 @@ class Lab:
     def when(self) -> str:
         return self.day.isoformat()
 
+    @property
+    def on(self) -> str:
+        """'on 2026-05-01' for a reason, '(preliminary) on 2026-05-01' for a result not yet final."""
+        return result_on(self.obs, self.when)
+
+
+# Observation statuses whose results are used but named in the reason (criteria-codes.md 0.2:
+# "preliminary -> use but say so"); final, amended and corrected results are simply results.
+_SAID_STATUSES = frozenset({"preliminary"})
+
+
+def result_on(obs: Mapping[str, Any], when: str) -> str:
+    """The day of a result for a reason ("on 2026-05-01"), after its status when that is worth saying
+    ("(preliminary) on 2026-05-01"): every lab criterion words a result's day through here."""
+    status = obs.get("status")
+    said = isinstance(status, str) and status in _SAID_STATUSES  # a malformed status is no status
+    return f"({status}) on {when}" if said else f"on {when}"
+
 
 def labs(record: PatientRecord, vs: ValueSet, first: date | None, last: date) -> list[Lab]:
     """Observations coded in ``vs`` dated within [first, last] (first None: no lower bound), latest first.

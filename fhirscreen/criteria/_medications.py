@@ -201,9 +201,9 @@ def _build_all(record: PatientRecord) -> Iterator[Exposure]:
     death = day(record.patient.get("deceasedDateTime"))
     for rtype in MEDICATION_TYPES:
         for res in record.of_type(rtype):
-            if not _is_exposure(res):
+            if not is_exposure(res):
                 continue
-            exp = _exposure(record, res)
+            exp = exposure_of(record, res)
             if death is not None:
                 # Nothing is taken after death: later records are not therapy, open ones end there.
                 if exp.start is not None and exp.start > death:
@@ -213,8 +213,11 @@ def _build_all(record: PatientRecord) -> Iterator[Exposure]:
             yield exp
 
 
-def _is_exposure(res: Resource) -> bool:
-    """Plans, proposals, "do not give" orders and fills that never reached the patient are not exposure."""
+def is_exposure(res: Resource) -> bool:
+    """Plans, proposals, "do not give" orders and fills that never reached the patient are not exposure.
+
+    The one rule for every reader of medication records (the medication criteria here, the cellular
+    therapies through ``_events.medications``)."""
     rtype = res.get("resourceType")
     status = res.get("status")
     status = status if isinstance(status, str) else None  # a malformed status is no status
@@ -231,7 +234,8 @@ def _is_exposure(res: Resource) -> bool:
     return True
 
 
-def _exposure(record: PatientRecord, res: Resource) -> Exposure:
+def exposure_of(record: PatientRecord, res: Resource) -> Exposure:
+    """One medication record, normalised (not cached; ``is_exposure`` says whether it is exposure)."""
     rtype = str(res.get("resourceType"))
     medication = record.medication(res)
     concepts = _drug_concepts(res, medication)

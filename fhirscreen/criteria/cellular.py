@@ -7,6 +7,8 @@ HCPCS, ICD-10-PCS, RxNorm) plus text patterns on procedure, medication and study
 
 from __future__ import annotations
 
+from collections.abc import Collection
+from dataclasses import dataclass
 from datetime import date
 
 from fhirscreen.criteria import _events as ev
@@ -31,13 +33,53 @@ class CellularParams(Params):
     unspecified_cellular: ValueSetRef | None = None  # unknown
 
 
-def _events(record: PatientRecord, vs: ValueSet, as_of: date) -> list[ev.Event]:
+def _records(record: PatientRecord, vs: ValueSet, as_of: date) -> list[ev.Event]:
     """Every record naming the therapy, known at screening (records dated after as-of are ignored)."""
     found = (
         ev.procedures(record, vs) + ev.medications(record, vs) + ev.conditions(record, vs)
         + ev.research_subjects(record, vs, as_of)
     )
     return [e for e in found if ev.happened_by(e, as_of)]
+
+
+def _events(record: PatientRecord, vs: ValueSet, as_of: date) -> list[ev.Event]:
+    """The therapy received, as the records known at screening show it. Procedure statuses are read as E2
+    and E9 read them: one in preparation or on hold was not given (yet); one of status unknown may not
+    have been, and is a question (``_unsure``)."""
+    return [
+        e for e in _records(record, vs, as_of)
+        if not ev.is_planned(e, as_of) and not ev.is_unsure(e)
+    ]
+
+
+def _unsure(record: PatientRecord, vs: ValueSet, as_of: date) -> list[ev.Event]:
+    """Procedures naming the therapy recorded with status unknown (not known whether it was given)."""
+    return [e for e in _records(record, vs, as_of) if ev.is_unsure(e)]
+
+
+def _possibly_given(record: PatientRecord, vs: ValueSet, as_of: date) -> list[ev.Event]:
+    """Given, or of status unknown: for the therapies that are a question (unknown) either way."""
+    return [e for e in _records(record, vs, as_of) if not ev.is_planned(e, as_of)]
+
+
+@dataclass(frozen=True)
+class _NotGiven:
+    """Procedures naming the therapy that were not given by screening (in preparation or on hold): not
+    counted, but named in a passing reason so that the coordinator sees them."""
+
+    note: str
+    refs: list[str]
+
+    @staticmethod
+    def of(record: PatientRecord, vs: ValueSet, as_of: date, excepted: Collection[str] = ()) -> _NotGiven:
+        found = _records(record, vs, as_of)
+        planned = [e for e in found if ev.is_planned(e, as_of) and e.ref not in excepted]
+        if not planned:
+            return _NotGiven("", [])
+        return _NotGiven(
+            f" Recorded as not yet given (not counted): {ev.describe(planned)}, status {planned[0].status}.",
+            ev.refs(planned),
+        )
 
 
 def _window_words(days: int, adjective: bool = False) -> str:
@@ -77,6 +119,18 @@ def msc_therapy(record: PatientRecord, ctx: Context, params: MscParams) -> Crite
             ev.refs(undated),
             next_step=f"Confirm the date of the last MSC dose (washout {window}).",
         )
+    unsure = [
+        e for e in _unsure(record, ctx.vs(params.msc), as_of) if e.span is None or e.in_window(first, as_of)
+    ]
+    if unsure:
+        return result(
+            Outcome.UNKNOWN,
+            f"MSC therapy recorded with status unknown: {ev.describe(_newest_first(unsure, as_of))}; "
+            f"whether it was given (within {window} before screening) is a question.",
+            ev.refs(unsure),
+            next_step=f"Confirm whether the MSC therapy was given, and the date of the last dose "
+            f"(washout {window}).",
+        )
     studies = [e for e in ev.research_questions(record, ctx.vs(params.msc), as_of)
                if e.span is None or e.span.latest is None or e.span.latest >= first]
     if studies:
@@ -95,19 +149,21 @@ def msc_therapy(record: PatientRecord, ctx: Context, params: MscParams) -> Crite
             ev.refs(unspecified),
             next_step="Ask which cellular therapy was given and when.",
         )
+    planned = _NotGiven.of(record, ctx.vs(params.msc), as_of)
     older = ev.latest(found, as_of)
     if older is not None and older.last_day is not None:
         ends = ev.plus_days(older.last_day, params.window_days)
         return result(
             Outcome.PASS,
             f"Last MSC therapy on record {older.last_day.isoformat()} ({older.label}), "
-            f"more than {window} before screening; the washout ended {ends.isoformat()}.",
-            [older.ref], last_msc=older.last_day.isoformat(), washout_ends=ends.isoformat(),
+            f"more than {window} before screening; the washout ended {ends.isoformat()}.{planned.note}",
+            [older.ref, *planned.refs], last_msc=older.last_day.isoformat(), washout_ends=ends.isoformat(),
         )
     return result(
         Outcome.PASS,
         f"No MSC therapy on record in the last {window} "
-        "(MSC therapy is rarely coded: confirm with the participant).",
+        f"(MSC therapy is rarely coded: confirm with the participant).{planned.note}",
+        planned.refs,
     )
 
 
@@ -121,7 +177,7 @@ def _unspecified_in_window(
     """
     if not name:
         return []
-    found = _events(record, ctx.vs(name), alive_until(record.patient, ctx.as_of))
+    found = _possibly_given(record, ctx.vs(name), alive_until(record.patient, ctx.as_of))
     return [e for e in found if e.first_day is None or e.first_day >= first]
 
 
@@ -130,7 +186,8 @@ def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams
     """Any previous cellular therapy other than MSCs (CAR-T, Tregs...); HSCT is left to the investigator."""
     as_of = alive_until(record.patient, ctx.as_of)
     msc = _events(record, ctx.vs(params.msc), as_of)
-    msc_refs = {e.ref for e in msc}
+    # Every MSC record is excepted, given or not: none of them is another cellular therapy.
+    msc_refs = {e.ref for e in _records(record, ctx.vs(params.msc), as_of)}
     cellular = [e for e in _events(record, ctx.vs(params.cellular), as_of) if e.ref not in msc_refs]
     if cellular:
         cellular = _newest_first(cellular, as_of)
@@ -142,7 +199,14 @@ def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams
         )
     unknown: list[str] = []
     evidence: list[str] = []
-    hsct = [e for e in _events(record, ctx.vs(params.hsct), as_of) if e.ref not in msc_refs]
+    unsure = [e for e in _unsure(record, ctx.vs(params.cellular), as_of) if e.ref not in msc_refs]
+    if unsure:
+        unknown.append(
+            f"Cellular therapy recorded with status unknown: {ev.describe(_newest_first(unsure, as_of))}; "
+            "whether it was given is a question."
+        )
+        evidence += ev.refs(unsure)
+    hsct = [e for e in _possibly_given(record, ctx.vs(params.hsct), as_of) if e.ref not in msc_refs]
     if hsct:
         unknown.append(
             f"Haematopoietic stem-cell transplant on record ({ev.describe(hsct)}): a cellular therapy the "
@@ -150,7 +214,7 @@ def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams
         )
         evidence += ev.refs(hsct)
     if params.unspecified_cellular:
-        unspecified = _events(record, ctx.vs(params.unspecified_cellular), as_of)
+        unspecified = _possibly_given(record, ctx.vs(params.unspecified_cellular), as_of)
         unspecified = [e for e in unspecified if e.ref not in msc_refs]
         if unspecified:
             unknown.append(
@@ -164,17 +228,24 @@ def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams
         unknown.append(f"On record in a cellular-therapy study, exposure not clear: {ev.describe(studies)}.")
         evidence += ev.refs(studies)
     if unknown:
+        steps = []
+        if unsure:
+            steps.append("Confirm whether the cellular therapy recorded with status unknown was given.")
+        if len(unknown) > len(steps):  # a finding other than the status question: the investigator's call
+            steps.append(
+                "Investigator to decide whether this prior cellular therapy excludes (MSCs are excepted)."
+            )
         return result(
-            Outcome.UNKNOWN, " ".join(unknown), evidence,
-            next_step="Investigator to decide whether this prior cellular therapy excludes "
-            "(MSCs are excepted).",
-            hsct=bool(hsct),
+            Outcome.UNKNOWN, " ".join(unknown), evidence, next_step=" ".join(steps), hsct=bool(hsct),
         )
+    planned = _NotGiven.of(record, ctx.vs(params.cellular), as_of, excepted=msc_refs)
     if msc:
         return result(
             Outcome.PASS,
             f"No cellular therapy other than MSCs on record; previous MSC therapy ({ev.describe(msc)}) is "
-            "excepted here (see the MSC washout criterion).",
-            ev.refs(msc),
+            f"excepted here (see the MSC washout criterion).{planned.note}",
+            ev.refs(msc) + planned.refs,
         )
-    return result(Outcome.PASS, "No cellular therapy (CAR-T, Tregs or other) on record.")
+    return result(
+        Outcome.PASS, f"No cellular therapy (CAR-T, Tregs or other) on record.{planned.note}", planned.refs
+    )

@@ -237,7 +237,7 @@ def coded_findings(record: PatientRecord, ctx: Context, sets: ManifestationSets)
 
 
 def _add(found: Findings, feature: str, lab: Lab, text: str | None = None) -> None:
-    found[feature].append(Finding(feature, text or f"{lab.name} {value_text(lab)} on {lab.when}", lab.ref))
+    found[feature].append(Finding(feature, text or f"{lab.name} {value_text(lab)} {lab.on}", lab.ref))
 
 
 def lab_findings(record: PatientRecord, ctx: Context, params: SleClassificationParams) -> Findings:
@@ -256,30 +256,30 @@ def lab_findings(record: PatientRecord, ctx: Context, params: SleClassificationP
         titer = ana_titer(lab, ana_titer_codes)
         abnormal_titer = titer is not None and titer.at_least(params.ana_abnormal_min_titer) is True
         if verdict == "positive" or abnormal_titer:
-            _add(found, "ana", lab, f"ANA {value_text(lab)} on {lab.when}")
+            _add(found, "ana", lab, f"ANA {value_text(lab)} {lab.on}")
     titer_codes = ctx.vs(sets.anti_dsdna_titer)
     for lab in results(sets.anti_dsdna):
         if dsdna_verdict(lab, titer_codes, params.dsdna_min_titer) == "positive":
-            text = f"anti-dsDNA {value_text(lab)} positive on {lab.when}"
+            text = f"anti-dsDNA {value_text(lab)} positive {lab.on}"
             _add(found, "anti_dsdna", lab, text)
             if not _elisa_within(lab, params.dsdna_elisa_fold):  # SLICC: "> 2-fold the range by ELISA"
                 _add(found, "anti_dsdna_slicc", lab, text)
     for lab in results(sets.anticardiolipin):
         if polarity(lab.obs) == "positive":
-            _add(found, "anticardiolipin", lab, f"{lab.name} positive on {lab.when}")
+            _add(found, "anticardiolipin", lab, f"{lab.name} positive {lab.on}")
             if _medium_or_high(lab, params.anticardiolipin_medium_min):  # SLICC: "medium or high titer"
-                _add(found, "anticardiolipin_slicc", lab, f"{lab.name} {value_text(lab)} on {lab.when}")
+                _add(found, "anticardiolipin_slicc", lab, f"{lab.name} {value_text(lab)} {lab.on}")
     for feature, name in (
         ("anti_sm", sets.anti_sm), ("anti_beta2gp", sets.anti_beta2gp),
         ("lupus_anticoagulant", sets.lupus_anticoagulant), ("direct_coombs", sets.direct_coombs),
     ):
         for lab in results(name):
             if polarity(lab.obs) == "positive":
-                _add(found, feature, lab, f"{lab.name} positive on {lab.when}")
+                _add(found, feature, lab, f"{lab.name} positive {lab.on}")
     _false_positive_syphilis(found, results(sets.rpr), results(sets.treponemal))
     for lab in results(sets.complement):
         if is_below_range(lab.obs) is True:
-            _add(found, "low_complement", lab, f"{lab.name} {value_text(lab)} below range on {lab.when}")
+            _add(found, "low_complement", lab, f"{lab.name} {value_text(lab)} below range {lab.on}")
     _blood_counts(found, ctx, params, results)
     _renal(found, ctx, params, results)
     return found
@@ -316,13 +316,13 @@ def _false_positive_syphilis(found: Findings, rpr: list[Lab], treponemal: list[L
     verdicts = [polarity(lab.obs) for lab in treponemal]
     if reactive and "negative" in verdicts and "positive" not in verdicts:
         negative = next(lab for lab, v in zip(treponemal, verdicts, strict=True) if v == "negative")
-        text = f"reactive {reactive[0].name} on {reactive[0].when}, treponemal test negative {negative.when}"
+        text = f"reactive {reactive[0].name} {reactive[0].on}, treponemal test negative {negative.on}"
         found["false_positive_syphilis"].append(Finding("false_positive_syphilis", text, reactive[0].ref))
         found["false_positive_syphilis"].append(Finding("false_positive_syphilis", text, negative.ref))
 
 
 def _occasions_text(what: str, hits: list[tuple[Lab, Any]], limit: float) -> str:
-    shown = ", ".join(f"{q} on {lab.when}" for lab, q in hits[:3])
+    shown = ", ".join(f"{q} {lab.on}" for lab, q in hits[:3])
     return f"{what} < {limit:g} x10^9/L on {len(hits)} occasion(s): {shown}"
 
 
@@ -358,7 +358,7 @@ def _renal(found: Findings, ctx: Context, params: SleClassificationParams, resul
     for lab, q, unit in quantified:
         if q is None:
             continue
-        text = f"{lab.name} {q.comparator or ''}{q.value:g} {unit} on {lab.when}"
+        text = f"{lab.name} {q.comparator or ''}{q.value:g} {unit} {lab.on}"
         if q.above(limit):  # ACR: "> 0.5 g per day"
             _add(found, "proteinuria_acr", lab, text)
         if q.at_least(limit):  # SLICC: ">= 500 mg protein/24 h"
@@ -375,7 +375,7 @@ def _renal(found: Findings, ctx: Context, params: SleClassificationParams, resul
             _add(found, "dipstick_acr", lab, text)
     for lab in results(sets.rbc_casts):
         if is_present(lab):
-            _add(found, "rbc_casts", lab, f"red cell casts on {lab.when}")
+            _add(found, "rbc_casts", lab, f"red cell casts {lab.on}")
 
 
 # ------------------------------------------------------------------------------------ evaluator

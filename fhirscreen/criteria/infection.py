@@ -14,7 +14,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import date
 
-from fhirscreen.criteria._labs import coded_observations
+from fhirscreen.criteria._labs import coded_observations, result_on
 from fhirscreen.criteria._medications import Exposure, exposures, reason_concepts
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet, coding_items
@@ -65,7 +65,7 @@ class LabResult:
     label: str
 
     def describe(self) -> str:
-        return f"{self.label} {self.verdict} on {self.day.isoformat()} ({ref(self.obs)})"
+        return f"{self.label} {self.verdict} {result_on(self.obs, self.day.isoformat())} ({ref(self.obs)})"
 
 
 # How labs write a viral load below detection ("Undetectable", "TND", "<LLOQ" is *detected* below the

@@ -145,7 +145,7 @@ def _latest_egfr(record: PatientRecord, ctx: Context, params: EgfrParams, first:
     best = min(rank(item) for item in same_day)
     tied = possibly_latest([item for item in same_day if rank(item) == best], lambda item: item[0])
     readings = [
-        Reading(lab, q, f"eGFR {_fmt(q)} mL/min/1.73 m2{_as_sent(lab)} on {lab.when} ({lab.name})")
+        Reading(lab, q, f"eGFR {_fmt(q)} mL/min/1.73 m2{_as_sent(lab)} {lab.on} ({lab.name})")
         for lab, q in tied
     ]
     return _settle(readings, params.min_egfr)
@@ -203,7 +203,7 @@ def _computed(record: PatientRecord, params: EgfrParams, lab: Lab, scr: Quantity
     """
     birth = parse_date(record.patient.get("birthDate"))
     if birth is None:
-        return Computed(None, f"creatinine {_fmt(scr)} mg/dL on {lab.when} but no birth date to compute eGFR")
+        return Computed(None, f"creatinine {_fmt(scr)} mg/dL {lab.on} but no birth date to compute eGFR")
     sex = _sex(record)
     sexes = [sex == "female"] if sex else [True, False]
     ages = {age_in_years(birth.latest, lab.day), age_in_years(birth.earliest, lab.day)}
@@ -211,7 +211,7 @@ def _computed(record: PatientRecord, params: EgfrParams, lab: Lab, scr: Quantity
     low, high = min(values), max(values)
     # eGFR falls as creatinine rises, so a bound on creatinine is the opposite bound on eGFR.
     flipped = {"<": ">", "<=": ">=", ">": "<", ">=": "<="}.get(scr.comparator or "")
-    source = f"creatinine {_fmt(scr)} mg/dL on {lab.when}"
+    source = f"creatinine {_fmt(scr)} mg/dL {lab.on}"
     if scr.comparator in (">", ">="):
         egfr = Quantity(high, flipped, "mL/min/1.73m2")
     elif scr.comparator in ("<", "<="):
@@ -319,12 +319,12 @@ def _unknown(
         unusable = labs(record, ctx.vs(params.egfr), first, ctx.as_of)
         older = labs(record, ctx.vs(params.egfr), None, first - timedelta(days=1))
         if unusable:
-            reason += f" with a usable value (eGFR on {unusable[0].when} has no readable value or unit)"
+            reason += f" with a usable value (eGFR {unusable[0].on} has no readable value or unit)"
             evidence.append(unusable[0].ref)
         elif older:
             value = quantity_of(older[0].obs)
             shown = f"{value} " if value is not None else ""
-            reason += f" (latest eGFR {shown}on {older[0].when} is older)"
+            reason += f" (latest eGFR {shown}{older[0].on} is older)"
             evidence.append(older[0].ref)
     if prefix and computed.problem:
         reason = computed.problem

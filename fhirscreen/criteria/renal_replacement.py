@@ -17,7 +17,7 @@ from typing import Any
 
 from fhirscreen.criteria import _events as ev
 from fhirscreen.criteria import _plans
-from fhirscreen.criteria._labs import Lab, possibly_latest
+from fhirscreen.criteria._labs import Lab, possibly_latest, result_on
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import days_before, months_before
@@ -130,17 +130,28 @@ def _check_expected_rrt(record: PatientRecord, ctx: Context, params: DialysisPar
             f"Active {ev.describe(esrd)}: renal replacement therapy (dialysis or transplant) is expected."
         )
         f.cite(esrd, as_of)
-    planned = [
+    not_done = [
         e for e in _procedures(record, ctx.vs(params.kidney_transplant))
         + _procedures(record, ctx.vs(params.dialysis_procedures))
         if ev.is_planned(e, as_of)
     ]
+    # As in E9: a plan is dated after screening; one in preparation or on hold dated on or before it, or
+    # undated, may have lapsed or been done since, and is a question.
+    planned = [e for e in not_done if ev.is_planned_ahead(e, as_of)]
+    unsure = [e for e in not_done if not ev.is_planned_ahead(e, as_of)]
     if planned:
         f.details["expected_rrt"] = True
         f.fail.append(
             f"Renal replacement therapy is planned: {ev.describe(planned)}, status {planned[0].status}."
         )
         f.cite(planned, as_of)
+    if unsure:
+        f.unknown.append(
+            f"Planned renal replacement therapy without a later date: {ev.describe(unsure)}, "
+            f"status {unsure[0].status}."
+        )
+        f.cite(unsure, as_of)
+        f.next_steps.append(_ASK_INVESTIGATOR)
     _check_planned_rrt(record, ctx, params, f)
 
 
@@ -240,7 +251,8 @@ def _check_low_egfr(record: PatientRecord, ctx: Context, params: DialysisParams,
     if below:
         f.details["latest_egfr"] = f"{comparator}{value:g}"
         f.unknown.append(
-            f"Latest eGFR {comparator}{value:g} on {event.when()} is below {params.egfr_unknown_below:g} "
+            f"Latest eGFR {comparator}{value:g} {result_on(event.resource, event.when())} is below "
+            f"{params.egfr_unknown_below:g} "
             "without dialysis on record: the expected need for renal replacement therapy within six months "
             "is a prognosis for the investigator."
         )

@@ -73,29 +73,29 @@ def read_ana(lab: Lab, min_titer: int, titer_codes: ValueSet) -> Reading:
     immunoassay index), a bound that straddles the threshold, or a titer at the threshold the
     laboratory flags normal, is undecided."""
     if value_polarity(lab.obs) == "negative":
-        return Reading(lab, "not met", f"ANA {value_text(lab)} (negative) on {lab.when}")
+        return Reading(lab, "not met", f"ANA {value_text(lab)} (negative) {lab.on}")
     titer = ana_titer(lab, titer_codes)
     if titer is not None:
         at_least = titer.at_least(min_titer)
-        text = f"ANA {value_text(lab)} on {lab.when}"
+        text = f"ANA {value_text(lab)} {lab.on}"
         if at_least is None:
             return Reading(lab, "undecided", text)
         if at_least and interpretation_polarity(lab.obs) == "negative":
             return Reading(lab, "undecided", f"{text}, flagged normal/negative by the laboratory")
         return Reading(lab, "met" if at_least else "not met", text)
     if polarity(lab.obs) == "negative":
-        return Reading(lab, "not met", f"ANA negative on {lab.when}")
-    return Reading(lab, "undecided", f"ANA {value_text(lab)} without a titer on {lab.when}")
+        return Reading(lab, "not met", f"ANA negative {lab.on}")
+    return Reading(lab, "undecided", f"ANA {value_text(lab)} without a titer {lab.on}")
 
 
 def read_dsdna(lab: Lab, ctx: Context, params: AnaDsdnaParams) -> Reading:
     verdict = dsdna_verdict(lab, ctx.vs(params.anti_dsdna_titer), params.dsdna_min_titer)
     if verdict == "positive":
-        return Reading(lab, "met", f"anti-dsDNA {value_text(lab)} positive on {lab.when}")
+        return Reading(lab, "met", f"anti-dsDNA {value_text(lab)} positive {lab.on}")
     if verdict == "negative":
-        return Reading(lab, "not met", f"anti-dsDNA {value_text(lab)} negative on {lab.when}")
+        return Reading(lab, "not met", f"anti-dsDNA {value_text(lab)} negative {lab.on}")
     why = "indeterminate" if verdict else "not interpretable (no reference range or flag)"
-    return Reading(lab, "undecided", f"anti-dsDNA {value_text(lab)} {why} on {lab.when}")
+    return Reading(lab, "undecided", f"anti-dsDNA {value_text(lab)} {why} {lab.on}")
 
 
 @evaluator("ana_or_dsdna", AnaDsdnaParams)

@@ -200,7 +200,7 @@ def lab_items(record: PatientRecord, ctx: Context, params: SledaiParams, first: 
         ),
         "leukopenia": _counts_below(ctx, results(sets.wbc), params.leukopenia_below, "WBC"),
         "proteinuria": _proteinuria(ctx, params, results(sets.protein_24h), results(sets.upcr)),
-        "urinary_casts": [(lab, f"urinary casts on {lab.when}") for lab in results(sets.urinary_casts)
+        "urinary_casts": [(lab, f"urinary casts {lab.on}") for lab in results(sets.urinary_casts)
                           if is_present(lab)],
     }
     if not confounded(params.urine_confounders):
@@ -213,13 +213,13 @@ def lab_items(record: PatientRecord, ctx: Context, params: SledaiParams, first: 
 
 
 def _low_complement(results: list[Lab]) -> list[tuple[Lab, str]]:
-    return [(lab, f"{lab.name} {value_text(lab)} below the lab's range on {lab.when}")
+    return [(lab, f"{lab.name} {value_text(lab)} below the lab's range {lab.on}")
             for lab in results if is_below_range(lab.obs) is True]
 
 
 def _dsdna(ctx: Context, params: SledaiParams, results: list[Lab]) -> list[tuple[Lab, str]]:
     titer_codes = ctx.vs(params.labs.anti_dsdna_titer)
-    return [(lab, f"anti-dsDNA {value_text(lab)} positive on {lab.when}")
+    return [(lab, f"anti-dsDNA {value_text(lab)} positive {lab.on}")
             for lab in results if dsdna_verdict(lab, titer_codes, params.dsdna_min_titer) == "positive"]
 
 
@@ -228,7 +228,7 @@ def _counts_below(ctx: Context, results: list[Lab], limit: float, what: str) -> 
     for lab in results:
         q = count_e9_per_l(ctx, lab, f"{what} count")
         if q is not None and q.below(limit) is True:
-            out.append((lab, f"{what} {q.comparator or ''}{q.value:g} x10^9/L (< {limit:g}) on {lab.when}"))
+            out.append((lab, f"{what} {q.comparator or ''}{q.value:g} x10^9/L (< {limit:g}) {lab.on}"))
     return out
 
 
@@ -241,12 +241,12 @@ def _proteinuria(
         q = protein_24h_g(ctx, lab)
         if q is not None and q.above(limit) is True:
             text = f"24-h urine protein {q.comparator or ''}{q.value:g} g (> {limit:g})"
-            out.append((lab, f"{text} on {lab.when}"))
+            out.append((lab, f"{text} {lab.on}"))
     for lab in ratios:
         q = upcr_g_per_g(ctx, lab)
         if q is not None and q.above(limit) is True:
             text = f"urine protein/creatinine {q.comparator or ''}{q.value:g} g/g (> {limit:g}; 24-h proxy)"
-            out.append((lab, f"{text} on {lab.when}"))
+            out.append((lab, f"{text} {lab.on}"))
     out.sort(key=lambda pair: pair[0].day, reverse=True)
     return out
 
@@ -256,7 +256,7 @@ def _per_hpf_above(ctx: Context, results: list[Lab], limit: float, what: str) ->
     for lab in results:
         q = per_hpf(ctx, lab, f"urine {what} per high-power field")
         if q is not None and q.above(limit) is True:
-            out.append((lab, f"urine {what} {q.comparator or ''}{q.value:g}/hpf (> {limit:g}) on {lab.when}"))
+            out.append((lab, f"urine {what} {q.comparator or ''}{q.value:g}/hpf (> {limit:g}) {lab.on}"))
     return out
 
 
@@ -265,7 +265,7 @@ def _fever(ctx: Context, params: SledaiParams, results: list[Lab]) -> list[tuple
     for lab in results:
         q = temperature_c(ctx, lab)
         if q is not None and q.above(params.fever_above_c) is True:
-            out.append((lab, f"temperature {q.value:.1f} C (> {params.fever_above_c:g}) on {lab.when}"))
+            out.append((lab, f"temperature {q.value:.1f} C (> {params.fever_above_c:g}) {lab.on}"))
     return out
 
 
@@ -402,7 +402,7 @@ def _from_partial(lab: Lab, items: list[Item], params: SledaiParams) -> Criterio
 
 def _score_text(lab: Lab) -> str:
     q = quantity_of(lab.obs)
-    return f"{q.comparator or ''}{q.value:g} on {lab.when}" if q else f"on {lab.when}"
+    return f"{q.comparator or ''}{q.value:g} {lab.on}" if q else f"{lab.on}"
 
 
 def _from_recorded(scores: list[Lab], params: SledaiParams) -> CriterionResult:

@@ -110,8 +110,8 @@ def _sort(record: PatientRecord, ctx: Context, rules: _Rules, first: date) -> _S
         if event.status == "unknown" and kind == MAJOR:
             kind = POSSIBLE  # recorded, but whether it was done is unknown: a question, not a fail
         if ev.is_planned(event, as_of):
-            later = event.starts_after(as_of)
-            (out.planned if kind == MAJOR and later else out.planned_unsure).append(event)
+            ahead = ev.is_planned_ahead(event, as_of)
+            (out.planned if kind == MAJOR and ahead else out.planned_unsure).append(event)
         elif event.starts_after(as_of):
             continue  # recorded as done after the screening date: not known at screening
         elif event.span is None:

@@ -8,6 +8,7 @@ from fhirscreen.criteria.base import Outcome
 from tests.builders import (
     condition,
     medication_administration,
+    medication_dispense,
     medication_request,
     medication_statement,
     procedure,
@@ -110,6 +111,63 @@ def test_entered_in_error_msc_record_is_ignored(evaluate):
     assert evaluate("E7", record(msc_dose("2026-01-01", status="entered-in-error"))).outcome is Outcome.PASS
 
 
+@pytest.mark.parametrize("status", ["preparation", "on-hold"])
+def test_msc_procedure_not_yet_given_is_not_msc_therapy_and_is_named(evaluate, status):
+    # R4 EventStatus: preparation/on-hold is not done; E2 and E9 read the status the same way.
+    proc = procedure(LOCAL, "x", "2026-05-20", text="UC-MSC infusion", status=status, id="p")
+    res = evaluate("E7", record(proc))
+    assert res.outcome is Outcome.PASS, res.reason
+    said = f"Recorded as not yet given (not counted): UC-MSC infusion (2026-05-20), status {status}."
+    assert said in res.reason
+    assert res.evidence == ("Procedure/p",)
+
+
+def test_msc_procedure_of_status_unknown_in_the_window_is_a_question(evaluate):
+    proc = procedure(LOCAL, "x", "2026-03-01", text="UC-MSC infusion", status="unknown", id="p")
+    res = evaluate("E7", record(proc))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert res.reason.startswith("MSC therapy recorded with status unknown: UC-MSC infusion (2026-03-01)")
+    assert res.evidence == ("Procedure/p",)
+    assert res.next_step and "was given" in res.next_step
+
+
+def test_msc_procedure_of_status_unknown_before_the_window_passes(evaluate):
+    proc = procedure(LOCAL, "x", "2024-03-01", text="UC-MSC infusion", status="unknown")
+    assert evaluate("E7", record(proc)).outcome is Outcome.PASS
+
+
+def msc_order(**kw):
+    return medication_request("x", "2026-03-01", system=LOCAL, display="Remestemcel-L infusion", **kw)
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        msc_order(intent="proposal"),
+        msc_order(intent="plan"),
+        msc_order(intent="option"),
+        msc_order(doNotPerform=True),
+        medication_statement("x", "2026-03-01", system=LOCAL, display="Remestemcel-L", status="intended"),
+        medication_dispense("x", None, system=LOCAL, display="Remestemcel-L", status="preparation"),
+    ],
+    ids=["proposal", "plan", "option", "do-not-perform", "statement-intended", "fill-not-handed-over"],
+)
+def test_msc_planned_refused_or_not_handed_over_is_not_msc_therapy(evaluate, resource):
+    # The same rule the medication criteria apply (README "Resource hygiene everywhere").
+    res = evaluate("E7", record(resource))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "No MSC therapy on record in the last 52 weeks" in res.reason
+
+
+def test_msc_fill_handed_over_in_the_window_fails(evaluate):
+    fill = medication_dispense("x", "2026-03-01", days_supply=1, system=LOCAL, display="Remestemcel-L",
+                               id="f")
+    res = evaluate("E7", record(fill))
+    assert res.outcome is Outcome.FAIL, res.reason
+    assert "MSC therapy within 52 weeks before screening: Remestemcel-L (2026-03-01)" in res.reason
+    assert res.evidence == ("MedicationDispense/f",)
+
+
 # --- E8 -------------------------------------------------------------------------------------------------
 
 def test_no_cellular_therapy_passes(evaluate):
@@ -196,6 +254,65 @@ def test_msc_infusions_are_excepted_from_the_wider_class(evaluate, text):
 
 def test_undated_car_t_still_fails(evaluate):
     assert evaluate("E8", record(procedure("cpt", "0540T", None))).outcome is Outcome.FAIL
+
+
+@pytest.mark.parametrize("status", ["preparation", "on-hold"])
+def test_car_t_procedure_not_yet_given_is_not_previous_therapy_and_is_named(evaluate, status):
+    res = evaluate("E8", record(procedure("cpt", "38228", "2026-05-20", status=status, id="p")))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "Recorded as not yet given (not counted)" in res.reason and f"status {status}" in res.reason
+    assert res.evidence == ("Procedure/p",)
+
+
+def test_car_t_procedure_of_status_unknown_is_a_question(evaluate):
+    res = evaluate("E8", record(procedure("cpt", "38228", "2024-01-01", status="unknown", id="p")))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert res.reason.startswith("Cellular therapy recorded with status unknown:")
+    assert "whether it was given is a question" in res.reason
+    assert res.evidence == ("Procedure/p",)
+    assert res.next_step == "Confirm whether the cellular therapy recorded with status unknown was given."
+
+
+def test_stem_cell_transplant_of_status_unknown_is_still_unknown(evaluate):
+    proc = procedure("cpt", "38241", "2019-05-02", status="unknown")
+    res = evaluate("E8", record(proc))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "Haematopoietic stem-cell transplant" in res.reason
+
+
+def test_msc_procedure_of_status_unknown_is_excepted_from_the_wider_class(evaluate):
+    proc = procedure(LOCAL, "x", "2022-01-01", text="UC-MSC infusion", status="unknown")
+    assert evaluate("E8", record(proc)).outcome is Outcome.PASS
+
+
+def car_t_order(**kw):
+    return medication_request("x", "2024-01-01", system=LOCAL, display="Carvykti", **kw)
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        car_t_order(intent="proposal"),
+        car_t_order(intent="plan"),
+        car_t_order(intent="directive"),
+        car_t_order(doNotPerform=True),
+        medication_statement("x", "2024-01-01", system=LOCAL, display="Carvykti", status="intended"),
+        medication_dispense("x", None, system=LOCAL, display="Carvykti", status="on-hold"),
+    ],
+    ids=["proposal", "plan", "directive", "do-not-perform", "statement-intended", "fill-not-handed-over"],
+)
+def test_car_t_planned_refused_or_not_handed_over_is_not_previous_therapy(evaluate, resource):
+    res = evaluate("E8", record(resource))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert res.reason == "No cellular therapy (CAR-T, Tregs or other) on record."
+
+
+def test_car_t_fill_handed_over_fails(evaluate):
+    fill = medication_dispense("x", "2024-01-01", system=LOCAL, display="Carvykti", id="f")
+    res = evaluate("E8", record(fill))
+    assert res.outcome is Outcome.FAIL, res.reason
+    assert "Previous cellular therapy on record: Carvykti" in res.reason
+    assert res.evidence == ("MedicationDispense/f",)
 
 
 @pytest.mark.parametrize(

@@ -68,6 +68,12 @@ def test_too_few_items_is_unknown_never_fail(evaluate):
     assert res.next_step and "rheumatology" in res.next_step
 
 
+def test_preliminary_ana_is_named_among_the_items(evaluate):
+    ana = observation("5048-4", "2025-05-01", id="ana", string="1:320", status="preliminary")
+    res = evaluate("I2", record(sle(), ana, dsdna_pos(), arthritis()))
+    assert "ANA 1:320 (preliminary) on 2025-05-01" in res.reason
+
+
 def test_sle_without_any_item_is_unknown(evaluate):
     res = evaluate("I2", record(sle()))
     assert res.outcome is Outcome.UNKNOWN

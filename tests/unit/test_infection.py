@@ -100,6 +100,13 @@ def test_hbsag_result_encodings(evaluate, kwargs, expected):
     assert res.outcome is expected
 
 
+def test_preliminary_hbsag_is_used_and_said(evaluate):
+    obs = observation("5196-1", "2026-01-10", id="o1", coded=POSITIVE, status="preliminary")
+    res = evaluate("E10", record(obs))
+    assert res.outcome is Outcome.FAIL
+    assert "positive (preliminary) on 2026-01-10 (Observation/o1)" in res.reason
+
+
 def test_hbsag_positive_exactly_24_months_ago_still_counts(evaluate):
     assert (
         evaluate("E10", record(observation("5196-1", "2024-06-01", coded=POSITIVE))).outcome is Outcome.FAIL

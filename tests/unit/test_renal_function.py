@@ -55,6 +55,13 @@ def test_egfr_as_a_string_with_comparator(evaluate):
     assert ">60" in res.reason
 
 
+def test_preliminary_egfr_is_used_and_said(evaluate):
+    obs = observation(EGFR_2021, "2026-05-01", value=45, unit="mL/min/{1.73_m2}", status="preliminary")
+    res = evaluate("I4", record(obs))
+    assert res.outcome is Outcome.PASS
+    assert "eGFR 45 mL/min/1.73 m2 (preliminary) on 2026-05-01" in res.reason
+
+
 @pytest.mark.parametrize(
     ("egfr", "expected"),
     [

@@ -118,13 +118,34 @@ def test_awaiting_transplant_status_fails(evaluate):
 
 @pytest.mark.parametrize(
     ("status", "performed"),
-    [("preparation", "2026-08-01"), ("in-progress", "2026-07-01"), ("preparation", None)],
+    [("preparation", "2026-08-01"), ("in-progress", "2026-07-01"), ("on-hold", "2026-09-01")],
 )
 def test_planned_kidney_transplant_fails(evaluate, status, performed):
     res = evaluate("E2", record(procedure("snomed", "70536003", performed, status=status, id="tx")))
     assert res.outcome is Outcome.FAIL
     assert "planned" in res.reason and status in res.reason
     assert res.evidence == ("Procedure/tx",)
+
+
+@pytest.mark.parametrize(
+    ("code", "status", "performed", "shown"),
+    [
+        (("snomed", "70536003"), "preparation", None, "undated"),
+        (("snomed", "70536003"), "on-hold", "2026-05-20", "2026-05-20"),
+        (DIALYSIS, "preparation", "2026-05-20", "2026-05-20"),
+        (DIALYSIS, "preparation", "2026-06-01", "2026-06-01"),  # on the screening date: not later
+    ],
+)
+def test_planned_rrt_without_a_later_date_is_a_question(evaluate, code, status, performed, shown):
+    # As in E9: a Procedure not yet done is a plan when dated after screening; otherwise it may have lapsed
+    # or been done since.
+    res = evaluate("E2", record(procedure(*code, performed, status=status, id="p")))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert res.reason.startswith("Planned renal replacement therapy without a later date: ")
+    assert f"({shown}), status {status}." in res.reason
+    assert res.evidence == ("Procedure/p",)
+    assert res.details["expected_rrt"] is False
+    assert res.next_step and "investigator" in res.next_step.lower()
 
 
 def test_planned_dialysis_start_fails(evaluate):
@@ -172,6 +193,13 @@ def test_only_the_latest_egfr_in_the_lookback_counts(evaluate):
     assert evaluate("E2", rec).outcome is Outcome.PASS
     stale = record(observation("62238-1", "2026-02-01", value=12))  # 120 days before screening
     assert evaluate("E2", stale).outcome is Outcome.PASS
+
+
+def test_preliminary_low_egfr_is_used_and_said(evaluate):
+    obs = observation("98979-8", "2026-05-01", value=10, unit="mL/min/{1.73_m2}", status="preliminary")
+    res = evaluate("E2", record(obs))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "Latest eGFR 10 (preliminary) on 2026-05-01 is below 15" in res.reason
 
 
 def test_kidney_transplant_history_alone_passes_and_is_reported(evaluate):

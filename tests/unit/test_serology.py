@@ -44,6 +44,15 @@ def test_ana_titer_at_or_above_160_passes_in_every_encoding(evaluate, value):
     assert "2026-05-01" in res.reason
 
 
+@pytest.mark.parametrize(("status", "said"), [("preliminary", "ANA 1:320 (preliminary) on 2026-05-01"),
+                                              ("final", "ANA 1:320 on 2026-05-01")])
+def test_preliminary_ana_is_used_and_said(evaluate, status, said):
+    # criteria-codes.md 0.2: "preliminary -> use but say so".
+    res = evaluate("I3", record(ana(string="1:320", status=status)))
+    assert res.outcome is Outcome.PASS
+    assert said in res.reason
+
+
 def test_ana_1_80_with_negative_dsdna_fails(evaluate):
     res = evaluate("I3", record(ana(string="1:80"), dsdna(value=12, high=30)))
     assert res.outcome is Outcome.FAIL

@@ -39,6 +39,12 @@ def test_recorded_score_decides(evaluate, value, expected):
     assert res.evidence == ("Observation/s",)
 
 
+def test_preliminary_score_is_used_and_said(evaluate):
+    res = evaluate("I6", record(score(8, status="preliminary")))
+    assert res.outcome is Outcome.PASS
+    assert "SLEDAI-2K total score 8 (preliminary) on 2026-05-20" in res.reason
+
+
 def test_score_recognised_by_text_alone(evaluate):
     obs = observation("x1", "2026-05-20", system="http://example.org/local", value=10)
     obs["code"] = {"text": "SELENA-SLEDAI score"}
