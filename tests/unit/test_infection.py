@@ -646,3 +646,23 @@ def test_e11_prophylaxis_does_not_hide_an_active_infection(evaluate):
     res = evaluate("E11", rec)
     assert res.outcome is Outcome.FAIL
     assert res.evidence == ("Condition/pna",)
+
+
+# --- abatement[x] ends a condition (criteria-codes.md 0.2) ----------------------------------------
+
+
+@pytest.mark.parametrize("abatement", [{"abatementBoolean": True}, {"abatementString": "2026-05-28"},
+                                       {"abatementString": "cleared after treatment"}])
+def test_e10_hepatitis_b_with_an_abatement_is_history(evaluate, abatement):
+    cond = condition("icd10cm", "B18.1", "2020-01-01", clinical=None, id="hbv", **abatement)
+    res = evaluate("E10", record(cond))
+    assert res.outcome is Outcome.PASS
+    assert "is history, not active (Condition/hbv)" in res.reason
+
+
+@pytest.mark.parametrize("abatement", [{"abatementBoolean": True}, {"abatementString": "2026-05-28"}])
+def test_e11_infection_with_an_abatement_is_not_active(evaluate, abatement):
+    cond = condition("icd10cm", "J18.9", "2026-05-20", clinical=None, **abatement)
+    res = evaluate("E11", record(cond))
+    assert res.outcome is Outcome.PASS
+    assert "No active infection on record" in res.reason

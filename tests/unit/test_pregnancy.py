@@ -319,3 +319,11 @@ def test_undated_open_pregnancy_entry_is_unknown(evaluate):
     res = evaluate("E13", record(condition("snomed", "77386006", None, id="u")))
     assert res.outcome is Outcome.UNKNOWN
     assert res.evidence == ("Condition/u",)
+
+
+@pytest.mark.parametrize("abatement", [{"abatementBoolean": True}, {"abatementString": "2026-05-28"}])
+def test_e13_pregnancy_with_an_abatement_has_ended(evaluate, abatement):
+    cond = condition("snomed", "77386006", "2026-05-01", clinical=None, **abatement)
+    res = evaluate("E13", record(cond))
+    assert res.outcome is Outcome.PASS
+    assert "Pregnancy ended" in res.reason
