@@ -23,7 +23,7 @@ Records with complete dates only are screened once, exactly as before.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from datetime import date
 from typing import Any
@@ -33,14 +33,40 @@ from fhirscreen.fhir.dates import PartialDate, parse_date
 from fhirscreen.fhir.resources import Resource, ref
 from fhirscreen.record import PatientRecord
 
-# Elements whose strings are FHIR dates: choice types (onsetDateTime, performedDate...), the ends of a
-# Period, Timing events and the plain date elements of the resources screened. A string under any other
-# key is never read as a date here (an RxNorm code "5521" is not a year).
-_DATE_SUFFIXES = ("DateTime", "Date", "Instant")
-_DATE_KEYS = frozenset({
-    "start", "end", "event", "authoredOn", "issued", "whenHandedOver", "whenPrepared", "dateAsserted",
-    "date", "performedString", "abatementString",
+# The elements whose strings are the FHIR dates criteria read (choice types, Period ends, Timing events,
+# plain date elements), and the elements that hold such dates deeper down (periods, timings, dosages,
+# CarePlan activities, contained resources). No other element is searched: a string elsewhere is never
+# read as a date (an RxNorm code "5521" is not a year), and codes, references and values are most of a
+# record. A set, so that each resource is searched by one intersection with its keys.
+_DATE_ELEMENTS = frozenset({
+    "onsetDateTime", "onsetString", "abatementDateTime", "abatementString", "recordedDate",
+    "effectiveDateTime", "effectiveInstant", "issued", "performedDateTime", "performedString", "authoredOn",
+    "whenHandedOver", "whenPrepared", "dateAsserted", "occurrenceDateTime", "start", "end",
 })
+_DATE_LISTS = frozenset({"event"})
+_DATED_CONTAINERS = frozenset({
+    "onsetPeriod", "abatementPeriod", "effectivePeriod", "performedPeriod", "occurrencePeriod",
+    "occurrenceTiming", "scheduledPeriod", "scheduledTiming", "period", "requestedPeriod", "boundsPeriod",
+    "validityPeriod", "timing", "repeat", "dosageInstruction", "dosage", "dispenseRequest", "activity",
+    "detail", "contained",
+})
+_SEARCHED = _DATE_ELEMENTS | _DATE_LISTS | _DATED_CONTAINERS
+# The same elements by resource type, for the resources themselves: most of a record's resources are
+# Observations, and looking up their three date elements costs less than searching their keys.
+_BY_TYPE: dict[str, tuple[str, ...]] = {
+    "Condition": ("onsetDateTime", "onsetPeriod", "onsetString", "abatementDateTime", "abatementPeriod",
+                  "abatementString", "recordedDate"),
+    "Observation": ("effectiveDateTime", "effectivePeriod", "effectiveInstant", "issued"),
+    "Procedure": ("performedDateTime", "performedPeriod", "performedString"),
+    "MedicationRequest": ("authoredOn", "dosageInstruction", "dispenseRequest", "contained"),
+    "MedicationStatement": ("effectiveDateTime", "effectivePeriod", "dateAsserted", "dosage", "contained"),
+    "MedicationAdministration": ("effectiveDateTime", "effectivePeriod", "dosage", "contained"),
+    "MedicationDispense": ("whenHandedOver", "whenPrepared", "dosageInstruction", "contained"),
+    "ServiceRequest": ("occurrenceDateTime", "occurrencePeriod", "occurrenceTiming", "authoredOn"),
+    "CarePlan": ("period", "activity", "contained"),
+    "Appointment": ("start", "end", "requestedPeriod"),
+    "ResearchSubject": ("period",),
+}
 # How many partial dates a reason names before "(+N more)".
 _NAMED = 3
 
@@ -56,10 +82,6 @@ class Partial:
         return f"{self.when.text} ({self.ref}: any day from {self.when.earliest} to {self.when.latest})"
 
 
-def _is_date_key(key: str) -> bool:
-    return key in _DATE_KEYS or key.endswith(_DATE_SUFFIXES)
-
-
 def _partial(value: object) -> PartialDate | None:
     if not isinstance(value, str) or len(value.strip()) > 7:  # "YYYY-MM" at most; a full date is longer
         return None
@@ -67,25 +89,29 @@ def _partial(value: object) -> PartialDate | None:
     return parsed if parsed is not None and not parsed.exact else None
 
 
-def _find(element: object, found: list[PartialDate], dated: bool = False) -> None:
-    """Every partial date in ``element`` (a resource, contained resources and nested elements)."""
-    if element.__class__ is dict or isinstance(element, Mapping):
-        for key, value in element.items():
-            if value.__class__ is str:
-                if _is_date_key(key):
-                    parsed = _partial(value)
-                    if parsed is not None:
-                        found.append(parsed)
-            elif value.__class__ is dict or value.__class__ is list or isinstance(value, Mapping):
-                _find(value, found, _is_date_key(key))
-    elif element.__class__ is list:
+def _find(element: object, found: list[PartialDate], keys: Iterable[str] | None = None) -> None:
+    """Every partial date in ``element`` (a resource, an element of it, or a list of them); ``keys``: the
+    elements to look in, when known."""
+    if element.__class__ is list:
         for value in element:
-            if value.__class__ is str:
-                parsed = _partial(value) if dated else None
-                if parsed is not None:
-                    found.append(parsed)
-            elif value.__class__ is dict or value.__class__ is list or isinstance(value, Mapping):
-                _find(value, found)
+            _find(value, found)
+        return
+    if not (element.__class__ is dict or isinstance(element, Mapping)):
+        return
+    if keys is None:
+        keys = _BY_TYPE.get(str(element.get("resourceType"))) or element.keys() & _SEARCHED
+    for key in keys:
+        value = element.get(key)
+        if value is None or (value.__class__ is str and len(value) > 7):  # absent, or a full date
+            continue
+        if key in _DATE_ELEMENTS:
+            parsed = _partial(value)
+            if parsed is not None:
+                found.append(parsed)
+        elif key in _DATE_LISTS:
+            found += [p for p in map(_partial, value if value.__class__ is list else ()) if p is not None]
+        else:
+            _find(value, found)
 
 
 def partial_dates(record: PatientRecord) -> tuple[Partial, ...]:
@@ -94,49 +120,45 @@ def partial_dates(record: PatientRecord) -> tuple[Partial, ...]:
 
     def collect() -> tuple[Partial, ...]:
         out: list[Partial] = []
-        for resources in record.resources.values():
+        found: list[PartialDate] = []
+        for rtype, resources in record.resources.items():
+            if rtype == "Patient":
+                continue
+            keys = _BY_TYPE.get(rtype)
             for resource in resources:
-                if resource.get("resourceType") == "Patient":
-                    continue
-                found: list[PartialDate] = []
-                _find(resource, found)
-                out += [Partial(ref(resource), when) for when in dict.fromkeys(found)]
+                _find(resource, found, keys)
+                if found:
+                    out += [Partial(ref(resource), when) for when in dict.fromkeys(found)]
+                    found = []
         return tuple(out)
 
     return record.memo("partial_dates", collect)
 
 
-def _rewrite(element: Any, read: Callable[[PartialDate], date], dated: bool = False) -> Any:
+def _rewrite(element: Any, read: Callable[[PartialDate], date]) -> Any:
     """``element`` with each partial date replaced by the day ``read`` gives; unchanged parts are shared."""
-    if element.__class__ is dict or isinstance(element, Mapping):
-        out: dict[str, Any] | None = None
-        for key, value in element.items():
-            new = value
-            if value.__class__ is str:
-                parsed = _partial(value) if _is_date_key(key) else None
-                if parsed is not None:
-                    new = read(parsed).isoformat()
-            elif value.__class__ is dict or value.__class__ is list or isinstance(value, Mapping):
-                new = _rewrite(value, read, _is_date_key(key))
-            if new is not value:
-                out = out if out is not None else dict(element)
-                out[key] = new
-        return out if out is not None else element
     if element.__class__ is list:
-        changed = False
-        items: list[Any] = []
-        for value in element:
-            new = value
-            if value.__class__ is str:
-                parsed = _partial(value) if dated else None
-                if parsed is not None:
-                    new = read(parsed).isoformat()
-            elif value.__class__ is dict or value.__class__ is list or isinstance(value, Mapping):
-                new = _rewrite(value, read)
-            changed = changed or new is not value
-            items.append(new)
-        return items if changed else element
-    return element
+        items = [_rewrite(value, read) for value in element]
+        return items if any(a is not b for a, b in zip(items, element, strict=True)) else element
+    if not (element.__class__ is dict or isinstance(element, Mapping)):
+        return element
+    out: dict[str, Any] | None = None
+    for key in _BY_TYPE.get(str(element.get("resourceType"))) or element.keys() & _SEARCHED:
+        value = element.get(key)
+        if value is None:
+            continue
+        if key in _DATE_ELEMENTS:
+            parsed = _partial(value)
+            new = read(parsed).isoformat() if parsed is not None else value
+        elif key in _DATE_LISTS and value.__class__ is list:
+            new = [read(p).isoformat() if (p := _partial(v)) is not None else v for v in value]
+            new = new if new != value else value
+        else:
+            new = _rewrite(value, read)
+        if new is not value:
+            out = out if out is not None else dict(element)
+            out[key] = new
+    return out if out is not None else element
 
 
 def read_at(record: PatientRecord, read: Callable[[PartialDate], date]) -> PatientRecord:
