@@ -9,13 +9,14 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import TYPE_CHECKING, Literal
 
+from fhirscreen.criteria._partial_dates import over_partial_dates
 from fhirscreen.criteria._tentative import unconfirmed_only
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, result
 from fhirscreen.fhir.memo import resources_unchanged
 from fhirscreen.fhir.resources import ref
 from fhirscreen.quality import DATA_LOST, DataQuality
 from fhirscreen.record import PatientRecord, Population
-from fhirscreen.trial.loader import Trial
+from fhirscreen.trial.loader import Criterion, Trial
 
 if TYPE_CHECKING:
     from fhirscreen.report.facts import PatientFacts
@@ -72,6 +73,18 @@ def overall_status(results: Iterable[CriterionResult]) -> Status:
     return "eligible"
 
 
+def _evaluation(criterion: Criterion, ctx: Context) -> Callable[[PatientRecord], CriterionResult]:
+    """One criterion as a function of the record (read once, or at each end of its partial dates)."""
+
+    def evaluate(record: PatientRecord) -> CriterionResult:
+        res = criterion.kind.fn(record, ctx, criterion.params)
+        if criterion.definition.type == "exclusion":
+            res = unconfirmed_only(res, record)
+        return res
+
+    return evaluate
+
+
 def screen_patient(
     record: PatientRecord, trial: Trial, as_of: date, quality: DataQuality | None = None
 ) -> PatientScreen:
@@ -81,9 +94,7 @@ def screen_patient(
         for criterion in trial.criteria:
             cid = criterion.id
             try:
-                results[cid] = criterion.kind.fn(record, ctx, criterion.params)
-                if criterion.definition.type == "exclusion":
-                    results[cid] = unconfirmed_only(results[cid], record)
+                results[cid] = over_partial_dates(record, as_of, _evaluation(criterion, ctx))
             except Exception as exc:
                 ctx.quality.add(
                     "error",

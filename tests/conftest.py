@@ -10,6 +10,7 @@ import pytest
 from fhirscreen.criteria.base import Context, CriterionResult
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import PatientRecord
+from fhirscreen.screening import screen_patient
 from fhirscreen.trial.loader import Trial, load_trial
 from tests.builders import AS_OF
 
@@ -33,6 +34,17 @@ def evaluate(trial: Trial) -> Callable[..., CriterionResult]:
         criterion = trial.criterion(criterion_id)
         ctx = Context(as_of=as_of, value_sets=trial.value_sets, quality=DataQuality())
         return criterion.kind.fn(rec, ctx, criterion.params)
+
+    return run
+
+
+@pytest.fixture
+def screen(trial: Trial) -> Callable[..., CriterionResult]:
+    """screen("E6", record) is one criterion's result as screening gives it: unlike ``evaluate``, with what
+    screening adds to every criterion (partial dates read over their range, unconfirmed diagnoses)."""
+
+    def run(criterion_id: str, rec: PatientRecord, as_of: date = AS_OF) -> CriterionResult:
+        return screen_patient(rec, trial, as_of).results[criterion_id]
 
     return run
 

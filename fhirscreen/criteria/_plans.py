@@ -33,7 +33,7 @@ from dataclasses import dataclass
 from datetime import date
 from typing import Any
 
-from fhirscreen.fhir.dates import Span, day, parse_date, span_of
+from fhirscreen.fhir.dates import Span, day, span_of
 from fhirscreen.fhir.resources import Resource, items, ref
 from fhirscreen.record import PatientRecord
 
@@ -92,13 +92,14 @@ def plans(record: PatientRecord) -> list[Plan]:
 
 def performed_span(procedure: Mapping[str, Any]) -> Span | None:
     """``performed[x]`` as dateTime or Period, or a string that holds a (partial) date ("2026-05-01",
-    "2026-05"). An Age or Range (a year of life or more) is left undated: too coarse for a 90-day window,
-    it is reported, not counted."""
+    "2026-05"), read as performedDateTime is (a partial date is its first day here; screening reads it
+    over its whole range, criteria/_partial_dates.py). An Age or Range (a year of life or more) is left
+    undated: too coarse for a 90-day window, it is reported, not counted."""
     span = span_of(procedure, "performed")
     if span is not None:
         return span
-    text = parse_date(procedure.get("performedString"))
-    return Span(text.earliest, text.latest) if text is not None else None
+    text = day(procedure.get("performedString"))
+    return Span(text, text) if text is not None else None
 
 
 # -- ServiceRequest ----------------------------------------------------------------------------------

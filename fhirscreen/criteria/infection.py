@@ -10,7 +10,7 @@ months is more likely a problem-list entry nobody closed than an infection, so i
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 
@@ -104,12 +104,35 @@ def _lab_results(
 ) -> list[LabResult]:
     """Dated results of a test group up to the screening date, oldest first; unreadable values dropped."""
     out = []
+    for obs, label, day, verdict in _readable_results(record, vs, viral_load):
+        if day is not None and day <= as_of:
+            out.append(LabResult(obs, day, verdict, label))
+    # On one day, a positive outranks a negative: the later sort position decides "latest". Then the
+    # reference and label, so that the result named does not depend on input order.
+    order = {"negative": 0, "indeterminate": 1, "positive": 2}
+    return sorted(out, key=lambda r: (r.day, order[r.verdict], ref(r.obs), r.label))
+
+
+def _undated_positives(
+    record: PatientRecord, vs: ValueSet, *, viral_load: bool = False
+) -> list[tuple[str, str]]:
+    """('HIV-1 Ab positive, result has no date (Observation/x)', 'Observation/x') for each positive result
+    of a test group with no effective[x] or issued: it cannot be placed in a look-back or against other
+    results, but it is on record."""
+    return [
+        (f"{label} positive, result has no date ({ref(obs)})", ref(obs))
+        for obs, label, day, verdict in _readable_results(record, vs, viral_load)
+        if day is None and verdict == "positive"
+    ]
+
+
+def _readable_results(
+    record: PatientRecord, vs: ValueSet, viral_load: bool
+) -> Iterator[tuple[Resource, str, date | None, Polarity]]:
+    """(observation, label, day or None, verdict) of each result of a test group whose value can be read."""
     for obs in coded_observations(record, vs):  # a result held in Observation.component counts too
         label = vs.match(obs.get("code"))
         if label is None:
-            continue
-        day = observation_day(obs)
-        if day is None or day > as_of:
             continue
         if viral_load:
             verdict = (
@@ -118,13 +141,19 @@ def _lab_results(
             )
         else:
             verdict = polarity(obs)
-        if verdict is None:
-            continue
-        out.append(LabResult(obs, day, verdict, label))
-    # On one day, a positive outranks a negative: the later sort position decides "latest". Then the
-    # reference and label, so that the result named does not depend on input order.
-    order = {"negative": 0, "indeterminate": 1, "positive": 2}
-    return sorted(out, key=lambda r: (r.day, order[r.verdict], ref(r.obs), r.label))
+        if verdict is not None:
+            yield obs, label, observation_day(obs), verdict
+
+
+def _undated_confirmatory(
+    findings: Findings, disease: str, undated: list[tuple[str, str]], repeat: str
+) -> None:
+    """A positive confirmatory result without a date may be current: a question (HBsAg, HBV DNA, HCV RNA)."""
+    for text, cited in undated:
+        findings.unknown(
+            f"{disease}: {text}, so it cannot be placed in the look-back",
+            f"Confirm the date of the result, or repeat {repeat}.", cited,
+        )
 
 
 @dataclass
@@ -257,6 +286,10 @@ def _hepatitis_b(record: PatientRecord, ctx: Context, p: ChronicInfectionParams,
     dna = _lab_results(record, ctx.vs(p.hbv_dna_tests), as_of, viral_load=True)
     _windowed_confirmatory(f, "hepatitis B", hbsag, start, "HBsAg")
     _windowed_confirmatory(f, "hepatitis B", dna, start, "HBV DNA")
+    _undated_confirmatory(f, "hepatitis B", _undated_positives(record, ctx.vs(p.hbsag_tests)), "HBsAg")
+    _undated_confirmatory(
+        f, "hepatitis B", _undated_positives(record, ctx.vs(p.hbv_dna_tests), viral_load=True), "HBV DNA"
+    )
     anti_hbc = _lab_results(record, ctx.vs(p.anti_hbc_tests), as_of)
     if f.fails or not anti_hbc or anti_hbc[-1].verdict != "positive":
         return f
@@ -283,6 +316,9 @@ def _hepatitis_c(record: PatientRecord, ctx: Context, p: ChronicInfectionParams,
     _active_condition_findings(f, "hepatitis C", _conditions(record, ctx.vs(p.hcv_conditions), as_of), as_of)
     rna = _lab_results(record, ctx.vs(p.hcv_rna_tests), as_of, viral_load=True)
     _windowed_confirmatory(f, "hepatitis C", rna, start, "HCV RNA")
+    _undated_confirmatory(
+        f, "hepatitis C", _undated_positives(record, ctx.vs(p.hcv_rna_tests), viral_load=True), "HCV RNA"
+    )
     antibody = _lab_results(record, ctx.vs(p.hcv_antibody_tests), as_of)
     if f.fails or f.unknowns or not antibody or antibody[-1].verdict != "positive":
         return f
@@ -339,6 +375,18 @@ def _hiv(record: PatientRecord, ctx: Context, p: ChronicInfectionParams) -> Find
         if r.verdict == "positive":
             f.fail(f"HIV: {r.describe()}", ref(r.obs))
     serology = _lab_results(record, ctx.vs(p.hiv_antibody_antigen_tests), as_of)
+    undated = _undated_positives(record, ctx.vs(p.hiv_rna_tests), viral_load=True)
+    undated += _undated_positives(record, ctx.vs(p.hiv_antibody_antigen_tests))
+    for text, cited in undated:
+        # Results count at any date, so a positive without one is HIV as a dated one is, unless dated
+        # results not detected may be what followed it (a false-positive screen): then a question.
+        if any(r.verdict == "negative" for r in (*rna, *serology)):
+            f.unknown(
+                f"HIV: {text}, and results not detected on record that it cannot be placed against",
+                "Confirm the date of the result, or confirm with an HIV-1/2 differentiation assay.", cited,
+            )
+        else:
+            f.fail(f"HIV: {text}", cited)
     if not serology:
         return f
     last = serology[-1]

@@ -145,6 +145,17 @@ def _observation_events(
             yield Event(day, says, what, ref(obs), max_age, ask_age, test=True, moment=moment)
 
 
+def _undated_positives(
+    record: PatientRecord, vs: ValueSet, verdict_of: _Verdict
+) -> Iterator[tuple[str, str]]:
+    """('hCG positive, result has no date (Observation/x)', 'Observation/x'): a positive that cannot be
+    placed in time, and may be current (a question, never dropped)."""
+    for obs in coded_observations(record, vs):
+        label = vs.match(obs.get("code"))
+        if label is not None and observation_day(obs) is None and verdict_of(obs) == "positive":
+            yield f"{label} positive, result has no date ({ref(obs)})", ref(obs)
+
+
 def _written_value(obs: Resource) -> str:
     """The value as the record writes it ("Possible pregnancy"), for reasons."""
     value = obs.get("valueCodeableConcept")
@@ -348,7 +359,16 @@ def _pregnancy(record: PatientRecord, ctx: Context, p: PregnancyParams) -> tuple
     for vs in (p.hcg_qualitative_tests, p.hcg_quantitative_tests):
         # A positive hCG older than the window could still be the same, ongoing pregnancy: ask.
         events += _observation_events(record, ctx.vs(vs), hcg, p.hcg_window_days, max_days)
-    return _current(events, as_of, "pregnancy"), undated
+    state = _current(events, as_of, "pregnancy")
+    undated_tests = list(_undated_positives(record, ctx.vs(p.pregnancy_status_tests), status))
+    for vs in (p.hcg_qualitative_tests, p.hcg_quantitative_tests):
+        undated_tests += _undated_positives(record, ctx.vs(vs), hcg)
+    if undated_tests and state.outcome is None:
+        state = State(
+            Outcome.UNKNOWN, "; ".join(t for t, _r in undated_tests), tuple(r for _t, r in undated_tests),
+            "Confirm the date of the positive pregnancy test, or repeat it.",
+        )
+    return state, undated
 
 
 def _breastfeeding(record: PatientRecord, ctx: Context, p: PregnancyParams) -> tuple[State, list[Resource]]:

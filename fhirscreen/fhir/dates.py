@@ -71,7 +71,11 @@ def _parse(value: str) -> PartialDate | None:
 
 
 def day(value: object) -> date | None:
-    """The earliest day a FHIR date can denote (for ordering and windows), or None."""
+    """The earliest day a FHIR date can denote (for ordering and windows), or None.
+
+    Criteria read a partial date as this one day; screening then reads the record again with each partial
+    date at the other end of its range and decides only what every reading agrees on
+    (criteria/_partial_dates.py)."""
     parsed = parse_date(value)
     return parsed.earliest if parsed else None
 

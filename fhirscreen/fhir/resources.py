@@ -170,29 +170,62 @@ def clinical_status(condition: Mapping[str, Any]) -> str | None:
     return next(iter(sorted(codes)), None)
 
 
+# abatement[x] choices that say the condition has abated without giving a day: an age or range of age
+# (the day would need the birth date), or words in abatementString ("in childhood").
+_ABATED_UNDATED = ("abatementAge", "abatementRange")
+
+
+@per_resource
+def abated_on(condition: Mapping[str, Any]) -> Span | None:
+    """When ``abatement[x]`` says the condition ended: abatementDateTime/Period, or abatementString holding
+    a date. None when it says nothing of a day (see ``abated``)."""
+    span = span_of(condition, "abatement")
+    if span is not None:
+        return span
+    text = day(condition.get("abatementString"))
+    return Span(text, text) if text is not None else None
+
+
+def abated(condition: Mapping[str, Any]) -> bool:
+    """True when ``abatement[x]`` says the condition has ended, dated or not (criteria-codes.md 0.2: active
+    means no abatement[x]): a date or period, abatementBoolean true, an abatementString (a date or words)
+    or an abatementAge/Range."""
+    if condition.get("abatementBoolean") is True or abated_on(condition) is not None:
+        return True
+    text = condition.get("abatementString")
+    if isinstance(text, str) and text.strip():
+        return True
+    return any(isinstance(condition.get(key), Mapping) for key in _ABATED_UNDATED)
+
+
 @per_resource  # read by most criteria, for every value set they match
 def condition_span(condition: Mapping[str, Any]) -> Span:
     """When a condition held: onset (else recordedDate) to abatement (open when still present)."""
     onset = span_of(condition, "onset")
     start = onset.start if onset else day(condition.get("recordedDate"))
-    abatement = span_of(condition, "abatement")
+    abatement = abated_on(condition)
     end = abatement.latest if abatement else None
-    status = clinical_status(condition)
-    if end is None and status in {"resolved", "inactive", "remission"}:
-        # Resolved without an abatement date: it held at some point up to when it was recorded.
+    ended = clinical_status(condition) in {"resolved", "inactive", "remission"} or abated(condition)
+    if end is None and ended:
+        # Ended without a day (a resolved status, abatementBoolean true, an abatement age or words): it held
+        # at some point up to when it was recorded.
         end = day(condition.get("recordedDate")) or start
     return Span(start, end)
 
 
 def is_active_on(condition: Mapping[str, Any], on: Any) -> bool:
-    """Active at a day: clinicalStatus active/recurrence/relapse (or missing) and not abated by then."""
+    """Active at a day: clinicalStatus active/recurrence/relapse (or missing) and not abated by then; an
+    abatement without a day (abatementBoolean true, an age, words) is taken as before the screening date:
+    the record says so at screening."""
     status = clinical_status(condition)
     if status is not None and status not in _ACTIVE_CLINICAL:
         return False
     span = condition_span(condition)
     if span.start is not None and span.start > on:
         return False
-    return not (span.end is not None and span.end <= on)
+    if span.end is not None and span.end <= on:
+        return False
+    return not (abated(condition) and abated_on(condition) is None)
 
 
 # What a component replaces when it is read as an Observation of its own.

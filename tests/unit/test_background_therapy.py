@@ -471,3 +471,26 @@ def test_e4_route_is_compared_only_when_both_records_say_it(evaluate):
         _mtx("methotrexate", ago(40)),
     )
     assert evaluate("E4", unsaid).outcome is Outcome.PASS
+
+
+# --- partial dates (read over their range by screening: criteria/_partial_dates.py) -----------------
+
+
+def test_i5_start_dated_by_a_month_that_may_be_under_12_weeks_is_unknown(screen):
+    ms = medication_statement(HCQ, "2026-03", display="hydroxychloroquine", id="hcq")
+    res = screen("I5", record(ms))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "Read as 2026-03-01: pass." in res.reason and "Read as 2026-03-31: fail." in res.reason
+
+
+def test_i5_start_dated_by_a_month_long_enough_ago_on_every_day_passes(screen):
+    ms = medication_statement(HCQ, "2025-12", display="hydroxychloroquine", id="hcq")
+    res = screen("I5", record(ms))
+    assert res.outcome is Outcome.PASS
+    assert "since 2025-12-31" in res.reason
+
+
+def test_e4_order_dated_by_a_month_that_may_start_in_the_window_is_unknown(screen):
+    res = screen("E4", record(medication_request(HCQ, "2026-03", dose=200, id="hcq")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "hydroxychloroquine started 2026-03-31" in res.reason

@@ -216,3 +216,10 @@ def test_undated_cancer_still_excludes(evaluate):
     res = evaluate("E12", record(condition("icd10cm", "C34.90", None)))
     assert res.outcome is Outcome.FAIL
     assert "no onset date" in res.reason
+
+
+def test_e12_allowed_skin_cancer_with_an_abatement_is_treated(evaluate):
+    cond = condition("icd10cm", "C44.91", "2024-01-01", clinical=None, abatementBoolean=True)
+    res = evaluate("E12", record(cond))
+    assert res.outcome is Outcome.PASS
+    assert "Only allowed, treated cancers on record" in res.reason

@@ -368,3 +368,9 @@ def test_car_t_after_the_screening_date_is_ignored(evaluate):
 def test_entered_in_error_car_t_history_is_ignored(evaluate):
     cond = condition("icd10cm", "Z92.850", "2019-01-01", verification="entered-in-error")
     assert evaluate("E8", record(cond)).outcome is Outcome.PASS
+
+
+def test_msc_dated_by_a_year_that_may_be_in_the_washout_is_unknown(screen):
+    res = screen("E7", record(msc_dose("2025", id="msc")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert res.next_step == "Confirm the exact date of 2025 (MedicationAdministration/msc)."

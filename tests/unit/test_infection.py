@@ -653,3 +653,51 @@ def test_e11_prophylaxis_does_not_hide_an_active_infection(evaluate):
     res = evaluate("E11", rec)
     assert res.outcome is Outcome.FAIL
     assert res.evidence == ("Condition/pna",)
+
+
+# --- abatement[x] ends a condition (criteria-codes.md 0.2) ----------------------------------------
+
+
+@pytest.mark.parametrize("abatement", [{"abatementBoolean": True}, {"abatementString": "2026-05-28"},
+                                       {"abatementString": "cleared after treatment"}])
+def test_e10_hepatitis_b_with_an_abatement_is_history(evaluate, abatement):
+    cond = condition("icd10cm", "B18.1", "2020-01-01", clinical=None, id="hbv", **abatement)
+    res = evaluate("E10", record(cond))
+    assert res.outcome is Outcome.PASS
+    assert "is history, not active (Condition/hbv)" in res.reason
+
+
+@pytest.mark.parametrize("abatement", [{"abatementBoolean": True}, {"abatementString": "2026-05-28"}])
+def test_e11_infection_with_an_abatement_is_not_active(evaluate, abatement):
+    cond = condition("icd10cm", "J18.9", "2026-05-20", clinical=None, **abatement)
+    res = evaluate("E11", record(cond))
+    assert res.outcome is Outcome.PASS
+    assert "No active infection on record" in res.reason
+
+
+# --- results without a date -----------------------------------------------------------------------
+
+
+def test_e10_undated_positive_hiv_antibody_fails_as_hiv_counts_at_any_date(evaluate):
+    hiv = observation("7917-8", None, coded=concept("snomed", "10828004", "Positive"), id="hiv")
+    res = evaluate("E10", record(hiv))
+    assert res.outcome is Outcome.FAIL
+    assert "HIV: HIV 1 Ab [Presence] in Serum positive, result has no date (Observation/hiv)" in res.reason
+    assert res.evidence == ("Observation/hiv",)
+
+
+def test_e10_undated_positive_hiv_beside_a_dated_negative_is_unknown(evaluate):
+    hiv = observation("7917-8", None, coded=concept("snomed", "10828004", "Positive"), id="hiv")
+    neg = observation("7917-8", "2026-05-01", coded=concept("snomed", "260385009", "Negative"), id="neg")
+    res = evaluate("E10", record(hiv, neg))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "result has no date (Observation/hiv)" in res.reason
+
+
+@pytest.mark.parametrize(("code", "what"), [("5196-1", "HBsAg"), ("11011-4", "HCV RNA")])
+def test_e10_undated_positive_hbsag_or_viral_load_is_unknown(evaluate, code, what):
+    obs = observation(code, None, coded=concept("snomed", "10828004", "Positive"), id="lab")
+    res = evaluate("E10", record(obs))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "result has no date (Observation/lab), so it cannot be placed in the look-back" in res.reason
+    assert res.next_step == f"Confirm the date of the result, or repeat {what}."

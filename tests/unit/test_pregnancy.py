@@ -319,3 +319,25 @@ def test_undated_open_pregnancy_entry_is_unknown(evaluate):
     res = evaluate("E13", record(condition("snomed", "77386006", None, id="u")))
     assert res.outcome is Outcome.UNKNOWN
     assert res.evidence == ("Condition/u",)
+
+
+@pytest.mark.parametrize("abatement", [{"abatementBoolean": True}, {"abatementString": "2026-05-28"}])
+def test_e13_pregnancy_with_an_abatement_has_ended(evaluate, abatement):
+    cond = condition("snomed", "77386006", "2026-05-01", clinical=None, **abatement)
+    res = evaluate("E13", record(cond))
+    assert res.outcome is Outcome.PASS
+    assert "Pregnancy ended" in res.reason
+
+
+def test_e13_undated_positive_hcg_is_unknown(evaluate):
+    hcg = observation("2106-3", None, coded=concept("snomed", "10828004", "Positive"), id="hcg")
+    res = evaluate("E13", record(hcg))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "positive, result has no date (Observation/hcg)" in res.reason
+    assert res.next_step == "Confirm the date of the positive pregnancy test, or repeat it."
+
+
+def test_e13_undated_positive_hcg_does_not_hide_a_current_pregnancy(evaluate):
+    undated = observation("2106-3", None, coded=concept("snomed", "10828004", "Positive"), id="hcg")
+    dated = observation("2106-3", "2026-05-30", coded=concept("snomed", "10828004", "Positive"), id="hcg2")
+    assert evaluate("E13", record(undated, dated)).outcome is Outcome.FAIL

@@ -328,3 +328,16 @@ def test_dialysis_dated_by_a_performed_string_counts(evaluate):
     res = evaluate("E2", record(procedure(*DIALYSIS, None, performedString="2026-02-14", id="s")))
     assert res.outcome is Outcome.FAIL
     assert res.evidence == ("Procedure/s",)
+
+
+def test_dialysis_dated_by_a_year_that_may_be_in_the_window_is_unknown(screen):
+    res = screen("E2", record(procedure(*DIALYSIS, "2025", id="dx1")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "Read as 2025-01-01: pass." in res.reason and "Read as 2025-12-31: fail." in res.reason
+
+
+def test_end_stage_kidney_disease_with_an_abatement_is_not_active(evaluate):
+    cond = condition("icd10cm", "N18.6", "2025-01-01", clinical=None, abatementBoolean=True)
+    res = evaluate("E2", record(cond))
+    assert res.outcome is Outcome.PASS
+    assert "End stage" not in res.reason

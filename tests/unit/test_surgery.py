@@ -416,3 +416,18 @@ def test_undated_order_only_named_like_surgery_is_not_a_question(evaluate):
     dated = service_request(LOCAL, "sg", "2026-07-01", text="Laparoscopic sleeve gastrectomy", id="g")
     res = evaluate("E9", record(dated))
     assert res.outcome is Outcome.UNKNOWN and "may be major surgery" in res.reason
+
+
+# --- partial dates (read over their range by screening: criteria/_partial_dates.py) -----------------
+
+
+@pytest.mark.parametrize("when", ["2026-03", "2026"])
+@pytest.mark.parametrize("element", ["performedDateTime", "performedString"])
+def test_surgery_dated_by_month_or_year_that_may_be_in_the_window_is_unknown(screen, when, element):
+    res = screen("E9", record(procedure(*TKR, None, id="knee", **{element: when})))
+    assert res.outcome is Outcome.UNKNOWN
+    assert res.reason.startswith(f"Partial date {when} (Procedure/knee)")
+
+
+def test_surgery_dated_by_a_month_before_the_window_passes(screen):
+    assert screen("E9", record(procedure(*TKR, None, performedString="2026-02"))).outcome is Outcome.PASS

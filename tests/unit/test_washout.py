@@ -304,3 +304,21 @@ def test_e5_rxnorm_fda_application_names_are_not_investigational_codes(evaluate)
     local = "http://hospital.example.org/formulary"
     coded = medication_request("9", "2026-05-20", id="abc", system=local, display="ABC-1234 100 MG Tablet")
     assert evaluate("E5", record(coded)).outcome is Outcome.FAIL
+
+
+# --- partial dates (read over their range by screening: criteria/_partial_dates.py) -----------------
+
+
+@pytest.mark.parametrize("when", ["2026-02", "2026"])
+def test_e6_dose_dated_by_month_or_year_that_may_be_in_the_washout_is_unknown(screen, when):
+    # 2026-02-01 + 115 days is before screening, 2026-02-28 + 115 days after it.
+    res = screen("E6", record(medication_administration(RITUXIMAB, when, id="rtx")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert res.reason.startswith(f"Partial date {when} (MedicationAdministration/rtx)")
+    assert res.next_step == f"Confirm the exact date of {when} (MedicationAdministration/rtx)."
+
+
+def test_e6_dose_dated_by_a_month_washed_out_on_every_day_of_it_passes(screen):
+    res = screen("E6", record(medication_administration(RITUXIMAB, "2025-06", id="rtx")))
+    assert res.outcome is Outcome.PASS
+    assert "last dose 2025-06-30" in res.reason and "read above as 2025-06-30" in res.reason
