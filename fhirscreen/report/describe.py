@@ -19,8 +19,18 @@ Resource = Mapping[str, Any]
 
 
 def _day(value: object) -> str:
-    # Dates are enough for screening windows; a dateTime's clock time adds noise.
-    return value[:10] if isinstance(value, str) else ""
+    # Dates are enough for screening windows; a dateTime's clock time adds noise. A string that is not a
+    # date is not shown: a date element may hold anything (an identifier pasted in the wrong field).
+    return value[:10] if isinstance(value, str) and parse_date(value) is not None else ""
+
+
+# Patient.gender's codes (administrative-gender); any other string is not shown: it may hold anything.
+GENDERS = frozenset({"male", "female", "other", "unknown"})
+
+
+def gender_of(patient: Resource) -> str | None:
+    gender = patient.get("gender")
+    return gender if isinstance(gender, str) and gender in GENDERS else None
 
 
 def _when(resource: Resource, prefix: str) -> str:
@@ -75,7 +85,7 @@ def _interpretation(obs: Resource) -> str:
 
 
 def _patient(patient: Resource, as_of: date | None) -> list[str]:
-    parts = [str(patient.get("gender") or "gender not recorded")]
+    parts = [gender_of(patient) or "gender not recorded"]
     birth = parse_date(patient.get("birthDate"))
     if birth is not None and as_of is not None:
         oldest, youngest = age_in_years(birth.earliest, as_of), age_in_years(birth.latest, as_of)

@@ -16,7 +16,7 @@ from fhirscreen.fhir.codes import coding_items
 from fhirscreen.fhir.dates import age_in_years, parse_date
 from fhirscreen.fhir.resources import items
 from fhirscreen.record import PatientRecord
-from fhirscreen.report.describe import describe_resource, find_resource
+from fhirscreen.report.describe import describe_resource, find_resource, gender_of
 from fhirscreen.screening import PatientScreen
 
 MRN_TYPE = "MR"  # HL7 v2-0203 "Medical record number"
@@ -79,7 +79,7 @@ def patient_facts(record: PatientRecord, screen: PatientScreen, as_of: date) -> 
                 described[reference] = text.removeprefix(reference).removeprefix(": ")
     patient = record.patient
     return PatientFacts(
-        sex=str(patient["gender"]) if patient.get("gender") else None,
+        sex=gender_of(patient),
         age=age_text(patient, as_of),
         resources=dict(sorted(described.items())),
         identity=identity(patient),

@@ -30,14 +30,21 @@ CANARIES = {
     "address": ("42 Canarywharf Road", "Oxcanarton", "CX1 7QQ"),
     "telecom": ("+1-555-0142-771", "quillon@canary.example"),
     "malformed birth date": ("19CANARY-81",),
+    # Malformed fields the outputs print when well formed: a gender code, a Condition's onset date.
+    "malformed gender": ("Canarygenderx",),
+    "malformed onset": ("MRNCANARY4471", "MRNCANARY4"),
 }
 
 
 def planted(resource: dict[str, Any], birth: str) -> dict[str, Any]:
+    if resource.get("resourceType") == "Condition" and "onsetDateTime" in resource:
+        return {**resource, "onsetDateTime": "MRNCANARY4471"}
     if resource.get("resourceType") != "Patient":
         return resource
+    gender = {"gender": "Canarygenderx"} if resource.get("id") == "gp-possible" else {}
     return {
         **resource,
+        **gender,
         "name": [
             {"family": "Zanzibarcanary", "given": ["Quillonella"], "text": "Quillonella Zanzibarcanary"}
         ],
