@@ -59,9 +59,14 @@ _SAID_STATUSES = frozenset({"preliminary"})
 def result_on(obs: Mapping[str, Any], when: str) -> str:
     """The day of a result for a reason ("on 2026-05-01"), after its status when that is worth saying
     ("(preliminary) on 2026-05-01"): every lab criterion words a result's day through here."""
+    return f"{status_said(obs).lstrip()} on {when}".lstrip()
+
+
+def status_said(obs: Mapping[str, Any]) -> str:
+    """" (preliminary)" for a result whose status is worth saying, else "" (for reasons built apart)."""
     status = obs.get("status")
     said = isinstance(status, str) and status in _SAID_STATUSES  # a malformed status is no status
-    return f"({status}) on {when}" if said else f"on {when}"
+    return f" ({status})" if said else ""
 
 
 def labs(record: PatientRecord, vs: ValueSet, first: date | None, last: date) -> list[Lab]:

@@ -29,6 +29,7 @@ from fhirscreen.fhir.resources import (
     ref,
     suspected,
     tentative,
+    unstated_status,
 )
 from fhirscreen.fhir.values import Polarity, polarity, quantity_of
 from fhirscreen.record import PatientRecord
@@ -266,7 +267,7 @@ def _active_condition_findings(
                 f"Confirm or rule out the suspected {disease} (the diagnosis is not confirmed).", ref(cond),
             )
         elif is_active_on(cond, as_of):
-            findings.fail(f"{disease}: {label}{_since(cond)} ({ref(cond)})", ref(cond))
+            findings.fail(f"{disease}: {label}{_since(cond)} ({ref(cond)}{unstated_status(cond)})", ref(cond))
         elif lifelong:
             # HIV is not cured; a "resolved" HIV entry is a record error, not a cure (criteria-codes.md E10).
             status = clinical_status(cond) or "ended"
@@ -557,7 +558,7 @@ def active_infection(record: PatientRecord, ctx: Context, params: ActiveInfectio
             if ended is not None:
                 resolved.append((ended, label, ref(cond)))
             continue
-        unstated = "" if clinical_status(cond) else ", no clinical status (taken as active)"
+        unstated = unstated_status(cond)
         if tentative(cond):
             f.unknown(
                 f"{suspected(cond, label)}{_since(cond)}",

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from fhirscreen.criteria._labs import Lab, coded_observations, lab_instant
+from fhirscreen.criteria._labs import Lab, coded_observations, lab_instant, status_said
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet, coding_items, concept_label, union
 from fhirscreen.fhir.resources import (
@@ -28,6 +28,7 @@ from fhirscreen.fhir.resources import (
     ref,
     suspected,
     tentative,
+    unstated_status,
 )
 from fhirscreen.fhir.values import Polarity, polarity, polarity_of_text, quantity_of
 from fhirscreen.record import PatientRecord
@@ -102,7 +103,7 @@ def _condition_events(
                 yield Event(span.start, "indeterminate", suspected(cond, label), ref(cond), max_age, None)
             continue
         # A still-open entry past max_age is a question (never closed?), whatever its age.
-        yield Event(span.start, "positive", label, ref(cond), max_age, None)
+        yield Event(span.start, "positive", f"{label}{unstated_status(cond)}", ref(cond), max_age, None)
         if not is_active_on(cond, as_of) and span.end is not None:
             yield Event(span.end, "negative", f"{label} ended", ref(cond), 0, 0)
 
@@ -140,7 +141,9 @@ def _observation_events(
         says = verdict_of(obs)
         if says is not None:
             written = _written_value(obs)
-            what = f"{label} {says}" + (f" ('{written}')" if says == "indeterminate" and written else "")
+            what = f"{label} {says}{status_said(obs)}" + (
+                f" ('{written}')" if says == "indeterminate" and written else ""
+            )
             moment = lab_instant(Lab(obs, day))
             yield Event(day, says, what, ref(obs), max_age, ask_age, test=True, moment=moment)
 

@@ -21,7 +21,7 @@ from fhirscreen.criteria._labs import Lab, possibly_latest, result_on
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import days_before, months_before
-from fhirscreen.fhir.resources import is_active_on
+from fhirscreen.fhir.resources import is_active_on, unstated_status
 from fhirscreen.record import PatientRecord
 
 # At most this many resources are cited per finding; a dialysis patient has hundreds of sessions.
@@ -126,8 +126,10 @@ def _check_expected_rrt(record: PatientRecord, ctx: Context, params: DialysisPar
     esrd = [e for e in ev.conditions(record, ctx.vs(params.end_stage)) if is_active_on(e.resource, as_of)]
     if esrd:
         f.details["expected_rrt"] = True
+        unstated = next((unstated_status(e.resource) for e in esrd if unstated_status(e.resource)), "")
         f.fail.append(
-            f"Active {ev.describe(esrd)}: renal replacement therapy (dialysis or transplant) is expected."
+            f"Active {ev.describe(esrd)}{unstated}: renal replacement therapy (dialysis or transplant) is "
+            "expected."
         )
         f.cite(esrd, as_of)
     not_done = [

@@ -170,6 +170,12 @@ def clinical_status(condition: Mapping[str, Any]) -> str | None:
     return next(iter(sorted(codes)), None)
 
 
+def unstated_status(condition: Mapping[str, Any]) -> str:
+    """", no clinical status (taken as active)" for a Condition without clinicalStatus, else "": a
+    reason built on such an entry says so (criteria-codes.md 0.2: "treat as active ... and say so")."""
+    return "" if clinical_status(condition) else ", no clinical status (taken as active)"
+
+
 # abatement[x] choices that say the condition has abated without giving a day: an age or range of age
 # (the day would need the birth date), or words in abatementString ("in childhood").
 _ABATED_UNDATED = ("abatementAge", "abatementRange")

@@ -701,3 +701,10 @@ def test_e10_undated_positive_hbsag_or_viral_load_is_unknown(evaluate, code, wha
     assert res.outcome is Outcome.UNKNOWN
     assert "result has no date (Observation/lab), so it cannot be placed in the look-back" in res.reason
     assert res.next_step == f"Confirm the date of the result, or repeat {what}."
+
+
+def test_e10_active_disease_without_a_clinical_status_says_it_was_taken_as_active(evaluate):
+    """criteria-codes.md 0.2: an entry with no clinicalStatus is treated as active, and the reason says so."""
+    res = evaluate("E10", record(condition("icd10cm", "B18.1", "2020-01-01", clinical=None)))
+    assert res.outcome is Outcome.FAIL
+    assert "no clinical status (taken as active)" in res.reason

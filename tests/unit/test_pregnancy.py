@@ -341,3 +341,18 @@ def test_e13_undated_positive_hcg_does_not_hide_a_current_pregnancy(evaluate):
     undated = observation("2106-3", None, coded=concept("snomed", "10828004", "Positive"), id="hcg")
     dated = observation("2106-3", "2026-05-30", coded=concept("snomed", "10828004", "Positive"), id="hcg2")
     assert evaluate("E13", record(undated, dated)).outcome is Outcome.FAIL
+
+
+def test_pregnancy_without_a_clinical_status_says_it_was_taken_as_active(evaluate):
+    rec = record(patient(), condition("snomed", "72892002", "2026-05-01", clinical=None))
+    res = evaluate("E13", rec)
+    assert res.outcome is Outcome.FAIL
+    assert "no clinical status (taken as active)" in res.reason
+
+
+def test_a_preliminary_hcg_is_used_and_said(evaluate):
+    positive = concept("snomed", "10828004", "Positive")
+    hcg = observation("2106-3", "2026-05-20", coded=positive, status="preliminary")
+    res = evaluate("E13", record(patient(), hcg))
+    assert res.outcome is Outcome.FAIL
+    assert "(preliminary)" in res.reason

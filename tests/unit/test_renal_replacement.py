@@ -341,3 +341,9 @@ def test_end_stage_kidney_disease_with_an_abatement_is_not_active(evaluate):
     res = evaluate("E2", record(cond))
     assert res.outcome is Outcome.PASS
     assert "End stage" not in res.reason
+
+
+def test_end_stage_kidney_disease_without_a_clinical_status_says_it_was_taken_as_active(evaluate):
+    res = evaluate("E2", record(condition("icd10cm", "N18.6", "2025-01-01", clinical=None)))
+    assert res.outcome is Outcome.FAIL
+    assert "no clinical status (taken as active)" in res.reason
