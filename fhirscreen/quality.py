@@ -58,4 +58,12 @@ class DataQuality:
 
     def sorted(self) -> list[Finding]:
         order = {"error": 0, "warning": 1, "info": 2}
-        return sorted(self.findings, key=lambda f: (order[f.severity], f.problem, f.where, f.message))
+        return sorted(self.findings, key=lambda f: (order[f.severity], f.problem, _place(f.where), f.message))
+
+
+def _place(where: str) -> tuple[str, int, str]:
+    """Where, for sorting: "file.ndjson:9" before "file.ndjson:19" (line numbers as numbers)."""
+    stem, colon, line = where.rpartition(":")
+    if colon and line.isdigit():
+        return stem, int(line), where
+    return where, -1, where
