@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any, TypeVar
+
+import orjson
 
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.compact import Compactor
@@ -217,8 +220,21 @@ class PopulationBuilder:
         else:
             owner = self._owner.get(key)
             held = self._by_patient[owner][rtype].get(rid) if owner is not None else None
-        if held is None or not is_later_version(resource, held):
+        if held is None or is_later_version(held, resource):
             return False
+        if not is_later_version(resource, held):
+            # Nothing orders them (no meta, or equal): the same content is one resource; different
+            # content is a conflict the run says, keeping the same copy whatever order the input came in.
+            if _content(resource) == _content(held):
+                return False
+            self.quality.add(
+                "warning", f"{rtype}/{rid}", "conflicting-duplicate",
+                f"{rtype}/{rid} appears more than once with different content and no meta.versionId or "
+                "meta.lastUpdated to order them; one is used, chosen by content (the same whatever the order "
+                "of the input): check the source",
+            )
+            if _content(resource) > _content(held):
+                return False
         owner = self._owner.pop(key, None)
         if owner is not None:
             self._by_patient[owner][rtype].pop(rid, None)
@@ -290,6 +306,14 @@ class PopulationBuilder:
     def _in_population(self, held: Mapping[str, list[Resource]]) -> bool:
         vs = self._population
         return vs is not None and any(vs.match(c.get("code")) is not None for c in held.get("Condition", ()))
+
+
+def _content(resource: Resource) -> bytes:
+    """A resource's content as canonical JSON (keys sorted), to compare copies by."""
+    try:
+        return orjson.dumps(resource, option=orjson.OPT_SORT_KEYS)
+    except (TypeError, orjson.JSONEncodeError):  # an integer beyond 64 bits
+        return json.dumps(resource, sort_keys=True, default=str).encode()
 
 
 def _usable(grouped: Mapping[str, Mapping[str, Resource]]) -> dict[str, list[Resource]]:

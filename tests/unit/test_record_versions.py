@@ -77,3 +77,35 @@ def test_file_mode_collection_bundle_and_re_export_keep_the_latest_version(tmp_p
     population = load_population(FileSource(tmp_path), trial)
     held = population.records["v1"].of_type("Condition")
     assert [c["meta"]["versionId"] for c in held if c["id"] == "tb"] == ["2"]
+
+
+def test_copies_that_differ_with_nothing_to_order_them_are_a_conflict_decided_the_same_in_any_order(
+    tmp_path, trial
+):
+    """Two copies of one eGFR (75 and 20) and of one Patient, no meta: which is used must not depend on
+    the order of the files (it did: the later file won across files, the first line within one)."""
+    sle = condition("icd10cm", "M32.14", "2018-01-01", id="sle", pid="d1")
+    egfr = observation("98979-8", "2026-05-12", id="g", pid="d1", value=75, unit="mL/min/{1.73_m2}")
+    other = {**egfr, "valueQuantity": {"value": 20, "unit": "mL/min/{1.73_m2}"}}
+    old = patient("d1", birth="1940-01-01")
+    kept: set[float] = set()
+    for first, second, name in ((egfr, other, "ab"), (other, egfr, "ba")):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "1.ndjson").write_text("".join(json.dumps(r) + "\n" for r in (first, patient("d1"))))
+        (folder / "2.ndjson").write_text("".join(json.dumps(r) + "\n" for r in (second, old, sle)))
+        population = load_population(FileSource(folder), trial)
+        [held] = population.records["d1"].of_type("Observation")
+        kept.add(held["valueQuantity"]["value"])
+        conflicts = {f.where for f in population.quality.findings if f.problem == "conflicting-duplicate"}
+        assert conflicts == {"Observation/g", "Patient/d1"}
+    assert len(kept) == 1
+
+
+def test_identical_copies_without_meta_are_no_conflict():
+    quality = DataQuality()
+    builder = PopulationBuilder(quality)
+    obs = observation("62238-1", value=70, unit="mL/min/{1.73_m2}", id="e9")
+    builder.add(obs, "a")
+    builder.add(dict(obs), "b")
+    assert not [f for f in quality.findings if f.problem == "conflicting-duplicate"]
