@@ -22,7 +22,8 @@ def age(record: PatientRecord, ctx: Context, params: AgeParams) -> CriterionResu
     evidence = [record.ref]
     deceased_on = day(patient.get("deceasedDateTime"))
     if patient.get("deceasedBoolean") is True or (deceased_on is not None and deceased_on <= ctx.as_of):
-        when = f" on {deceased_on.isoformat()}" if deceased_on else ""
+        died = parse_date(patient.get("deceasedDateTime"))
+        when = "" if died is None else f" on {died.earliest.isoformat()}" if died.exact else f" in {died.text}"
         return result(Outcome.FAIL, f"Patient is recorded as deceased{when}.", evidence)
     unreadable = _unreadable_death(patient)
     if unreadable is not None:

@@ -39,3 +39,9 @@ def test_a_death_recorded_in_a_form_that_cannot_be_read_is_not_alive(evaluate, d
     assert res.outcome is Outcome.UNKNOWN, res.reason
     assert "death is recorded" in res.reason and "cannot be read" in res.reason
     assert res.next_step and "alive" in res.next_step
+
+
+def test_a_death_recorded_by_year_is_named_as_written(evaluate):
+    res = evaluate("I1", record(patient(deceasedDateTime="2026")))
+    assert res.outcome is Outcome.FAIL
+    assert res.reason == "Patient is recorded as deceased in 2026."
