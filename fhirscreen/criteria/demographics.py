@@ -23,7 +23,9 @@ def age(record: PatientRecord, ctx: Context, params: AgeParams) -> CriterionResu
     deceased_on = day(patient.get("deceasedDateTime"))
     if patient.get("deceasedBoolean") is True or (deceased_on is not None and deceased_on <= ctx.as_of):
         died = parse_date(patient.get("deceasedDateTime"))
-        when = "" if died is None else f" on {died.earliest.isoformat()}" if died.exact else f" in {died.text}"
+        when = ""
+        if died is not None:
+            when = f" on {died.earliest.isoformat()}" if died.exact else f" in {died.text}"
         return result(Outcome.FAIL, f"Patient is recorded as deceased{when}.", evidence)
     unreadable = _unreadable_death(patient)
     if unreadable is not None:
