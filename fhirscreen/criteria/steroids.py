@@ -333,8 +333,8 @@ def steroid_dose(record: PatientRecord, ctx: Context, params: SteroidDoseParams)
         missing = f"latest body weight is from {weight.on.isoformat()}, over {months} months old"
     elif unreadable:
         evidence += [o.ref for o in unreadable]
-        units = ", ".join(dict.fromkeys(f"'{o.unit}' ({o.ref})" for o in unreadable))
-        missing = f"the body weight is recorded in a unit that cannot be read: {units}"
+        shown = ", ".join(dict.fromkeys(f"{o.why} ({o.ref})" for o in unreadable))
+        missing = f"the body weight on record cannot be used: {shown}"
     return result(
         Outcome.UNKNOWN, f"Corticosteroids {since} but {missing}: {notes}.", evidence,
         next_step="Record a current body weight" + ("." if dose_known else " and the steroid dose(s)."),
@@ -378,7 +378,12 @@ def _dose_notes(counted: Sequence[_Use], unconverted: Sequence[_Use]) -> str:
 @dataclass(frozen=True)
 class _UnreadableWeight:
     ref: str
-    unit: str
+    why: str  # "unit 'stone'", "6000 kg, outside 20-400 kg"
+
+
+# An adult body weight outside these bounds is an entry error (grams as kg, a typo), not a weight to dose
+# by: 6000 kg made 40 mg of prednisone 0.01 mg/kg/day.
+_PLAUSIBLE_KG = (20.0, 400.0)
 
 
 def _latest_weight(
@@ -400,9 +405,15 @@ def _latest_weight(
         if kg is None:
             if isinstance(quantity, Mapping) and isinstance(quantity.get("value"), (int, float)):
                 unit = str(quantity.get("code") or quantity.get("unit") or "")
-                unreadable.append(_UnreadableWeight(ref(obs), unit or "no unit"))
+                unreadable.append(_UnreadableWeight(ref(obs), f"unit '{unit or 'no unit'}'"))
                 ctx.quality.add("warning", ref(obs), "unknown-unit",
                                 f"body weight in unit {unit or '(none)'!r} cannot be converted to kg")
+            continue
+        low, high = _PLAUSIBLE_KG
+        if not low <= kg <= high:
+            why = f"{kg:g} kg, outside {low:g}-{high:g} kg"
+            unreadable.append(_UnreadableWeight(ref(obs), why))
+            ctx.quality.add("warning", ref(obs), "implausible-value", f"body weight {why}: not used")
             continue
         if best is None or on > best.on:
             best = _Weight(kg, on, ref(obs))
@@ -414,6 +425,6 @@ def _kilograms(quantity: object) -> float | None:
         return None
     value = quantity.get("value")
     unit = str(quantity.get("code") or quantity.get("unit") or "").strip().lower()
-    if not isinstance(value, (int, float)) or value <= 0 or unit not in _KG:
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or unit not in _KG:
         return None
-    return float(value) * _KG[unit]
+    return float(value) * _KG[unit]  # 0 or less: an implausible weight, said as such by the caller

@@ -788,3 +788,21 @@ def test_e3_max_dose_per_period_bounds_a_dose_range(evaluate):
     }
     assert daily_mg(only(record(req))) == (20.0, 30.0)
     assert evaluate("E3", record(req, weight(70))).outcome is Outcome.PASS  # at most 30 mg/day <= 35
+
+
+@pytest.mark.parametrize(
+    ("kg", "unit"), [(6000, "kg"), (0, "kg"), (12, "g")], ids=["6000-kg", "zero", "grams"]
+)
+def test_e3_an_implausible_weight_is_not_dosed_by_and_is_said(evaluate, kg, unit):
+    """6000 kg made prednisone 40 mg/day 0.01 mg/kg/day: a pass on an entry error."""
+    rec = record(prednisone(40), weight(kg, unit, id="w"))
+    res = evaluate("E3", rec)
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "cannot be used" in res.reason and "outside 20-400 kg" in res.reason
+    assert "Observation/w" in res.evidence
+
+
+def test_e3_an_unconvertible_weight_unit_is_named(evaluate):
+    res = evaluate("E3", record(prednisone(40), weight(70, "stone", id="w")))
+    assert res.outcome is Outcome.UNKNOWN
+    assert "unit 'stone' (Observation/w)" in res.reason
