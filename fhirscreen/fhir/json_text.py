@@ -34,6 +34,10 @@ def loads_finite(text: str) -> tuple[Any, tuple[str, ...]]:
 
 
 def odd_numbers_message(odd: tuple[str, ...]) -> str:
-    """The finding's text for the literals ``loads_finite`` read as null."""
-    shown = ", ".join(odd[:3]) + (f" and {len(odd) - 3} more" if len(odd) > 3 else "")
-    return f"{shown}: not a JSON number (NaN, Infinity or out of range); read as no value"
+    """The finding's text for the literals ``loads_finite`` read as null: their kinds, never the digits
+    (a field may hold anything)."""
+    kinds = dict.fromkeys(o if o in _CONSTANTS else "a number beyond a double's range" for o in odd)
+    return f"{', '.join(kinds)}: not a JSON number; read as no value"
+
+
+_CONSTANTS = frozenset({"NaN", "Infinity", "-Infinity"})
