@@ -195,9 +195,12 @@ def over_partial_dates(
     if not partials:
         return evaluate(record)
     latest = latest_known(as_of)
-    readings = [(_first_day, evaluate(record)), (latest, evaluate(read_at(record, latest)))]
+    # One rewritten record per reading, shared by every criterion (and so are its derived views).
+    at_latest = record.memo(f"partial_dates:latest:{as_of.isoformat()}", lambda: read_at(record, latest))
+    readings = [(_first_day, evaluate(record)), (latest, evaluate(at_latest))]
     if any(p.when.latest > as_of for p in partials):
-        readings.append((_last_day, evaluate(read_at(record, _last_day))))
+        at_last = record.memo("partial_dates:last", lambda: read_at(record, _last_day))
+        readings.append((_last_day, evaluate(at_last)))
     kept = readings[1][1]
     if len({r.outcome for _read, r in readings}) == 1:
         named = [p for p in partials if p.ref in kept.evidence]
