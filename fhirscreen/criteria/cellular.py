@@ -34,12 +34,20 @@ class CellularParams(Params):
 
 
 def _records(record: PatientRecord, vs: ValueSet, as_of: date) -> list[ev.Event]:
-    """Every record naming the therapy, known at screening (records dated after as-of are ignored)."""
-    found = (
-        ev.procedures(record, vs) + ev.medications(record, vs) + ev.conditions(record, vs)
-        + ev.research_subjects(record, vs, as_of)
-    )
-    return [e for e in found if ev.happened_by(e, as_of)]
+    """Every record naming the therapy, known at screening (records dated after as-of are ignored).
+
+    Found once per record and value set: E7 and E8 ask for each several times (given, unsure,
+    planned, excepted), and matching product names against every record is most of their cost. The
+    list is shared: callers filter it, never change it."""
+
+    def find() -> list[ev.Event]:
+        found = (
+            ev.procedures(record, vs) + ev.medications(record, vs) + ev.conditions(record, vs)
+            + ev.research_subjects(record, vs, as_of)
+        )
+        return [e for e in found if ev.happened_by(e, as_of)]
+
+    return record.memo(f"cellular:{vs.name}:{id(vs)}:{as_of.isoformat()}", find)
 
 
 def _events(record: PatientRecord, vs: ValueSet, as_of: date) -> list[ev.Event]:
