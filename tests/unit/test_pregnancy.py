@@ -356,3 +356,12 @@ def test_a_preliminary_hcg_is_used_and_said(evaluate):
     res = evaluate("E13", record(patient(), hcg))
     assert res.outcome is Outcome.FAIL
     assert "(preliminary)" in res.reason
+
+
+def test_suppressed_lactation_is_not_breastfeeding(evaluate):
+    # O92.5 "Suppressed lactation" is in VSAC's Breastfeeding list, but says the mother is not
+    # breast-feeding: it must not exclude her.
+    rec = record(condition("icd10cm", "O92.5", "2026-02-01", id="agalactia"))
+    res = evaluate("E13", rec)
+    assert res.outcome is Outcome.PASS
+    assert "no breastfeeding record" in res.reason
