@@ -515,6 +515,9 @@ ATC = "http://www.whocc.no/atc"
         ("L04AA24", 60, Outcome.FAIL, "abatacept"),
         ("L04AC07", 60, Outcome.FAIL, "tocilizumab"),
         ("L04AJ01", 60, Outcome.FAIL, "eculizumab"),
+        ("L04AA52", 60, Outcome.FAIL, "ofatumumab"),  # the multiple-sclerosis strength before 2024
+        ("L01FA02", 60, Outcome.FAIL, "ofatumumab"),  # the leukaemia strength, still current
+        ("L04AA47", 60, Outcome.FAIL, "inebilizumab"),  # before 2024
     ],
 )
 def test_e6_listed_biologic_by_atc_code_alone_old_or_new(evaluate, code, days_ago, expected, said):
@@ -533,6 +536,37 @@ def test_e6_class_holds_the_pre_2024_codes_of_biologics_but_not_the_small_molecu
     assert "half-life unknown" in alemtuzumab.reason
     leflunomide = evaluate("E6", record(medication_administration("L04AA13", ago(30), system=ATC)))
     assert leflunomide.outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize(
+    ("code", "name"),
+    [
+        ("L04AL01", "L04AL01"),  # efgartigimod alfa: FcRn inhibitors, a 2026 group
+        ("L04AA58", "L04AA58"),  # efgartigimod's code of 2023-2025
+        ("L04AJ07", "crovalimab"),
+        ("L04AA39", "emapalumab"),  # before 2024
+        ("D11AH10", "lebrikizumab"),  # an antibody outside the immunosuppressant classes
+        ("A10XX01", "teplizumab"),
+    ],
+)
+def test_e6_class_holds_newer_and_scattered_antibody_codes(evaluate, code, name):
+    res = evaluate("E6", record(medication_administration(code, ago(30), system=ATC, id="bio")))
+    assert res.outcome is Outcome.FAIL, res.reason
+    assert name in res.reason
+
+
+def test_budesonide_has_no_systemic_corticosteroid_atc_code(trial):
+    # H02AB16 is not in the WHO index (budesonide is A07EA06 by mouth): a code that does not exist is
+    # not listed.
+    assert trial.value_sets["rx_budesonide"].match({"coding": [{"system": ATC, "code": "H02AB16"}]}) is None
+    assert trial.value_sets["rx_budesonide"].match({"coding": [{"system": ATC, "code": "A07EA06"}]})
+
+
+@pytest.mark.parametrize("code", ["L04AF01", "L04AA29", "L04AH02", "A07EC01"])
+def test_i5_judgement_drugs_by_atc_code_are_named_not_counted(evaluate, code):
+    res = evaluate("I5", record(medication_request(code, ago(200), system=ATC, id="jak")))
+    assert res.outcome is not Outcome.PASS, res.reason
+    assert f"not counted by default: {code}" in res.reason  # named for the investigator
 
 
 def test_i5_leflunomide_by_its_atc_code_since_2024(evaluate):
