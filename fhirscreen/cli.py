@@ -410,7 +410,7 @@ def screen(
     # Everything is written. The cyclic collector's passes over the whole heap as the interpreter
     # exits would only cost time (~0.1 s at 10,000 patients); reference counting still frees it all.
     gc.freeze()
-    finish(run.patients_read, run.quality, source.describe())
+    finish(run.patients_read, run.quality, source.describe(), len(run.patients))
 
 
 def _population_early(source: object) -> Callable[[TrialTerms], None] | None:

@@ -113,10 +113,10 @@ def signals_as_interrupts() -> Iterator[None]:
         signal.signal(signal.SIGTERM, previous)
 
 
-def finish(patients_read: int, quality: DataQuality, source: str) -> None:
+def finish(patients_read: int, quality: DataQuality, source: str, screened: int = 0) -> None:
     """End a screening command after its outputs are written: 4 when nothing usable was read, 5 when
     data was lost after retries (the outputs are partial), else return (exit 0)."""
-    code = outcome_code(patients_read, quality)
+    code = outcome_code(patients_read, quality, screened)
     if code == EXIT_NOTHING_USABLE:
         fail(
             f"nothing usable in {source}: no patient was read (see the data-quality findings above)",
@@ -131,8 +131,11 @@ def finish(patients_read: int, quality: DataQuality, source: str) -> None:
         )
 
 
-def outcome_code(patients_read: int, quality: DataQuality) -> int:
-    if patients_read == 0:
+def outcome_code(patients_read: int, quality: DataQuality, screened: int = 0) -> int:
+    """The exit code of a screening that wrote its outputs. Nothing usable: no patient read and nobody
+    screened. Patients screened without their Patient resources (the Patient searches were lost, the
+    Patient file is missing) are a run with outputs: partial when data were lost, not "nothing"."""
+    if patients_read == 0 and screened == 0:
         return EXIT_NOTHING_USABLE
     if quality.partial:
         return EXIT_PARTIAL
