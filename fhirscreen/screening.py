@@ -153,7 +153,7 @@ def caution(screens: Iterable[PatientScreen], quality: DataQuality) -> list[Pati
 def _cautious(screened: PatientScreen) -> PatientScreen:
     """A patient whose record may be incomplete: a criterion that fails on what is not on record
     (``nothing_on_record``: "no immunosuppressant on record") is unknown, for the lost data may hold
-    it; and nobody is eligible."""
+    it; nobody is eligible; and every such patient carries the caveat, whatever the status."""
     results = {
         cid: dataclasses.replace(
             r, outcome=Outcome.UNKNOWN, reason=f"{r.reason} {_LOST_ABSENCE}",
@@ -164,7 +164,8 @@ def _cautious(screened: PatientScreen) -> PatientScreen:
         for cid, r in screened.results.items()
     }
     if results == screened.results and screened.status != "eligible":
-        return screened
+        # Nothing to change, but the coordinator still learns that this record may be incomplete.
+        return dataclasses.replace(screened, caveat=LOST_CAVEAT)
     computable = [r for r in results.values() if r.outcome is not Outcome.MANUAL]
     status = overall_status(computable)
     if status == "eligible":

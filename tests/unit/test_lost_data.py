@@ -3,15 +3,22 @@ offered as eligible (a wrong "eligible" costs a coordinator's day)."""
 
 from __future__ import annotations
 
+import json
+from pathlib import Path
 from typing import Any
 
 import requests
 import responses
+from click.testing import CliRunner
 
+from fhirscreen import cli
+from fhirscreen.cli import main
 from fhirscreen.criteria.base import Outcome, result
 from fhirscreen.quality import DataQuality
 from fhirscreen.screening import LOST_CAVEAT, PatientScreen, caution
-from tests.unit.test_server_source import FakeFhir, ids_of, population, read_all, source
+from fhirscreen.sources.http import FhirClient
+from fhirscreen.trial.loader import Trial
+from tests.unit.test_server_source import BASE, FakeFhir, ids_of, population, read_all, source
 
 
 def screen(pid: str, status: str) -> PatientScreen:
@@ -37,6 +44,8 @@ def test_a_lost_file_may_hold_anyones_records_so_nobody_is_eligible() -> None:
     quality.lost("/data/Observation.ndjson", "the file could not be read")
     after = caution([screen("a", "eligible"), screen("b", "possible"), screen("c", "ineligible")], quality)
     assert [s.status for s in after] == ["possible", "possible", "ineligible"]
+    # Every touched patient is told why, not only the one whose status moved.
+    assert [s.caveat for s in after] == [LOST_CAVEAT] * 3
 
 
 class FailingProcedures(FakeFhir):
@@ -59,3 +68,45 @@ def test_a_search_lost_after_retries_is_partial_and_names_its_patients(monkeypat
     lost = sorted(f.where for f in quality.findings if f.problem == "data-lost")
     assert lost == ["Patient/p0000", "Patient/p0001", "Patient/p0002"]
     assert fake.tries == 5  # tried as documented, then given up
+
+
+class FailingPatientSearches(FakeFhir):
+    def handle(self, request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        url = str(request.url)
+        if "/Patient?" in url and "_id=" in url:  # the batch searches; the server-clock count still works
+            return 503, {"Retry-After": "0"}, "busy"
+        return super().handle(request)
+
+
+def test_patients_screened_without_their_patient_resources_are_a_partial_run_not_nothing(
+    tmp_path: Path, monkeypatch: Any, trial: Trial
+) -> None:
+    """The Patient searches lost all night: the SLE patients are still screened (on stubs, age unknown),
+    so the run is partial (5) with possible candidates, not "nothing usable" (4), and it becomes the
+    latest run."""
+    real = cli.load_trial
+    monkeypatch.setattr(
+        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
+    )
+    made = FhirClient.__init__
+
+    def without_waits(self: FhirClient, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        self.sleep_fn = lambda _s: None  # Retry-After 0, and no backoff waits in a unit test
+
+    monkeypatch.setattr(FhirClient, "__init__", without_waits)
+    fake = FailingPatientSearches(population(3))
+    out = tmp_path / "out"
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake.install(mock)
+        result = CliRunner().invoke(
+            main, ["screen", "--server", BASE, "--as-of", "2026-06-01", "--out", str(out), "--format", "json"]
+        )
+    assert result.exit_code == 5, result.stderr
+    assert "nothing usable" not in result.stderr
+    doc = json.loads((out / "latest" / "candidates.json").read_text())
+    listed = {p["patient"]: p for p in doc["patients"]}
+    assert set(listed) == {"Patient/p0000", "Patient/p0001", "Patient/p0002"}
+    for screened in listed.values():
+        assert screened["status"] != "eligible"
+        assert screened["criteria"]["I1"]["outcome"] == "unknown"
