@@ -252,6 +252,7 @@ class IncrementalSource:
         mark = self._server_clock()
         if mark is None:
             # Without the server's time no change can be tracked safely: read in full, keep no store.
+            self.summary.not_stored = "the server tells no time, so changes cannot be tracked"
             yield from self.server.read(plan, quality)
             return
         read: dict[Key, StoredResource] = {}
@@ -299,7 +300,10 @@ class IncrementalSource:
             return
         mark = self._server_clock()
         if mark is None:
-            self.summary = ReadSummary(full_reason="the server tells no time")
+            self.summary = ReadSummary(
+                full_reason="the server tells no time",
+                not_stored="the server tells no time, so changes cannot be tracked",
+            )
             yield from self.server.read(plan, quality)
             return
         delta = _Delta(stored)
