@@ -35,7 +35,10 @@ SCREENED_TYPES: tuple[str, ...] = (
     "Appointment",
     "ResearchSubject",
 )
-SHARED_TYPES: tuple[str, ...] = ("Medication",)
+# Resources outside the Patient compartment that patients' resources refer to: kept whatever patient is
+# read, and joined by reference (MedicationX.medicationReference, ResearchSubject.study).
+SHARED_TYPES: tuple[str, ...] = ("Medication", "ResearchStudy")
+_SHARED = frozenset(SHARED_TYPES)
 # Every type the builder keeps; sources may pass other types on as ``{"resourceType": T}`` stubs.
 KEPT_TYPES: frozenset[str] = frozenset(SCREENED_TYPES + SHARED_TYPES)
 
@@ -47,6 +50,7 @@ class PatientRecord:
     patient: Resource
     resources: dict[str, list[Resource]] = field(default_factory=dict)
     medications: Mapping[str, Resource] = field(default_factory=dict)
+    studies: Mapping[str, Resource] = field(default_factory=dict)  # ResearchStudy id -> resource
     _memo: dict[str, Any] = field(default_factory=dict, repr=False)
 
     @property
@@ -65,16 +69,12 @@ class PatientRecord:
         reference = holder.get("medicationReference")
         if reference is None:  # most records name the drug by code
             return None
-        if not isinstance(reference, Mapping):
-            return None
-        value = reference.get("reference")
-        if isinstance(value, str) and value.startswith("#"):
-            for contained in items(holder.get("contained")):
-                if isinstance(contained, Mapping) and contained.get("id") == value[1:]:
-                    return dict(contained)
-            return None
-        med_id = reference_id(reference, "Medication")
-        return self.medications.get(med_id) if med_id else None
+        return _resolve(holder, reference, "Medication", self.medications)
+
+    def study(self, subject: Mapping[str, Any]) -> Resource | None:
+        """The ResearchStudy a ResearchSubject is on (``study``): contained (``#id``) or a separate
+        resource; None when the data do not hold it."""
+        return _resolve(subject, subject.get("study"), "ResearchStudy", self.studies)
 
     def memo(self, key: str, compute: Callable[[], T]) -> T:
         """Cache a derived view (e.g. the normalised medication list) shared by several criteria."""
@@ -82,6 +82,22 @@ class PatientRecord:
         if value is _MISSING:
             value = self._memo[key] = compute()
         return value
+
+
+def _resolve(
+    holder: Mapping[str, Any], reference: object, resource_type: str, held: Mapping[str, Resource]
+) -> Resource | None:
+    """The resource a Reference in ``holder`` points at: contained in it, or among ``held`` by id."""
+    if not isinstance(reference, Mapping):
+        return None
+    value = reference.get("reference")
+    if isinstance(value, str) and value.startswith("#"):
+        for contained in items(holder.get("contained")):
+            if isinstance(contained, Mapping) and contained.get("id") == value[1:]:
+                return dict(contained)
+        return None
+    rid = reference_id(reference, resource_type)
+    return held.get(rid) if rid else None
 
 
 @dataclass
@@ -155,7 +171,8 @@ class PopulationBuilder:
         # patient -> type -> id -> resource (one entry per id: the latest version)
         self._by_patient: dict[str, dict[str, dict[str, Resource]]] = defaultdict(lambda: defaultdict(dict))
         self._owner: dict[tuple[str, str], str] = {}  # (type, id) -> patient, for kept resources
-        self._medications: dict[str, Resource] = {}
+        # Shared resources (SHARED_TYPES), by type then id: every record refers to the same dicts.
+        self._shared: dict[str, dict[str, Resource]] = {rtype: {} for rtype in SHARED_TYPES}
         self._seen: set[tuple[str, str]] = set()
         self.skipped: dict[str, int] = defaultdict(int)
         # Held, not copied: a source's census may add patients while reading (never removes any).
@@ -191,8 +208,8 @@ class PopulationBuilder:
             report_malformed(resource, f"Patient/{rid}", self.quality)  # a birth or death date it cannot read
             self._patients[rid] = resource
             return
-        if rtype == "Medication":
-            self._medications[rid] = resource
+        if rtype in _SHARED:
+            self._shared[rtype][rid] = resource
             return
         pid = patient_id(resource)
         if pid is None:
@@ -215,8 +232,8 @@ class PopulationBuilder:
         key = (rtype, rid)
         if rtype == "Patient":
             held = self._patients.get(rid)
-        elif rtype == "Medication":
-            held = self._medications.get(rid)
+        elif rtype in _SHARED:
+            held = self._shared[rtype].get(rid)
         else:
             owner = self._owner.get(key)
             held = self._by_patient[owner][rtype].get(rid) if owner is not None else None
@@ -253,8 +270,8 @@ class PopulationBuilder:
             else:
                 self._patients[rid] = {"resourceType": "Patient", "id": rid}
             return True
-        if rtype == "Medication":
-            return False
+        if rtype in _SHARED:
+            return False  # kept whoever refers to it
         pid = patient_id(resource)
         if pid is None or pid in keep:
             return False  # kept, or reported as having no subject
@@ -274,7 +291,8 @@ class PopulationBuilder:
             records[pid] = PatientRecord(
                 patient=patient,
                 resources=_usable(grouped),
-                medications=self._medications,
+                medications=self._shared["Medication"],
+                studies=self._shared["ResearchStudy"],
             )
         orphans = (set(self._by_patient) | set(self._dropped)) - set(self._patients)
         without_patient = 0
@@ -290,7 +308,7 @@ class PopulationBuilder:
                     # and sex unknown), not one to lose.
                     records[pid] = PatientRecord(
                         patient={"resourceType": "Patient", "id": pid}, resources=held,
-                        medications=self._medications,
+                        medications=self._shared["Medication"], studies=self._shared["ResearchStudy"],
                     )
                     without_patient += 1
                     message += "; they are read without it (age and sex unknown)"

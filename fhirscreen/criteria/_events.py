@@ -13,7 +13,7 @@ from typing import Any
 
 from fhirscreen.criteria._labs import coded_observations
 from fhirscreen.criteria._medications import MEDICATION_TYPES, exposure_of, is_exposure
-from fhirscreen.criteria._research import Participation, participation
+from fhirscreen.criteria._research import Participation, participation, study_of
 from fhirscreen.fhir.codes import ValueSet, codings, concept_label
 from fhirscreen.fhir.dates import Span, day, span_of
 from fhirscreen.fhir.resources import Resource, condition_span, items, mapping, observation_day, ref
@@ -32,6 +32,7 @@ class Event:
     resource: Resource
     label: str
     span: Span | None
+    also: tuple[str, ...] = ()  # resources behind it besides its own (the ResearchStudy a subject is on)
 
     @property
     def ref(self) -> str:
@@ -188,7 +189,8 @@ def _medication_event_span(record: PatientRecord, res: Resource) -> Span | None:
 def research_subjects(record: PatientRecord, vs: ValueSet, as_of: date | None = None) -> list[Event]:
     """ResearchSubjects whose study names a matching product and whose status shows the patient was
     dosed (criteria/_research.py); screening, candidates, ineligible and not-registered are not exposure.
-    Only text can match here: the study reference's display."""
+    What can match: the study reference's display, and the ResearchStudy's title, focus and keywords
+    when the data hold it (``Study.concepts``); the label then names that ResearchStudy."""
     return [e for e, taking in _subjects(record, vs, as_of) if taking.exposed]
 
 
@@ -201,13 +203,28 @@ def _subjects(
     record: PatientRecord, vs: ValueSet, as_of: date | None
 ) -> Iterator[tuple[Event, Participation]]:
     for subject in record.of_type("ResearchSubject"):
-        study = subject.get("study")
-        display = study.get("display") if isinstance(study, Mapping) else None
-        if display:
-            label = vs.match({"text": str(display)})
-            if label is not None:
-                taking = participation(subject, as_of or date.max)
-                yield Event(subject, f"{label} ({taking.why})", _period(subject)), taking
+        study = study_of(subject, record.study(subject))
+        label = next((found for c in study.concepts() if (found := vs.match(c)) is not None), None)
+        if label is not None:
+            taking = participation(subject, as_of or date.max)
+            read = (study.ref,) if study.resource is not None and study.ref else ()
+            why = ", ".join((*read, taking.why))
+            yield Event(subject, f"{label} ({why})", _period(subject), read), taking
+
+
+def unread_studies(record: PatientRecord, as_of: date) -> list[Event]:
+    """ResearchSubjects on a study named only by a reference that the data do not hold, whose status does
+    not rule out exposure: what that study gave cannot be told. Labelled
+    ``ResearchStudy/x (status on-study, ResearchSubject/y)``."""
+    out = []
+    for subject in record.of_type("ResearchSubject"):
+        study = study_of(subject, record.study(subject))
+        if not study.unread:
+            continue
+        taking = participation(subject, as_of)
+        if taking.exposure != "not-dosed" and not (taking.start is not None and taking.start > as_of):
+            out.append(Event(subject, f"{study.ref} ({taking.why}, {ref(subject)})", _period(subject)))
+    return out
 
 
 def _period(resource: Mapping[str, Any]) -> Span | None:
@@ -264,7 +281,7 @@ def plus_days(d: date, days: int) -> date:
 
 
 def refs(events: Iterable[Event]) -> list[str]:
-    return [e.ref for e in events]
+    return [r for e in events for r in (e.ref, *e.also)]
 
 
 def describe(events: Iterable[Event], limit: int = 3) -> str:

@@ -585,13 +585,3 @@ def regular_interval(days: Iterable[date], max_days: int) -> int | None:
         return None
     return median
 
-
-def study_reference_text(reference: object) -> str:
-    """Everything that can name a study in a Reference: reference, display and identifier value."""
-    if not isinstance(reference, Mapping):
-        return ""
-    identifier = reference.get("identifier")
-    parts = [str(reference.get("display") or ""), str(reference.get("reference") or "")]
-    if isinstance(identifier, Mapping):
-        parts.append(str(identifier.get("value") or ""))
-    return " ".join(dict.fromkeys(p for p in parts if p))

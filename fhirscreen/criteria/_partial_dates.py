@@ -167,7 +167,7 @@ def read_at(record: PatientRecord, read: Callable[[PartialDate], date]) -> Patie
         rtype: [r if r.get("resourceType") == "Patient" else _rewrite(r, read) for r in held]
         for rtype, held in record.resources.items()
     }
-    return PatientRecord(record.patient, resources, record.medications)
+    return PatientRecord(record.patient, resources, record.medications, studies=record.studies)
 
 
 def latest_known(as_of: date) -> Callable[[PartialDate], date]:

@@ -90,6 +90,21 @@ class _NotGiven:
         )
 
 
+def _unread(record: PatientRecord, as_of: date, therapy: str, first: date | None = None) -> _NotGiven:
+    """Studies the patient is on that the data do not hold (named only by a reference), from ``first``
+    on: not counted (what they gave cannot be told), but named in a passing reason."""
+    found = [
+        e for e in ev.unread_studies(record, as_of)
+        if first is None or e.span is None or e.span.latest is None or e.span.latest >= first
+    ]
+    if not found:
+        return _NotGiven("", [])
+    listed = "; ".join(e.label for e in found)
+    return _NotGiven(
+        f" Study not in the data, so whether it gave {therapy} cannot be told: {listed}.", ev.refs(found)
+    )
+
+
 def _window_words(days: int, adjective: bool = False) -> str:
     """'52 weeks' (or '52-week' before a noun); '365 days' when not a whole number of weeks."""
     count, unit = (days // 7, "week") if days % 7 == 0 else (days, "day")
@@ -158,20 +173,23 @@ def msc_therapy(record: PatientRecord, ctx: Context, params: MscParams) -> Crite
             next_step="Ask which cellular therapy was given and when.",
         )
     planned = _NotGiven.of(record, ctx.vs(params.msc), as_of)
+    unread = _unread(record, as_of, "MSC therapy", first)
     older = ev.latest(found, as_of)
     if older is not None and older.last_day is not None:
         ends = ev.plus_days(older.last_day, params.window_days)
         return result(
             Outcome.PASS,
             f"Last MSC therapy on record {older.last_day.isoformat()} ({older.label}), "
-            f"more than {window} before screening; the washout ended {ends.isoformat()}.{planned.note}",
-            [older.ref, *planned.refs], last_msc=older.last_day.isoformat(), washout_ends=ends.isoformat(),
+            f"more than {window} before screening; the washout ended {ends.isoformat()}."
+            f"{planned.note}{unread.note}",
+            [*ev.refs([older]), *planned.refs, *unread.refs], last_msc=older.last_day.isoformat(),
+            washout_ends=ends.isoformat(),
         )
     return result(
         Outcome.PASS,
         f"No MSC therapy on record in the last {window} "
-        f"(MSC therapy is rarely coded: confirm with the participant).{planned.note}",
-        planned.refs,
+        f"(MSC therapy is rarely coded: confirm with the participant).{planned.note}{unread.note}",
+        planned.refs + unread.refs,
     )
 
 
@@ -247,13 +265,15 @@ def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams
             Outcome.UNKNOWN, " ".join(unknown), evidence, next_step=" ".join(steps), hsct=bool(hsct),
         )
     planned = _NotGiven.of(record, ctx.vs(params.cellular), as_of, excepted=msc_refs)
+    unread = _unread(record, as_of, "a cellular therapy")
     if msc:
         return result(
             Outcome.PASS,
             f"No cellular therapy other than MSCs on record; previous MSC therapy ({ev.describe(msc)}) is "
-            f"excepted here (see the MSC washout criterion).{planned.note}",
-            ev.refs(msc) + planned.refs,
+            f"excepted here (see the MSC washout criterion).{planned.note}{unread.note}",
+            ev.refs(msc) + planned.refs + unread.refs,
         )
     return result(
-        Outcome.PASS, f"No cellular therapy (CAR-T, Tregs or other) on record.{planned.note}", planned.refs
+        Outcome.PASS, f"No cellular therapy (CAR-T, Tregs or other) on record.{planned.note}{unread.note}",
+        planned.refs + unread.refs,
     )

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
-from fhirscreen.criteria._medications import Drug, Exposure, exposures, first_drug, study_reference_text
-from fhirscreen.criteria._research import observational, participation
+from fhirscreen.criteria._medications import Drug, Exposure, exposures, first_drug
+from fhirscreen.criteria._research import participation, study_of
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import canonical_system, codings, concept_label
 from fhirscreen.fhir.dates import span_of
@@ -303,7 +303,7 @@ def investigational_agent(
     washouts: list[_Washout] = []
     ignored: list[str] = []
     for subject in record.of_type("ResearchSubject"):
-        found = _subject_washout(subject, ctx.as_of, day0, params)
+        found = _subject_washout(subject, record.study(subject), ctx.as_of, day0, params)
         if isinstance(found, _Washout):
             washouts.append(found)
         elif found:
@@ -343,20 +343,29 @@ def _is_this_study(text: str, ids: Sequence[str]) -> bool:
 
 
 def _subject_washout(
-    subject: Mapping[str, Any], as_of: date, day0: date, params: InvestigationalParams
+    subject: Mapping[str, Any],
+    resource: Mapping[str, Any] | None,
+    as_of: date,
+    day0: date,
+    params: InvestigationalParams,
 ) -> _Washout | str | None:
-    """The washout implied by one ResearchSubject; a string when it is recorded but does not count."""
-    study = study_reference_text(subject.get("study")) or "an unnamed study"
-    if _is_this_study(study, params.this_study):
+    """The washout implied by one ResearchSubject (on the ResearchStudy ``resource`` when the data hold
+    it); a string when it is recorded but does not count."""
+    known = study_of(subject, resource)
+    if _is_this_study(known.text(), params.this_study):
         return None
+    study = known.name() or "an unnamed study"
     taking = participation(
         subject, as_of, dosing=params.dosing_statuses, after_dosing=params.after_dosing_statuses,
         pending=params.pending_statuses,
     )
     start, end, status = taking.start, taking.end, taking.status
-    if observational(study):
-        return f"{study} (observational study, no agent given)"
-    refs = (ref(subject),)
+    kind, how = known.kind()
+    if kind == "observational":
+        told = f" {how}" if resource is not None else ""  # by name alone, as before the study was read
+        return f"{study} (observational study{told}, no agent given)"
+    # The ResearchSubject, and the ResearchStudy it is on when the data hold it.
+    refs = (ref(subject), known.ref) if resource is not None and known.ref else (ref(subject),)
     if start is not None and start > as_of:
         return None  # enrolled after the screening date
     where = f"{study} ({status}{', from ' + start.isoformat() if start else ''}; {refs[0]})"

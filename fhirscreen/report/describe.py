@@ -172,6 +172,10 @@ def _other(resource: Resource) -> list[str]:
     if rtype == "ResearchSubject":
         study = mapping(resource.get("study")).get("reference", "study not given")
         return [f"on {study}", str(resource.get("status") or ""), _period(resource.get("period"))]
+    if rtype == "ResearchStudy":  # a study, not a person: its title is no identifier of the patient
+        phase = resource.get("phase")
+        return [str(resource.get("title") or ""), concept_label(phase) if isinstance(phase, Mapping) else "",
+                str(resource.get("status") or "")]
     return [concept_label(resource.get("code"))] if resource.get("code") else []
 
 
@@ -204,4 +208,6 @@ def find_resource(record: PatientRecord, reference: str) -> Resource | None:
         return record.patient if rid == record.id else None
     if rtype == "Medication":
         return record.medications.get(rid)
+    if rtype == "ResearchStudy":
+        return record.studies.get(rid)
     return next((r for r in record.of_type(rtype) if r.get("id") == rid), None)

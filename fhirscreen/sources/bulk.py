@@ -3,12 +3,12 @@
 - Kick-off, for the candidates only (Bulk Data 2.0): ``POST [base]/Patient/$export`` with a
   Parameters body naming each candidate (``patient``), ``_type`` = the screened types (Medication is
   not in the Patient compartment, and HAPI refuses it there: the source fetches the Medications the
-  export refers to by id afterwards), and ``_typeFilter`` keeping Observations to the trial's LOINC codes
-  (``combo-code`` where the server lists it, so that components count) and SLEDAI scores (repeated
-  filters are ORed). A server without the ``patient`` parameter (an
-  error answer to the kick-off) gets ``GET [base]/$export`` instead, a system-level export of everyone
-  (with Medication in ``_type``), and the log says so. All requests carry ``Prefer: respond-async``;
-  ``_since`` is passed on when given.
+  export refers to by id afterwards, and the ResearchStudies its ResearchSubjects are on), and
+  ``_typeFilter`` keeping Observations to the trial's LOINC codes (``combo-code`` where the server
+  lists it, so that components count) and SLEDAI scores (repeated filters are ORed). A server without
+  the ``patient`` parameter (an error answer to the kick-off) gets ``GET [base]/$export`` instead, a
+  system-level export of everyone (with Medication in ``_type``), and the log says so. All requests
+  carry ``Prefer: respond-async``; ``_since`` is passed on when given.
 - Poll the status URL. A 202's ``Retry-After`` is treated as an upper bound: the wait is a quarter of
   the time the job has run so far (at least 1 s, at most 30 s), so a finished export is found at most
   about 25 % late with a few dozen polls even for an hour-long job (doubling waits found a 17 s export
@@ -71,7 +71,7 @@ TOTAL_TIMEOUT_S = 3600.0
 _TYPE_NAME = re.compile(r"^[A-Z][A-Za-z]{1,63}$")  # manifest types become file names: no '../'
 _CHUNK = 1 << 16
 # Types a Patient-level export cannot hold (they are not in the Patient compartment).
-OUTSIDE_PATIENT_COMPARTMENT = frozenset({"Medication"})
+OUTSIDE_PATIENT_COMPARTMENT = frozenset({"Medication", "ResearchStudy"})
 # Kick-off answers that mean "this server cannot export by patient list": fall back to system level.
 _UNSUPPORTED = (400, 404, 405, 422, 501)
 WORKDIR_PREFIX = "fhirscreen-bulk-"

@@ -31,7 +31,8 @@ looked at before its other resources; a patient added late is caught up by readi
 files that held their earlier resources, and Medications (shared, not tied to a patient) are passed on
 only when a kept resource refers to them, from the same Bundle or, last, from a re-read of the files
 that held them. With one bundle per patient, or Bulk NDJSON, only the small Condition and Medication
-files are ever read twice.
+files are ever read twice. ResearchStudies (shared too: what a ResearchSubject is on) are few, and are
+all passed on as they are read; the record builder joins them by reference (``PatientRecord.study``).
 """
 
 from __future__ import annotations
@@ -137,7 +138,8 @@ class FileSource:
         reference resolved (the builder checks and drops them). With ``plan.population`` too, the kept
         set is grown here: each file's Conditions are looked at before its other resources, and the
         files that held resources of a patient who joined later are read again for that patient.
-        Medications come only when a kept resource refers to them (see the module docstring).
+        Medications come only when a kept resource refers to them, ResearchStudies always (see the module
+        docstring).
         """
         files = self.files()
         # A Bundle is opened wherever it is, an NDJSON line included (some exports write one Bundle per

@@ -16,7 +16,10 @@ The plan (every search sends ``_count`` and ``Cache-Control: no-cache`` and foll
    MedicationAdministration / MedicationDispense (with ``_include`` of their Medication), Procedure,
    ServiceRequest, CarePlan, Appointment (``patient``, else ``actor=Patient/x``) and ResearchSubject.
    Population and Observation codes are exact codes; ICD-10 prefixes are expanded (code_lists.py).
-4. Medications referenced but not included: ``Medication?_id=...`` in batches.
+4. Medications referenced but not included: ``Medication?_id=...`` in batches; the ResearchStudies that
+   ResearchSubjects refer to (outside the Patient compartment too): ``ResearchStudy?_id=...`` in batches.
+   A server that does not offer ResearchStudy, or refuses that search, costs only the studies (a
+   warning): a study that cannot be read is an unknown study to the criteria, as before they were read.
 
 Requests = searches x pages, never one request per patient. ``explain`` (plan.patient_ids) skips step 2.
 """
@@ -38,7 +41,7 @@ import orjson
 from fhirscreen.fhir.codes import ICD10, ICD10CM, Code
 from fhirscreen.fhir.resources import Resource, items
 from fhirscreen.quality import DataQuality
-from fhirscreen.record import SCREENED_TYPES, is_later_version
+from fhirscreen.record import SCREENED_TYPES, SHARED_TYPES, is_later_version
 from fhirscreen.sources import observation_plan
 from fhirscreen.sources.base import ConfigurationError, QueryPlan, Source, SourceError
 from fhirscreen.sources.factory import SourceOptions
@@ -202,6 +205,21 @@ def medication_ids(resources: Iterable[Resource]) -> set[str]:
         value = ref.get("reference") if isinstance(ref, Mapping) else None
         if isinstance(value, str) and value.startswith("Medication/"):
             ids.add(value.split("/")[1])
+    return ids
+
+
+def study_ids(resources: Iterable[Resource]) -> set[str]:
+    """Ids of the ResearchStudies that ResearchSubjects are on (``study``; not contained ones)."""
+    ids: set[str] = set()
+    for r in resources:
+        if r.get("resourceType") != "ResearchSubject":
+            continue
+        study = r.get("study")
+        value = study.get("reference") if isinstance(study, Mapping) else None
+        if isinstance(value, str) and value.startswith("ResearchStudy/"):
+            parts = value.split("/")
+            if len(parts) >= 2 and parts[1]:
+                ids.add(parts[1])
     return ids
 
 
@@ -428,8 +446,8 @@ def request_bound(candidates: int | Sequence[str], plan: QueryPlan) -> int:
 
     metadata + the code:text probes (two where ``combo-code:text`` is tried first) + population code
     chunks + per id batch: the searches of
-    ``patient_searches`` and at most one Medication ``_id`` batch. Given a count, batches assume the
-    longest ids (64 characters); given the ids, they are exact.
+    ``patient_searches`` and at most one Medication and one ResearchStudy ``_id`` batch. Given a count,
+    batches assume the longest ids (64 characters); given the ids, they are exact.
     """
     caps = Capabilities()
     if isinstance(candidates, int):
@@ -443,7 +461,7 @@ def request_bound(candidates: int | Sequence[str], plan: QueryPlan) -> int:
     population = len(population_searches(plan, caps)) if plan.patient_ids is None else 0
     # --observations auto: the first batch also runs the unfiltered Observation search once.
     probe = 1 if plan.patient_ids is None and plan.observation_codes else 0
-    return 3 + population + probe + batches * (per_batch + 1)
+    return 3 + population + probe + batches * (per_batch + 2)
 
 
 def log_stats(s: Mapping[str, int | float]) -> None:
@@ -634,7 +652,8 @@ class ServerSource:
         self, plan: QueryPlan, quality: DataQuality, caps: Capabilities
     ) -> Iterator[tuple[Resource, str]]:
         """A Bulk Data export of the candidates only (system level where the server cannot), then the
-        Medications the export refers to (they are outside the Patient compartment), by id."""
+        Medications and ResearchStudies the export refers to (they are outside the Patient compartment),
+        by id."""
         from fhirscreen.sources.bulk import BulkExport
 
         ids = self._candidates(plan, caps, quality)
@@ -652,11 +671,14 @@ class ServerSource:
         )
         seen: set[tuple[str, str]] = set()
         medication_refs: set[str] = set()
+        study_refs: set[str] = set()
         for resource, origin in exporter.read(plan, quality):
             key = (str(resource.get("resourceType")), str(resource.get("id")))
             seen.add(key)
             if key[0] in MEDICATION_HOLDERS:
                 medication_refs |= medication_ids([resource])
+            elif key[0] == "ResearchSubject":
+                study_refs |= study_ids([resource])
             yield resource, origin
         # An export that leaves out candidates it was asked for is incomplete (a server's cap on the
         # results it fetches truncates a type silently): their records may lack anything, so say so.
@@ -676,6 +698,7 @@ class ServerSource:
                     "been cut short by the server, so this record may be incomplete",
                 )
         yield from self._fetch_medications(medication_refs, seen, caps, quality)
+        yield from self._fetch_studies(study_refs, seen, caps, quality)
 
     def _on_server(self, ids: Sequence[str]) -> list[str]:
         """Those of ``ids`` whose Patient the server has (a Condition may name a Patient that does not
@@ -709,6 +732,44 @@ class ServerSource:
                 if key not in seen:
                     seen.add(key)
                     yield resource, self._origin(key)
+
+    def _fetch_studies(
+        self, refs: set[str], read: Container[tuple[str, str]], caps: Capabilities, quality: DataQuality
+    ) -> Iterator[tuple[Resource, str]]:
+        """ResearchStudies that ResearchSubjects refer to, not read yet: ``ResearchStudy?_id=...`` in
+        batches. Unlike a Medication's, a failure costs only the studies, with a warning: the criteria
+        read a study they cannot see as an unknown one, as they did before studies were read."""
+        missing = sorted(s for s in refs if ("ResearchStudy", s) not in read)
+        if not missing:
+            return
+        if not caps.has_type("ResearchStudy"):
+            quality.add(
+                "warning", self.client.base_url, "type-not-supported",
+                f"the server does not offer ResearchStudy: the {len(missing)} research stud"
+                f"{'y' if len(missing) == 1 else 'ies'} that ResearchSubjects refer to cannot be read; "
+                "criteria using them may be unknown",
+            )
+            return
+        seen: set[str] = set()
+        for ids in id_batches(missing):
+            search = Search("ResearchStudy", (("_id", ",".join(ids)),), "referenced research studies")
+            try:
+                results = self._search_all(search, quality)
+            except SourceError as exc:
+                log.warning("%s; the run goes on without the research studies", exc)
+                quality.add(
+                    "warning", self.client.base_url, "not-readable",
+                    f"the research studies that ResearchSubjects refer to could not be read ({exc}); "
+                    "criteria using them may be unknown",
+                )
+                return
+            for resource in results:
+                rid = resource.get("id")
+                if resource.get("resourceType") != "ResearchStudy" or not isinstance(rid, str):
+                    continue
+                if rid not in seen:
+                    seen.add(rid)
+                    yield resource, self._origin(("ResearchStudy", rid))
 
     def read_patients(
         self,
@@ -811,6 +872,7 @@ class ServerSource:
             log.warning("plan: %s", COMPONENT_GAP)
             quality.add("warning", self.client.base_url, "not-searchable", COMPONENT_GAP)
         medication_refs: set[str] = set()
+        study_refs: set[str] = set()
         for results in itertools.chain(probed, self._run(searches, quality, early, early_pool)):
             for resource in results:
                 key = (str(resource.get("resourceType")), str(resource.get("id")))
@@ -820,8 +882,11 @@ class ServerSource:
                 seen[key] = resource
                 if key[0] in MEDICATION_HOLDERS:
                     medication_refs |= medication_ids([resource])
+                elif key[0] == "ResearchSubject":
+                    study_refs |= study_ids([resource])
                 yield resource, self._origin(key)
         yield from self._fetch_medications(medication_refs, seen, caps, quality)
+        yield from self._fetch_studies(study_refs, seen, caps, quality)
 
     def _few_observations(self, batch: Sequence[str], caps: Capabilities) -> bool:
         """Count the first batch's Observations (one ``_summary=count``); True, with the choice logged,
@@ -1125,7 +1190,7 @@ def make_auth(options: SourceOptions, client: FhirClient, write_types: Sequence[
 
         if not (options.smart_client_id and options.smart_key_file):
             raise ConfigurationError("SMART Backend Services needs both --smart-client-id and --smart-key")
-        scope = options.smart_scope or default_scopes((*SCREENED_TYPES, "Medication"), write_types)
+        scope = options.smart_scope or default_scopes((*SCREENED_TYPES, *SHARED_TYPES), write_types)
         return SmartBackendAuth(
             base_url=client.base_url,
             client_id=options.smart_client_id,

@@ -9,7 +9,7 @@ The load streams: files are read one at a time and at most ``2 x concurrency`` t
 ahead of the server, so memory does not grow with the data (it held every transaction before: 450 MB
 for 95,000 resources). Files go in phases, each finished before the next starts (``load_phase``):
 what others refer to first (Synthea's hospital and practitioner bundles; Organization, Location,
-Practitioner, Medication NDJSON), then Patients, then Encounters, then the rest. Within a phase
+Practitioner, Medication, ResearchStudy NDJSON), then Patients, then Encounters, then the rest. Within a phase
 transactions run in parallel; across phases no two transactions create the same placeholder for a
 reference target that does not exist yet, which on HAPI fails one of them with a 409 (HAPI creates
 placeholders for missing targets; the later PUT of the real resource replaces it). Failed transactions
@@ -53,7 +53,9 @@ _SHARED_FILE_PREFIXES = (
     "location",
     "practitioner",
 )
-_SHARED_TYPES = ("Organization", "Location", "Practitioner", "PractitionerRole", "Medication", "Patient")
+_SHARED_TYPES = (
+    "Organization", "Location", "Practitioner", "PractitionerRole", "Medication", "ResearchStudy", "Patient",
+)
 # NDJSON files named by type (Bulk Data export style: Patient.ndjson, Patient.001.ndjson) go in this order.
 _TYPE_PHASES = {
     "organization": 0,
@@ -61,6 +63,7 @@ _TYPE_PHASES = {
     "practitioner": 0,
     "practitionerrole": 0,
     "medication": 0,
+    "researchstudy": 0,
     "patient": 1,
     "encounter": 2,
 }

@@ -6,9 +6,10 @@
    can number lines across splits (findings name file and line, as in file mode) without a third read.
 2. Route (one pass over the text again, results persisted): each line's leading type is checked
    before parsing (other types are counted, never parsed); a resource of a candidate (the set is
-   broadcast) travels on as its JSON line, keyed by patient; Medications are keyed by id and joined
-   to the candidates that refer to them; Patients and the non-candidates' usable resources are
-   counted by patient id (patients read, duplicate Patients, resources whose Patient is missing).
+   broadcast) travels on as its JSON line, keyed by patient; Medications and ResearchStudies (outside
+   the Patient compartment) are keyed by ``Type/id`` and joined to the candidates that refer to them;
+   Patients and the non-candidates' usable resources are counted by patient id (patients read,
+   duplicate Patients, resources whose Patient is missing).
 3. Screen: the candidates' resources are grouped by patient and each group goes through the
    existing ``PopulationBuilder`` and ``screen_patient`` in the Python workers. One row per candidate
    (the pickled ``PatientScreen`` and its findings) comes back; the driver ranks them and the reports
@@ -268,7 +269,8 @@ class SparkScreening:
     def _screen(
         self, routed: Any, joined: dict[str, Position], shown: list[str]
     ) -> tuple[list[PatientScreen], dict[str, PatientFacts]]:
-        """Group each candidate's resources (and referenced Medications), screen them in the workers."""
+        """Group each candidate's resources (and the Medications and ResearchStudies they refer to),
+        screen them in the workers."""
         resources = routed.filter(lambda row: row[0] == "R").map(lambda row: (row[1], ("R", *row[2])))
         medications = routed.filter(lambda row: row[0] == "M").map(lambda row: (row[1], row[2]))
         references = routed.filter(lambda row: row[0] == "ref").map(lambda row: (row[1], row[2]))

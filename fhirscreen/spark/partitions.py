@@ -23,7 +23,7 @@ import orjson
 from fhirscreen.fhir.json_text import loads_finite, odd_numbers_message
 from fhirscreen.fhir.resources import Resource, is_usable, reference_id
 from fhirscreen.quality import DataQuality, Finding
-from fhirscreen.record import KEPT_TYPES, PopulationBuilder, patient_id
+from fhirscreen.record import KEPT_TYPES, SHARED_TYPES, PopulationBuilder, patient_id
 from fhirscreen.report.facts import PatientFacts, patient_facts
 from fhirscreen.screening import PatientScreen, population_evidence, screen_patient
 from fhirscreen.sources.files import bundle_resources
@@ -162,9 +162,18 @@ def census_split(split: int, lines: Iterable[str], file_index: int, population: 
 # ---------------------------------------------------------------------------------------- pass 2
 
 
-def _medication_id(resource: Mapping[str, Any]) -> str | None:
+def _shared_keys(resource: Mapping[str, Any]) -> Iterator[str]:
+    """``Type/id`` of the shared resources (SHARED_TYPES) a resource refers to: the Medication of a
+    MedicationX, the ResearchStudy of a ResearchSubject."""
     holder = resource.get("medicationReference")
-    return reference_id(holder, "Medication") if isinstance(holder, Mapping) else None
+    if holder is not None:
+        mid = reference_id(holder, "Medication")
+        if mid:
+            yield f"Medication/{mid}"
+    if resource["resourceType"] == "ResearchSubject":
+        sid = reference_id(resource.get("study"), "ResearchStudy")
+        if sid:
+            yield f"ResearchStudy/{sid}"
 
 
 def route_split(
@@ -173,8 +182,9 @@ def route_split(
     """Every line of one split, routed. Rows:
 
     - ``("R", patient id, (position, json))``: a resource (or the Patient) of a candidate;
-    - ``("M", medication id, (position, json))``: a Medication (joined to the candidates that refer to it);
-    - ``("ref", medication id, patient id)``: a candidate's resource refers to that Medication;
+    - ``("M", "Type/id", (position, json))``: a shared resource (a Medication, a ResearchStudy), joined to
+      the candidates that refer to it;
+    - ``("ref", "Type/id", patient id)``: a candidate's resource refers to that shared resource;
     - ``("pid", patient id, 1)``: a Patient (all of them: counted, duplicates reported);
     - ``("use", patient id, n)``: n usable resources of a non-candidate (for missing-Patient warnings);
     - ``("odd", None, (position, origin, json))``: a resource without a Patient subject (few; the driver's
@@ -209,17 +219,16 @@ def route_split(
                 if rid in candidates:
                     yield ("R", rid, (position, text or orjson.dumps(resource).decode()))
                 continue
-            if rtype == "Medication":
-                yield ("M", rid, (position, text or orjson.dumps(resource).decode()))
+            if rtype in SHARED_TYPES:
+                yield ("M", f"{rtype}/{rid}", (position, text or orjson.dumps(resource).decode()))
                 continue
             pid = patient_id(resource)
             if pid is None:
                 yield ("odd", None, (position, origin, text or orjson.dumps(resource).decode()))
             elif pid in candidates:
                 yield ("R", pid, (position, text or orjson.dumps(resource).decode()))
-                mid = _medication_id(resource)
-                if mid:
-                    yield ("ref", mid, pid)
+                for key in _shared_keys(resource):
+                    yield ("ref", key, pid)
             elif is_usable(resource):
                 usable[pid] += 1
     for finding in quality.findings:
@@ -272,8 +281,9 @@ def summarise(pairs: Iterable[tuple[tuple[str, Any], tuple[int, int]]]) -> Itera
 def medications_for(
     joined: tuple[str, tuple[Iterable[str], Iterable[tuple[Position, str]]]],
 ) -> Iterator[tuple[str, tuple[str, Position, str]]]:
-    """A Medication (every copy of it) for each candidate that refers to it, once per candidate."""
-    _mid, (patients, medications) = joined
+    """A shared resource (every copy of it: a Medication, a ResearchStudy) for each candidate that refers
+    to it, once per candidate."""
+    _key, (patients, medications) = joined
     copies = list(medications)
     for pid in sorted(set(patients)):
         for position, text in copies:
@@ -295,11 +305,11 @@ def screen_candidate(
 
     ``items`` are ``("R" | "M", position, json)``. They are fed in file mode's order: the candidate's
     resources from the one that made them a candidate on, then those read before it (file mode reads
-    those again at the end), then the Medications they refer to. Returns the screened patient (None
-    when the record has no usable SLE Condition after versions and hygiene; one without its Patient is
-    screened on a stub, as in file mode) and the
-    findings made on the way, and the patient's facts for the reports (age, sex, evidence described),
-    as file mode's pipeline collects them.
+    those again at the end), then the Medications and ResearchStudies they refer to. Returns the
+    screened patient (None when the record has no usable SLE Condition after versions and hygiene; one
+    without its Patient is screened on a stub, as in file mode) and the findings made on the way, and
+    the patient's facts for the reports (age, sex, evidence described), as file mode's pipeline
+    collects them.
     """
 
     def order(item: tuple[str, Position, str]) -> tuple[int, Position]:

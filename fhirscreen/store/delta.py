@@ -11,19 +11,20 @@ from typing import Any
 
 from fhirscreen.fhir.codes import coding_items
 from fhirscreen.fhir.resources import Resource
-from fhirscreen.record import patient_id
+from fhirscreen.record import SHARED_TYPES, patient_id
 from fhirscreen.store.sqlite import Key, StoredResource
 
 _VERSIONED = re.compile(r"(?:^|/)([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([^/?#]+))?/?$")
 
 
 def owner(resource: Mapping[str, Any]) -> str | None:
-    """The patient a resource belongs to (a Patient: itself); None for shared resources (Medication)."""
+    """The patient a resource belongs to (a Patient: itself); None for shared resources (Medication,
+    ResearchStudy)."""
     rtype = resource.get("resourceType")
     if rtype == "Patient":
         rid = resource.get("id")
         return rid if isinstance(rid, str) else None
-    if rtype == "Medication":
+    if rtype in SHARED_TYPES:
         return None
     try:
         return patient_id(resource)
@@ -62,6 +63,21 @@ def referenced_medications(resources: Iterable[StoredResource]) -> set[str]:
         if isinstance(value, str) and value.startswith("Medication/"):
             ids.add(value.split("/")[1])
     return ids
+
+
+def referenced_shared(resources: Iterable[StoredResource]) -> set[Key]:
+    """The shared resources (SHARED_TYPES) that stored resources point at: separate Medications, and the
+    ResearchStudies of ResearchSubjects."""
+    held = list(resources)
+    keys: set[Key] = {("Medication", mid) for mid in referenced_medications(held)}
+    for r in held:
+        if r.body.get("resourceType") != "ResearchSubject":
+            continue
+        study = r.body.get("study")
+        value = study.get("reference") if isinstance(study, Mapping) else None
+        if isinstance(value, str) and value.startswith("ResearchStudy/"):
+            keys.add(("ResearchStudy", value.split("/")[1]))
+    return keys
 
 
 def history_entry(entry: Mapping[str, Any]) -> tuple[Key, Resource | None, str] | None:

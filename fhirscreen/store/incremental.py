@@ -21,8 +21,9 @@ What changed, two ways:
   ``FULL_REFRESH_DAYS``.
 
 In both, a patient whose population Condition appeared is new: their whole record is read. A patient
-with no population Condition left is dropped from the store. Medications referenced by new resources
-are fetched; Medications nothing refers to any more are dropped.
+with no population Condition left is dropped from the store. Medications and ResearchStudies (shared:
+outside the Patient compartment) referenced by new resources are fetched; those nothing refers to any
+more are dropped.
 
 T is the server's clock when the previous successful read started (``Bundle.meta.lastUpdated`` of a
 small search, else the ``Date`` header; the client's clock never), minus ``OVERLAP``: resources read
@@ -45,6 +46,7 @@ from typing import Any
 
 from fhirscreen.fhir.resources import Resource, items
 from fhirscreen.quality import DataQuality
+from fhirscreen.record import SHARED_TYPES
 from fhirscreen.sources import observation_plan
 from fhirscreen.sources.base import QueryPlan, SourceError
 from fhirscreen.sources.server import (
@@ -67,7 +69,7 @@ from fhirscreen.store.delta import (
     owner,
     parse_instant,
     population_of,
-    referenced_medications,
+    referenced_shared,
     since,
 )
 from fhirscreen.store.sqlite import (
@@ -230,6 +232,9 @@ class IncrementalSource:
             # full once rather than kept (an incremental read would only re-read touched patients).
             "observation_match": "code-or-component",
             "bulk": self.server.options.bulk,
+            # The shared resources kept beside the records: a store from before ResearchStudies were
+            # read holds none, so it is read in full once rather than kept.
+            "shared": list(SHARED_TYPES),
         }
         return json.dumps(described, sort_keys=True)
 
@@ -262,8 +267,8 @@ class IncrementalSource:
         codes = set(search_codes(plan.population_codes))
         population = population_of(read.values(), codes)
         kept = {k: r for k, r in read.items() if r.patient in population}
-        medications = referenced_medications(kept.values())
-        kept.update({k: r for k, r in read.items() if k[0] == "Medication" and k[1] in medications})
+        shared = referenced_shared(kept.values())
+        kept.update({k: r for k, r in read.items() if k in shared})
         self._commit(
             quality, lambda: self.store.replace_all(kept, StoreState(SCHEMA_VERSION, key, mark, mark))
         )
@@ -277,7 +282,7 @@ class IncrementalSource:
         assert start is not None
         caps, history_types = self._capabilities()
         types = [t for t in plan.resource_types if caps.has_type(t)]
-        shared = ["Medication"] if caps.has_type("Medication") else []
+        shared = [t for t in SHARED_TYPES if caps.has_type(t)]
         history = self.use_history and all(t in history_types for t in (*types, *shared))
         if not history:
             last_full = parse_instant(state.full_read_at)
@@ -326,8 +331,8 @@ class IncrementalSource:
         left = population - after
         for k in [k for k, r in delta.resources.items() if r.patient in left]:
             delta.drop(k)
-        medications = referenced_medications(delta.resources.values())
-        for k in [k for k in delta.resources if k[0] == "Medication" and k[1] not in medications]:
+        referenced = referenced_shared(delta.resources.values())
+        for k in [k for k in delta.resources if k[0] in SHARED_TYPES and k not in referenced]:
             delta.drop(k)
         self.summary.changed = len(delta.changed)
         self.summary.deleted = len(delta.removed)
@@ -374,8 +379,8 @@ class IncrementalSource:
         for key, (resource, _version) in latest.items():
             rtype = key[0]
             old = delta.resources.get(key)
-            if rtype == "Medication":
-                if old is not None:  # a Medication the population uses changed or went away
+            if rtype in SHARED_TYPES:
+                if old is not None:  # a Medication (or study) the population uses changed or went away
                     if resource is None:
                         delta.drop(key)
                     elif resource != old.body:
@@ -417,7 +422,7 @@ class IncrementalSource:
                 delta.drop(k)
         for k, resource in fresh.items():
             stored = delta.resources.get(k)
-            if k[0] != "Medication" and owner(resource) not in population:
+            if k[0] not in SHARED_TYPES and owner(resource) not in population:
                 continue  # an _include of another patient's resource never happens; be safe
             if stored is None or stored.body != resource:
                 delta.put(resource)
@@ -450,17 +455,18 @@ class IncrementalSource:
                 stored = delta.resources.get(key_of(resource))
                 if stored is None or stored.body != resource:
                     delta.put(resource)
-            stored_medications = sorted(k[1] for k in delta.resources if k[0] == "Medication")
-            for ids in id_batches(stored_medications):
-                query = query_string(
-                    [("_id", ",".join(ids)), updated, ("_count", str(self.server.page_size))]
-                )
-                for page in self.server.pages(f"Medication?{query}", "Medication search (changes)"):
-                    for entry in items(page.get("entry")):
-                        resource = entry.get("resource") if isinstance(entry, Mapping) else None
-                        if isinstance(resource, dict) and resource.get("resourceType") == "Medication":
-                            normalise_references(resource, self.server.client.base_url)
-                            delta.put(resource)
+            for rtype in SHARED_TYPES:
+                stored_ids = sorted(k[1] for k in delta.resources if k[0] == rtype)
+                for ids in id_batches(stored_ids):
+                    query = query_string(
+                        [("_id", ",".join(ids)), updated, ("_count", str(self.server.page_size))]
+                    )
+                    for page in self.server.pages(f"{rtype}?{query}", f"{rtype} search (changes)"):
+                        for entry in items(page.get("entry")):
+                            resource = entry.get("resource") if isinstance(entry, Mapping) else None
+                            if isinstance(resource, dict) and resource.get("resourceType") == rtype:
+                                normalise_references(resource, self.server.client.base_url)
+                                delta.put(resource)
         if new:
             self._reread(plan, quality, caps, delta, population | new, new, list(plan.resource_types))
         return new

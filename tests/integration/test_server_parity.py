@@ -3,9 +3,10 @@
 tests/fixtures/server_parity holds SLE patients coded only with an ICD-10-CM child of a prefix (M32.14,
 undotted M3215), a SNOMED-only one, a WHO ICD-10 one, and records of the types read for plans and pharmacy
 fills (MedicationDispense with a separate Medication, ServiceRequest, CarePlan with a contained order,
-Appointment). They are loaded into the real HAPI server with the samples (conftest.loaded_server); here
-search, Bulk export and files are compared on these patients, resource by resource and criterion by
-criterion.
+Appointment), and a ResearchSubject that names its study only by reference (the ResearchStudy, like the
+Medication, is outside the Patient compartment). They are loaded into the real HAPI server with the
+samples (conftest.loaded_server); here search, Bulk export and files are compared on these patients,
+resource by resource and criterion by criterion.
 """
 
 from __future__ import annotations
@@ -30,10 +31,12 @@ pytestmark = pytest.mark.integration
 # parity-panel: eGFR, creatinine, anti-dsDNA, hCG and a SLEDAI-2K total held only in Observation.component
 # of panels whose own codes are not the trial's (search finds them by combo-code, combo-code:text).
 PANEL = "parity-panel"
-SLE = ("parity-m3214", "parity-undotted", "parity-snomed", "parity-dispense", "parity-planned", PANEL)
+STUDY = "parity-study"  # on-study in ResearchStudy/parity-msc-study (a UC-MSC study), named only by reference
+SLE = ("parity-m3214", "parity-undotted", "parity-snomed", "parity-dispense", "parity-planned", PANEL, STUDY)
 WHO = "parity-who"  # in the population once the WHO ICD-10 system is read as ICD-10 (issue 8 section 2)
 NOT_SLE = "parity-ra"
 PLAN_TYPES = ("MedicationDispense", "ServiceRequest", "CarePlan", "Appointment")
+SHARED = ("Medication", "ResearchStudy")  # outside the Patient compartment: read by reference
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +76,8 @@ def parity_ids() -> set[str]:
 
 
 def read_resources(source: Source, plan: QueryPlan) -> set[tuple[str, str]]:
-    """(type, id) of every resource of the parity patients, and the Medications they point at."""
+    """(type, id) of every resource of the parity patients, and the Medications and ResearchStudies they
+    point at."""
     quality = DataQuality()
     resources: list[Resource] = [r for r, _origin in source.read(plan, quality)]
     return {
@@ -93,7 +97,7 @@ def fixture_resources() -> set[tuple[str, str]]:
 
 def of_patients(keys: Iterable[tuple[str, str]], ids: Iterable[str]) -> set[tuple[str, str]]:
     prefixes = tuple(f"{i}-" for i in ids)
-    return {k for k in keys if k[1] in ids or k[1].startswith(prefixes) or k[0] == "Medication"}
+    return {k for k in keys if k[1] in ids or k[1].startswith(prefixes) or k[0] in SHARED}
 
 
 def test_child_coded_and_snomed_only_sle_patients_are_in_the_population_by_search(
@@ -149,6 +153,7 @@ def test_every_parity_resource_is_read_by_search_bulk_and_files(loaded_server: L
     assert by_search == of_patients(expected, population)
     assert {("MedicationDispense", f"parity-dispense-fill{i}") for i in range(1, 6)} <= by_search
     assert ("Medication", "parity-hcq-200") in by_search
+    assert ("ResearchStudy", "parity-msc-study") in by_search  # by id: ResearchStudy?_id=
     assert {k for k in by_search if k[0] in PLAN_TYPES} == {
         k for k in expected if k[0] in PLAN_TYPES and not k[1].startswith("parity-ra")
     }
@@ -179,6 +184,21 @@ def test_bulk_export_asks_for_the_new_types(parity_bulk_run: Run) -> None:
         assert rtype in types, rtype
     assert "Medication" not in types  # outside the Patient compartment: read by id
     assert "Medication?_id=" in log
+
+
+def test_a_study_named_only_by_reference_is_read_by_every_mode(
+    parity_file_run: Run, parity_search_run: Run, parity_bulk_run: Run
+) -> None:
+    """The ResearchSubject names its study only as ResearchStudy/parity-msc-study: every mode reads that
+    study (files, search and Bulk by id) and E5 and E7 fail naming it, as in file mode."""
+    for run in (parity_file_run, parity_search_run, parity_bulk_run):
+        criteria = patients(run)[STUDY]["criteria"]  # type: ignore[index]
+        for criterion in ("E5", "E7"):
+            assert criteria[criterion]["outcome"] == "fail", (criterion, criteria[criterion])
+            assert "ResearchStudy/parity-msc-study" in criteria[criterion]["reason"]
+            assert "ResearchStudy/parity-msc-study" in criteria[criterion]["evidence"]
+    for run in (parity_search_run, parity_bulk_run):
+        assert "ResearchStudy?_id=" in run.stderr
 
 
 def test_labs_held_only_in_components_are_found_by_every_read(

@@ -265,7 +265,8 @@ def test_default_smart_scopes_cover_pharmacy_fills_and_plans(rsa_file: Path) -> 
     )
     assert isinstance(client.auth, SmartBackendAuth)
     scopes = client.auth.scope.split()
-    for rtype in ("MedicationDispense", "ServiceRequest", "CarePlan", "Appointment", "Medication"):
+    shared = ("Medication", "ResearchStudy")  # outside the Patient compartment, read by reference
+    for rtype in ("MedicationDispense", "ServiceRequest", "CarePlan", "Appointment", *shared):
         assert f"system/{rtype}.read" in scopes, rtype
     assert not any(s.endswith(".write") for s in scopes)  # read-only unless --post-report
 

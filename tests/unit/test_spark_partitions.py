@@ -65,7 +65,7 @@ def test_a_split_numbers_its_lines_from_where_it_starts_and_routes_by_candidate(
     assert ("skip", "Encounter", 1) in rows
     candidate = [(key, value[0]) for kind, key, value in rows if kind == "R"]
     assert candidate == [("sle", (4, 104, 0)), ("sle", (4, 107, 0)), ("sle", (4, 108, 0))]
-    assert ("ref", "mmf", "sle") in rows
+    assert ("ref", "Medication/mmf", "sle") in rows
     assert ("pid", "sle", 1) in rows
     assert ("use", "other", 1) in rows  # the entered-in-error Observation is not counted
 
