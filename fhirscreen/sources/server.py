@@ -1190,7 +1190,12 @@ def make_auth(options: SourceOptions, client: FhirClient, write_types: Sequence[
 
         if not (options.smart_client_id and options.smart_key_file):
             raise ConfigurationError("SMART Backend Services needs both --smart-client-id and --smart-key")
-        scope = options.smart_scope or default_scopes((*SCREENED_TYPES, *SHARED_TYPES), write_types)
+        # ResearchStudy is left out of the defaults: a client registered before studies were read may
+        # not hold that scope, and an authorisation server may refuse the whole token for one scope
+        # (invalid_scope), which would cost the night; without it a study costs only itself (a warning).
+        # Ask for it with --smart-scope.
+        read_types = (*SCREENED_TYPES, *(t for t in SHARED_TYPES if t != "ResearchStudy"))
+        scope = options.smart_scope or default_scopes(read_types, write_types)
         return SmartBackendAuth(
             base_url=client.base_url,
             client_id=options.smart_client_id,
