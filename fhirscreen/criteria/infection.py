@@ -14,7 +14,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 
-from fhirscreen.criteria._labs import coded_observations, result_on
+from fhirscreen.criteria._labs import coded_observations, raw_breach, report_impossible, result_on
 from fhirscreen.criteria._medications import Exposure, exposures, reason_concepts
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet, coding_items
@@ -101,11 +101,11 @@ def _viral_load_verdict(obs: Resource) -> Polarity | None:
 
 
 def _lab_results(
-    record: PatientRecord, vs: ValueSet, as_of: date, *, viral_load: bool = False
+    record: PatientRecord, ctx: Context, vs: ValueSet, as_of: date, *, viral_load: bool = False
 ) -> list[LabResult]:
     """Dated results of a test group up to the screening date, oldest first; unreadable values dropped."""
     out = []
-    for obs, label, day, verdict in _readable_results(record, vs, viral_load):
+    for obs, label, day, verdict in _readable_results(record, ctx, vs, viral_load):
         if day is not None and day <= as_of:
             out.append(LabResult(obs, day, verdict, label))
     # On one day, a positive outranks a negative: the later sort position decides "latest". Then the
@@ -115,25 +115,34 @@ def _lab_results(
 
 
 def _undated_positives(
-    record: PatientRecord, vs: ValueSet, *, viral_load: bool = False
+    record: PatientRecord, ctx: Context, vs: ValueSet, *, viral_load: bool = False
 ) -> list[tuple[str, str]]:
     """('HIV-1 Ab positive, result has no date (Observation/x)', 'Observation/x') for each positive result
     of a test group with no effective[x] or issued: it cannot be placed in a look-back or against other
     results, but it is on record."""
     return [
         (f"{label} positive, result has no date ({ref(obs)})", ref(obs))
-        for obs, label, day, verdict in _readable_results(record, vs, viral_load)
+        for obs, label, day, verdict in _readable_results(record, ctx, vs, viral_load)
         if day is None and verdict == "positive"
     ]
 
 
 def _readable_results(
-    record: PatientRecord, vs: ValueSet, viral_load: bool
+    record: PatientRecord, ctx: Context, vs: ValueSet, viral_load: bool
 ) -> Iterator[tuple[Resource, str, date | None, Polarity]]:
-    """(observation, label, day or None, verdict) of each result of a test group whose value can be read."""
+    """(observation, label, day or None, verdict) of each result of a test group whose value can be read.
+
+    A number that cannot be real (a negative viral load or antibody signal: the value set's bounds) is an
+    entry error: a finding, and no result (it would read "not detected").
+    """
+    bounds = vs.plausible
     for obs in coded_observations(record, vs):  # a result held in Observation.component counts too
         label = vs.match(obs.get("code"))
         if label is None:
+            continue
+        impossible = raw_breach(obs, bounds) if bounds is not None and not bounds.unit else None
+        if impossible is not None:
+            report_impossible(ctx, ref(obs), f"{label} {impossible[0]}", impossible[1])
             continue
         if viral_load:
             verdict = (
@@ -283,19 +292,19 @@ def _hepatitis_b(record: PatientRecord, ctx: Context, p: ChronicInfectionParams,
     f = Findings()
     as_of = alive_until(record.patient, ctx.as_of)
     _active_condition_findings(f, "hepatitis B", _conditions(record, ctx.vs(p.hbv_conditions), as_of), as_of)
-    hbsag = _lab_results(record, ctx.vs(p.hbsag_tests), as_of)
-    dna = _lab_results(record, ctx.vs(p.hbv_dna_tests), as_of, viral_load=True)
+    hbsag = _lab_results(record, ctx, ctx.vs(p.hbsag_tests), as_of)
+    dna = _lab_results(record, ctx, ctx.vs(p.hbv_dna_tests), as_of, viral_load=True)
     _windowed_confirmatory(f, "hepatitis B", hbsag, start, "HBsAg")
     _windowed_confirmatory(f, "hepatitis B", dna, start, "HBV DNA")
-    _undated_confirmatory(f, "hepatitis B", _undated_positives(record, ctx.vs(p.hbsag_tests)), "HBsAg")
+    _undated_confirmatory(f, "hepatitis B", _undated_positives(record, ctx, ctx.vs(p.hbsag_tests)), "HBsAg")
     _undated_confirmatory(
-        f, "hepatitis B", _undated_positives(record, ctx.vs(p.hbv_dna_tests), viral_load=True), "HBV DNA"
+        f, "hepatitis B", _undated_positives(record, ctx, ctx.vs(p.hbv_dna_tests), viral_load=True), "HBV DNA"
     )
-    anti_hbc = _lab_results(record, ctx.vs(p.anti_hbc_tests), as_of)
+    anti_hbc = _lab_results(record, ctx, ctx.vs(p.anti_hbc_tests), as_of)
     if f.fails or not anti_hbc or anti_hbc[-1].verdict != "positive":
         return f
     core = anti_hbc[-1]
-    anti_hbs = _lab_results(record, ctx.vs(p.anti_hbs_tests), as_of)
+    anti_hbs = _lab_results(record, ctx, ctx.vs(p.anti_hbs_tests), as_of)
     dna_negative = [r for r in dna if r.day >= start and r.verdict == "negative"]
     if anti_hbs and anti_hbs[-1].verdict == "positive":
         f.note(f"anti-HBc and anti-HBs positive: resolved hepatitis B ({ref(core.obs)})", ref(core.obs))
@@ -315,12 +324,12 @@ def _hepatitis_c(record: PatientRecord, ctx: Context, p: ChronicInfectionParams,
     f = Findings()
     as_of = alive_until(record.patient, ctx.as_of)
     _active_condition_findings(f, "hepatitis C", _conditions(record, ctx.vs(p.hcv_conditions), as_of), as_of)
-    rna = _lab_results(record, ctx.vs(p.hcv_rna_tests), as_of, viral_load=True)
+    rna = _lab_results(record, ctx, ctx.vs(p.hcv_rna_tests), as_of, viral_load=True)
     _windowed_confirmatory(f, "hepatitis C", rna, start, "HCV RNA")
     _undated_confirmatory(
-        f, "hepatitis C", _undated_positives(record, ctx.vs(p.hcv_rna_tests), viral_load=True), "HCV RNA"
+        f, "hepatitis C", _undated_positives(record, ctx, ctx.vs(p.hcv_rna_tests), viral_load=True), "HCV RNA"
     )
-    antibody = _lab_results(record, ctx.vs(p.hcv_antibody_tests), as_of)
+    antibody = _lab_results(record, ctx, ctx.vs(p.hcv_antibody_tests), as_of)
     if f.fails or f.unknowns or not antibody or antibody[-1].verdict != "positive":
         return f
     ab = antibody[-1]
@@ -371,13 +380,13 @@ def _hiv(record: PatientRecord, ctx: Context, p: ChronicInfectionParams) -> Find
     conds = _conditions(record, ctx.vs(p.hiv_conditions), as_of)
     _active_condition_findings(f, "HIV", conds, as_of, lifelong=True)
     # HIV is lifelong, so results count at any date; an undetectable viral load on treatment is still HIV.
-    rna = _lab_results(record, ctx.vs(p.hiv_rna_tests), as_of, viral_load=True)
+    rna = _lab_results(record, ctx, ctx.vs(p.hiv_rna_tests), as_of, viral_load=True)
     for r in rna:
         if r.verdict == "positive":
             f.fail(f"HIV: {r.describe()}", ref(r.obs))
-    serology = _lab_results(record, ctx.vs(p.hiv_antibody_antigen_tests), as_of)
-    undated = _undated_positives(record, ctx.vs(p.hiv_rna_tests), viral_load=True)
-    undated += _undated_positives(record, ctx.vs(p.hiv_antibody_antigen_tests))
+    serology = _lab_results(record, ctx, ctx.vs(p.hiv_antibody_antigen_tests), as_of)
+    undated = _undated_positives(record, ctx, ctx.vs(p.hiv_rna_tests), viral_load=True)
+    undated += _undated_positives(record, ctx, ctx.vs(p.hiv_antibody_antigen_tests))
     for text, cited in undated:
         # Results count at any date, so a positive without one is HIV as a dated one is, unless dated
         # results not detected may be what followed it (a false-positive screen): then a question.
@@ -440,7 +449,7 @@ def _tuberculosis(record: PatientRecord, ctx: Context, p: ChronicInfectionParams
     latent = _conditions(record, ctx.vs(p.latent_tb_conditions), as_of)
     for cond, label in latent:
         f.note(f"{label}, not active tuberculosis ({ref(cond)})", ref(cond))
-    igra = _lab_results(record, ctx.vs(p.igra_tests), as_of)
+    igra = _lab_results(record, ctx, ctx.vs(p.igra_tests), as_of)
     if f.fails or not igra:
         return f
     last = igra[-1]
