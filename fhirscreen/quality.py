@@ -14,6 +14,9 @@ Severity = Literal["error", "warning", "info"]
 # The problem code of data that was lost after retries (a file that could not be read, a page that
 # never came): the run's outputs are then partial, and the exit code says so (exitcodes.EXIT_PARTIAL).
 DATA_LOST = "data-lost"
+# The problem code of a value that cannot be real (an eGFR of -5, a birth date after the screening date):
+# an entry error, which no criterion uses as evidence.
+IMPLAUSIBLE = "implausible-value"
 
 
 @dataclass(frozen=True)

@@ -7,12 +7,13 @@ Private (leading underscore): not an evaluator module, so the registry does not 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from datetime import date, datetime, timezone
 from typing import Any, Literal, TypeVar
 
-from fhirscreen.criteria.base import Context
+from fhirscreen.criteria.base import Context, CriterionResult
 from fhirscreen.fhir.codes import ValueSet, codings, concept_label
+from fhirscreen.fhir.plausible import Plausible
 from fhirscreen.fhir.resources import Resource, observation_day, observation_parts, ref
 from fhirscreen.fhir.values import (
     Quantity,
@@ -23,15 +24,18 @@ from fhirscreen.fhir.values import (
     titer_quantity,
     value_polarity,
 )
+from fhirscreen.quality import IMPLAUSIBLE
 from fhirscreen.record import PatientRecord
 
 
 @dataclass(frozen=True)
 class Lab:
-    """One Observation of a value set, with the day it applies to."""
+    """One Observation of a value set, with the day it applies to, and the values a result of that
+    value set can take (its ``plausible`` bounds, checked by the readers that convert units)."""
 
     obs: Resource
     day: date
+    plausible: Plausible | None = field(default=None, compare=False, repr=False)
 
     @property
     def ref(self) -> str:
@@ -69,18 +73,121 @@ def status_said(obs: Mapping[str, Any]) -> str:
     return f" ({status})" if said else ""
 
 
-def labs(record: PatientRecord, vs: ValueSet, first: date | None, last: date) -> list[Lab]:
+def labs(
+    record: PatientRecord, vs: ValueSet, first: date | None, last: date, *, ctx: Context
+) -> list[Lab]:
     """Observations coded in ``vs`` dated within [first, last] (first None: no lower bound), latest first.
 
-    Undated observations cannot be placed in a window and are left out.
+    Undated observations cannot be placed in a window and are left out, and so are results whose number
+    cannot be real in any unit (``vs.plausible`` without a unit: a negative titer, complement or
+    SLEDAI-2K above 105): an ``implausible-value`` finding each, never evidence. Bounds in a unit are
+    checked by the reader that converts to it (``possible``).
     """
-    index = _index(record)
-    matched = index.by_set.get(vs.name)
-    if matched is None:
-        matched = index.by_set[vs.name] = index.dated_labs(vs)
+    kept, impossible = _of_set(record, vs)
+    for lab, shown, why in impossible:
+        if (first is None or first <= lab.day) and lab.day <= last:
+            report_impossible(ctx, lab.ref, shown, why)
     if first is None:
-        return [lab for lab in matched if lab.day <= last]
-    return [lab for lab in matched if first <= lab.day <= last]
+        return [lab for lab in kept if lab.day <= last]
+    return [lab for lab in kept if first <= lab.day <= last]
+
+
+def impossible_labs(
+    record: PatientRecord, vs: ValueSet, first: date | None, last: date
+) -> list[tuple[Lab, str, str]]:
+    """(result, its value as shown, why it cannot be real) for the results ``labs`` leaves out as
+    impossible in [first, last], latest first: for reasons that name them."""
+    _kept, impossible = _of_set(record, vs)
+    return [item for item in impossible if (first is None or first <= item[0].day) and item[0].day <= last]
+
+
+def _of_set(record: PatientRecord, vs: ValueSet) -> tuple[list[Lab], list[tuple[Lab, str, str]]]:
+    """The dated results of ``vs`` (bounds attached), split into possible and impossible ones; once per
+    record and value set."""
+    index = _index(record)
+    split = index.by_set.get(vs.name)
+    if split is None:
+        matched = index.dated_labs(vs)
+        bounds = vs.plausible
+        impossible: list[tuple[Lab, str, str]] = []
+        if bounds is not None:
+            matched = [Lab(lab.obs, lab.day, bounds) for lab in matched]
+            if not bounds.unit:
+                kept = []
+                for lab in matched:
+                    breach = raw_breach(lab.obs, bounds)
+                    if breach is None:
+                        kept.append(lab)
+                    else:
+                        impossible.append((lab, f"{lab.name} {breach[0]}", breach[1]))
+                matched = kept
+        split = index.by_set[vs.name] = (matched, impossible)
+    return split
+
+
+def raw_breach(obs: Mapping[str, Any], bounds: Plausible) -> tuple[str, str] | None:
+    """(the value as reported, why it cannot be real) when a number of the result (its quantity, or
+    either side of a ratio) is outside bounds that hold in any unit; None otherwise."""
+    q = quantity_of(obs)
+    if q is not None:
+        why = bounds.breach(q.value, q.comparator)
+        return (str(q), why) if why is not None else None
+    ratio = obs.get("valueRatio")
+    if isinstance(ratio, Mapping):
+        parts = [quantity_of({"valueQuantity": ratio.get(side)}) for side in ("numerator", "denominator")]
+        for part in parts:
+            why = bounds.breach(part.value, part.comparator) if part is not None else None
+            if why is not None:
+                shown = ":".join(str(p) if p is not None else "?" for p in parts)
+                return shown, why
+    return None
+
+
+def naming_impossible(res: CriterionResult, found: Sequence[tuple[Lab, str, str]]) -> CriterionResult:
+    """``res`` with the results ``impossible_labs`` gives named in its reason and cited as its evidence
+    (the entry error is seen where the outcome came from the other results)."""
+    if not found:
+        return res
+    return replace(
+        res, reason=res.reason + not_used((f"{shown} {lab.on}", why, lab.ref) for lab, shown, why in found),
+        evidence=tuple(dict.fromkeys([*res.evidence, *(lab.ref for lab, _s, _w in found)])),
+    )
+
+
+def not_used(found: Iterable[tuple[str, str, str]]) -> str:
+    """A sentence naming results left out as impossible, for a reason: (the result and its day, why, the
+    reference) -> " Not used, impossible (an entry error?): eGFR -5 on 2026-05-20 (below 0;
+    Observation/x)." ("" when there are none)."""
+    shown = [f"{what} ({why}; {where})" for what, why, where in found]
+    return f" Not used, impossible (an entry error?): {'; '.join(shown)}." if shown else ""
+
+
+def report_impossible(ctx: Context, where: str, shown: str, why: str) -> None:
+    """The ``implausible-value`` finding of a value that cannot be real; it names the resource and the
+    clinical value, nothing about the patient."""
+    ctx.quality.add("warning", where, IMPLAUSIBLE, f"{shown} is impossible ({why}): not used")
+
+
+def possible(ctx: Context, lab: Lab, q: Quantity, what: str) -> bool:
+    """Whether a result converted to the unit of its value set's bounds can be real; when it cannot, an
+    ``implausible-value`` finding ("eGFR -5 mL/min/1.73m2 is impossible (below 0): not used")."""
+    why = breach_of(lab, q)
+    if why is None:
+        return True
+    report_impossible(ctx, lab.ref, f"{what} {q}", why)
+    return False
+
+
+def breach_of(lab: Lab, q: Quantity) -> str | None:
+    """Why ``q`` (a result of ``lab`` in the unit of its bounds) cannot be real, or None."""
+    bounds = lab.plausible
+    if bounds is None or not bounds.unit:
+        return None  # bounds in any unit were checked when the result was found (``labs``)
+    if unit_key(q.unit) != unit_key(bounds.unit):
+        raise ValueError(
+            f"the plausible bounds of {lab.name} are in {bounds.unit}, but the result was read in {q.unit}"
+        )
+    return bounds.breach(q.value, q.comparator)
 
 
 def lab_instant(lab: Lab) -> datetime | None:
@@ -157,7 +264,8 @@ class _LabIndex:
 
     def __init__(self, parts: list[Resource]) -> None:
         self.parts = parts
-        self.by_set: dict[str, list[Lab]] = {}  # value set name -> ``dated_labs``, for ``labs``
+        # value set name -> ``dated_labs`` split into possible and impossible results, for ``labs``
+        self.by_set: dict[str, tuple[list[Lab], list[tuple[Lab, str, str]]]] = {}
         self._codes: dict[tuple[str, str], list[int]] | None = None
         self._concepts: dict[int, tuple[Any, list[int]]] | None = None
         self._labs: list[Lab | None] | None = None  # per part; None when undated
@@ -304,11 +412,13 @@ def count_e9_per_l(ctx: Context, lab: Lab, what: str) -> Quantity | None:
         return None
     key = unit_key(q.unit)
     if key in _PER_NANOLITRE:
-        return q.scaled(1.0, "10*9/L")
-    if key in _PER_MICROLITRE:
-        return q.scaled(0.001, "10*9/L")
-    report_unit(ctx, lab, what, q.unit)
-    return None
+        count = q.scaled(1.0, "10*9/L")
+    elif key in _PER_MICROLITRE:
+        count = q.scaled(0.001, "10*9/L")
+    else:
+        report_unit(ctx, lab, what, q.unit)
+        return None
+    return count if possible(ctx, lab, count, what) else None
 
 
 def occasions_below(
@@ -347,7 +457,8 @@ def _scaled_by_unit(
     if factor is None:
         report_unit(ctx, lab, what, q.unit)
         return None
-    return q.scaled(factor, target)
+    scaled = q.scaled(factor, target)
+    return scaled if possible(ctx, lab, scaled, what) else None
 
 
 def protein_24h_g(ctx: Context, lab: Lab) -> Quantity | None:
@@ -441,11 +552,18 @@ def temperature_c(ctx: Context, lab: Lab) -> Quantity | None:
         return None
     key = unit_key(q.unit).replace("°", "deg").replace("[", "").replace("]", "")
     if key in ("cel", "degc", "c"):
-        return q
-    if key in ("degf", "f"):
-        return Quantity((q.value - 32) * 5 / 9, q.comparator, "Cel")
-    report_unit(ctx, lab, "body temperature", q.unit)
-    return None
+        celsius = Quantity(q.value, q.comparator, "Cel")
+    elif key in ("degf", "f"):
+        celsius = Quantity((q.value - 32) * 5 / 9, q.comparator, "Cel")
+    else:
+        report_unit(ctx, lab, "body temperature", q.unit)
+        return None
+    why = breach_of(lab, celsius)
+    if why is not None:  # 98.6 sent as Cel; 37 sent as degF
+        converted = f" ({celsius.value:.1f} Cel)" if key in ("degf", "f") else ""
+        report_impossible(ctx, lab.ref, f"body temperature {q}{converted}", why)
+        return None
+    return celsius
 
 
 # ------------------------------------------------------------------------------------ autoantibodies

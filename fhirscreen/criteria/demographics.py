@@ -3,16 +3,37 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from datetime import date
 from typing import Any
 
+from fhirscreen.criteria._labs import report_impossible
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, evaluator, result
-from fhirscreen.fhir.dates import age_in_years, day, parse_date
+from fhirscreen.fhir.dates import PartialDate, age_in_years, day, parse_date
 from fhirscreen.record import PatientRecord
 
 
 class AgeParams(Params):
     min_years: int
     max_years: int  # inclusive, in completed years (criteria-codes.md Appendix A #1)
+    # A birth date giving an older age is an entry error, not an age (the trial file says why).
+    oldest_possible_years: int = 125
+
+
+def impossible_birth(birth: PartialDate, as_of: date, oldest: int) -> str | None:
+    """Why a birth date cannot be real on the screening date ("after the screening date 2026-06-01",
+    "an age of 226 on 2026-06-01, over 125"), or None. Never the birth date itself: it identifies."""
+    if birth.earliest > as_of:
+        return f"after the screening date {as_of.isoformat()}"
+    youngest = age_in_years(birth.latest, as_of)
+    if youngest > oldest:
+        return f"an age of {youngest} on {as_of.isoformat()}, over {oldest}"
+    return None
+
+
+def report_impossible_birth(ctx: Context, record: PatientRecord, why: str) -> None:
+    """The ``implausible-value`` finding of a birth date that cannot be real (one per patient, whichever
+    criterion finds it first)."""
+    report_impossible(ctx, record.ref, "the birth date", why)
 
 
 @evaluator("age", AgeParams)
@@ -40,6 +61,16 @@ def age(record: PatientRecord, ctx: Context, params: AgeParams) -> CriterionResu
         return result(
             Outcome.UNKNOWN,
             "No usable birth date on record.",
+            evidence,
+            next_step="Confirm the date of birth.",
+        )
+    impossible = impossible_birth(birth, ctx.as_of, params.oldest_possible_years)
+    if impossible is not None:
+        report_impossible_birth(ctx, record, impossible)
+        return result(
+            Outcome.UNKNOWN,
+            f"The birth date on record is impossible ({impossible}): an entry error, so the age is not "
+            "known.",
             evidence,
             next_step="Confirm the date of birth.",
         )

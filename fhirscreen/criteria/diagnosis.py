@@ -246,7 +246,7 @@ def lab_findings(record: PatientRecord, ctx: Context, params: SleClassificationP
     sets = params.labs
 
     def results(name: str) -> list[Lab]:
-        return labs(record, ctx.vs(name), None, ctx.as_of)
+        return labs(record, ctx.vs(name), None, ctx.as_of, ctx=ctx)
 
     ana_titer_codes = ctx.vs(sets.ana_titer)
     for lab in results(sets.ana):

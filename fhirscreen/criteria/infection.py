@@ -14,10 +14,10 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 
-from fhirscreen.criteria._labs import coded_observations, result_on
+from fhirscreen.criteria._labs import coded_observations, raw_breach, report_impossible, result_on
 from fhirscreen.criteria._medications import Exposure, exposures, reason_concepts
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
-from fhirscreen.fhir.codes import ValueSet, coding_items
+from fhirscreen.fhir.codes import ValueSet, coding_items, concept_label
 from fhirscreen.fhir.dates import days_before, months_before
 from fhirscreen.fhir.resources import (
     Resource,
@@ -101,11 +101,11 @@ def _viral_load_verdict(obs: Resource) -> Polarity | None:
 
 
 def _lab_results(
-    record: PatientRecord, vs: ValueSet, as_of: date, *, viral_load: bool = False
+    record: PatientRecord, ctx: Context, vs: ValueSet, as_of: date, *, viral_load: bool = False
 ) -> list[LabResult]:
     """Dated results of a test group up to the screening date, oldest first; unreadable values dropped."""
     out = []
-    for obs, label, day, verdict in _readable_results(record, vs, viral_load):
+    for obs, label, day, verdict in _readable_results(record, ctx, vs, viral_load):
         if day is not None and day <= as_of:
             out.append(LabResult(obs, day, verdict, label))
     # On one day, a positive outranks a negative: the later sort position decides "latest". Then the
@@ -115,25 +115,34 @@ def _lab_results(
 
 
 def _undated_positives(
-    record: PatientRecord, vs: ValueSet, *, viral_load: bool = False
+    record: PatientRecord, ctx: Context, vs: ValueSet, *, viral_load: bool = False
 ) -> list[tuple[str, str]]:
     """('HIV-1 Ab positive, result has no date (Observation/x)', 'Observation/x') for each positive result
     of a test group with no effective[x] or issued: it cannot be placed in a look-back or against other
     results, but it is on record."""
     return [
         (f"{label} positive, result has no date ({ref(obs)})", ref(obs))
-        for obs, label, day, verdict in _readable_results(record, vs, viral_load)
+        for obs, label, day, verdict in _readable_results(record, ctx, vs, viral_load)
         if day is None and verdict == "positive"
     ]
 
 
 def _readable_results(
-    record: PatientRecord, vs: ValueSet, viral_load: bool
+    record: PatientRecord, ctx: Context, vs: ValueSet, viral_load: bool
 ) -> Iterator[tuple[Resource, str, date | None, Polarity]]:
-    """(observation, label, day or None, verdict) of each result of a test group whose value can be read."""
+    """(observation, label, day or None, verdict) of each result of a test group whose value can be read.
+
+    A number that cannot be real (a negative viral load or antibody signal: the value set's bounds) is an
+    entry error: a finding, and no result (it would read "not detected").
+    """
+    bounds = vs.plausible
     for obs in coded_observations(record, vs):  # a result held in Observation.component counts too
         label = vs.match(obs.get("code"))
         if label is None:
+            continue
+        impossible = raw_breach(obs, bounds) if bounds is not None and not bounds.unit else None
+        if impossible is not None:
+            report_impossible(ctx, ref(obs), f"{label} {impossible[0]}", impossible[1])
             continue
         if viral_load:
             verdict = (
@@ -250,6 +259,8 @@ class ChronicInfectionParams(Params):
     # without it (or a diagnosis), the undetectable RNA may instead show the screen was a false positive.
     antiretrovirals: ValueSetRef | None = None
     art_prophylaxis_reasons: ValueSetRef | None = None  # PrEP/PEP: an antiretroviral that is not therapy
+    # ... or PrEP/PEP written in the order's dosage instruction or note (``_prophylaxis_said``).
+    art_prophylaxis_instructions: ValueSetRef | None = None
 
 
 def _active_condition_findings(
@@ -283,19 +294,19 @@ def _hepatitis_b(record: PatientRecord, ctx: Context, p: ChronicInfectionParams,
     f = Findings()
     as_of = alive_until(record.patient, ctx.as_of)
     _active_condition_findings(f, "hepatitis B", _conditions(record, ctx.vs(p.hbv_conditions), as_of), as_of)
-    hbsag = _lab_results(record, ctx.vs(p.hbsag_tests), as_of)
-    dna = _lab_results(record, ctx.vs(p.hbv_dna_tests), as_of, viral_load=True)
+    hbsag = _lab_results(record, ctx, ctx.vs(p.hbsag_tests), as_of)
+    dna = _lab_results(record, ctx, ctx.vs(p.hbv_dna_tests), as_of, viral_load=True)
     _windowed_confirmatory(f, "hepatitis B", hbsag, start, "HBsAg")
     _windowed_confirmatory(f, "hepatitis B", dna, start, "HBV DNA")
-    _undated_confirmatory(f, "hepatitis B", _undated_positives(record, ctx.vs(p.hbsag_tests)), "HBsAg")
+    _undated_confirmatory(f, "hepatitis B", _undated_positives(record, ctx, ctx.vs(p.hbsag_tests)), "HBsAg")
     _undated_confirmatory(
-        f, "hepatitis B", _undated_positives(record, ctx.vs(p.hbv_dna_tests), viral_load=True), "HBV DNA"
+        f, "hepatitis B", _undated_positives(record, ctx, ctx.vs(p.hbv_dna_tests), viral_load=True), "HBV DNA"
     )
-    anti_hbc = _lab_results(record, ctx.vs(p.anti_hbc_tests), as_of)
+    anti_hbc = _lab_results(record, ctx, ctx.vs(p.anti_hbc_tests), as_of)
     if f.fails or not anti_hbc or anti_hbc[-1].verdict != "positive":
         return f
     core = anti_hbc[-1]
-    anti_hbs = _lab_results(record, ctx.vs(p.anti_hbs_tests), as_of)
+    anti_hbs = _lab_results(record, ctx, ctx.vs(p.anti_hbs_tests), as_of)
     dna_negative = [r for r in dna if r.day >= start and r.verdict == "negative"]
     if anti_hbs and anti_hbs[-1].verdict == "positive":
         f.note(f"anti-HBc and anti-HBs positive: resolved hepatitis B ({ref(core.obs)})", ref(core.obs))
@@ -315,12 +326,12 @@ def _hepatitis_c(record: PatientRecord, ctx: Context, p: ChronicInfectionParams,
     f = Findings()
     as_of = alive_until(record.patient, ctx.as_of)
     _active_condition_findings(f, "hepatitis C", _conditions(record, ctx.vs(p.hcv_conditions), as_of), as_of)
-    rna = _lab_results(record, ctx.vs(p.hcv_rna_tests), as_of, viral_load=True)
+    rna = _lab_results(record, ctx, ctx.vs(p.hcv_rna_tests), as_of, viral_load=True)
     _windowed_confirmatory(f, "hepatitis C", rna, start, "HCV RNA")
     _undated_confirmatory(
-        f, "hepatitis C", _undated_positives(record, ctx.vs(p.hcv_rna_tests), viral_load=True), "HCV RNA"
+        f, "hepatitis C", _undated_positives(record, ctx, ctx.vs(p.hcv_rna_tests), viral_load=True), "HCV RNA"
     )
-    antibody = _lab_results(record, ctx.vs(p.hcv_antibody_tests), as_of)
+    antibody = _lab_results(record, ctx, ctx.vs(p.hcv_antibody_tests), as_of)
     if f.fails or f.unknowns or not antibody or antibody[-1].verdict != "positive":
         return f
     ab = antibody[-1]
@@ -345,11 +356,12 @@ def _antiretroviral_therapy(
     if p.antiretrovirals is None:
         return None
     drugs = ctx.vs(p.antiretrovirals)
-    prophylaxis = ctx.vs(p.art_prophylaxis_reasons) if p.art_prophylaxis_reasons else None
+    reasons = ctx.vs(p.art_prophylaxis_reasons) if p.art_prophylaxis_reasons else None
+    instructions = ctx.vs(p.art_prophylaxis_instructions) if p.art_prophylaxis_instructions else None
     found = []
     for exp in exposures(record):
         name = exp.matches(drugs) if exp.seen_by(as_of) else None
-        if name is None or (prophylaxis is not None and _prophylaxis_reason(record, exp, prophylaxis)):
+        if name is None or _prophylaxis(record, exp, reasons, instructions) is not None:
             continue
         found.append((exp.start or date.min, exp.ref, name))
     if not found:
@@ -371,13 +383,13 @@ def _hiv(record: PatientRecord, ctx: Context, p: ChronicInfectionParams) -> Find
     conds = _conditions(record, ctx.vs(p.hiv_conditions), as_of)
     _active_condition_findings(f, "HIV", conds, as_of, lifelong=True)
     # HIV is lifelong, so results count at any date; an undetectable viral load on treatment is still HIV.
-    rna = _lab_results(record, ctx.vs(p.hiv_rna_tests), as_of, viral_load=True)
+    rna = _lab_results(record, ctx, ctx.vs(p.hiv_rna_tests), as_of, viral_load=True)
     for r in rna:
         if r.verdict == "positive":
             f.fail(f"HIV: {r.describe()}", ref(r.obs))
-    serology = _lab_results(record, ctx.vs(p.hiv_antibody_antigen_tests), as_of)
-    undated = _undated_positives(record, ctx.vs(p.hiv_rna_tests), viral_load=True)
-    undated += _undated_positives(record, ctx.vs(p.hiv_antibody_antigen_tests))
+    serology = _lab_results(record, ctx, ctx.vs(p.hiv_antibody_antigen_tests), as_of)
+    undated = _undated_positives(record, ctx, ctx.vs(p.hiv_rna_tests), viral_load=True)
+    undated += _undated_positives(record, ctx, ctx.vs(p.hiv_antibody_antigen_tests))
     for text, cited in undated:
         # Results count at any date, so a positive without one is HIV as a dated one is, unless dated
         # results not detected may be what followed it (a false-positive screen): then a question.
@@ -440,7 +452,7 @@ def _tuberculosis(record: PatientRecord, ctx: Context, p: ChronicInfectionParams
     latent = _conditions(record, ctx.vs(p.latent_tb_conditions), as_of)
     for cond, label in latent:
         f.note(f"{label}, not active tuberculosis ({ref(cond)})", ref(cond))
-    igra = _lab_results(record, ctx.vs(p.igra_tests), as_of)
+    igra = _lab_results(record, ctx, ctx.vs(p.igra_tests), as_of)
     if f.fails or not igra:
         return f
     last = igra[-1]
@@ -496,6 +508,9 @@ class ActiveInfectionParams(Params):
     unstated_course_days: int = 14
     # An anti-infective whose stated reason is one of these prevents an infection, not treats one.
     prophylaxis_reasons: ValueSetRef | None = None
+    # ... and so does one whose dosage instruction or note says so in words these patterns find
+    # ("PJP prophylaxis", "to prevent infection"), not negated and not beside treatment wording.
+    prophylaxis_instructions: ValueSetRef | None = None
 
 
 def _prophylaxis_reason(record: PatientRecord, exp: Exposure, prophylaxis: ValueSet) -> str | None:
@@ -512,6 +527,100 @@ def _prophylaxis_reason(record: PatientRecord, exp: Exposure, prophylaxis: Value
     return None
 
 
+def _prophylaxis(
+    record: PatientRecord, exp: Exposure, reasons: ValueSet | None, instructions: ValueSet | None
+) -> str | None:
+    """Why an anti-infective is prevention, not treatment, for a reason ("PJP prophylaxis", "so its dosage
+    instruction says"), or None: its stated reason first, then the words of its dosage and notes."""
+    why = _prophylaxis_reason(record, exp, reasons) if reasons is not None else None
+    if why is None and instructions is not None:
+        why = _prophylaxis_said(record, exp, instructions)
+    return why
+
+
+# Free text said around a prophylaxis phrase that takes it back: a negation just before it ("not for PJP
+# prophylaxis", "no longer prophylactic", "non-prophylactic", "switched from prophylaxis") or an end just
+# after it ("prophylaxis stopped"). Only the words of the same clause count.
+_NEGATED_BEFORE = re.compile(
+    r"\b(not|no|non|never|without|instead\s+of|rather\s+than|no\s+longer|stop(?:s|ped)?|discontinu\w*|"
+    r"d/c|ceased?|changed?\s+from|switch(?:ed)?\s+from|off|completed|finished|ended)\b",
+    re.IGNORECASE,
+)
+_NEGATED_AFTER = re.compile(
+    r"^\W*(?:was\s+|is\s+|has\s+been\s+)?(stopped|discontinued|ceased|ended|completed|finished|held|"
+    r"not\s+indicated|declined|no)\b",
+    re.IGNORECASE,
+)
+# Treatment said anywhere in the text ("to treat", "treatment dose", "therapeutic", "active infection"):
+# beside prophylaxis wording, the text is not unambiguous, and the question stays. "Prophylactic
+# treatment", "suppressive therapy" and "treatment of latent TB" are prevention, not treatment.
+_TREATMENT = re.compile(
+    r"(?<!prophylactic )(?<!preventive )(?<!preventative )(?<!suppressive )"
+    r"\b(treat(?:s|ed|ing|ment)?|therapeutic|curative)\b(?!\s+(?:of|for)\s+(?:latent|ltbi))"
+    r"|\bactive\s+(?:infection|disease|tb|tuberculosis)\b",
+    re.IGNORECASE,
+)
+_CLAUSES = re.compile(r"[.;\n]|\bbut\b", re.IGNORECASE)
+
+
+def _prophylaxis_said(record: PatientRecord, exp: Exposure, instructions: ValueSet) -> str | None:
+    """ "so its dosage instruction says" when the dosage text, patient instruction, additional
+    instruction or note of the record (or of the order it carries out) says prophylaxis in words
+    ``instructions`` finds, not taken back in its clause; None when none does, or when one of them says
+    treatment (then the text is not unambiguous). The text itself is not quoted: notes are free text."""
+    said: str | None = None
+    for owner, where, text in _instruction_texts(record, exp):
+        clauses = _CLAUSES.split(" ".join(text.split()))
+        if any(_said_in(clause, _TREATMENT) for clause in clauses):
+            return None
+        if said is None and any(_said_in(c, p) for c in clauses for p in instructions.text_patterns):
+            said = f"so its {where} says" if owner == exp.ref else f"so the {where} of {owner} says"
+    return said
+
+
+def _said_in(clause: str, pattern: re.Pattern[str]) -> bool:
+    """``pattern`` found in a clause and not taken back there (a negation in the four words before it,
+    an end right after it)."""
+    for m in pattern.finditer(clause):
+        before = " ".join(clause[: m.start()].split()[-4:])
+        after = clause[m.end():]
+        if not _NEGATED_BEFORE.search(before) and not _NEGATED_AFTER.search(after):
+            return True
+    return False
+
+
+_DOSAGE_TEXTS = ("text", "patientInstruction")
+
+
+def _instruction_texts(record: PatientRecord, exp: Exposure) -> Iterator[tuple[str, str, str]]:
+    """(the record's reference, "dosage instruction" or "note", text) of a medication record and of the
+    orders it carries out (a fill, an administration, a statement based on an order)."""
+    for reference in (exp.ref, *exp.links):
+        resource = _find(record, reference)
+        if resource is None:
+            continue
+        dosages = resource.get("dosageInstruction") or resource.get("dosage")
+        for dosage in dosages if isinstance(dosages, list) else [dosages]:
+            if not isinstance(dosage, dict):
+                continue
+            for key in _DOSAGE_TEXTS:
+                if isinstance(dosage.get(key), str):
+                    yield reference, "dosage instruction", dosage[key]
+            for extra in dosage.get("additionalInstruction") or ():
+                if isinstance(extra, dict):
+                    label = concept_label(extra)
+                    if label:
+                        yield reference, "dosage instruction", label
+        for note in resource.get("note") or ():
+            if isinstance(note, dict) and isinstance(note.get("text"), str):
+                yield reference, "note", note["text"]
+
+
+def _find(record: PatientRecord, reference: str) -> Resource | None:
+    rtype, _sep, rid = reference.partition("/")
+    return next((r for r in record.of_type(rtype) if r.get("id") == rid), None)
+
+
 def _on_anti_infective(
     record: PatientRecord, ctx: Context, params: ActiveInfectionParams, as_of: date
 ) -> Findings:
@@ -520,14 +629,15 @@ def _on_anti_infective(
         return f
     drugs = ctx.vs(params.anti_infectives)
     local = ctx.vs(params.local_forms) if params.local_forms else None
-    prophylaxis = ctx.vs(params.prophylaxis_reasons) if params.prophylaxis_reasons else None
+    reasons = ctx.vs(params.prophylaxis_reasons) if params.prophylaxis_reasons else None
+    instructions = ctx.vs(params.prophylaxis_instructions) if params.prophylaxis_instructions else None
     for exp in exposures(record):
         if not exp.seen_by(as_of) or exp.possible_last_day(as_of, params.unstated_course_days) != as_of:
             continue
         name = exp.matches(drugs)
         if name is None or (local is not None and exp.is_local(local)):
             continue
-        why = _prophylaxis_reason(record, exp, prophylaxis) if prophylaxis is not None else None
+        why = _prophylaxis(record, exp, reasons, instructions)
         if why is not None:
             f.note(f"{name} ({exp.when()}, {exp.ref}) is prophylaxis ({why}), not treatment", exp.ref)
             continue

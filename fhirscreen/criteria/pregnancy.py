@@ -15,7 +15,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import date, datetime
 
-from fhirscreen.criteria._labs import Lab, coded_observations, lab_instant, status_said
+from fhirscreen.criteria._labs import (
+    Lab,
+    coded_observations,
+    lab_instant,
+    raw_breach,
+    report_impossible,
+    status_said,
+)
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet, coding_items, concept_label, union
 from fhirscreen.fhir.resources import (
@@ -131,12 +138,12 @@ def _ended_events(record: PatientRecord, vs: ValueSet, procedures: ValueSet | No
 
 
 def _observation_events(
-    record: PatientRecord, vs: ValueSet, verdict_of: _Verdict, max_age: int, ask_age: int
+    record: PatientRecord, ctx: Context, vs: ValueSet, verdict_of: _Verdict, max_age: int, ask_age: int
 ) -> Iterator[Event]:
     for obs in coded_observations(record, vs):  # a status or hCG held in Observation.component counts too
         label = vs.match(obs.get("code"))
         day = observation_day(obs)
-        if label is None or day is None:
+        if label is None or day is None or _impossible(ctx, vs, obs, label):
             continue
         says = verdict_of(obs)
         if says is not None:
@@ -149,14 +156,26 @@ def _observation_events(
 
 
 def _undated_positives(
-    record: PatientRecord, vs: ValueSet, verdict_of: _Verdict
+    record: PatientRecord, ctx: Context, vs: ValueSet, verdict_of: _Verdict
 ) -> Iterator[tuple[str, str]]:
     """('hCG positive, result has no date (Observation/x)', 'Observation/x'): a positive that cannot be
     placed in time, and may be current (a question, never dropped)."""
     for obs in coded_observations(record, vs):
         label = vs.match(obs.get("code"))
-        if label is not None and observation_day(obs) is None and verdict_of(obs) == "positive":
+        if label is None or observation_day(obs) is not None or _impossible(ctx, vs, obs, label):
+            continue
+        if verdict_of(obs) == "positive":
             yield f"{label} positive, result has no date ({ref(obs)})", ref(obs)
+
+
+def _impossible(ctx: Context, vs: ValueSet, obs: Resource, label: str) -> bool:
+    """A number that cannot be real (a negative hCG: the value set's bounds) is an entry error, not a
+    negative test: a finding, and no evidence."""
+    bounds = vs.plausible
+    impossible = raw_breach(obs, bounds) if bounds is not None and not bounds.unit else None
+    if impossible is not None:
+        report_impossible(ctx, ref(obs), f"{label} {impossible[0]}", impossible[1])
+    return impossible is not None
 
 
 def _written_value(obs: Resource) -> str:
@@ -357,15 +376,15 @@ def _pregnancy(record: PatientRecord, ctx: Context, p: PregnancyParams) -> tuple
         yes = union("pregnant", (yes, ctx.vs(p.pregnant_values)))
     uncertain = ctx.vs(p.uncertain_values) if p.uncertain_values else None
     status = _StatusVerdict(yes, ctx.vs(p.not_pregnant_values), uncertain)
-    events += _observation_events(record, ctx.vs(p.pregnancy_status_tests), status, max_days, max_days)
+    events += _observation_events(record, ctx, ctx.vs(p.pregnancy_status_tests), status, max_days, max_days)
     hcg = _HcgVerdict(p.hcg_positive_at, p.hcg_negative_below)
     for vs in (p.hcg_qualitative_tests, p.hcg_quantitative_tests):
         # A positive hCG older than the window could still be the same, ongoing pregnancy: ask.
-        events += _observation_events(record, ctx.vs(vs), hcg, p.hcg_window_days, max_days)
+        events += _observation_events(record, ctx, ctx.vs(vs), hcg, p.hcg_window_days, max_days)
     state = _current(events, as_of, "pregnancy")
-    undated_tests = list(_undated_positives(record, ctx.vs(p.pregnancy_status_tests), status))
+    undated_tests = list(_undated_positives(record, ctx, ctx.vs(p.pregnancy_status_tests), status))
     for vs in (p.hcg_qualitative_tests, p.hcg_quantitative_tests):
-        undated_tests += _undated_positives(record, ctx.vs(vs), hcg)
+        undated_tests += _undated_positives(record, ctx, ctx.vs(vs), hcg)
     if undated_tests and state.outcome is None:
         state = State(
             Outcome.UNKNOWN, "; ".join(t for t, _r in undated_tests), tuple(r for _t, r in undated_tests),
@@ -381,7 +400,8 @@ def _breastfeeding(record: PatientRecord, ctx: Context, p: PregnancyParams) -> t
     events = list(_condition_events(record, yes, as_of, p.lactation_max_days, undated))
     status = _StatusVerdict(yes, ctx.vs(p.not_pregnant_values))
     max_days = p.lactation_max_days
-    events += _observation_events(record, ctx.vs(p.breastfeeding_status_tests), status, max_days, max_days)
+    breastfeeding = ctx.vs(p.breastfeeding_status_tests)
+    events += _observation_events(record, ctx, breastfeeding, status, max_days, max_days)
     return _current(events, as_of, "breastfeeding"), undated
 
 

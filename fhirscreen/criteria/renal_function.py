@@ -17,8 +17,21 @@ from datetime import date, timedelta
 
 from pydantic import ConfigDict
 
-from fhirscreen.criteria._labs import Lab, code_of, lab_key, labs, possibly_latest, report_unit, unit_key
+from fhirscreen.criteria._labs import (
+    Lab,
+    breach_of,
+    code_of,
+    lab_key,
+    labs,
+    naming_impossible,
+    possible,
+    possibly_latest,
+    report_impossible,
+    report_unit,
+    unit_key,
+)
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.criteria.demographics import impossible_birth, report_impossible_birth
 from fhirscreen.fhir.dates import age_in_years, days_before, parse_date
 from fhirscreen.fhir.resources import items
 from fhirscreen.fhir.values import Quantity, quantity_of
@@ -34,6 +47,8 @@ class EgfrParams(Params):
     creatinine: ValueSetRef = "serum_creatinine"
     # Several eGFRs on the latest day: CKD-EPI 2021 first (criteria-codes.md I4), then the rest.
     prefer: tuple[str, ...] = ("98979-8", "98980-6", "62238-1")
+    # A birth date giving an older age cannot be used to compute eGFR (as I1's oldest_possible_years).
+    oldest_possible_years: int = 125
 
 
 # --------------------------------------------------------------------------------- CKD-EPI 2021
@@ -60,9 +75,15 @@ UMOL_PER_MG_DL = 88.4  # creatinine: 1 mg/dL = 88.4 umol/L
 
 
 def creatinine_mg_dl(ctx: Context, lab: Lab) -> Quantity | None:
-    """Serum creatinine in mg/dL (umol/L / 88.4; mmol/L x 1000 / 88.4); unknown units are reported."""
+    """Serum creatinine in mg/dL (umol/L / 88.4; mmol/L x 1000 / 88.4); unknown units are reported, and so
+    is a value that cannot be real (the value set's bounds: 0 or less, beyond any ever recorded)."""
+    q = _creatinine(ctx, lab)
+    return q if q is not None and possible(ctx, lab, q, "serum creatinine") else None
+
+
+def _creatinine(ctx: Context, lab: Lab) -> Quantity | None:
     q = quantity_of(lab.obs)
-    if q is None or q.value <= 0:
+    if q is None:
         return None
     key = unit_key(q.unit)
     if key in _MG_DL:
@@ -77,7 +98,14 @@ def creatinine_mg_dl(ctx: Context, lab: Lab) -> Quantity | None:
 
 def egfr_value(ctx: Context, lab: Lab) -> Quantity | None:
     """An eGFR in mL/min/1.73 m2. Any mL/min-based unit is accepted on eGFR codes, the code asserting
-    the normalisation (Synthea's dialysis module writes plain "mL/min", criteria-codes.md section 1)."""
+    the normalisation (Synthea's dialysis module writes plain "mL/min", criteria-codes.md section 1).
+    A value that cannot be real (the value set's bounds: below 0, above 250) is reported, not used."""
+    q = _egfr(ctx, lab)
+    return q if q is not None and possible(ctx, lab, q, "eGFR") else None
+
+
+def _egfr(ctx: Context | None, lab: Lab) -> Quantity | None:
+    """The eGFR in mL/min/1.73 m2 whatever its value; an unknown unit is reported when ``ctx`` is given."""
     q = quantity_of(lab.obs)
     if q is None:
         return None
@@ -86,7 +114,8 @@ def egfr_value(ctx: Context, lab: Lab) -> Quantity | None:
         return q.scaled(1.0, "mL/min/1.73m2")
     if unit_key(q.unit).startswith("ml/s"):  # SI reporting (Nordic labs): 1 mL/s = 60 mL/min
         return q.scaled(60.0, "mL/min/1.73m2")
-    report_unit(ctx, lab, "eGFR", q.unit)
+    if ctx is not None:
+        report_unit(ctx, lab, "eGFR", q.unit)
     return None
 
 
@@ -131,7 +160,7 @@ def _settle(readings: list[Reading], threshold: float) -> Reading:
 def _latest_egfr(record: PatientRecord, ctx: Context, params: EgfrParams, first: date) -> Reading | None:
     """The latest usable eGFR in the window; on the same day the preferred equation, then the later
     draw (a stated time), then ``_settle``."""
-    usable = [(lab, q) for lab in labs(record, ctx.vs(params.egfr), first, ctx.as_of)
+    usable = [(lab, q) for lab in labs(record, ctx.vs(params.egfr), first, ctx.as_of, ctx=ctx)
               if (q := egfr_value(ctx, lab)) is not None]
     if not usable:
         return None
@@ -179,7 +208,7 @@ def _from_creatinine(record: PatientRecord, ctx: Context, params: EgfrParams, fi
     """CKD-EPI 2021 from the latest usable creatinine in the window (the later draw of a day by stated
     time; results no time orders are settled by ``_settle``, or by the highest creatinine when one of
     them cannot give an eGFR)."""
-    usable = [(lab, q) for lab in labs(record, ctx.vs(params.creatinine), first, ctx.as_of)
+    usable = [(lab, q) for lab in labs(record, ctx.vs(params.creatinine), first, ctx.as_of, ctx=ctx)
               if (q := creatinine_mg_dl(ctx, lab)) is not None]
     if not usable:
         return Computed(None)
@@ -188,25 +217,38 @@ def _from_creatinine(record: PatientRecord, ctx: Context, params: EgfrParams, fi
     tied.sort(
         key=lambda item: (-item[1].value, -_LOW_FIRST.get(item[1].comparator or "", 2), lab_key(item[0]))
     )
-    computed = [_computed(record, params, lab, scr) for lab, scr in tied]
+    computed = [_computed(record, ctx, params, lab, scr) for lab, scr in tied]
     readings = [c.reading for c in computed if c.reading is not None]
     if readings and (len(readings) == len(computed) or _settle(readings, params.min_egfr).conflict):
         return Computed(_settle(readings, params.min_egfr))
     return computed[0]
 
 
-def _computed(record: PatientRecord, params: EgfrParams, lab: Lab, scr: Quantity) -> Computed:
+def _computed(record: PatientRecord, ctx: Context, params: EgfrParams, lab: Lab, scr: Quantity) -> Computed:
     """CKD-EPI 2021 from one creatinine.
 
     Where sex or age is not known exactly, every possible combination is computed, and the result
-    is a range; it decides only when the whole range is on one side of the threshold.
+    is a range; it decides only when the whole range is on one side of the threshold. A birth date that
+    cannot be real (I1's rule) gives no age to compute with.
     """
     birth = parse_date(record.patient.get("birthDate"))
     if birth is None:
         return Computed(None, f"creatinine {_fmt(scr)} mg/dL {lab.on} but no birth date to compute eGFR")
+    impossible = impossible_birth(birth, ctx.as_of, params.oldest_possible_years)
+    if impossible is not None:
+        report_impossible_birth(ctx, record, impossible)
+        return Computed(
+            None, f"creatinine {_fmt(scr)} mg/dL {lab.on} but the birth date on record is impossible "
+            f"({impossible}), so eGFR cannot be computed",
+        )
+    if birth.earliest > lab.day:
+        report_impossible(ctx, lab.ref, "serum creatinine", "dated before the patient's birth date")
+        before = "is dated before the birth date on record"
+        return Computed(None, f"creatinine {_fmt(scr)} mg/dL {lab.on} {before}")
     sex = _sex(record)
     sexes = [sex == "female"] if sex else [True, False]
-    ages = {age_in_years(birth.latest, lab.day), age_in_years(birth.earliest, lab.day)}
+    # A birth date partial over the day of the result: the youngest age is 0.
+    ages = {max(0, age_in_years(birth.latest, lab.day)), age_in_years(birth.earliest, lab.day)}
     values = [ckd_epi_2021(scr.value, age, female) for age in ages for female in sexes]
     low, high = min(values), max(values)
     # eGFR falls as creatinine rises, so a bound on creatinine is the opposite bound on eGFR.
@@ -238,6 +280,32 @@ def _decided(reading: Reading | None, threshold: float) -> bool:
 def egfr(record: PatientRecord, ctx: Context, params: EgfrParams) -> CriterionResult:
     """Latest eGFR in the window at or above the threshold (CKD-EPI 2021 from creatinine as fallback)."""
     first = days_before(ctx.as_of, params.window_days)
+    res = _evaluate(record, ctx, params, first)
+    # Results that cannot be real (an eGFR of -5) were left out; those as recent as the result that
+    # decided (any in the window, when none did) are named, so that a coordinator sees the entry error.
+    since = res.details.get("egfr_date")
+    found = _impossible(record, ctx, params, first)
+    return naming_impossible(res, [item for item in found if since is None or item[0].when >= since])
+
+
+def _impossible(
+    record: PatientRecord, ctx: Context, params: EgfrParams, first: date
+) -> list[tuple[Lab, str, str]]:
+    """The eGFRs and creatinines of the window whose value cannot be real: (result, value, why)."""
+    found = []
+    for vs, read, what, unit in (
+        (params.egfr, _egfr, "eGFR", "mL/min/1.73 m2"),
+        (params.creatinine, _creatinine, "creatinine", "mg/dL"),
+    ):
+        for lab in labs(record, ctx.vs(vs), first, ctx.as_of, ctx=ctx):
+            q = read(ctx, lab)
+            why = breach_of(lab, q) if q is not None else None
+            if q is not None and why is not None:
+                found.append((lab, f"{what} {_fmt(q)} {unit}{_as_sent(lab)}", why))
+    return sorted(found, key=lambda item: (item[0].day, item[0].ref), reverse=True)
+
+
+def _evaluate(record: PatientRecord, ctx: Context, params: EgfrParams, first: date) -> CriterionResult:
     measured = _latest_egfr(record, ctx, params, first)
     # The most recent kidney-function result wins, eGFR or creatinine (issue 8 s3): a creatinine after
     # the latest eGFR (an AKI 70 days ago, recovered since) is today's kidney function. On the same day
@@ -316,8 +384,12 @@ def _unknown(
     else:
         reason = f"No eGFR or serum creatinine in the last {params.window_days} days"
         first = days_before(ctx.as_of, params.window_days)
-        unusable = labs(record, ctx.vs(params.egfr), first, ctx.as_of)
-        older = labs(record, ctx.vs(params.egfr), None, first - timedelta(days=1))
+        # An impossible value is named by ``egfr``; an unreadable one here.
+        unusable = [lab for lab in labs(record, ctx.vs(params.egfr), first, ctx.as_of, ctx=ctx)
+                    if not ((q := _egfr(ctx, lab)) is not None and breach_of(lab, q))]
+        # Older results are only named: their units are not reported, as before.
+        older = [lab for lab in labs(record, ctx.vs(params.egfr), None, first - timedelta(days=1), ctx=ctx)
+                 if not ((q := _egfr(None, lab)) is not None and breach_of(lab, q))]
         if unusable:
             reason += f" with a usable value (eGFR {unusable[0].on} has no readable value or unit)"
             evidence.append(unusable[0].ref)

@@ -17,7 +17,7 @@ from typing import Any
 
 from fhirscreen.criteria import _events as ev
 from fhirscreen.criteria import _plans
-from fhirscreen.criteria._labs import Lab, possibly_latest, result_on
+from fhirscreen.criteria._labs import Lab, possibly_latest, report_impossible, result_on
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import days_before, months_before
@@ -233,10 +233,19 @@ def _check_low_egfr(record: PatientRecord, ctx: Context, params: DialysisParams,
     if not params.egfr:
         return
     first = days_before(ctx.as_of, params.egfr_lookback_days)
+    vs = ctx.vs(params.egfr)
     results = [
-        (e, v) for e in ev.observations(record, ctx.vs(params.egfr))
+        (e, v) for e in ev.observations(record, vs)
         if e.in_window(first, ctx.as_of) and (v := _egfr_value(e.resource)) is not None
     ]
+    if vs.plausible is not None:
+        # An eGFR that cannot be real (-5, 300) is an entry error: a finding, and not the latest eGFR.
+        bounds = vs.plausible
+        for event, (comparator, value) in results:
+            why = bounds.breach(value, comparator or None)
+            if why is not None:
+                report_impossible(ctx, event.ref, f"eGFR {comparator}{value:g} mL/min/1.73m2", why)
+        results = [(e, (c, v)) for e, (c, v) in results if bounds.breach(v, c or None) is None]
     if not results:
         return
     # The latest result; of equally recent ones (one day, no later stated time) the lowest, whatever the

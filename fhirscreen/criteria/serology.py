@@ -9,11 +9,20 @@ or reference range), never a global cut-off (Appendix A #5).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import date
 from typing import Literal
 
 from pydantic import ConfigDict
 
-from fhirscreen.criteria._labs import Lab, ana_titer, dsdna_verdict, labs, value_text
+from fhirscreen.criteria._labs import (
+    Lab,
+    ana_titer,
+    dsdna_verdict,
+    impossible_labs,
+    labs,
+    naming_impossible,
+    value_text,
+)
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import months_before
@@ -102,9 +111,22 @@ def read_dsdna(lab: Lab, ctx: Context, params: AnaDsdnaParams) -> Reading:
 def ana_or_dsdna(record: PatientRecord, ctx: Context, params: AnaDsdnaParams) -> CriterionResult:
     """ANA titer at or above the threshold, or a positive anti-dsDNA, within N calendar months."""
     first = months_before(ctx.as_of, params.window_months)
+    res = _ana_or_dsdna(record, ctx, params, first)
+    # Results whose number cannot be real (a negative index) were left out: a criterion that is not met
+    # names them, so that the entry error is seen before a patient is set aside.
+    impossible = [
+        item for name in (params.ana, params.anti_dsdna)
+        for item in impossible_labs(record, ctx.vs(name), first, ctx.as_of)
+    ]
+    return res if res.outcome is Outcome.PASS else naming_impossible(res, impossible)
+
+
+def _ana_or_dsdna(
+    record: PatientRecord, ctx: Context, params: AnaDsdnaParams, first: date
+) -> CriterionResult:
     window = f"{first.isoformat()} to {ctx.as_of.isoformat()}"
-    ana_results = labs(record, ctx.vs(params.ana), first, ctx.as_of)
-    dsdna_results = labs(record, ctx.vs(params.anti_dsdna), first, ctx.as_of)
+    ana_results = labs(record, ctx.vs(params.ana), first, ctx.as_of, ctx=ctx)
+    dsdna_results = labs(record, ctx.vs(params.anti_dsdna), first, ctx.as_of, ctx=ctx)
     titer_codes = ctx.vs(params.ana_titer)
     ana = ArmResult([read_ana(lab, params.ana_min_titer, titer_codes) for lab in ana_results])
     dsdna = ArmResult([read_dsdna(lab, ctx, params) for lab in dsdna_results])

@@ -20,9 +20,11 @@ from fhirscreen.criteria._labs import (
     Lab,
     count_e9_per_l,
     dsdna_verdict,
+    impossible_labs,
     is_present,
     lab_key,
     labs,
+    naming_impossible,
     per_hpf,
     possibly_latest,
     protein_24h_g,
@@ -187,7 +189,7 @@ def lab_items(record: PatientRecord, ctx: Context, params: SledaiParams, first: 
     sets = params.labs
 
     def results(name: str) -> list[Lab]:
-        return labs(record, ctx.vs(name), first, ctx.as_of)
+        return labs(record, ctx.vs(name), first, ctx.as_of, ctx=ctx)
 
     def confounded(vs_name: str) -> bool:
         return bool(_conditions(record, ctx.vs(vs_name), first, ctx.as_of, documented=False))
@@ -291,7 +293,7 @@ def recorded_scores(
     time, and those without a time), lowest first: never input order or resource ids. With ``partial``,
     the totals of an instrument that leaves the serologic items out (``_PARTIAL``) instead."""
     found = []
-    for lab in labs(record, ctx.vs(params.score), first, ctx.as_of):
+    for lab in labs(record, ctx.vs(params.score), first, ctx.as_of, ctx=ctx):
         if (_PARTIAL.search(lab.name) is not None) != partial:
             continue
         descriptor = not _TOTAL.search(lab.name) and (lab.obs.get("_component") or _ITEM.search(lab.name))
@@ -333,6 +335,13 @@ _ITEM = re.compile(
 def sledai(record: PatientRecord, ctx: Context, params: SledaiParams) -> CriterionResult:
     """Recorded SLEDAI-2K in the window, else a lower bound from structured data with SLEDAI-2K weights."""
     first = days_before(ctx.as_of, params.window_days)
+    res = _sledai(record, ctx, params, first)
+    # A recorded total that cannot be real (above 105, negative) was left out: named, so that the entry
+    # error is seen where the outcome comes from the other totals or the items.
+    return naming_impossible(res, impossible_labs(record, ctx.vs(params.score), first, ctx.as_of))
+
+
+def _sledai(record: PatientRecord, ctx: Context, params: SledaiParams, first: date) -> CriterionResult:
     window = f"the {params.window_days} days before {ctx.as_of.isoformat()}"
     scores = recorded_scores(record, ctx, params, first)
     if scores:

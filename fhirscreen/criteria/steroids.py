@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
+from fhirscreen.criteria._labs import report_impossible
 from fhirscreen.criteria._medications import (
     Drug,
     Exposure,
@@ -381,10 +382,6 @@ class _UnreadableWeight:
     why: str  # "unit 'stone'", "6000 kg, outside 20-400 kg"
 
 
-# An adult body weight outside these bounds is an entry error (grams as kg, a typo), not a weight to dose
-# by: 6000 kg made 40 mg of prednisone 0.01 mg/kg/day.
-_PLAUSIBLE_KG = (20.0, 400.0)
-
 
 def _latest_weight(
     record: PatientRecord, ctx: Context, value_set: str
@@ -409,11 +406,14 @@ def _latest_weight(
                 ctx.quality.add("warning", ref(obs), "unknown-unit",
                                 f"body weight in unit {unit or '(none)'!r} cannot be converted to kg")
             continue
-        low, high = _PLAUSIBLE_KG
-        if not low <= kg <= high:
-            why = f"{kg:g} kg, outside {low:g}-{high:g} kg"
-            unreadable.append(_UnreadableWeight(ref(obs), why))
-            ctx.quality.add("warning", ref(obs), "implausible-value", f"body weight {why}: not used")
+        # A weight outside the value set's bounds (20-400 kg) is an entry error (grams as kg, a typo), not
+        # a weight to dose by: 6000 kg made 40 mg of prednisone 0.01 mg/kg/day.
+        if vs.plausible is not None and vs.plausible.unit not in ("", "kg"):
+            raise ValueError(f"the plausible bounds of {value_set} must be in kg, not {vs.plausible.unit}")
+        impossible = vs.plausible.breach(kg) if vs.plausible is not None else None
+        if impossible is not None:
+            unreadable.append(_UnreadableWeight(ref(obs), f"{kg:g} kg, {impossible}"))
+            report_impossible(ctx, ref(obs), f"body weight {kg:g} kg", impossible)
             continue
         if best is None or on > best.on:
             best = _Weight(kg, on, ref(obs))

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from fhirscreen.fhir.memo import new_table, per_resource
+from fhirscreen.fhir.plausible import Plausible
 
 SNOMED = "http://snomed.info/sct"
 ICD10CM = "http://hl7.org/fhir/sid/icd-10-cm"
@@ -235,6 +236,8 @@ class ValueSet:
     codes: dict[tuple[str, str], Code] = field(default_factory=dict)
     prefixes: dict[str, list[str]] = field(default_factory=dict)
     text_patterns: list[re.Pattern[str]] = field(default_factory=list)
+    # The values a result of this set can physically take (a lab's value set only); not merged by include.
+    plausible: Plausible | None = None
     # text -> does a pattern match it; texts repeat (drug names), regex searches are the cost.
     _text_hits: dict[str, bool] = field(default_factory=dict, repr=False, compare=False)
     # signature number (see ``concept_signature``) -> answer of ``match``; emptied when the set changes.

@@ -135,20 +135,47 @@ def _dose(dosage: object) -> str:
     return ", ".join(amounts)
 
 
+# The types ``_medication_use`` describes: every medication record a criterion reads (MEDICATION_TYPES).
+MEDICATION_USES = frozenset({
+    "MedicationRequest", "MedicationStatement", "MedicationAdministration", "MedicationDispense",
+})
+
+
 def _medication_use(use: Resource, record: PatientRecord | None) -> list[str]:
+    """Drug, status, day and dose of an order, a statement, an administration or a fill (a fill's day is
+    the day it was handed over, and its supply is said: the days it covers are what criteria read)."""
     medication = record.medication(use) if record is not None else None
     label = concept_label(use.get("medicationCodeableConcept")) if use.get("medicationCodeableConcept") else (
         concept_label(medication.get("code")) if medication else "medication not resolved"
     )
     parts = [label, str(use.get("status") or "status not recorded")]
     when = _day(use.get("authoredOn")) or _when(use, "effective")
+    if not when and use.get("resourceType") == "MedicationDispense":
+        handed = _day(use.get("whenHandedOver"))
+        prepared = _day(use.get("whenPrepared"))
+        when = f"handed over {handed}" if handed else (f"prepared {prepared}" if prepared else "")
+    if not when and _day(use.get("dateAsserted")):
+        when = f"asserted {_day(use['dateAsserted'])}"
     if when:
         parts.append(when)
     dosage = (use.get("dosageInstruction") or use.get("dosage") or [None])
     dose = _dose(dosage[0] if isinstance(dosage, list) and dosage else dosage)
     if dose:
         parts.append(dose)
+    supply = _supply(use)
+    if supply:
+        parts.append(supply)
     return parts
+
+
+def _supply(fill: Resource) -> str:
+    """ "30-day supply (60 tablet)" for a fill; "" when it states neither."""
+    days = mapping(fill.get("daysSupply")).get("value")
+    quantity = mapping(fill.get("quantity"))
+    amount = _quantity(quantity) if isinstance(quantity.get("value"), (int, float)) else ""
+    if isinstance(days, (int, float)) and not isinstance(days, bool):
+        return f"{_number(days)}-day supply" + (f" ({amount})" if amount else "")
+    return f"quantity {amount}" if amount else ""
 
 
 def _other(resource: Resource) -> list[str]:
@@ -170,12 +197,20 @@ def _other(resource: Resource) -> list[str]:
         return [f"care plan ({', '.join(activities[:3]) or 'no coded activity'})", status,
                 _period(resource.get("period"))]
     if rtype == "ResearchSubject":
-        study = mapping(resource.get("study")).get("reference", "study not given")
-        return [f"on {study}", str(resource.get("status") or ""), _period(resource.get("period"))]
+        # E5/E7/E8 read the study's display (a registry, an MSC study by its name): shown with the reference.
+        study = mapping(resource.get("study"))
+        named = " ".join(str(study[k]) for k in ("reference", "display") if isinstance(study.get(k), str))
+        return [f"on {named or 'study not given'}", str(resource.get("status") or ""),
+                _period(resource.get("period"))]
     if rtype == "ResearchStudy":  # a study, not a person: its title is no identifier of the patient
         phase = resource.get("phase")
         return [str(resource.get("title") or ""), concept_label(phase) if isinstance(phase, Mapping) else "",
                 str(resource.get("status") or "")]
+    if rtype == "Encounter":
+        kinds = [concept_label(c) for c in items(resource.get("type")) if isinstance(c, Mapping)]
+        klass = mapping(resource.get("class"))
+        kind = ", ".join(kinds[:2]) or str(klass.get("display") or klass.get("code") or "encounter")
+        return [kind, str(resource.get("status") or ""), _period(resource.get("period"))]
     return [concept_label(resource.get("code"))] if resource.get("code") else []
 
 
@@ -193,7 +228,7 @@ def describe_resource(
         parts = _observation(resource)
     elif rtype == "Condition":
         parts = _condition(resource)
-    elif rtype in ("MedicationRequest", "MedicationStatement", "MedicationAdministration"):
+    elif rtype in MEDICATION_USES:
         parts = _medication_use(resource, record)
     else:
         parts = _other(resource)

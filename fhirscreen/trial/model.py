@@ -8,6 +8,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from fhirscreen.fhir.codes import SHORT_NAMES, ValueSet
+from fhirscreen.fhir.plausible import Plausible
 
 CRITERION_ID = re.compile(r"^[IE][1-9][0-9]*$")
 
@@ -37,6 +38,34 @@ class CodeEntry(_Strict):
         return str(v) if isinstance(v, int) else v
 
 
+class PlausibleDef(_Strict):
+    """The values a lab result can physically take (fhir/plausible.py): outside them it is an entry
+    error, an ``implausible-value`` finding, and no criterion's evidence."""
+
+    min: float | None = None  # inclusive
+    above: float | None = None  # exclusive: the bound itself is impossible too (a creatinine of 0)
+    max: float | None = None  # inclusive
+    # The unit of the bounds: the one the criteria convert results to ("" for bounds that hold in any
+    # unit the results come in: a negative concentration or count).
+    unit: str = ""
+    why: str  # the reason for the bounds, for whoever reviews the trial file
+
+    @model_validator(mode="after")
+    def _bounds(self) -> PlausibleDef:
+        if self.min is not None and self.above is not None:
+            raise ValueError("give min or above, not both")
+        low = self.min if self.min is not None else self.above
+        if low is None and self.max is None:
+            raise ValueError("give at least one bound (min, above or max)")
+        if low is not None and self.max is not None and low >= self.max:
+            raise ValueError(f"the lower bound {low:g} is not below max {self.max:g}")
+        return self
+
+    def bounds(self) -> Plausible:
+        low = self.min if self.min is not None else self.above
+        return Plausible(low, self.max, self.above is not None, self.unit, self.why)
+
+
 class ValueSetDef(_Strict):
     description: str = ""
     source: str | None = None
@@ -44,6 +73,7 @@ class ValueSetDef(_Strict):
     codes: list[CodeEntry] = Field(default_factory=list)
     # Case-insensitive regular expressions on CodeableConcept.text/display, for concepts with no code.
     text: list[str] = Field(default_factory=list)
+    plausible: PlausibleDef | None = None  # a lab's possible values (not merged into including sets)
 
     @field_validator("text")
     @classmethod
@@ -117,7 +147,7 @@ def build_value_sets(defs: dict[str, ValueSetDef]) -> dict[str, ValueSet]:
         if name in built:
             return built[name]
         d = defs[name]
-        vs = ValueSet(name)
+        vs = ValueSet(name, plausible=d.plausible.bounds() if d.plausible else None)
         for entry in d.codes:
             vs.add(entry.system, entry.code, entry.display)
         for pattern in d.text:

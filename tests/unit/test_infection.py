@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from fhirscreen.criteria.base import Outcome
@@ -653,6 +655,101 @@ def test_e11_prophylaxis_does_not_hide_an_active_infection(evaluate):
     res = evaluate("E11", rec)
     assert res.outcome is Outcome.FAIL
     assert res.evidence == ("Condition/pna",)
+
+
+# --- prophylaxis said in a dosage instruction or note (no coded reason) -----------------------------
+
+
+def tmp_smx(**extra: Any) -> dict[str, Any]:
+    """An active TMP-SMX order running through the screening date, with no reason of its own."""
+    order = medication_request("10180", "2026-02-01", display="sulfamethoxazole / trimethoprim", id="rx",
+                               bounds_start="2026-02-01", bounds_end="2026-12-31")
+    dosage = order["dosageInstruction"][0]
+    for key in ("text", "patientInstruction", "additionalInstruction"):
+        if key in extra:
+            dosage[key] = extra.pop(key)
+    order.update(extra)
+    return order
+
+
+@pytest.mark.parametrize(
+    ("written", "where"),
+    [
+        ({"text": "1 tab Mon/Wed/Fri for PJP prophylaxis"}, "dosage instruction"),
+        ({"text": "PJP ppx"}, "dosage instruction"),
+        ({"patientInstruction": "Take one tablet daily to prevent pneumocystis"}, "dosage instruction"),
+        ({"additionalInstruction": [concept("local", "x", text="Prophylactic dose")]}, "dosage instruction"),
+        ({"note": [{"text": "Prophylaxis while on rituximab, not treatment"}]}, "note"),
+    ],
+    ids=["dosage-text", "ppx", "patient-instruction", "additional-instruction", "note"],
+)
+def test_e11_prophylaxis_written_in_the_dosage_or_a_note_does_not_count(evaluate, written, where):
+    """Without a coded reason the order was a question ("infection or prophylaxis?") for every coordinator."""
+    res = evaluate("E11", record(tmp_smx(**written)))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert (
+        "sulfamethoxazole / trimethoprim (2026-02-01 to 2026-12-31, MedicationRequest/rx) is prophylaxis "
+        f"(so its {where} says), not treatment."
+    ) in res.reason
+    assert res.evidence == ("MedicationRequest/rx",)
+
+
+def test_e11_the_note_is_named_not_quoted(evaluate):
+    res = evaluate("E11", record(tmp_smx(note=[{"text": "Mrs Example: PJP prophylaxis, call 555-0100"}])))
+    assert res.outcome is Outcome.PASS
+    assert "Example" not in res.reason and "555" not in res.reason
+
+
+@pytest.mark.parametrize(
+    "written",
+    [
+        {"text": "Not for prophylaxis"},
+        {"text": "non-prophylactic dose"},
+        {"note": [{"text": "PJP prophylaxis stopped"}]},
+        {"note": [{"text": "Switched from prophylaxis to treatment dose"}]},
+        {"text": "PJP prophylaxis", "note": [{"text": "treating pneumonia"}]},
+        {"text": "Prophylaxis dose; increase to therapeutic dose for active infection"},
+        {"text": "Take with food to prevent stomach upset"},
+        {"note": [{"text": "Monitor CBC for bone marrow suppression"}]},
+        {"text": "Take 1 tablet twice daily"},
+    ],
+    ids=["not-for", "non", "stopped", "switched", "treating", "therapeutic", "stomach", "marrow", "none"],
+)
+def test_e11_negated_ambiguous_or_other_wording_stays_a_question(evaluate, written):
+    res = evaluate("E11", record(tmp_smx(**written)))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "which may be treating an infection (or be prophylaxis)" in res.reason
+
+
+def test_e11_a_fill_carries_out_the_prophylaxis_its_order_writes(evaluate):
+    fill = medication_dispense("10180", "2026-05-20", display="sulfamethoxazole / trimethoprim", id="fill",
+                               authorizingPrescription=[{"reference": "MedicationRequest/rx"}])
+    res = evaluate("E11", record(tmp_smx(note=[{"text": "PJP prophylaxis"}]), fill))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "(2026-05-20 to 2026-06-18, MedicationDispense/fill) is prophylaxis (so the note of " \
+           "MedicationRequest/rx says)" in res.reason
+
+
+def test_e11_written_prophylaxis_does_not_hide_an_active_infection(evaluate):
+    rec = record(condition("icd10cm", "J18.9", "2026-05-20", id="pna"), tmp_smx(text="PJP prophylaxis"))
+    res = evaluate("E11", rec)
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("Condition/pna",)
+
+
+def test_e10_pep_written_in_a_note_is_not_antiretroviral_therapy(evaluate):
+    """PEP in a note (no coded reason) read as therapy: a false-positive screen failed as treated HIV."""
+    prep = medication_request("local", "2025-06-01", system="http://hospital.example/drugs",
+                              display="dolutegravir 50 MG", note=[{"text": "PEP after needlestick injury"}])
+    tests = (
+        observation("56888-1", "2026-01-01", string="Reactive"),
+        observation("25835-0", "2026-01-10", coded=NOT_DETECTED),
+    )
+    res = evaluate("E10", record(*tests, prep))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "with no HIV diagnosis or antiretroviral therapy on record" in res.reason
+    treatment = {**prep, "note": [{"text": "PEP stopped; HIV treatment since the diagnosis"}]}
+    assert evaluate("E10", record(*tests, treatment)).outcome is Outcome.FAIL
 
 
 # --- abatement[x] ends a condition (criteria-codes.md 0.2) ----------------------------------------

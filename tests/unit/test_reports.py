@@ -16,6 +16,7 @@ from fhir.resources.R4B.measurereport import MeasureReport
 from fhirscreen import report
 from fhirscreen.criteria.base import CriterionResult, Outcome, result
 from fhirscreen.quality import DataQuality
+from fhirscreen.record import SCREENED_TYPES
 from fhirscreen.report.attrition import attrition_rows, trial_attrition
 from fhirscreen.report.candidates import candidates_document, render_json
 from fhirscreen.report.csv_out import reasons_text, render_csv
@@ -24,9 +25,24 @@ from fhirscreen.report.group import group_resource
 from fhirscreen.report.measure import MEASURE_POPULATION, measure_report
 from fhirscreen.report.table import why
 from fhirscreen.report.worklist import worklist
-from fhirscreen.screening import PatientScreen, ScreeningRun, overall_status, rank
+from fhirscreen.screening import PatientScreen, ScreeningRun, overall_status, rank, screen_patient
 from fhirscreen.trial.loader import Trial
-from tests.builders import AS_OF, medication_statement, observation, patient, record
+from tests.builders import (
+    AS_OF,
+    appointment,
+    care_plan,
+    care_plan_activity,
+    condition,
+    medication_administration,
+    medication_dispense,
+    medication_request,
+    medication_statement,
+    observation,
+    patient,
+    procedure,
+    record,
+    service_request,
+)
 
 PROTOCOL_IDS = [f"I{i}" for i in range(1, 9)] + [f"E{i}" for i in range(1, 17)]
 P, F, U, M = Outcome.PASS, Outcome.FAIL, Outcome.UNKNOWN, Outcome.MANUAL
@@ -356,6 +372,68 @@ def test_describe_resource_resolves_a_contained_medication():
     assert describe_resource(stmt, rec) == (
         "MedicationStatement/ms1: mycophenolate mofetil 500 mg, active, 2025-01-01 to ongoing"
     )
+
+
+def test_describe_resource_shows_a_fill_s_drug_day_dose_and_supply_never_its_note():
+    """A MedicationDispense behind E5/E6/E11 was shown as its bare reference."""
+    fill = medication_dispense(
+        "10180", "2026-05-20", display="sulfamethoxazole / trimethoprim", id="fill", quantity=12,
+        note=[{"text": "Mrs Quimby picked up, PJP prophylaxis"}],
+        dosageInstruction=[{"doseAndRate": [{"doseQuantity": {"value": 1, "unit": "tablet"}}],
+                            "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}}}],
+    )
+    text = describe_resource(fill, record(fill))
+    assert text == (
+        "MedicationDispense/fill: sulfamethoxazole / trimethoprim, completed, handed over 2026-05-20, "
+        "1 tablet x1 per 1 d, 30-day supply (12 tablet)"
+    )
+    assert "Quimby" not in text
+    prepared = medication_dispense("x", None, days_supply=None, display="rituximab", status="in-progress",
+                                   id="f2", whenPrepared="2026-05-01", quantity=2, quantity_unit="vial")
+    assert describe_resource(prepared) == (
+        "MedicationDispense/f2: rituximab, in-progress, prepared 2026-05-01, quantity 2 vial"
+    )
+
+
+def test_every_resource_type_a_criterion_can_cite_is_described():
+    """Each type screening reads (record.SCREENED_TYPES) says what it is, not only its reference."""
+    rx = "sulfamethoxazole / trimethoprim"
+    examples = {
+        "Patient": patient(),
+        "Condition": condition("icd10cm", "J18.9", "2026-05-20", display="Pneumonia"),
+        "Observation": observation("98979-8", "2026-05-20", display="eGFR", value=55, unit="mL/min"),
+        "MedicationStatement": medication_statement("10180", None, display=rx, dateAsserted="2026-05-01"),
+        "MedicationRequest": medication_request("10180", "2026-05-01", display=rx),
+        "MedicationAdministration": medication_administration("1", "2026-05-01", display="rituximab"),
+        "MedicationDispense": medication_dispense("10180", "2026-05-20", display=rx),
+        "Procedure": procedure("snomed", "265764009", "2026-05-01", display="Renal dialysis"),
+        "ServiceRequest": service_request("snomed", "52734007", "2026-08-01", display="Hip replacement"),
+        "CarePlan": care_plan(care_plan_activity("snomed", "52734007")),
+        "Appointment": appointment("snomed", "52734007", "2026-08-01"),
+        "ResearchSubject": {"resourceType": "ResearchSubject", "id": "rs", "status": "on-study",
+                            "study": {"display": "UC-MSC in lupus"}, "period": {"start": "2026-01-01"}},
+        "Encounter": {"resourceType": "Encounter", "id": "e", "status": "finished", "class": {"code": "AMB"},
+                      "period": {"start": "2026-01-01"}},
+    }
+    assert set(SCREENED_TYPES) <= set(examples)
+    for rtype, resource in examples.items():
+        text = describe_resource(resource, record(resource) if rtype != "Patient" else None, AS_OF)
+        reference, _sep, said = text.partition(": ")
+        assert reference.startswith(f"{rtype}/") and said, text
+    assert "on UC-MSC in lupus, on-study" in describe_resource(examples["ResearchSubject"])
+    assert ", asserted 2026-05-01" in describe_resource(examples["MedicationStatement"])
+
+
+def test_an_explanation_describes_the_fill_behind_a_criterion(trial):
+    order = medication_request("10180", "2026-02-01", display="sulfamethoxazole / trimethoprim", id="rx",
+                               note=[{"text": "PJP prophylaxis"}])
+    fill = medication_dispense("10180", "2026-05-20", display="sulfamethoxazole / trimethoprim", id="fill",
+                               authorizingPrescription=[{"reference": "MedicationRequest/rx"}])
+    rec = record(order, fill)
+    screened = screen_patient(rec, trial, AS_OF)
+    text = report.render_explanation(screened, rec, trial, AS_OF, width=200)
+    assert "- MedicationDispense/fill: sulfamethoxazole / trimethoprim, completed, handed over 2026-05-20, " \
+           "30-day supply" in text
 
 
 def test_render_criteria_markdown_json_and_table(trial):
