@@ -525,6 +525,9 @@ def explain(
     day = _resolve_as_of(as_of, options)
     if not population_evidence(record, trial):
         click.echo(report.not_in_population(record, trial, day, fmt, width), nl=False)
+        # Not in the population may be data that was lost (its diagnosis in a file that could not be
+        # read) or missing (no Condition at all): the exit code says so, as for a screened patient.
+        finish(len(population.records), population.quality, source.describe())
         return
     screened = screen_patient(record, trial, day, population.quality)
     if fmt == "json":

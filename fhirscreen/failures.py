@@ -25,12 +25,12 @@ from fhirscreen.exitcodes import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_NOTHING_USABLE,
-    EXIT_OK,
     EXIT_PARTIAL,
     EXIT_SOURCE_UNREACHABLE,
     EXIT_USAGE,
+    outcome_code,
 )
-from fhirscreen.quality import DATA_LOST, DataQuality
+from fhirscreen.quality import DATA_LOST, NO_CONDITIONS, DataQuality
 from fhirscreen.report.jsonio import OutputError
 from fhirscreen.sources.base import ConfigurationError, NothingUsableError, SourceError
 
@@ -114,16 +114,14 @@ def signals_as_interrupts() -> Iterator[None]:
 
 
 def finish(patients_read: int, quality: DataQuality, source: str) -> None:
-    """End a screening command after its outputs are written: 4 when nothing usable was read, 5 when
-    data was lost after retries (the outputs are partial), else return (exit 0)."""
+    """End a screening command after its outputs are written: 4 when nothing usable was read (no patient,
+    or no Condition at all), 5 when data was lost after retries (the outputs are partial), else return
+    (exit 0). The rule is ``exitcodes.outcome_code``."""
     code = outcome_code(patients_read, quality)
+    lost = sum(1 for f in quality.findings if f.problem == DATA_LOST)
     if code == EXIT_NOTHING_USABLE:
-        fail(
-            f"nothing usable in {source}: no patient was read (see the data-quality findings above)",
-            code,
-        )
+        fail(f"nothing usable in {source}: {_why_nothing_usable(quality, lost)}", code)
     if code == EXIT_PARTIAL:
-        lost = sum(1 for f in quality.findings if f.problem == DATA_LOST)
         fail(
             f"partial data: {lost} file(s) or page(s) of {source} could not be read whole; the outputs "
             f"were written without them (findings '{DATA_LOST}')",
@@ -131,9 +129,12 @@ def finish(patients_read: int, quality: DataQuality, source: str) -> None:
         )
 
 
-def outcome_code(patients_read: int, quality: DataQuality) -> int:
-    if patients_read == 0:
-        return EXIT_NOTHING_USABLE
-    if quality.partial:
-        return EXIT_PARTIAL
-    return EXIT_OK
+def _why_nothing_usable(quality: DataQuality, lost: int) -> str:
+    missing = next((f.message for f in quality.findings if f.problem == NO_CONDITIONS), None)
+    if missing is None:
+        return "no patient was read (see the data-quality findings above)"
+    if lost:
+        missing += (
+            f"; {lost} file(s) or page(s) could not be read whole and may hold them (findings '{DATA_LOST}')"
+        )
+    return missing

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fhirscreen import __version__
-from fhirscreen.exitcodes import EXIT_CODES, EXIT_NOTHING_USABLE, EXIT_OK, EXIT_PARTIAL
+from fhirscreen.exitcodes import EXIT_CODES, outcome_code
 from fhirscreen.quality import DATA_LOST
 from fhirscreen.runs.observe import ObservedSource, canonical_source
 from fhirscreen.screening import ScreeningRun
@@ -22,12 +22,9 @@ TIMING_FIELDS = ("run", "base_run", "started_at", "finished_at", "durations_s")
 
 
 def exit_status(run: ScreeningRun) -> int:
-    """The run's exit code: nothing usable (no patient read), partial (data lost after retries), or 0."""
-    if run.patients_read == 0:
-        return EXIT_NOTHING_USABLE
-    if run.quality.partial:
-        return EXIT_PARTIAL
-    return EXIT_OK
+    """The run's exit code: nothing usable (no patient, or no Condition at all), partial (data lost after
+    retries), or 0; the process exits with it (``exitcodes.outcome_code``)."""
+    return outcome_code(run.patients_read, run.quality)
 
 
 def trial_sha256(path: str) -> str | None:

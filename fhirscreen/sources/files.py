@@ -108,6 +108,9 @@ class FileSource:
 
     # Honours QueryPlan.keep_patients / population (the pipeline's memory prefilter).
     prefilters = True
+    # Every resource of the input is handed on (other types as stubs) or counted in QueryPlan.dropped:
+    # a type absent from what was read is absent from the input (the pipeline says so of Conditions).
+    reads_everything = True
 
     def __init__(self, path: str | os.PathLike[str], workers: int = 1) -> None:
         self.path = Path(path)

@@ -27,6 +27,7 @@ from datetime import date
 from functools import partial
 from typing import Any
 
+from fhirscreen.pipeline import say_what_the_population_rests_on
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import PopulationBuilder
 from fhirscreen.report.facts import PatientFacts
@@ -136,7 +137,7 @@ class SparkScreening:
             sum(t.getNumPartitions() for t in texts),
         )
 
-        first_lines, joined = self._census(texts)
+        first_lines, joined, read = self._census(texts)
         log.info(
             "spark: census found %d patient(s) with an SLE diagnosis (%.1f s)",
             len(joined),
@@ -159,6 +160,14 @@ class SparkScreening:
             routed.unpersist()
             candidates.unpersist()
         log.info("spark: screened %d patient(s) in %.1f s", len(screens), time.monotonic() - started)
+        say_what_the_population_rests_on(
+            self.quality,
+            self.data,
+            read=read["resources"] > 0,
+            conditions=read["conditions"] > 0,
+            patients=patients_read,
+            screened=bool(screens),
+        )
         return ScreeningRun(
             trial=self.trial,
             as_of=self.as_of,
@@ -187,8 +196,9 @@ class SparkScreening:
                 "or screen this file in file mode; skipped",
             )
 
-    def _census(self, texts: list[Any]) -> tuple[list[list[int]], dict[str, Position]]:
-        """Per file, the first line number of each split; per candidate, their first SLE Condition."""
+    def _census(self, texts: list[Any]) -> tuple[list[list[int]], dict[str, Position], dict[str, int]]:
+        """Per file, the first line number of each split; per candidate, their first SLE Condition; how
+        many resources and Conditions were read in all."""
         population = self.sc.broadcast(self.trial.population)
         try:
             rows = (
@@ -206,9 +216,12 @@ class SparkScreening:
             population.unpersist()
         counts: dict[int, dict[int, int]] = defaultdict(dict)
         first: dict[str, tuple[int, int, int]] = {}
+        read = {"resources": 0, "conditions": 0}
         for (kind, key), value in rows:
             if kind == "lines":
                 counts[key[0]][key[1]] = value
+            elif kind in read:
+                read[kind] += value
             else:
                 first[key] = value
         first_lines: list[list[int]] = []
@@ -219,7 +232,7 @@ class SparkScreening:
                 line += counts[index].get(split, 0)
             first_lines.append(starts)
         joined = {pid: (f, first_lines[f][split] + offset, 0) for pid, (f, split, offset) in first.items()}
-        return first_lines, joined
+        return first_lines, joined, read
 
     def _counts(self, routed: Any, candidates: Container[str]) -> tuple[dict[str, int], int]:
         """Findings of the reading, skipped types, patients read, duplicate and missing Patients: one

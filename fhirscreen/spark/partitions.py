@@ -131,9 +131,12 @@ def _parsed_lines(
 def census_split(split: int, lines: Iterable[str], file_index: int, population: Any) -> Iterator[Row]:
     """The initial population in one split: ``("sle", patient id, (file, split, offset))`` for each
     usable Condition coded in the population value set, and ``("lines", (file, split), n)`` (the split's
-    line count, from which the driver numbers the lines of later splits). Only Condition lines (and
-    lines without a leading type) are parsed."""
+    line count, from which the driver numbers the lines of later splits), ``("resources", (file, split),
+    n)`` and ``("conditions", (file, split), n)`` (how many resources, and Conditions, were read: none at
+    all is a finding, as in file mode). Only Condition lines (and lines without a leading type) are
+    parsed."""
     count = 0
+    read = conditions = 0
     scratch = DataQuality()  # findings are reported by the second pass
     first: dict[str, int] = {}
 
@@ -143,11 +146,15 @@ def census_split(split: int, lines: Iterable[str], file_index: int, population: 
             count += 1
             yield line
 
-    for lineno, _origin, _line, (resources, _bundled), _skipped in _parsed_lines(
+    for lineno, _origin, _line, (resources, _bundled), skipped in _parsed_lines(
         counted(), 0, "", scratch, frozenset({"Condition", "Bundle"})
     ):
+        read += len(resources) if skipped is None else 1
         for resource in resources:
-            if resource.get("resourceType") != "Condition" or not is_usable(resource):
+            if resource.get("resourceType") != "Condition":
+                continue
+            conditions += 1
+            if not is_usable(resource):
                 continue
             if population.match(resource.get("code")) is None:
                 continue
@@ -157,6 +164,8 @@ def census_split(split: int, lines: Iterable[str], file_index: int, population: 
     for pid, offset in first.items():
         yield ("sle", pid, (file_index, split, offset))
     yield ("lines", (file_index, split), count)
+    yield ("resources", (file_index, split), read)
+    yield ("conditions", (file_index, split), conditions)
 
 
 # ---------------------------------------------------------------------------------------- pass 2

@@ -123,8 +123,8 @@ def test_truncated_line_of_a_skipped_type_is_still_reported(tmp_path: Path, tria
     line = json.dumps(encounter("e1", "p1"))
     file.write_text(line[:-10] + "\n" + line + "\n")
     population = load_population(FileSource(file), trial)
-    [finding] = population.quality.findings
-    assert (finding.where, finding.problem) == (f"{file}:1", "malformed-json")
+    reported = [(f.where, f.problem) for f in population.quality.findings]
+    assert reported == [(f"{file}:1", "malformed-json"), (str(file), "no-conditions")]
     assert population.skipped == {"Encounter": 1}
 
 
