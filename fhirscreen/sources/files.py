@@ -10,6 +10,11 @@ Speed (file mode must screen >= 50,000 resources/s on one core; ``bench/file_ben
   the parsers (a RecursionError) costs its line, or its file for a JSON document.
 - A file that cannot be read (I/O error, a broken gzip, not JSON at all) is lost: besides its finding,
   ``DataQuality.lost`` marks the run partial (exit 5). A bad NDJSON line is only a finding.
+- An empty file (0 bytes, nothing once decompressed, or only blank space) is an ``empty-file`` finding
+  naming it, whatever its kind; a truncated download is the usual cause. An empty ``.json`` is not a
+  JSON document at all, so what it was meant to hold is lost (an error, exit 5, as any file that is not
+  JSON); an empty ``.ndjson`` is a valid NDJSON file of no resources (an export may leave a type
+  empty), so it is a warning and the run is not partial.
 - With a ``QueryPlan``, resources of types screening does not read are not parsed at all. A Bulk NDJSON
   line that starts ``{"resourceType":"Encounter"`` (as every exporter writes it) is passed on as the
   stub ``{"resourceType": "Encounter"}``, so it is still counted as read and skipped; a line of such a
@@ -37,6 +42,7 @@ files are ever read twice.
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import logging
 import os
@@ -60,6 +66,8 @@ from fhirscreen.sources.line_ranges import line_ranges
 log = logging.getLogger("fhirscreen")
 
 _SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
+# The problem code of an empty input file (see the module docstring).
+EMPTY_FILE = "empty-file"
 # The resourceType as the first member of an NDJSON line: how every Bulk Data exporter writes it.
 _NOT_PATIENT_IDS = frozenset({"Patient/", "Patient/_history"})
 _BOM = b"\xef\xbb\xbf"
@@ -458,6 +466,16 @@ def read_file(
             return
         with _open_binary(file) as fh:
             raw = fh.read()
+        if not raw or raw.isspace():
+            quality.add(
+                "error",
+                shown,
+                EMPTY_FILE,
+                f"{emptiness(file)}: not a JSON document, so nothing was read from it (a truncated "
+                "download or an interrupted copy is the usual cause); file skipped",
+            )
+            quality.lost(shown, "the whole file was skipped: it is empty")
+            return
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -508,7 +526,42 @@ def _read_ndjson(
             yield from read_ranges(file, ranges, quality, wanted, prefilter)
             return
     with _open_binary(file) as fh:
-        yield from ndjson_lines(enumerate(fh, start=1), str(file), quality, wanted, prefilter)
+        # Blank lines before the first line with content are taken here: none at all is an empty file.
+        leading: list[bytes] = []
+        for line in fh:
+            leading.append(line)
+            if not line.isspace():
+                break
+        else:
+            quality.add("warning", str(file), EMPTY_FILE, empty_ndjson_message(emptiness(file)))
+            return
+        numbered = enumerate(itertools.chain(leading, fh), start=1)
+        yield from ndjson_lines(numbered, str(file), quality, wanted, prefilter)
+
+
+def emptiness(file: Path) -> str:
+    """How an empty file is empty, to start its finding with."""
+    try:
+        size = file.stat().st_size
+    except OSError:
+        size = -1
+    return how_empty(file.name, size)
+
+
+def how_empty(name: str, size: int) -> str:
+    """``emptiness`` from a file's name and size in bytes (as stored: compressed for .gz)."""
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if name.lower().endswith(".gz"):
+        return "the file is empty once decompressed"
+    return "the file holds only blank space"
+
+
+def empty_ndjson_message(how: str) -> str:
+    return (
+        f"{how}: no resources were read from it; an export may leave a type empty, but if this file "
+        "should hold resources, its download or copy was cut short"
+    )
 
 
 def ndjson_lines(

@@ -21,8 +21,9 @@ import logging
 import os
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Container, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
 from typing import Any
@@ -33,6 +34,7 @@ from fhirscreen.record import PopulationBuilder
 from fhirscreen.report.facts import PatientFacts
 from fhirscreen.screening import PatientScreen, ScreeningRun, caution, rank
 from fhirscreen.sources.base import SourceError
+from fhirscreen.sources.files import EMPTY_FILE, empty_ndjson_message, how_empty
 from fhirscreen.spark.inputs import Inputs, java_error_summary, list_inputs
 from fhirscreen.spark.partitions import (
     Position,
@@ -95,6 +97,16 @@ def spark_session() -> Any:
     return session
 
 
+@dataclass
+class Read:
+    """What the census counted: resources and Conditions in all, and lines that are not blank per file
+    (by index)."""
+
+    resources: int = 0
+    conditions: int = 0
+    filled: Counter[int] = field(default_factory=Counter)
+
+
 class SparkScreening:
     """One screening run on Spark over the NDJSON files under ``data``."""
 
@@ -138,6 +150,7 @@ class SparkScreening:
         )
 
         first_lines, joined, read = self._census(texts)
+        self._report_empty(inputs, read)
         log.info(
             "spark: census found %d patient(s) with an SLE diagnosis (%.1f s)",
             len(joined),
@@ -163,8 +176,8 @@ class SparkScreening:
         say_what_the_population_rests_on(
             self.quality,
             self.data,
-            read=read["resources"] > 0,
-            conditions=read["conditions"] > 0,
+            read=read.resources > 0,
+            conditions=read.conditions > 0,
             patients=patients_read,
             screened=bool(screens),
         )
@@ -186,6 +199,13 @@ class SparkScreening:
             return self.sc.binaryFiles(uri, 1).flatMap(gzip_lines)
         return self.sc.textFile(uri, self.min_partitions or 1)
 
+    def _report_empty(self, inputs: Inputs, read: Read) -> None:
+        """An NDJSON file without a line that is not blank: file mode's warning."""
+        for index, file in enumerate(inputs.ndjson):
+            if not read.filled[index]:
+                message = empty_ndjson_message(how_empty(file.uri, file.size))
+                self.quality.add("warning", file.shown, EMPTY_FILE, message)
+
     def _report_bundles(self, inputs: Inputs) -> None:
         for bundle in inputs.bundles:
             self.quality.add(
@@ -196,7 +216,7 @@ class SparkScreening:
                 "or screen this file in file mode; skipped",
             )
 
-    def _census(self, texts: list[Any]) -> tuple[list[list[int]], dict[str, Position], dict[str, int]]:
+    def _census(self, texts: list[Any]) -> tuple[list[list[int]], dict[str, Position], Read]:
         """Per file, the first line number of each split; per candidate, their first SLE Condition; how
         many resources and Conditions were read in all."""
         population = self.sc.broadcast(self.trial.population)
@@ -216,12 +236,16 @@ class SparkScreening:
             population.unpersist()
         counts: dict[int, dict[int, int]] = defaultdict(dict)
         first: dict[str, tuple[int, int, int]] = {}
-        read = {"resources": 0, "conditions": 0}
+        read = Read()
         for (kind, key), value in rows:
             if kind == "lines":
                 counts[key[0]][key[1]] = value
-            elif kind in read:
-                read[kind] += value
+            elif kind == "filled":
+                read.filled[key[0]] += value
+            elif kind == "resources":
+                read.resources += value
+            elif kind == "conditions":
+                read.conditions += value
             else:
                 first[key] = value
         first_lines: list[list[int]] = []

@@ -131,19 +131,22 @@ def _parsed_lines(
 def census_split(split: int, lines: Iterable[str], file_index: int, population: Any) -> Iterator[Row]:
     """The initial population in one split: ``("sle", patient id, (file, split, offset))`` for each
     usable Condition coded in the population value set, and ``("lines", (file, split), n)`` (the split's
-    line count, from which the driver numbers the lines of later splits), ``("resources", (file, split),
-    n)`` and ``("conditions", (file, split), n)`` (how many resources, and Conditions, were read: none at
-    all is a finding, as in file mode). Only Condition lines (and lines without a leading type) are
-    parsed."""
-    count = 0
+    line count, from which the driver numbers the lines of later splits), ``("filled", (file, split),
+    n)`` (lines that are not blank: a file without any is an empty file, as in file mode),
+    ``("resources", (file, split), n)`` and ``("conditions", (file, split), n)`` (how many resources, and
+    Conditions, were read: none at all is a finding, as in file mode). Only Condition lines (and lines
+    without a leading type) are parsed."""
+    count = filled = 0
     read = conditions = 0
     scratch = DataQuality()  # findings are reported by the second pass
     first: dict[str, int] = {}
 
     def counted() -> Iterator[str]:
-        nonlocal count
+        nonlocal count, filled
         for line in lines:
             count += 1
+            if line and not line.isspace():  # an UnreadableFile too: file mode reports that instead
+                filled += 1
             yield line
 
     for lineno, _origin, _line, (resources, _bundled), skipped in _parsed_lines(
@@ -164,6 +167,7 @@ def census_split(split: int, lines: Iterable[str], file_index: int, population: 
     for pid, offset in first.items():
         yield ("sle", pid, (file_index, split, offset))
     yield ("lines", (file_index, split), count)
+    yield ("filled", (file_index, split), filled)
     yield ("resources", (file_index, split), read)
     yield ("conditions", (file_index, split), conditions)
 

@@ -241,3 +241,20 @@ def test_no_condition_at_all_and_no_sle_condition_are_said_as_file_mode_says_the
         main, ["screen", "--engine", "spark", "--data", str(data), "--as-of", AS_OF.isoformat()]
     )
     assert result.exit_code == (0 if conditions else 4), result.output
+
+
+def test_empty_ndjson_files_are_reported_as_file_mode_reports_them(
+    spark: Any, trial: Trial, tmp_path: Path
+) -> None:
+    data = tmp_path / "bulk"
+    shutil.copytree(SAMPLES / "bulk", data)
+    (data / "Procedure.ndjson").write_bytes(b"")
+    (data / "Encounter.ndjson").write_text("\n  \n")
+    (data / "Immunization.ndjson.gz").write_bytes(gzip.compress(b""))
+    expected = outputs_file_mode(data, trial, tmp_path / "file")
+    actual = outputs_spark(data, trial, tmp_path / "spark", spark)
+    assert actual["candidates.json"] == expected["candidates.json"]
+    empty = [f for f in json.loads(actual["candidates.json"])["data_quality"] if f["problem"] == "empty-file"]
+    assert sorted(Path(f["where"]).name for f in empty) == [
+        "Encounter.ndjson", "Immunization.ndjson.gz", "Procedure.ndjson",
+    ]

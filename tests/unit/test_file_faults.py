@@ -341,3 +341,64 @@ def test_conditions_none_of_them_sle_are_a_quiet_night_that_says_so(tmp_path: Pa
     where = (finding["severity"], finding["where"], finding["problem"])
     assert where == ("info", str(tmp_path), "empty-population")
     assert "none of the 1 patient(s) read has an SLE diagnosis" in finding["message"]
+
+
+# -- empty files ---------------------------------------------------------------------------------------------
+
+
+def good_export(data: Path) -> None:
+    data.mkdir(exist_ok=True)
+    (data / "good.ndjson").write_bytes(line(patient("p1")) + line(sle("c1", "p1")))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "how"),
+    [
+        ("Procedure.ndjson", b"", "the file is empty (0 bytes)"),
+        ("Procedure.ndjson", b"\n \n\r\n", "the file holds only blank space"),
+        ("Procedure.ndjson.gz", gzip.compress(b""), "the file is empty once decompressed"),
+    ],
+    ids=["0-bytes", "blank", "gzip-of-nothing"],
+)
+def test_an_empty_ndjson_file_is_a_warning_naming_it_and_the_run_is_whole(
+    tmp_path: Path, name: str, content: bytes, how: str
+) -> None:
+    """It was read without a word; a truncated download looked like a type with nothing in it. An export
+    may leave a type empty, so it is not data lost: the night is whole (exit 0), and said."""
+    data = tmp_path / "data"
+    good_export(data)
+    (data / name).write_bytes(content)
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    [finding] = document["data_quality"]
+    where = (finding["severity"], finding["where"], finding["problem"])
+    assert where == ("warning", str(data / name), "empty-file")
+    assert finding["message"].startswith(f"{how}: no resources were read from it")
+    assert document["partial"] is False and len(document["patients"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "how"),
+    [
+        ("bundle.json", b"", "the file is empty (0 bytes)"),
+        ("bundle.json", b"  \n", "the file holds only blank space"),
+        ("bundle.json.gz", b"", "the file is empty (0 bytes)"),
+    ],
+    ids=["0-bytes", "blank", "gzip-0-bytes"],
+)
+def test_an_empty_json_file_is_one_clear_error_and_data_lost(
+    tmp_path: Path, name: str, content: bytes, how: str
+) -> None:
+    """An empty .json is not a JSON document: whatever it was meant to hold is missing (exit 5, as for
+    any file that is not JSON), said as "empty", not as the parser's "Expecting value"."""
+    data = tmp_path / "data"
+    good_export(data)
+    (data / name).write_bytes(content)
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 5, result.stderr
+    found = {f["problem"]: f for f in json.loads(result.stdout)["data_quality"]}
+    assert set(found) == {"empty-file", "data-lost"}
+    assert found["empty-file"]["where"] == found["data-lost"]["where"] == str(data / name)
+    assert found["empty-file"]["message"].startswith(f"{how}: not a JSON document")
+    assert "Expecting value" not in result.stderr
