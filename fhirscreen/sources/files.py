@@ -57,7 +57,16 @@ import orjson
 
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.json_text import loads_finite, odd_numbers_message
-from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, items, reference_id
+from fhirscreen.fhir.resources import (
+    PATIENT_LINK,
+    Resource,
+    entry_problem,
+    is_usable,
+    items,
+    json_kind,
+    not_a_resource,
+    reference_id,
+)
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import KEPT_TYPES, Dropped, malformed_concept, patient_id, report_malformed
 from fhirscreen.sources.base import NothingUsableError, QueryPlan, SourceError
@@ -639,7 +648,7 @@ def _resources_in(
     prefilter: Prefilter | None = None,
 ) -> Iterator[tuple[Resource, str]]:
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
-        quality.add("error", origin, "not-fhir", "JSON is not a FHIR resource (no resourceType); skipped")
+        quality.add("error", origin, "not-fhir", f"{not_a_resource(data)}; skipped")
         return
     if data["resourceType"] == "Bundle":
         yield from bundle_resources(data, origin, quality, wanted, prefilter)
@@ -672,18 +681,17 @@ def bundle_resources(
     listed = bundle.get("entry")
     if listed is not None and not isinstance(listed, list):
         # Like a file that is not JSON: its content is lost to the run, which says so (exit 5).
-        quality.lost(origin, "the bundle was skipped: its entry is not a list")
+        quality.lost(origin, f"the bundle was skipped: its entry is not a list (it is {json_kind(listed)})")
         return
-    entries = [e for e in items(listed) if isinstance(e, Mapping)]
     aliases: dict[str, str] = {}
     resources: list[Resource] = []
-    for index, entry in enumerate(entries):
-        resource = entry.get("resource")
-        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-            quality.add(
-                "warning", f"{origin} entry {index}", "not-fhir", "bundle entry without a resource; skipped"
-            )
+    # Every entry is counted, whatever it is: "entry 3" is Bundle.entry[3] in the file.
+    for index, entry in enumerate(items(listed)):
+        problem = entry_problem(entry)
+        if problem is not None:
+            quality.add("warning", f"{origin} entry {index}", "not-fhir", f"{problem}; skipped")
             continue
+        resource = entry["resource"]
         rtype = resource["resourceType"]
         if rtype == "OperationOutcome":
             continue

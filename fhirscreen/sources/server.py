@@ -36,7 +36,7 @@ from urllib.parse import quote, urlencode
 import orjson
 
 from fhirscreen.fhir.codes import ICD10, ICD10CM, Code
-from fhirscreen.fhir.resources import Resource, items
+from fhirscreen.fhir.resources import Resource, entry_problem, items
 from fhirscreen.quality import EMPTY_POPULATION, NO_CONDITIONS, DataQuality
 from fhirscreen.record import SCREENED_TYPES, is_later_version
 from fhirscreen.sources import observation_plan
@@ -1052,7 +1052,7 @@ class ServerSource:
                 total = page.get("total")
                 expected = total if total.__class__ is int and total >= 0 else None
             matched += _entries_on(page)
-            found.extend(self._entries(page, label, quality))
+            found.extend(self._entries(page, label, number, quality))
         if expected is not None and matched < expected:
             # Fewer matches than the server counted: resources deleted while the run paged, or a server
             # that stops searches short (a fetch-size cap). Said, never silent.
@@ -1082,17 +1082,27 @@ class ServerSource:
             yield page
             url = self._next_link(page, label)
 
-    def _entries(self, page: Mapping[str, Any], label: str, quality: DataQuality) -> Iterator[Resource]:
+    def _entries(
+        self, page: Mapping[str, Any], label: str, number: int, quality: DataQuality
+    ) -> Iterator[Resource]:
+        """The resources of page ``number`` (from 0) of a search. An entry without one (null, a number,
+        no resource, no resourceType) is a finding naming the page and entry, as in a Bundle file; an
+        OperationOutcome is the server's note."""
         absolute = holds_absolute_references(page, self.client.base_url)
-        for entry in items(page.get("entry")):
-            resource = entry.get("resource") if isinstance(entry, Mapping) else None
-            if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        for index, entry in enumerate(items(page.get("entry"))):
+            problem = entry_problem(entry)
+            if problem is not None:
+                where = f"{label}, page {number + 1}, entry {index}"
+                with self._lock:
+                    quality.add("warning", where, "not-fhir", f"{problem}; skipped")
                 continue
+            resource = entry["resource"]
             if resource["resourceType"] == "OperationOutcome":
                 text = outcome_text(resource) or ""
-                quality.add(
-                    "warning", label, "server-warning", f"the server added a note to a search: {text}"
-                )
+                with self._lock:
+                    quality.add(
+                        "warning", label, "server-warning", f"the server added a note to a search: {text}"
+                    )
                 continue
             if absolute:
                 normalise_references(resource, self.client.base_url)

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from fhirscreen.fhir.json_text import loads_finite, odd_numbers_message
-from fhirscreen.fhir.resources import Resource, is_usable, reference_id
+from fhirscreen.fhir.resources import Resource, is_usable, not_a_resource, reference_id
 from fhirscreen.quality import DataQuality, Finding
 from fhirscreen.record import KEPT_TYPES, PopulationBuilder, patient_id
 from fhirscreen.report.facts import PatientFacts, patient_facts
@@ -89,7 +89,7 @@ _OPENED = KEPT_TYPES | frozenset({"Bundle"})
 def _resources_on_line(data: Any, origin: str, quality: DataQuality) -> tuple[list[Resource], bool]:
     """The resource(s) of one parsed line: itself, or a Bundle's entries (other types as stubs; True)."""
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
-        quality.add("error", origin, "not-fhir", "JSON is not a FHIR resource (no resourceType); skipped")
+        quality.add("error", origin, "not-fhir", f"{not_a_resource(data)}; skipped")  # as file mode
         return [], False
     if data["resourceType"] == "Bundle":
         return [r for r, _origin in bundle_resources(data, origin, quality, KEPT_TYPES)], True
