@@ -1052,7 +1052,7 @@ class ServerSource:
                 total = page.get("total")
                 expected = total if total.__class__ is int and total >= 0 else None
             matched += _entries_on(page)
-            found.extend(self._entries(page, label, number, quality))
+            found.extend(self._entries(page, label, quality, number))
         if expected is not None and matched < expected:
             # Fewer matches than the server counted: resources deleted while the run paged, or a server
             # that stops searches short (a fetch-size cap). Said, never silent.
@@ -1083,7 +1083,7 @@ class ServerSource:
             url = self._next_link(page, label)
 
     def _entries(
-        self, page: Mapping[str, Any], label: str, number: int, quality: DataQuality
+        self, page: Mapping[str, Any], label: str, quality: DataQuality, number: int = 0
     ) -> Iterator[Resource]:
         """The resources of page ``number`` (from 0) of a search. An entry without one (null, a number,
         no resource, no resourceType) is a finding naming the page and entry, as in a Bundle file; an
