@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
@@ -37,9 +37,57 @@ from fhirscreen.sources.base import ConfigurationError, NothingUsableError, Sour
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def error_line(message: str) -> str:
+    """Every error of the tool reads the same: ``fhirscreen: error: ...`` (on stderr)."""
+    return f"fhirscreen: error: {message}"
+
+
 def fail(message: str, code: int) -> NoReturn:
-    click.echo(f"fhirscreen: error: {message}", err=True)
+    click.echo(error_line(message), err=True)
     sys.exit(code)
+
+
+class ToolUsageError(click.UsageError):
+    """click's usage error (a bad option, a missing argument, no such command) in the tool's error
+    format: click's usage line and help hint, then ``fhirscreen: error: ...`` instead of ``Error: ...``.
+    The exit code stays click's (2)."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        ctx = self.ctx  # ``err``: stderr unless click names another file
+        if ctx is not None:
+            hint = ""
+            if ctx.command.get_help_option(ctx) is not None:
+                names = ctx.command.get_help_option_names(ctx)
+                hint = f"Try '{ctx.command_path} {max(names, key=len)}' for help.\n"
+            click.echo(f"{ctx.get_usage()}\n{hint}", file=file, err=True, color=ctx.color)
+        click.echo(error_line(self.format_message()), file=file, err=True, color=ctx.color if ctx else None)
+
+
+class ToolClickError(click.ClickException):
+    """Any other error click reports itself, in the tool's error format, with click's exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(error_line(self.format_message()), file=file, err=True)
+
+
+@contextmanager
+def click_errors_in_tool_format() -> Iterator[None]:
+    """Re-raise click's own errors as ``ToolUsageError`` / ``ToolClickError`` (the help click shows
+    when a group gets no command at all stays as it is)."""
+    try:
+        yield
+    except (ToolUsageError, ToolClickError, click.exceptions.NoArgsIsHelpError):
+        raise
+    except click.UsageError as exc:
+        usage = ToolUsageError(exc.format_message(), exc.ctx)
+        usage.exit_code = exc.exit_code
+        raise usage from None
+    except click.ClickException as exc:
+        raise ToolClickError(exc.format_message(), exc.exit_code) from None
 
 
 def guarded(fn: F) -> F:
