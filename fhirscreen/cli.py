@@ -19,7 +19,7 @@ import click
 
 from fhirscreen import __version__, report, runs, usage
 from fhirscreen.exitcodes import EXIT_LOCKED, EXIT_SOURCE_UNREACHABLE, EXIT_USAGE
-from fhirscreen.failures import fail, finish, guarded
+from fhirscreen.failures import click_errors_in_tool_format, fail, finish, guarded
 from fhirscreen.parallel import AUTO_MAX, auto_workers
 from fhirscreen.paths import SAMPLE_AS_OF
 from fhirscreen.sources.base import QueryPlan
@@ -285,7 +285,22 @@ def _show_names_option(fn: F) -> F:
     )(fn)
 
 
-@click.group()
+class _Commands(click.Group):
+    """The commands, with click's own errors (a bad option, a missing argument, no such command) in the
+    tool's error format, as every other error (``fhirscreen.failures``)."""
+
+    def make_context(
+        self, info_name: str | None, args: list[str], parent: click.Context | None = None, **extra: Any
+    ) -> click.Context:
+        with click_errors_in_tool_format():
+            return super().make_context(info_name, args, parent, **extra)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        with click_errors_in_tool_format():
+            return super().invoke(ctx)
+
+
+@click.group(cls=_Commands)
 @click.version_option(__version__, prog_name="fhirscreen")
 def main() -> None:
     """Find candidates for clinical trial NCT06737380 in FHIR R4 data."""
@@ -525,6 +540,9 @@ def explain(
     day = _resolve_as_of(as_of, options)
     if not population_evidence(record, trial):
         click.echo(report.not_in_population(record, trial, day, fmt, width), nl=False)
+        # Not in the population may be data that was lost (its diagnosis in a file that could not be
+        # read) or missing (no Condition at all): the exit code says so, as for a screened patient.
+        finish(len(population.records), population.quality, source.describe())
         return
     screened = screen_patient(record, trial, day, population.quality)
     if fmt == "json":

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from functools import wraps
 from pathlib import Path
 from types import FrameType
-from typing import Any, NoReturn, TypeVar
+from typing import IO, Any, NoReturn, TypeVar
 
 import click
 
@@ -25,21 +25,69 @@ from fhirscreen.exitcodes import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_NOTHING_USABLE,
-    EXIT_OK,
     EXIT_PARTIAL,
     EXIT_SOURCE_UNREACHABLE,
     EXIT_USAGE,
+    outcome_code,
 )
-from fhirscreen.quality import DATA_LOST, DataQuality
+from fhirscreen.quality import DATA_LOST, NO_CONDITIONS, DataQuality
 from fhirscreen.report.jsonio import OutputError
 from fhirscreen.sources.base import ConfigurationError, NothingUsableError, SourceError
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
+def error_line(message: str) -> str:
+    """Every error of the tool reads the same: ``fhirscreen: error: ...`` (on stderr)."""
+    return f"fhirscreen: error: {message}"
+
+
 def fail(message: str, code: int) -> NoReturn:
-    click.echo(f"fhirscreen: error: {message}", err=True)
+    click.echo(error_line(message), err=True)
     sys.exit(code)
+
+
+class ToolUsageError(click.UsageError):
+    """click's usage error (a bad option, a missing argument, no such command) in the tool's error
+    format: click's usage line and help hint, then ``fhirscreen: error: ...`` instead of ``Error: ...``.
+    The exit code stays click's (2)."""
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        ctx = self.ctx  # ``err``: stderr unless click names another file
+        if ctx is not None:
+            hint = ""
+            if ctx.command.get_help_option(ctx) is not None:
+                names = ctx.command.get_help_option_names(ctx)
+                hint = f"Try '{ctx.command_path} {max(names, key=len)}' for help.\n"
+            click.echo(f"{ctx.get_usage()}\n{hint}", file=file, err=True, color=ctx.color)
+        click.echo(error_line(self.format_message()), file=file, err=True, color=ctx.color if ctx else None)
+
+
+class ToolClickError(click.ClickException):
+    """Any other error click reports itself, in the tool's error format, with click's exit code."""
+
+    def __init__(self, message: str, exit_code: int) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: IO[Any] | None = None) -> None:
+        click.echo(error_line(self.format_message()), file=file, err=True)
+
+
+@contextmanager
+def click_errors_in_tool_format() -> Iterator[None]:
+    """Re-raise click's own errors as ``ToolUsageError`` / ``ToolClickError`` (the help click shows
+    when a group gets no command at all stays as it is)."""
+    try:
+        yield
+    except (ToolUsageError, ToolClickError, click.exceptions.NoArgsIsHelpError):
+        raise
+    except click.UsageError as exc:
+        usage = ToolUsageError(exc.format_message(), exc.ctx)
+        usage.exit_code = exc.exit_code
+        raise usage from None
+    except click.ClickException as exc:
+        raise ToolClickError(exc.format_message(), exc.exit_code) from None
 
 
 def guarded(fn: F) -> F:
@@ -114,16 +162,14 @@ def signals_as_interrupts() -> Iterator[None]:
 
 
 def finish(patients_read: int, quality: DataQuality, source: str, screened: int = 0) -> None:
-    """End a screening command after its outputs are written: 4 when nothing usable was read, 5 when
-    data was lost after retries (the outputs are partial), else return (exit 0)."""
+    """End a screening command after its outputs are written: 4 when nothing usable was read (no patient,
+    or no Condition at all), 5 when data was lost after retries (the outputs are partial), else return
+    (exit 0). The rule is ``exitcodes.outcome_code``."""
     code = outcome_code(patients_read, quality, screened)
+    lost = sum(1 for f in quality.findings if f.problem == DATA_LOST)
     if code == EXIT_NOTHING_USABLE:
-        fail(
-            f"nothing usable in {source}: no patient was read (see the data-quality findings above)",
-            code,
-        )
+        fail(f"nothing usable in {source}: {_why_nothing_usable(quality, lost)}", code)
     if code == EXIT_PARTIAL:
-        lost = sum(1 for f in quality.findings if f.problem == DATA_LOST)
         fail(
             f"partial data: {lost} file(s) or page(s) of {source} could not be read whole; the outputs "
             f"were written without them (findings '{DATA_LOST}')",
@@ -131,12 +177,12 @@ def finish(patients_read: int, quality: DataQuality, source: str, screened: int 
         )
 
 
-def outcome_code(patients_read: int, quality: DataQuality, screened: int = 0) -> int:
-    """The exit code of a screening that wrote its outputs. Nothing usable: no patient read and nobody
-    screened. Patients screened without their Patient resources (the Patient searches were lost, the
-    Patient file is missing) are a run with outputs: partial when data were lost, not "nothing"."""
-    if patients_read == 0 and screened == 0:
-        return EXIT_NOTHING_USABLE
-    if quality.partial:
-        return EXIT_PARTIAL
-    return EXIT_OK
+def _why_nothing_usable(quality: DataQuality, lost: int) -> str:
+    missing = next((f.message for f in quality.findings if f.problem == NO_CONDITIONS), None)
+    if missing is None:
+        return "no patient was read (see the data-quality findings above)"
+    if lost:
+        missing += (
+            f"; {lost} file(s) or page(s) could not be read whole and may hold them (findings '{DATA_LOST}')"
+        )
+    return missing

@@ -39,10 +39,16 @@ from contextlib import contextmanager
 from datetime import date
 
 from fhirscreen.parallel import screen_all, shares
-from fhirscreen.quality import DataQuality
+from fhirscreen.quality import EMPTY_POPULATION, NO_CONDITIONS, DataQuality
 from fhirscreen.record import Dropped, PatientRecord, Population, PopulationBuilder
 from fhirscreen.report.facts import PatientFacts, patient_facts
-from fhirscreen.screening import PatientScreen, ScreeningRun, ScreenOne, screen_population
+from fhirscreen.screening import (
+    PatientScreen,
+    ScreeningRun,
+    ScreenOne,
+    population_evidence,
+    screen_population,
+)
 from fhirscreen.sources.base import QueryPlan, Source
 from fhirscreen.trial.loader import Trial
 
@@ -81,15 +87,33 @@ def load_population(source: Source, trial: Trial, patient_ids: tuple[str, ...] |
         builder = PopulationBuilder(quality, keep, dropped, trial.population)
         count = 0
         last_report = started
+        conditions = False  # a Condition was read (looked for only until the first one)
         for resource, origin in source.read(plan, quality):
             builder.add(resource, origin)
             count += 1
+            if not conditions and resource.get("resourceType") == "Condition":
+                conditions = True
             if count % 4096 == 0:
                 now = time.monotonic()
                 if now - last_report > 10:
                     log.info("read %d resources so far (%.0f s)", count, now - started)
                     last_report = now
         population = builder.build()
+    if getattr(source, "reads_everything", False):
+        conditions = conditions or dropped.by_type.get("Condition", 0) > 0
+        # Patients read, where the population was looked for (not ``explain``'s one patient).
+        patients = len(population.records) - population.without_patient if patient_ids is None else 0
+        screened = bool(conditions and patients) and any(
+            r.resources and population_evidence(r, trial) for r in population.records.values()
+        )
+        say_what_the_population_rests_on(
+            quality,
+            source.describe(),
+            read=count + dropped.resources > 0,
+            conditions=conditions,
+            patients=patients,
+            screened=screened,
+        )
     if patient_ids is not None:
         population.records = {pid: r for pid, r in population.records.items() if pid in patient_ids}
     log.debug(  # the run summary says it for everyday runs; -v adds the timing
@@ -100,6 +124,33 @@ def load_population(source: Source, trial: Trial, patient_ids: tuple[str, ...] |
         time.monotonic() - started,
     )
     return population
+
+
+def say_what_the_population_rests_on(
+    quality: DataQuality, where: str, *, read: bool, conditions: bool, patients: int, screened: bool
+) -> None:
+    """For a source that hands on every resource of its input (files, and the Spark engine's NDJSON):
+    no Condition at all among what was ``read`` is a finding that makes the run "nothing usable" (exit 4:
+    a missing Condition export must not look like a quiet night); Conditions and ``patients`` but nobody
+    ``screened`` (in the initial population) is the info that it is a quiet night, said as a server
+    run says it (``quality.EMPTY_POPULATION``). ``patients`` is 0 where no population was looked for
+    (``explain`` reads for one patient)."""
+    if read and not conditions:
+        quality.add(
+            "error",
+            where,
+            NO_CONDITIONS,
+            "no Condition resource among the resources read: the initial population (SLE diagnoses) "
+            "cannot be found; is the Condition export missing?",
+        )
+    elif conditions and patients and not screened:
+        quality.add(
+            "info",
+            where,
+            EMPTY_POPULATION,
+            f"none of the {patients} patient(s) read has an SLE diagnosis (a Condition coded in the "
+            "population value set), though Conditions were read: nobody to screen, a quiet night",
+        )
 
 
 def evaluate_population(

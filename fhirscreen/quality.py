@@ -17,6 +17,15 @@ DATA_LOST = "data-lost"
 # The problem code of a value that cannot be real (an eGFR of -5, a birth date after the screening date):
 # an entry error, which no criterion uses as evidence.
 IMPLAUSIBLE = "implausible-value"
+# The problem code of a source that holds no Condition resource at all (a file input that holds other
+# resources, or a server whose Condition search finds none): the initial population (SLE diagnoses)
+# cannot be found there, so an empty screening is a broken night, not a quiet one
+# (exitcodes.EXIT_NOTHING_USABLE).
+NO_CONDITIONS = "no-conditions"
+# The problem code (info) of a source that holds Conditions, none of them coded in the population value
+# set: nobody to screen, a quiet night (exit 0) in every mode; a server run, which reads only the
+# initial population's patients and so reads none then, is not "nothing usable" with it.
+EMPTY_POPULATION = "empty-population"
 
 
 @dataclass(frozen=True)
@@ -51,6 +60,16 @@ class DataQuality:
     @property
     def partial(self) -> bool:
         return any(f.problem == DATA_LOST for f in self.findings)
+
+    @property
+    def no_conditions(self) -> bool:
+        """The source holds no Condition at all (see ``NO_CONDITIONS``)."""
+        return any(f.problem == NO_CONDITIONS for f in self.findings)
+
+    @property
+    def empty_population(self) -> bool:
+        """The source holds Conditions, none in the population value set (see ``EMPTY_POPULATION``)."""
+        return any(f.problem == EMPTY_POPULATION for f in self.findings)
 
     def extend(self, other: DataQuality) -> None:
         for f in other.findings:

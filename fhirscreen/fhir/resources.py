@@ -104,6 +104,49 @@ def items(value: object) -> list[Any]:
     return value if value.__class__ is list else []
 
 
+def json_kind(value: object) -> str:
+    """What kind of JSON value this is, for a finding: never the value itself (it may be patient data)."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, (int, float)):
+        return "a number"
+    if isinstance(value, str):
+        return "a string"
+    if isinstance(value, list):
+        return "a list"
+    return "an object"
+
+
+def not_a_resource(value: object) -> str | None:
+    """Why a parsed JSON value is not a FHIR resource (an object with a resourceType); None if it is."""
+    if not isinstance(value, Mapping):
+        return f"the JSON is {json_kind(value)}, not a FHIR resource (an object with a resourceType)"
+    if not isinstance(value.get("resourceType"), str):
+        return "the JSON is an object without a resourceType, not a FHIR resource"
+    return None
+
+
+def entry_problem(entry: object) -> str | None:
+    """Why a Bundle entry holds no resource to read; None when it does (a ``resource`` object with a
+    ``resourceType``)."""
+    if entry.__class__ is dict:  # what JSON gives, tested first: this runs for every entry read
+        resource = entry.get("resource")
+        if resource.__class__ is dict and resource.get("resourceType").__class__ is str:
+            return None
+    if not isinstance(entry, Mapping):
+        return f"the entry is {json_kind(entry)}, not a JSON object"
+    resource = entry.get("resource")
+    if resource is None:
+        return "the entry has no resource"
+    if not isinstance(resource, Mapping):
+        return f"the entry's resource is {json_kind(resource)}, not a JSON object"
+    if not isinstance(resource.get("resourceType"), str):
+        return "the entry's resource has no resourceType"
+    return None
+
+
 def is_usable(resource: Mapping[str, Any]) -> bool:
     """False for records that must be ignored: entered-in-error, refuted, cancelled, not taken."""
     rtype = resource.get("resourceType")

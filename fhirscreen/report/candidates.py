@@ -54,6 +54,8 @@ def candidates_document(run: ScreeningRun) -> dict[str, Any]:
         "as_of": run.as_of.isoformat(),
         "source": run.source,
         "generated_by": f"fhirscreen {__version__}",
+        # Data was lost after retries (the data-lost findings): these lists leave out what it held.
+        "partial": run.quality.partial,
         "patients": [patient_entry(s, run.facts.get(s.patient_id)) for s in run.patients],
         "attrition": [row.as_dict() for row in trial_attrition(run.patients, run.trial)],
         "worklist": [w.as_dict() for w in worklist(run.patients)],

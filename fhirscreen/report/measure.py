@@ -13,15 +13,23 @@ Population mapping (codes from http://terminology.hl7.org/CodeSystem/measure-pop
 
 ``measureScore`` is eligible / initial population. Each population's subjects are a contained List
 referenced as ``#id`` from ``subjectResults`` (the R4 subject-list pattern).
+
+``status`` follows the run's exit code (``exitcodes.outcome_code``): ``complete`` for a run that read
+its data whole (0); ``pending`` ("results are not final and may change") for a partial run (5: data lost
+after retries); ``error`` for a run that read nothing usable (4). The latter two carry a narrative
+(``text``, status ``additional``) saying why, in words and counts only (never a patient's data).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from html import escape
 from typing import Any
 
 from fhir.resources.R4B.measurereport import MeasureReport
 
+from fhirscreen.exitcodes import EXIT_NOTHING_USABLE, EXIT_OK, EXIT_PARTIAL, outcome_code
+from fhirscreen.quality import DATA_LOST, NO_CONDITIONS
 from fhirscreen.report.fhir_ids import STATUS_SYSTEM, measure_url, run_id
 from fhirscreen.screening import PatientScreen, ScreeningRun
 
@@ -39,6 +47,29 @@ POPULATIONS: tuple[tuple[str, str, str, str, frozenset[str]], ...] = (
     ("ineligible", STATUS_SYSTEM, "ineligible", "Ineligible: at least one criterion failed",
      frozenset({"ineligible"})),
 )
+
+
+# MeasureReport.status (R4: complete | pending | error) by the run's exit code.
+REPORT_STATUS = {EXIT_OK: "complete", EXIT_PARTIAL: "pending", EXIT_NOTHING_USABLE: "error"}
+XHTML = "http://www.w3.org/1999/xhtml"
+
+
+def report_status(run: ScreeningRun) -> tuple[str, str | None]:
+    """The MeasureReport's status, and for a run that is not complete the sentence that says why."""
+    code = outcome_code(run.patients_read, run.quality, len(run.patients))
+    lost = sum(1 for f in run.quality.findings if f.problem == DATA_LOST)
+    if code == EXIT_NOTHING_USABLE:
+        missing = next((f.message for f in run.quality.findings if f.problem == NO_CONDITIONS), None)
+        why = missing or "no patient was read."
+        lead = "Nothing usable was read, so these counts are not a screening result"
+        return REPORT_STATUS[code], f"{lead}: {why}"
+    if code == EXIT_PARTIAL:
+        return REPORT_STATUS[code], (
+            f"Partial run: {lost} file(s) or page(s) of the source could not be read whole (the run's "
+            f"'{DATA_LOST}' findings). These counts leave out what they held and may change once "
+            "it is read; nobody whose record may be incomplete is counted as eligible."
+        )
+    return REPORT_STATUS[code], None
 
 
 def subject_list(list_id: str, title: str, subjects: Sequence[PatientScreen], day: str) -> dict[str, Any]:
@@ -72,11 +103,15 @@ def measure_report_dict(run: ScreeningRun) -> dict[str, Any]:
     if run.patients:
         eligible = sum(1 for s in run.patients if s.status == "eligible")
         group["measureScore"] = {"value": round(eligible / len(run.patients), 4)}
+    status, why = report_status(run)
+    report: dict[str, Any] = {"resourceType": "MeasureReport", "id": run_id(run)}
+    if why is not None:
+        div = f'<div xmlns="{XHTML}"><p>{escape(why, quote=False)}</p></div>'
+        report["text"] = {"status": "additional", "div": div}
     return {
-        "resourceType": "MeasureReport",
-        "id": run_id(run),
+        **report,
         "contained": contained,
-        "status": "complete",
+        "status": status,
         "type": "subject-list",
         "measure": measure_url(run),
         "date": day,  # the as-of date, not the wall clock: outputs are reproducible

@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from fhirscreen import __version__
-from fhirscreen.exitcodes import EXIT_CODES
-from fhirscreen.failures import outcome_code
+from fhirscreen.exitcodes import EXIT_CODES, outcome_code
 from fhirscreen.quality import DATA_LOST
 from fhirscreen.runs.observe import ObservedSource, canonical_source
 from fhirscreen.screening import ScreeningRun
@@ -23,7 +22,8 @@ TIMING_FIELDS = ("run", "base_run", "started_at", "finished_at", "durations_s")
 
 
 def exit_status(run: ScreeningRun) -> int:
-    """The run's exit code: nothing usable, partial (data lost after retries), or 0 (``outcome_code``)."""
+    """The run's exit code: nothing usable (no patient, or no Condition at all), partial (data lost after
+    retries), or 0; the process exits with it (``exitcodes.outcome_code``)."""
     return outcome_code(run.patients_read, run.quality, len(run.patients))
 
 

@@ -10,6 +10,11 @@ Speed (file mode must screen >= 50,000 resources/s on one core; ``bench/file_ben
   the parsers (a RecursionError) costs its line, or its file for a JSON document.
 - A file that cannot be read (I/O error, a broken gzip, not JSON at all) is lost: besides its finding,
   ``DataQuality.lost`` marks the run partial (exit 5). A bad NDJSON line is only a finding.
+- An empty file (0 bytes, nothing once decompressed, or only blank space) is an ``empty-file`` finding
+  naming it, whatever its kind; a truncated download is the usual cause. An empty ``.json`` is not a
+  JSON document at all, so what it was meant to hold is lost (an error, exit 5, as any file that is not
+  JSON); an empty ``.ndjson`` is a valid NDJSON file of no resources (an export may leave a type
+  empty), so it is a warning and the run is not partial.
 - With a ``QueryPlan``, resources of types screening does not read are not parsed at all. A Bulk NDJSON
   line that starts ``{"resourceType":"Encounter"`` (as every exporter writes it) is passed on as the
   stub ``{"resourceType": "Encounter"}``, so it is still counted as read and skipped; a line of such a
@@ -38,6 +43,7 @@ all passed on as they are read; the record builder joins them by reference (``Pa
 from __future__ import annotations
 
 import gzip
+import itertools
 import json
 import logging
 import os
@@ -52,7 +58,16 @@ import orjson
 
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.json_text import loads_finite, odd_numbers_message
-from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, items, reference_id
+from fhirscreen.fhir.resources import (
+    PATIENT_LINK,
+    Resource,
+    entry_problem,
+    is_usable,
+    items,
+    json_kind,
+    not_a_resource,
+    reference_id,
+)
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import KEPT_TYPES, Dropped, malformed_concept, patient_id, report_malformed
 from fhirscreen.sources.base import NothingUsableError, QueryPlan, SourceError
@@ -61,6 +76,8 @@ from fhirscreen.sources.line_ranges import line_ranges
 log = logging.getLogger("fhirscreen")
 
 _SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
+# The problem code of an empty input file (see the module docstring).
+EMPTY_FILE = "empty-file"
 # The resourceType as the first member of an NDJSON line: how every Bulk Data exporter writes it.
 _NOT_PATIENT_IDS = frozenset({"Patient/", "Patient/_history"})
 _BOM = b"\xef\xbb\xbf"
@@ -109,6 +126,9 @@ class FileSource:
 
     # Honours QueryPlan.keep_patients / population (the pipeline's memory prefilter).
     prefilters = True
+    # Every resource of the input is handed on (other types as stubs) or counted in QueryPlan.dropped:
+    # a type absent from what was read is absent from the input (the pipeline says so of Conditions).
+    reads_everything = True
 
     def __init__(self, path: str | os.PathLike[str], workers: int = 1) -> None:
         self.path = Path(path)
@@ -457,6 +477,16 @@ def read_file(
             return
         with _open_binary(file) as fh:
             raw = fh.read()
+        if not raw or raw.isspace():
+            quality.add(
+                "error",
+                shown,
+                EMPTY_FILE,
+                f"{emptiness(file)}: not a JSON document, so nothing was read from it (a truncated "
+                "download or an interrupted copy is the usual cause); file skipped",
+            )
+            quality.lost(shown, "the whole file was skipped: it is empty")
+            return
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -507,7 +537,42 @@ def _read_ndjson(
             yield from read_ranges(file, ranges, quality, wanted, prefilter)
             return
     with _open_binary(file) as fh:
-        yield from ndjson_lines(enumerate(fh, start=1), str(file), quality, wanted, prefilter)
+        # Blank lines before the first line with content are taken here: none at all is an empty file.
+        leading: list[bytes] = []
+        for line in fh:
+            leading.append(line)
+            if not line.isspace():
+                break
+        else:
+            quality.add("warning", str(file), EMPTY_FILE, empty_ndjson_message(emptiness(file)))
+            return
+        numbered = enumerate(itertools.chain(leading, fh), start=1)
+        yield from ndjson_lines(numbered, str(file), quality, wanted, prefilter)
+
+
+def emptiness(file: Path) -> str:
+    """How an empty file is empty, to start its finding with."""
+    try:
+        size = file.stat().st_size
+    except OSError:
+        size = -1
+    return how_empty(file.name, size)
+
+
+def how_empty(name: str, size: int) -> str:
+    """``emptiness`` from a file's name and size in bytes (as stored: compressed for .gz)."""
+    if size == 0:
+        return "the file is empty (0 bytes)"
+    if name.lower().endswith(".gz"):
+        return "the file is empty once decompressed"
+    return "the file holds only blank space"
+
+
+def empty_ndjson_message(how: str) -> str:
+    return (
+        f"{how}: no resources were read from it; an export may leave a type empty, but if this file "
+        "should hold resources, its download or copy was cut short"
+    )
 
 
 def ndjson_lines(
@@ -585,7 +650,7 @@ def _resources_in(
     prefilter: Prefilter | None = None,
 ) -> Iterator[tuple[Resource, str]]:
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
-        quality.add("error", origin, "not-fhir", "JSON is not a FHIR resource (no resourceType); skipped")
+        quality.add("error", origin, "not-fhir", f"{not_a_resource(data)}; skipped")
         return
     if data["resourceType"] == "Bundle":
         yield from bundle_resources(data, origin, quality, wanted, prefilter)
@@ -618,18 +683,17 @@ def bundle_resources(
     listed = bundle.get("entry")
     if listed is not None and not isinstance(listed, list):
         # Like a file that is not JSON: its content is lost to the run, which says so (exit 5).
-        quality.lost(origin, "the bundle was skipped: its entry is not a list")
+        quality.lost(origin, f"the bundle was skipped: its entry is not a list (it is {json_kind(listed)})")
         return
-    entries = [e for e in items(listed) if isinstance(e, Mapping)]
     aliases: dict[str, str] = {}
     resources: list[Resource] = []
-    for index, entry in enumerate(entries):
-        resource = entry.get("resource")
-        if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
-            quality.add(
-                "warning", f"{origin} entry {index}", "not-fhir", "bundle entry without a resource; skipped"
-            )
+    # Every entry is counted, whatever it is: "entry 3" is Bundle.entry[3] in the file.
+    for index, entry in enumerate(items(listed)):
+        problem = entry_problem(entry)
+        if problem is not None:
+            quality.add("warning", f"{origin} entry {index}", "not-fhir", f"{problem}; skipped")
             continue
+        resource = entry["resource"]
         rtype = resource["resourceType"]
         if rtype == "OperationOutcome":
             continue

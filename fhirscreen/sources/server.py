@@ -39,8 +39,8 @@ from urllib.parse import quote, urlencode
 import orjson
 
 from fhirscreen.fhir.codes import ICD10, ICD10CM, Code
-from fhirscreen.fhir.resources import Resource, items
-from fhirscreen.quality import DataQuality
+from fhirscreen.fhir.resources import Resource, entry_problem, items
+from fhirscreen.quality import EMPTY_POPULATION, NO_CONDITIONS, DataQuality
 from fhirscreen.record import SCREENED_TYPES, SHARED_TYPES, is_later_version
 from fhirscreen.sources import observation_plan
 from fhirscreen.sources.base import ConfigurationError, QueryPlan, Source, SourceError
@@ -445,7 +445,8 @@ def request_bound(candidates: int | Sequence[str], plan: QueryPlan) -> int:
     """Upper bound on requests for a run, counting one page per search (add extra pages on top).
 
     metadata + the code:text probes (two where ``combo-code:text`` is tried first) + population code
-    chunks + per id batch: the searches of
+    chunks (and, when they find nobody, the search for any Condition: no batch runs then) + per id
+    batch: the searches of
     ``patient_searches`` and at most one Medication and one ResearchStudy ``_id`` batch. Given a count,
     batches assume the longest ids (64 characters); given the ids, they are exact.
     """
@@ -646,7 +647,38 @@ class ServerSource:
             "initial population search: %d patients with a diagnosis code of the population value set",
             len(ids),
         )
+        if not ids:
+            self.check_empty_population(quality)
         return ids
+
+    def check_empty_population(self, quality: DataQuality) -> None:
+        """Nobody has a diagnosis of the population value set: one more search, for any Condition at
+        all, tells a quiet night (the server holds Conditions, none of them SLE: ``EMPTY_POPULATION``,
+        exit 0, as file mode) from a broken one (it holds none: nothing loaded, or the wrong server;
+        ``NO_CONDITIONS``, exit 4)."""
+        label = "Condition search (any Condition, the population being empty)"
+        page = next(iter(self.pages(f"Condition?{query_string([('_count', '1')])}", label)))
+        total = page.get("total")
+        held = _entries_on(page) > 0 or (total.__class__ is int and total > 0)
+        where = self.client.base_url
+        with self._lock:
+            if held:
+                quality.add(
+                    "info",
+                    where,
+                    EMPTY_POPULATION,
+                    "no Condition on the server is an SLE diagnosis (coded in the population value set), "
+                    "though the server holds Conditions: nobody to screen, a quiet night",
+                )
+            else:
+                quality.add(
+                    "error",
+                    where,
+                    NO_CONDITIONS,
+                    "the server holds no Condition resource (a search for any Condition found none): the "
+                    "initial population (SLE diagnoses) cannot be found; is the Condition data loaded, and "
+                    "is this the right server (base URL)?",
+                )
 
     def _read_by_bulk(
         self, plan: QueryPlan, quality: DataQuality, caps: Capabilities
@@ -1085,7 +1117,7 @@ class ServerSource:
                 total = page.get("total")
                 expected = total if total.__class__ is int and total >= 0 else None
             matched += _entries_on(page)
-            found.extend(self._entries(page, label, quality))
+            found.extend(self._entries(page, label, quality, number))
         if expected is not None and matched < expected:
             # Fewer matches than the server counted: resources deleted while the run paged, or a server
             # that stops searches short (a fetch-size cap). Said, never silent.
@@ -1115,17 +1147,27 @@ class ServerSource:
             yield page
             url = self._next_link(page, label)
 
-    def _entries(self, page: Mapping[str, Any], label: str, quality: DataQuality) -> Iterator[Resource]:
+    def _entries(
+        self, page: Mapping[str, Any], label: str, quality: DataQuality, number: int = 0
+    ) -> Iterator[Resource]:
+        """The resources of page ``number`` (from 0) of a search. An entry without one (null, a number,
+        no resource, no resourceType) is a finding naming the page and entry, as in a Bundle file; an
+        OperationOutcome is the server's note."""
         absolute = holds_absolute_references(page, self.client.base_url)
-        for entry in items(page.get("entry")):
-            resource = entry.get("resource") if isinstance(entry, Mapping) else None
-            if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
+        for index, entry in enumerate(items(page.get("entry"))):
+            problem = entry_problem(entry)
+            if problem is not None:
+                where = f"{label}, page {number + 1}, entry {index}"
+                with self._lock:
+                    quality.add("warning", where, "not-fhir", f"{problem}; skipped")
                 continue
+            resource = entry["resource"]
             if resource["resourceType"] == "OperationOutcome":
                 text = outcome_text(resource) or ""
-                quality.add(
-                    "warning", label, "server-warning", f"the server added a note to a search: {text}"
-                )
+                with self._lock:
+                    quality.add(
+                        "warning", label, "server-warning", f"the server added a note to a search: {text}"
+                    )
                 continue
             if absolute:
                 normalise_references(resource, self.client.base_url)

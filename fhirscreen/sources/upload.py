@@ -38,7 +38,14 @@ from fhirscreen.fhir.resources import Resource, items
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import SourceError
 from fhirscreen.sources.factory import SourceOptions
-from fhirscreen.sources.files import FileSource, bundle_resources, loads_damaged
+from fhirscreen.sources.files import (
+    EMPTY_FILE,
+    FileSource,
+    bundle_resources,
+    emptiness,
+    empty_ndjson_message,
+    loads_damaged,
+)
 from fhirscreen.sources.http import FhirClient
 from fhirscreen.sources.server_text import outcome_text
 
@@ -127,7 +134,11 @@ def units_from_file(file: Path, quality: DataQuality) -> Iterator[Unit]:
         return
     try:
         with _open(file) as fh:
-            data = _parse(fh.read(), shown, quality, "file")
+            raw = fh.read()
+        if not raw or raw.isspace():  # as the screening says it (files.read_file)
+            quality.add("error", shown, EMPTY_FILE, f"{emptiness(file)}: not a JSON document; not uploaded")
+            return
+        data = _parse(raw, shown, quality, "file")
     except (OSError, ValueError, EOFError, RecursionError, zlib.error) as exc:
         quality.add(
             "error", shown, "unreadable-file", f"cannot read file ({type(exc).__name__}); not uploaded"
@@ -150,11 +161,13 @@ def _ndjson_units(file: Path, quality: DataQuality) -> Iterator[Unit]:
     shown = str(file)
     batch: list[Resource] = []
     first_line = 1
+    empty = True
     try:
         with _open(file) as fh:
             for lineno, line in enumerate(fh, start=1):
                 if not line.strip():
                     continue
+                empty = False
                 try:
                     resource = _parse(line, f"{shown}:{lineno}", quality, "line")
                 except (ValueError, RecursionError):
@@ -175,6 +188,9 @@ def _ndjson_units(file: Path, quality: DataQuality) -> Iterator[Unit]:
                 yield _ndjson_unit(shown, first_line, lineno, batch)
     except (OSError, EOFError, zlib.error) as exc:
         quality.add("error", shown, "unreadable-file", f"cannot read file ({type(exc).__name__})")
+        return
+    if empty:  # as the screening says it (files._read_ndjson)
+        quality.add("warning", shown, EMPTY_FILE, empty_ndjson_message(emptiness(file)))
 
 
 def _ndjson_unit(shown: str, first: int, last: int, batch: Sequence[Resource]) -> Unit:

@@ -22,17 +22,20 @@ import logging
 import os
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Container, Iterable, Iterator
+from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
 from typing import Any
 
+from fhirscreen.pipeline import say_what_the_population_rests_on
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import PopulationBuilder
 from fhirscreen.report.facts import PatientFacts
 from fhirscreen.screening import PatientScreen, ScreeningRun, caution, rank
 from fhirscreen.sources.base import SourceError
+from fhirscreen.sources.files import EMPTY_FILE, empty_ndjson_message, how_empty
 from fhirscreen.spark.inputs import Inputs, java_error_summary, list_inputs
 from fhirscreen.spark.partitions import (
     Position,
@@ -95,6 +98,16 @@ def spark_session() -> Any:
     return session
 
 
+@dataclass
+class Read:
+    """What the census counted: resources and Conditions in all, and lines that are not blank per file
+    (by index)."""
+
+    resources: int = 0
+    conditions: int = 0
+    filled: Counter[int] = field(default_factory=Counter)
+
+
 class SparkScreening:
     """One screening run on Spark over the NDJSON files under ``data``."""
 
@@ -137,7 +150,8 @@ class SparkScreening:
             sum(t.getNumPartitions() for t in texts),
         )
 
-        first_lines, joined = self._census(texts)
+        first_lines, joined, read = self._census(texts)
+        self._report_empty(inputs, read)
         log.info(
             "spark: census found %d patient(s) with an SLE diagnosis (%.1f s)",
             len(joined),
@@ -160,6 +174,14 @@ class SparkScreening:
             routed.unpersist()
             candidates.unpersist()
         log.info("spark: screened %d patient(s) in %.1f s", len(screens), time.monotonic() - started)
+        say_what_the_population_rests_on(
+            self.quality,
+            self.data,
+            read=read.resources > 0,
+            conditions=read.conditions > 0,
+            patients=patients_read,
+            screened=bool(screens),
+        )
         return ScreeningRun(
             trial=self.trial,
             as_of=self.as_of,
@@ -178,6 +200,13 @@ class SparkScreening:
             return self.sc.binaryFiles(uri, 1).flatMap(gzip_lines)
         return self.sc.textFile(uri, self.min_partitions or 1)
 
+    def _report_empty(self, inputs: Inputs, read: Read) -> None:
+        """An NDJSON file without a line that is not blank: file mode's warning."""
+        for index, file in enumerate(inputs.ndjson):
+            if not read.filled[index]:
+                message = empty_ndjson_message(how_empty(file.uri, file.size))
+                self.quality.add("warning", file.shown, EMPTY_FILE, message)
+
     def _report_bundles(self, inputs: Inputs) -> None:
         for bundle in inputs.bundles:
             self.quality.add(
@@ -188,8 +217,9 @@ class SparkScreening:
                 "or screen this file in file mode; skipped",
             )
 
-    def _census(self, texts: list[Any]) -> tuple[list[list[int]], dict[str, Position]]:
-        """Per file, the first line number of each split; per candidate, their first SLE Condition."""
+    def _census(self, texts: list[Any]) -> tuple[list[list[int]], dict[str, Position], Read]:
+        """Per file, the first line number of each split; per candidate, their first SLE Condition; how
+        many resources and Conditions were read in all."""
         population = self.sc.broadcast(self.trial.population)
         try:
             rows = (
@@ -207,9 +237,16 @@ class SparkScreening:
             population.unpersist()
         counts: dict[int, dict[int, int]] = defaultdict(dict)
         first: dict[str, tuple[int, int, int]] = {}
+        read = Read()
         for (kind, key), value in rows:
             if kind == "lines":
                 counts[key[0]][key[1]] = value
+            elif kind == "filled":
+                read.filled[key[0]] += value
+            elif kind == "resources":
+                read.resources += value
+            elif kind == "conditions":
+                read.conditions += value
             else:
                 first[key] = value
         first_lines: list[list[int]] = []
@@ -220,7 +257,7 @@ class SparkScreening:
                 line += counts[index].get(split, 0)
             first_lines.append(starts)
         joined = {pid: (f, first_lines[f][split] + offset, 0) for pid, (f, split, offset) in first.items()}
-        return first_lines, joined
+        return first_lines, joined, read
 
     def _counts(self, routed: Any, candidates: Container[str]) -> tuple[dict[str, int], int]:
         """Findings of the reading, skipped types, patients read, duplicate and missing Patients: one

@@ -21,7 +21,7 @@ from typing import Any
 import orjson
 
 from fhirscreen.fhir.json_text import loads_finite, odd_numbers_message
-from fhirscreen.fhir.resources import Resource, is_usable, reference_id
+from fhirscreen.fhir.resources import Resource, is_usable, not_a_resource, reference_id
 from fhirscreen.quality import DataQuality, Finding
 from fhirscreen.record import KEPT_TYPES, SHARED_TYPES, PopulationBuilder, patient_id
 from fhirscreen.report.facts import PatientFacts, patient_facts
@@ -89,7 +89,7 @@ _OPENED = KEPT_TYPES | frozenset({"Bundle"})
 def _resources_on_line(data: Any, origin: str, quality: DataQuality) -> tuple[list[Resource], bool]:
     """The resource(s) of one parsed line: itself, or a Bundle's entries (other types as stubs; True)."""
     if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
-        quality.add("error", origin, "not-fhir", "JSON is not a FHIR resource (no resourceType); skipped")
+        quality.add("error", origin, "not-fhir", f"{not_a_resource(data)}; skipped")  # as file mode
         return [], False
     if data["resourceType"] == "Bundle":
         return [r for r, _origin in bundle_resources(data, origin, quality, KEPT_TYPES)], True
@@ -131,23 +131,33 @@ def _parsed_lines(
 def census_split(split: int, lines: Iterable[str], file_index: int, population: Any) -> Iterator[Row]:
     """The initial population in one split: ``("sle", patient id, (file, split, offset))`` for each
     usable Condition coded in the population value set, and ``("lines", (file, split), n)`` (the split's
-    line count, from which the driver numbers the lines of later splits). Only Condition lines (and
-    lines without a leading type) are parsed."""
-    count = 0
+    line count, from which the driver numbers the lines of later splits), ``("filled", (file, split),
+    n)`` (lines that are not blank: a file without any is an empty file, as in file mode),
+    ``("resources", (file, split), n)`` and ``("conditions", (file, split), n)`` (how many resources, and
+    Conditions, were read: none at all is a finding, as in file mode). Only Condition lines (and lines
+    without a leading type) are parsed."""
+    count = filled = 0
+    read = conditions = 0
     scratch = DataQuality()  # findings are reported by the second pass
     first: dict[str, int] = {}
 
     def counted() -> Iterator[str]:
-        nonlocal count
+        nonlocal count, filled
         for line in lines:
             count += 1
+            if line and not line.isspace():  # an UnreadableFile too: file mode reports that instead
+                filled += 1
             yield line
 
-    for lineno, _origin, _line, (resources, _bundled), _skipped in _parsed_lines(
+    for lineno, _origin, _line, (resources, _bundled), skipped in _parsed_lines(
         counted(), 0, "", scratch, frozenset({"Condition", "Bundle"})
     ):
+        read += len(resources) if skipped is None else 1
         for resource in resources:
-            if resource.get("resourceType") != "Condition" or not is_usable(resource):
+            if resource.get("resourceType") != "Condition":
+                continue
+            conditions += 1
+            if not is_usable(resource):
                 continue
             if population.match(resource.get("code")) is None:
                 continue
@@ -157,6 +167,9 @@ def census_split(split: int, lines: Iterable[str], file_index: int, population: 
     for pid, offset in first.items():
         yield ("sle", pid, (file_index, split, offset))
     yield ("lines", (file_index, split), count)
+    yield ("filled", (file_index, split), filled)
+    yield ("resources", (file_index, split), read)
+    yield ("conditions", (file_index, split), conditions)
 
 
 # ---------------------------------------------------------------------------------------- pass 2

@@ -328,6 +328,8 @@ class IncrementalSource:
             yield from self._full(plan, quality, state.source_key)
             return
         after = population_of(delta.resources.values(), self._codes(plan))
+        if not after:  # a quiet night, or a server that lost its Conditions: said as a full read says it
+            self.server.check_empty_population(quality)
         left = population - after
         for k in [k for k, r in delta.resources.items() if r.patient in left]:
             delta.drop(k)

@@ -213,3 +213,48 @@ def test_a_failing_worker_is_a_bug_report_not_a_source_error_and_quotes_no_data(
     failure = spark_failure(missing.value, "file:///nonexistent/fhirscreen")
     assert isinstance(failure, SourceError)
     assert spark_failure(ValueError("not Spark"), "x") is None
+
+
+@pytest.mark.parametrize("conditions", [False, True], ids=["no-condition-at-all", "no-sle-condition"])
+def test_no_condition_at_all_and_no_sle_condition_are_said_as_file_mode_says_them(
+    spark: Any, trial: Trial, tmp_path: Path, conditions: bool
+) -> None:
+    """No Condition in the input is nothing usable (exit 4), Conditions none of them SLE a quiet night
+    (exit 0, an info finding): the same findings, and the same exit code, as file mode."""
+    data = tmp_path / "bulk"
+    data.mkdir()
+    shutil.copy(SAMPLES / "bulk" / "Patient.ndjson", data / "Patient.ndjson")
+    shutil.copy(SAMPLES / "bulk" / "Observation.ndjson", data / "Observation.ndjson")
+    if conditions:
+        patient = json.loads((data / "Patient.ndjson").read_text().splitlines()[0])["id"]
+        hypertension = {
+            "resourceType": "Condition", "id": "htn", "subject": {"reference": f"Patient/{patient}"},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003"}]},
+        }
+        (data / "Condition.ndjson").write_text(json.dumps(hypertension) + "\n")
+    expected = outputs_file_mode(data, trial, tmp_path / "file")
+    actual = outputs_spark(data, trial, tmp_path / "spark", spark)
+    assert actual["candidates.json"] == expected["candidates.json"]
+    problems = {f["problem"] for f in json.loads(actual["candidates.json"])["data_quality"]}
+    assert ("empty-population" if conditions else "no-conditions") in problems
+    result = CliRunner().invoke(
+        main, ["screen", "--engine", "spark", "--data", str(data), "--as-of", AS_OF.isoformat()]
+    )
+    assert result.exit_code == (0 if conditions else 4), result.output
+
+
+def test_empty_ndjson_files_are_reported_as_file_mode_reports_them(
+    spark: Any, trial: Trial, tmp_path: Path
+) -> None:
+    data = tmp_path / "bulk"
+    shutil.copytree(SAMPLES / "bulk", data)
+    (data / "Procedure.ndjson").write_bytes(b"")
+    (data / "Encounter.ndjson").write_text("\n  \n")
+    (data / "Immunization.ndjson.gz").write_bytes(gzip.compress(b""))
+    expected = outputs_file_mode(data, trial, tmp_path / "file")
+    actual = outputs_spark(data, trial, tmp_path / "spark", spark)
+    assert actual["candidates.json"] == expected["candidates.json"]
+    empty = [f for f in json.loads(actual["candidates.json"])["data_quality"] if f["problem"] == "empty-file"]
+    assert sorted(Path(f["where"]).name for f in empty) == [
+        "Encounter.ndjson", "Immunization.ndjson.gz", "Procedure.ndjson",
+    ]

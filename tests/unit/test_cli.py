@@ -9,6 +9,7 @@ import re
 import shutil
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner, Result
 
@@ -266,3 +267,47 @@ def test_bad_input_is_reported_and_the_rest_is_screened(tmp_path):
     assert screened == {"Patient/gp-eligible", "Patient/gp-ineligible", "Patient/gp-possible"}
     problems = {f["problem"] for f in json.loads(result.stdout)["data_quality"]}
     assert {"malformed-json", "not-fhir", "no-subject", "unknown-unit", "data-lost"} <= problems
+
+
+# ------------------------------------------------------------------------------- click's own errors
+
+
+@pytest.mark.parametrize(
+    ("args", "command", "message"),
+    [
+        (["screen", "--bogus"], "fhirscreen screen", "No such option '--bogus'."),
+        (["screen", "--format", "xml"], "fhirscreen screen", "Invalid value for '--format'"),
+        (["screen", "--as-of", "2026-02-30"], "fhirscreen screen", "is not a date in YYYY-MM-DD form"),
+        (["explain"], "fhirscreen explain", "Missing argument 'PATIENT_ID'."),
+        (["scren"], "fhirscreen", "No such command 'scren'."),
+        (["--bogus"], "fhirscreen", "No such option '--bogus'."),
+    ],
+    ids=["option", "choice", "callback", "argument", "command", "group-option"],
+)
+def test_usage_errors_read_as_every_other_error_with_clicks_hint_and_exit_2(
+    args: list[str], command: str, message: str
+) -> None:
+    """click printed "Error: ..." where every other error reads "fhirscreen: error: ..." (what a cron
+    job's mail or a log filter looks for)."""
+    result = CliRunner().invoke(main, args, prog_name="fhirscreen")
+    assert result.exit_code == 2
+    lines = result.stderr.splitlines()
+    assert lines[0].startswith(f"Usage: {command} [OPTIONS]")
+    assert lines[1] == f"Try '{command} --help' for help."
+    assert lines[-1].startswith("fhirscreen: error: ") and message in lines[-1]
+    assert not any(line.startswith("Error:") for line in lines)
+
+
+def test_another_click_error_reads_as_every_other_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    def refused(*_args: object) -> None:
+        raise click.ClickException("the trial file is locked")
+
+    monkeypatch.setattr(cli, "load_trial", refused)
+    result = CliRunner().invoke(main, ["criteria"], prog_name="fhirscreen")
+    assert result.exit_code == 1
+    assert result.stderr == "fhirscreen: error: the trial file is locked\n"
+
+
+def test_a_group_without_a_command_still_shows_its_help() -> None:
+    result = CliRunner().invoke(main, [], prog_name="fhirscreen")
+    assert "Commands:" in result.output and "fhirscreen: error" not in result.output

@@ -15,7 +15,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from datetime import date, timedelta
+from datetime import date, datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
@@ -335,13 +335,76 @@ def test_2_a_bad_trial_file_is_reported_at_once_while_the_server_is_still_answer
     assert f"{bad}:" in process.stderr and "not valid YAML" in process.stderr
 
 
-@responses.activate
-def test_4_a_server_with_nobody_in_the_population() -> None:
+def _server_with_conditions(conditions: list[dict[str, object]]) -> None:
+    """A server whose Condition searches by code (the population's) find nobody, and whose search for
+    any Condition (no code) finds what ``conditions`` holds at the time; it tells its time (the store of
+    incremental reads needs it)."""
     responses.get(f"{BASE}/metadata", json={"resourceType": "CapabilityStatement", "fhirVersion": "4.0.1"})
-    responses.get(f"{BASE}/Condition", json={"resourceType": "Bundle", "type": "searchset", "entry": []})
-    result = invoke("screen", "--server", BASE, "--as-of", AS_OF)
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    clock = {"resourceType": "Bundle", "type": "searchset", "total": 1, "meta": {"lastUpdated": now}}
+    responses.get(f"{BASE}/Patient", json=clock)
+
+    def search(request: object) -> tuple[int, dict[str, str], str]:
+        by_code = "code=" in request.url  # type: ignore[attr-defined]
+        found = [] if by_code else conditions[:1]
+        page = {"resourceType": "Bundle", "type": "searchset", "total": 0 if by_code else len(conditions)}
+        page["entry"] = [{"resource": c} for c in found]
+        return 200, {}, json.dumps(page)
+
+    responses.add_callback(responses.GET, f"{BASE}/Condition", callback=search)
+
+
+HYPERTENSION = {
+    "resourceType": "Condition", "id": "c1", "subject": {"reference": "Patient/p1"},
+    "code": {"coding": [{"system": "http://snomed.info/sct", "code": "38341003"}]},
+}
+
+
+@responses.activate
+@pytest.mark.parametrize("mode", [[], ["--bulk"]], ids=["search", "bulk"])
+def test_4_a_server_that_holds_no_condition_at_all(mode: list[str]) -> None:
+    """Nobody in the population because the server holds no Condition (nothing loaded, a wrong base
+    URL): a broken night, said as such."""
+    _server_with_conditions([])
+    result = invoke("screen", "--server", BASE, "--as-of", AS_OF, *mode)
     assert result.exit_code == 4, result.stderr
-    assert f"nothing usable in {BASE}: no patient was read" in result.stderr
+    assert f"error: nothing usable in {BASE}" in result.stderr
+    assert "the server holds no Condition resource" in result.stderr
+    assert "is the Condition data loaded" in result.stderr
+
+
+@responses.activate
+@pytest.mark.parametrize("mode", [[], ["--bulk"]], ids=["search", "bulk"])
+def test_0_a_server_whose_conditions_hold_no_sle_diagnosis_is_a_quiet_night(mode: list[str]) -> None:
+    """The same as file mode: Conditions, none of them SLE, is nobody to screen (exit 0), not nothing
+    usable; the run says why it is empty."""
+    _server_with_conditions([HYPERTENSION])
+    result = invoke("screen", "--server", BASE, "--as-of", AS_OF, *mode)
+    assert result.exit_code == 0, result.stderr
+    assert "empty-population" in result.stderr and "a quiet night" in result.stderr
+
+
+@responses.activate
+def test_the_store_of_incremental_reads_tells_a_quiet_night_from_conditions_gone(tmp_path: Path) -> None:
+    """With --out a server run keeps a store and reads only changes after the first night: an empty
+    population is checked there too. Quiet nights are 0 (run.json agrees, latest moves on); the night
+    the server holds no Condition any more is 4, and latest stays on the last good run."""
+    conditions = [HYPERTENSION]
+    _server_with_conditions(conditions)
+    out = tmp_path / "out"
+    first = invoke("screen", "--server", BASE, "--as-of", AS_OF, "--out", out)
+    assert first.exit_code == 0, first.stderr
+    second = invoke("screen", "--server", BASE, "--as-of", AS_OF, "--out", out)
+    assert second.exit_code == 0, second.stderr
+    assert "incremental read" in second.stderr and "a quiet night" in second.stderr
+    manifest = json.loads((out / "latest" / "run.json").read_text())
+    assert manifest["exit_status"] == 0 and manifest["initial_population"] == 0
+    good = os.readlink(out / "latest")
+    conditions.clear()
+    third = invoke("screen", "--server", BASE, "--as-of", AS_OF, "--out", out)
+    assert third.exit_code == 4, third.stderr
+    assert "incremental read" in third.stderr and "the server holds no Condition resource" in third.stderr
+    assert os.readlink(out / "latest") == good
 
 
 def test_5_explain_on_partial_data(tmp_path: Path) -> None:

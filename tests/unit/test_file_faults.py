@@ -149,7 +149,8 @@ def test_a_bom_at_the_start_of_an_ndjson_file_is_accepted(tmp_path: Path, trial:
 
 
 def test_a_bom_at_the_start_of_a_bundle_is_accepted(tmp_path: Path, trial: Trial) -> None:
-    bundle = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": patient("p1")}]}
+    entries = [{"resource": patient("p1")}, {"resource": sle("c1", "p1")}]
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
     file = tmp_path / "bundle.json"
     file.write_bytes(BOM + json.dumps(bundle).encode())
     population = load_population(FileSource(file), trial)
@@ -273,3 +274,131 @@ def test_a_truncated_gzip_is_lost_and_the_run_is_partial(tmp_path: Path) -> None
     assert result.exit_code == 5, result.stderr
     problems = {f["problem"] for f in json.loads(result.stdout)["data_quality"]}
     assert {"unreadable-file", "data-lost"} <= problems
+
+
+# -- no Condition at all, or none of them SLE --------------------------------------------------------------
+
+
+def hypertension(cid: str, pid: str) -> dict[str, Any]:
+    return {**sle(cid, pid), "code": {"coding": [{"system": SNOMED, "code": "38341003"}]}}
+
+
+def explain(data: Path, pid: str) -> Result:
+    return CliRunner().invoke(main, ["explain", pid, "--data", str(data), "--as-of", "2026-06-01"])
+
+
+def test_patients_without_a_single_condition_are_nothing_usable_not_a_quiet_night(tmp_path: Path) -> None:
+    """The Condition export missing: patients and labs read, nobody in the population. That used to be
+    exit 0 ("0 in the initial population"); it is 4, saying what is missing, and run.json agrees."""
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "Patient.ndjson").write_bytes(line(patient("p1")) + line(patient("p2")))
+    egfr = {
+        "resourceType": "Observation", "id": "o1", "status": "final", "subject": {"reference": "Patient/p1"},
+        "code": {"coding": [{"system": "http://loinc.org", "code": "98979-8"}]},
+    }
+    (data / "Observation.ndjson").write_bytes(line(egfr))
+    out = tmp_path / "out"
+    result = screen(data, "--out", str(out))
+    assert result.exit_code == 4, result.stderr
+    assert f"nothing usable in {data}: no Condition resource among the resources read" in result.stderr
+    assert "is the Condition export missing?" in result.stderr
+    [run] = [p for p in (out / "runs").iterdir()]
+    manifest = json.loads((run / "run.json").read_text())
+    assert manifest["exit_status"] == 4 and manifest["findings"] == {"no-conditions": 1}
+    assert not (out / "latest").exists()  # a broken night never becomes the coordinators' list
+
+
+def test_explain_says_nothing_usable_when_there_is_no_condition_at_all(tmp_path: Path) -> None:
+    (tmp_path / "Patient.ndjson").write_bytes(line(patient("p1")))
+    result = explain(tmp_path, "p1")
+    assert "no SLE diagnosis on record" in result.stdout
+    assert result.exit_code == 4, result.stderr
+    assert "no Condition resource" in result.stderr
+
+
+def test_explain_of_a_patient_outside_the_population_is_partial_when_a_file_was_lost(tmp_path: Path) -> None:
+    """Their SLE diagnosis may be in the file that could not be read: not a plain 0."""
+    (tmp_path / "good.ndjson").write_bytes(line(patient("p1")) + line(hypertension("c1", "p1")))
+    (tmp_path / "broken.json").write_text('{"resourceType": "Bundle", "entry": [')
+    result = explain(tmp_path, "p1")
+    assert "no SLE diagnosis on record" in result.stdout
+    assert result.exit_code == 5, result.stderr
+
+
+@pytest.mark.parametrize("bundled", [False, True], ids=["ndjson", "bundle"])
+def test_conditions_none_of_them_sle_are_a_quiet_night_that_says_so(tmp_path: Path, bundled: bool) -> None:
+    resources = [patient("p1"), hypertension("c1", "p1")]
+    if bundled:
+        entries = [{"resource": r} for r in resources]
+        bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
+        (tmp_path / "p1.json").write_text(json.dumps(bundle))
+    else:
+        (tmp_path / "export.ndjson").write_bytes(b"".join(line(r) for r in resources))
+    result = screen(tmp_path, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    [finding] = json.loads(result.stdout)["data_quality"]
+    where = (finding["severity"], finding["where"], finding["problem"])
+    assert where == ("info", str(tmp_path), "empty-population")
+    assert "none of the 1 patient(s) read has an SLE diagnosis" in finding["message"]
+
+
+# -- empty files ---------------------------------------------------------------------------------------------
+
+
+def good_export(data: Path) -> None:
+    data.mkdir(exist_ok=True)
+    (data / "good.ndjson").write_bytes(line(patient("p1")) + line(sle("c1", "p1")))
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "how"),
+    [
+        ("Procedure.ndjson", b"", "the file is empty (0 bytes)"),
+        ("Procedure.ndjson", b"\n \n\r\n", "the file holds only blank space"),
+        ("Procedure.ndjson.gz", gzip.compress(b""), "the file is empty once decompressed"),
+    ],
+    ids=["0-bytes", "blank", "gzip-of-nothing"],
+)
+def test_an_empty_ndjson_file_is_a_warning_naming_it_and_the_run_is_whole(
+    tmp_path: Path, name: str, content: bytes, how: str
+) -> None:
+    """It was read without a word; a truncated download looked like a type with nothing in it. An export
+    may leave a type empty, so it is not data lost: the night is whole (exit 0), and said."""
+    data = tmp_path / "data"
+    good_export(data)
+    (data / name).write_bytes(content)
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    document = json.loads(result.stdout)
+    [finding] = document["data_quality"]
+    where = (finding["severity"], finding["where"], finding["problem"])
+    assert where == ("warning", str(data / name), "empty-file")
+    assert finding["message"].startswith(f"{how}: no resources were read from it")
+    assert document["partial"] is False and len(document["patients"]) == 1
+
+
+@pytest.mark.parametrize(
+    ("name", "content", "how"),
+    [
+        ("bundle.json", b"", "the file is empty (0 bytes)"),
+        ("bundle.json", b"  \n", "the file holds only blank space"),
+        ("bundle.json.gz", b"", "the file is empty (0 bytes)"),
+    ],
+    ids=["0-bytes", "blank", "gzip-0-bytes"],
+)
+def test_an_empty_json_file_is_one_clear_error_and_data_lost(
+    tmp_path: Path, name: str, content: bytes, how: str
+) -> None:
+    """An empty .json is not a JSON document: whatever it was meant to hold is missing (exit 5, as for
+    any file that is not JSON), said as "empty", not as the parser's "Expecting value"."""
+    data = tmp_path / "data"
+    good_export(data)
+    (data / name).write_bytes(content)
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 5, result.stderr
+    found = {f["problem"]: f for f in json.loads(result.stdout)["data_quality"]}
+    assert set(found) == {"empty-file", "data-lost"}
+    assert found["empty-file"]["where"] == found["data-lost"]["where"] == str(data / name)
+    assert found["empty-file"]["message"].startswith(f"{how}: not a JSON document")
+    assert "Expecting value" not in result.stderr

@@ -123,8 +123,8 @@ def test_truncated_line_of_a_skipped_type_is_still_reported(tmp_path: Path, tria
     line = json.dumps(encounter("e1", "p1"))
     file.write_text(line[:-10] + "\n" + line + "\n")
     population = load_population(FileSource(file), trial)
-    [finding] = population.quality.findings
-    assert (finding.where, finding.problem) == (f"{file}:1", "malformed-json")
+    reported = [(f.where, f.problem) for f in population.quality.findings]
+    assert reported == [(f"{file}:1", "malformed-json"), (str(file), "no-conditions")]
     assert population.skipped == {"Encounter": 1}
 
 
@@ -138,7 +138,11 @@ def test_malformed_lines_report_the_standard_library_message(tmp_path: Path, tri
             "malformed-json",
             "line is not valid JSON (Expecting property name enclosed in double quotes); skipped",
         ),
-        (f"{file}:4", "not-fhir", "JSON is not a FHIR resource (no resourceType); skipped"),
+        (
+            f"{file}:4",
+            "not-fhir",
+            "the JSON is a list, not a FHIR resource (an object with a resourceType); skipped",
+        ),
     ]
 
 
@@ -558,3 +562,59 @@ def test_an_sle_patient_whose_patient_resource_is_missing_is_screened_not_lost(t
     [warning] = [f for f in report["data_quality"] if f["problem"] == "missing-patient"]
     assert warning["where"] == "Patient/unlisted" and "read without it" in warning["message"]
     assert "1 patients read" in result.stderr or "1 patient read" in result.stderr
+
+
+# -- JSON that is not a resource, in Bundles and NDJSON ----------------------------------------------------
+
+
+def test_bundle_entries_that_hold_no_resource_are_findings_at_their_own_index(
+    tmp_path: Path, trial: Trial
+) -> None:
+    """null, a number or a string as an entry were dropped without a word, and the entries after them
+    were then named by the wrong index. Every entry keeps its place (Bundle.entry[i]); the rest is read."""
+    entries: list[Any] = [
+        None, 3, "x", {"fullUrl": "urn:uuid:x"}, {"resource": "Patient/p1"}, {"resource": {"id": "r"}},
+        {"resource": patient("p1")}, {"resource": condition("c1", "p1", SLE)},
+    ]
+    file = tmp_path / "bundle.json"
+    file.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": entries}))
+    population = load_population(FileSource(file), trial)
+    assert set(population.records) == {"p1"} and population.records["p1"].of_type("Condition")
+    assert findings(population) == [
+        (f"{file} entry 0", "not-fhir", "the entry is null, not a JSON object; skipped"),
+        (f"{file} entry 1", "not-fhir", "the entry is a number, not a JSON object; skipped"),
+        (f"{file} entry 2", "not-fhir", "the entry is a string, not a JSON object; skipped"),
+        (f"{file} entry 3", "not-fhir", "the entry has no resource; skipped"),
+        (f"{file} entry 4", "not-fhir", "the entry's resource is a string, not a JSON object; skipped"),
+        (f"{file} entry 5", "not-fhir", "the entry's resource has no resourceType; skipped"),
+    ]
+    assert not population.quality.partial
+
+
+def test_a_bundle_whose_entry_is_not_a_list_says_what_it_is(tmp_path: Path, trial: Trial) -> None:
+    file = tmp_path / "bundle.json"
+    file.write_text(json.dumps({"resourceType": "Bundle", "type": "collection", "entry": 7}))
+    ndjson(tmp_path / "good.ndjson", patient("p1"), condition("c1", "p1", SLE))
+    population = load_population(FileSource(tmp_path), trial)
+    assert findings(population) == [
+        (str(file), "data-lost", "the bundle was skipped: its entry is not a list (it is a number)"),
+    ]
+
+
+def test_ndjson_lines_of_json_that_is_not_an_object_each_say_what_they_are(
+    tmp_path: Path, trial: Trial
+) -> None:
+    file = tmp_path / "export.ndjson"
+    resources = [json.dumps(patient("p1")), json.dumps(condition("c1", "p1", SLE))]
+    lines = ["[]", "3", '"x"', "null", "true", '{"id": "x"}', *resources]
+    file.write_text("\n".join(lines) + "\n")
+    population = load_population(FileSource(file), trial)
+    assert set(population.records) == {"p1"}
+    assert [(w, m.split(",")[0]) for w, p, m in findings(population) if p == "not-fhir"] == [
+        (f"{file}:1", "the JSON is a list"),
+        (f"{file}:2", "the JSON is a number"),
+        (f"{file}:3", "the JSON is a string"),
+        (f"{file}:4", "the JSON is null"),
+        (f"{file}:5", "the JSON is a boolean"),
+        (f"{file}:6", "the JSON is an object without a resourceType"),
+    ]

@@ -209,3 +209,19 @@ def test_a_long_evidence_list_shows_the_first_dozen_and_counts_the_rest(run_dir:
     page = render_report(document, trial)
     assert "Evidence (20 resources)" in page and "and 8 more (listed in candidates.json)" in page
     assert "Observation/many-11" in page and "Observation/many-12" not in page
+
+
+def test_a_run_folder_written_before_the_partial_field_still_renders_as_partial(
+    run_dir: Path, trial: Trial
+) -> None:
+    """``fhirscreen report`` on an older partial run: candidates.json without ``partial``, only its
+    data-lost findings. The page says the run is not complete all the same; a whole run's page does not."""
+    document = json.loads((run_dir / "candidates.json").read_text())
+    assert 'role="alert"' not in render_report(document, trial)
+    del document["partial"]
+    lost = {"severity": "error", "where": "/data/Observation.ndjson", "problem": "data-lost", "message": "x"}
+    document["data_quality"].append(lost)
+    page = render_report(document, trial)
+    assert 'role="alert"><strong>Not a complete run.</strong> Partial run: 1 file(s)' in page
+    nothing = {**document, "data_quality": [{**lost, "problem": "no-conditions", "message": "no Condition"}]}
+    assert "This run read nothing usable" in render_report(nothing, trial)

@@ -4,6 +4,7 @@ offered as eligible (a wrong "eligible" costs a coordinator's day)."""
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -110,3 +111,41 @@ def test_patients_screened_without_their_patient_resources_are_a_partial_run_not
     for screened in listed.values():
         assert screened["status"] != "eligible"
         assert screened["criteria"]["I1"]["outcome"] == "unknown"
+
+
+# -- what the outputs of a partial run claim ---------------------------------------------------------------
+
+GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
+
+
+def run_folder(tmp_path: Path, broken: bool) -> tuple[int, Path]:
+    data = tmp_path / "data"
+    shutil.copytree(GOLDEN_DATA, data)
+    if broken:
+        (data / "broken.json").write_text('{"resourceType": "Bundle", "entry": [')
+    out = tmp_path / "out"
+    args = ["screen", "--data", str(data), "--as-of", "2026-06-01", "--out", str(out)]
+    result = CliRunner().invoke(main, args)
+    return result.exit_code, out / "latest"
+
+
+def test_every_output_of_a_partial_run_says_it_is_partial(tmp_path: Path) -> None:
+    """A file was lost (exit 5): the MeasureReport was "complete" and nothing but the findings and
+    run.json said otherwise. Now each output that could be read as the whole picture says it is not."""
+    code, latest = run_folder(tmp_path, broken=True)
+    assert code == 5
+    measure = json.loads((latest / "measure-report.json").read_text())
+    assert measure["status"] == "pending" and "Partial run" in measure["text"]["div"]
+    assert json.loads((latest / "candidates.json").read_text())["partial"] is True
+    manifest = json.loads((latest / "run.json").read_text())
+    assert (manifest["partial"], manifest["exit_status"]) == (True, 5)
+    page = (latest / "report.html").read_text()
+    assert 'role="alert"><strong>Not a complete run.</strong> Partial run: 1 file(s)' in page
+
+
+def test_the_outputs_of_a_whole_run_claim_completeness(tmp_path: Path) -> None:
+    code, latest = run_folder(tmp_path, broken=False)
+    assert code == 0
+    assert json.loads((latest / "measure-report.json").read_text())["status"] == "complete"
+    assert json.loads((latest / "candidates.json").read_text())["partial"] is False
+    assert 'role="alert"' not in (latest / "report.html").read_text()

@@ -19,7 +19,7 @@ from fhirscreen.quality import DataQuality
 from fhirscreen.screening import screen_patient
 from fhirscreen.sources.files import FileSource
 from fhirscreen.trial.loader import Trial
-from tests.builders import AS_OF, record
+from tests.builders import AS_OF, condition, record
 
 PID = "sle-eligible-01"
 # What real feeds have been seen to put where an object or a code belongs.
@@ -238,7 +238,10 @@ def test_a_bundle_whose_entry_is_not_a_list_is_data_lost_not_an_empty_bundle(tmp
             {
                 "resourceType": "Bundle",
                 "type": "collection",
-                "entry": [{"resource": {"resourceType": "Patient", "id": "p1", "gender": "female"}}],
+                "entry": [
+                    {"resource": {"resourceType": "Patient", "id": "p1", "gender": "female"}},
+                    {"resource": condition("snomed", "55464009", pid="p1")},
+                ],
             }
         )
     )

@@ -165,9 +165,9 @@ def test_worklist_in_json(run):
 
 def test_candidates_json_shape(run):
     doc = json.loads(render_json(run))
-    assert list(doc) == ["trial", "as_of", "source", "generated_by", "patients", "attrition", "worklist",
-                         "data_quality"]
-    assert (doc["trial"], doc["as_of"]) == ("NCT06737380", "2026-06-01")
+    assert list(doc) == ["trial", "as_of", "source", "generated_by", "partial", "patients", "attrition",
+                         "worklist", "data_quality"]
+    assert (doc["trial"], doc["as_of"], doc["partial"]) == ("NCT06737380", "2026-06-01", False)
     assert doc["generated_by"].startswith("fhirscreen ")
     assert [(p["rank"], p["patient"], p["status"]) for p in doc["patients"]] == [
         (1, "Patient/elig", "eligible"), (2, "Patient/poss", "possible"), (3, "Patient/inel", "ineligible"),
@@ -280,6 +280,31 @@ def test_measure_report_and_group_of_an_empty_run_still_validate(trial):
     group = group_resource(empty)
     Group.model_validate(group)
     assert group["quantity"] == 0 and "member" not in group
+
+
+def test_a_partial_run_s_measure_report_is_pending_and_says_why(trial):
+    """Data lost after retries: the MeasureReport must not claim to be complete (R4: pending, "results
+    are not final and may change"), and its narrative says why, in words and counts only."""
+    quality = DataQuality()
+    quality.lost("/data/Observation.ndjson", "the file could not be read")
+    mr = measure_report(make_run(trial, [trial_screen(trial, "poss")], quality))
+    assert MeasureReport.model_validate(mr).status == "pending"
+    assert mr["text"]["status"] == "additional"
+    assert "Partial run: 1 file(s) or page(s)" in mr["text"]["div"]
+    assert "Observation.ndjson" not in mr["text"]["div"]
+
+
+def test_a_measure_report_of_nothing_usable_is_an_error_not_an_empty_result(trial):
+    quality = DataQuality()
+    quality.add("error", "/data", "no-conditions", "no Condition resource among the resources read")
+    mr = measure_report(make_run(trial, [], quality))
+    assert MeasureReport.model_validate(mr).status == "error"
+    assert "Nothing usable was read" in mr["text"]["div"] and "no Condition resource" in mr["text"]["div"]
+
+
+def test_a_complete_run_s_measure_report_is_complete_without_a_note(run):
+    mr = measure_report(run)
+    assert mr["status"] == "complete" and "text" not in mr
 
 
 def test_fhir_ids_are_deterministic(run):

@@ -915,3 +915,41 @@ def test_candidates_an_export_leaves_out_are_lost_data_unless_the_server_lacks_t
     lost = [f.where for f in quality.findings if f.problem == "data-lost"]
     assert lost == (["Patient/p0001"] if on_server else [])
     assert quality.partial is on_server
+
+
+# -- search pages with entries that hold no resource -------------------------------------------------------
+
+
+class JunkEntries(FakeFhir):
+    """Every search page starts with entries that hold no resource to read."""
+
+    JUNK: tuple[Any, ...] = (
+        None, 3, "x", {"search": {"mode": "match"}}, {"resource": [1]}, {"resource": {"id": "r"}},
+    )
+
+    def page(self, search_id: str, offset: int, count: int) -> tuple[int, dict[str, str], str]:
+        status, headers, text = super().page(search_id, offset, count)
+        bundle = json.loads(text)
+        bundle["entry"] = [*self.JUNK, *bundle["entry"]]
+        return status, headers, json.dumps(bundle)
+
+
+def test_page_entries_without_a_resource_are_findings_naming_search_page_and_entry() -> None:
+    """They were skipped without a word; a server (or a proxy) that mangles entries went unnoticed."""
+    fake = JunkEntries(population(2))
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        resources, quality = read_all(source())
+    assert ids_of(resources, "Patient") == {"p0000", "p0001"}  # the run went on
+    label = "Condition search (initial population), page 1"
+    found = {f.where: f for f in quality.findings if f.where.startswith(label)}
+    assert {where: f.message for where, f in found.items()} == {
+        f"{label}, entry 0": "the entry is null, not a JSON object; skipped",
+        f"{label}, entry 1": "the entry is a number, not a JSON object; skipped",
+        f"{label}, entry 2": "the entry is a string, not a JSON object; skipped",
+        f"{label}, entry 3": "the entry has no resource; skipped",
+        f"{label}, entry 4": "the entry's resource is a list, not a JSON object; skipped",
+        f"{label}, entry 5": "the entry's resource has no resourceType; skipped",
+    }
+    assert {(f.severity, f.problem) for f in found.values()} == {("warning", "not-fhir")}
+    assert not quality.partial

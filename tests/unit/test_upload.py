@@ -203,3 +203,17 @@ def test_load_streams_in_phases_so_reference_targets_exist_first(
         first_start = min(start for rtype, start, _e in spans if rtype == after)
         assert last_end <= first_start, f"{after} started before every {before} was loaded"
     assert active[1] <= 3
+
+
+def test_empty_files_are_reported_as_the_screening_reports_them(tmp_path: Path) -> None:
+    """``load`` said an empty .json "cannot read file (JSONDecodeError)" and nothing of an empty .ndjson."""
+    (tmp_path / "bundle.json").write_bytes(b"")
+    (tmp_path / "Procedure.ndjson").write_bytes(b"\n")
+    quality = DataQuality()
+    units = [u for f in FileSource(tmp_path).files() for u in units_from_file(f, quality)]
+    assert units == []
+    found = {(f.where, f.severity, f.problem) for f in quality.findings}
+    assert found == {
+        (str(tmp_path / "bundle.json"), "error", "empty-file"),
+        (str(tmp_path / "Procedure.ndjson"), "warning", "empty-file"),
+    }

@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
+from fhirscreen.exitcodes import EXIT_NOTHING_USABLE
+from fhirscreen.quality import DATA_LOST, NO_CONDITIONS
 from fhirscreen.report.facts import EVIDENCE_DESCRIBED
 
 OUTCOMES = ("pass", "fail", "unknown", "manual")
@@ -96,6 +98,9 @@ class ReportView:
     show_names: bool
     server_base: str | None
     options: dict[str, Any] = field(default_factory=dict)
+    # Why this run's lists are not the whole picture (a partial run, or one that read nothing usable);
+    # None for a run that read its data whole.
+    notice: str | None = None
 
     @property
     def population(self) -> int:
@@ -184,6 +189,25 @@ def _orders(worklist: Sequence[Mapping[str, Any]]) -> list[OrderGroup]:
     return [OrderGroup(step, tuple(entries)) for step, entries in ordered]
 
 
+def run_notice(document: Mapping[str, Any], run_info: Mapping[str, Any] | None) -> str | None:
+    """What the page must say first when the run is not complete: nothing usable read (run.json's exit
+    status 4, or no Condition at all), or partial (data lost: candidates.json's ``partial``, or its
+    data-lost findings for a document written before that field)."""
+    quality = [f for f in document.get("data_quality") or () if isinstance(f, Mapping)]
+    missing = next((str(f.get("message")) for f in quality if f.get("problem") == NO_CONDITIONS), None)
+    if missing is not None or (run_info or {}).get("exit_status") == EXIT_NOTHING_USABLE:
+        why = missing or "no patient was read."
+        return f"This run read nothing usable, so its lists are empty for that reason, not a result: {why}"
+    lost = sum(1 for f in quality if f.get("problem") == DATA_LOST)
+    if document.get("partial") or lost:
+        return (
+            f"Partial run: {lost} file(s) or page(s) of the source could not be read whole (see the "
+            f"'{DATA_LOST}' findings under Data quality). The lists leave out what they held, and nobody "
+            "whose record may be incomplete is shown as eligible."
+        )
+    return None
+
+
 def build_view(
     document: Mapping[str, Any],
     criteria: Sequence[tuple[str, str, str]],
@@ -225,4 +249,5 @@ def build_view(
         show_names=show_names,
         server_base=base,
         options=options,
+        notice=run_notice(document, run_info),
     )
