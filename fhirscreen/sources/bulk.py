@@ -17,7 +17,9 @@
 - Download each output with ``Accept: application/fhir+ndjson`` (HAPI answers ``application/fhir+json``
   with a Binary wrapper), into a private temp dir (``*.part`` renamed when complete), with the token only
   when ``requiresAccessToken`` is true and the file is on the server's origin. Error files
-  (``error``/``outcome``) become data-quality findings.
+  (``error``/``outcome``, OperationOutcomes): an issue of severity error or fatal means data were not
+  exported, data lost (for the candidates it names as ``Patient/<id>``, else for everyone); warnings
+  and information are notes. The findings carry the issue's codes, never the server's free text.
 - A download cut short (the connection dropped, fewer bytes than Content-Length, or, without a
   Content-Length, a last line that is not complete JSON) failed: the file is fetched again, up to 5
   times. A file that never arrives whole is lost: the run goes on and is marked partial (exit 5).
@@ -45,7 +47,7 @@ from urllib.parse import quote
 import orjson
 
 from fhirscreen.fhir.resources import Resource, items
-from fhirscreen.quality import DataQuality, Severity
+from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import QueryPlan, SourceError
 from fhirscreen.sources.files import read_file
 from fhirscreen.sources.http import FHIR_JSON, FHIR_NDJSON, FhirClient, parse_retry_after
@@ -333,11 +335,14 @@ class BulkExport:
             except SourceError as exc:
                 if not exc.transient:
                     raise
-                quality.add(
-                    "warning", "bulk export", "export-error", f"error file {index} not downloaded: {exc}"
+                # What it lists as not exported is unknown: anyone's record may be incomplete.
+                quality.lost(
+                    f"bulk export error file {index}",
+                    f"the export's error file was not downloaded whole, so what the server could not "
+                    f"export is unknown: {exc}",
                 )
                 continue
-            self._report_errors(path, quality)
+            self._report_errors(path, index, quality)
         log.info("downloaded %d bulk file(s), %d error file(s)", len(outputs), len(errors))
         return files
 
@@ -374,21 +379,97 @@ class BulkExport:
         )
         return target
 
-    def _report_errors(self, path: Path, quality: DataQuality) -> None:
+    def _report_errors(self, path: Path, index: int, quality: DataQuality) -> None:
+        """The OperationOutcomes of an export error file as findings.
+
+        An issue of severity error or fatal (or none: the file is the server's list of errors) means
+        data were not exported: data lost, for the patients the issue names (``Patient/<id>`` in its
+        expression, location or text) when they are among the patients exported, else for everyone.
+        Warnings and information stay notes. The server's text is not copied into the findings (it may
+        name a patient by more than an id); only the issue's severity and codes, and the reference."""
         scratch = DataQuality()
+        everyone = f"bulk export error file {index}"
         for resource, _origin in read_file(path, scratch):
             if resource.get("resourceType") != "OperationOutcome":
                 continue
-            severities = {
-                str(i.get("severity")) for i in items(resource.get("issue")) if isinstance(i, Mapping)
-            }
-            severity: Severity = "error" if severities & {"error", "fatal"} else "warning"
-            quality.add(
-                severity,
-                "bulk export",
-                "export-error",
-                f"the server reported a problem with the export: {outcome_text(resource)}",
+            log.debug("bulk export error file %d: %s", index, outcome_text(resource))
+            for issue in items(resource.get("issue")):
+                if not isinstance(issue, Mapping):
+                    continue
+                severity = issue.get("severity")
+                head = _issue_head(issue)
+                if severity in ("warning", "information"):
+                    quality.add(
+                        "warning" if severity == "warning" else "info",
+                        "bulk export",
+                        "export-error",
+                        f"the server reported a {severity} about the export ({head})",
+                    )
+                    continue
+                named = self._exported_patients(_patients_named(issue))
+                if named:
+                    for pid in named:
+                        quality.lost(
+                            f"Patient/{pid}",
+                            f"the Bulk export reported that this patient's data were not all exported "
+                            f"({head}): the record may be incomplete",
+                        )
+                else:
+                    quality.lost(
+                        everyone,
+                        f"the Bulk export reported that data were not exported ({head}) without naming "
+                        "a patient it exported: anyone's record may be incomplete",
+                    )
+        if any(f.severity == "error" for f in scratch.findings):
+            quality.lost(
+                everyone,
+                "an entry of the export's error file could not be read, so what the server could not "
+                "export is unknown: anyone's record may be incomplete",
             )
+
+    def _exported_patients(self, named: Sequence[str]) -> list[str]:
+        """``named``, if each is one of the candidates this export was for (any, for an export of
+        everyone); else none: a reference to someone else does not scope the loss (it may be misread)."""
+        if self.patients is not None and not set(named) <= set(self.patients):
+            return []
+        return list(named)
+
+
+# A patient reference in an OperationOutcome issue (FHIR ids: 1-64 of A-Z a-z 0-9 - .).
+_PATIENT_REF = re.compile(r"(?<![A-Za-z])Patient/([A-Za-z0-9.-]{1,64})")
+
+
+def _patients_named(issue: Mapping[str, Any]) -> list[str]:
+    """The patient ids an OperationOutcome issue names (``Patient/<id>`` in its expression, location,
+    diagnostics or details.text), in order, once each. An id read with a sentence's full stop at its
+    end is taken both with and without it."""
+    texts: list[str] = []
+    for key in ("expression", "location"):
+        texts += [t for t in items(issue.get(key)) if isinstance(t, str)]
+    texts += [t for t in (issue.get("diagnostics"),) if isinstance(t, str)]
+    details = issue.get("details")
+    if isinstance(details, Mapping) and isinstance(details.get("text"), str):
+        texts.append(details["text"])
+    found: list[str] = []
+    for text in texts:
+        for m in _PATIENT_REF.finditer(text[:10_000]):
+            pid = m.group(1)
+            found += [pid, pid.rstrip(".")] if pid.endswith(".") and pid.rstrip(".") else [pid]
+    return [*dict.fromkeys(p for p in found if p and p != ".")]
+
+
+def _issue_head(issue: Mapping[str, Any]) -> str:
+    """An issue's severity, code and details codes (code-like tokens only): no server free text."""
+    head = outcome_text({"resourceType": "OperationOutcome", "issue": [_codes_only(issue)]}) or ""
+    return head if head and head != "(no diagnostics)" else "no severity or code given"
+
+
+def _codes_only(issue: Mapping[str, Any]) -> dict[str, Any]:
+    kept: dict[str, Any] = {k: issue[k] for k in ("severity", "code") if k in issue}
+    details = issue.get("details")
+    if isinstance(details, Mapping) and "coding" in details:
+        kept["details"] = {"coding": details["coding"]}
+    return kept
 
 
 def _type_of(item: Mapping[str, Any]) -> str:

@@ -1,0 +1,262 @@
+"""What a Bulk export's manifest says went wrong, through the CLI (``screen --server --bulk``) on the
+golden data: export error files, a ``count`` the file does not hold, files gone (404/410) before they
+were downloaded, and a file that is a web page. What the user sees: the exit code, who is offered as
+eligible, and the findings (naming the file type, never the server's free text)."""
+
+from __future__ import annotations
+
+import json
+from collections import defaultdict
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+import responses
+from click.testing import CliRunner, Result
+
+from fhirscreen import cli
+from fhirscreen.cli import main
+from fhirscreen.quality import DataQuality
+from fhirscreen.sources.files import FileSource
+from fhirscreen.sources.http import FhirClient
+from fhirscreen.trial.loader import Trial
+from tests.unit.test_server_source import BASE, FakeFhir
+
+GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
+STATUS = f"{BASE}/$export-poll-status?_jobId=42"
+NDJSON = {"Content-Type": "application/fhir+ndjson"}
+# Free text a server may put in an OperationOutcome: it must not reach the findings or the outputs.
+PHI = "Harriet Quimby (MRN 40021987, born 1985-03-15)"
+
+Answer = tuple[int, dict[str, str], str]
+
+
+@pytest.fixture(autouse=True)
+def _quick(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bundled trial, loaded once; no real sleeping between retries."""
+    real = cli.load_trial
+    monkeypatch.setattr(
+        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
+    )
+    init = FhirClient.__init__
+
+    def quick(self: FhirClient, *args: Any, **kwargs: Any) -> None:
+        init(self, *args, **kwargs)
+        self.sleep_fn = lambda _s: None
+
+    monkeypatch.setattr(FhirClient, "__init__", quick)
+
+
+def _inline(resource: dict[str, Any]) -> dict[str, Any]:
+    """A contained Medication as a medicationCodeableConcept (FakeFhir serves no contained resources)."""
+    reference = resource.get("medicationReference", {}).get("reference", "/")
+    if "/" in reference:
+        return resource
+    contained = next(c for c in resource["contained"] if f"#{c['id']}" == reference)
+    rest = {k: v for k, v in resource.items() if k not in ("medicationReference", "contained")}
+    return {**rest, "medicationCodeableConcept": contained["code"]}
+
+
+@pytest.fixture(scope="module")
+def golden() -> list[dict[str, Any]]:
+    return [_inline(r) for r, _o in FileSource(GOLDEN_DATA).read(None, DataQuality())]
+
+
+class BulkFake(FakeFhir):
+    """FakeFhir with a Patient/$export job: a manifest with one file per type (with ``count``), files
+    at ``/fhir/files/<Type>.ndjson``, an error file at ``/fhir/files/errors.ndjson`` when listed."""
+
+    def __init__(
+        self,
+        resources: list[dict[str, Any]],
+        *,
+        errors: str | None = None,
+        file_answer: Callable[[str, int], Answer | None] | None = None,
+        count: Callable[[str, int], Any] = lambda _t, n: n,
+    ) -> None:
+        super().__init__(resources)
+        self.by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
+        for r in resources:
+            self.by_type[r["resourceType"]].append(r)
+        self.errors = errors
+        self.file_answer = file_answer
+        self.count = count
+        self.polls = 0
+        self.deleted = 0
+        self.fetched: dict[str, int] = defaultdict(int)
+
+    def install(self, mock: responses.RequestsMock) -> None:
+        mock.add_callback(
+            responses.POST,
+            f"{BASE}/Patient/$export",
+            callback=lambda _r: (202, {"Content-Location": STATUS}, ""),
+        )
+        mock.add_callback(responses.DELETE, STATUS, callback=self.delete)
+        super().install(mock)
+
+    def delete(self, _request: requests.PreparedRequest) -> Answer:
+        self.deleted += 1
+        return 202, {}, ""
+
+    def handle(self, request: requests.PreparedRequest) -> Answer:
+        path = urlsplit(str(request.url)).path
+        if path.startswith("/fhir/files/"):
+            return self.file(path.rsplit("/", 1)[1].split(".")[0])
+        if path == "/fhir/$export-poll-status":
+            self.polls += 1
+            return 200, {"Content-Type": "application/json"}, json.dumps(self.manifest())
+        return super().handle(request)
+
+    def manifest(self) -> dict[str, Any]:
+        output = []
+        for rtype, resources in self.by_type.items():
+            if rtype == "Medication":
+                continue
+            item = {"type": rtype, "url": f"{BASE}/files/{rtype}.ndjson"}
+            count = self.count(rtype, len(resources))
+            if count is not None:
+                item["count"] = count
+            output.append(item)
+        errors = [{"type": "OperationOutcome", "url": f"{BASE}/files/errors.ndjson"}] if self.errors else []
+        return {
+            "transactionTime": "2026-06-01T00:00:00Z",
+            "request": f"{BASE}/Patient/$export",
+            "requiresAccessToken": True,
+            "output": output,
+            "error": errors,
+        }
+
+    def file(self, rtype: str) -> Answer:
+        self.fetched[rtype] += 1
+        if self.file_answer is not None:
+            answer = self.file_answer(rtype, self.fetched[rtype])
+            if answer is not None:
+                return answer
+        if rtype == "errors":
+            return 200, NDJSON, self.errors or ""
+        return 200, NDJSON, "".join(json.dumps(r) + "\n" for r in self.by_type[rtype])
+
+
+def bulk_screen(tmp_path: Path, fake: BulkFake) -> Result:
+    out = str(tmp_path / "out")
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake.install(mock)
+        return CliRunner().invoke(
+            main,
+            ["screen", "--server", BASE, "--bulk", "--as-of", "2026-06-01", "--format", "json", "--out", out],
+        )
+
+
+def outcome(*issues: Mapping[str, Any]) -> str:
+    return json.dumps({"resourceType": "OperationOutcome", "issue": list(issues)}) + "\n"
+
+
+def candidates(tmp_path: Path) -> dict[str, Any]:
+    return dict(json.loads((tmp_path / "out" / "latest" / "candidates.json").read_text()))
+
+
+def statuses(tmp_path: Path) -> dict[str, str]:
+    return {p["patient"]: p["status"] for p in candidates(tmp_path)["patients"]}
+
+
+def lost(tmp_path: Path) -> list[dict[str, str]]:
+    return [f for f in candidates(tmp_path)["data_quality"] if f["problem"] == "data-lost"]
+
+
+def everything_written(tmp_path: Path, result: Result) -> str:
+    files = [p.read_text() for p in (tmp_path / "out").rglob("*") if p.is_file() and p.suffix != ".sqlite"]
+    return "\n".join([result.stdout, result.stderr, *files])
+
+
+def test_the_baseline_export_is_whole(golden: list[dict[str, Any]], tmp_path: Path) -> None:
+    result = bulk_screen(tmp_path, BulkFake(golden))
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert statuses(tmp_path)["Patient/gp-eligible"] == "eligible"
+
+
+# -- F8: the export's error files -------------------------------------------------------------------
+
+
+def test_an_export_error_naming_a_patient_is_data_lost_for_that_patient(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    errors = outcome(
+        {
+            "severity": "error",
+            "code": "exception",
+            "diagnostics": f"Failed to export MedicationRequest resources for Patient/gp-eligible {PHI}",
+        }
+    )
+    result = bulk_screen(tmp_path, BulkFake(golden, errors=errors))
+    assert result.exit_code == 5, result.stderr[-2000:]
+    doc = candidates(tmp_path)
+    eligible = next(p for p in doc["patients"] if p["patient"] == "Patient/gp-eligible")
+    assert eligible["status"] == "possible" and "data were lost" in eligible["caveat"]
+    [finding] = lost(tmp_path)
+    assert finding["where"] == "Patient/gp-eligible"
+    assert "not all exported (error exception)" in finding["message"]
+    others = [p for p in doc["patients"] if p["patient"] != "Patient/gp-eligible"]
+    assert all(not p.get("caveat") for p in others)  # scoped to the patient named
+    text = everything_written(tmp_path, result)
+    assert not any(word in text for word in ("Harriet", "Quimby", "40021987", "1985-03-15"))
+
+
+@pytest.mark.parametrize("severity", ["fatal", "error", None])
+def test_an_export_error_naming_nobody_touches_everyone(
+    golden: list[dict[str, Any]], tmp_path: Path, severity: str | None
+) -> None:
+    issue = {"code": "too-costly", "diagnostics": f"Observation export stopped early ({PHI})"}
+    if severity:
+        issue["severity"] = severity
+    result = bulk_screen(tmp_path, BulkFake(golden, errors=outcome(issue)))
+    assert result.exit_code == 5
+    assert "eligible" not in statuses(tmp_path).values()
+    [finding] = lost(tmp_path)
+    assert finding["where"] == "bulk export error file 0"
+    assert "too-costly" in finding["message"]
+    assert "Quimby" not in everything_written(tmp_path, result)
+
+
+def test_an_error_naming_someone_who_was_not_exported_does_not_scope_the_loss(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """A reference that is not one of the candidates (misread, or someone else) could hide the patient
+    the error was about: everyone is touched."""
+    errors = outcome({"severity": "error", "code": "exception", "expression": ["Patient/Group"]})
+    result = bulk_screen(tmp_path, BulkFake(golden, errors=errors))
+    assert result.exit_code == 5
+    assert [f["where"] for f in lost(tmp_path)] == ["bulk export error file 0"]
+    assert "eligible" not in statuses(tmp_path).values()
+
+
+def test_export_warnings_and_information_stay_notes(golden: list[dict[str, Any]], tmp_path: Path) -> None:
+    errors = outcome(
+        {"severity": "warning", "code": "informational", "diagnostics": PHI},
+        {"severity": "information", "code": "informational", "diagnostics": "Patient/gp-eligible"},
+    )
+    result = bulk_screen(tmp_path, BulkFake(golden, errors=errors))
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert statuses(tmp_path)["Patient/gp-eligible"] == "eligible"
+    notes = [f for f in candidates(tmp_path)["data_quality"] if f["problem"] == "export-error"]
+    assert sorted(f["severity"] for f in notes) == ["info", "warning"]
+    assert "Quimby" not in everything_written(tmp_path, result)
+
+
+def test_an_error_file_never_downloaded_whole_is_data_lost(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    def answer(rtype: str, _n: int) -> Answer | None:
+        return (503, {"Retry-After": "0"}, "busy") if rtype == "errors" else None
+
+    fake = BulkFake(golden, errors=outcome({"severity": "error", "code": "exception"}), file_answer=answer)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 5
+    assert "eligible" not in statuses(tmp_path).values()
+    [finding] = lost(tmp_path)
+    assert (
+        finding["where"] == "bulk export error file 0"
+        and "error file was not downloaded" in finding["message"]
+    )
