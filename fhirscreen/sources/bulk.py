@@ -21,8 +21,10 @@
   exported, data lost (for the candidates it names as ``Patient/<id>``, else for everyone); warnings
   and information are notes. The findings carry the issue's codes, never the server's free text.
 - A download cut short (the connection dropped, fewer bytes than Content-Length, or, without a
-  Content-Length, a last line that is not complete JSON) failed: the file is fetched again, up to 5
-  times. A file that never arrives whole is lost: the run goes on and is marked partial (exit 5).
+  Content-Length, a last line that is not complete JSON, or fewer non-empty lines than the manifest's
+  optional ``count``, counted as the file streams in) failed: the file is fetched again, up to 5
+  times. A file that never arrives whole is lost: the run goes on and is marked partial (exit 5). More
+  lines than ``count`` are all read, and noted. (HAPI's manifests have no ``count``.)
 - Read each file with ``fhirscreen.sources.files.read_file``; DELETE the status URL; remove the temp dir.
 - The temp dir is ``fhirscreen-bulk-<pid>-*`` (patient data): removed on exit, on SIGTERM/SIGINT (the CLI
   turns them into an exception), and, after a kill -9, by the next server run (``open_server_source``),
@@ -321,7 +323,7 @@ class BulkExport:
         outputs = [o for o in items(manifest.get("output")) if isinstance(o, Mapping)]
         for index, item in enumerate(outputs):
             try:
-                files.append(self._download_one(item, index, workdir, token_ok))
+                files.append(self._download_one(item, index, workdir, token_ok, quality=quality))
             except SourceError as exc:
                 if not exc.transient:
                     raise
@@ -358,7 +360,13 @@ class BulkExport:
     # -- helpers -------------------------------------------------------------------------------------
 
     def _download_one(
-        self, item: Mapping[str, Any], index: int, workdir: Path, token_ok: bool, prefix: str = ""
+        self,
+        item: Mapping[str, Any],
+        index: int,
+        workdir: Path,
+        token_ok: bool,
+        prefix: str = "",
+        quality: DataQuality | None = None,
     ) -> Path:
         rtype = _type_of(item)
         url = item.get("url")
@@ -367,6 +375,13 @@ class BulkExport:
         url = self.client.resolve(url)
         name = f"{prefix + '.' if prefix else ''}{index:04d}.{rtype}.ndjson"
         target = workdir / name
+        expected = _count_of(item)
+        checks: list[NdjsonCheck] = []
+
+        def check(headers: Mapping[str, str]) -> NdjsonCheck:
+            checks.append(NdjsonCheck(expected))
+            return checks[-1]
+
         # The token goes to the file only when the manifest requires it (and, in the client, only when
         # the file is on the server's own origin).
         self.client.download(
@@ -375,8 +390,16 @@ class BulkExport:
             headers={"Accept": FHIR_NDJSON},
             authenticate=token_ok,
             what=f"Bulk Data download ({rtype})",
-            validate=incomplete_ndjson,
+            check=check,
         )
+        lines = checks[-1].lines if checks else 0
+        if expected is not None and lines > expected and quality is not None:
+            quality.add(
+                "warning",
+                f"bulk export file {index} ({rtype})",
+                "export-count",
+                f"the manifest said {expected} resource(s), the file held {lines} line(s); all were read",
+            )
         return target
 
     def _report_errors(self, path: Path, index: int, quality: DataQuality) -> None:
@@ -475,6 +498,57 @@ def _codes_only(issue: Mapping[str, Any]) -> dict[str, Any]:
 def _type_of(item: Mapping[str, Any]) -> str:
     rtype = str(item.get("type") or "")
     return rtype if _TYPE_NAME.match(rtype) else "Unknown"
+
+
+def _count_of(item: Mapping[str, Any]) -> int | None:
+    """A manifest output's ``count`` (optional: the number of resources in the file), if usable."""
+    count = item.get("count")
+    if isinstance(count, float) and count.is_integer():
+        count = int(count)
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+        return count
+    if count is not None:
+        log.warning(
+            "bulk export manifest: a count that is not a whole number (%s); not checked", type(count).__name__
+        )
+    return None
+
+
+class NdjsonCheck:
+    """One try of a Bulk file download, looked at as it streams in (``FhirClient.download``'s check):
+    the non-empty lines are counted (the resources, as ``read_file`` reads them); the file is not whole
+    when its last line is cut (``incomplete_ndjson``) or it holds fewer lines than the manifest's
+    ``count`` said (a cut exactly at a line end)."""
+
+    def __init__(self, expected: int | None = None) -> None:
+        self.expected = expected
+        self.complete_lines = 0
+        self._open = False  # the current (last) line has something in it
+
+    def feed(self, chunk: bytes) -> None:
+        parts = chunk.split(b"\n")
+        for part in parts[:-1]:
+            if self._open or part.strip():
+                self.complete_lines += 1
+            self._open = False
+        if parts[-1].strip():
+            self._open = True
+
+    @property
+    def lines(self) -> int:
+        return self.complete_lines + (1 if self._open else 0)
+
+    def problem(self, path: Path) -> tuple[str, int | None] | None:
+        cut = incomplete_ndjson(path)
+        if cut is not None:
+            return cut, None
+        if self.expected is not None and self.lines < self.expected:
+            return (
+                f"the manifest says {self.expected} resource(s) but the file holds {self.lines} line(s): "
+                "incomplete",
+                None,
+            )
+        return None
 
 
 def incomplete_ndjson(path: Path) -> str | None:

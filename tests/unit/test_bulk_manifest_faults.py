@@ -20,6 +20,7 @@ from click.testing import CliRunner, Result
 from fhirscreen import cli
 from fhirscreen.cli import main
 from fhirscreen.quality import DataQuality
+from fhirscreen.sources.bulk import NdjsonCheck
 from fhirscreen.sources.files import FileSource
 from fhirscreen.sources.http import FhirClient
 from fhirscreen.trial.loader import Trial
@@ -260,3 +261,85 @@ def test_an_error_file_never_downloaded_whole_is_data_lost(
         finding["where"] == "bulk export error file 0"
         and "error file was not downloaded" in finding["message"]
     )
+
+
+# -- F9: the manifest's count -----------------------------------------------------------------------
+
+
+def test_a_file_with_fewer_lines_than_its_count_is_fetched_again_then_lost(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """A file cut exactly at a line end looks whole; the manifest's count tells it is not."""
+
+    def answer(rtype: str, _n: int) -> Answer | None:
+        return (200, NDJSON, "") if rtype == "MedicationRequest" else None
+
+    fake = BulkFake(golden, file_answer=answer)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 5, result.stderr[-2000:]
+    assert fake.fetched["MedicationRequest"] == 5  # the retry budget, then given up
+    assert "eligible" not in statuses(tmp_path).values()
+    [finding] = lost(tmp_path)
+    assert finding["where"].endswith("(MedicationRequest)")
+    assert "the manifest says" in finding["message"] and "holds 0 line(s)" in finding["message"]
+
+
+def test_a_short_file_whole_on_the_next_try_is_read(golden: list[dict[str, Any]], tmp_path: Path) -> None:
+    def answer(rtype: str, n: int) -> Answer | None:
+        return (200, NDJSON, "\n") if rtype == "MedicationRequest" and n == 1 else None
+
+    fake = BulkFake(golden, file_answer=answer)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert fake.fetched["MedicationRequest"] == 2
+    assert statuses(tmp_path)["Patient/gp-eligible"] == "eligible"
+
+
+def test_without_a_count_nothing_is_counted(golden: list[dict[str, Any]], tmp_path: Path) -> None:
+    """HAPI's manifests have no count (optional in the IG): such a file is taken as it comes."""
+    fake = BulkFake(golden, count=lambda _t, _n: None)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 0
+    assert '"count"' not in json.dumps(fake.manifest())
+    assert statuses(tmp_path)["Patient/gp-eligible"] == "eligible"
+
+
+@pytest.mark.parametrize("count", ["1", -1, True, 1.5])
+def test_a_count_that_is_not_a_whole_number_is_not_checked(
+    golden: list[dict[str, Any]], tmp_path: Path, count: Any
+) -> None:
+    def answer(rtype: str, _n: int) -> Answer | None:
+        return (200, NDJSON, "") if rtype == "MedicationRequest" else None
+
+    fake = BulkFake(golden, file_answer=answer, count=lambda t, n: count if t == "MedicationRequest" else n)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert fake.fetched["MedicationRequest"] == 1
+
+
+def test_more_lines_than_the_count_are_all_read_and_noted(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    fake = BulkFake(golden, count=lambda t, n: n - 1 if t == "Condition" else n)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert statuses(tmp_path)["Patient/gp-eligible"] == "eligible"
+    [note] = [f for f in candidates(tmp_path)["data_quality"] if f["problem"] == "export-count"]
+    assert note["severity"] == "warning" and note["where"].endswith("(Condition)")
+
+
+@pytest.mark.parametrize(
+    ("chunks", "lines"),
+    [
+        ([b'{"a":1}\n{"a":2}\n'], 2),
+        ([b'{"a":1}\n{"a"', b":2}"], 2),  # no newline at the end; a line split over two chunks
+        ([b'{"a":1}\r\n\r\n', b"  \n", b'{"a":2}\r\n'], 2),  # blank lines are not resources
+        ([b'{"a":1}', b"\n", b"\n"], 1),
+        ([b""], 0),
+    ],
+)
+def test_lines_are_counted_as_they_stream_in(chunks: list[bytes], lines: int) -> None:
+    check = NdjsonCheck(expected=lines)
+    for chunk in chunks:
+        check.feed(chunk)
+    assert check.lines == lines
