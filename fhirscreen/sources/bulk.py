@@ -24,7 +24,9 @@
   Content-Length, a last line that is not complete JSON, or fewer non-empty lines than the manifest's
   optional ``count``, counted as the file streams in) failed: the file is fetched again, up to 5
   times. A file that never arrives whole is lost: the run goes on and is marked partial (exit 5). More
-  lines than ``count`` are all read, and noted. (HAPI's manifests have no ``count``.)
+  lines than ``count`` are all read, and noted. (HAPI's manifests have no ``count``.) A file that does
+  not start with a JSON object (a storage login page, a proxy's error page, served with 200) is "not
+  NDJSON (Content-Type ...)": fetched once more only, then lost.
 - Read each file with ``fhirscreen.sources.files.read_file``; DELETE the status URL; remove the temp dir.
 - The temp dir is ``fhirscreen-bulk-<pid>-*`` (patient data): removed on exit, on SIGTERM/SIGINT (the CLI
   turns them into an exception), and, after a kill -9, by the next server run (``open_server_source``),
@@ -81,6 +83,10 @@ _UNSUPPORTED = (400, 404, 405, 422, 501)
 WORKDIR_PREFIX = "fhirscreen-bulk-"
 _WORKDIR = re.compile(r"^fhirscreen-bulk-(\d+)-")
 _TAIL = 1 << 16
+_HEAD = 64
+_BOM = b"\xef\xbb\xbf"
+# Tries in all for a Bulk file that is not NDJSON (an HTML page): one retry, for a proxy's passing page.
+NOT_NDJSON_TRIES = 2
 
 
 def export_types(plan: QueryPlan) -> list[str]:
@@ -327,7 +333,8 @@ class BulkExport:
             except SourceError as exc:
                 if not exc.transient:
                     raise
-                quality.lost(f"bulk export file {index} ({_type_of(item)})", f"not downloaded whole: {exc}")
+                where = f"bulk export file {index} ({_type_of(item)})"
+                quality.lost(where, f"could not be downloaded: {exc}")
         errors = [
             o for key in ("error", "outcome") for o in manifest.get(key) or () if isinstance(o, Mapping)
         ]
@@ -379,7 +386,7 @@ class BulkExport:
         checks: list[NdjsonCheck] = []
 
         def check(headers: Mapping[str, str]) -> NdjsonCheck:
-            checks.append(NdjsonCheck(expected))
+            checks.append(NdjsonCheck(expected, headers.get("Content-Type")))
             return checks[-1]
 
         # The token goes to the file only when the manifest requires it (and, in the client, only when
@@ -500,6 +507,13 @@ def _type_of(item: Mapping[str, Any]) -> str:
     return rtype if _TYPE_NAME.match(rtype) else "Unknown"
 
 
+def _media_type(content_type: str | None) -> str:
+    """A Content-Type's media type, safe to show (printable, bounded)."""
+    kind = (content_type or "").split(";")[0].strip()
+    kind = "".join(c for c in kind if c.isprintable())[:80]
+    return kind or "none given"
+
+
 def _count_of(item: Mapping[str, Any]) -> int | None:
     """A manifest output's ``count`` (optional: the number of resources in the file), if usable."""
     count = item.get("count")
@@ -520,12 +534,16 @@ class NdjsonCheck:
     when its last line is cut (``incomplete_ndjson``) or it holds fewer lines than the manifest's
     ``count`` said (a cut exactly at a line end)."""
 
-    def __init__(self, expected: int | None = None) -> None:
+    def __init__(self, expected: int | None = None, content_type: str | None = None) -> None:
         self.expected = expected
+        self.content_type = _media_type(content_type)
         self.complete_lines = 0
         self._open = False  # the current (last) line has something in it
+        self._head = b""  # the first bytes of the body
 
     def feed(self, chunk: bytes) -> None:
+        if len(self._head) < _HEAD:
+            self._head += chunk[: _HEAD - len(self._head)]
         parts = chunk.split(b"\n")
         for part in parts[:-1]:
             if self._open or part.strip():
@@ -539,6 +557,16 @@ class NdjsonCheck:
         return self.complete_lines + (1 if self._open else 0)
 
     def problem(self, path: Path) -> tuple[str, int | None] | None:
+        start = self._head.removeprefix(_BOM).lstrip()[:1]
+        if start and start != b"{":
+            # A web page (a storage login, a proxy's error page) or something else, not FHIR resources:
+            # fetched once more (a proxy's page may be passing), not the whole retry budget.
+            page = ", a web page" if start == b"<" else ""
+            return (
+                f"not NDJSON (Content-Type {self.content_type}{page}): the file does not start with a "
+                "JSON object",
+                NOT_NDJSON_TRIES,
+            )
         cut = incomplete_ndjson(path)
         if cut is not None:
             return cut, None

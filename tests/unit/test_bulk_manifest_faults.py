@@ -343,3 +343,59 @@ def test_lines_are_counted_as_they_stream_in(chunks: list[bytes], lines: int) ->
     for chunk in chunks:
         check.feed(chunk)
     assert check.lines == lines
+
+
+# -- B6: a file that is a web page ------------------------------------------------------------------
+
+LOGIN_PAGE = "<html><body>Sign in to storage</body></html>\n"
+
+
+def test_a_file_that_is_a_web_page_is_not_ndjson_tried_twice_then_lost(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    def answer(rtype: str, _n: int) -> Answer | None:
+        return (200, {"Content-Type": "text/html"}, LOGIN_PAGE) if rtype == "MedicationRequest" else None
+
+    fake = BulkFake(golden, file_answer=answer)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 5
+    assert fake.fetched["MedicationRequest"] == 2  # one retry (a proxy's page may pass), not five
+    assert "eligible" not in statuses(tmp_path).values()
+    [finding] = lost(tmp_path)
+    assert finding["where"].endswith("(MedicationRequest)")
+    assert "not NDJSON (Content-Type text/html" in finding["message"]
+    assert "cut short" not in finding["message"]
+    assert "Sign in" not in everything_written(tmp_path, result)
+
+
+def test_a_passing_error_page_then_the_file_is_read(golden: list[dict[str, Any]], tmp_path: Path) -> None:
+    def answer(rtype: str, n: int) -> Answer | None:
+        if rtype == "Observation" and n == 1:
+            return 200, {"Content-Type": "text/html; charset=utf-8"}, "<html>502 Bad Gateway</html>"
+        return None
+
+    fake = BulkFake(golden, file_answer=answer)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert statuses(tmp_path)["Patient/gp-eligible"] == "eligible"
+
+
+def test_ndjson_served_with_another_content_type_is_read(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """Object stores serve files as application/octet-stream (or worse): what the body is decides."""
+
+    def answer(rtype: str, _n: int) -> Answer | None:
+        if rtype in ("nothing", "errors"):
+            return None
+        body = "\ufeff" + "".join(json.dumps(r) + "\n" for r in fake.by_type[rtype])
+        return (
+            200,
+            {"Content-Type": "text/html" if rtype == "Condition" else "application/octet-stream"},
+            body,
+        )
+
+    fake = BulkFake(golden, file_answer=answer)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert statuses(tmp_path)["Patient/gp-eligible"] == "eligible"
