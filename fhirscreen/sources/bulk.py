@@ -27,7 +27,12 @@
   lines than ``count`` are all read, and noted. (HAPI's manifests have no ``count``.) A file that does
   not start with a JSON object (a storage login page, a proxy's error page, served with 200) is "not
   NDJSON (Content-Type ...)": fetched once more only, then lost.
-- Read each file with ``fhirscreen.sources.files.read_file``; DELETE the status URL; remove the temp dir.
+- A file answered 404/410 is gone (the server's files expire): the manifest is fetched once more from
+  the status URL, and the file asked for again there (by its type and place); still gone, it is lost
+  ("export files expired"): the run goes on, partial (exit 5).
+- Read each file with ``fhirscreen.sources.files.read_file``; DELETE the status URL (once the downloads
+  are over, files lost or not: fhirscreen never resumes a job; a run that stops on an error leaves the
+  job on the server); remove the temp dir.
 - The temp dir is ``fhirscreen-bulk-<pid>-*`` (patient data): removed on exit, on SIGTERM/SIGINT (the CLI
   turns them into an exception), and, after a kill -9, by the next server run (``open_server_source``),
   which removes the dirs of processes that are gone.
@@ -87,6 +92,10 @@ _HEAD = 64
 _BOM = b"\xef\xbb\xbf"
 # Tries in all for a Bulk file that is not NDJSON (an HTML page): one retry, for a proxy's passing page.
 NOT_NDJSON_TRIES = 2
+# A Bulk file answered with these is gone (the server's files expire): the manifest is fetched again.
+GONE_STATUSES = (404, 410)
+OUTPUT_KEYS = ("output",)
+ERROR_KEYS = ("error", "outcome")
 
 
 def export_types(plan: QueryPlan) -> list[str]:
@@ -218,7 +227,7 @@ class BulkExport:
         completed = False
         try:
             manifest = self.wait(status_url)
-            files = self.download(manifest, workdir, quality)
+            files = self.download(manifest, workdir, quality, status_url)
             completed = True
             for file in files:
                 for resource, origin in read_file(file, quality):
@@ -322,38 +331,137 @@ class BulkExport:
             )
             self._sleep(wait)
 
-    def download(self, manifest: Mapping[str, Any], workdir: Path, quality: DataQuality) -> list[Path]:
+    def download(
+        self,
+        manifest: Mapping[str, Any],
+        workdir: Path,
+        quality: DataQuality,
+        status_url: str | None = None,
+    ) -> list[Path]:
+        """Download the output files (returned, in manifest order) and the error files (reported).
+
+        A file lost after retries is data lost. A file gone (404/410: the server's files expire) is
+        asked for once more from the manifest fetched again from ``status_url`` (the IG lets a client
+        do that), found there by its type and its place among the files of that type; still gone: data
+        lost ("export files expired"), and the run goes on."""
         token_ok = bool(manifest.get("requiresAccessToken"))
-        files: list[Path] = []
         # ``output`` is a list here: the status poll refuses a manifest without one.
-        outputs = [o for o in items(manifest.get("output")) if isinstance(o, Mapping)]
+        outputs = _listed(manifest, OUTPUT_KEYS)
+        errors = _listed(manifest, ERROR_KEYS)
+        files: dict[int, Path] = {}
+        error_files: dict[int, Path] = {}
+        gone: list[tuple[str, int, int]] = []  # (kind, index, HTTP status)
         for index, item in enumerate(outputs):
             try:
-                files.append(self._download_one(item, index, workdir, token_ok, quality=quality))
+                files[index] = self._download_one(item, index, workdir, token_ok, quality=quality)
             except SourceError as exc:
+                if exc.status in GONE_STATUSES:
+                    gone.append(("output", index, exc.status or 0))
+                    continue
                 if not exc.transient:
                     raise
-                where = f"bulk export file {index} ({_type_of(item)})"
-                quality.lost(where, f"could not be downloaded: {exc}")
-        errors = [
-            o for key in ("error", "outcome") for o in manifest.get(key) or () if isinstance(o, Mapping)
-        ]
+                quality.lost(_where("output", index, item), f"could not be downloaded: {exc}")
         for index, item in enumerate(errors):
             try:
-                path = self._download_one(item, index, workdir, token_ok, prefix="error")
+                error_files[index] = self._download_one(item, index, workdir, token_ok, prefix="error")
             except SourceError as exc:
+                if exc.status in GONE_STATUSES:
+                    gone.append(("error", index, exc.status or 0))
+                    continue
                 if not exc.transient:
                     raise
                 # What it lists as not exported is unknown: anyone's record may be incomplete.
                 quality.lost(
-                    f"bulk export error file {index}",
+                    _where("error", index, item),
                     f"the export's error file was not downloaded whole, so what the server could not "
                     f"export is unknown: {exc}",
                 )
-                continue
-            self._report_errors(path, index, quality)
-        log.info("downloaded %d bulk file(s), %d error file(s)", len(outputs), len(errors))
-        return files
+        if gone:
+            self._fetch_gone_again(status_url, gone, outputs, errors, files, error_files, workdir, quality)
+        for index in sorted(error_files):
+            self._report_errors(error_files[index], index, quality)
+        log.info("downloaded %d bulk file(s), %d error file(s)", len(files), len(error_files))
+        return [files[index] for index in sorted(files)]
+
+    def _fetch_gone_again(
+        self,
+        status_url: str | None,
+        gone: Sequence[tuple[str, int, int]],
+        outputs: Sequence[Mapping[str, Any]],
+        errors: Sequence[Mapping[str, Any]],
+        files: dict[int, Path],
+        error_files: dict[int, Path],
+        workdir: Path,
+        quality: DataQuality,
+    ) -> None:
+        """The files that were gone (404/410), from the manifest fetched once more; else data lost."""
+        log.warning(
+            "%d export file(s) gone (HTTP 404/410: expired?); fetching the manifest again", len(gone)
+        )
+        fresh = self._manifest_again(status_url)
+        token_ok = bool(fresh.get("requiresAccessToken")) if fresh is not None else False
+        for kind, index, status in gone:
+            old, into = (outputs, files) if kind == "output" else (errors, error_files)
+            item = old[index]
+            again = _same_file(old, _listed(fresh, OUTPUT_KEYS if kind == "output" else ERROR_KEYS), index)
+            if fresh is None:
+                why = "the manifest could not be fetched again"
+            elif again is None:
+                why = "the manifest fetched again does not list it"
+            else:
+                try:
+                    into[index] = self._download_one(
+                        again,
+                        index,
+                        workdir,
+                        token_ok,
+                        prefix="" if kind == "output" else "error",
+                        quality=quality if kind == "output" else None,
+                    )
+                except SourceError as exc:
+                    if not (exc.transient or exc.status in GONE_STATUSES):
+                        raise
+                    why = (
+                        f"the file the manifest fetched again lists is gone too (HTTP {exc.status})"
+                        if exc.status in GONE_STATUSES
+                        else f"the file the manifest fetched again lists could not be downloaded: {exc}"
+                    )
+                else:
+                    log.info("%s: downloaded from the manifest fetched again", _where(kind, index, item))
+                    continue
+            rtype = _type_of(item)
+            if kind == "output":
+                message = (
+                    f"export files expired: the {rtype} file was gone (HTTP {status}) and {why}; its "
+                    f"{rtype} resources were not read"
+                )
+            else:
+                message = (
+                    f"export files expired: the export's error file was gone (HTTP {status}) and {why}, "
+                    "so what the server could not export is unknown"
+                )
+            quality.lost(_where(kind, index, item), message)
+
+    def _manifest_again(self, status_url: str | None) -> dict[str, Any] | None:
+        """The completion manifest fetched once more from the status URL; None if it is not there."""
+        if status_url is None:
+            return None
+        try:
+            response = self.client.request(
+                "GET",
+                status_url,
+                expect=(200,),
+                what="Bulk Data status (the manifest fetched again)",
+                headers={"Accept": "application/json"},
+            )
+            manifest = response.json()
+        except (SourceError, ValueError) as exc:
+            log.warning("the manifest could not be fetched again: %s", exc)
+            return None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("output"), list):
+            log.warning("the manifest fetched again is not JSON with an output list")
+            return None
+        return manifest
 
     def delete(self, status_url: str) -> None:
         """Tell the server the files can go; a failure here does not spoil the run."""
@@ -500,6 +608,30 @@ def _codes_only(issue: Mapping[str, Any]) -> dict[str, Any]:
     if isinstance(details, Mapping) and "coding" in details:
         kept["details"] = {"coding": details["coding"]}
     return kept
+
+
+def _listed(manifest: Mapping[str, Any] | None, keys: Sequence[str]) -> list[Mapping[str, Any]]:
+    """The file items of a manifest under ``keys`` (``output``; or ``error`` and ``outcome``)."""
+    if manifest is None:
+        return []
+    return [o for key in keys for o in items(manifest.get(key)) if isinstance(o, Mapping)]
+
+
+def _same_file(
+    old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], index: int
+) -> Mapping[str, Any] | None:
+    """The item of ``new`` for ``old[index]``: the same type, at the same place among that type's."""
+    rtype = _type_of(old[index])
+    place = sum(1 for item in old[:index] if _type_of(item) == rtype)
+    same = [item for item in new if _type_of(item) == rtype]
+    return same[place] if place < len(same) else None
+
+
+def _where(kind: str, index: int, item: Mapping[str, Any]) -> str:
+    """A finding's where for a manifest file (not a patient: data lost there touches everyone)."""
+    if kind == "output":
+        return f"bulk export file {index} ({_type_of(item)})"
+    return f"bulk export error file {index}"
 
 
 def _type_of(item: Mapping[str, Any]) -> str:

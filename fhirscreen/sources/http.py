@@ -361,6 +361,7 @@ class FhirClient:
             raise SourceError(
                 self.describe_failure(response, label, attempt, crossed=crossed),
                 transient=status in retry_statuses,
+                status=status,
             )
 
     def _send(

@@ -77,6 +77,7 @@ class BulkFake(FakeFhir):
         errors: str | None = None,
         file_answer: Callable[[str, int], Answer | None] | None = None,
         count: Callable[[str, int], Any] = lambda _t, n: n,
+        poll_answer: Callable[[int], Answer | None] | None = None,
     ) -> None:
         super().__init__(resources)
         self.by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
@@ -85,6 +86,7 @@ class BulkFake(FakeFhir):
         self.errors = errors
         self.file_answer = file_answer
         self.count = count
+        self.poll_answer = poll_answer
         self.polls = 0
         self.deleted = 0
         self.fetched: dict[str, int] = defaultdict(int)
@@ -108,6 +110,9 @@ class BulkFake(FakeFhir):
             return self.file(path.rsplit("/", 1)[1].split(".")[0])
         if path == "/fhir/$export-poll-status":
             self.polls += 1
+            answer = self.poll_answer(self.polls) if self.poll_answer is not None else None
+            if answer is not None:
+                return answer
             return 200, {"Content-Type": "application/json"}, json.dumps(self.manifest())
         return super().handle(request)
 
@@ -399,3 +404,76 @@ def test_ndjson_served_with_another_content_type_is_read(
     result = bulk_screen(tmp_path, fake)
     assert result.exit_code == 0, result.stderr[-2000:]
     assert statuses(tmp_path)["Patient/gp-eligible"] == "eligible"
+
+
+# -- F10: files gone (404/410) before they were downloaded --------------------------------------------
+
+GONE = (410, {"Content-Type": "application/fhir+json"}, outcome({"severity": "error", "code": "not-found"}))
+
+
+def test_a_file_gone_is_fetched_from_the_manifest_fetched_again(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    def answer(rtype: str, n: int) -> Answer | None:
+        return GONE if rtype in ("Observation", "Condition") and n == 1 else None
+
+    fake = BulkFake(golden, file_answer=answer)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert fake.polls == 2  # the manifest fetched again once, for both files
+    assert fake.fetched["Observation"] == fake.fetched["Condition"] == 2
+    assert statuses(tmp_path)["Patient/gp-eligible"] == "eligible"
+    assert fake.deleted == 1
+
+
+@pytest.mark.parametrize("status", [404, 410])
+def test_a_file_gone_for_good_is_data_lost_and_the_run_goes_on(
+    golden: list[dict[str, Any]], tmp_path: Path, status: int
+) -> None:
+    """Before: exit 3, no outputs. Now: the other files are read, the run is partial (exit 5), nobody
+    is offered as eligible, and the finding names the file type. The job is deleted as after any
+    finished download (fhirscreen never resumes a job; its files expired anyway)."""
+
+    def answer(rtype: str, _n: int) -> Answer | None:
+        return (status, GONE[1], GONE[2]) if rtype == "Observation" else None
+
+    fake = BulkFake(golden, file_answer=answer)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 5, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    assert fake.polls == 2 and fake.fetched["Observation"] == 2
+    assert "eligible" not in statuses(tmp_path).values()
+    [finding] = lost(tmp_path)
+    assert finding["where"].endswith("(Observation)")
+    assert finding["message"].startswith("export files expired: the Observation file was gone")
+    assert fake.deleted == 1
+
+
+def test_a_file_gone_and_the_job_gone_too_is_data_lost(golden: list[dict[str, Any]], tmp_path: Path) -> None:
+    def answer(rtype: str, _n: int) -> Answer | None:
+        return GONE if rtype == "MedicationRequest" else None
+
+    def poll(n: int) -> Answer | None:
+        return (404, GONE[1], GONE[2]) if n > 1 else None
+
+    fake = BulkFake(golden, file_answer=answer, poll_answer=poll)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 5, result.stderr[-2000:]
+    assert fake.polls == 2 and fake.fetched["MedicationRequest"] == 1
+    [finding] = lost(tmp_path)
+    assert finding["where"].endswith("(MedicationRequest)")
+    assert "export files expired" in finding["message"]
+    assert "the manifest could not be fetched again" in finding["message"]
+
+
+def test_an_error_file_gone_for_good_touches_everyone(golden: list[dict[str, Any]], tmp_path: Path) -> None:
+    def answer(rtype: str, _n: int) -> Answer | None:
+        return GONE if rtype == "errors" else None
+
+    fake = BulkFake(golden, errors=outcome({"severity": "error", "code": "exception"}), file_answer=answer)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 5
+    assert "eligible" not in statuses(tmp_path).values()
+    [finding] = lost(tmp_path)
+    assert finding["where"] == "bulk export error file 0"
+    assert finding["message"].startswith("export files expired: the export's error file was gone")
