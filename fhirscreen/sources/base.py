@@ -21,12 +21,14 @@ class SourceError(Exception):
 
     ``transient``: the failure was one that retries were meant for (a connection error, a timeout, a
     5xx or 429) and they ran out; a caller that may swallow an error (an optional probe) must not
-    swallow these, or the same dead server would be tried again and again.
+    swallow these, or the same dead server would be tried again and again. ``status``: the HTTP status
+    of the answer that failed, when there was one.
     """
 
-    def __init__(self, message: str, *, transient: bool = False) -> None:
+    def __init__(self, message: str, *, transient: bool = False, status: int | None = None) -> None:
         super().__init__(message)
         self.transient = transient
+        self.status = status
 
 
 class ConfigurationError(SourceError):

@@ -17,11 +17,22 @@
 - Download each output with ``Accept: application/fhir+ndjson`` (HAPI answers ``application/fhir+json``
   with a Binary wrapper), into a private temp dir (``*.part`` renamed when complete), with the token only
   when ``requiresAccessToken`` is true and the file is on the server's origin. Error files
-  (``error``/``outcome``) become data-quality findings.
+  (``error``/``outcome``, OperationOutcomes): an issue of severity error or fatal means data were not
+  exported, data lost (for the candidates it names as ``Patient/<id>``, else for everyone); warnings
+  and information are notes. The findings carry the issue's codes, never the server's free text.
 - A download cut short (the connection dropped, fewer bytes than Content-Length, or, without a
-  Content-Length, a last line that is not complete JSON) failed: the file is fetched again, up to 5
-  times. A file that never arrives whole is lost: the run goes on and is marked partial (exit 5).
-- Read each file with ``fhirscreen.sources.files.read_file``; DELETE the status URL; remove the temp dir.
+  Content-Length, a last line that is not complete JSON, or fewer non-empty lines than the manifest's
+  optional ``count``, counted as the file streams in) failed: the file is fetched again, up to 5
+  times. A file that never arrives whole is lost: the run goes on and is marked partial (exit 5). More
+  lines than ``count`` are all read, and noted. (HAPI's manifests have no ``count``.) A file that does
+  not start with a JSON object (a storage login page, a proxy's error page, served with 200) is "not
+  NDJSON (Content-Type ...)": fetched once more only, then lost.
+- A file answered 404/410 is gone (the server's files expire): the manifest is fetched once more from
+  the status URL, and the file asked for again there (by its type and place); still gone, it is lost
+  ("export files expired"): the run goes on, partial (exit 5).
+- Read each file with ``fhirscreen.sources.files.read_file``; DELETE the status URL (once the downloads
+  are over, files lost or not: fhirscreen never resumes a job; a run that stops on an error leaves the
+  job on the server); remove the temp dir.
 - The temp dir is ``fhirscreen-bulk-<pid>-*`` (patient data): removed on exit, on SIGTERM/SIGINT (the CLI
   turns them into an exception), and, after a kill -9, by the next server run (``open_server_source``),
   which removes the dirs of processes that are gone.
@@ -45,7 +56,7 @@ from urllib.parse import quote
 import orjson
 
 from fhirscreen.fhir.resources import Resource, items
-from fhirscreen.quality import DataQuality, Severity
+from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import QueryPlan, SourceError
 from fhirscreen.sources.files import read_file
 from fhirscreen.sources.http import FHIR_JSON, FHIR_NDJSON, FhirClient, parse_retry_after
@@ -77,6 +88,14 @@ _UNSUPPORTED = (400, 404, 405, 422, 501)
 WORKDIR_PREFIX = "fhirscreen-bulk-"
 _WORKDIR = re.compile(r"^fhirscreen-bulk-(\d+)-")
 _TAIL = 1 << 16
+_HEAD = 64
+_BOM = b"\xef\xbb\xbf"
+# Tries in all for a Bulk file that is not NDJSON (an HTML page): one retry, for a proxy's passing page.
+NOT_NDJSON_TRIES = 2
+# A Bulk file answered with these is gone (the server's files expire): the manifest is fetched again.
+GONE_STATUSES = (404, 410)
+OUTPUT_KEYS = ("output",)
+ERROR_KEYS = ("error", "outcome")
 
 
 def export_types(plan: QueryPlan) -> list[str]:
@@ -208,7 +227,7 @@ class BulkExport:
         completed = False
         try:
             manifest = self.wait(status_url)
-            files = self.download(manifest, workdir, quality)
+            files = self.download(manifest, workdir, quality, status_url)
             completed = True
             for file in files:
                 for resource, origin in read_file(file, quality):
@@ -312,34 +331,137 @@ class BulkExport:
             )
             self._sleep(wait)
 
-    def download(self, manifest: Mapping[str, Any], workdir: Path, quality: DataQuality) -> list[Path]:
+    def download(
+        self,
+        manifest: Mapping[str, Any],
+        workdir: Path,
+        quality: DataQuality,
+        status_url: str | None = None,
+    ) -> list[Path]:
+        """Download the output files (returned, in manifest order) and the error files (reported).
+
+        A file lost after retries is data lost. A file gone (404/410: the server's files expire) is
+        asked for once more from the manifest fetched again from ``status_url`` (the IG lets a client
+        do that), found there by its type and its place among the files of that type; still gone: data
+        lost ("export files expired"), and the run goes on."""
         token_ok = bool(manifest.get("requiresAccessToken"))
-        files: list[Path] = []
         # ``output`` is a list here: the status poll refuses a manifest without one.
-        outputs = [o for o in items(manifest.get("output")) if isinstance(o, Mapping)]
+        outputs = _listed(manifest, OUTPUT_KEYS)
+        errors = _listed(manifest, ERROR_KEYS)
+        files: dict[int, Path] = {}
+        error_files: dict[int, Path] = {}
+        gone: list[tuple[str, int, int]] = []  # (kind, index, HTTP status)
         for index, item in enumerate(outputs):
             try:
-                files.append(self._download_one(item, index, workdir, token_ok))
+                files[index] = self._download_one(item, index, workdir, token_ok, quality=quality)
             except SourceError as exc:
+                if exc.status in GONE_STATUSES:
+                    gone.append(("output", index, exc.status or 0))
+                    continue
                 if not exc.transient:
                     raise
-                quality.lost(f"bulk export file {index} ({_type_of(item)})", f"not downloaded whole: {exc}")
-        errors = [
-            o for key in ("error", "outcome") for o in manifest.get(key) or () if isinstance(o, Mapping)
-        ]
+                quality.lost(_where("output", index, item), f"could not be downloaded: {exc}")
         for index, item in enumerate(errors):
             try:
-                path = self._download_one(item, index, workdir, token_ok, prefix="error")
+                error_files[index] = self._download_one(item, index, workdir, token_ok, prefix="error")
             except SourceError as exc:
+                if exc.status in GONE_STATUSES:
+                    gone.append(("error", index, exc.status or 0))
+                    continue
                 if not exc.transient:
                     raise
-                quality.add(
-                    "warning", "bulk export", "export-error", f"error file {index} not downloaded: {exc}"
+                # What it lists as not exported is unknown: anyone's record may be incomplete.
+                quality.lost(
+                    _where("error", index, item),
+                    f"the export's error file was not downloaded whole, so what the server could not "
+                    f"export is unknown: {exc}",
                 )
-                continue
-            self._report_errors(path, quality)
-        log.info("downloaded %d bulk file(s), %d error file(s)", len(outputs), len(errors))
-        return files
+        if gone:
+            self._fetch_gone_again(status_url, gone, outputs, errors, files, error_files, workdir, quality)
+        for index in sorted(error_files):
+            self._report_errors(error_files[index], index, quality)
+        log.info("downloaded %d bulk file(s), %d error file(s)", len(files), len(error_files))
+        return [files[index] for index in sorted(files)]
+
+    def _fetch_gone_again(
+        self,
+        status_url: str | None,
+        gone: Sequence[tuple[str, int, int]],
+        outputs: Sequence[Mapping[str, Any]],
+        errors: Sequence[Mapping[str, Any]],
+        files: dict[int, Path],
+        error_files: dict[int, Path],
+        workdir: Path,
+        quality: DataQuality,
+    ) -> None:
+        """The files that were gone (404/410), from the manifest fetched once more; else data lost."""
+        log.warning(
+            "%d export file(s) gone (HTTP 404/410: expired?); fetching the manifest again", len(gone)
+        )
+        fresh = self._manifest_again(status_url)
+        token_ok = bool(fresh.get("requiresAccessToken")) if fresh is not None else False
+        for kind, index, status in gone:
+            old, into = (outputs, files) if kind == "output" else (errors, error_files)
+            item = old[index]
+            again = _same_file(old, _listed(fresh, OUTPUT_KEYS if kind == "output" else ERROR_KEYS), index)
+            if fresh is None:
+                why = "the manifest could not be fetched again"
+            elif again is None:
+                why = "the manifest fetched again does not list it"
+            else:
+                try:
+                    into[index] = self._download_one(
+                        again,
+                        index,
+                        workdir,
+                        token_ok,
+                        prefix="" if kind == "output" else "error",
+                        quality=quality if kind == "output" else None,
+                    )
+                except SourceError as exc:
+                    if not (exc.transient or exc.status in GONE_STATUSES):
+                        raise
+                    why = (
+                        f"the file the manifest fetched again lists is gone too (HTTP {exc.status})"
+                        if exc.status in GONE_STATUSES
+                        else f"the file the manifest fetched again lists could not be downloaded: {exc}"
+                    )
+                else:
+                    log.info("%s: downloaded from the manifest fetched again", _where(kind, index, item))
+                    continue
+            rtype = _type_of(item)
+            if kind == "output":
+                message = (
+                    f"export files expired: the {rtype} file was gone (HTTP {status}) and {why}; its "
+                    f"{rtype} resources were not read"
+                )
+            else:
+                message = (
+                    f"export files expired: the export's error file was gone (HTTP {status}) and {why}, "
+                    "so what the server could not export is unknown"
+                )
+            quality.lost(_where(kind, index, item), message)
+
+    def _manifest_again(self, status_url: str | None) -> dict[str, Any] | None:
+        """The completion manifest fetched once more from the status URL; None if it is not there."""
+        if status_url is None:
+            return None
+        try:
+            response = self.client.request(
+                "GET",
+                status_url,
+                expect=(200,),
+                what="Bulk Data status (the manifest fetched again)",
+                headers={"Accept": "application/json"},
+            )
+            manifest = response.json()
+        except (SourceError, ValueError) as exc:
+            log.warning("the manifest could not be fetched again: %s", exc)
+            return None
+        if not isinstance(manifest, dict) or not isinstance(manifest.get("output"), list):
+            log.warning("the manifest fetched again is not JSON with an output list")
+            return None
+        return manifest
 
     def delete(self, status_url: str) -> None:
         """Tell the server the files can go; a failure here does not spoil the run."""
@@ -353,7 +475,13 @@ class BulkExport:
     # -- helpers -------------------------------------------------------------------------------------
 
     def _download_one(
-        self, item: Mapping[str, Any], index: int, workdir: Path, token_ok: bool, prefix: str = ""
+        self,
+        item: Mapping[str, Any],
+        index: int,
+        workdir: Path,
+        token_ok: bool,
+        prefix: str = "",
+        quality: DataQuality | None = None,
     ) -> Path:
         rtype = _type_of(item)
         url = item.get("url")
@@ -362,6 +490,13 @@ class BulkExport:
         url = self.client.resolve(url)
         name = f"{prefix + '.' if prefix else ''}{index:04d}.{rtype}.ndjson"
         target = workdir / name
+        expected = _count_of(item)
+        checks: list[NdjsonCheck] = []
+
+        def check(headers: Mapping[str, str]) -> NdjsonCheck:
+            checks.append(NdjsonCheck(expected, headers.get("Content-Type")))
+            return checks[-1]
+
         # The token goes to the file only when the manifest requires it (and, in the client, only when
         # the file is on the server's own origin).
         self.client.download(
@@ -370,30 +505,210 @@ class BulkExport:
             headers={"Accept": FHIR_NDJSON},
             authenticate=token_ok,
             what=f"Bulk Data download ({rtype})",
-            validate=incomplete_ndjson,
+            check=check,
         )
+        lines = checks[-1].lines if checks else 0
+        if expected is not None and lines > expected and quality is not None:
+            quality.add(
+                "warning",
+                f"bulk export file {index} ({rtype})",
+                "export-count",
+                f"the manifest said {expected} resource(s), the file held {lines} line(s); all were read",
+            )
         return target
 
-    def _report_errors(self, path: Path, quality: DataQuality) -> None:
+    def _report_errors(self, path: Path, index: int, quality: DataQuality) -> None:
+        """The OperationOutcomes of an export error file as findings.
+
+        An issue of severity error or fatal (or none: the file is the server's list of errors) means
+        data were not exported: data lost, for the patients the issue names (``Patient/<id>`` in its
+        expression, location or text) when they are among the patients exported, else for everyone.
+        Warnings and information stay notes. The server's text is not copied into the findings (it may
+        name a patient by more than an id); only the issue's severity and codes, and the reference."""
         scratch = DataQuality()
+        everyone = f"bulk export error file {index}"
         for resource, _origin in read_file(path, scratch):
             if resource.get("resourceType") != "OperationOutcome":
                 continue
-            severities = {
-                str(i.get("severity")) for i in items(resource.get("issue")) if isinstance(i, Mapping)
-            }
-            severity: Severity = "error" if severities & {"error", "fatal"} else "warning"
-            quality.add(
-                severity,
-                "bulk export",
-                "export-error",
-                f"the server reported a problem with the export: {outcome_text(resource)}",
+            log.debug("bulk export error file %d: %s", index, outcome_text(resource))
+            for issue in items(resource.get("issue")):
+                if not isinstance(issue, Mapping):
+                    continue
+                severity = issue.get("severity")
+                head = _issue_head(issue)
+                if severity in ("warning", "information"):
+                    quality.add(
+                        "warning" if severity == "warning" else "info",
+                        "bulk export",
+                        "export-error",
+                        f"the server reported a {severity} about the export ({head})",
+                    )
+                    continue
+                named = self._exported_patients(_patients_named(issue))
+                if named:
+                    for pid in named:
+                        quality.lost(
+                            f"Patient/{pid}",
+                            f"the Bulk export reported that this patient's data were not all exported "
+                            f"({head}): the record may be incomplete",
+                        )
+                else:
+                    quality.lost(
+                        everyone,
+                        f"the Bulk export reported that data were not exported ({head}) without naming "
+                        "a patient it exported: anyone's record may be incomplete",
+                    )
+        if any(f.severity == "error" for f in scratch.findings):
+            quality.lost(
+                everyone,
+                "an entry of the export's error file could not be read, so what the server could not "
+                "export is unknown: anyone's record may be incomplete",
             )
+
+    def _exported_patients(self, named: Sequence[str]) -> list[str]:
+        """``named``, if each is one of the candidates this export was for (any, for an export of
+        everyone); else none: a reference to someone else does not scope the loss (it may be misread)."""
+        if self.patients is not None and not set(named) <= set(self.patients):
+            return []
+        return list(named)
+
+
+# A patient reference in an OperationOutcome issue (FHIR ids: 1-64 of A-Z a-z 0-9 - .).
+_PATIENT_REF = re.compile(r"(?<![A-Za-z])Patient/([A-Za-z0-9.-]{1,64})")
+
+
+def _patients_named(issue: Mapping[str, Any]) -> list[str]:
+    """The patient ids an OperationOutcome issue names (``Patient/<id>`` in its expression, location,
+    diagnostics or details.text), in order, once each. An id read with a sentence's full stop at its
+    end is taken both with and without it."""
+    texts: list[str] = []
+    for key in ("expression", "location"):
+        texts += [t for t in items(issue.get(key)) if isinstance(t, str)]
+    texts += [t for t in (issue.get("diagnostics"),) if isinstance(t, str)]
+    details = issue.get("details")
+    if isinstance(details, Mapping) and isinstance(details.get("text"), str):
+        texts.append(details["text"])
+    found: list[str] = []
+    for text in texts:
+        for m in _PATIENT_REF.finditer(text[:10_000]):
+            pid = m.group(1)
+            found += [pid, pid.rstrip(".")] if pid.endswith(".") and pid.rstrip(".") else [pid]
+    return [*dict.fromkeys(p for p in found if p and p != ".")]
+
+
+def _issue_head(issue: Mapping[str, Any]) -> str:
+    """An issue's severity, code and details codes (code-like tokens only): no server free text."""
+    head = outcome_text({"resourceType": "OperationOutcome", "issue": [_codes_only(issue)]}) or ""
+    return head if head and head != "(no diagnostics)" else "no severity or code given"
+
+
+def _codes_only(issue: Mapping[str, Any]) -> dict[str, Any]:
+    kept: dict[str, Any] = {k: issue[k] for k in ("severity", "code") if k in issue}
+    details = issue.get("details")
+    if isinstance(details, Mapping) and "coding" in details:
+        kept["details"] = {"coding": details["coding"]}
+    return kept
+
+
+def _listed(manifest: Mapping[str, Any] | None, keys: Sequence[str]) -> list[Mapping[str, Any]]:
+    """The file items of a manifest under ``keys`` (``output``; or ``error`` and ``outcome``)."""
+    if manifest is None:
+        return []
+    return [o for key in keys for o in items(manifest.get(key)) if isinstance(o, Mapping)]
+
+
+def _same_file(
+    old: Sequence[Mapping[str, Any]], new: Sequence[Mapping[str, Any]], index: int
+) -> Mapping[str, Any] | None:
+    """The item of ``new`` for ``old[index]``: the same type, at the same place among that type's."""
+    rtype = _type_of(old[index])
+    place = sum(1 for item in old[:index] if _type_of(item) == rtype)
+    same = [item for item in new if _type_of(item) == rtype]
+    return same[place] if place < len(same) else None
+
+
+def _where(kind: str, index: int, item: Mapping[str, Any]) -> str:
+    """A finding's where for a manifest file (not a patient: data lost there touches everyone)."""
+    if kind == "output":
+        return f"bulk export file {index} ({_type_of(item)})"
+    return f"bulk export error file {index}"
 
 
 def _type_of(item: Mapping[str, Any]) -> str:
     rtype = str(item.get("type") or "")
     return rtype if _TYPE_NAME.match(rtype) else "Unknown"
+
+
+def _media_type(content_type: str | None) -> str:
+    """A Content-Type's media type, safe to show (printable, bounded)."""
+    kind = (content_type or "").split(";")[0].strip()
+    kind = "".join(c for c in kind if c.isprintable())[:80]
+    return kind or "none given"
+
+
+def _count_of(item: Mapping[str, Any]) -> int | None:
+    """A manifest output's ``count`` (optional: the number of resources in the file), if usable."""
+    count = item.get("count")
+    if isinstance(count, float) and count.is_integer():
+        count = int(count)
+    if isinstance(count, int) and not isinstance(count, bool) and count >= 0:
+        return count
+    if count is not None:
+        log.warning(
+            "bulk export manifest: a count that is not a whole number (%s); not checked", type(count).__name__
+        )
+    return None
+
+
+class NdjsonCheck:
+    """One try of a Bulk file download, looked at as it streams in (``FhirClient.download``'s check):
+    the non-empty lines are counted (the resources, as ``read_file`` reads them); the file is not whole
+    when its last line is cut (``incomplete_ndjson``) or it holds fewer lines than the manifest's
+    ``count`` said (a cut exactly at a line end)."""
+
+    def __init__(self, expected: int | None = None, content_type: str | None = None) -> None:
+        self.expected = expected
+        self.content_type = _media_type(content_type)
+        self.complete_lines = 0
+        self._open = False  # the current (last) line has something in it
+        self._head = b""  # the first bytes of the body
+
+    def feed(self, chunk: bytes) -> None:
+        if len(self._head) < _HEAD:
+            self._head += chunk[: _HEAD - len(self._head)]
+        parts = chunk.split(b"\n")
+        for part in parts[:-1]:
+            if self._open or part.strip():
+                self.complete_lines += 1
+            self._open = False
+        if parts[-1].strip():
+            self._open = True
+
+    @property
+    def lines(self) -> int:
+        return self.complete_lines + (1 if self._open else 0)
+
+    def problem(self, path: Path) -> tuple[str, int | None] | None:
+        start = self._head.removeprefix(_BOM).lstrip()[:1]
+        if start and start != b"{":
+            # A web page (a storage login, a proxy's error page) or something else, not FHIR resources:
+            # fetched once more (a proxy's page may be passing), not the whole retry budget.
+            page = ", a web page" if start == b"<" else ""
+            return (
+                f"not NDJSON (Content-Type {self.content_type}{page}): the file does not start with a "
+                "JSON object",
+                NOT_NDJSON_TRIES,
+            )
+        cut = incomplete_ndjson(path)
+        if cut is not None:
+            return cut, None
+        if self.expected is not None and self.lines < self.expected:
+            return (
+                f"the manifest says {self.expected} resource(s) but the file holds {self.lines} line(s): "
+                "incomplete",
+                None,
+            )
+        return None
 
 
 def incomplete_ndjson(path: Path) -> str | None:

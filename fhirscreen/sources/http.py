@@ -99,6 +99,17 @@ class Auth(Protocol):
     def refresh(self) -> bool: ...
 
 
+class DownloadCheck(Protocol):
+    """Looks at one try of a download as it streams in (``FhirClient.download``'s ``check``)."""
+
+    def feed(self, chunk: bytes) -> None:
+        """The next bytes of the body, as written to the file."""
+
+    def problem(self, path: Path) -> tuple[str, int | None] | None:
+        """Why the file received is not whole, and how many tries in all a file with this problem is
+        worth (None: the retry policy's); None when it is whole."""
+
+
 @dataclass(frozen=True)
 class RetryPolicy:
     max_attempts: int = 5  # tries per request, the first included
@@ -350,6 +361,7 @@ class FhirClient:
             raise SourceError(
                 self.describe_failure(response, label, attempt, crossed=crossed),
                 transient=status in retry_statuses,
+                status=status,
             )
 
     def _send(
@@ -509,12 +521,15 @@ class FhirClient:
         authenticate: bool = True,
         what: str = "",
         validate: Callable[[Path], str | None] | None = None,
+        check: Callable[[Mapping[str, str]], DownloadCheck] | None = None,
     ) -> int:
         """Stream a file to ``target`` (through ``target.part``, renamed when complete); bytes received.
 
         A body cut short (the connection dropped, fewer bytes than Content-Length, the deadline passed,
         or ``validate`` finding the file incomplete) means the download failed: the file is fetched
-        again, up to ``max_attempts`` times; then SourceError (transient).
+        again, up to ``max_attempts`` times; then SourceError (transient). ``check`` makes, for each
+        try, from the response headers, a ``DownloadCheck`` that sees the body as it streams in (no
+        second read of a large file) and may find it not whole, and cap the tries such a file is worth.
         """
         label = what or f"GET {_path(url)}"
         part = target.with_name(target.name + ".part")
@@ -527,7 +542,9 @@ class FhirClient:
             started = time.monotonic()
             received = 0
             problem: str | None = None
+            tries = self.retry.max_attempts
             raw: Any = response.raw
+            checker = check(response.headers) if check is not None else None
             try:
                 with part.open("wb") as out:
                     while True:
@@ -535,9 +552,16 @@ class FhirClient:
                         if not chunk:
                             break
                         out.write(chunk)
+                        if checker is not None:
+                            checker.feed(chunk)
                         received += len(chunk)
                         self.check_deadline(started, received)
                 problem = validate(part) if validate is not None else None
+                if problem is None and checker is not None:
+                    found = checker.problem(part)
+                    if found is not None:
+                        problem, cap = found
+                        tries = min(tries, cap) if cap is not None else tries
             except TRANSPORT_ERRORS as exc:
                 problem = self.transport_failure(exc, url).text
             finally:
@@ -546,7 +570,7 @@ class FhirClient:
             if problem is None:
                 part.replace(target)
                 return received
-            if attempt >= self.retry.max_attempts:
+            if attempt >= tries:
                 part.unlink(missing_ok=True)
                 raise SourceError(f"{label}: {problem} after {attempt} attempt(s)", transient=True)
             self._wait(attempt, None, label, problem)

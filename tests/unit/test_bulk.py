@@ -206,15 +206,27 @@ def test_token_sent_to_files_only_when_required(clock: Clock, monkeypatch: pytes
 
 @responses.activate(registry=OrderedRegistry)
 def test_error_files_become_data_quality_findings(clock: Clock) -> None:
+    """An error in the export's error file is data the server did not export: data lost (for everyone,
+    when it names no patient), without the server's free text. A warning stays a note."""
     outcome = {
         "resourceType": "OperationOutcome",
-        "issue": [{"severity": "error", "code": "processing", "diagnostics": "Observation/9 unreadable"}],
+        "issue": [
+            {"severity": "error", "code": "processing", "diagnostics": "Observation/9 of Jane Roe lost"},
+            {"severity": "warning", "code": "informational", "diagnostics": "slow disk"},
+        ],
     }
     add_job(responses.mock, polls=0, error_file=ndjson(outcome))
     quality = DataQuality()
     list(exporter(clock).read(PLAN, quality))
-    assert [(f.severity, f.problem) for f in quality.findings] == [("error", "export-error")]
-    assert "Observation/9 unreadable" in quality.findings[0].message
+    assert [(f.severity, f.problem, f.where) for f in quality.sorted()] == [
+        ("error", "data-lost", "bulk export error file 0"),
+        ("warning", "export-error", "bulk export"),
+    ]
+    assert quality.partial
+    lost, note = quality.sorted()
+    assert "not exported (error processing)" in lost.message
+    assert "warning about the export (warning informational)" in note.message
+    assert not any("Jane" in f.message or "lost" in f.message for f in quality.findings)
 
 
 @responses.activate(registry=OrderedRegistry)
