@@ -1008,11 +1008,38 @@ class ServerSource:
             )
 
     def _search_all(self, search: Search, quality: DataQuality) -> list[Resource]:
-        """One search, every page, following ``next`` links as the server gives them."""
+        """One search, every page, following ``next`` links as the server gives them.
+
+        A search whose pages hold fewer resources than the server counted (``Bundle.total``) is run
+        once more from its first page (resources deleted while the run paged); still short, a
+        patient-batch search is lost for its patients, as if it had failed (``_lost``)."""
         with self._lock:
             self._searches += 1
-        found: list[Resource] = []
         label = f"{search.resource_type} search ({search.purpose})"
+        found, short = self._search_once(search, label, quality)
+        if short is not None:
+            log.warning("%s: %s; searching again from the first page", label, short)
+            found, short = self._search_once(search, label, quality)
+        if short is not None:
+            if search.patients:
+                self._cut_short(search, short, quality)
+            else:
+                # Fewer matches than the server counted: resources deleted while the run paged, or a
+                # server that stops searches short (a fetch-size cap). Said, never silent.
+                with self._lock:
+                    quality.add(
+                        "warning",
+                        label,
+                        "incomplete-search",
+                        f"{short}; records of these patients may be incomplete",
+                    )
+        return found
+
+    def _search_once(
+        self, search: Search, label: str, quality: DataQuality
+    ) -> tuple[list[Resource], str | None]:
+        """Every page of one search: its resources, and what was short (None: as many as counted)."""
+        found: list[Resource] = []
         expected: int | None = None
         matched = 0
         for number, page in enumerate(self.pages(search.path(self.page_size), label)):
@@ -1022,17 +1049,21 @@ class ServerSource:
             matched += _entries_on(page)
             found.extend(self._entries(page, label, quality))
         if expected is not None and matched < expected:
-            # Fewer matches than the server counted: resources deleted while the run paged, or a server
-            # that stops searches short (a fetch-size cap). Said, never silent.
-            with self._lock:
-                quality.add(
-                    "warning",
-                    label,
-                    "incomplete-search",
-                    f"the server counted {expected} matches but its pages held {matched}; records of "
-                    f"these patients may be incomplete",
+            return found, f"the server counted {expected} matches but its pages held {matched}"
+        return found, None
+
+    def _cut_short(self, search: Search, why: str, quality: DataQuality) -> None:
+        """A patient-batch search that answered, but not in full: lost for its patients (the run goes
+        on, partial, exit 5; screening.caution keeps them from being offered as eligible)."""
+        label = f"{search.resource_type} search ({search.purpose})"
+        log.error("%s: %s; the run goes on without it (partial)", label, why)
+        with self._lock:
+            for pid in search.patients:
+                quality.lost(
+                    f"Patient/{pid}",
+                    f"{search.resource_type} records were not all read from the server ({why}); "
+                    "this patient's record may be incomplete",
                 )
-        return found
 
     def pages(self, path: str, label: str) -> Iterator[dict[str, Any]]:
         """Every page of a search or history Bundle, following ``next`` links as the server gives them."""

@@ -1,0 +1,177 @@
+"""Server search mode, end to end on the golden patients behind a fake FHIR server: a search that the
+server answers, but not in full (fewer entries than its total, an error outcome entry, a failing
+batch), must never leave a patient eligible on an incomplete record nor lose a candidate; the run
+exits 5 (partial) instead."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pytest
+import requests
+import responses
+from click.testing import CliRunner, Result
+
+from fhirscreen import cli
+from fhirscreen.cli import main
+from fhirscreen.exitcodes import EXIT_PARTIAL
+from fhirscreen.quality import DataQuality
+from fhirscreen.sources.files import FileSource
+from fhirscreen.sources.http import FhirClient
+from fhirscreen.trial.loader import Trial
+from tests.unit.test_server_source import BASE, FakeFhir
+
+GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
+AS_OF = "2026-06-01"
+# Rituximab four weeks before the as-of date: makes gp-eligible ineligible (E6) when it is read.
+RITUXIMAB = {
+    "resourceType": "MedicationAdministration",
+    "id": "gp-e-rtx",
+    "status": "completed",
+    "subject": {"reference": "Patient/gp-eligible"},
+    "medicationCodeableConcept": {
+        "coding": [{"system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "121191"}]
+    },
+    "effectiveDateTime": "2026-04-15",
+}
+
+Query = dict[str, str]
+Answer = tuple[int, dict[str, str], str]
+
+
+@pytest.fixture(autouse=True)
+def _quick(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The bundled trial loaded once; the client's back-off counted, not waited for."""
+    real = cli.load_trial
+    monkeypatch.setattr(
+        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
+    )
+    real_init = FhirClient.__init__
+
+    def init(self: FhirClient, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        self.sleep_fn = lambda _s: None
+
+    monkeypatch.setattr(FhirClient, "__init__", init)
+
+
+def _without_contained(resource: dict[str, Any]) -> dict[str, Any]:
+    """FakeFhir's _include handles Medication/x references only: a contained one becomes a code."""
+    reference = resource.get("medicationReference", {}).get("reference", "/")
+    if "/" in reference:
+        return resource
+    contained = next(c for c in resource["contained"] if f"#{c['id']}" == reference)
+    rest = {k: v for k, v in resource.items() if k not in ("medicationReference", "contained")}
+    return {**rest, "medicationCodeableConcept": contained["code"]}
+
+
+@pytest.fixture(scope="module")
+def golden() -> list[dict[str, Any]]:
+    return [_without_contained(r) for r, _ in FileSource(GOLDEN_DATA).read(None, DataQuality())]
+
+
+class Faulty(FakeFhir):
+    """FakeFhir with hooks: ``fault(path, query)`` answers instead of the fake (None: it does not);
+    ``mutate(path, query, bundle)`` changes what the fake answered."""
+
+    def __init__(
+        self,
+        resources: list[dict[str, Any]],
+        fault: Callable[[str, Query], Answer | None] | None = None,
+        mutate: Callable[[str, Query, dict[str, Any]], dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(resources)
+        self.fault = fault
+        self.mutate = mutate
+
+    def handle(self, request: requests.PreparedRequest) -> Answer:
+        parts = urlsplit(str(request.url))
+        path = parts.path[len("/fhir") :].strip("/")
+        query = {k: v[0] for k, v in parse_qs(parts.query).items()}
+        if self.fault is not None:
+            answer = self.fault(path, query)
+            if answer is not None:
+                self.log.append(f"{path or 'page'}?{parts.query}")
+                return answer
+        status, headers, body = super().handle(request)
+        if self.mutate is not None and status == 200:
+            body = json.dumps(self.mutate(path, query, json.loads(body)))
+        return status, headers, body
+
+
+def screen(fake: FakeFhir, out: Path, *args: str) -> Result:
+    argv = ["screen", "--server", BASE, "--as-of", AS_OF, "--format", "json", "--out", str(out), *args]
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
+        fake.install(mock)
+        return CliRunner().invoke(main, argv)
+
+
+def listed(out: Path) -> dict[str, tuple[str, str]]:
+    doc = json.loads((out / "latest" / "candidates.json").read_text())
+    return {p["patient"]: (p["status"], p.get("caveat") or "") for p in doc["patients"]}
+
+
+def findings(out: Path) -> list[dict[str, str]]:
+    return list(json.loads((out / "latest" / "candidates.json").read_text())["data_quality"])
+
+
+def test_the_golden_patients_with_rituximab_screen_clean(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    result = screen(FakeFhir([*golden, RITUXIMAB]), tmp_path / "out")
+    assert result.exit_code == 0, result.output
+    assert listed(tmp_path / "out")["Patient/gp-eligible"][0] == "ineligible"
+
+
+def test_a_batch_search_short_of_its_total_twice_is_lost_for_its_patients(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The server counted the rituximab administration but its pages never held it: without it the
+    patient would be 'eligible', exit 0."""
+    searched: list[str] = []
+
+    def drop(path: str, query: Query, bundle: dict[str, Any]) -> dict[str, Any]:
+        if path == "MedicationAdministration" or "_getpages" in query:
+            searched.append(path)
+            entries = bundle.get("entry", [])
+            bundle["entry"] = [e for e in entries if e["resource"].get("id") != RITUXIMAB["id"]]
+        return bundle
+
+    out = tmp_path / "out"
+    result = screen(Faulty([*golden, RITUXIMAB], mutate=drop), out)
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    status, caveat = listed(out)["Patient/gp-eligible"]
+    assert status == "possible" and "lost" in caveat
+    assert searched.count("MedicationAdministration") == 2  # searched again once before giving up
+    lost = [f for f in findings(out) if f["problem"] == "data-lost"]
+    assert {f["where"] for f in lost} == {
+        "Patient/gp-eligible",
+        "Patient/gp-possible",
+        "Patient/gp-ineligible",
+    }
+    assert "counted" in lost[0]["message"]
+
+
+def test_a_search_short_once_is_searched_again_and_then_whole(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """Resources deleted while the run paged: the second search is whole, nothing is lost."""
+    tries: list[str] = []
+
+    def short_once(path: str, query: Query, bundle: dict[str, Any]) -> dict[str, Any]:
+        if path == "MedicationAdministration":
+            tries.append(path)
+            if len(tries) == 1:
+                bundle["total"] = int(bundle.get("total") or 0) + 1
+        return bundle
+
+    out = tmp_path / "out"
+    result = screen(Faulty([*golden, RITUXIMAB], mutate=short_once), out)
+    assert result.exit_code == 0, result.output
+    assert len(tries) == 2
+    assert listed(out)["Patient/gp-eligible"][0] == "ineligible"
+    assert not [f for f in findings(out) if f["problem"] == "data-lost"]
