@@ -1011,8 +1011,8 @@ class ServerSource:
         """One search, every page, following ``next`` links as the server gives them.
 
         A search whose pages hold fewer resources than the server counted (``Bundle.total``) is run
-        once more from its first page (resources deleted while the run paged); still short, a
-        patient-batch search is lost for its patients, as if it had failed (``_lost``)."""
+        once more from its first page (resources deleted while the run paged); still short, it is lost
+        (``_cut_short``): a server that stops searches short (a fetch-size cap) must not go unsaid."""
         with self._lock:
             self._searches += 1
         label = f"{search.resource_type} search ({search.purpose})"
@@ -1021,18 +1021,7 @@ class ServerSource:
             log.warning("%s: %s; searching again from the first page", label, short)
             found, short = self._search_once(search, label, quality)
         if short is not None:
-            if search.patients:
-                self._cut_short(search, short, quality)
-            else:
-                # Fewer matches than the server counted: resources deleted while the run paged, or a
-                # server that stops searches short (a fetch-size cap). Said, never silent.
-                with self._lock:
-                    quality.add(
-                        "warning",
-                        label,
-                        "incomplete-search",
-                        f"{short}; records of these patients may be incomplete",
-                    )
+            self._cut_short(search, short, quality)
         return found
 
     def _search_once(
@@ -1053,11 +1042,19 @@ class ServerSource:
         return found, None
 
     def _cut_short(self, search: Search, why: str, quality: DataQuality) -> None:
-        """A patient-batch search that answered, but not in full: lost for its patients (the run goes
-        on, partial, exit 5; screening.caution keeps them from being offered as eligible)."""
+        """A search that answered, but not in full: the run goes on, partial (exit 5). A patient-batch
+        search is lost for its patients; any other (the initial population, Medications) may miss
+        anyone's records, so it is lost under its own name, which touches everyone: screening.caution
+        then offers nobody as eligible."""
         label = f"{search.resource_type} search ({search.purpose})"
         log.error("%s: %s; the run goes on without it (partial)", label, why)
         with self._lock:
+            if not search.patients:
+                quality.lost(
+                    label,
+                    f"{search.resource_type} records were not all read from the server ({why}); "
+                    "anyone's record may be incomplete, and candidates may be missing",
+                )
             for pid in search.patients:
                 quality.lost(
                     f"Patient/{pid}",

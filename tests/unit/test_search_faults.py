@@ -175,3 +175,25 @@ def test_a_search_short_once_is_searched_again_and_then_whole(
     assert len(tries) == 2
     assert listed(out)["Patient/gp-eligible"][0] == "ineligible"
     assert not [f for f in findings(out) if f["problem"] == "data-lost"]
+
+
+def test_a_population_search_short_of_its_total_is_partial_and_nobody_is_eligible(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """Candidates may be missing altogether: the run says so by its exit code and run.json, and nobody
+    is offered as eligible (the missing could be anyone's)."""
+
+    def inflate(path: str, query: Query, bundle: dict[str, Any]) -> dict[str, Any]:
+        if path == "Condition" and "code" in query:
+            bundle["total"] = int(bundle.get("total") or 0) + 40
+        return bundle
+
+    out = tmp_path / "out"
+    result = screen(Faulty(golden, mutate=inflate), out)
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    assert json.loads((out / "latest" / "run.json").read_text())["partial"] is True
+    statuses = {status for status, _caveat in listed(out).values()}
+    assert "eligible" not in statuses and listed(out)["Patient/gp-eligible"][0] == "possible"
+    [lost] = [f for f in findings(out) if f["problem"] == "data-lost"]
+    assert lost["where"] == "Condition search (initial population)"
+    assert "?" not in lost["where"] + lost["message"]  # no query string (codes, ids) in findings
