@@ -43,7 +43,7 @@ from fhirscreen.sources import observation_plan
 from fhirscreen.sources.base import ConfigurationError, QueryPlan, Source, SourceError
 from fhirscreen.sources.factory import SourceOptions
 from fhirscreen.sources.http import Auth, FhirClient
-from fhirscreen.sources.server_text import outcome_text
+from fhirscreen.sources.server_text import failing_issues, outcome_text
 
 T = TypeVar("T")
 
@@ -1016,30 +1016,34 @@ class ServerSource:
         with self._lock:
             self._searches += 1
         label = f"{search.resource_type} search ({search.purpose})"
-        found, short = self._search_once(search, label, quality)
-        if short is not None:
+        found, short, failed = self._search_once(search, label, quality)
+        if failed is None and short is not None:
             log.warning("%s: %s; searching again from the first page", label, short)
-            found, short = self._search_once(search, label, quality)
-        if short is not None:
-            self._cut_short(search, short, quality)
+            found, short, failed = self._search_once(search, label, quality)
+        if failed is not None or short is not None:
+            self._cut_short(search, failed or short or "", quality)
         return found
 
     def _search_once(
         self, search: Search, label: str, quality: DataQuality
-    ) -> tuple[list[Resource], str | None]:
-        """Every page of one search: its resources, and what was short (None: as many as counted)."""
+    ) -> tuple[list[Resource], str | None, str | None]:
+        """Every page of one search: its resources, what was short (None: as many as counted), and
+        what the server said failed (None: no error OperationOutcome among its entries)."""
         found: list[Resource] = []
         expected: int | None = None
         matched = 0
+        failures: list[str] = []
         for number, page in enumerate(self.pages(search.path(self.page_size), label)):
             if number == 0:
                 total = page.get("total")
                 expected = total if total.__class__ is int and total >= 0 else None
             matched += _entries_on(page)
-            found.extend(self._entries(page, label, quality))
+            found.extend(self._entries(page, label, quality, failures))
+        if failures:
+            return found, None, f"the server said the search failed or is incomplete: {'; '.join(failures)}"
         if expected is not None and matched < expected:
-            return found, f"the server counted {expected} matches but its pages held {matched}"
-        return found, None
+            return found, f"the server counted {expected} matches but its pages held {matched}", None
+        return found, None, None
 
     def _cut_short(self, search: Search, why: str, quality: DataQuality) -> None:
         """A search that answered, but not in full: the run goes on, partial (exit 5). A patient-batch
@@ -1078,17 +1082,32 @@ class ServerSource:
             yield page
             url = self._next_link(page, label)
 
-    def _entries(self, page: Mapping[str, Any], label: str, quality: DataQuality) -> Iterator[Resource]:
+    def _entries(
+        self,
+        page: Mapping[str, Any],
+        label: str,
+        quality: DataQuality,
+        failures: list[str] | None = None,
+    ) -> Iterator[Resource]:
+        """A page's resources. An OperationOutcome entry (``search.mode=outcome``) is the server's note
+        on the search: a warning, or, with an error or fatal issue or one coded incomplete, too-costly
+        or throttled, a search that did not give every match: its issues ("severity code", never the
+        diagnostics) go to ``failures`` and the caller loses the search (``_cut_short``)."""
         absolute = holds_absolute_references(page, self.client.base_url)
         for entry in items(page.get("entry")):
             resource = entry.get("resource") if isinstance(entry, Mapping) else None
             if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
                 continue
             if resource["resourceType"] == "OperationOutcome":
+                failing = failing_issues(resource)
+                if failing and failures is not None:
+                    failures.extend(f for f in failing if f not in failures)
+                    continue
                 text = outcome_text(resource) or ""
-                quality.add(
-                    "warning", label, "server-warning", f"the server added a note to a search: {text}"
-                )
+                with self._lock:
+                    quality.add(
+                        "warning", label, "server-warning", f"the server added a note to a search: {text}"
+                    )
                 continue
             if absolute:
                 normalise_references(resource, self.client.base_url)

@@ -197,3 +197,68 @@ def test_a_population_search_short_of_its_total_is_partial_and_nobody_is_eligibl
     [lost] = [f for f in findings(out) if f["problem"] == "data-lost"]
     assert lost["where"] == "Condition search (initial population)"
     assert "?" not in lost["where"] + lost["message"]  # no query string (codes, ids) in findings
+
+
+def _outcome(severity: str, code: str) -> dict[str, Any]:
+    issue = {"severity": severity, "code": code, "diagnostics": "Harriet Quimby MRN 40021987 timed out"}
+    return {"search": {"mode": "outcome"}, "resource": {"resourceType": "OperationOutcome", "issue": [issue]}}
+
+
+@pytest.mark.parametrize(
+    ("severity", "code"), [("error", "incomplete"), ("fatal", "exception"), ("warning", "too-costly")]
+)
+def test_a_batch_search_whose_outcome_entry_says_it_failed_is_lost_for_its_patients(
+    golden: list[dict[str, Any]], tmp_path: Path, severity: str, code: str
+) -> None:
+    """The server cut the search short and said so in an outcome entry: the rituximab it did not send
+    would make the patient ineligible."""
+
+    def truncated(path: str, query: Query, bundle: dict[str, Any]) -> dict[str, Any]:
+        if path == "MedicationAdministration":
+            bundle.pop("total", None)
+            bundle["entry"] = [e for e in bundle.get("entry", []) if e["resource"]["id"] != RITUXIMAB["id"]]
+            bundle["entry"].append(_outcome(severity, code))
+        return bundle
+
+    out = tmp_path / "out"
+    result = screen(Faulty([*golden, RITUXIMAB], mutate=truncated), out)
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    assert listed(out)["Patient/gp-eligible"][0] == "possible"
+    lost = [f for f in findings(out) if f["problem"] == "data-lost"]
+    assert {f["where"] for f in lost} == {
+        "Patient/gp-eligible",
+        "Patient/gp-possible",
+        "Patient/gp-ineligible",
+    }
+    assert f"{severity} {code}" in lost[0]["message"]
+    shown = result.output + (out / "latest" / "candidates.json").read_text()
+    assert "Quimby" not in shown and "40021987" not in shown and "timed out" not in shown
+
+
+def test_an_error_outcome_entry_in_the_population_search_leaves_nobody_eligible(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    def truncated(path: str, query: Query, bundle: dict[str, Any]) -> dict[str, Any]:
+        if path == "Condition" and "code" in query:
+            bundle["entry"].append(_outcome("error", "too-costly"))
+        return bundle
+
+    out = tmp_path / "out"
+    result = screen(Faulty(golden, mutate=truncated), out)
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    assert "eligible" not in {status for status, _caveat in listed(out).values()}
+    [lost] = [f for f in findings(out) if f["problem"] == "data-lost"]
+    assert lost["where"] == "Condition search (initial population)"
+
+
+def test_a_warning_outcome_entry_stays_a_warning(golden: list[dict[str, Any]], tmp_path: Path) -> None:
+    def noted(path: str, query: Query, bundle: dict[str, Any]) -> dict[str, Any]:
+        if path == "Procedure":
+            bundle["entry"].append(_outcome("warning", "processing"))
+        return bundle
+
+    out = tmp_path / "out"
+    result = screen(Faulty(golden, mutate=noted), out)
+    assert result.exit_code == 0, result.output
+    assert listed(out)["Patient/gp-eligible"][0] == "eligible"
+    assert [f["problem"] for f in findings(out) if f["where"].startswith("Procedure")] == ["server-warning"]
