@@ -487,6 +487,14 @@ class _EarlyAnswer(Generic[T]):
         return self._value
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """The initial population: the patients' ids, sorted, and the Conditions that put them there."""
+
+    ids: list[str]
+    conditions: list[Resource] = field(default_factory=list)
+
+
 class ServerSource:
     """A FHIR R4 server read through searches (or Bulk Data export with ``--bulk``)."""
 
@@ -508,7 +516,7 @@ class ServerSource:
         self._statement_lock = threading.Lock()  # the early population search may ask for it too
         # The initial-population search started before the read (``search_population_early``): the
         # population codes it searched, its findings so far, and its answer.
-        self._early_population: tuple[tuple[Code, ...], DataQuality, _EarlyAnswer[list[str]]] | None = None
+        self._early_population: tuple[tuple[Code, ...], DataQuality, _EarlyAnswer[Candidates]] | None = None
         # The CapabilityStatement, asked once per run (HAPI's is 1.5 MB): every read of this source,
         # and the store's, use the same answer.
         self._statement: dict[str, Any] | None = None
@@ -592,7 +600,7 @@ class ServerSource:
         answer = _EarlyAnswer(lambda: self._population_ids(plan, self.capabilities(), found, pooled=False))
         self._early_population = (plan.population_codes, found, answer)
 
-    def _candidates(self, plan: QueryPlan, caps: Capabilities, quality: DataQuality) -> list[str]:
+    def _candidates(self, plan: QueryPlan, caps: Capabilities, quality: DataQuality) -> Candidates:
         """``_population_ids``, from the early search when it searched the same codes."""
         early, self._early_population = self._early_population, None
         if early is not None and early[0] == plan.population_codes:
@@ -617,18 +625,17 @@ class ServerSource:
 
     def _population_ids(
         self, plan: QueryPlan, caps: Capabilities, quality: DataQuality, pooled: bool = True
-    ) -> list[str]:
+    ) -> Candidates:
         """The candidates: patients with a Condition coded in the population value set."""
         searches = population_searches(plan, caps)
-        conditions = (
-            self._run(searches, quality) if pooled else [self._search_all(s, quality) for s in searches]
-        )
-        ids = patient_ids_in(r for batch in conditions for r in batch)
+        found = self._run(searches, quality) if pooled else [self._search_all(s, quality) for s in searches]
+        conditions = [r for batch in found for r in batch]
+        ids = patient_ids_in(conditions)
         log.info(
             "initial population search: %d patients with a diagnosis code of the population value set",
             len(ids),
         )
-        return ids
+        return Candidates(ids, conditions)
 
     def _read_by_bulk(
         self, plan: QueryPlan, quality: DataQuality, caps: Capabilities
@@ -637,7 +644,7 @@ class ServerSource:
         Medications the export refers to (they are outside the Patient compartment), by id."""
         from fhirscreen.sources.bulk import BulkExport
 
-        ids = self._candidates(plan, caps, quality)
+        ids = self._candidates(plan, caps, quality).ids
         if not ids:
             log.info("no candidates: nothing to export")
             return
@@ -729,8 +736,13 @@ class ServerSource:
         extra_params: tuple[tuple[str, str], ...] = (),
     ) -> Iterator[tuple[Resource, str]]:
         seen: dict[tuple[str, str], Resource] = {}
+        # The Conditions the initial-population search found: each candidate's batch Condition search
+        # finds them again, but if that search is lost, they alone keep the candidate in the run (as
+        # possible, with the lost-data caveat) instead of out of candidates.json without a word.
+        population: list[Resource] = []
         if plan.patient_ids is None:
-            ids = self._candidates(plan, caps, quality)
+            candidates = self._candidates(plan, caps, quality)
+            ids, population = candidates.ids, candidates.conditions
         else:
             ids = sorted(set(plan.patient_ids))
         sledai_text = self._text_param(caps) if ids else None
@@ -821,6 +833,12 @@ class ServerSource:
                 if key[0] in MEDICATION_HOLDERS:
                     medication_refs |= medication_ids([resource])
                 yield resource, self._origin(key)
+        for resource in population:  # only those the batch searches did not give (see above)
+            key = (str(resource.get("resourceType")), str(resource.get("id")))
+            if key in seen and not is_later_version(resource, seen[key]):
+                continue
+            seen[key] = resource
+            yield resource, self._origin(key)
         yield from self._fetch_medications(medication_refs, seen, caps, quality)
 
     def _few_observations(self, batch: Sequence[str], caps: Capabilities) -> bool:

@@ -262,3 +262,34 @@ def test_a_warning_outcome_entry_stays_a_warning(golden: list[dict[str, Any]], t
     assert result.exit_code == 0, result.output
     assert listed(out)["Patient/gp-eligible"][0] == "eligible"
     assert [f["problem"] for f in findings(out) if f["where"].startswith("Procedure")] == ["server-warning"]
+
+
+def test_a_lost_batch_condition_search_keeps_its_patients_as_possible(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The SLE Conditions the population search found keep the candidates in the run when their
+    batch's Condition search is lost: listed as possible with the lost-data caveat, not gone."""
+
+    def busy(path: str, query: Query) -> Answer | None:
+        if path == "Condition" and "patient" in query:
+            return 503, {"Retry-After": "0"}, "busy"
+        return None
+
+    out = tmp_path / "out"
+    result = screen(Faulty(golden, fault=busy), out)
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    patients = listed(out)
+    assert set(patients) == {"Patient/gp-eligible", "Patient/gp-possible", "Patient/gp-ineligible"}
+    status, caveat = patients["Patient/gp-eligible"]
+    assert status == "possible" and "lost" in caveat
+
+
+def test_the_population_conditions_are_read_once(golden: list[dict[str, Any]], tmp_path: Path) -> None:
+    """Found by the population search and again by the batch Condition search: one resource each."""
+    out = tmp_path / "out"
+    result = screen(FakeFhir(golden), out)
+    assert result.exit_code == 0, result.output
+    read = json.loads((out / "latest" / "run.json").read_text())["resources_read"]
+    candidates = set(listed(out))
+    conditions = [r for r in golden if r["resourceType"] == "Condition"]
+    assert read["Condition"] == sum(1 for c in conditions if c["subject"]["reference"] in candidates)
