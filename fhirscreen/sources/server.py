@@ -758,7 +758,8 @@ class ServerSource:
                 else searches
             )
 
-        if self._probes_observations(plan, caps, batches) and misses_components(plan, caps):
+        probing = self._probes_observations(plan, caps, batches)
+        if probing and misses_components(plan, caps):
             # The code filter would miss labs held only in Observation.component here (an eGFR in a
             # panel); every Observation of the candidates holds them. Results before speed: no race.
             self.observation_plan = observation_plan.ALL
@@ -768,10 +769,11 @@ class ServerSource:
             )
             plan = replace(plan, observation_codes=())
             searches: list[Search] = []
-        elif self._probes_observations(plan, caps, batches) and self._few_observations(batches[0], caps):
-            plan = replace(plan, observation_codes=())
+        elif probing and (start := self._first_observation_plan(batches[0], caps)) != observation_plan.AUTO:
+            if start == observation_plan.ALL:
+                plan = replace(plan, observation_codes=())
             searches = []
-        elif self._probes_observations(plan, caps, batches):
+        elif probing:
             without_observations = replace(
                 plan, resource_types=tuple(t for t in plan.resource_types if t != "Observation")
             )
@@ -841,10 +843,14 @@ class ServerSource:
             yield resource, self._origin(key)
         yield from self._fetch_medications(medication_refs, seen, caps, quality)
 
-    def _few_observations(self, batch: Sequence[str], caps: Capabilities) -> bool:
-        """Count the first batch's Observations (one ``_summary=count``); True, with the choice logged,
-        when they are few enough to read them all without racing the code filter. A server that cannot
-        count (an error, or no ``total``) leaves the choice to the race."""
+    def _first_observation_plan(self, batch: Sequence[str], caps: Capabilities) -> str:
+        """Count the first batch's Observations (one ``_summary=count``): ``all``, with the choice
+        logged, when they are few enough to read them all without racing the code filter; ``auto`` (the
+        first batch decides by a race) otherwise, and where the server cannot count (a refusal, or no
+        ``total``). A count that failed after the retries (the server is failing) races nothing: the
+        run goes on by the trial's codes, the plan that works batch by batch, and each batch's
+        Observation searches that fail too are lost for its patients (partial, exit 5), as any other
+        batch search; the run is not ended by a probe."""
         name, value = _patient_link("Observation", batch, caps, PlanNotes())
         path = f"Observation?{query_string([(name, value), ('_summary', 'count')])}"
         try:
@@ -853,13 +859,15 @@ class ServerSource:
             )
         except SourceError as exc:
             if exc.transient:
-                raise  # the server is failing: the race would fail the same way
+                log.warning("%s; Observation searches by the trial's codes, without a race", exc)
+                self.observation_plan = observation_plan.CODES
+                return observation_plan.CODES
             log.info("the server did not count Observations (%s): the first batch decides by a race", exc)
-            return False
+            return observation_plan.AUTO
         total = bundle.get("total")
         total = total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
         if not observation_plan.few_observations(total, len(batch)):
-            return False
+            return observation_plan.AUTO
         self.observation_plan = observation_plan.ALL
         log.info(
             "Observation searches: all of the candidates' (%d for the first %d candidates, at most %d each "
@@ -868,7 +876,7 @@ class ServerSource:
             len(batch),
             observation_plan.FEW_PER_PATIENT,
         )
-        return True
+        return observation_plan.ALL
 
     def _probes_observations(
         self, plan: QueryPlan, caps: Capabilities, batches: Sequence[Sequence[str]]
@@ -907,9 +915,21 @@ class ServerSource:
             # Sequential within a side, so that an abandoned side stops before its next search.
             return lambda stop: [self._search_all(s, notes[kind]) for s in searches if not stop.is_set()]
 
-        choice, reason, results = observation_plan.race(
-            side(observation_plan.CODES, by_code), side(observation_plan.ALL, unfiltered)
-        )
+        try:
+            choice, reason, results = observation_plan.race(
+                side(observation_plan.CODES, by_code), side(observation_plan.ALL, unfiltered)
+            )
+        except SourceError as exc:
+            if not exc.transient:
+                raise
+            # Both plans failed after their retries (the code filter's error is the one raised): the
+            # first batch's Observations are lost for its patients, as any batch search that fails
+            # (partial, exit 5), and the other batches search by the trial's codes.
+            quality.extend(notes[observation_plan.CODES])
+            self.observation_plan = observation_plan.CODES
+            self._lost(by_code[0], exc, quality)
+            log.info("Observation searches: by the trial's codes (the first batch's race failed)")
+            return plan, []
         quality.extend(notes[choice])
         self.observation_plan = choice
         log.info(

@@ -293,3 +293,40 @@ def test_the_population_conditions_are_read_once(golden: list[dict[str, Any]], t
     candidates = set(listed(out))
     conditions = [r for r in golden if r["resourceType"] == "Condition"]
     assert read["Condition"] == sum(1 for c in conditions if c["subject"]["reference"] in candidates)
+
+
+@pytest.mark.parametrize("count", ["fails", "refused"])
+def test_an_observation_outage_in_auto_mode_is_partial_not_the_end_of_the_run(
+    golden: list[dict[str, Any]], tmp_path: Path, count: str
+) -> None:
+    """--observations auto (the default) probes the first batch before choosing a plan: a count that
+    fails after its retries, or a race whose two plans both fail, must not end the run (exit 3, no
+    outputs) where the same failure in any other batch search is data lost (exit 5)."""
+
+    def down(path: str, query: Query) -> Answer | None:
+        if path == "Observation" and "patient" in query:
+            if query.get("_summary") == "count" and count == "refused":  # then the race decides
+                body = {
+                    "resourceType": "OperationOutcome",
+                    "issue": [{"severity": "error", "code": "not-supported"}],
+                }
+                return 400, {"Content-Type": "application/fhir+json"}, json.dumps(body)
+            return 503, {"Retry-After": "0"}, "busy"
+        return None
+
+    out = tmp_path / "out"
+    fake = Faulty(golden, fault=down)
+    result = screen(fake, out)
+    assert result.exit_code == EXIT_PARTIAL, result.output
+    patients = listed(out)
+    assert len(patients) == 3 and patients["Patient/gp-eligible"][0] == "possible"
+    lost = {f["where"] for f in findings(out) if f["problem"] == "data-lost"}
+    assert lost == {"Patient/gp-eligible", "Patient/gp-possible", "Patient/gp-ineligible"}
+    run = json.loads((out / "latest" / "run.json").read_text())
+    assert run["partial"] is True
+    unfiltered = [
+        e
+        for e in fake.log
+        if e.startswith("Observation?") and set(parse_qs(e.split("?")[1])) == {"patient", "_count"}
+    ]
+    assert bool(unfiltered) == (count == "refused")  # the race ran (and failed) only after a refused count
