@@ -30,7 +30,7 @@ import time
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -58,6 +58,11 @@ MAX_CODES_CHARS = 1000
 # The --observations auto race runs its two plans side by side: two requests in flight.
 RACE_CONNECTIONS = 2
 MAX_PAGES_PER_SEARCH = 10_000  # a loop guard: a server re-serving next links forever is stopped
+# Loop guards for next links that change at every page (a nonce, a cursor): a search followed beyond
+# twice the pages its Bundle.total needs at the page size the server serves, plus this many, or through
+# this many empty pages in a row that still link a next one, is stopped (see ``page_limit``).
+EXTRA_PAGES = 5
+EMPTY_PAGES_IN_A_ROW = 3
 SEARCH_HEADERS = {"Cache-Control": "no-cache"}  # HAPI reuses cached search results for 60 s otherwise
 MEDICATION_HOLDERS = (
     "MedicationStatement",
@@ -165,6 +170,38 @@ def _entries_on(page: Mapping[str, Any]) -> int:
         if isinstance(resource, Mapping) and resource.get("resourceType") != "OperationOutcome":
             count += 1
     return count
+
+
+def _matches_on(page: Mapping[str, Any]) -> int:
+    """The entries of a page that ``Bundle.total`` counts: neither OperationOutcomes nor ``_include``d
+    resources (``search.mode=include``): the page size the server serves."""
+    count = 0
+    for entry in items(page.get("entry")):
+        if not isinstance(entry, Mapping):
+            continue
+        resource, search = entry.get("resource"), entry.get("search")
+        if not isinstance(resource, Mapping) or resource.get("resourceType") == "OperationOutcome":
+            continue
+        if isinstance(search, Mapping) and search.get("mode") == "include":
+            continue
+        count += 1
+    return count
+
+
+def page_limit(total: int | None, page_size: int, matched: int = 0) -> int | None:
+    """How many pages a search may take, given its ``Bundle.total``, the most matches one of its pages
+    held (the server's page size, which may be below the ``_count`` asked for) and the matches so far;
+    None: no limit but ``MAX_PAGES_PER_SEARCH`` (no total, a total of 0 that the pages contradict, or
+    no match seen yet). Twice the pages the total needs, plus ``EXTRA_PAGES``: short pages (resources
+    deleted while the run pages) and a total that is an estimate must not stop a search that ends; a
+    next link that changes forever is stopped soon."""
+    if total is None or (total == 0 and matched > 0):
+        return None
+    if total == 0:
+        return EXTRA_PAGES
+    if page_size <= 0:
+        return None
+    return 2 * -(-total // page_size) + EXTRA_PAGES
 
 
 def holds_absolute_references(node: Any, base_url: str) -> bool:
@@ -1105,20 +1142,44 @@ class ServerSource:
                 )
 
     def pages(self, path: str, label: str) -> Iterator[dict[str, Any]]:
-        """Every page of a search or history Bundle, following ``next`` links as the server gives them."""
+        """Every page of a search or history Bundle, following ``next`` links as the server gives them.
+
+        Stopped as a loop (an error, as a failing server): a next link seen before; more pages than a
+        search's ``Bundle.total`` can need (``page_limit``); ``EMPTY_PAGES_IN_A_ROW`` empty pages that
+        still link a next one; ``MAX_PAGES_PER_SEARCH`` in any case."""
         url: str | None = self.client.url(path)
         visited: set[str] = set()
+        total: int | None = None  # a search's Bundle.total (not a history's: HAPI may cache that one)
+        page_size = 0  # the most matches one page held
+        matched = 0
+        empty = 0  # empty pages in a row
         while url is not None:
-            if url in visited or len(visited) >= MAX_PAGES_PER_SEARCH:
-                raise SourceError(
-                    f"{label}: the server's next links loop (page {len(visited) + 1}); stopping"
-                )
+            limit = page_limit(total, page_size, matched)
+            if (
+                url in visited
+                or len(visited) >= MAX_PAGES_PER_SEARCH
+                or (limit is not None and len(visited) >= limit)
+            ):
+                self._loop(label, len(visited) + 1)
             visited.add(url)
             page = self.client.get_resource(url, expect_type="Bundle", what=label, headers=SEARCH_HEADERS)
             with self._lock:
                 self._pages += 1
+            if len(visited) == 1 and page.get("type") == "searchset":
+                value = page.get("total")
+                total = value if value.__class__ is int and value >= 0 else None
+            on_page = _matches_on(page)
+            matched += on_page
+            page_size = max(page_size, on_page)
+            empty = empty + 1 if _entries_on(page) == 0 else 0
             yield page
             url = self._next_link(page, label)
+            if url is not None and empty >= EMPTY_PAGES_IN_A_ROW:
+                self._loop(label, len(visited) + 1)
+
+    @staticmethod
+    def _loop(label: str, page: int) -> NoReturn:
+        raise SourceError(f"{label}: the server's next links loop (page {page}); stopping")
 
     def _entries(
         self,
