@@ -33,7 +33,7 @@ import time
 from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, NoReturn, TypeVar
 from urllib.parse import quote, urlencode
 
 import orjson
@@ -46,7 +46,7 @@ from fhirscreen.sources import observation_plan
 from fhirscreen.sources.base import ConfigurationError, QueryPlan, Source, SourceError
 from fhirscreen.sources.factory import SourceOptions
 from fhirscreen.sources.http import Auth, FhirClient
-from fhirscreen.sources.server_text import outcome_text
+from fhirscreen.sources.server_text import failing_issues, outcome_text
 
 T = TypeVar("T")
 
@@ -61,6 +61,11 @@ MAX_CODES_CHARS = 1000
 # The --observations auto race runs its two plans side by side: two requests in flight.
 RACE_CONNECTIONS = 2
 MAX_PAGES_PER_SEARCH = 10_000  # a loop guard: a server re-serving next links forever is stopped
+# Loop guards for next links that change at every page (a nonce, a cursor): a search followed beyond
+# twice the pages its Bundle.total needs at the page size the server serves, plus this many, or through
+# this many empty pages in a row that still link a next one, is stopped (see ``page_limit``).
+EXTRA_PAGES = 5
+EMPTY_PAGES_IN_A_ROW = 3
 SEARCH_HEADERS = {"Cache-Control": "no-cache"}  # HAPI reuses cached search results for 60 s otherwise
 MEDICATION_HOLDERS = (
     "MedicationStatement",
@@ -168,6 +173,38 @@ def _entries_on(page: Mapping[str, Any]) -> int:
         if isinstance(resource, Mapping) and resource.get("resourceType") != "OperationOutcome":
             count += 1
     return count
+
+
+def _matches_on(page: Mapping[str, Any]) -> int:
+    """The entries of a page that ``Bundle.total`` counts: neither OperationOutcomes nor ``_include``d
+    resources (``search.mode=include``): the page size the server serves."""
+    count = 0
+    for entry in items(page.get("entry")):
+        if not isinstance(entry, Mapping):
+            continue
+        resource, search = entry.get("resource"), entry.get("search")
+        if not isinstance(resource, Mapping) or resource.get("resourceType") == "OperationOutcome":
+            continue
+        if isinstance(search, Mapping) and search.get("mode") == "include":
+            continue
+        count += 1
+    return count
+
+
+def page_limit(total: int | None, page_size: int, matched: int = 0) -> int | None:
+    """How many pages a search may take, given its ``Bundle.total``, the most matches one of its pages
+    held (the server's page size, which may be below the ``_count`` asked for) and the matches so far;
+    None: no limit but ``MAX_PAGES_PER_SEARCH`` (no total, a total of 0 that the pages contradict, or
+    no match seen yet). Twice the pages the total needs, plus ``EXTRA_PAGES``: short pages (resources
+    deleted while the run pages) and a total that is an estimate must not stop a search that ends; a
+    next link that changes forever is stopped soon."""
+    if total is None or (total == 0 and matched > 0):
+        return None
+    if total == 0:
+        return EXTRA_PAGES
+    if page_size <= 0:
+        return None
+    return 2 * -(-total // page_size) + EXTRA_PAGES
 
 
 def holds_absolute_references(node: Any, base_url: str) -> bool:
@@ -506,6 +543,14 @@ class _EarlyAnswer(Generic[T]):
         return self._value
 
 
+@dataclass(frozen=True)
+class Candidates:
+    """The initial population: the patients' ids, sorted, and the Conditions that put them there."""
+
+    ids: list[str]
+    conditions: list[Resource] = field(default_factory=list)
+
+
 class ServerSource:
     """A FHIR R4 server read through searches (or Bulk Data export with ``--bulk``)."""
 
@@ -527,7 +572,7 @@ class ServerSource:
         self._statement_lock = threading.Lock()  # the early population search may ask for it too
         # The initial-population search started before the read (``search_population_early``): the
         # population codes it searched, its findings so far, and its answer.
-        self._early_population: tuple[tuple[Code, ...], DataQuality, _EarlyAnswer[list[str]]] | None = None
+        self._early_population: tuple[tuple[Code, ...], DataQuality, _EarlyAnswer[Candidates]] | None = None
         # The CapabilityStatement, asked once per run (HAPI's is 1.5 MB): every read of this source,
         # and the store's, use the same answer.
         self._statement: dict[str, Any] | None = None
@@ -611,7 +656,7 @@ class ServerSource:
         answer = _EarlyAnswer(lambda: self._population_ids(plan, self.capabilities(), found, pooled=False))
         self._early_population = (plan.population_codes, found, answer)
 
-    def _candidates(self, plan: QueryPlan, caps: Capabilities, quality: DataQuality) -> list[str]:
+    def _candidates(self, plan: QueryPlan, caps: Capabilities, quality: DataQuality) -> Candidates:
         """``_population_ids``, from the early search when it searched the same codes."""
         early, self._early_population = self._early_population, None
         if early is not None and early[0] == plan.population_codes:
@@ -636,20 +681,19 @@ class ServerSource:
 
     def _population_ids(
         self, plan: QueryPlan, caps: Capabilities, quality: DataQuality, pooled: bool = True
-    ) -> list[str]:
+    ) -> Candidates:
         """The candidates: patients with a Condition coded in the population value set."""
         searches = population_searches(plan, caps)
-        conditions = (
-            self._run(searches, quality) if pooled else [self._search_all(s, quality) for s in searches]
-        )
-        ids = patient_ids_in(r for batch in conditions for r in batch)
+        found = self._run(searches, quality) if pooled else [self._search_all(s, quality) for s in searches]
+        conditions = [r for batch in found for r in batch]
+        ids = patient_ids_in(conditions)
         log.info(
             "initial population search: %d patients with a diagnosis code of the population value set",
             len(ids),
         )
         if not ids:
             self.check_empty_population(quality)
-        return ids
+        return Candidates(ids, conditions)
 
     def check_empty_population(self, quality: DataQuality) -> None:
         """Nobody has a diagnosis of the population value set: one more search, for any Condition at
@@ -688,7 +732,7 @@ class ServerSource:
         by id."""
         from fhirscreen.sources.bulk import BulkExport
 
-        ids = self._candidates(plan, caps, quality)
+        ids = self._candidates(plan, caps, quality).ids
         if not ids:
             log.info("no candidates: nothing to export")
             return
@@ -822,8 +866,13 @@ class ServerSource:
         extra_params: tuple[tuple[str, str], ...] = (),
     ) -> Iterator[tuple[Resource, str]]:
         seen: dict[tuple[str, str], Resource] = {}
+        # The Conditions the initial-population search found: each candidate's batch Condition search
+        # finds them again, but if that search is lost, they alone keep the candidate in the run (as
+        # possible, with the lost-data caveat) instead of out of candidates.json without a word.
+        population: list[Resource] = []
         if plan.patient_ids is None:
-            ids = self._candidates(plan, caps, quality)
+            candidates = self._candidates(plan, caps, quality)
+            ids, population = candidates.ids, candidates.conditions
         else:
             ids = sorted(set(plan.patient_ids))
         sledai_text = self._text_param(caps) if ids else None
@@ -839,7 +888,8 @@ class ServerSource:
                 else searches
             )
 
-        if self._probes_observations(plan, caps, batches) and misses_components(plan, caps):
+        probing = self._probes_observations(plan, caps, batches)
+        if probing and misses_components(plan, caps):
             # The code filter would miss labs held only in Observation.component here (an eGFR in a
             # panel); every Observation of the candidates holds them. Results before speed: no race.
             self.observation_plan = observation_plan.ALL
@@ -849,10 +899,11 @@ class ServerSource:
             )
             plan = replace(plan, observation_codes=())
             searches: list[Search] = []
-        elif self._probes_observations(plan, caps, batches) and self._few_observations(batches[0], caps):
-            plan = replace(plan, observation_codes=())
+        elif probing and (start := self._first_observation_plan(batches[0], caps)) != observation_plan.AUTO:
+            if start == observation_plan.ALL:
+                plan = replace(plan, observation_codes=())
             searches = []
-        elif self._probes_observations(plan, caps, batches):
+        elif probing:
             without_observations = replace(
                 plan, resource_types=tuple(t for t in plan.resource_types if t != "Observation")
             )
@@ -917,13 +968,23 @@ class ServerSource:
                 elif key[0] == "ResearchSubject":
                     study_refs |= study_ids([resource])
                 yield resource, self._origin(key)
+        for resource in population:  # only those the batch searches did not give (see above)
+            key = (str(resource.get("resourceType")), str(resource.get("id")))
+            if key in seen and not is_later_version(resource, seen[key]):
+                continue
+            seen[key] = resource
+            yield resource, self._origin(key)
         yield from self._fetch_medications(medication_refs, seen, caps, quality)
         yield from self._fetch_studies(study_refs, seen, caps, quality)
 
-    def _few_observations(self, batch: Sequence[str], caps: Capabilities) -> bool:
-        """Count the first batch's Observations (one ``_summary=count``); True, with the choice logged,
-        when they are few enough to read them all without racing the code filter. A server that cannot
-        count (an error, or no ``total``) leaves the choice to the race."""
+    def _first_observation_plan(self, batch: Sequence[str], caps: Capabilities) -> str:
+        """Count the first batch's Observations (one ``_summary=count``): ``all``, with the choice
+        logged, when they are few enough to read them all without racing the code filter; ``auto`` (the
+        first batch decides by a race) otherwise, and where the server cannot count (a refusal, or no
+        ``total``). A count that failed after the retries (the server is failing) races nothing: the
+        run goes on by the trial's codes, the plan that works batch by batch, and each batch's
+        Observation searches that fail too are lost for its patients (partial, exit 5), as any other
+        batch search; the run is not ended by a probe."""
         name, value = _patient_link("Observation", batch, caps, PlanNotes())
         path = f"Observation?{query_string([(name, value), ('_summary', 'count')])}"
         try:
@@ -932,13 +993,15 @@ class ServerSource:
             )
         except SourceError as exc:
             if exc.transient:
-                raise  # the server is failing: the race would fail the same way
+                log.warning("%s; Observation searches by the trial's codes, without a race", exc)
+                self.observation_plan = observation_plan.CODES
+                return observation_plan.CODES
             log.info("the server did not count Observations (%s): the first batch decides by a race", exc)
-            return False
+            return observation_plan.AUTO
         total = bundle.get("total")
         total = total if isinstance(total, int) and not isinstance(total, bool) and total >= 0 else None
         if not observation_plan.few_observations(total, len(batch)):
-            return False
+            return observation_plan.AUTO
         self.observation_plan = observation_plan.ALL
         log.info(
             "Observation searches: all of the candidates' (%d for the first %d candidates, at most %d each "
@@ -947,7 +1010,7 @@ class ServerSource:
             len(batch),
             observation_plan.FEW_PER_PATIENT,
         )
-        return True
+        return observation_plan.ALL
 
     def _probes_observations(
         self, plan: QueryPlan, caps: Capabilities, batches: Sequence[Sequence[str]]
@@ -986,9 +1049,21 @@ class ServerSource:
             # Sequential within a side, so that an abandoned side stops before its next search.
             return lambda stop: [self._search_all(s, notes[kind]) for s in searches if not stop.is_set()]
 
-        choice, reason, results = observation_plan.race(
-            side(observation_plan.CODES, by_code), side(observation_plan.ALL, unfiltered)
-        )
+        try:
+            choice, reason, results = observation_plan.race(
+                side(observation_plan.CODES, by_code), side(observation_plan.ALL, unfiltered)
+            )
+        except SourceError as exc:
+            if not exc.transient:
+                raise
+            # Both plans failed after their retries (the code filter's error is the one raised): the
+            # first batch's Observations are lost for its patients, as any batch search that fails
+            # (partial, exit 5), and the other batches search by the trial's codes.
+            quality.extend(notes[observation_plan.CODES])
+            self.observation_plan = observation_plan.CODES
+            self._lost(by_code[0], exc, quality)
+            log.info("Observation searches: by the trial's codes (the first batch's race failed)")
+            return plan, []
         quality.extend(notes[choice])
         self.observation_plan = choice
         log.info(
@@ -1105,54 +1180,118 @@ class ServerSource:
             )
 
     def _search_all(self, search: Search, quality: DataQuality) -> list[Resource]:
-        """One search, every page, following ``next`` links as the server gives them."""
+        """One search, every page, following ``next`` links as the server gives them.
+
+        A search whose pages hold fewer resources than the server counted (``Bundle.total``) is run
+        once more from its first page (resources deleted while the run paged); still short, it is lost
+        (``_cut_short``): a server that stops searches short (a fetch-size cap) must not go unsaid."""
         with self._lock:
             self._searches += 1
-        found: list[Resource] = []
         label = f"{search.resource_type} search ({search.purpose})"
+        found, short, failed = self._search_once(search, label, quality)
+        if failed is None and short is not None:
+            log.warning("%s: %s; searching again from the first page", label, short)
+            found, short, failed = self._search_once(search, label, quality)
+        if failed is not None or short is not None:
+            self._cut_short(search, failed or short or "", quality)
+        return found
+
+    def _search_once(
+        self, search: Search, label: str, quality: DataQuality
+    ) -> tuple[list[Resource], str | None, str | None]:
+        """Every page of one search: its resources, what was short (None: as many as counted), and
+        what the server said failed (None: no error OperationOutcome among its entries)."""
+        found: list[Resource] = []
         expected: int | None = None
         matched = 0
+        failures: list[str] = []
         for number, page in enumerate(self.pages(search.path(self.page_size), label)):
             if number == 0:
                 total = page.get("total")
                 expected = total if total.__class__ is int and total >= 0 else None
             matched += _entries_on(page)
-            found.extend(self._entries(page, label, quality, number))
+            found.extend(self._entries(page, label, quality, number, failures))
+        if failures:
+            return found, None, f"the server said the search failed or is incomplete: {'; '.join(failures)}"
         if expected is not None and matched < expected:
-            # Fewer matches than the server counted: resources deleted while the run paged, or a server
-            # that stops searches short (a fetch-size cap). Said, never silent.
-            with self._lock:
-                quality.add(
-                    "warning",
+            return found, f"the server counted {expected} matches but its pages held {matched}", None
+        return found, None, None
+
+    def _cut_short(self, search: Search, why: str, quality: DataQuality) -> None:
+        """A search that answered, but not in full: the run goes on, partial (exit 5). A patient-batch
+        search is lost for its patients; any other (the initial population, Medications) may miss
+        anyone's records, so it is lost under its own name, which touches everyone: screening.caution
+        then offers nobody as eligible."""
+        label = f"{search.resource_type} search ({search.purpose})"
+        log.error("%s: %s; the run goes on without it (partial)", label, why)
+        with self._lock:
+            if not search.patients:
+                quality.lost(
                     label,
-                    "incomplete-search",
-                    f"the server counted {expected} matches but its pages held {matched}; records of "
-                    f"these patients may be incomplete",
+                    f"{search.resource_type} records were not all read from the server ({why}); "
+                    "anyone's record may be incomplete, and candidates may be missing",
                 )
-        return found
+            for pid in search.patients:
+                quality.lost(
+                    f"Patient/{pid}",
+                    f"{search.resource_type} records were not all read from the server ({why}); "
+                    "this patient's record may be incomplete",
+                )
 
     def pages(self, path: str, label: str) -> Iterator[dict[str, Any]]:
-        """Every page of a search or history Bundle, following ``next`` links as the server gives them."""
+        """Every page of a search or history Bundle, following ``next`` links as the server gives them.
+
+        Stopped as a loop (an error, as a failing server): a next link seen before; more pages than a
+        search's ``Bundle.total`` can need (``page_limit``); ``EMPTY_PAGES_IN_A_ROW`` empty pages that
+        still link a next one; ``MAX_PAGES_PER_SEARCH`` in any case."""
         url: str | None = self.client.url(path)
         visited: set[str] = set()
+        total: int | None = None  # a search's Bundle.total (not a history's: HAPI may cache that one)
+        page_size = 0  # the most matches one page held
+        matched = 0
+        empty = 0  # empty pages in a row
         while url is not None:
-            if url in visited or len(visited) >= MAX_PAGES_PER_SEARCH:
-                raise SourceError(
-                    f"{label}: the server's next links loop (page {len(visited) + 1}); stopping"
-                )
+            limit = page_limit(total, page_size, matched)
+            if (
+                url in visited
+                or len(visited) >= MAX_PAGES_PER_SEARCH
+                or (limit is not None and len(visited) >= limit)
+            ):
+                self._loop(label, len(visited) + 1)
             visited.add(url)
             page = self.client.get_resource(url, expect_type="Bundle", what=label, headers=SEARCH_HEADERS)
             with self._lock:
                 self._pages += 1
+            if len(visited) == 1 and page.get("type") == "searchset":
+                value = page.get("total")
+                total = value if value.__class__ is int and value >= 0 else None
+            on_page = _matches_on(page)
+            matched += on_page
+            page_size = max(page_size, on_page)
+            empty = empty + 1 if _entries_on(page) == 0 else 0
             yield page
             url = self._next_link(page, label)
+            if url is not None and empty >= EMPTY_PAGES_IN_A_ROW:
+                self._loop(label, len(visited) + 1)
+
+    @staticmethod
+    def _loop(label: str, page: int) -> NoReturn:
+        raise SourceError(f"{label}: the server's next links loop (page {page}); stopping")
 
     def _entries(
-        self, page: Mapping[str, Any], label: str, quality: DataQuality, number: int = 0
+        self,
+        page: Mapping[str, Any],
+        label: str,
+        quality: DataQuality,
+        number: int = 0,
+        failures: list[str] | None = None,
     ) -> Iterator[Resource]:
         """The resources of page ``number`` (from 0) of a search. An entry without one (null, a number,
-        no resource, no resourceType) is a finding naming the page and entry, as in a Bundle file; an
-        OperationOutcome is the server's note."""
+        no resource, no resourceType) is a finding naming the page and entry, as in a Bundle file. An
+        OperationOutcome entry (``search.mode=outcome``) is the server's note on the search: a warning,
+        or, with an error or fatal issue or one coded incomplete, too-costly or throttled, a search that
+        did not give every match: its issues ("severity code", never the diagnostics) go to ``failures``
+        and the caller loses the search (``_cut_short``)."""
         absolute = holds_absolute_references(page, self.client.base_url)
         for index, entry in enumerate(items(page.get("entry"))):
             problem = entry_problem(entry)
@@ -1163,6 +1302,10 @@ class ServerSource:
                 continue
             resource = entry["resource"]
             if resource["resourceType"] == "OperationOutcome":
+                failing = failing_issues(resource)
+                if failing and failures is not None:
+                    failures.extend(f for f in failing if f not in failures)
+                    continue
                 text = outcome_text(resource) or ""
                 with self._lock:
                     quality.add(

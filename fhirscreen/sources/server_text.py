@@ -128,3 +128,27 @@ def outcome_text(body: Any) -> str | None:
             texts.append(part)
     joined = "; ".join(texts) or "(no diagnostics)"
     return joined if len(joined) <= 2 * MAX_CHARS else joined[: 2 * MAX_CHARS - 1] + "…"
+
+
+# An issue that says a search did not give every match: an error, or a code that says so whatever its
+# severity (FHIR R4 IssueType: incomplete, too-costly, throttled).
+FAILING_SEVERITIES = frozenset({"error", "fatal"})
+FAILING_CODES = frozenset({"incomplete", "too-costly", "throttled"})
+
+
+def failing_issues(body: Any) -> list[str]:
+    """The issues of an OperationOutcome that say a search failed or is incomplete, as "severity code"
+    (codes only, never the diagnostics, which may echo patient data); [] for anything else."""
+    if not isinstance(body, Mapping) or body.get("resourceType") != "OperationOutcome":
+        return []
+    found: list[str] = []
+    for issue in items(body.get("issue")):
+        if not isinstance(issue, Mapping):
+            continue
+        severity, code = issue.get("severity"), issue.get("code")
+        if severity in FAILING_SEVERITIES or code in FAILING_CODES:
+            said = [v for v in (severity, code) if isinstance(v, str) and _CODE_TOKEN.match(v)]
+            text = " ".join(said) or "(no code)"
+            if text not in found:
+                found.append(text)
+    return found[:MAX_ISSUES]

@@ -23,6 +23,8 @@ from fhirscreen.sources.code_lists import expand_prefix, searchable
 from fhirscreen.sources.factory import SourceOptions
 from fhirscreen.sources.http import FhirClient
 from fhirscreen.sources.server import (
+    EMPTY_PAGES_IN_A_ROW,
+    EXTRA_PAGES,
     MAX_CODES_CHARS,
     MAX_IDS_PER_BATCH,
     Capabilities,
@@ -32,6 +34,7 @@ from fhirscreen.sources.server import (
     holds_absolute_references,
     id_batches,
     normalise_references,
+    page_limit,
     patient_searches,
     request_bound,
     search_codes,
@@ -453,9 +456,10 @@ def test_a_page_whose_entries_or_links_are_not_a_list_is_an_error_not_an_empty_p
             read_all(source())
 
 
-def test_a_search_that_ends_short_of_its_total_is_said() -> None:
+def test_a_search_that_ends_short_of_its_total_is_lost_for_its_patients() -> None:
     """A server that stops a search short (a fetch-size cap truncated HAPI's exports here once) or
-    loses resources while the run pages: fewer entries than Bundle.total is a finding, not silence."""
+    loses resources while the run pages: fewer entries than Bundle.total, twice, is data lost for the
+    batch's patients (a missing record could make one eligible), not a warning."""
     fake = FakeFhir(population(3))
     original = fake.page
 
@@ -471,8 +475,9 @@ def test_a_search_that_ends_short_of_its_total_is_said() -> None:
         fake.install(mock)
         _resources, quality = read_all(source())
     findings = [(f.where, f.problem) for f in quality.findings]
-    assert findings == [("MedicationRequest search (MedicationRequest)", "incomplete-search")]
-    assert "counted" in quality.findings[0].message
+    assert findings == [(f"Patient/p000{i}", "data-lost") for i in range(3)]
+    assert "counted 6 matches but its pages held 4" in quality.findings[0].message
+    assert sum(1 for e in fake.log if e.startswith("MedicationRequest?")) == 2  # searched again once
 
 
 def test_next_link_loop_is_stopped() -> None:
@@ -488,6 +493,80 @@ def test_next_link_loop_is_stopped() -> None:
         mock.get(re.compile(re.escape(BASE) + r"\?_getpages.*"), json=page)
         with pytest.raises(SourceError, match="next links loop"):
             read_all(source())
+
+
+def test_a_next_link_that_changes_at_every_empty_page_is_stopped_soon() -> None:
+    """A nonce in every next link defeats the seen-URL check: empty pages that still link a next one
+    are stopped after EMPTY_PAGES_IN_A_ROW, not after 10,000 requests."""
+    served: list[int] = []
+
+    def looping(request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        served.append(1)
+        page = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "entry": [],
+            "link": [{"relation": "next", "url": f"{BASE}?_getpages=x&nonce={len(served)}"}],
+        }
+        return 200, {"Content-Type": "application/fhir+json"}, json.dumps(page)
+
+    with responses.RequestsMock() as mock:
+        mock.get(f"{BASE}/metadata", json=capability())
+        mock.add_callback(responses.GET, re.compile(re.escape(BASE) + r"/Condition.*"), callback=looping)
+        mock.add_callback(responses.GET, re.compile(re.escape(BASE) + r"\?_getpages.*"), callback=looping)
+        with pytest.raises(SourceError, match="next links loop"):
+            read_all(source())
+    assert len(served) == EMPTY_PAGES_IN_A_ROW
+
+
+def test_a_next_link_that_changes_at_every_page_is_stopped_by_the_total() -> None:
+    """Pages that hold the same match again and again, under a new next link each time: no more than
+    twice the pages Bundle.total needs (at the page size served), plus EXTRA_PAGES."""
+    served: list[int] = []
+    condition = population(1)[2]
+    assert condition["resourceType"] == "Condition"
+
+    def looping(request: requests.PreparedRequest) -> tuple[int, dict[str, str], str]:
+        served.append(1)
+        page = {
+            "resourceType": "Bundle",
+            "type": "searchset",
+            "total": 4,
+            "entry": [{"resource": condition, "search": {"mode": "match"}}] * 2,
+            "link": [{"relation": "next", "url": f"{BASE}?_getpages=x&nonce={len(served)}"}],
+        }
+        return 200, {"Content-Type": "application/fhir+json"}, json.dumps(page)
+
+    with responses.RequestsMock() as mock:
+        mock.get(f"{BASE}/metadata", json=capability())
+        mock.add_callback(responses.GET, re.compile(re.escape(BASE) + r"/Condition.*"), callback=looping)
+        mock.add_callback(responses.GET, re.compile(re.escape(BASE) + r"\?_getpages.*"), callback=looping)
+        with pytest.raises(SourceError, match="next links loop"):
+            read_all(source())
+    assert len(served) == 2 * 2 + EXTRA_PAGES
+
+
+def test_pages_smaller_than_asked_for_and_included_resources_are_no_loop() -> None:
+    """The server serves 1 match a page whatever _count asks (200), plus the page's _include: the page
+    limit counts the page size served, and matches only, so the whole search is read."""
+    fake = FakeFhir(population(12))
+    original = fake.page
+    fake.page = lambda search_id, offset, count: original(search_id, offset, 1)  # type: ignore[method-assign]
+    with responses.RequestsMock() as mock:
+        fake.install(mock)
+        resources, quality = read_all(source(page_size=200))
+    assert len(ids_of(resources, "Patient")) == 12
+    assert not quality.partial
+
+
+def test_page_limit() -> None:
+    assert page_limit(None, 200) is None  # no total: only MAX_PAGES_PER_SEARCH
+    assert page_limit(0, 0) == EXTRA_PAGES
+    assert page_limit(10, 0) is None  # no match seen yet: the empty-page rule applies
+    assert page_limit(1000, 200) == 2 * 5 + EXTRA_PAGES
+    assert page_limit(1000, 50) == 2 * 20 + EXTRA_PAGES
+    assert page_limit(0, 3, matched=3) is None  # a total of 0 that the pages contradict says nothing
+    assert page_limit(4, 2, matched=8) == 2 * 2 + EXTRA_PAGES  # a count: more matches than it are a loop
 
 
 def test_next_link_to_another_host_does_not_get_the_token(monkeypatch: pytest.MonkeyPatch) -> None:
