@@ -18,11 +18,11 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from fhirscreen import __version__, report, runs, usage
-from fhirscreen.exitcodes import EXIT_LOCKED, EXIT_SOURCE_UNREACHABLE, EXIT_USAGE
-from fhirscreen.failures import click_errors_in_tool_format, fail, finish, guarded
+from fhirscreen.exitcodes import EXIT_LOCKED, EXIT_POST_FAILED, EXIT_SOURCE_UNREACHABLE, EXIT_USAGE
+from fhirscreen.failures import click_errors_in_tool_format, error_line, fail, finish, guarded
 from fhirscreen.parallel import AUTO_MAX, auto_workers
 from fhirscreen.paths import SAMPLE_AS_OF
-from fhirscreen.sources.base import QueryPlan
+from fhirscreen.sources.base import QueryPlan, SourceError
 from fhirscreen.sources.factory import SourceOptions, open_source
 
 if TYPE_CHECKING:
@@ -417,15 +417,23 @@ def screen(
     click.echo(report.render_stdout(run, fmt, width), nl=False)
     click.echo(report.render_summary(run, written), err=True, nl=False)
     _echo_source_stats(source)
+    post_failed = None
     if post_report:
         from fhirscreen.sources.server import post_reports
 
-        for line in post_reports(options, run):
-            click.echo(line, err=True)
+        try:
+            for line in post_reports(options, run):
+                click.echo(line, err=True)
+        except SourceError as exc:
+            # The screening and its outputs stand: only the copy for the downstream system is missing.
+            post_failed = f"{exc}; the outputs were written, the MeasureReport and Group were not posted"
+            click.echo(error_line(post_failed), err=True)
     # Everything is written. The cyclic collector's passes over the whole heap as the interpreter
     # exits would only cost time (~0.1 s at 10,000 patients); reference counting still frees it all.
     gc.freeze()
-    finish(run.patients_read, run.quality, source.describe(), len(run.patients))
+    finish(run.patients_read, run.quality, source.describe(), len(run.patients))  # 4 and 5 come first
+    if post_failed is not None:
+        sys.exit(EXIT_POST_FAILED)
 
 
 def _population_early(source: object) -> Callable[[TrialTerms], None] | None:

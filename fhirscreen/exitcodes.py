@@ -14,6 +14,8 @@ documented in README.md ("Exit codes"); each code has a test.
 - 5 partial data: outputs were written, but some files or pages were lost after retries (run.json
   says which).
 - 6 another run holds the lock on the output directory.
+- 7 the screening is whole and its outputs written, but posting the MeasureReport and Group back to the
+  server (--post-report) failed: the downstream system did not get tonight's list.
 - 130 interrupted (SIGINT/SIGTERM); nothing partial is left behind.
 """
 
@@ -31,6 +33,7 @@ EXIT_SOURCE_UNREACHABLE = 3
 EXIT_NOTHING_USABLE = 4
 EXIT_PARTIAL = 5
 EXIT_LOCKED = 6
+EXIT_POST_FAILED = 7
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -41,6 +44,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_NOTHING_USABLE: "data source read, but nothing usable in it",
     EXIT_PARTIAL: "partial data: outputs written, some files or pages lost",
     EXIT_LOCKED: "another run holds the output directory's lock",
+    EXIT_POST_FAILED: "outputs written, but posting the MeasureReport back to the server failed",
     EXIT_INTERRUPTED: "interrupted",
 }
 

@@ -7,6 +7,7 @@ from typing import Any
 from fhir.resources.R4B.group import Group
 
 from fhirscreen.report.fhir_ids import STATUS_EXTENSION, run_id
+from fhirscreen.report.measure import narrative, report_status
 from fhirscreen.screening import ScreeningRun
 
 CANDIDATE_STATUSES = frozenset({"eligible", "possible"})
@@ -14,9 +15,13 @@ CANDIDATE_STATUSES = frozenset({"eligible", "possible"})
 
 def group_dict(run: ScreeningRun) -> dict[str, Any]:
     members = [s for s in run.patients if s.status in CANDIDATE_STATUSES]
-    resource: dict[str, Any] = {
-        "resourceType": "Group",
-        "id": run_id(run, "candidates"),
+    resource: dict[str, Any] = {"resourceType": "Group", "id": run_id(run, "candidates")}
+    _status, why = report_status(run)
+    if why is not None:
+        # A Group has no status: a partial run's list says so in its narrative, as the MeasureReport does
+        # (a recruiting workflow must not take a list missing lost patients' records for the whole).
+        resource["text"] = narrative(why)
+    resource |= {
         "type": "person",
         "actual": True,
         "name": f"{run.trial.id} candidates (eligible or possible) as of {run.as_of.isoformat()}",

@@ -106,8 +106,7 @@ def measure_report_dict(run: ScreeningRun) -> dict[str, Any]:
     status, why = report_status(run)
     report: dict[str, Any] = {"resourceType": "MeasureReport", "id": run_id(run)}
     if why is not None:
-        div = f'<div xmlns="{XHTML}"><p>{escape(why, quote=False)}</p></div>'
-        report["text"] = {"status": "additional", "div": div}
+        report["text"] = narrative(why)
     return {
         **report,
         "contained": contained,
@@ -118,6 +117,11 @@ def measure_report_dict(run: ScreeningRun) -> dict[str, Any]:
         "period": {"start": day, "end": day},
         "group": [group],
     }
+
+
+def narrative(why: str) -> dict[str, str]:
+    """A resource's narrative (``text``, status ``additional``) saying why a run is not complete."""
+    return {"status": "additional", "div": f'<div xmlns="{XHTML}"><p>{escape(why, quote=False)}</p></div>'}
 
 
 def measure_report(run: ScreeningRun) -> dict[str, Any]:

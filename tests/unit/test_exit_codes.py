@@ -54,7 +54,7 @@ def screen(*args: str | Path) -> Result:
 def test_the_table_is_one_code_per_class_never_reused() -> None:
     codes = [v for k, v in vars(exitcodes).items() if k.startswith("EXIT_") and isinstance(v, int)]
     assert len(codes) == len(set(codes)) == len(exitcodes.EXIT_CODES)
-    assert sorted(codes) == [0, 1, 2, 3, 4, 5, 6, 130]
+    assert sorted(codes) == [0, 1, 2, 3, 4, 5, 6, 7, 130]
 
 
 # -- 0 -------------------------------------------------------------------------------------------------
@@ -442,3 +442,80 @@ def test_a_bad_criterion_stops_a_server_run_at_once_though_the_population_search
     assert "min_yeras" in process.stderr and "Traceback" not in process.stderr
     assert searched, "the population search should have begun before the criteria were checked"
     assert took < 60, f"the run waited {took:.0f} s for the server"
+
+
+# -- 7: the post-back failed ---------------------------------------------------------------------------
+
+
+def _post_back(
+    tmp_path: Path, post_status: int, lose_procedures: bool = False
+) -> tuple[Result, Path, list[dict]]:
+    """A server screening with --post-report whose POST answers ``post_status``."""
+    from fhirscreen.sources.http import FhirClient
+    from tests.unit.test_server_source import BASE as FAKE_BASE
+    from tests.unit.test_server_source import FakeFhir, population
+
+    class Server(FakeFhir):
+        def handle(self, request):  # type: ignore[no-untyped-def]
+            if lose_procedures and "/Procedure?" in str(request.url):
+                return 503, {"Retry-After": "0"}, "busy"
+            return super().handle(request)
+
+    posted: list[dict] = []
+
+    def post(request):  # type: ignore[no-untyped-def]
+        posted.append(json.loads(request.body))
+        if post_status != 200:
+            body = {"resourceType": "OperationOutcome", "issue": [{"severity": "error", "code": "exception"}]}
+            return post_status, {"Content-Type": "application/fhir+json"}, json.dumps(body)
+        entries = [
+            {"response": {"status": "200 OK", "location": f"{rtype}/x/_history/1"}}
+            for rtype in ("MeasureReport", "Group")
+        ]
+        answer = {"resourceType": "Bundle", "entry": entries}
+        return 200, {"Content-Type": "application/fhir+json"}, json.dumps(answer)
+
+    made = FhirClient.__init__
+
+    def without_waits(self: FhirClient, *args: object, **kwargs: object) -> None:
+        made(self, *args, **kwargs)  # type: ignore[arg-type]
+        self.sleep_fn = lambda _s: None
+
+    out = tmp_path / "out"
+    with (
+        pytest.MonkeyPatch.context() as patch,
+        responses.RequestsMock(assert_all_requests_are_fired=False) as mock,
+    ):
+        patch.setattr(FhirClient, "__init__", without_waits)
+        mock.add_callback(responses.POST, FAKE_BASE, callback=post)
+        Server(population(3)).install(mock)
+        result = invoke("screen", "--server", FAKE_BASE, "--as-of", AS_OF, "--out", out, "--post-report")
+    return result, out, posted
+
+
+def _posted_measure_report(posted: list[dict]) -> dict:
+    return next(e["resource"] for e in posted[0]["entry"] if e["resource"]["resourceType"] == "MeasureReport")
+
+
+def test_7_a_failed_post_back_keeps_the_outputs_and_says_so(tmp_path: Path) -> None:
+    result, out, posted = _post_back(tmp_path, 500)
+    assert result.exit_code == 7, result.stderr
+    assert len(posted) == 5  # retried as every request is
+    assert "the outputs were written, the MeasureReport and Group were not posted" in result.stderr
+    assert (out / "latest" / "candidates.json").is_file()  # tonight's list is there for the coordinator
+
+
+def test_0_when_the_post_back_succeeds(tmp_path: Path) -> None:
+    result, _out, posted = _post_back(tmp_path, 200)
+    assert result.exit_code == 0, result.stderr
+    assert "posted MeasureReport/x" in result.stderr
+    measure = _posted_measure_report(posted)
+    assert measure["status"] == "complete"
+
+
+def test_5_wins_over_a_failed_post_back_and_the_posted_report_is_pending(tmp_path: Path) -> None:
+    result, _out, posted = _post_back(tmp_path, 500, lose_procedures=True)
+    assert result.exit_code == 5, result.stderr
+    assert "were not posted" in result.stderr  # both problems are said
+    measure = _posted_measure_report(posted)
+    assert measure["status"] == "pending"  # a partial run is never posted as complete

@@ -137,6 +137,8 @@ def test_every_output_of_a_partial_run_says_it_is_partial(tmp_path: Path) -> Non
     measure = json.loads((latest / "measure-report.json").read_text())
     assert measure["status"] == "pending" and "Partial run" in measure["text"]["div"]
     assert json.loads((latest / "candidates.json").read_text())["partial"] is True
+    group = json.loads((latest / "group.json").read_text())  # a Group has no status: its narrative says it
+    assert "Partial run" in group["text"]["div"]
     manifest = json.loads((latest / "run.json").read_text())
     assert (manifest["partial"], manifest["exit_status"]) == (True, 5)
     page = (latest / "report.html").read_text()
@@ -148,4 +150,5 @@ def test_the_outputs_of_a_whole_run_claim_completeness(tmp_path: Path) -> None:
     assert code == 0
     assert json.loads((latest / "measure-report.json").read_text())["status"] == "complete"
     assert json.loads((latest / "candidates.json").read_text())["partial"] is False
+    assert "text" not in json.loads((latest / "group.json").read_text())
     assert 'role="alert"' not in (latest / "report.html").read_text()
