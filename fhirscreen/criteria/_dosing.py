@@ -299,8 +299,10 @@ def _amount(dosage: Mapping[str, Any], *, administration: bool) -> tuple[float, 
 
 def _quantity(q: Mapping[str, Any]) -> tuple[float, float, str] | None:
     value = q.get("value")
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
+    if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return None
+    if value < 0:
+        return None  # an entry error, not a dose: a -40 mg line must not lower a day's total
     code = str(q.get("code") or "").strip()
     # A SNOMED CT dose-form code (385055001 "Tablet") says less than its unit text.
     unit = str(q.get("unit") or "").strip() if not code or code.isdigit() else code
@@ -338,6 +340,8 @@ def per_day(dosage: Mapping[str, Any]) -> tuple[float, float] | None:
         return rate, rate
     if not isinstance(frequency, (int, float)) or isinstance(frequency, bool):
         frequency = 1
+    elif frequency <= 0:
+        return None  # "0 or -2 times a day" cannot be read as a rate
     frequency_max = repeat.get("frequencyMax")
     if not isinstance(frequency_max, (int, float)) or frequency_max < frequency:
         frequency_max = frequency

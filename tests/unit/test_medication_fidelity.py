@@ -840,3 +840,24 @@ def test_e3_an_unconvertible_weight_unit_is_named(evaluate):
     res = evaluate("E3", record(prednisone(40), weight(70, "stone", id="w")))
     assert res.outcome is Outcome.UNKNOWN
     assert "unit 'stone' (Observation/w)" in res.reason
+
+
+def test_e3_a_negative_dose_line_is_no_dose_and_does_not_lower_the_day(evaluate):
+    # 60 mg + a "-40 mg" line of the same step: read as 20 mg/day it passed (0.29 mg/kg/day at 70 kg).
+    req = prednisone(60)
+    req["dosageInstruction"].append(
+        {
+            "timing": {"repeat": {"frequency": 1, "period": 1, "periodUnit": "d"}},
+            "doseAndRate": [{"doseQuantity": {"value": -40, "unit": "mg"}}],
+        }
+    )
+    res = evaluate("E3", record(req, weight(70)))
+    assert res.outcome is not Outcome.PASS, res.reason
+    assert "20 mg/day" not in res.reason
+
+
+@pytest.mark.parametrize("frequency", [0, -2])
+def test_e3_a_frequency_that_is_no_rate_is_not_read_as_one(evaluate, frequency):
+    timing = {"repeat": {"frequency": frequency, "period": 1, "periodUnit": "d"}}
+    res = evaluate("E3", record(prednisone(60, timing=timing), weight(70)))
+    assert res.outcome is not Outcome.PASS, res.reason
