@@ -17,7 +17,7 @@ from typing import Any
 
 from fhirscreen.criteria import _events as ev
 from fhirscreen.criteria import _plans
-from fhirscreen.criteria._labs import Lab, possibly_latest, report_impossible, result_on
+from fhirscreen.criteria._labs import Lab, possibly_latest, report_impossible, result_on, unit_key
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import days_before, months_before
@@ -216,16 +216,21 @@ def _check_transplant_history(
 
 
 def _egfr_value(obs: Mapping[str, Any]) -> tuple[str, float] | None:
-    """(comparator, value) of an eGFR result; comparator is '' for an exact number."""
+    """(comparator, value in mL/min/1.73 m2) of an eGFR result; comparator is '' for an exact number. An
+    eGFR reported in SI units (mL/s/1.73 m2, Nordic labs) is converted as I4 converts it (x 60): read as
+    mL/min, 0.5 mL/s (30 mL/min) was "below 15"."""
     quantity = obs.get("valueQuantity")
     if isinstance(quantity, Mapping) and isinstance(quantity.get("value"), (int, float)):
-        return str(quantity.get("comparator") or ""), float(quantity["value"])
+        unit = str(quantity.get("code") or quantity.get("unit") or "")
+        scale = 60.0 if unit_key(unit).startswith("ml/s") else 1.0
+        return str(quantity.get("comparator") or ""), float(quantity["value"]) * scale
     text = obs.get("valueString")
     if isinstance(text, str):
         m = _NUMBER.match(text)
         if m:
             comparator = {"≤": "<=", "≥": ">="}.get(m.group(1) or "", m.group(1) or "")
-            return comparator, float(m.group(2))
+            scale = 60.0 if unit_key(text[m.end():]).startswith("ml/s") else 1.0
+            return comparator, float(m.group(2)) * scale
     return None
 
 

@@ -180,6 +180,10 @@ def test_resolved_ckd_stage_5_passes(evaluate):
         ({"value": 10, "unit": "mL/min", "comparator": ">"}, Outcome.PASS),  # cannot say it is below 15
         ({"value": 15, "unit": "mL/min/{1.73_m2}"}, Outcome.PASS),
         ({"string": "<10"}, Outcome.UNKNOWN),
+        # SI units (mL/s/1.73 m2), as I4 reads them: 0.5 mL/s is 30 mL/min, 0.2 mL/s is 12.
+        ({"value": 0.5, "unit": "mL/s/{1.73_m2}"}, Outcome.PASS),
+        ({"value": 0.2, "unit": "mL/s/{1.73_m2}"}, Outcome.UNKNOWN),
+        ({"string": "0.5 mL/s/1.73m2"}, Outcome.PASS),
     ],
 )
 def test_latest_egfr_below_15_is_unknown(evaluate, kwargs, expected):
