@@ -84,12 +84,28 @@ def _interpretation(obs: Resource) -> str:
     return f" [{', '.join(codes)}]" if codes else ""
 
 
+# No report shows an age no one has had (the oldest verified human lived 122 years); I1 and I4 say why
+# such a birth date is not used, with the trial file's own limit.
+_OLDEST_SHOWN = 125
+
+
+def age_text(patient: Mapping[str, Any], as_of: date) -> str | None:
+    """"38", or "37-38" when only the birth year or month is known; None without a birth date, or with
+    one that cannot be real (after the as-of date, or an age over 125: an entry error)."""
+    birth = parse_date(patient.get("birthDate"))
+    if birth is None:
+        return None
+    oldest, youngest = age_in_years(birth.earliest, as_of), age_in_years(birth.latest, as_of)
+    if birth.earliest > as_of or youngest > _OLDEST_SHOWN:
+        return None
+    return str(oldest) if oldest == youngest else f"{max(youngest, 0)}-{oldest}"
+
+
 def _patient(patient: Resource, as_of: date | None) -> list[str]:
     parts = [gender_of(patient) or "gender not recorded"]
-    birth = parse_date(patient.get("birthDate"))
-    if birth is not None and as_of is not None:
-        oldest, youngest = age_in_years(birth.earliest, as_of), age_in_years(birth.latest, as_of)
-        parts.append(f"age {oldest}" if oldest == youngest else f"age {youngest}-{oldest}")
+    age = age_text(patient, as_of) if as_of is not None else None
+    if age is not None:
+        parts.append(f"age {age}")
     if patient.get("deceasedBoolean") is True or patient.get("deceasedDateTime"):
         parts.append("deceased")
     return parts

@@ -13,10 +13,9 @@ from datetime import date
 from typing import Any
 
 from fhirscreen.fhir.codes import coding_items
-from fhirscreen.fhir.dates import age_in_years, parse_date
 from fhirscreen.fhir.resources import items
 from fhirscreen.record import PatientRecord
-from fhirscreen.report.describe import describe_resource, find_resource, gender_of
+from fhirscreen.report.describe import age_text, describe_resource, find_resource, gender_of
 from fhirscreen.screening import PatientScreen
 
 MRN_TYPE = "MR"  # HL7 v2-0203 "Medical record number"
@@ -31,14 +30,6 @@ class PatientFacts:
     age: str | None  # "38", or "37-38" when only the birth year or month is known
     resources: dict[str, str] = field(default_factory=dict)  # evidence Type/id -> what, when, value
     identity: dict[str, str] = field(default_factory=dict)  # name, mrn: PHI, only with --show-names
-
-
-def age_text(patient: Mapping[str, Any], as_of: date) -> str | None:
-    birth = parse_date(patient.get("birthDate"))
-    if birth is None:
-        return None
-    oldest, youngest = age_in_years(birth.earliest, as_of), age_in_years(birth.latest, as_of)
-    return str(oldest) if oldest == youngest else f"{youngest}-{oldest}"
 
 
 def _name(patient: Mapping[str, Any]) -> str:

@@ -20,7 +20,7 @@ from fhirscreen.record import SCREENED_TYPES
 from fhirscreen.report.attrition import attrition_rows, trial_attrition
 from fhirscreen.report.candidates import candidates_document, render_json
 from fhirscreen.report.csv_out import reasons_text, render_csv
-from fhirscreen.report.describe import describe_resource
+from fhirscreen.report.describe import age_text, describe_resource
 from fhirscreen.report.group import group_resource
 from fhirscreen.report.measure import MEASURE_POPULATION, measure_report
 from fhirscreen.report.table import why
@@ -524,3 +524,13 @@ def test_explanation_lists_criteria_in_order_with_evidence_next_steps_and_washou
     assert max(len(line) for line in text.splitlines()) <= 100
     for secret in ("Quimby", "MRN-778", "1985-03-15"):
         assert secret not in text
+
+
+@pytest.mark.parametrize("birth", ["1800-01-01", "2026-07-01"])
+def test_no_report_shows_an_age_no_one_has_had(birth):
+    """A birth date that cannot be real showed "age 226" (or "age -1") on the patient line; I1 says why
+    the date is not used, the reports show no age."""
+    p = patient(birth=birth)
+    assert describe_resource(p, as_of=AS_OF) == "Patient/p1: female"
+    assert age_text(p, AS_OF) is None
+    assert age_text(patient(birth="1985"), AS_OF) == "40-41"  # a partial date is still a range
