@@ -30,7 +30,7 @@ from fhirscreen.exitcodes import (
     EXIT_USAGE,
     outcome_code,
 )
-from fhirscreen.quality import DATA_LOST, NO_CONDITIONS, DataQuality
+from fhirscreen.quality import DATA_LOST, NO_CONDITIONS, DataQuality, lost_parts
 from fhirscreen.report.jsonio import OutputError
 from fhirscreen.sources.base import ConfigurationError, NothingUsableError, SourceError
 
@@ -171,8 +171,8 @@ def finish(patients_read: int, quality: DataQuality, source: str, screened: int 
         fail(f"nothing usable in {source}: {_why_nothing_usable(quality, lost)}", code)
     if code == EXIT_PARTIAL:
         fail(
-            f"partial data: {lost} file(s) or page(s) of {source} could not be read whole; the outputs "
-            f"were written without them (findings '{DATA_LOST}')",
+            f"partial data from {source}: {lost_parts(lost)}; the outputs were written without them "
+            f"(findings '{DATA_LOST}')",
             code,
         )
 
@@ -183,6 +183,6 @@ def _why_nothing_usable(quality: DataQuality, lost: int) -> str:
         return "no patient was read (see the data-quality findings above)"
     if lost:
         missing += (
-            f"; {lost} file(s) or page(s) could not be read whole and may hold them (findings '{DATA_LOST}')"
+            f"; {lost_parts(lost)} and may hold them (findings '{DATA_LOST}')"
         )
     return missing

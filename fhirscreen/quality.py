@@ -14,6 +14,12 @@ Severity = Literal["error", "warning", "info"]
 # The problem code of data that was lost after retries (a file that could not be read, a page that
 # never came): the run's outputs are then partial, and the exit code says so (exitcodes.EXIT_PARTIAL).
 DATA_LOST = "data-lost"
+
+
+def lost_parts(count: int) -> str:
+    """How much a partial run lost, in every output that says so: files, pages and searches not read
+    whole, and what the server itself said it did not export or answer in full."""
+    return f"{count} part(s) of the source (files, pages or searches) were lost or reported incomplete"
 # The problem code of a value that cannot be real (an eGFR of -5, a birth date after the screening date):
 # an entry error, which no criterion uses as evidence.
 IMPLAUSIBLE = "implausible-value"

@@ -29,7 +29,7 @@ from typing import Any
 from fhir.resources.R4B.measurereport import MeasureReport
 
 from fhirscreen.exitcodes import EXIT_NOTHING_USABLE, EXIT_OK, EXIT_PARTIAL, outcome_code
-from fhirscreen.quality import DATA_LOST, NO_CONDITIONS
+from fhirscreen.quality import DATA_LOST, NO_CONDITIONS, lost_parts
 from fhirscreen.report.fhir_ids import STATUS_SYSTEM, measure_url, run_id
 from fhirscreen.screening import PatientScreen, ScreeningRun
 
@@ -65,7 +65,7 @@ def report_status(run: ScreeningRun) -> tuple[str, str | None]:
         return REPORT_STATUS[code], f"{lead}: {why}"
     if code == EXIT_PARTIAL:
         return REPORT_STATUS[code], (
-            f"Partial run: {lost} file(s) or page(s) of the source could not be read whole (the run's "
+            f"Partial run: {lost_parts(lost)} (the run's "
             f"'{DATA_LOST}' findings). These counts leave out what they held and may change once "
             "it is read; nobody whose record may be incomplete is counted as eligible."
         )

@@ -260,7 +260,7 @@ def test_bad_input_is_reported_and_the_rest_is_screened(tmp_path):
     result = screen("--format", "json", data=data)
     # broken.json is lost as a whole: the outputs are written, and the exit code says they are partial.
     assert result.exit_code == 5, result.stderr
-    assert "partial data: 1 file(s)" in result.stderr
+    assert "partial data from" in result.stderr and "1 part(s) of the source" in result.stderr
     for where in ("broken.json", "not-fhir.json", "Condition/cond-no-subject", "Observation/egfr-odd-unit"):
         assert where in result.stderr, where
     screened = {p["patient"] for p in json.loads(result.stdout)["patients"]}

@@ -222,6 +222,6 @@ def test_a_run_folder_written_before_the_partial_field_still_renders_as_partial(
     lost = {"severity": "error", "where": "/data/Observation.ndjson", "problem": "data-lost", "message": "x"}
     document["data_quality"].append(lost)
     page = render_report(document, trial)
-    assert 'role="alert"><strong>Not a complete run.</strong> Partial run: 1 file(s)' in page
+    assert 'role="alert"><strong>Not a complete run.</strong> Partial run: 1 part(s)' in page
     nothing = {**document, "data_quality": [{**lost, "problem": "no-conditions", "message": "no Condition"}]}
     assert "This run read nothing usable" in render_report(nothing, trial)

@@ -142,7 +142,7 @@ def test_every_output_of_a_partial_run_says_it_is_partial(tmp_path: Path) -> Non
     manifest = json.loads((latest / "run.json").read_text())
     assert (manifest["partial"], manifest["exit_status"]) == (True, 5)
     page = (latest / "report.html").read_text()
-    assert 'role="alert"><strong>Not a complete run.</strong> Partial run: 1 file(s)' in page
+    assert 'role="alert"><strong>Not a complete run.</strong> Partial run: 1 part(s)' in page
 
 
 def test_the_outputs_of_a_whole_run_claim_completeness(tmp_path: Path) -> None:

@@ -290,7 +290,7 @@ def test_a_partial_run_s_measure_report_is_pending_and_says_why(trial):
     mr = measure_report(make_run(trial, [trial_screen(trial, "poss")], quality))
     assert MeasureReport.model_validate(mr).status == "pending"
     assert mr["text"]["status"] == "additional"
-    assert "Partial run: 1 file(s) or page(s)" in mr["text"]["div"]
+    assert "Partial run: 1 part(s) of the source (files, pages or searches) were lost" in mr["text"]["div"]
     assert "Observation.ndjson" not in mr["text"]["div"]
 
 

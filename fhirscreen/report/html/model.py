@@ -12,7 +12,7 @@ from datetime import date
 from typing import Any
 
 from fhirscreen.exitcodes import EXIT_NOTHING_USABLE
-from fhirscreen.quality import DATA_LOST, NO_CONDITIONS
+from fhirscreen.quality import DATA_LOST, NO_CONDITIONS, lost_parts
 from fhirscreen.report.facts import EVIDENCE_DESCRIBED
 
 OUTCOMES = ("pass", "fail", "unknown", "manual")
@@ -201,7 +201,7 @@ def run_notice(document: Mapping[str, Any], run_info: Mapping[str, Any] | None) 
     lost = sum(1 for f in quality if f.get("problem") == DATA_LOST)
     if document.get("partial") or lost:
         return (
-            f"Partial run: {lost} file(s) or page(s) of the source could not be read whole (see the "
+            f"Partial run: {lost_parts(lost)} (see the "
             f"'{DATA_LOST}' findings under Data quality). The lists leave out what they held, and nobody "
             "whose record may be incomplete is shown as eligible."
         )
