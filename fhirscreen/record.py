@@ -76,6 +76,10 @@ class PatientRecord:
         resource; None when the data do not hold it."""
         return _resolve(subject, subject.get("study"), "ResearchStudy", self.studies)
 
+    def forget_views(self) -> None:
+        """Drop the derived views (``memo``) once the record is screened: they are rebuilt if asked again."""
+        self._memo.clear()
+
     def memo(self, key: str, compute: Callable[[], T]) -> T:
         """Cache a derived view (e.g. the normalised medication list) shared by several criteria."""
         value: T = self._memo.get(key, _MISSING)  # one lookup on a hit: views are read far more than made

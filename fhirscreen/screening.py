@@ -203,7 +203,11 @@ def screen_population(
     ]
 
     def screen(record: PatientRecord, quality: DataQuality) -> PatientScreen:
-        return screen_patient(record, trial, as_of, quality)
+        screened = screen_patient(record, trial, as_of, quality)
+        # The record's derived views (lab index, exposures...) served its criteria; held for every
+        # patient until the reports are written they were the largest part of the screening's memory.
+        record.forget_views()
+        return screened
 
     screens = screen_all(chosen, screen, population.quality)
     return ScreeningRun(
