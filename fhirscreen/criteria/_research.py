@@ -24,7 +24,7 @@ study named only by a reference that the data do not hold cannot be read: the re
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
 from typing import Any, Literal
@@ -188,6 +188,12 @@ class Study:
         if any(observational(t) for t in names):
             return "observational", "by its name"
         return None, ""
+
+
+def is_this_study(text: str, ids: Sequence[str]) -> bool:
+    """Whether a study's names (``Study.text``) name the trial being screened for (its NCT number): its
+    own ResearchSubjects are neither another study (E5) nor prior cell therapy (E7, E8)."""
+    return any(i.lower() in text.lower() for i in ids)
 
 
 def study_of(subject: Mapping[str, Any], resource: Mapping[str, Any] | None) -> Study:

@@ -7,11 +7,12 @@ HCPCS, ICD-10-PCS, RxNorm) plus text patterns on procedure, medication and study
 
 from __future__ import annotations
 
-from collections.abc import Collection
-from dataclasses import dataclass
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass, replace
 from datetime import date
 
 from fhirscreen.criteria import _events as ev
+from fhirscreen.criteria._research import is_this_study, study_of
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import days_before
@@ -21,6 +22,9 @@ from fhirscreen.record import PatientRecord
 
 class MscParams(Params):
     msc: ValueSetRef
+    # Identifiers of the trial being screened for: its own ResearchSubjects (a patient consented or
+    # enrolled in this UC-MSC trial) are not prior MSC therapy.
+    this_study: tuple[str, ...] = ()
     # ICD-10-CM Z92.858/Z92.859 "history of other/unspecified cellular therapy": could be MSC.
     unspecified_cellular: ValueSetRef | None = None
     window_days: int = 364  # 52 weeks (criteria-codes.md 0.3)
@@ -31,6 +35,18 @@ class CellularParams(Params):
     hsct: ValueSetRef  # haematopoietic stem-cell transplant: cellular, not named by the protocol -> unknown
     msc: ValueSetRef  # excepted by the protocol ("with the exception of previous MSCs")
     unspecified_cellular: ValueSetRef | None = None  # unknown
+    this_study: tuple[str, ...] = ()  # as MscParams.this_study
+
+
+def _without_this_trial(record: PatientRecord, ids: Sequence[str]) -> PatientRecord:
+    """The record without its ResearchSubjects of the trial being screened for (the record itself when
+    it holds none, the usual case, so that its derived views are shared)."""
+    subjects = record.of_type("ResearchSubject")
+    own = {id(s) for s in subjects if ids and is_this_study(study_of(s, record.study(s)).text(), ids)}
+    if not own:
+        return record
+    others = [s for s in subjects if id(s) not in own]
+    return replace(record, resources={**record.resources, "ResearchSubject": others}, _memo={})
 
 
 def _records(record: PatientRecord, vs: ValueSet, as_of: date) -> list[ev.Event]:
@@ -118,6 +134,7 @@ def _newest_first(events: list[ev.Event], as_of: date) -> list[ev.Event]:
 @evaluator("msc_therapy", MscParams)
 def msc_therapy(record: PatientRecord, ctx: Context, params: MscParams) -> CriterionResult:
     """MSC therapy within the washout (52 weeks) before screening; the washout end date is reported."""
+    record = _without_this_trial(record, params.this_study)
     as_of = alive_until(record.patient, ctx.as_of)
     first = days_before(as_of, params.window_days)
     window = _window_words(params.window_days)
@@ -210,6 +227,7 @@ def _unspecified_in_window(
 @evaluator("cellular_therapy", CellularParams)
 def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams) -> CriterionResult:
     """Any previous cellular therapy other than MSCs (CAR-T, Tregs...); HSCT is left to the investigator."""
+    record = _without_this_trial(record, params.this_study)
     as_of = alive_until(record.patient, ctx.as_of)
     msc = _events(record, ctx.vs(params.msc), as_of)
     # Every MSC record is excepted, given or not: none of them is another cellular therapy.

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from fhirscreen.criteria._medications import Drug, Exposure, exposures, first_drug
-from fhirscreen.criteria._research import participation, study_of
+from fhirscreen.criteria._research import is_this_study, participation, study_of
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import canonical_system, codings, concept_label
 from fhirscreen.fhir.dates import span_of
@@ -312,7 +312,7 @@ def investigational_agent(
     for exp in exposures(record):
         if not exp.seen_by(ctx.as_of) and not (exp.start is None and exp.ongoing):
             continue  # later records, and undated ones unless "currently taking"
-        other_study = exp.research_study and not _is_this_study(exp.research_study, params.this_study)
+        other_study = exp.research_study and not is_this_study(exp.research_study, params.this_study)
         hit = exp.matches(products)
         if hit is None and params.development_codes and not _marketed(exp, params.marketed_systems):
             hit = exp.matches(ctx.vs(params.development_codes))
@@ -338,10 +338,6 @@ def _marketed(exp: Exposure, systems: Sequence[str]) -> bool:
     return any(system in wanted for concept in exp.concepts for system, _c, _d in codings(concept))
 
 
-def _is_this_study(text: str, ids: Sequence[str]) -> bool:
-    return any(i.lower() in text.lower() for i in ids)
-
-
 def _subject_washout(
     subject: Mapping[str, Any],
     resource: Mapping[str, Any] | None,
@@ -352,7 +348,7 @@ def _subject_washout(
     """The washout implied by one ResearchSubject (on the ResearchStudy ``resource`` when the data hold
     it); a string when it is recorded but does not count."""
     known = study_of(subject, resource)
-    if _is_this_study(known.text(), params.this_study):
+    if is_this_study(known.text(), params.this_study):
         return None
     study = known.name() or "an unnamed study"
     taking = participation(

@@ -429,3 +429,23 @@ def test_a_store_written_before_studies_were_read_is_read_in_full(tmp_path: Path
     del before["shared"]
     state = StoreState(SCHEMA_VERSION, json.dumps(before, sort_keys=True), "2026-06-01T00:00:00.000Z", "")
     assert (incremental._full_reason(state, key) or "").startswith("the search plan changed")
+
+
+THIS_TRIAL = study(
+    "uc-msc-sle", title="UC-MSC Cell Therapy Study for Systemic Lupus Erythematosus (SLE) Patients",
+    identifier=[{"system": "https://clinicaltrials.gov", "value": "NCT06737380"}],
+)
+
+
+@pytest.mark.parametrize("status", ["pending-on-study", "on-study", "eligible"])
+@pytest.mark.parametrize("criterion", ["E7", "E8"])
+def test_this_trial_s_own_research_subject_is_not_prior_cell_therapy(evaluate, criterion, status):
+    """A patient consented or enrolled in this UC-MSC trial: its ResearchSubject is not a prior MSC or
+    cellular therapy (E5 already read it so); another MSC study still counts."""
+    own = subject(status, "ResearchStudy/uc-msc-sle")
+    res = evaluate(criterion, record(own, THIS_TRIAL))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "ResearchSubject/rs1" not in res.evidence
+    if criterion == "E7":
+        other = evaluate("E7", record(own, THIS_TRIAL, subject("on-study", rid="rs2"), MSC_STUDY))
+        assert other.outcome is Outcome.FAIL and "ResearchSubject/rs2" in other.evidence
