@@ -428,6 +428,10 @@ def screen(
             # The screening and its outputs stand: only the copy for the downstream system is missing.
             post_failed = f"{exc}; the outputs were written, the MeasureReport and Group were not posted"
             click.echo(error_line(post_failed), err=True)
+            if output is not None and output.folder is not None:
+                from fhirscreen.runs.job import record_post_failure
+
+                record_post_failure(output.folder, str(exc))
     # Everything is written. The cyclic collector's passes over the whole heap as the interpreter
     # exits would only cost time (~0.1 s at 10,000 patients); reference counting still frees it all.
     gc.freeze()

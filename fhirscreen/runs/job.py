@@ -10,11 +10,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fhirscreen.exitcodes import EXIT_NOTHING_USABLE
+from fhirscreen.exitcodes import EXIT_NOTHING_USABLE, EXIT_OK, EXIT_POST_FAILED
 from fhirscreen.report.html.render import IDENTITIES_FILE, REPORT_FILE, report_pieces
 from fhirscreen.report.jsonio import OutputError, dump_json, load_json
 from fhirscreen.report.output import render_outputs
-from fhirscreen.runs.atomic import Content
+from fhirscreen.runs.atomic import Content, write_file
 from fhirscreen.runs.changes import compute_changes
 from fhirscreen.runs.layout import LATEST, RUN_JSON, OutputDir, RunInfo
 from fhirscreen.runs.manifest import exit_status, run_manifest
@@ -25,6 +25,23 @@ from fhirscreen.sources.factory import SourceOptions
 log = logging.getLogger("fhirscreen")
 
 CHANGES_JSON = "changes.json"
+
+
+def record_post_failure(folder: Path, message: str) -> None:
+    """run.json of a committed run whose --post-report failed afterwards: the exit status the process
+    ends with (7, unless the run had its own failure) and why, so a monitor reading run.json sees what
+    cron saw. Best effort: the outputs stand either way."""
+    path = folder / RUN_JSON
+    try:
+        manifest = load_json(path.read_bytes())
+        if not isinstance(manifest, dict):
+            return
+        if manifest.get("exit_status") == EXIT_OK:
+            manifest["exit_status"] = EXIT_POST_FAILED
+        manifest["post_report"] = {"posted": False, "error": message}
+        write_file(path, dump_json(manifest))
+    except (OSError, ValueError) as exc:
+        log.warning("%s: could not record the failed post-back (%s)", path, exc)
 
 
 def load_candidates(info: RunInfo) -> dict[str, Any] | None:
@@ -44,6 +61,7 @@ class RunOutput:
         self.started_at = datetime.now(timezone.utc)
         self.started = time.monotonic()
         self.exit_status = 0
+        self.folder: Path | None = None  # the run's folder, once committed
 
     @classmethod
     def open(cls, root: Path, keep: int | None) -> RunOutput:
@@ -118,6 +136,7 @@ class RunOutput:
             raise OutputError(
                 f"{directory.root}: cannot write the run {name}: {exc.strerror or exc}"
             ) from None
+        self.folder = folder
         if not usable:
             log.warning("%s: the run read nothing usable; %s still points to the run before", folder, LATEST)
         if self.keep is not None:

@@ -503,6 +503,9 @@ def test_7_a_failed_post_back_keeps_the_outputs_and_says_so(tmp_path: Path) -> N
     assert len(posted) == 5  # retried as every request is
     assert "the outputs were written, the MeasureReport and Group were not posted" in result.stderr
     assert (out / "latest" / "candidates.json").is_file()  # tonight's list is there for the coordinator
+    manifest = json.loads((out / "latest" / "run.json").read_text())
+    assert manifest["exit_status"] == 7  # what cron saw, for a monitor that reads run.json
+    assert manifest["post_report"]["posted"] is False and "HTTP 500" in manifest["post_report"]["error"]
 
 
 def test_0_when_the_post_back_succeeds(tmp_path: Path) -> None:
