@@ -10,7 +10,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from fhirscreen.exitcodes import EXIT_NOTHING_USABLE, EXIT_OK, EXIT_POST_FAILED
+from fhirscreen.exitcodes import EXIT_CODES, EXIT_NOTHING_USABLE, EXIT_OK, EXIT_POST_FAILED
 from fhirscreen.report.html.render import IDENTITIES_FILE, REPORT_FILE, report_pieces
 from fhirscreen.report.jsonio import OutputError, dump_json, load_json
 from fhirscreen.report.output import render_outputs
@@ -38,6 +38,7 @@ def record_post_failure(folder: Path, message: str) -> None:
             return
         if manifest.get("exit_status") == EXIT_OK:
             manifest["exit_status"] = EXIT_POST_FAILED
+            manifest["exit_meaning"] = EXIT_CODES[EXIT_POST_FAILED]
         manifest["post_report"] = {"posted": False, "error": message}
         write_file(path, dump_json(manifest))
     except (OSError, ValueError) as exc:

@@ -505,6 +505,7 @@ def test_7_a_failed_post_back_keeps_the_outputs_and_says_so(tmp_path: Path) -> N
     assert (out / "latest" / "candidates.json").is_file()  # tonight's list is there for the coordinator
     manifest = json.loads((out / "latest" / "run.json").read_text())
     assert manifest["exit_status"] == 7  # what cron saw, for a monitor that reads run.json
+    assert manifest["exit_meaning"] == exitcodes.EXIT_CODES[7]
     assert manifest["post_report"]["posted"] is False and "HTTP 500" in manifest["post_report"]["error"]
 
 
