@@ -230,7 +230,8 @@ class BulkExport:
             files = self.download(manifest, workdir, quality, status_url)
             completed = True
             for file in files:
-                for resource, origin in read_file(file, quality):
+                # Findings name the file as the export gave it, not its temporary download path.
+                for resource, origin in read_file(file, quality, shown=_shown(file)):
                     normalise_references(resource, self.client.base_url)
                     yield resource, origin
         finally:
@@ -632,6 +633,13 @@ def _where(kind: str, index: int, item: Mapping[str, Any]) -> str:
     if kind == "output":
         return f"bulk export file {index} ({_type_of(item)})"
     return f"bulk export error file {index}"
+
+
+def _shown(file: Path) -> str:
+    """How findings name a downloaded file: "Bulk export file 3 (Observation)" for 0003.Observation.ndjson."""
+    number, _, rest = file.name.partition(".")
+    rtype = rest.removesuffix(".ndjson")
+    return f"Bulk export file {int(number)} ({rtype})" if number.isdigit() and rtype else file.name
 
 
 def _type_of(item: Mapping[str, Any]) -> str:

@@ -467,13 +467,16 @@ def read_file(
     wanted: Collection[str] | None = None,
     prefilter: Prefilter | None = None,
     workers: int = 1,
+    shown: str | None = None,
 ) -> Iterator[tuple[Resource, str]]:
     """The resources in one file; with ``wanted``, other types come as ``{"resourceType": T}`` stubs.
-    A large NDJSON file read with a dropping prefilter is read on up to ``workers`` processes."""
-    shown = str(file)
+    A large NDJSON file read with a dropping prefilter is read on up to ``workers`` processes.
+    ``shown``: how findings name the file (its path by default; a downloaded Bulk file, whose temporary
+    path means nothing once it is gone, by what it was)."""
+    shown = shown or str(file)
     try:
         if file.name.lower().endswith((".ndjson", ".ndjson.gz")):
-            yield from _read_ndjson(file, quality, wanted, prefilter, workers)
+            yield from _read_ndjson(file, quality, wanted, prefilter, workers, shown)
             return
         with _open_binary(file) as fh:
             raw = fh.read()
@@ -528,6 +531,7 @@ def _read_ndjson(
     wanted: Collection[str] | None,
     prefilter: Prefilter | None,
     workers: int = 1,
+    shown: str | None = None,
 ) -> Iterator[tuple[Resource, str]]:
     if workers > 1 and prefilter is not None and prefilter.drop_others and file.suffix.lower() == ".ndjson":
         ranges = line_ranges(file, workers)
@@ -544,10 +548,10 @@ def _read_ndjson(
             if not line.isspace():
                 break
         else:
-            quality.add("warning", str(file), EMPTY_FILE, empty_ndjson_message(emptiness(file)))
+            quality.add("warning", shown or str(file), EMPTY_FILE, empty_ndjson_message(emptiness(file)))
             return
         numbered = enumerate(itertools.chain(leading, fh), start=1)
-        yield from ndjson_lines(numbered, str(file), quality, wanted, prefilter)
+        yield from ndjson_lines(numbered, shown or str(file), quality, wanted, prefilter)
 
 
 def emptiness(file: Path) -> str:

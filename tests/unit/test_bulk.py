@@ -362,3 +362,22 @@ def test_export_asks_for_pharmacy_fills_and_plans() -> None:
     for rtype in ("MedicationDispense", "ServiceRequest", "CarePlan", "Appointment", "Medication"):
         assert rtype in types, rtype
     assert len(types) == len(set(types))
+
+
+@responses.activate(registry=OrderedRegistry)
+def test_findings_name_a_downloaded_file_by_what_it_was_not_its_temporary_path(clock: Clock) -> None:
+    """A damaged line of a downloaded file was reported at its temporary path
+    (/tmp/fhirscreen-bulk-.../0001.Condition.ndjson:2), gone once the run ends."""
+    mock = responses.mock
+    mock.get(f"{BASE}/$export", status=202, headers={"Content-Location": STATUS})
+    mock.get(STATUS, json=manifest())
+    mock.get(f"{BASE}/Binary/a", body=ndjson(PATIENT), content_type="application/fhir+ndjson")
+    cut = '{"resourceType": "Condition", "id": "c2"\n'
+    damaged = ndjson(CONDITION) + cut + ndjson({**CONDITION, "id": "c3"})
+    mock.get(f"{BASE}/Binary/b", body=damaged, content_type="application/fhir+ndjson")
+    mock.delete(STATUS, status=202)
+    quality = DataQuality()
+    ids = [r["id"] for r, _o in exporter(clock).read(PLAN, quality)]
+    assert ids == ["p1", "c1", "c3"]  # the rest of the file is read
+    (finding,) = [f for f in quality.findings if f.problem == "malformed-json"]
+    assert finding.where == "Bulk export file 1 (Condition):2"
