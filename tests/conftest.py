@@ -7,10 +7,12 @@ from datetime import date
 
 import pytest
 
+from fhirscreen import cli
 from fhirscreen.criteria.base import Context, CriterionResult
 from fhirscreen.quality import DataQuality
 from fhirscreen.record import PatientRecord
 from fhirscreen.screening import screen_patient
+from fhirscreen.sources.http import FhirClient
 from fhirscreen.trial.loader import Trial, load_trial
 from tests.builders import AS_OF
 
@@ -24,6 +26,28 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture(scope="session")
 def trial() -> Trial:
     return load_trial()
+
+
+@pytest.fixture
+def bundled_trial_in_cli(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Commands run in the test load the bundled trial parsed once per session (it takes seconds); other
+    trial files as usual."""
+    real = cli.load_trial
+    monkeypatch.setattr(
+        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
+    )
+
+
+@pytest.fixture
+def client_never_waits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """FHIR clients made in the test count their back-offs and Retry-After waits instead of sleeping."""
+    real_init = FhirClient.__init__
+
+    def init(self: FhirClient, *args: object, **kwargs: object) -> None:
+        real_init(self, *args, **kwargs)  # type: ignore[arg-type]
+        self.sleep_fn = lambda _s: None
+
+    monkeypatch.setattr(FhirClient, "__init__", init)
 
 
 @pytest.fixture

@@ -17,14 +17,11 @@ import requests
 import responses
 from click.testing import CliRunner, Result
 
-from fhirscreen import cli
 from fhirscreen.cli import main
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources.bulk import NdjsonCheck
 from fhirscreen.sources.files import FileSource
-from fhirscreen.sources.http import FhirClient
-from fhirscreen.trial.loader import Trial
-from tests.unit.test_server_source import BASE, FakeFhir
+from tests.unit.test_server_source import BASE, FakeFhir, inline_contained_medications
 
 GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
 STATUS = f"{BASE}/$export-poll-status?_jobId=42"
@@ -35,35 +32,12 @@ PHI = "Harriet Quimby (MRN 40021987, born 1985-03-15)"
 Answer = tuple[int, dict[str, str], str]
 
 
-@pytest.fixture(autouse=True)
-def _quick(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The bundled trial, loaded once; no real sleeping between retries."""
-    real = cli.load_trial
-    monkeypatch.setattr(
-        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
-    )
-    init = FhirClient.__init__
-
-    def quick(self: FhirClient, *args: Any, **kwargs: Any) -> None:
-        init(self, *args, **kwargs)
-        self.sleep_fn = lambda _s: None
-
-    monkeypatch.setattr(FhirClient, "__init__", quick)
-
-
-def _inline(resource: dict[str, Any]) -> dict[str, Any]:
-    """A contained Medication as a medicationCodeableConcept (FakeFhir serves no contained resources)."""
-    reference = resource.get("medicationReference", {}).get("reference", "/")
-    if "/" in reference:
-        return resource
-    contained = next(c for c in resource["contained"] if f"#{c['id']}" == reference)
-    rest = {k: v for k, v in resource.items() if k not in ("medicationReference", "contained")}
-    return {**rest, "medicationCodeableConcept": contained["code"]}
+pytestmark = pytest.mark.usefixtures("bundled_trial_in_cli", "client_never_waits")
 
 
 @pytest.fixture(scope="module")
 def golden() -> list[dict[str, Any]]:
-    return [_inline(r) for r, _o in FileSource(GOLDEN_DATA).read(None, DataQuality())]
+    return [inline_contained_medications(r) for r, _o in FileSource(GOLDEN_DATA).read(None, DataQuality())]
 
 
 class BulkFake(FakeFhir):

@@ -16,7 +16,6 @@ from click.testing import CliRunner, Result
 from fhirscreen import cli
 from fhirscreen.cli import main
 from fhirscreen.paths import default_trial_file
-from fhirscreen.trial.loader import Trial
 
 GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
 AS_OF = "2026-06-01"
@@ -28,13 +27,7 @@ RUN_ID = re.compile(rb"\d{4}-\d{2}-\d{2}T\d{6}Z")
 SECRETS = ("Harriet", "Quimby", "1985-03-15", "999-01-2345", "Lantern", "Springfield")
 
 
-@pytest.fixture(autouse=True)
-def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Parse the bundled trial file once per session (it takes seconds); other trial files as usual."""
-    real = cli.load_trial
-    monkeypatch.setattr(
-        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
-    )
+pytestmark = pytest.mark.usefixtures("bundled_trial_in_cli")
 
 
 def invoke(*args: str | Path) -> Result:

@@ -26,7 +26,6 @@ from fhirscreen import cli, exitcodes
 from fhirscreen.cli import main
 from fhirscreen.sources.factory import SourceOptions
 from fhirscreen.sources.upload import upload
-from fhirscreen.trial.loader import Trial
 from tests.faultproxy import FaultProxy, StaticUpstream
 
 GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
@@ -35,12 +34,7 @@ SECRET = "eyJhbGciOiJSUzM4NCJ9.eyJzdWIiOiJmaGlyc2NyZWVuIn0.c2lnbmF0dXJl"
 BASE = "https://fhir.example.test/fhir"
 
 
-@pytest.fixture(autouse=True)
-def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = cli.load_trial
-    monkeypatch.setattr(
-        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
-    )
+pytestmark = pytest.mark.usefixtures("bundled_trial_in_cli")
 
 
 def invoke(*args: str | Path) -> Result:
@@ -450,8 +444,8 @@ def test_a_bad_criterion_stops_a_server_run_at_once_though_the_population_search
 def _post_back(
     tmp_path: Path, post_status: int, lose_procedures: bool = False
 ) -> tuple[Result, Path, list[dict]]:
-    """A server screening with --post-report whose POST answers ``post_status``."""
-    from fhirscreen.sources.http import FhirClient
+    """A server screening with --post-report whose POST answers ``post_status`` (the test asks for
+    ``client_never_waits``)."""
     from tests.unit.test_server_source import BASE as FAKE_BASE
     from tests.unit.test_server_source import FakeFhir, population
 
@@ -475,18 +469,8 @@ def _post_back(
         answer = {"resourceType": "Bundle", "entry": entries}
         return 200, {"Content-Type": "application/fhir+json"}, json.dumps(answer)
 
-    made = FhirClient.__init__
-
-    def without_waits(self: FhirClient, *args: object, **kwargs: object) -> None:
-        made(self, *args, **kwargs)  # type: ignore[arg-type]
-        self.sleep_fn = lambda _s: None
-
     out = tmp_path / "out"
-    with (
-        pytest.MonkeyPatch.context() as patch,
-        responses.RequestsMock(assert_all_requests_are_fired=False) as mock,
-    ):
-        patch.setattr(FhirClient, "__init__", without_waits)
+    with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         mock.add_callback(responses.POST, FAKE_BASE, callback=post)
         Server(population(3)).install(mock)
         result = invoke("screen", "--server", FAKE_BASE, "--as-of", AS_OF, "--out", out, "--post-report")
@@ -497,6 +481,7 @@ def _posted_measure_report(posted: list[dict]) -> dict:
     return next(e["resource"] for e in posted[0]["entry"] if e["resource"]["resourceType"] == "MeasureReport")
 
 
+@pytest.mark.usefixtures("client_never_waits")
 def test_7_a_failed_post_back_keeps_the_outputs_and_says_so(tmp_path: Path) -> None:
     result, out, posted = _post_back(tmp_path, 500)
     assert result.exit_code == 7, result.stderr
@@ -517,6 +502,7 @@ def test_0_when_the_post_back_succeeds(tmp_path: Path) -> None:
     assert measure["status"] == "complete"
 
 
+@pytest.mark.usefixtures("client_never_waits")
 def test_5_wins_over_a_failed_post_back_and_the_posted_report_is_pending(tmp_path: Path) -> None:
     result, _out, posted = _post_back(tmp_path, 500, lose_procedures=True)
     assert result.exit_code == 5, result.stderr

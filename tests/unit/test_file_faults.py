@@ -15,7 +15,6 @@ from typing import Any
 import pytest
 from click.testing import CliRunner, Result
 
-from fhirscreen import cli
 from fhirscreen.cli import main
 from fhirscreen.pipeline import load_population
 from fhirscreen.sources.files import FileSource
@@ -26,12 +25,7 @@ SLE = "55464009"
 BOM = b"\xef\xbb\xbf"
 
 
-@pytest.fixture(autouse=True)
-def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = cli.load_trial
-    monkeypatch.setattr(
-        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
-    )
+pytestmark = pytest.mark.usefixtures("bundled_trial_in_cli")
 
 
 def patient(pid: str, family: str = "Doe") -> dict[str, Any]:

@@ -11,7 +11,6 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from fhirscreen import cli
 from fhirscreen.cli import main
 from fhirscreen.report.facts import identity
 from fhirscreen.report.html import render_report
@@ -21,12 +20,7 @@ GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
 SECRETS = ("Harriet", "Quimby", "1985-03-15", "999-01-2345", "Lantern", "Springfield")
 
 
-@pytest.fixture(autouse=True)
-def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = cli.load_trial
-    monkeypatch.setattr(
-        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
-    )
+pytestmark = pytest.mark.usefixtures("bundled_trial_in_cli")
 
 
 def invoke(*args: str | Path) -> Result:

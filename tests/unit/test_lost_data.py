@@ -8,17 +8,15 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 import responses
 from click.testing import CliRunner
 
-from fhirscreen import cli
 from fhirscreen.cli import main
 from fhirscreen.criteria.base import Outcome, result
 from fhirscreen.quality import DataQuality
 from fhirscreen.screening import LOST_CAVEAT, PatientScreen, caution
-from fhirscreen.sources.http import FhirClient
-from fhirscreen.trial.loader import Trial
 from tests.unit.test_server_source import BASE, FakeFhir, ids_of, population, read_all, source
 
 
@@ -79,23 +77,13 @@ class FailingPatientSearches(FakeFhir):
         return super().handle(request)
 
 
+@pytest.mark.usefixtures("bundled_trial_in_cli", "client_never_waits")
 def test_patients_screened_without_their_patient_resources_are_a_partial_run_not_nothing(
-    tmp_path: Path, monkeypatch: Any, trial: Trial
+    tmp_path: Path,
 ) -> None:
     """The Patient searches lost all night: the SLE patients are still screened (on stubs, age unknown),
     so the run is partial (5) with possible candidates, not "nothing usable" (4), and it becomes the
     latest run."""
-    real = cli.load_trial
-    monkeypatch.setattr(
-        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
-    )
-    made = FhirClient.__init__
-
-    def without_waits(self: FhirClient, *args: Any, **kwargs: Any) -> None:
-        made(self, *args, **kwargs)
-        self.sleep_fn = lambda _s: None  # Retry-After 0, and no backoff waits in a unit test
-
-    monkeypatch.setattr(FhirClient, "__init__", without_waits)
     fake = FailingPatientSearches(population(3))
     out = tmp_path / "out"
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:

@@ -14,12 +14,10 @@ import pytest
 import responses
 from click.testing import CliRunner, Result
 
-from fhirscreen import cli
 from fhirscreen.cli import main
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources.files import FileSource
-from fhirscreen.trial.loader import Trial
-from tests.unit.test_server_source import BASE, FakeFhir
+from tests.unit.test_server_source import BASE, FakeFhir, inline_contained_medications
 
 GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
 AS_OF = "2026-06-01"
@@ -70,12 +68,7 @@ def canary_resources() -> list[dict[str, Any]]:
     return [planted(r, births.get(str(r.get("id")), "1979-04-29")) for r in resources]
 
 
-@pytest.fixture(autouse=True)
-def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = cli.load_trial
-    monkeypatch.setattr(
-        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
-    )
+pytestmark = pytest.mark.usefixtures("bundled_trial_in_cli")
 
 
 def assert_no_canary(text: str, where: str) -> None:
@@ -126,18 +119,8 @@ def test_no_canary_in_any_output_in_file_mode(tmp_path, canary_resources):
     assert screened["Patient/gp-possible"]["criteria"]["I1"]["outcome"] == "unknown"  # the bad date was read
 
 
-def without_contained_medications(resource: dict[str, Any]) -> dict[str, Any]:
-    """FakeFhir's _include handles Medication/x references only: a contained one becomes a code."""
-    reference = resource.get("medicationReference", {}).get("reference", "/")
-    if "/" in reference:
-        return resource
-    contained = next(c for c in resource["contained"] if f"#{c['id']}" == reference)
-    rest = {k: v for k, v in resource.items() if k not in ("medicationReference", "contained")}
-    return {**rest, "medicationCodeableConcept": contained["code"]}
-
-
 def test_no_canary_in_any_output_in_server_mode(tmp_path, canary_resources):
-    fake = FakeFhir([without_contained_medications(r) for r in canary_resources])
+    fake = FakeFhir([inline_contained_medications(r) for r in canary_resources])
     out = tmp_path / "out"
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         fake.install(mock)

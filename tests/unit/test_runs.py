@@ -15,13 +15,11 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from fhirscreen import cli
 from fhirscreen.cli import main
 from fhirscreen.exitcodes import EXIT_LOCKED, EXIT_NOTHING_USABLE, EXIT_USAGE
 from fhirscreen.paths import default_trial_file
 from fhirscreen.runs import OutputDir, compute_changes
 from fhirscreen.runs.lock import OutputLock
-from fhirscreen.trial.loader import Trial
 
 GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
 AS_OF = "2026-06-01"
@@ -38,12 +36,7 @@ RUN_FILES = sorted(
 )
 
 
-@pytest.fixture(autouse=True)
-def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = cli.load_trial
-    monkeypatch.setattr(
-        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
-    )
+pytestmark = pytest.mark.usefixtures("bundled_trial_in_cli")
 
 
 def screen(out: Path, *args: str | Path, data: Path = GOLDEN_DATA, as_of: str = AS_OF) -> Result:

@@ -16,14 +16,11 @@ import requests
 import responses
 from click.testing import CliRunner, Result
 
-from fhirscreen import cli
 from fhirscreen.cli import main
 from fhirscreen.exitcodes import EXIT_PARTIAL
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources.files import FileSource
-from fhirscreen.sources.http import FhirClient
-from fhirscreen.trial.loader import Trial
-from tests.unit.test_server_source import BASE, FakeFhir
+from tests.unit.test_server_source import BASE, FakeFhir, inline_contained_medications
 
 GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
 AS_OF = "2026-06-01"
@@ -43,35 +40,12 @@ Query = dict[str, str]
 Answer = tuple[int, dict[str, str], str]
 
 
-@pytest.fixture(autouse=True)
-def _quick(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The bundled trial loaded once; the client's back-off counted, not waited for."""
-    real = cli.load_trial
-    monkeypatch.setattr(
-        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
-    )
-    real_init = FhirClient.__init__
-
-    def init(self: FhirClient, *args: Any, **kwargs: Any) -> None:
-        real_init(self, *args, **kwargs)
-        self.sleep_fn = lambda _s: None
-
-    monkeypatch.setattr(FhirClient, "__init__", init)
-
-
-def _without_contained(resource: dict[str, Any]) -> dict[str, Any]:
-    """FakeFhir's _include handles Medication/x references only: a contained one becomes a code."""
-    reference = resource.get("medicationReference", {}).get("reference", "/")
-    if "/" in reference:
-        return resource
-    contained = next(c for c in resource["contained"] if f"#{c['id']}" == reference)
-    rest = {k: v for k, v in resource.items() if k not in ("medicationReference", "contained")}
-    return {**rest, "medicationCodeableConcept": contained["code"]}
+pytestmark = pytest.mark.usefixtures("bundled_trial_in_cli", "client_never_waits")
 
 
 @pytest.fixture(scope="module")
 def golden() -> list[dict[str, Any]]:
-    return [_without_contained(r) for r, _ in FileSource(GOLDEN_DATA).read(None, DataQuality())]
+    return [inline_contained_medications(r) for r, _ in FileSource(GOLDEN_DATA).read(None, DataQuality())]
 
 
 class Faulty(FakeFhir):

@@ -75,6 +75,17 @@ def capability(
     }
 
 
+def inline_contained_medications(resource: dict[str, Any]) -> dict[str, Any]:
+    """FakeFhir's _include handles Medication/x references only: a contained Medication becomes the
+    record's medicationCodeableConcept."""
+    reference = resource.get("medicationReference", {}).get("reference", "/")
+    if "/" in reference:
+        return resource
+    contained = next(c for c in resource["contained"] if f"#{c['id']}" == reference)
+    rest = {k: v for k, v in resource.items() if k not in ("medicationReference", "contained")}
+    return {**rest, "medicationCodeableConcept": contained["code"]}
+
+
 class FakeFhir:
     """Just enough FHIR search for the plan: _id, patient/subject, code, combo-code, component-code,
     code:text, combo-code:text, category, _include, and paging through next links."""

@@ -10,7 +10,6 @@ import pytest
 import responses
 from click.testing import CliRunner
 
-from fhirscreen import cli
 from fhirscreen.cli import main
 from fhirscreen.store.delta import (
     history_entry,
@@ -24,7 +23,6 @@ from fhirscreen.store.delta import (
     since,
 )
 from fhirscreen.store.sqlite import SCHEMA_VERSION, ResourceStore, StoredResource, StoreError, StoreState
-from fhirscreen.trial.loader import Trial
 from tests import builders as b
 
 STATE = StoreState(SCHEMA_VERSION, "key", "2026-12-01T02:30:00.000Z", "2026-12-01T02:30:00.000Z")
@@ -243,17 +241,12 @@ def test_a_type_the_plan_newly_reads_means_a_full_read(tmp_path: Path) -> None:
     assert (source._full_reason(state, source.source_key(wider)) or "").startswith("the search plan changed")
 
 
-def test_a_server_that_tells_no_time_is_said_so_not_that_the_read_did_not_finish(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, trial: Trial
-) -> None:
+@pytest.mark.usefixtures("bundled_trial_in_cli")
+def test_a_server_that_tells_no_time_is_said_so_not_that_the_read_did_not_finish(tmp_path: Path) -> None:
     """Without a Date header or meta.lastUpdated no change can be tracked: the run reads in full and says
     why the store was not kept (it said "the read did not finish", after a read that finished)."""
     from tests.unit.test_server_source import BASE, FakeFhir, population
 
-    real = cli.load_trial
-    monkeypatch.setattr(
-        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
-    )
     out = tmp_path / "out"
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
         FakeFhir(population(2)).install(mock)  # sends no Date header and no meta.lastUpdated

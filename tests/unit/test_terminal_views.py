@@ -9,20 +9,13 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner, Result
 
-from fhirscreen import cli
 from fhirscreen.cli import main
-from fhirscreen.trial.loader import Trial
 
 GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
 AS_OF = "2026-06-01"
 
 
-@pytest.fixture(autouse=True)
-def _bundled_trial_loaded_once(trial: Trial, monkeypatch: pytest.MonkeyPatch) -> None:
-    real = cli.load_trial
-    monkeypatch.setattr(
-        cli, "load_trial", lambda path=None, ready=None: trial if path is None else real(path, ready)
-    )
+pytestmark = pytest.mark.usefixtures("bundled_trial_in_cli")
 
 
 def invoke(*args: str | Path) -> Result:
