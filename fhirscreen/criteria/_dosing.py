@@ -301,8 +301,10 @@ def _quantity(q: Mapping[str, Any]) -> tuple[float, float, str] | None:
     value = q.get("value")
     if not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value):
         return None
-    if value < 0:
-        return None  # an entry error, not a dose: a -40 mg line must not lower a day's total
+    if value <= 0:
+        # Not a dose: a -40 mg line is an entry error that must not lower a day's total, and an active
+        # order of "0 mg" says nothing of what is taken (read as 0 mg/day it passed E3).
+        return None
     code = str(q.get("code") or "").strip()
     # A SNOMED CT dose-form code (385055001 "Tablet") says less than its unit text.
     unit = str(q.get("unit") or "").strip() if not code or code.isdigit() else code

@@ -861,3 +861,9 @@ def test_e3_a_frequency_that_is_no_rate_is_not_read_as_one(evaluate, frequency):
     timing = {"repeat": {"frequency": frequency, "period": 1, "periodUnit": "d"}}
     res = evaluate("E3", record(prednisone(60, timing=timing), weight(70)))
     assert res.outcome is not Outcome.PASS, res.reason
+
+
+def test_e3_an_active_order_of_0_mg_is_no_dose_not_zero_steroid(evaluate):
+    # "0 mg" on an active prednisone order says nothing of what is taken: read as 0 mg/day it passed.
+    res = evaluate("E3", record(prednisone(0), weight(60)))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
