@@ -448,8 +448,12 @@ def occasions_below(
 
 # --------------------------------------------------------------------------------------------- urine
 
-_G_PER_DAY = {"g/(24.h)": 1.0, "g/24h": 1.0, "g/24.h": 1.0, "g/d": 1.0, "g/day": 1.0,
-              "mg/(24.h)": 0.001, "mg/24h": 0.001, "mg/24.h": 0.001, "mg/d": 0.001, "mg/day": 0.001}
+# UCUM first, then the spellings reports use ("mg/24 hr", "g/24 hours"; unit_key drops the spaces).
+_G_PER_DAY = {
+    f"{mass}/{per}": factor
+    for mass, factor in (("g", 1.0), ("mg", 0.001))
+    for per in ("(24.h)", "24h", "24.h", "d", "day", "(24h)", "24hr", "24hrs", "24hour", "24hours", "(24.hr)")
+}
 # A protein/creatinine mass ratio without a unit is mass/mass, i.e. g/g.
 _G_PER_G = {"g/g": 1.0, "mg/mg": 1.0, "g/g{creat}": 1.0, "mg/mg{creat}": 1.0, "": 1.0, "{ratio}": 1.0,
             "ratio": 1.0, "mg/g": 0.001, "mg/g{creat}": 0.001, "mg/gcreat": 0.001,

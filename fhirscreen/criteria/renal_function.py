@@ -110,9 +110,10 @@ def _egfr(ctx: Context | None, lab: Lab) -> Quantity | None:
     if q is None:
         return None
     # A unitless value (e.g. valueString ">60") takes the unit the eGFR code defines.
-    if not q.unit or unit_key(q.unit).startswith("ml/min"):
+    # "mL/min/{1.73_m2}" and its spellings, UCUM's "mL/(min.1.73.m2)" too.
+    if not q.unit or unit_key(q.unit).startswith(("ml/min", "ml/(min")):
         return q.scaled(1.0, "mL/min/1.73m2")
-    if unit_key(q.unit).startswith("ml/s"):  # SI reporting (Nordic labs): 1 mL/s = 60 mL/min
+    if unit_key(q.unit).startswith(("ml/s", "ml/(s")):  # SI reporting (Nordic labs): 1 mL/s = 60 mL/min
         return q.scaled(60.0, "mL/min/1.73m2")
     if ctx is not None:
         report_unit(ctx, lab, "eGFR", q.unit)
@@ -184,7 +185,7 @@ def _as_sent(lab: Lab) -> str:
     """" (0.9 mL/s/1.73m2 as reported)" for a result converted from SI units, so the chart's figure is
     recognisable; "" otherwise."""
     q = quantity_of(lab.obs)
-    return f" ({q} as reported)" if q is not None and unit_key(q.unit).startswith("ml/s") else ""
+    return f" ({q} as reported)" if q is not None and unit_key(q.unit).startswith(("ml/s", "ml/(s")) else ""
 
 
 @dataclass(frozen=True)

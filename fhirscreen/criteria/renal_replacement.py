@@ -222,14 +222,14 @@ def _egfr_value(obs: Mapping[str, Any]) -> tuple[str, float] | None:
     quantity = obs.get("valueQuantity")
     if isinstance(quantity, Mapping) and isinstance(quantity.get("value"), (int, float)):
         unit = str(quantity.get("code") or quantity.get("unit") or "")
-        scale = 60.0 if unit_key(unit).startswith("ml/s") else 1.0
+        scale = 60.0 if unit_key(unit).startswith(("ml/s", "ml/(s")) else 1.0
         return str(quantity.get("comparator") or ""), float(quantity["value"]) * scale
     text = obs.get("valueString")
     if isinstance(text, str):
         m = _NUMBER.match(text)
         if m:
             comparator = {"≤": "<=", "≥": ">="}.get(m.group(1) or "", m.group(1) or "")
-            scale = 60.0 if unit_key(text[m.end():]).startswith("ml/s") else 1.0
+            scale = 60.0 if unit_key(text[m.end():]).startswith(("ml/s", "ml/(s")) else 1.0
             return comparator, float(m.group(2)) * scale
     return None
 

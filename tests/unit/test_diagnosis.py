@@ -195,6 +195,12 @@ def test_proteinuria_threshold_edges(evaluate, grams, acr, slicc):
     assert ("C7 renal" in res.details["slicc_items"]) is slicc
 
 
+@pytest.mark.parametrize("unit", ["mg/24 hr", "mg/24hrs", "mg/24 hours", "mg/(24h)", "mg/d"])
+def test_proteinuria_in_the_units_reports_write(evaluate, unit):
+    res = evaluate("I2", record(sle(), observation("2889-4", "2025-01-01", value=3000, unit=unit)))
+    assert "C7 renal" in res.details["slicc_items"], res.reason
+
+
 def test_upcr_in_mg_per_g(evaluate):
     res = evaluate("I2", record(sle(), observation("2890-2", "2025-01-01", value=800, unit="mg/g")))
     assert "C7 renal" in res.details["slicc_items"]

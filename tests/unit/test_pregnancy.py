@@ -365,3 +365,10 @@ def test_suppressed_lactation_is_not_breastfeeding(evaluate):
     res = evaluate("E13", rec)
     assert res.outcome is Outcome.PASS
     assert "no breastfeeding record" in res.reason
+
+
+def test_hypogalactia_is_lactation(evaluate):
+    # O92.4 "Hypogalactia": low milk supply in a mother who breast-feeds (O92.3 agalactia is not).
+    res = evaluate("E13", record(condition("icd10cm", "O92.4", "2026-04-01", id="low-supply")))
+    assert res.outcome is Outcome.FAIL, res.reason
+    assert "Condition/low-supply" in res.evidence
