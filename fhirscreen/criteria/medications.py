@@ -200,6 +200,7 @@ def background_therapy(
             f"On {names} only since {current.start.isoformat()} ({days} days), under "
             f"{params.min_days // 7} weeks before {as_of.isoformat()}.{extra}",
             evidence, therapy_start=current.start.isoformat(),
+            nothing_on_record=True,  # an earlier course may be in data that were lost (``caution``)
         )
     last = max(iv.end for iv in known)
     return result(
@@ -207,6 +208,7 @@ def background_therapy(
         f"No current background therapy: the last course of {names} ended {last.isoformat()} and no course "
         f"lasted {params.min_days // 7} weeks.{extra}",
         evidence,
+        nothing_on_record=True,  # the current course may be in data that were lost (``caution``)
     )
 
 

@@ -140,3 +140,32 @@ def test_the_outputs_of_a_whole_run_claim_completeness(tmp_path: Path) -> None:
     assert json.loads((latest / "candidates.json").read_text())["partial"] is False
     assert "text" not in json.loads((latest / "group.json").read_text())
     assert 'role="alert"' not in (latest / "report.html").read_text()
+
+
+# -- I5's fails on absence -------------------------------------------------------------------------------
+
+HCQ = "5521"  # hydroxychloroquine (RxNorm ingredient)
+
+
+@pytest.mark.parametrize(
+    ("start", "end", "said"),
+    [
+        ("2026-04-15", None, "only since"),  # an earlier course may be in what was lost
+        ("2025-08-01", "2025-09-01", "No current background therapy"),  # the current one may be
+    ],
+)
+def test_i5_fails_that_rest_on_absence_are_unknown_when_data_were_lost(trial, start, end, said):
+    from fhirscreen.screening import screen_patient
+    from tests.builders import AS_OF, medication_request, record
+
+    order = medication_request(HCQ, start, display="hydroxychloroquine 200 MG Oral Tablet", id="hcq")
+    if end is not None:
+        order["status"] = "completed"
+        order["dosageInstruction"] = [{"timing": {"repeat": {"boundsPeriod": {"start": start, "end": end}}}}]
+    quality = DataQuality()
+    screened = screen_patient(record(order), trial, AS_OF, quality)
+    assert screened.results["I5"].outcome is Outcome.FAIL and said in screened.results["I5"].reason
+    quality.lost("/data/part-3.ndjson", "the file could not be read")
+    (after,) = caution([screened], quality)
+    assert after.results["I5"].outcome is Outcome.UNKNOWN
+    assert "Data were lost in this run" in after.results["I5"].reason
