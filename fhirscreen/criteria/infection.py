@@ -511,6 +511,11 @@ class ActiveInfectionParams(Params):
     # ... and so does one whose dosage instruction or note says so in words these patterns find
     # ("PJP prophylaxis", "to prevent infection"), not negated and not beside treatment wording.
     prophylaxis_instructions: ValueSetRef | None = None
+    # Words that point at treating a current infection ("x 7 days", "full dose", "then ...", "to prevent
+    # spread"): said anywhere in an order's texts, its prophylaxis wording is not read (the question stays).
+    # An infection of ``infections`` named after "for"/"of"/"due to" ("for shingles") does the same, and
+    # so does a coded reason that is one of ``infections``.
+    treatment_instructions: ValueSetRef | None = None
 
 
 def _prophylaxis_reason(record: PatientRecord, exp: Exposure, prophylaxis: ValueSet) -> str | None:
@@ -527,15 +532,48 @@ def _prophylaxis_reason(record: PatientRecord, exp: Exposure, prophylaxis: Value
     return None
 
 
+def _reason_may_be_infection(
+    record: PatientRecord, exp: Exposure, infections: ValueSet, prophylaxis: ValueSet | None
+) -> bool:
+    """Whether the order's coded reason is (or, unresolved, may be) an infection: a reasonCode or a
+    referenced Condition of ``infections`` that does not itself say prophylaxis, or a reasonReference the
+    record does not hold. Then no free text can make the order prophylaxis."""
+    concepts, unresolved = reason_concepts(record, exp)
+    if unresolved:
+        return True
+    return any(
+        infections.match(c) is not None and (prophylaxis is None or prophylaxis.match(c) is None)
+        for c in concepts
+    )
+
+
+@dataclass(frozen=True)
+class _Reading:
+    """What an order's texts are read with: prophylaxis wording, and what takes it back."""
+
+    instructions: ValueSet
+    treatment: ValueSet | None = None  # treatment of a current infection said in words
+    infections: ValueSet | None = None  # an infection named ("for shingles", "PJP ppx, pneumonia")
+
+
 def _prophylaxis(
-    record: PatientRecord, exp: Exposure, reasons: ValueSet | None, instructions: ValueSet | None
+    record: PatientRecord,
+    exp: Exposure,
+    reasons: ValueSet | None,
+    instructions: ValueSet | None,
+    *,
+    infections: ValueSet | None = None,
+    treatment: ValueSet | None = None,
 ) -> str | None:
     """Why an anti-infective is prevention, not treatment, for a reason ("PJP prophylaxis", "so its dosage
-    instruction says"), or None: its stated reason first, then the words of its dosage and notes."""
+    instruction says"), or None: its stated reason first, then the words of its dosage and notes. With
+    ``infections``, a coded reason that is an infection wins over the words (None)."""
     why = _prophylaxis_reason(record, exp, reasons) if reasons is not None else None
-    if why is None and instructions is not None:
-        why = _prophylaxis_said(record, exp, instructions)
-    return why
+    if why is not None or instructions is None:
+        return why
+    if infections is not None and _reason_may_be_infection(record, exp, infections, reasons):
+        return None
+    return _prophylaxis_said(record, exp, _Reading(instructions, treatment, infections))
 
 
 # Free text said around a prophylaxis phrase that takes it back: a negation just before it ("not for PJP
@@ -562,20 +600,106 @@ _TREATMENT = re.compile(
 )
 _CLAUSES = re.compile(r"[.;\n]|\bbut\b", re.IGNORECASE)
 
+# A sign of treatment is taken back only by a plain negation just before it ("not full dose", "not for
+# pneumonia"), never by an end ("x 7 days completed": whether that infection has resolved is the question).
+_NOT_BEFORE = re.compile(r"\b(not|no|non|never|without|instead\s+of|rather\s+than)\b", re.IGNORECASE)
+# An infection named after these words is the one the order is for ("for shingles", "of zoster", "due to
+# cellulitis"). The words between it and the next stop are tried against the E11 infection value set,
+# whose own exclusions keep latent TB, exposure, history and prophylaxis out of it.
+_NAMED_AFTER = re.compile(
+    r"\b(?:(?P<prep>for|of)|due\s+to|secondary\s+to|because\s+of)\s+(?P<name>[^.,;:()\[\]/\n]+)",
+    re.IGNORECASE,
+)
+_NAME_ENDS = re.compile(
+    r"\b(?:then|to|while|until|after|before|since|and|or|with|on|at|in|per|now|x)\b|\d", re.IGNORECASE
+)
+# ... unless the infection is the one prevented: "for"/"of" governed by a prevention (or history,
+# recurrence) word ("prevention of PJP pneumonia", "risk of infection", "recurrence of cellulitis"; not
+# "prophylaxis due to cellulitis", a cause), written with one in
+# its own words ("for herpes suppression", "for UTI prevention"), or named as recurrent ("suppressive
+# therapy for recurrent genital herpes"). "Suppressive therapy for infected ..." is not prevention.
+_PREVENTED_BY = re.compile(
+    r"\b(prophyla\w*|ppx|prevent\w*|risk|histor\w*|hx|h/o|past|previous|prior|recurren\w*|exposure)\W*$",
+    re.IGNORECASE,
+)
+_PREVENTED_NAME = re.compile(
+    r"^\W*(recurrent|recurring|repeated|frequent)\b|\b(prophyla\w*|ppx|prevent\w*|suppress\w*)\b",
+    re.IGNORECASE,
+)
 
-def _prophylaxis_said(record: PatientRecord, exp: Exposure, instructions: ValueSet) -> str | None:
+
+def _prophylaxis_said(record: PatientRecord, exp: Exposure, reading: _Reading) -> str | None:
     """ "so its dosage instruction says" when the dosage text, patient instruction, additional
     instruction or note of the record (or of the order it carries out) says prophylaxis in words
-    ``instructions`` finds, not taken back in its clause; None when none does, or when one of them says
-    treatment (then the text is not unambiguous). The text itself is not quoted: notes are free text."""
+    ``reading.instructions`` finds, not taken back in its clause; None when none does, or when one of them
+    points at treating an infection (then the text is not unambiguous): treatment wording, a sign of
+    ``reading.treatment`` ("x 7 days", "full dose", "then ..."), or an infection named after "for"/"of"
+    ("for shingles"). The text itself is not quoted: notes are free text."""
     said: str | None = None
     for owner, where, text in _instruction_texts(record, exp):
         clauses = _CLAUSES.split(" ".join(text.split()))
-        if any(_said_in(clause, _TREATMENT) for clause in clauses):
+        if any(_said_in(clause, _TREATMENT) for clause in clauses) or _treatment_signs(clauses, reading):
             return None
-        if said is None and any(_said_in(c, p) for c in clauses for p in instructions.text_patterns):
+        if said is None and any(_said_in(c, p) for c in clauses for p in reading.instructions.text_patterns):
             said = f"so its {where} says" if owner == exp.ref else f"so the {where} of {owner} says"
     return said
+
+
+def _treatment_signs(clauses: list[str], reading: _Reading) -> bool:
+    """Whether a clause says a sign of ``reading.treatment`` or names an infection of
+    ``reading.infections`` after "for"/"of"/"due to", not negated just before."""
+    signs = reading.treatment.text_patterns if reading.treatment is not None else []
+    for clause in clauses:
+        if any(_stated_in(clause, m) for p in signs for m in p.finditer(clause)):
+            return True
+        if reading.infections is None:
+            continue
+        if any(
+            _stated_in(clause, m) and _names_infection(clause, m, reading.infections)
+            for m in _NAMED_AFTER.finditer(clause)
+        ):
+            return True
+        parts = _PARTS.split(clause)
+        if any(_bare_infection(part, reading.instructions, reading.infections) for part in parts):
+            return True
+    return False
+
+
+# An infection named on its own ("PJP prophylaxis, pneumonia", "Dx: cellulitis") is one too, unless
+# its part of the text says prevention, recurrence or exposure, or starts with a negation.
+_PARTS = re.compile(r"[,:()\[\]]|\s-\s")
+_PREVENTED_PART = re.compile(
+    r"\b(prophyla\w*|ppx|prevent\w*|suppress\w*|recurren\w*|recurring|(pre|post)[\s-]?exposure)\b"
+    r"|^\W*(no|not|non|never|without|denies)\b",
+    re.IGNORECASE,
+)
+
+
+def _bare_infection(part: str, instructions: ValueSet, infections: ValueSet) -> bool:
+    """Whether a part of a clause names an infection without saying prophylaxis."""
+    if not part.strip() or _PREVENTED_PART.search(part):
+        return False
+    if any(p.search(part) for p in instructions.text_patterns):
+        return False
+    return any(p.search(part) for p in infections.text_patterns)
+
+
+def _stated_in(clause: str, m: re.Match[str]) -> bool:
+    """A sign found in a clause is not negated in the three words before it."""
+    before = " ".join(clause[: m.start()].split()[-3:])
+    return not _NOT_BEFORE.search(before)
+
+
+def _names_infection(clause: str, m: re.Match[str], infections: ValueSet) -> bool:
+    """Whether the words after "for"/"of" (to the next stop) name an infection, not the one prevented."""
+    name = m.group("name")
+    end = _NAME_ENDS.search(name)
+    name = " ".join((name[: end.start()] if end else name).split()[:6])
+    if not name or _PREVENTED_NAME.search(name):
+        return False
+    if m.group("prep") and _PREVENTED_BY.search(clause[: m.start()]):
+        return False
+    return any(p.search(name) for p in infections.text_patterns)
 
 
 def _said_in(clause: str, pattern: re.Pattern[str]) -> bool:
@@ -631,13 +755,15 @@ def _on_anti_infective(
     local = ctx.vs(params.local_forms) if params.local_forms else None
     reasons = ctx.vs(params.prophylaxis_reasons) if params.prophylaxis_reasons else None
     instructions = ctx.vs(params.prophylaxis_instructions) if params.prophylaxis_instructions else None
+    treatment = ctx.vs(params.treatment_instructions) if params.treatment_instructions else None
+    infections = ctx.vs(params.infections)
     for exp in exposures(record):
         if not exp.seen_by(as_of) or exp.possible_last_day(as_of, params.unstated_course_days) != as_of:
             continue
         name = exp.matches(drugs)
         if name is None or (local is not None and exp.is_local(local)):
             continue
-        why = _prophylaxis(record, exp, reasons, instructions)
+        why = _prophylaxis(record, exp, reasons, instructions, infections=infections, treatment=treatment)
         if why is not None:
             f.note(f"{name} ({exp.when()}, {exp.ref}) is prophylaxis ({why}), not treatment", exp.ref)
             continue

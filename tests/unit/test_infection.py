@@ -737,6 +737,114 @@ def test_e11_written_prophylaxis_does_not_hide_an_active_infection(evaluate):
     assert res.evidence == ("Condition/pna",)
 
 
+# Clinical audit: prophylaxis wording beside a treatment course of a current infection was read as
+# prophylaxis, and E11 passed. Anything in the order's texts that points at treating an infection now
+# leaves the question ("infection or prophylaxis?") standing.
+TMP_SMX = "sulfamethoxazole / trimethoprim"
+TREATMENT_COURSES = [
+    ("73645", "valacyclovir", "text",
+     "1 g three times daily x 7 days for shingles; to prevent spread of zoster"),
+    ("260101", "oseltamivir", "text", "75 mg twice daily x 5 days for influenza; to prevent transmission"),
+    ("723", "amoxicillin", "text",
+     "500 mg three times daily x 10 days for strep pharyngitis (rheumatic fever prophylaxis)"),
+    ("2551", "ciprofloxacin", "text",
+     "500 mg twice daily x 14 days for pyelonephritis, to prevent re-infection"),
+    ("3640", "doxycycline", "note",
+     "Lifelong suppressive therapy for infected prosthetic knee (retained hardware)"),
+    ("10180", TMP_SMX, "note", "Escalated from PJP prophylaxis to full dose for PJP pneumonia"),
+    ("7454", "nitrofurantoin", "text",
+     "1 tab twice daily x 7 days for UTI, then 1 tab nightly for UTI prophylaxis"),
+    ("2231", "cephalexin", "text", "500 mg four times daily for cellulitis; prevents infection spreading"),
+    ("4450", "fluconazole", "text", "400 mg daily for esophageal candidiasis, then secondary prophylaxis"),
+]
+
+
+def anti_infective(code: str, drug: str, where: str, text: str, **extra: Any) -> dict[str, Any]:
+    """An order started three days before screening, with no reason, its words in ``where``."""
+    if where == "note":
+        return medication_request(code, "2026-05-29", display=drug, id="rx", note=[{"text": text}], **extra)
+    return medication_request(code, "2026-05-29", display=drug, id="rx", dosageInstruction=[{where: text}],
+                              **extra)
+
+
+@pytest.mark.parametrize(("code", "drug", "where", "text"), TREATMENT_COURSES,
+                         ids=["zoster", "influenza", "strep", "pyelonephritis", "infected-knee", "escalated",
+                              "uti-then-ppx", "cellulitis", "candidiasis-then-secondary"])
+def test_e11_prophylaxis_wording_beside_a_treatment_course_stays_a_question(
+    evaluate, code, drug, where, text
+):
+    res = evaluate("E11", record(anti_infective(code, drug, where, text)))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "which may be treating an infection (or be prophylaxis)" in res.reason
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        # each sign on its own, beside plain prophylaxis wording
+        "PJP prophylaxis x 7 days", "PJP prophylaxis for 10 days", "7-day course; PJP prophylaxis",
+        "PJP prophylaxis, full dose", "Escalated PJP prophylaxis", "PJP prophylaxis, then stop",
+        "Secondary PJP prophylaxis", "Suppressive therapy for infected hip", "PJP ppx; prevent spread",
+        "PJP ppx; to prevent transmission", "1 tab daily for pneumonia; PJP prophylaxis",
+        "PJP ppx due to cellulitis", "PJP prophylaxis, pneumonia", "Dx: cellulitis. PJP ppx",
+        "Chronic suppression of prosthetic joint infection",
+    ],
+)
+def test_e11_each_sign_of_treatment_takes_back_prophylaxis_wording(evaluate, text):
+    res = evaluate("E11", record(tmp_smx(text=text)))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+
+
+def test_e11_a_coded_infection_reason_wins_over_prophylaxis_in_the_note(evaluate):
+    pneumonia = concept("snomed", "233604007", "Pneumonia")
+    order = tmp_smx(note=[{"text": "PJP prophylaxis"}], reasonCode=[pneumonia])
+    res = evaluate("E11", record(order))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    # ... and so does a reason the record does not hold (it may be an infection).
+    gone = [{"reference": "Condition/gone"}]
+    unresolved = tmp_smx(note=[{"text": "PJP prophylaxis"}], reasonReference=gone)
+    assert evaluate("E11", record(unresolved)).outcome is Outcome.UNKNOWN
+    # A coded reason that itself says prophylaxis is still prophylaxis (the reason's own words).
+    coded = tmp_smx(reasonCode=[concept("icd10cm", "B59", "Pneumocystosis", text="PJP prophylaxis")])
+    assert evaluate("E11", record(coded)).outcome is Outcome.PASS
+
+
+PROPHYLAXIS_WORDING = [
+    ("10180", TMP_SMX, "text", "1 DS tab three times weekly (MWF) PJP ppx"),
+    ("73645", "valacyclovir", "text", "500 mg daily for HSV suppression"),
+    ("6038", "isoniazid", "text", "300 mg daily for latent TB x 9 months"),
+    ("10180", TMP_SMX, "patientInstruction", "Take 1 SS tab daily for PCP prophylaxis while on rituximab"),
+    ("9384", "rifampin", "note", "Rifampin 4 months: treatment of latent TB infection"),
+    ("73645", "valacyclovir", "text", "Suppressive therapy for recurrent genital herpes, 500 mg daily"),
+    ("10180", TMP_SMX, "note", "PJP prophylaxis (not a treatment dose)"),
+    ("723", "amoxicillin", "note", "Endocarditis prophylaxis before dental work"),
+    ("10180", TMP_SMX, "text", "For prevention of PJP pneumonia"),
+    ("10180", TMP_SMX, "text", "PJP prophylaxis, not full dose"),
+    ("2551", "ciprofloxacin", "text", "Nightly for recurrent UTI, prophylaxis"),
+]
+
+
+@pytest.mark.parametrize(("code", "drug", "where", "text"), PROPHYLAXIS_WORDING,
+                         ids=["pjp-ppx", "hsv-suppression", "latent-tb", "pcp-rituximab", "ltbi-treatment",
+                              "recurrent-herpes", "not-treatment-dose", "endocarditis", "prevention-of",
+                              "not-full-dose", "recurrent-uti"])
+def test_e11_plain_prophylaxis_wording_still_does_not_count(evaluate, code, drug, where, text):
+    res = evaluate("E11", record(anti_infective(code, drug, where, text)))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "MedicationRequest/rx) is prophylaxis (so its" in res.reason
+
+
+def test_e10_pep_course_in_a_note_is_still_not_antiretroviral_therapy(evaluate):
+    """E10 does not read E11's treatment signs: a PEP course ("x 28 days") is PEP, not HIV therapy."""
+    pep = medication_request("local", "2025-06-01", system="http://hospital.example/drugs",
+                             display="dolutegravir 50 MG", note=[{"text": "PEP x 28 days after needlestick"}])
+    tests = (
+        observation("56888-1", "2026-01-01", string="Reactive"),
+        observation("25835-0", "2026-01-10", coded=NOT_DETECTED),
+    )
+    assert evaluate("E10", record(*tests, pep)).outcome is Outcome.UNKNOWN
+
+
 def test_e10_pep_written_in_a_note_is_not_antiretroviral_therapy(evaluate):
     """PEP in a note (no coded reason) read as therapy: a false-positive screen failed as treated HIV."""
     prep = medication_request("local", "2025-06-01", system="http://hospital.example/drugs",
