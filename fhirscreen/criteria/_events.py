@@ -6,14 +6,21 @@ each finds the matching resources once, with the days they cover, and then appli
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
 
 from fhirscreen.criteria._labs import coded_observations
 from fhirscreen.criteria._medications import MEDICATION_TYPES, exposure_of, is_exposure
-from fhirscreen.criteria._research import Participation, participation, study_of
+from fhirscreen.criteria._research import (
+    Participation,
+    ThisTrialDosing,
+    is_this_study,
+    participation,
+    study_of,
+    this_trial_dosing,
+)
 from fhirscreen.fhir.codes import ValueSet, codings, concept_label
 from fhirscreen.fhir.dates import Span, day, span_of
 from fhirscreen.fhir.resources import Resource, condition_span, items, mapping, observation_day, ref
@@ -195,8 +202,13 @@ def research_subjects(record: PatientRecord, vs: ValueSet, as_of: date | None = 
 
 
 def research_questions(record: PatientRecord, vs: ValueSet, as_of: date) -> list[Event]:
-    """Matching ResearchSubjects whose exposure cannot be told (a bare 'withdrawn', pending-on-study)."""
-    return [e for e, taking in _subjects(record, vs, as_of) if taking.exposure in ("unknown", "pending")]
+    """Matching ResearchSubjects whose exposure cannot be told (a bare 'withdrawn', pending-on-study), or
+    that are to start after the screening date (on-study from a later day: about to be given, as
+    pending-on-study is)."""
+    return [
+        e for e, taking in _subjects(record, vs, as_of)
+        if taking.exposure in ("unknown", "pending") or (taking.exposed and e.starts_after(as_of))
+    ]
 
 
 def _subjects(
@@ -210,6 +222,26 @@ def _subjects(
             read = (study.ref,) if study.resource is not None and study.ref else ()
             why = ", ".join((*read, taking.why))
             yield Event(subject, f"{label} ({why})", _period(subject), read), taking
+
+
+def this_trial_subjects(
+    record: PatientRecord, ids: Sequence[str], as_of: date
+) -> list[tuple[Event, ThisTrialDosing]]:
+    """The ResearchSubjects of the trial being screened for (``ids``: its NCT number), each with what it
+    says about this trial's dose (criteria/_research.py ``this_trial_dosing``). Labelled
+    ``this trial, UC-MSC in SLE ResearchStudy/x (status off-study)``."""
+    if not ids:
+        return []
+    out = []
+    for subject in record.of_type("ResearchSubject"):
+        study = study_of(subject, record.study(subject))
+        if not is_this_study(study.text(), ids):
+            continue
+        taking = participation(subject, as_of)
+        read = (study.ref,) if study.resource is not None and study.ref else ()
+        label = f"this trial, {study.name() or 'its ResearchSubject'} ({taking.why})"
+        out.append((Event(subject, label, _period(subject), read), this_trial_dosing(taking, as_of)))
+    return out
 
 
 def unread_studies(record: PatientRecord, as_of: date) -> list[Event]:

@@ -8,17 +8,24 @@ Only some of them mean the patient received the study's intervention:
 - pending: pending-on-study (about to start: a question for the coordinator);
 - not dosed: candidate, potential-candidate, screening, eligible, ineligible, not-registered;
 - withdrawn: dosed when the record shows the intervention started (an ``actualArm``, or an
-  ``assignedArm`` with a study period that began by the screening date); not dosed when it says the
-  withdrawal came before any intervention (R5-style ``progress`` or an extension's text, e.g. "withdrawn
-  before randomisation", "screen failure"); otherwise unknown.
+  ``assignedArm`` with a study period that began by the screening date) or its text states doses given
+  ("withdrew after 3 doses"); not dosed when it says the withdrawal came before any intervention (R5-style
+  ``progress``, a note or an extension's text, e.g. "withdrawn before randomisation", "screen failure",
+  "never dosed"; not "not treated further", which follows a dose); otherwise unknown.
 
 No status is dropped at load (fhir/resources.py): a withdrawal after dosing is still exposure.
 
 What the study is (``Study``): the reference's display, and the ResearchStudy it points at when the data
 hold it (``PatientRecord.study``; every source reads the studies that ResearchSubjects refer to). Its
-title, focus and keywords may name the product (E7, E8); its category, phase and names tell an
-interventional study from an observational one, and its identifiers this trial from another (E5). A
-study named only by a reference that the data do not hold cannot be read: the reasons say so.
+title, focus and keywords may name the product (E7, E8); its category, phase, primary purpose, arm types
+and names tell an interventional study from an observational one (``Study.kind``), and its identifiers
+this trial from another (E5). A study named only by a reference that the data do not hold cannot be read:
+the reasons say so.
+
+This trial's own ResearchSubjects (``this_trial_dosing``, one rule for E5, E7 and E8): a subject not dosed
+(recruitment statuses, pending-on-study, a withdrawal before any intervention, a period that starts after
+the screening date) is this enrolment, not prior therapy; one dosed (follow-up, off-study, on-study with a
+period that ended, a withdrawal after the dose) received this single-dose trial's UC-MSC: a re-screen.
 """
 
 from __future__ import annotations
@@ -43,11 +50,28 @@ NOT_DOSED = frozenset(
 )
 WITHDRAWN = "withdrawn"
 
-# Words that place a withdrawal before any intervention.
+# Words that place a withdrawal before any intervention. "Not treated" only when nothing follows that
+# implies a treatment before ("not treated further", "not dosed again" follow a dose).
 _BEFORE_INTERVENTION = re.compile(
-    r"(before|prior to|without|never)\s+(any\s+|the\s+)?(first\s+)?"
+    r"\b(before|prior to|without|never)\s+(any\s+|the\s+)?(first\s+)?"
     r"(dos|intervention|treatment|randomi[sz]|study (drug|product|treatment))"
-    r"|screen(ing)?[- ]fail|not (dosed|treated|randomi[sz]ed)",
+    r"|\bscreen(ing)?[- ]fail"
+    r"|\b(not|never)\s+(dosed|treated|randomi[sz]ed)\b"
+    r"(?!\s+(further|again|any\s?more|since|after|beyond|thereafter|past|with\s+further))",
+    re.IGNORECASE,
+)
+# Words that state doses were given ("withdrew after 3 doses", "received the first infusion"): dosed,
+# whatever else the text says (a withdrawal after dosing is exposure).
+_COUNT = (
+    r"(?:[1-9]\d*|one|two|three|four|five|six|seven|eight|nine|ten"
+    r"|several|some|all|the|a|an|his|her|their)"
+)
+_DOSES_GIVEN = re.compile(
+    r"\b(after|following|received|receiving|had|got|given|completed|completing)\s+"
+    rf"(?:{_COUNT}\s+)?(?:(?:first|second|third|initial|last|final|study|planned)\s+)*"
+    r"(dos(e|es|ing)|infusions?|injections?|cycles?|administrations?)\b"
+    rf"|\b{_COUNT}\s+(doses|infusions|injections|cycles)\s+(given|received|administered)\b"
+    r"|\bwithdr[a-z]*\s+after\s+(dosing|treatment|the\s+infusion)\b",
     re.IGNORECASE,
 )
 
@@ -66,7 +90,24 @@ _INTERVENTIONAL = re.compile(r"(?<!non)(?<!non-)(?<!non )\binterventional\b", re
 _TRIAL_PHASES = frozenset(
     {"early-phase-1", "phase-1", "phase-1-phase-2", "phase-2", "phase-2-phase-3", "phase-3", "phase-4"}
 )
-_PHASE_TEXT = re.compile(r"\bphase\s*(?:[1-4]|i{1,3}|iv)\b", re.IGNORECASE)
+_PHASE_TEXT = re.compile(r"\bphase\s*(?:[1-4]|i{1,3}|iv)[ab]?\b", re.IGNORECASE)
+# Words only an interventional study's name uses ("Registry sub-study: randomized, placebo-controlled
+# trial of ABC-123" is a trial, whatever "registry" says).
+_TRIAL_WORDS = re.compile(
+    r"\b(randomi[sz]ed|randomi[sz]ation|placebo|(double|single|triple)[- ]blind(ed)?|open[- ]label"
+    r"|dose[- ](escalation|finding|ranging)|trials?)\b",
+    re.IGNORECASE,
+)
+# R4 ResearchStudy.arm.type (research-study-arm-type): arms that give something. no-intervention is not.
+_INTERVENTION_ARM = re.compile(
+    r"^\s*(experimental|(active|placebo|sham)[- ]?comparator)\b", re.IGNORECASE
+)
+# R4 ResearchStudy.primaryPurposeType (research-study-prim-purp-type): ClinicalTrials.gov gives a primary
+# purpose to interventional studies only (observational ones have a model and a time perspective).
+_PURPOSES = frozenset({
+    "treatment", "prevention", "diagnostic", "supportive-care", "screening", "health-services-research",
+    "basic-science", "device-feasibility",
+})
 
 StudyKind = Literal["interventional", "observational"]
 
@@ -84,6 +125,23 @@ def _concept_texts(concept: object) -> list[str]:
     for _system, code, display in codings(concept):
         found += [t for t in (display, code) if t]
     return found
+
+
+def _purpose(concept: object) -> str | None:
+    """The interventional primary purpose a primaryPurposeType names ("treatment"), by code or text."""
+    for text in _concept_texts(concept):
+        found = re.sub(r"[\s_]+", "-", text.strip().lower())
+        if found in _PURPOSES:
+            return found
+    return None
+
+
+def _arm_type(arm: object) -> str | None:
+    """The intervention an arm's type names (Experimental, Placebo Comparator...); None for no-intervention
+    or none."""
+    if not isinstance(arm, Mapping):
+        return None
+    return next((t for t in _concept_texts(arm.get("type")) if _INTERVENTION_ARM.search(t)), None)
 
 
 def _trial_phase(phase: object) -> str | None:
@@ -168,32 +226,64 @@ class Study:
     def kind(self) -> tuple[StudyKind | None, str]:
         """("interventional" | "observational" | None, how it was told).
 
-        Interventional when the study's category or a name says so, or it has a trial phase (phases are
-        given to interventional trials only); else observational when its category or a name says so
-        (a registry, a cohort study, a non-interventional study); else not told (None). Any sign of an
-        intervention wins: an exclusion errs towards counting the study."""
+        Signs of an intervention: a category or name saying "interventional"; a trial phase (the phase
+        element, or "Phase 2" in a name: phases are given to interventional trials only); a primary
+        purpose (treatment, prevention, supportive-care...: given to interventional studies only); an arm
+        of type experimental or active-, placebo- or sham-comparator; trial words in a name (randomized,
+        placebo, double-blind, open-label, dose-escalation or dose-finding, trial). Signs of an
+        observational study: a category or name saying so (a registry, a cohort study, a
+        non-interventional study). Interventional when only the first are found; observational (not an
+        agent) only when every sign found is observational; when they conflict, not told (None, and how
+        says why): an exclusion counts a study it cannot tell, as it counts an interventional one."""
         resource = self.resource if self.resource is not None else {}
         categories = [t for c in items(resource.get("category")) for t in _concept_texts(c)]
         keywords = [t for c in items(resource.get("keyword")) for t in _concept_texts(c)]
         names = [self.text(), *keywords]
+        signs: list[str] = []
         if any(_INTERVENTIONAL.search(t) for t in categories):
-            return "interventional", "by its category"
+            signs.append("its category")
         phase = _trial_phase(resource.get("phase"))
         if phase is not None:
-            return "interventional", f"{phase}"
+            signs.append(phase)
+        purpose = _purpose(resource.get("primaryPurposeType"))
+        if purpose is not None:
+            signs.append(f"primary purpose {purpose}")
+        arms = [t for a in items(resource.get("arm")) if (t := _arm_type(a)) is not None]
+        if arms:
+            signs.append(f"an arm of type {arms[0]}")
         if any(_INTERVENTIONAL.search(t) for t in names):
-            return "interventional", "by its name"
-        if any(observational(t) for t in categories):
-            return "observational", "by its category"
-        if any(observational(t) for t in names):
-            return "observational", "by its name"
+            signs.append("its name")
+        worded = [m.group(0) for t in names for m in (_PHASE_TEXT.search(t), _TRIAL_WORDS.search(t)) if m]
+        if worded:
+            signs.append(f"'{worded[0]}' in its name")
+        seen = [
+            how for how, texts in (("its category", categories), ("its name", names))
+            if any(observational(t) for t in texts)
+        ]
+        if signs and seen:
+            return None, (f"observational by {' and '.join(seen)} but interventional by {', '.join(signs)}: "
+                          "counted as another interventional study")
+        if signs:
+            return "interventional", ", ".join(signs)
+        if seen:
+            return "observational", f"by {seen[0]}"
         return None, ""
 
 
+def _plain(text: str) -> str:
+    """An identifier as compared: without spaces, hyphens or dashes, in lower case ("NCT 06737380",
+    "nct-06737380" and "NCT06737380" are one)."""
+    return re.sub(r"[\s\-\u2010-\u2015_]+", "", text).lower()
+
+
 def is_this_study(text: str, ids: Sequence[str]) -> bool:
-    """Whether a study's names (``Study.text``) name the trial being screened for (its NCT number): its
-    own ResearchSubjects are neither another study (E5) nor prior cell therapy (E7, E8)."""
-    return any(i.lower() in text.lower() for i in ids)
+    """Whether a study's names (``Study.text``) name the trial being screened for (its NCT number),
+    however spaced or hyphenated (and not as the start of a longer number). What its own ResearchSubjects
+    mean: ``this_trial_dosing``."""
+    plain = _plain(text)
+    return any(
+        re.search(re.escape(_plain(i)) + r"(?!\d)", plain) is not None for i in ids if _plain(i)
+    )
 
 
 def study_of(subject: Mapping[str, Any], resource: Mapping[str, Any] | None) -> Study:
@@ -234,8 +324,21 @@ def _texts(value: object) -> Iterator[str]:
             yield from _texts(v)
 
 
+_WHY_ELEMENTS = ("extension", "modifierExtension", "progress", "statusReason", "note")
+
+
+def _doses_given(subject: Mapping[str, Any]) -> str | None:
+    """The words of a withdrawn subject's record that state doses were given ("after 3 doses"), if any."""
+    for element in _WHY_ELEMENTS:
+        for text in _texts(subject.get(element)):
+            found = _DOSES_GIVEN.search(text)
+            if found:
+                return found.group(0)
+    return None
+
+
 def _withdrawn_before_intervention(subject: Mapping[str, Any]) -> bool:
-    for element in ("extension", "modifierExtension", "progress", "statusReason", "note"):
+    for element in _WHY_ELEMENTS:
         if any(_BEFORE_INTERVENTION.search(t) for t in _texts(subject.get(element))):
             return True
     return False
@@ -267,6 +370,9 @@ def participation(
     if status in pending:
         return read("pending", f"status {status}: about to start")
     if status == WITHDRAWN:
+        given = _doses_given(subject)
+        if given is not None:
+            return read("after-dosing", f"withdrawn after dosing ('{given}')")
         if _withdrawn_before_intervention(subject):
             return read("not-dosed", "withdrawn before any intervention")
         started = start is not None and start <= as_of
@@ -277,3 +383,28 @@ def participation(
     if status in NOT_DOSED:
         return read("not-dosed", f"status {status}: not dosed")
     return read("unknown", f"status {status or 'not recorded'}")
+
+
+ThisTrialDosing = Literal["not-dosed", "dosed", "enrolled", "unknown"]
+
+
+def this_trial_dosing(taking: Participation, as_of: date) -> ThisTrialDosing:
+    """What a ResearchSubject of the trial being screened for (single-dose UC-MSC) says about its dose, one
+    rule for E5, E7 and E8:
+
+    - not-dosed: not dosed or about to be (candidate, screening, eligible, ineligible, not-registered,
+      pending-on-study, withdrawn before any intervention), or a period that starts after the screening
+      date: this enrolment, not prior therapy (exempt);
+    - dosed: follow-up, on-study-observation, off-study, on-study with a period that ended by the
+      screening date, withdrawn after the dose: a re-screen of a patient who received this trial's
+      UC-MSC (E7: MSC therapy; E5: an interventional agent; E8: MSC, excepted);
+    - enrolled: on-study (or on-study-intervention) with an open period: may already have received its
+      dose (E7: a question; E5: not counted, asked under E7);
+    - unknown: a bare withdrawal or an unrecorded status: may have been dosed (a question)."""
+    if taking.exposure in ("not-dosed", "pending") or (taking.start is not None and taking.start > as_of):
+        return "not-dosed"
+    if taking.exposure == "after-dosing" or (taking.exposure == "dosing" and taking.end is not None):
+        return "dosed"
+    if taking.exposure == "dosing":
+        return "enrolled"
+    return "unknown"

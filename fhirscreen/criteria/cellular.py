@@ -12,7 +12,6 @@ from dataclasses import dataclass, replace
 from datetime import date
 
 from fhirscreen.criteria import _events as ev
-from fhirscreen.criteria._research import is_this_study, study_of
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import days_before
@@ -22,8 +21,8 @@ from fhirscreen.record import PatientRecord
 
 class MscParams(Params):
     msc: ValueSetRef
-    # Identifiers of the trial being screened for: its own ResearchSubjects (a patient consented or
-    # enrolled in this UC-MSC trial) are not prior MSC therapy.
+    # Identifiers of the trial being screened for: its own ResearchSubjects not dosed (a patient consented
+    # or about to be dosed) are not prior MSC therapy; one dosed (a re-screen) is (``_ThisTrial``).
     this_study: tuple[str, ...] = ()
     # ICD-10-CM Z92.858/Z92.859 "history of other/unspecified cellular therapy": could be MSC.
     unspecified_cellular: ValueSetRef | None = None
@@ -38,15 +37,30 @@ class CellularParams(Params):
     this_study: tuple[str, ...] = ()  # as MscParams.this_study
 
 
-def _without_this_trial(record: PatientRecord, ids: Sequence[str]) -> PatientRecord:
-    """The record without its ResearchSubjects of the trial being screened for (the record itself when
-    it holds none, the usual case, so that its derived views are shared)."""
-    subjects = record.of_type("ResearchSubject")
-    own = {id(s) for s in subjects if ids and is_this_study(study_of(s, record.study(s)).text(), ids)}
-    if not own:
-        return record
-    others = [s for s in subjects if id(s) not in own]
-    return replace(record, resources={**record.resources, "ResearchSubject": others}, _memo={})
+@dataclass(frozen=True)
+class _ThisTrial:
+    """The record without the ResearchSubjects of the trial being screened for, and those of them that
+    show, or may show, that this single-dose trial's UC-MSC was given (criteria/_research.py
+    ``this_trial_dosing``, the rule E5 reads them by): a subject not dosed (candidate, eligible, screening,
+    pending-on-study, withdrawn before any intervention) is this enrolment, and is not prior therapy."""
+
+    record: PatientRecord  # the record itself when it holds none (the usual case): derived views shared
+    dosed: list[ev.Event]  # follow-up, off-study, on-study with an ended period, withdrawn after the dose
+    unsure: list[ev.Event]  # on-study with an open period, a bare withdrawal: may have been dosed
+
+    @staticmethod
+    def of(record: PatientRecord, ids: Sequence[str], as_of: date) -> _ThisTrial:
+        own = ev.this_trial_subjects(record, ids, as_of)
+        if not own:
+            return _ThisTrial(record, [], [])
+        mine = {id(e.resource) for e, _dosing in own}
+        others = [s for s in record.of_type("ResearchSubject") if id(s) not in mine]
+        rest = replace(record, resources={**record.resources, "ResearchSubject": others}, _memo={})
+        return _ThisTrial(
+            rest,
+            [e for e, dosing in own if dosing == "dosed"],
+            [e for e, dosing in own if dosing in ("enrolled", "unknown")],
+        )
 
 
 def _records(record: PatientRecord, vs: ValueSet, as_of: date) -> list[ev.Event]:
@@ -134,11 +148,12 @@ def _newest_first(events: list[ev.Event], as_of: date) -> list[ev.Event]:
 @evaluator("msc_therapy", MscParams)
 def msc_therapy(record: PatientRecord, ctx: Context, params: MscParams) -> CriterionResult:
     """MSC therapy within the washout (52 weeks) before screening; the washout end date is reported."""
-    record = _without_this_trial(record, params.this_study)
     as_of = alive_until(record.patient, ctx.as_of)
+    own = _ThisTrial.of(record, params.this_study, as_of)
+    record = own.record
     first = days_before(as_of, params.window_days)
     window = _window_words(params.window_days)
-    found = _events(record, ctx.vs(params.msc), as_of)
+    found = _events(record, ctx.vs(params.msc), as_of) + own.dosed
     recent = _newest_first([e for e in found if e.in_window(first, as_of)], as_of)
     if recent:
         last = recent[0].last_day_by(as_of) or as_of
@@ -171,14 +186,18 @@ def msc_therapy(record: PatientRecord, ctx: Context, params: MscParams) -> Crite
             next_step=f"Confirm whether the MSC therapy was given, and the date of the last dose "
             f"(washout {window}).",
         )
-    studies = [e for e in ev.research_questions(record, ctx.vs(params.msc), as_of)
+    studies = [e for e in [*own.unsure, *ev.research_questions(record, ctx.vs(params.msc), as_of)]
                if e.span is None or e.span.latest is None or e.span.latest >= first]
     if studies:
+        ask = "Ask whether the patient received the study's MSC product, and when."
+        if own.unsure:
+            ask = ("Ask whether the patient already received this trial's UC-MSC dose (a re-screen), and "
+                   "when; if not, this is the enrolment being screened for.")
         return result(
             Outcome.UNKNOWN,
             f"On record in an MSC study, exposure not clear: {ev.describe(studies)}.",
             ev.refs(studies),
-            next_step="Ask whether the patient received the study's MSC product, and when.",
+            next_step=ask,
         )
     unspecified = _unspecified_in_window(record, ctx, params.unspecified_cellular, first)
     if unspecified:
@@ -227,9 +246,11 @@ def _unspecified_in_window(
 @evaluator("cellular_therapy", CellularParams)
 def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams) -> CriterionResult:
     """Any previous cellular therapy other than MSCs (CAR-T, Tregs...); HSCT is left to the investigator."""
-    record = _without_this_trial(record, params.this_study)
     as_of = alive_until(record.patient, ctx.as_of)
-    msc = _events(record, ctx.vs(params.msc), as_of)
+    own = _ThisTrial.of(record, params.this_study, as_of)
+    record = own.record
+    # This trial's earlier dose is MSC therapy: excepted here, as any other MSC record.
+    msc = _events(record, ctx.vs(params.msc), as_of) + own.dosed
     # Every MSC record is excepted, given or not: none of them is another cellular therapy.
     msc_refs = {e.ref for e in _records(record, ctx.vs(params.msc), as_of)}
     cellular = [e for e in _events(record, ctx.vs(params.cellular), as_of) if e.ref not in msc_refs]

@@ -15,7 +15,7 @@ from datetime import date, timedelta
 from typing import Any
 
 from fhirscreen.criteria._medications import Drug, Exposure, exposures, first_drug
-from fhirscreen.criteria._research import is_this_study, participation, study_of
+from fhirscreen.criteria._research import is_this_study, participation, study_of, this_trial_dosing
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import canonical_system, codings, concept_label
 from fhirscreen.fhir.dates import span_of
@@ -346,25 +346,46 @@ def _subject_washout(
     params: InvestigationalParams,
 ) -> _Washout | str | None:
     """The washout implied by one ResearchSubject (on the ResearchStudy ``resource`` when the data hold
-    it); a string when it is recorded but does not count."""
+    it); a string when it is recorded but does not count.
+
+    This trial's own ResearchSubjects (criteria/_research.py ``this_trial_dosing``, as E7 and E8 read
+    them): not dosed, nothing; an earlier dose of this trial's UC-MSC (a re-screen) is an interventional
+    agent, with the washout of any study's; an open on-study period is not counted here (whether its dose
+    was already given is asked under E7)."""
     known = study_of(subject, resource)
-    if is_this_study(known.text(), params.this_study):
-        return None
     study = known.name() or "an unnamed study"
     taking = participation(
         subject, as_of, dosing=params.dosing_statuses, after_dosing=params.after_dosing_statuses,
         pending=params.pending_statuses,
     )
     start, end, status = taking.start, taking.end, taking.status
-    kind, how = known.kind()
+    own = is_this_study(known.text(), params.this_study)
+    if own:
+        dosing = this_trial_dosing(taking, as_of)
+        if dosing == "not-dosed":
+            return None
+        if dosing == "enrolled":
+            since = f", from {start.isoformat()}" if start else ""
+            return (f"this trial, {study} ({taking.why}{since}): whether its dose was already given is asked "
+                    "under the MSC washout criterion")
+        kind, how, told = None, "", ""
+    else:
+        kind, how = known.kind()
+        told = f"; {how}" if kind is None and how else ""
     if kind == "observational":
-        told = f" {how}" if resource is not None else ""  # by name alone, as before the study was read
-        return f"{study} (observational study{told}, no agent given)"
+        by = f" {how}" if resource is not None else ""  # by name alone, as before the study was read
+        return f"{study} (observational study{by}, no agent given)"
     # The ResearchSubject, and the ResearchStudy it is on when the data hold it.
     refs = (ref(subject), known.ref) if resource is not None and known.ref else (ref(subject),)
+    where = f"{study} ({status}{', from ' + start.isoformat() if start else ''}; {refs[0]}{told})"
     if start is not None and start > as_of:
-        return None  # enrolled after the screening date
-    where = f"{study} ({status}{', from ' + start.isoformat() if start else ''}; {refs[0]})"
+        if taking.exposure == "not-dosed":
+            return None  # not dosed, and from a later day
+        # Enrolled to start after the screening date: another agent may be given before Day 0.
+        text = (f"Enrolled in another study from {start.isoformat()}, after the screening date, {where}: "
+                "its agent may be given before Day 0")
+        return _Washout(Outcome.UNKNOWN, text, refs, None)
+    other = "This trial, dosed before (a re-screen)" if own else "Another study"
     days = timedelta(days=params.washout_days)
     if taking.exposure == "dosing":
         if end is None:
@@ -374,22 +395,25 @@ def _subject_washout(
             return _Washout(Outcome.FAIL, text, refs, earliest)
         outcome = Outcome.FAIL if day0 < end + days else Outcome.PASS
         verb = "ends" if outcome is Outcome.FAIL else "ended"
-        text = f"Another study, {where}, ended {end.isoformat()}: washout {verb} {(end + days).isoformat()}"
+        text = f"{other}, {where}, ended {end.isoformat()}: washout {verb} {(end + days).isoformat()}"
         return _Washout(outcome, text, refs, end + days)
     if taking.exposure == "after-dosing":
         if end is not None and day0 >= end + days:
             ended = (end + days).isoformat()
-            text = f"Another study, {where}, ended {end.isoformat()}: washout ended {ended}"
+            text = f"{other}, {where}, ended {end.isoformat()}: washout ended {ended}"
             return _Washout(Outcome.PASS, text, refs, end + days)
         bound = f"by {(end + days).isoformat()}" if end else "on an unknown date"
-        text = f"After dosing in another study, {where}: last study dose not recorded, washout ends {bound}"
+        after = "This trial, dosed before (a re-screen)" if own else "After dosing in another study"
+        text = f"{after}, {where}: last study dose not recorded, washout ends {bound}"
+        if taking.why.startswith("withdrawn after"):
+            text += f" ({taking.why})"
         return _Washout(Outcome.UNKNOWN, text, refs, end + days if end else None)
     if taking.exposure == "pending":
         return _Washout(Outcome.UNKNOWN, f"About to start another study, {where}", refs, None)
     if taking.exposure == "unknown":
         if end is not None and day0 >= end + days:
             return f"{study} ({taking.why}; study period ended {end.isoformat()}, washout over)"
-        text = f"Another study, {where}: {taking.why}"
+        text = f"{other}, {where}: {taking.why}"
         return _Washout(Outcome.UNKNOWN, text, refs, end + days if end else None)
     return f"{study} ({taking.why})"
 

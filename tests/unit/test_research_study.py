@@ -13,6 +13,7 @@ import pytest
 import requests
 import responses
 
+from fhirscreen.criteria._research import Study, is_this_study
 from fhirscreen.criteria.base import Outcome
 from fhirscreen.pipeline import run_screening
 from fhirscreen.quality import DataQuality
@@ -31,6 +32,7 @@ from tests.unit.test_server_source import BASE, TYPES, FakeFhir, capability, pop
 AS_OF = date(2026, 6, 1)
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
 PHASE = "http://terminology.hl7.org/CodeSystem/research-study-phase"
+PURPOSE = "http://terminology.hl7.org/CodeSystem/research-study-prim-purp-type"
 
 
 def subject(
@@ -437,11 +439,13 @@ THIS_TRIAL = study(
 )
 
 
-@pytest.mark.parametrize("status", ["pending-on-study", "on-study", "eligible"])
-@pytest.mark.parametrize("criterion", ["E7", "E8"])
+@pytest.mark.parametrize(
+    "status", ["pending-on-study", "eligible", "screening", "candidate", "not-registered"]
+)
+@pytest.mark.parametrize("criterion", ["E5", "E7", "E8"])
 def test_this_trial_s_own_research_subject_is_not_prior_cell_therapy(evaluate, criterion, status):
-    """A patient consented or enrolled in this UC-MSC trial: its ResearchSubject is not a prior MSC or
-    cellular therapy (E5 already read it so); another MSC study still counts."""
+    """A patient consented, or about to be dosed, in this UC-MSC trial: its ResearchSubject is this
+    enrolment, not a prior MSC or cellular therapy nor another study; another MSC study still counts."""
     own = subject(status, "ResearchStudy/uc-msc-sle")
     res = evaluate(criterion, record(own, THIS_TRIAL))
     assert res.outcome is Outcome.PASS, res.reason
@@ -449,3 +453,142 @@ def test_this_trial_s_own_research_subject_is_not_prior_cell_therapy(evaluate, c
     if criterion == "E7":
         other = evaluate("E7", record(own, THIS_TRIAL, subject("on-study", rid="rs2"), MSC_STUDY))
         assert other.outcome is Outcome.FAIL and "ResearchSubject/rs2" in other.evidence
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"note": [{"text": "Withdrawn before randomisation"}]},
+        {"period": {"start": "2026-06-10"}},  # on-study from after the screening date: this enrolment
+    ],
+    ids=["withdrawn-before-intervention", "starts-after-screening"],
+)
+@pytest.mark.parametrize("criterion", ["E5", "E7", "E8"])
+def test_this_trial_s_subject_not_yet_dosed_is_exempt(evaluate, criterion, extra):
+    status = "withdrawn" if "note" in extra else "on-study"
+    res = evaluate(criterion, record(subject(status, "ResearchStudy/uc-msc-sle", **extra), THIS_TRIAL))
+    assert res.outcome is Outcome.PASS, res.reason
+
+
+def test_this_trial_s_enrolled_subject_may_have_been_dosed(evaluate):
+    """On-study in this single-dose trial with an open period: its UC-MSC dose may already have been
+    given (a re-screen), so E7 must not pass; E5 leaves the question to E7 and says so; E8 excepts MSC."""
+    rec = record(subject("on-study", "ResearchStudy/uc-msc-sle"), THIS_TRIAL)
+    e7 = evaluate("E7", rec)
+    assert e7.outcome is Outcome.UNKNOWN, e7.reason
+    assert "this trial" in e7.reason and "ResearchSubject/rs1" in e7.evidence
+    assert e7.next_step and "re-screen" in e7.next_step
+    e5 = evaluate("E5", rec)
+    assert e5.outcome is Outcome.PASS
+    assert "asked under the MSC washout criterion" in e5.reason
+    assert evaluate("E8", rec).outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize(
+    ("status", "extra", "e5"),
+    [
+        ("off-study", {"period": {"start": "2025-09-01", "end": "2026-01-01"}}, Outcome.PASS),  # 90 d over
+        ("follow-up", {"period": {"start": "2025-09-01", "end": "2026-04-01"}}, Outcome.UNKNOWN),
+        ("on-study", {"period": {"start": "2025-09-01", "end": "2026-04-01"}}, Outcome.FAIL),
+        ("withdrawn", {"actualArm": "UC-MSC 1e6/kg", "period": {"start": "2026-03-01"}}, Outcome.UNKNOWN),
+        ("withdrawn", {"note": [{"text": "withdrew after the infusion"}]}, Outcome.UNKNOWN),
+    ],
+    ids=["off-study", "follow-up", "on-study-ended", "withdrawn-arm", "withdrawn-note"],
+)
+def test_this_trial_s_earlier_dose_is_msc_therapy_and_an_agent(evaluate, status, extra, e5):
+    """A re-screened patient dosed in this single-dose UC-MSC trial received MSCs: E7 fails (within 52
+    weeks), E5 reads the dose as any study's (90-day washout from the end of the period), E8 excepts it."""
+    rec = record(subject(status, "ResearchStudy/uc-msc-sle", **extra), THIS_TRIAL)
+    e7 = evaluate("E7", rec)
+    assert e7.outcome is Outcome.FAIL, e7.reason
+    assert "this trial" in e7.reason and "ResearchSubject/rs1" in e7.evidence
+    res = evaluate("E5", rec)
+    assert res.outcome is e5, res.reason
+    if e5 is not Outcome.PASS:
+        assert "This trial, dosed before (a re-screen)" in res.reason
+        assert "ResearchSubject/rs1" in res.evidence
+    e8 = evaluate("E8", rec)
+    assert e8.outcome is Outcome.PASS, e8.reason
+    assert "previous MSC therapy" in e8.reason and "excepted" in e8.reason
+
+
+def test_this_trial_s_dose_over_52_weeks_ago_passes_e7_with_the_date(evaluate):
+    old = {"period": {"start": "2024-09-01", "end": "2025-01-01"}}
+    res = evaluate("E7", record(subject("off-study", "ResearchStudy/uc-msc-sle", **old), THIS_TRIAL))
+    assert res.outcome is Outcome.PASS
+    assert res.details["last_msc"] == "2025-01-01"
+
+
+def test_this_trial_s_bare_withdrawal_is_a_question(evaluate):
+    rec = record(subject("withdrawn", "ResearchStudy/uc-msc-sle"), THIS_TRIAL)
+    assert evaluate("E7", rec).outcome is Outcome.UNKNOWN
+    assert evaluate("E5", rec).outcome is Outcome.UNKNOWN
+
+
+@pytest.mark.parametrize("written", ["NCT 06737380", "nct-06737380", "NCT\u201306737380", " Nct 0673-7380 "])
+def test_this_trial_is_told_however_its_id_is_spaced_or_hyphenated(evaluate, written):
+    rs = subject("on-study", "ResearchStudy/x")
+    rs["study"]["display"] = f"{written} UC-MSC"
+    res = evaluate("E5", record(rs))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "this trial" in res.reason
+    assert is_this_study(f"{written} UC-MSC", ["NCT-06737380"])
+    assert not is_this_study("NCT067373801", ["NCT06737380"])  # a longer number is another trial
+
+
+# ------------------------------------------------------------------------------------ study kind (E5)
+
+
+def kind_of(**resource: Any) -> tuple[str | None, str]:
+    return Study({}, study(**resource)).kind()
+
+
+@pytest.mark.parametrize(
+    ("resource", "how"),
+    [
+        ({"category": [{"text": "Observational"}],
+          "arm": [{"name": "ABC-123 10 mg", "type": {"text": "Experimental"}}]},
+         "an arm of type Experimental"),
+        ({"title": "SLE Registry sub-study: randomized, placebo-controlled trial of ABC-123"},
+         "'randomized'"),
+        ({"title": "Obinutuzumab dose-finding cohort study in lupus nephritis",
+          "primaryPurposeType": {"coding": [{"system": PURPOSE, "code": "treatment"}]}},
+         "primary purpose treatment"),
+        ({"title": "A Phase 2 trial of ABC-123 using the Lupus Registry platform"}, "'Phase 2' in its name"),
+        ({"title": "Lupus outcomes", "category": [{"text": "Observational"}],
+          "keyword": [{"text": "interventional"}]}, "interventional by its name"),
+    ],
+    ids=["arm-type", "trial-words", "primary-purpose", "phase-in-title", "keyword"],
+)
+def test_observational_and_interventional_signs_conflict_so_the_kind_is_not_told(evaluate, resource, how):
+    """Any sign of an intervention makes a study interventional or not told, never observational; not told
+    is counted as another study (an on-study subject fails) and the reason names the conflict."""
+    kind, told = kind_of(**resource)
+    assert kind is None and how in told and told.startswith("observational by"), told
+    res = evaluate("E5", record(subject(), study(**resource)))
+    assert res.outcome is Outcome.FAIL, res.reason
+    assert "counted as another interventional study" in res.reason
+
+
+@pytest.mark.parametrize(
+    ("resource", "expected"),
+    [
+        ({"title": "ABC-123 in SLE", "arm": [{"type": {"coding": [{"code": "placebo-comparator"}]}}]},
+         "interventional"),
+        ({"title": "ABC-123 in SLE",
+          "primaryPurposeType": {"coding": [{"system": PURPOSE, "code": "supportive-care"}]}},
+         "interventional"),
+        ({"title": "Open-label extension of ABC-123"}, "interventional"),
+        ({"title": "ABC-123 Phase IIb in SLE"}, "interventional"),
+        ({"title": "SLE outcomes registry", "arm": [{"type": {"text": "No Intervention"}}]}, "observational"),
+        ({"title": "Lupus cohort study", "category": [{"text": "Observational"}]}, "observational"),
+        ({"title": "Lupus registry (observational cohort)"}, "observational"),
+        ({"title": "Study LUP-042"}, None),
+    ],
+    ids=[
+        "placebo-arm", "purpose", "open-label", "phase-iib", "no-intervention-arm", "observational-category",
+        "observational-name", "untold",
+    ],
+)
+def test_study_kind(resource, expected):
+    assert kind_of(**resource)[0] == expected

@@ -94,3 +94,11 @@ def test_e5_observational_registry_is_not_an_agent(evaluate):
 def test_e5_dose_escalation_cohort_is_still_an_interventional_study(evaluate):
     res = evaluate("E5", record(subject("on-study", "Phase 1 dose-escalation cohort 3, drug XY-123")))
     assert res.outcome is Outcome.FAIL
+
+
+@pytest.mark.parametrize(("criterion", "study"), [("E7", MSC_STUDY), ("E8", CAR_T_STUDY)])
+def test_on_study_from_after_the_screening_date_is_a_question(evaluate, criterion, study):
+    """As pending-on-study: the therapy may be given before Day 0."""
+    res = evaluate(criterion, record(subject("on-study", study, start="2026-06-10")))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert res.evidence == ("ResearchSubject/rs1",)

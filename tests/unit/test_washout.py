@@ -322,3 +322,43 @@ def test_e6_dose_dated_by_a_month_washed_out_on_every_day_of_it_passes(screen):
     res = screen("E6", record(medication_administration(RITUXIMAB, "2025-06", id="rtx")))
     assert res.outcome is Outcome.PASS
     assert "last dose 2025-06-30" in res.reason and "read above as 2025-06-30" in res.reason
+
+
+@pytest.mark.parametrize(
+    "why",
+    [
+        "withdrew after 3 doses; not treated further",
+        "Withdrawn following the first infusion",
+        "received two doses, then withdrew consent",
+        "not dosed again after week 4",
+    ],
+)
+def test_e5_a_withdrawal_whose_note_states_doses_given_is_dosing(evaluate, why):
+    """'Not treated further' follows a dose: not 'withdrawn before any intervention'. Doses given: after
+    dosing (the last dose date is not recorded: unknown)."""
+    rs = {**research_subject("withdrawn", start=ago(60)), "note": [{"text": why}]}
+    res = evaluate("E5", record(rs))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "before any intervention" not in res.reason
+    if "again" not in why:
+        assert "withdrawn after dosing" in res.reason
+
+
+@pytest.mark.parametrize(
+    "why",
+    ["withdrawn before randomization", "Screen failure", "never dosed", "not treated", "withdrew; not dosed"],
+)
+def test_e5_a_withdrawal_before_any_intervention_is_not_dosing(evaluate, why):
+    rs = {**research_subject("withdrawn", start=ago(60)), "note": [{"text": why}]}
+    res = evaluate("E5", record(rs))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "withdrawn before any intervention" in res.reason
+
+
+@pytest.mark.parametrize("status", ["on-study", "on-study-intervention", "pending-on-study"])
+def test_e5_another_study_starting_after_the_screening_date_is_a_question(evaluate, status):
+    """Enrolled in another interventional study from a later day: its agent may come before Day 0."""
+    res = evaluate("E5", record(research_subject(status, start=after(9))))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert res.next_step
+    assert evaluate("E5", record(research_subject("candidate", start=after(9)))).outcome is Outcome.PASS
