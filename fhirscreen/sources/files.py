@@ -615,11 +615,13 @@ def ndjson_lines(
                     "malformed-json",
                     f"line is not valid JSON ({exc.msg}); skipped",
                 )
+                damaged_line(line, shown, lineno, quality)
                 continue
             except RecursionError:
                 quality.add(
                     "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
                 )
+                damaged_line(line, shown, lineno, quality)
                 continue
         if drop_others and prefilter.drop_line(data):  # type: ignore[union-attr]
             continue
@@ -644,6 +646,32 @@ def ndjson_lines(
             )
             continue
         yield data, f"{shown}:{lineno}"
+
+
+# Whose record a line that cannot be read held, from its bytes: the patient it refers to, or the Patient
+# it is. Ids only (FHIR ids), so nothing else of the line is ever kept.
+_PATIENT_REFERENCE = re.compile(rb'"reference"\s*:\s*"(?:[^"]*/)?Patient/([A-Za-z0-9\-.]{1,64})["/]')
+_PATIENT_LINE = re.compile(rb'"resourceType"\s*:\s*"Patient"')
+_ID = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9\-.]{1,64})"')
+
+
+def damaged_line(line: bytes, shown: str, lineno: int, quality: DataQuality) -> None:
+    """What a line that cannot be read costs: the record it held is lost. A last line cut short (no
+    newline: the file was not written or copied whole) loses the rest of the file, which may hold
+    anyone's records; a damaged line that names its patient loses that patient's record (not offered as
+    eligible). A damaged line whose patient cannot be told stays a finding only: it may be anyone's,
+    and one unreadable line must not stop every patient of a hospital from being offered."""
+    where = f"{shown}:{lineno}"
+    if not line.endswith(b"\n"):
+        cut = f"its last line ({where}) is cut short: the file was not written or copied in full"
+        quality.lost(shown, cut)
+        return
+    owners = set(_PATIENT_REFERENCE.findall(line))
+    if _PATIENT_LINE.search(line):
+        owners.update(_ID.findall(line)[:1])
+    for owner in sorted(owners):
+        patient = f"Patient/{owner.decode('ascii')}"
+        quality.lost(patient, f"a line of their record ({where}) could not be read")
 
 
 def _resources_in(

@@ -178,7 +178,9 @@ def test_deeply_nested_ndjson_costs_only_its_line(tmp_path: Path, trial: Trial, 
     file.write_bytes(line(patient("p1")) + nested(depth) + b"\n" + line(sle("c1", "p1")))
     population = load_population(FileSource(file), trial)
     assert set(population.records) == {"p1"}
-    assert [(w, p) for w, p, _m in findings(population)] == [(f"{file}:2", "malformed-json")]
+    assert [(w, p) for w, p, _m in findings(population)] == [
+        (f"{file}:2", "malformed-json"), ("Patient/p1", "data-lost")  # the line named its patient
+    ]
     assert "nested too deeply" in findings(population)[0][2]
 
 
@@ -396,3 +398,55 @@ def test_an_empty_json_file_is_one_clear_error_and_data_lost(
     assert found["empty-file"]["where"] == found["data-lost"]["where"] == str(data / name)
     assert found["empty-file"]["message"].startswith(f"{how}: not a JSON document")
     assert "Expecting value" not in result.stderr
+
+
+# -- a line that cannot be read costs its record ------------------------------------------------------
+
+GOLDEN_DATA = Path(__file__).resolve().parents[1] / "fixtures" / "golden_data"
+
+
+def golden_with(tmp_path: Path, name: str, damage: bytes) -> Path:
+    """The golden data (gp-eligible is eligible) with ``damage`` appended to one of its export's files."""
+    import shutil
+
+    data = tmp_path / "data"
+    shutil.copytree(GOLDEN_DATA, data)
+    with (data / "export" / name).open("ab") as fh:
+        fh.write(damage)
+    return data
+
+
+def statuses(result: Result) -> dict[str, str]:
+    return {p["patient"]: p["status"] for p in json.loads(result.stdout)["patients"]}
+
+
+def test_a_damaged_line_naming_its_patient_keeps_that_patient_from_eligible(tmp_path: Path) -> None:
+    """A cancer diagnosis cut in the middle of an export: read as nothing, it left the patient eligible."""
+    damage = b'{"resourceType":"Condition","id":"ca","subject":{"reference":"Patient/gp-eligible"},"code":{\n'
+    data = golden_with(tmp_path, "Condition.ndjson", damage)
+    assert statuses(screen(GOLDEN_DATA, "--format", "json"))["Patient/gp-eligible"] == "eligible"  # baseline
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 5, result.stderr  # data were lost
+    doc = json.loads(result.stdout)
+    listed = {p["patient"]: p for p in doc["patients"]}
+    assert listed["Patient/gp-eligible"]["status"] == "possible" and listed["Patient/gp-eligible"]["caveat"]
+    assert not listed["Patient/gp-possible"].get("caveat")  # other patients are untouched
+
+
+def test_a_damaged_line_whose_patient_cannot_be_told_is_a_finding_only(tmp_path: Path) -> None:
+    data = golden_with(tmp_path, "Observation.ndjson", b'{"resourceType":"Observation","id":"x",\n')
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert statuses(result)["Patient/gp-eligible"] == "eligible"
+    assert "malformed-json" in result.stdout
+
+
+@pytest.mark.parametrize("name", ["Condition.ndjson", "Observation.ndjson"])
+def test_a_last_line_cut_short_loses_the_rest_of_its_file(tmp_path: Path, name: str) -> None:
+    """No newline and no closing brace: the download or copy stopped there, and what followed (anyone's
+    records) is missing, so nobody is offered as eligible."""
+    data = golden_with(tmp_path, name, b'{"resourceType":"Condition","id":"ca","subject":{"refer')
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 5, result.stderr
+    assert "eligible" not in statuses(result).values()
+    assert "cut short" in result.stdout
