@@ -86,9 +86,31 @@ _NO_ALIASES: Mapping[str, str] = {}  # an NDJSON line is a resource on its own (
 
 
 def _open_binary(path: Path) -> IO[bytes]:
-    if path.name.lower().endswith(".gz"):
+    if path.name.lower().endswith(".gz") or _gzipped(path):
         return gzip.open(path, "rb")  # type: ignore[return-value]
     return path.open("rb")
+
+
+def _gzipped(path: Path) -> bool:
+    """Whether a file starts with gzip's magic bytes (a compressed export saved without ``.gz``)."""
+    try:
+        with path.open("rb") as fh:
+            return fh.read(2) == b"\x1f\x8b"
+    except OSError:
+        return False  # the read that follows reports it
+
+
+def _one_document(path: Path) -> bool:
+    """Whether an ``.ndjson`` file holds one pretty-printed JSON document (its first line with content is
+    a lone ``{`` or ``[``) rather than one resource per line."""
+    try:
+        with _open_binary(path) as fh:
+            for line in fh:
+                if not line.isspace():
+                    return line.strip() in (b"{", b"[")
+    except (OSError, EOFError, zlib.error):
+        return False  # the read that follows reports it
+    return False
 
 
 def loads_damaged(data: bytes, where: str, quality: DataQuality, unit: str) -> Any:
@@ -476,8 +498,13 @@ def read_file(
     shown = shown or str(file)
     try:
         if file.name.lower().endswith((".ndjson", ".ndjson.gz")):
-            yield from _read_ndjson(file, quality, wanted, prefilter, workers, shown)
-            return
+            if not _one_document(file):
+                yield from _read_ndjson(file, quality, wanted, prefilter, workers, shown)
+                return
+            quality.add(
+                "info", shown, "not-ndjson",
+                "one JSON document (pretty-printed), not one resource per line: read as a document",
+            )
         with _open_binary(file) as fh:
             raw = fh.read()
         if not raw or raw.isspace():
@@ -533,7 +560,8 @@ def _read_ndjson(
     workers: int = 1,
     shown: str | None = None,
 ) -> Iterator[tuple[Resource, str]]:
-    if workers > 1 and prefilter is not None and prefilter.drop_others and file.suffix.lower() == ".ndjson":
+    plain = file.suffix.lower() == ".ndjson" and not _gzipped(file)  # byte ranges need the bytes as lines
+    if workers > 1 and prefilter is not None and prefilter.drop_others and plain:
         ranges = line_ranges(file, workers)
         if len(ranges) > 1:
             from fhirscreen.sources.ndjson_ranges import read_ranges  # it builds on this module

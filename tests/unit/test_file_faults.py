@@ -416,6 +416,11 @@ def golden_with(tmp_path: Path, name: str, damage: bytes) -> Path:
     return data
 
 
+def patients(result: Result) -> list[dict[str, Any]]:
+    listed: list[dict[str, Any]] = json.loads(result.stdout)["patients"]
+    return listed
+
+
 def statuses(result: Result) -> dict[str, str]:
     return {p["patient"]: p["status"] for p in json.loads(result.stdout)["patients"]}
 
@@ -450,3 +455,25 @@ def test_a_last_line_cut_short_loses_the_rest_of_its_file(tmp_path: Path, name: 
     assert result.exit_code == 5, result.stderr
     assert "eligible" not in statuses(result).values()
     assert "cut short" in result.stdout
+
+
+def test_gzip_bytes_in_a_file_named_ndjson_are_read_decompressed(tmp_path: Path) -> None:
+    """An export compressed and saved without .gz: every line was "not valid JSON", nothing was read."""
+    data = golden_with(tmp_path, "Condition.ndjson", b"")
+    condition = data / "export" / "Condition.ndjson"
+    condition.write_bytes(gzip.compress(condition.read_bytes()))
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert patients(result) == patients(screen(GOLDEN_DATA, "--format", "json"))
+
+
+def test_a_pretty_printed_document_in_a_file_named_ndjson_is_read_as_a_document(tmp_path: Path) -> None:
+    data = golden_with(tmp_path, "Condition.ndjson", b"")
+    condition = data / "export" / "Condition.ndjson"
+    entries = [{"resource": json.loads(raw)} for raw in condition.read_text().splitlines() if raw.strip()]
+    bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
+    condition.write_text(json.dumps(bundle, indent=2))
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert "not-ndjson" in result.stdout and "malformed-json" not in result.stdout
+    assert patients(result) == patients(screen(GOLDEN_DATA, "--format", "json"))
