@@ -139,7 +139,8 @@ def _source_options(fn: F) -> F:
     options: list[Callable[[F], F]] = [
         click.option(
             "--data",
-            type=click.Path(path_type=Path),
+            # Not click's readable check (exit 2): a --data that cannot be read is exit 3, the source's.
+            type=click.Path(path_type=Path, readable=False),
             default=None,
             help="FHIR JSON/NDJSON file or directory (searched recursively). "
             "Default: bundled sample_bundles/.",
@@ -373,7 +374,9 @@ def screen(
         _fail("--post-report needs --server", EXIT_CONFIG)
     if workers is not None and engine == "spark":
         _fail("--workers is for --engine file; Spark spreads the work over its own executors", EXIT_CONFIG)
-    options = dataclasses.replace(_options(kwargs), workers=workers or auto_workers())
+    options = dataclasses.replace(
+        _options(kwargs), workers=workers or auto_workers(), exclude=out_dir.resolve() if out_dir else None
+    )
     _check_as_of(as_of, force_as_of)
     out_problem = usage.out_dir_problem(out_dir) if out_dir is not None else None
     if out_problem:
@@ -606,7 +609,7 @@ def _load_options(fn: F) -> F:
 
 
 @main.command()
-@click.argument("path", type=click.Path(path_type=Path))
+@click.argument("path", type=click.Path(path_type=Path, readable=False))  # unreadable: exit 3, as --data
 @_load_options
 @_guarded
 def load(path: Path, **kwargs: Any) -> None:

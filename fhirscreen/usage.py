@@ -92,6 +92,14 @@ def token_env_problem(name: str | None) -> str | None:
 
 def out_dir_problem(out_dir: Path) -> str | None:
     """--out must be a directory fhirscreen can create and write, known before the run starts."""
+    try:
+        return _out_dir_problem(out_dir)
+    except OSError as exc:  # a folder on the way that the run's user cannot enter (EACCES)
+        why = exc.strerror.lower() if exc.strerror else type(exc).__name__
+        return f"--out {out_dir}: cannot be reached: {why}"
+
+
+def _out_dir_problem(out_dir: Path) -> str | None:
     if out_dir.exists() and not out_dir.is_dir():
         return f"--out {out_dir}: exists and is not a directory"
     probe = out_dir

@@ -34,6 +34,8 @@ class SourceOptions:
     verbose: bool = False
     # Processes for file mode: large Bulk NDJSON files are read on as many (screening uses them too).
     workers: int = 1
+    # A folder under --data that is not input: --out (the run's own outputs), not searched.
+    exclude: Path | None = None
 
 
 def open_source(options: SourceOptions) -> Source:
@@ -44,4 +46,4 @@ def open_source(options: SourceOptions) -> Source:
         return open_server_source(options)
     # Absolute, so that outputs and findings name the same files whatever the working directory.
     path = options.data if options.data is not None else sample_data_dir()
-    return FileSource(path.resolve(), options.workers)
+    return FileSource(path.resolve(), options.workers, options.exclude)

@@ -48,6 +48,7 @@ import json
 import logging
 import os
 import re
+import stat
 import zlib
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Iterator, Mapping
@@ -68,7 +69,7 @@ from fhirscreen.fhir.resources import (
     not_a_resource,
     reference_id,
 )
-from fhirscreen.quality import DataQuality
+from fhirscreen.quality import DATA_LOST, DataQuality
 from fhirscreen.record import KEPT_TYPES, Dropped, malformed_concept, patient_id, report_malformed
 from fhirscreen.sources.base import NothingUsableError, QueryPlan, SourceError
 from fhirscreen.sources.line_ranges import line_ranges
@@ -113,6 +114,153 @@ def _one_document(path: Path) -> bool:
     return False
 
 
+# Names of exports in a form not read here (JSON Lines, bzip2, zstd, a partial download...): a warning.
+_EXPORT_LIKE = re.compile(r"\.(?:nd)?jsonl?(?:\.[a-z0-9]{1,8})*$")
+_CHECKSUMS = (".md5", ".sha1", ".sha256", ".sha512")
+IGNORED_FILE = "ignored-file"
+UNREADABLE_FILE = "unreadable-file"
+
+
+def discover(root: Path, quality: DataQuality, exclude: Path | None = None) -> list[Path]:
+    """The FHIR files at ``root`` (a file, or a folder searched recursively), sorted.
+
+    Links to folders are followed, each folder once (a link back up, or a second way to a folder, is an
+    info note); real folders are taken before links, so files are named by their real path when they
+    can be. A folder that cannot be listed, and an entry with a FHIR suffix that is not a regular file
+    (a dangling link, a FIFO), are lost (``DataQuality.lost``: the run is partial and nobody eligible).
+    A file named like an export in a form not read here (``.jsonl``, ``.ndjson.bz2``, ``.json.zst``...)
+    and a dangling link of any other name are ``ignored-file`` warnings. The folder ``exclude`` (--out
+    inside --data: the run's own outputs) is not searched, with an info note.
+
+    Raises SourceError when ``root`` cannot be reached, listed or read, or when nothing could be found
+    because of that; NothingUsableError when there is no FHIR file at all.
+    """
+    try:
+        top = root.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        raise SourceError(f"{root}: no such file or directory") from None
+    except OSError as exc:
+        raise SourceError(f"{root}: cannot be reached: {_why(exc)}") from None
+    if not stat.S_ISDIR(top.st_mode):
+        try:
+            with root.open("rb"):
+                pass
+        except OSError as exc:
+            raise SourceError(f"{root}: cannot be read: {_why(exc)}") from None
+        return [root]
+    excluded: tuple[int, int] | None = None
+    if exclude is not None:
+        try:
+            out = exclude.stat()
+            excluded = (out.st_dev, out.st_ino)
+        except OSError:
+            pass  # not there (yet): nothing of it to read
+    try:
+        entries = _listing(root)
+    except OSError as exc:
+        raise SourceError(f"{root}: the folder cannot be listed: {_why(exc)}") from None
+    seen: dict[tuple[int, int], Path] = {(top.st_dev, top.st_ino): root}
+    found: list[Path] = []
+    lost: list[str] = []
+    real: list[tuple[Path, list[os.DirEntry[str]]]] = [(root, entries)]
+    linked: list[Path] = []  # folders reached through a link: walked once the real ones are done
+    while real or linked:
+        if real:
+            folder, listing = real.pop()
+        else:
+            folder = linked.pop()
+            try:
+                listing = _listing(folder)
+            except OSError as exc:
+                quality.lost(str(folder), f"the folder could not be listed: {_why(exc)}")
+                lost.append(str(folder))
+                continue
+        subfolders: list[Path] = []
+        for entry in listing:
+            path = Path(entry.path)
+            try:
+                info: os.stat_result | None = entry.stat()  # through a link
+                why = ""
+            except FileNotFoundError:
+                info, why = None, "a link whose target does not exist"
+            except OSError as exc:
+                info, why = None, f"cannot be reached: {_why(exc)}"
+            if info is not None and stat.S_ISDIR(info.st_mode):
+                key = (info.st_dev, info.st_ino)
+                if key == excluded:
+                    quality.add(
+                        "info", str(path), "out-folder-skipped",
+                        "the --out folder is inside --data: its files (the runs' own outputs) are not read",
+                    )
+                elif key in seen:
+                    quality.add(
+                        "info", str(path), "folder-read-once",
+                        f"the same folder as {seen[key]}, which is read: not read twice",
+                    )
+                else:
+                    seen[key] = path
+                    if entry.is_symlink():
+                        linked.append(path)
+                    else:
+                        subfolders.append(path)
+                continue
+            name = entry.name.lower()
+            if name.endswith(_SUFFIXES):
+                if info is not None and stat.S_ISREG(info.st_mode):
+                    found.append(path)
+                    continue
+                what = why or f"not a regular file ({_file_kind(info.st_mode) if info else ''})"
+                quality.add("error", str(path), UNREADABLE_FILE, f"{what}; skipped")
+                quality.lost(str(path), f"the file could not be read: {what}")
+                lost.append(str(path))
+            elif info is None and entry.is_symlink():
+                quality.add(
+                    "warning", str(path), IGNORED_FILE,
+                    f"{why}: not read; if it led to FHIR files, they were not screened",
+                )
+            elif _EXPORT_LIKE.search(name) and not name.endswith(_CHECKSUMS):
+                quality.add(
+                    "warning", str(path), IGNORED_FILE,
+                    "named like a FHIR export, but only .json and .ndjson files (optionally .gz) are read: "
+                    "not read; convert or rename it if it holds FHIR data",
+                )
+        for sub in reversed(subfolders):
+            try:
+                real.append((sub, _listing(sub)))
+            except OSError as exc:
+                quality.lost(str(sub), f"the folder could not be listed: {_why(exc)}")
+                lost.append(str(sub))
+        linked.sort(reverse=True)
+    if not found:
+        if lost:
+            raise SourceError(
+                f"{root}: no FHIR file could be read; {len(lost)} folder(s) or file(s) could not be "
+                f"(first: {min(lost)})"
+            )
+        raise NothingUsableError(f"{root}: no FHIR .json or .ndjson files found (searched recursively)")
+    return sorted(found)
+
+
+def _listing(folder: Path) -> list[os.DirEntry[str]]:
+    with os.scandir(folder) as it:
+        return sorted(it, key=lambda e: e.name)
+
+
+def _why(exc: OSError) -> str:
+    """"permission denied", "input/output error"...: the OS's words, without the path."""
+    return exc.strerror.lower() if exc.strerror else type(exc).__name__
+
+
+def _file_kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    return "not a file"
+
+
 def loads_damaged(data: bytes, where: str, quality: DataQuality, unit: str) -> Any:
     """The slow path for what orjson refused: a UTF-8 BOM is dropped (an info finding), invalid UTF-8
     is replaced by U+FFFD (a warning naming the byte), then ``json`` decides. So a bad byte or a BOM
@@ -152,24 +300,26 @@ class FileSource:
     # a type absent from what was read is absent from the input (the pipeline says so of Conditions).
     reads_everything = True
 
-    def __init__(self, path: str | os.PathLike[str], workers: int = 1) -> None:
+    def __init__(
+        self, path: str | os.PathLike[str], workers: int = 1, exclude: Path | None = None
+    ) -> None:
         self.path = Path(path)
+        # A folder under ``path`` that is not input (--out inside --data: the run's own outputs).
+        self.exclude = exclude
         # Large Bulk NDJSON files are read on up to this many processes (``ndjson_ranges``).
         self.workers = workers
 
     def describe(self) -> str:
         return str(self.path)
 
-    def files(self) -> list[Path]:
-        if not self.path.exists():
-            raise SourceError(f"{self.path}: no such file or directory")
-        if self.path.is_file():
-            return [self.path]
-        found = sorted(p for p in self.path.rglob("*") if p.is_file() and p.name.lower().endswith(_SUFFIXES))
-        if not found:
-            raise NothingUsableError(
-                f"{self.path}: no FHIR .json or .ndjson files found (searched recursively)"
-            )
+    def files(self, quality: DataQuality | None = None) -> list[Path]:
+        """The FHIR files to read, sorted (see ``discover``). Without ``quality`` (a caller with no
+        findings to report them in) a folder or file that cannot be read raises SourceError."""
+        report = DataQuality() if quality is None else quality
+        found = discover(self.path, report, self.exclude)
+        if quality is None and report.partial:
+            lost = next(f for f in report.findings if f.problem == DATA_LOST)
+            raise SourceError(f"{lost.where}: {lost.message}")
         return found
 
     def read(self, plan: QueryPlan | None, quality: DataQuality) -> Iterator[tuple[Resource, str]]:
@@ -183,7 +333,7 @@ class FileSource:
         Medications come only when a kept resource refers to them, ResearchStudies always (see the module
         docstring).
         """
-        files = self.files()
+        files = self.files(quality)
         # A Bundle is opened wherever it is, an NDJSON line included (some exports write one Bundle per
         # patient per line): its entries are what the plan wants, never one skipped "Bundle".
         wanted = None if plan is None else KEPT_TYPES | frozenset(plan.resource_types) | {"Bundle"}

@@ -331,7 +331,7 @@ def upload(options: SourceOptions, path: Path) -> UploadResult:
 
     client = make_client(options, write_types=("*",))
     quality = DataQuality()
-    files = sorted(FileSource(path).files(), key=load_phase)  # stable: by name within a phase
+    files = sorted(FileSource(path).files(quality), key=load_phase)  # stable: by name within a phase
     uploader = Uploader(client, options.concurrency)
     log.info("uploading %d file(s) to %s", len(files), client.base_url)
     reported: list[object] = []  # findings already logged

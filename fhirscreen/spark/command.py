@@ -26,7 +26,7 @@ def screen_on_spark(options: SourceOptions, trial: Trial, as_of: date) -> Screen
     require_pyspark()
     from fhirscreen.spark.engine import run_spark_screening
 
-    return run_spark_screening(data, trial, as_of)
+    return run_spark_screening(data, trial, as_of, exclude=options.exclude)
 
 
 class SparkInput:

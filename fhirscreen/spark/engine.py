@@ -27,6 +27,7 @@ from collections.abc import Container, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import date
 from functools import partial
+from pathlib import Path
 from typing import Any
 
 from fhirscreen.pipeline import say_what_the_population_rests_on
@@ -112,9 +113,16 @@ class SparkScreening:
     """One screening run on Spark over the NDJSON files under ``data``."""
 
     def __init__(
-        self, data: str, trial: Trial, as_of: date, spark: Any = None, min_partitions: int | None = None
+        self,
+        data: str,
+        trial: Trial,
+        as_of: date,
+        spark: Any = None,
+        min_partitions: int | None = None,
+        exclude: Path | None = None,
     ):
         self.data = data
+        self.exclude = exclude
         self.trial = trial
         self.as_of = as_of
         self.spark = spark if spark is not None else spark_session()
@@ -135,7 +143,7 @@ class SparkScreening:
 
     def _run(self) -> ScreeningRun:
         started = time.monotonic()
-        inputs = list_inputs(self.data, self.sc)
+        inputs = list_inputs(self.data, self.sc, self.quality, self.exclude)
         self._report_bundles(inputs)
         shown = [f.shown for f in inputs.ndjson]
         # One split per file unless the file system splits it (large uncompressed files); small files
@@ -375,7 +383,13 @@ def _memory_and_disk() -> Any:
 
 
 def run_spark_screening(
-    data: str, trial: Trial, as_of: date, spark: Any = None, min_partitions: int | None = None
+    data: str,
+    trial: Trial,
+    as_of: date,
+    spark: Any = None,
+    min_partitions: int | None = None,
+    exclude: Path | None = None,
 ) -> ScreeningRun:
-    """Screen the NDJSON under ``data`` (a local path or a Hadoop URI) on Spark."""
-    return SparkScreening(data, trial, as_of, spark, min_partitions).run()
+    """Screen the NDJSON under ``data`` (a local path or a Hadoop URI) on Spark; a local folder
+    ``exclude`` under it (--out) is not read."""
+    return SparkScreening(data, trial, as_of, spark, min_partitions, exclude).run()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import SourceError
 from fhirscreen.sources.files import FileSource
 from fhirscreen.spark import SparkUsageError
@@ -57,11 +58,14 @@ def check_uri(data: str) -> None:
         )
 
 
-def list_inputs(data: str, spark_context: Any) -> Inputs:
-    """The NDJSON files under ``data`` in file mode's order (sorted), and any Bundle files found."""
+def list_inputs(
+    data: str, spark_context: Any, quality: DataQuality | None = None, exclude: Path | None = None
+) -> Inputs:
+    """The NDJSON files under ``data`` in file mode's order (sorted), and any Bundle files found. A local
+    folder is searched as file mode does, with the same findings in ``quality`` (``files.discover``)."""
     check_uri(data)
     if not is_uri(data):
-        files = FileSource(data).files()  # same errors and order as file mode
+        files = FileSource(data, exclude=exclude).files(quality)  # same errors and order as file mode
         found = [InputFile("file://" + str(p.resolve()), str(p), p.stat().st_size) for p in files]
     else:
         found = [InputFile(uri, uri, size) for uri, size in _hadoop_listing(data, spark_context)]

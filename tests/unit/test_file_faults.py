@@ -421,6 +421,18 @@ def patients(result: Result) -> list[dict[str, Any]]:
     return listed
 
 
+# -- the data folder as a file system: unlistable folders, links, odd entries, --out inside --data ----------
+
+ELIGIBLE = Path(__file__).parents[2] / "sample_bundles" / "bundles" / "urn" / "sle-eligible-01.json"
+ELIGIBLE_ID = "Patient/sle-eligible-01"
+
+
+def eligible_folder(folder: Path) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / ELIGIBLE.name).write_bytes(ELIGIBLE.read_bytes())
+    return folder
+
+
 def statuses(result: Result) -> dict[str, str]:
     return {p["patient"]: p["status"] for p in json.loads(result.stdout)["patients"]}
 
@@ -477,3 +489,150 @@ def test_a_pretty_printed_document_in_a_file_named_ndjson_is_read_as_a_document(
     assert result.exit_code == 0, result.stderr
     assert "not-ndjson" in result.stdout and "malformed-json" not in result.stdout
     assert patients(result) == patients(screen(GOLDEN_DATA, "--format", "json"))
+
+
+def problems(result: Result) -> list[tuple[str, str, str, str]]:
+    doc = json.loads(result.stdout)
+    return [(f["severity"], f["where"], f["problem"], f["message"]) for f in doc["data_quality"]]
+
+
+def refuse_listing(monkeypatch: pytest.MonkeyPatch, *folders: Path) -> None:
+    """os.scandir of these folders fails as for a folder the run's user may not read (root bypasses chmod)."""
+    import os
+
+    real = os.scandir
+    refused = {str(f) for f in folders}
+
+    def scandir(path: Any = ".") -> Any:
+        if str(path) in refused:
+            raise PermissionError(13, "Permission denied", str(path))
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+
+
+def test_the_bundled_sample_patient_is_eligible_on_its_own(tmp_path: Path) -> None:
+    result = screen(eligible_folder(tmp_path / "data"), "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert statuses(result)[ELIGIBLE_ID] == "eligible"
+
+
+def test_a_subfolder_that_cannot_be_listed_is_data_lost_and_nobody_is_eligible(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = eligible_folder(tmp_path / "data")
+    more = data / "more"
+    more.mkdir()
+    (more / "Condition.ndjson").write_bytes(line(sle("c9", "p9")))
+    refuse_listing(monkeypatch, more)
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 5, result.stderr
+    assert ("error", str(more), "data-lost", "the folder could not be listed: permission denied") in problems(
+        result
+    )
+    assert statuses(result)[ELIGIBLE_ID] == "possible"
+
+
+def test_a_data_folder_that_cannot_be_listed_is_exit_3_naming_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = eligible_folder(tmp_path / "data")
+    refuse_listing(monkeypatch, data)
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 3, result.stderr
+    assert f"{data}: the folder cannot be listed: permission denied" in result.stderr
+
+
+def test_data_and_out_below_a_folder_that_cannot_be_entered_are_clean_errors(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A 0700 parent of another owner: stat() of anything below it fails with EACCES (not ENOENT)."""
+    locked = tmp_path / "locked"
+    real_stat = Path.stat
+
+    def stat(self: Path, *args: Any, **kwargs: Any) -> Any:
+        if self.is_relative_to(locked) and self != locked:
+            raise PermissionError(13, "Permission denied", str(self))
+        return real_stat(self, *args, **kwargs)
+
+    monkeypatch.setattr(Path, "stat", stat)
+    data = eligible_folder(tmp_path / "data")
+    out = screen(data, "--out", str(locked / "x" / "out"))
+    assert out.exit_code == 2, out.stderr
+    assert f"--out {locked / 'x' / 'out'}: cannot be reached: permission denied" in out.stderr
+    below = screen(locked / "x" / "d", "--out", str(tmp_path / "out"))
+    assert below.exit_code == 3, below.stderr
+    assert f"{locked / 'x' / 'd'}: cannot be reached: permission denied" in below.stderr
+    assert "internal error" not in out.stderr + below.stderr
+
+
+@pytest.mark.parametrize("beside", [False, True])
+def test_a_linked_subfolder_is_read(tmp_path: Path, beside: bool) -> None:
+    """export/current -> export/2026-06-01: alone, or beside other files."""
+    real = eligible_folder(tmp_path / "exports" / "2026-06-01")
+    data = tmp_path / "data"
+    data.mkdir()
+    if beside:
+        (data / "other.ndjson").write_bytes(line(patient("p1")) + line(sle("c1", "p1")))
+    (data / "current").symlink_to(real)
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert statuses(result)[ELIGIBLE_ID] == "eligible"
+
+
+def test_a_link_loop_is_read_once(tmp_path: Path) -> None:
+    data = eligible_folder(tmp_path / "data")
+    (data / "loop").symlink_to(data)
+    (data / "sub").mkdir()
+    (data / "sub" / "up").symlink_to("..")
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert statuses(result) == {ELIGIBLE_ID: "eligible"}
+    found = problems(result)
+    assert not [p for p in found if p[2] == "duplicate-resource"], found
+    assert {(p[1], p[2]) for p in found if p[0] == "info" and p[2] == "folder-read-once"} == {
+        (str(data / "loop"), "folder-read-once"),
+        (str(data / "sub" / "up"), "folder-read-once"),
+    }
+
+
+@pytest.mark.parametrize("kind", ["dangling-link", "fifo"])
+def test_an_entry_named_like_a_fhir_file_that_is_not_a_file_is_lost(tmp_path: Path, kind: str) -> None:
+    import os
+
+    data = eligible_folder(tmp_path / "data")
+    entry = data / "Condition-2.ndjson"
+    if kind == "fifo":
+        os.mkfifo(entry)
+    else:
+        entry.symlink_to(tmp_path / "gone" / "Condition-2.ndjson")
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 5, result.stderr
+    found = {(p[1], p[2]) for p in problems(result)}
+    assert {(str(entry), "unreadable-file"), (str(entry), "data-lost")} <= found
+    assert statuses(result)[ELIGIBLE_ID] == "possible"
+
+
+@pytest.mark.parametrize(
+    "name", ["Condition-2.jsonl", "Condition-2.ndjson.bz2", "Condition-2.ndjson.zst", "Condition-2.json.bz2"]
+)
+def test_a_file_named_like_an_export_in_another_form_is_a_warning(tmp_path: Path, name: str) -> None:
+    data = eligible_folder(tmp_path / "data")
+    (data / name).write_bytes(line(sle("c2", "sle-eligible-01")))
+    result = screen(data, "--format", "json")
+    assert result.exit_code == 0, result.stderr
+    assert [p[:3] for p in problems(result) if p[2] == "ignored-file"] == [
+        ("warning", str(data / name), "ignored-file")
+    ]
+
+
+def test_out_inside_data_is_not_read_as_input(tmp_path: Path) -> None:
+    """--data /srv/export --out /srv/export/screening: every night reads the same input."""
+    data = eligible_folder(tmp_path / "data")
+    out = data / "screening"
+    nights = [screen(data, "--format", "json", "--out", str(out)) for _ in range(3)]
+    assert [n.exit_code for n in nights] == [0, 0, 0], nights[-1].stderr
+    first, last = problems(nights[0]), problems(nights[-1])
+    assert last == first
+    assert [p[:3] for p in last] == [("info", str(out), "out-folder-skipped")]
+    assert statuses(nights[-1]) == {ELIGIBLE_ID: "eligible"}
