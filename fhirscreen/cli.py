@@ -19,7 +19,15 @@ import click
 
 from fhirscreen import __version__, report, runs, usage
 from fhirscreen.exitcodes import EXIT_LOCKED, EXIT_POST_FAILED, EXIT_SOURCE_UNREACHABLE, EXIT_USAGE
-from fhirscreen.failures import click_errors_in_tool_format, error_line, fail, finish, guarded
+from fhirscreen.failures import (
+    click_errors_in_tool_format,
+    error_line,
+    fail,
+    finish,
+    guarded,
+    warning_line,
+    write_stdout,
+)
 from fhirscreen.parallel import AUTO_MAX, auto_workers
 from fhirscreen.paths import SAMPLE_AS_OF
 from fhirscreen.sources.base import QueryPlan, SourceError
@@ -229,6 +237,16 @@ def _echo_source_stats(source: object) -> None:
         click.echo(f"Store: {read_summary()}.", err=True)
 
 
+class _OneLineFormatter(logging.Formatter):
+    """Each log record on one line: control characters escaped (``escape_controls``), so that nothing a
+    record quotes (a URL, a server's reason) can forge or overwrite a line of the log."""
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        from fhirscreen.quality import escape_controls
+
+        return escape_controls(super().formatMessage(record))
+
+
 def _setup_logging(verbose: bool) -> None:
     logging.basicConfig(
         level=logging.DEBUG if verbose else logging.INFO,
@@ -236,6 +254,8 @@ def _setup_logging(verbose: bool) -> None:
         stream=sys.stderr,
         force=True,
     )
+    for handler in logging.getLogger().handlers:
+        handler.setFormatter(_OneLineFormatter("fhirscreen: %(message)s"))
     # urllib3 would repeat every request next to fhirscreen's own "METHOD URL status ms" line.
     logging.getLogger("urllib3").setLevel(logging.WARNING)
 
@@ -417,8 +437,16 @@ def screen(
     if output is not None:
         outputs = report.render_outputs(run, show_names, page=False)  # the run folder renders the page
         written = output.commit(run, source, options, outputs, {"show_names": show_names})
-    click.echo(report.render_stdout(run, fmt, width), nl=False)
+    stdout_failed = write_stdout(report.render_stdout(run, fmt, width))
     click.echo(report.render_summary(run, written), err=True, nl=False)
+    if stdout_failed is not None:
+        reason = f"cannot write to standard output: {stdout_failed}"
+        if output is None:
+            # Standard output was the run's only output: nothing was delivered (as an unusable --out).
+            fail(f"{reason}; the screening's results were not delivered (--out writes them to files)",
+                 EXIT_USAGE)
+        # The outputs are complete and committed: the run's status is theirs (run.json's exit_status).
+        click.echo(warning_line(f"{reason}; the outputs in {output.directory} are complete"), err=True)
     _echo_source_stats(source)
     post_failed = None
     if post_report:

@@ -42,6 +42,35 @@ def error_line(message: str) -> str:
     return f"fhirscreen: error: {message}"
 
 
+def write_stdout(text: str | bytes) -> str | None:
+    """Write ``text`` to standard output; the reason it could not be (ENOSPC from ``> /dev/full``, EPIPE
+    from a closed pipe), else None. After a failure standard output is pointed at /dev/null, so that
+    the interpreter's last flush as it exits cannot fail again with a traceback."""
+    try:
+        click.echo(text, nl=False)
+        click.get_text_stream("stdout").flush()
+    except OSError as exc:
+        _stdout_to_devnull()
+        return exc.strerror or type(exc).__name__  # never the text being written
+    return None
+
+
+def _stdout_to_devnull() -> None:
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):  # no file descriptor (a test runner's capture)
+        pass
+
+
+def warning_line(message: str) -> str:
+    """A warning of the tool (on stderr), in the format of ``error_line``."""
+    return f"fhirscreen: warning: {message}"
+
+
 def fail(message: str, code: int) -> NoReturn:
     click.echo(error_line(message), err=True)
     sys.exit(code)

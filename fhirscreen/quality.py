@@ -34,6 +34,19 @@ NO_CONDITIONS = "no-conditions"
 EMPTY_POPULATION = "empty-population"
 
 
+# Control characters as escapes (``\n`` -> ``\\n``): a finding, or a log line, is one line of the
+# run's log whatever the data hold (a resource id with a line break would forge a line otherwise).
+_ESCAPES = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+_ESCAPES.update({0x0A: "\\n", 0x0D: "\\r", 0x09: "\\t", 0x2028: "\\u2028", 0x2029: "\\u2029"})
+
+
+def escape_controls(text: str) -> str:
+    """``text`` with control characters escaped (see ``_ESCAPES``); unchanged, and fast, when it has none."""
+    if text.isprintable():
+        return text
+    return text.translate(_ESCAPES)
+
+
 @dataclass(frozen=True)
 class Finding:
     severity: Severity
@@ -53,6 +66,7 @@ class DataQuality:
     _seen: set[tuple[str, str, str]] = field(default_factory=set, repr=False)
 
     def add(self, severity: Severity, where: str, problem: str, message: str) -> None:
+        where, message = escape_controls(where), escape_controls(message)
         key = (where, problem, message)
         if key in self._seen:
             return

@@ -14,10 +14,23 @@ import orjson
 from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.compact import Compactor
 from fhirscreen.fhir.dates import parse_date
-from fhirscreen.fhir.resources import PATIENT_LINK, Resource, is_usable, items, patient_id_of, reference_id
+from fhirscreen.fhir.resources import (
+    NOT_A_TYPE_NAME,
+    PATIENT_LINK,
+    Resource,
+    is_fhir_id,
+    is_type_name,
+    is_usable,
+    items,
+    patient_id_of,
+    reference_id,
+)
 from fhirscreen.quality import DataQuality
 
 T = TypeVar("T")
+# The problem code of a resource whose id, or whose patient reference's id, is not a FHIR id (letters,
+# digits, '-', '.', 1-64 of them): skipped, and never quoted (a line break in it would forge a log line).
+INVALID_ID = "invalid-id"
 _MISSING: Any = object()  # ``PatientRecord.memo``: no view yet (a view may be None)
 
 # Resource types screening reads; everything else an EHR export holds is skipped on input.
@@ -192,10 +205,19 @@ class PopulationBuilder:
             self.quality.add("error", origin, "not-fhir", "JSON object without a resourceType was skipped")
             return
         if rtype not in KEPT_TYPES:
+            if not is_type_name(rtype):  # sources check it; a value that is not is never echoed
+                self.quality.add("error", origin, "not-fhir", f"{NOT_A_TYPE_NAME}; skipped")
+                return
             self.skipped[rtype] += 1
             return
         if not isinstance(rid, str) or not rid:
             self.quality.add("warning", origin, "no-id", f"{rtype} without an id was skipped")
+            return
+        if not is_fhir_id(rid):
+            self.quality.add(
+                "warning", origin, INVALID_ID,
+                f"{rtype} whose id is not a FHIR id (1-64 letters, digits, '-' or '.') was skipped",
+            )
             return
         if self._keep is not None and self._add_unkept(resource, rtype, rid):
             return
@@ -222,6 +244,12 @@ class PopulationBuilder:
                     "warning", f"{rtype}/{rid}", "no-subject",
                     f"{rtype}/{rid} has no Patient subject; skipped",
                 )
+            return
+        if not is_fhir_id(pid):
+            self.quality.add(
+                "warning", f"{rtype}/{rid}", INVALID_ID,
+                f"{rtype}/{rid} refers to a Patient whose id is not a FHIR id; skipped",
+            )
             return
         report_malformed(resource, f"{rtype}/{rid}", self.quality)
         # Kept even when not usable: a later version may be, and an unusable later version must
@@ -277,8 +305,8 @@ class PopulationBuilder:
         if rtype in _SHARED:
             return False  # kept whoever refers to it
         pid = patient_id(resource)
-        if pid is None or pid in keep:
-            return False  # kept, or reported as having no subject
+        if pid is None or pid in keep or not is_fhir_id(pid):
+            return False  # kept, or reported as having no subject or an invalid reference
         if pid not in self._patients and is_usable(resource):
             # only ever read for patients without a Patient resource
             self._dropped[pid] = self._dropped.get(pid, 0) + 1
@@ -299,6 +327,14 @@ class PopulationBuilder:
                 studies=self._shared["ResearchStudy"],
             )
         orphans = (set(self._by_patient) | set(self._dropped)) - set(self._patients)
+        invalid = {pid for pid in orphans if not is_fhir_id(pid)}
+        if invalid:  # counted by a source that dropped them itself (the builder reports its own)
+            orphans -= invalid
+            self.quality.add(
+                "warning", "input", INVALID_ID,
+                f"{sum(self._dropped.get(p, 0) for p in invalid)} resource(s) refer to a Patient whose id "
+                "is not a FHIR id; skipped",
+            )
         without_patient = 0
         for pid in sorted(orphans):
             if self._keep is None or pid in self._keep:  # kept (late joiners were added again)

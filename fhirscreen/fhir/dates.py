@@ -17,6 +17,13 @@ from typing import Any
 from dateutil.relativedelta import relativedelta
 
 _DATE_RE = re.compile(r"^(\d{4})(?:-(\d{2})(?:-(\d{2}))?)?")
+# What may follow a full date: FHIR's time of day and zone (hours 00-23, minutes and seconds 00-59, a
+# leap second 60; a zone from -13:59 to +14:00). Read leniently as FHIR data are written: the seconds
+# or the zone may be missing (local time). A time that cannot be ("T25:00", "T10:61", "+25:00") or
+# anything else after the date makes the whole value unreadable (a ``malformed-element`` finding).
+_TIME_RE = re.compile(
+    r"T(?:[01]\d|2[0-3]):[0-5]\d(?::(?:[0-5]\d|60)(?:\.\d{1,9})?)?(?:Z|[+-](?:(?:0\d|1[0-3]):[0-5]\d|14:00))?"
+)
 
 
 @dataclass(frozen=True)
@@ -53,9 +60,12 @@ def parse_date(value: object) -> PartialDate | None:
 
 
 def _parse(value: str) -> PartialDate | None:
-    m = _DATE_RE.match(value.strip())
+    text = value.strip()
+    m = _DATE_RE.match(text)
     if not m:
         return None
+    if m.end() < len(text) and (m.group(3) is None or _TIME_RE.fullmatch(text, m.end()) is None):
+        return None  # a time after a partial date, or one that is not a time of day (see _TIME_RE)
     try:
         year = int(m.group(1))
         if m.group(2) is None:

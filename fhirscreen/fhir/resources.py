@@ -6,14 +6,43 @@ the whole evaluation, and the evaluators read a handful of fields.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
-from typing import Any
+from typing import Any, TypeGuard
 
 from fhirscreen.fhir.codes import codings, normalised
 from fhirscreen.fhir.dates import Span, day, span_bounds, span_of
 from fhirscreen.fhir.memo import per_resource
 
 Resource = dict[str, Any]
+
+# What a resourceType and an id must look like (FHIR type names; FHIR's id datatype). Anything else is
+# not read, and never quoted: such a value may be a name or a birth date, or hold a line break that
+# would forge a line of the run's log.
+_TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}")
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# The names found valid so far: one set lookup per resource instead of a match (bounded: few types).
+_TYPE_NAMES: set[str] = set()
+# The text of the not-fhir finding for a resourceType that is not a type name (with "; skipped").
+NOT_A_TYPE_NAME = "resourceType is not a FHIR type name"
+
+
+def is_type_name(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a string that can be a FHIR resource type name (``^[A-Z][A-Za-z]{1,63}$``)."""
+    if not isinstance(value, str):
+        return False
+    if value in _TYPE_NAMES:
+        return True
+    if _TYPE_NAME.fullmatch(value) is None:
+        return False
+    if len(_TYPE_NAMES) < 4096:
+        _TYPE_NAMES.add(value)
+    return True
+
+
+def is_fhir_id(value: object) -> TypeGuard[str]:
+    """Whether ``value`` is a FHIR id: 1-64 letters, digits, '-' and '.'."""
+    return isinstance(value, str) and _FHIR_ID.fullmatch(value) is not None
 
 # The element that links each resource type to its patient.
 PATIENT_LINK: dict[str, str] = {
@@ -125,16 +154,20 @@ def not_a_resource(value: object) -> str | None:
         return f"the JSON is {json_kind(value)}, not a FHIR resource (an object with a resourceType)"
     if not isinstance(value.get("resourceType"), str):
         return "the JSON is an object without a resourceType, not a FHIR resource"
+    if not is_type_name(value["resourceType"]):
+        return NOT_A_TYPE_NAME
     return None
 
 
 def entry_problem(entry: object) -> str | None:
     """Why a Bundle entry holds no resource to read; None when it does (a ``resource`` object with a
-    ``resourceType``)."""
+    ``resourceType`` that is a FHIR type name, ``is_type_name``: another value is not quoted)."""
     if entry.__class__ is dict:  # what JSON gives, tested first: this runs for every entry read
         resource = entry.get("resource")
-        if resource.__class__ is dict and resource.get("resourceType").__class__ is str:
-            return None
+        if resource.__class__ is dict:
+            rtype = resource.get("resourceType")
+            if rtype.__class__ is str and rtype in _TYPE_NAMES:  # names seen valid (``is_type_name``)
+                return None
     if not isinstance(entry, Mapping):
         return f"the entry is {json_kind(entry)}, not a JSON object"
     resource = entry.get("resource")
@@ -144,6 +177,8 @@ def entry_problem(entry: object) -> str | None:
         return f"the entry's resource is {json_kind(resource)}, not a JSON object"
     if not isinstance(resource.get("resourceType"), str):
         return "the entry's resource has no resourceType"
+    if not is_type_name(resource["resourceType"]):
+        return f"the entry's {NOT_A_TYPE_NAME}"
     return None
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from fhirscreen.fhir.resources import Resource
+from fhirscreen.fhir.resources import Resource, is_type_name
 from fhirscreen.progress import Progress
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import QueryPlan, Source
@@ -76,7 +76,9 @@ class ObservedSource:
                 if dropped is not None and dropped.resources - synced >= 4096:
                     self._count_dropped(dropped.by_type, counted)
                     synced = dropped.resources
-                rtype = str(resource.get("resourceType", "?"))
+                rtype = resource.get("resourceType")
+                if not is_type_name(rtype):  # sources skip these; never echoed into run.json
+                    rtype = "?"
                 self.resources[rtype] += 1
                 if self.progress is not None:
                     self.progress.resource(rtype)

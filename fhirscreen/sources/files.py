@@ -58,11 +58,13 @@ from typing import IO, Any
 import orjson
 
 from fhirscreen.fhir.codes import ValueSet
-from fhirscreen.fhir.json_text import loads_finite, odd_numbers_message
+from fhirscreen.fhir.json_text import loads_finite, may_underflow, odd_numbers_message
 from fhirscreen.fhir.resources import (
     PATIENT_LINK,
     Resource,
     entry_problem,
+    is_fhir_id,
+    is_type_name,
     is_usable,
     items,
     json_kind,
@@ -79,10 +81,13 @@ log = logging.getLogger("fhirscreen")
 _SUFFIXES = (".json", ".ndjson", ".json.gz", ".ndjson.gz")
 # The problem code of an empty input file (see the module docstring).
 EMPTY_FILE = "empty-file"
+# The problem code of a Bundle entry that deletes a resource (request.method DELETE): see bundle_resources.
+DELETED_ENTRY = "deleted-entry"
 # The resourceType as the first member of an NDJSON line: how every Bulk Data exporter writes it.
 _NOT_PATIENT_IDS = frozenset({"Patient/", "Patient/_history"})
 _BOM = b"\xef\xbb\xbf"
-LEADING_TYPE = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"')
+# Only a FHIR type name (``is_type_name``): any other leading value is parsed, and reported unquoted.
+LEADING_TYPE = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Z][A-Za-z]{1,63})"')
 _NO_ALIASES: Mapping[str, str] = {}  # an NDJSON line is a resource on its own (never written to)
 
 
@@ -269,7 +274,8 @@ def loads_damaged(data: bytes, where: str, quality: DataQuality, unit: str) -> A
         quality.add("info", where, "utf8-bom", f"UTF-8 BOM at the start of the {unit}: ignored")
         data = data[len(_BOM) :]
         try:
-            return orjson.loads(data)
+            if not may_underflow(data):
+                return orjson.loads(data)
         except orjson.JSONDecodeError:
             pass
     try:
@@ -671,6 +677,9 @@ def read_file(
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
             data = loads_damaged(raw, shown, quality, "file")
+        else:
+            if may_underflow(raw):  # orjson read a nonzero number too small for a double as 0.0
+                data = loads_damaged(raw, shown, quality, "file")
         del raw
     except json.JSONDecodeError as exc:
         quality.add(
@@ -781,6 +790,8 @@ def ndjson_lines(
                     continue
         try:
             data = orjson.loads(line)
+            if may_underflow(line):  # a nonzero number too small for a double, which orjson reads as 0.0
+                raise orjson.JSONDecodeError("underflow", "", 0)
         except orjson.JSONDecodeError:
             if not line.strip():
                 continue
@@ -859,7 +870,7 @@ def _resources_in(
     wanted: Collection[str] | None = None,
     prefilter: Prefilter | None = None,
 ) -> Iterator[tuple[Resource, str]]:
-    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+    if not isinstance(data, dict) or not is_type_name(data.get("resourceType")):
         quality.add("error", origin, "not-fhir", f"{not_a_resource(data)}; skipped")
         return
     if data["resourceType"] == "Bundle":
@@ -889,6 +900,12 @@ def bundle_resources(
     (nested Bundles excepted) come as ``{"resourceType": T}`` stubs and are not rewritten. With a
     ``prefilter``, the bundle's Conditions go through its census first, and resources of patients it
     does not keep get only their patient reference rewritten.
+
+    A DELETE entry (``request.method``) of a history Bundle, which lists the newest versions first,
+    removes the older versions of the resource listed after it (an info ``deleted-entry`` finding); a
+    deletion with nothing to remove there, or in another kind of Bundle (a transaction applies its
+    DELETEs before its other entries), is not applied, which a ``deleted-entry`` warning says: a copy
+    read elsewhere in the run still counts.
     """
     listed = bundle.get("entry")
     if listed is not None and not isinstance(listed, list):
@@ -897,8 +914,19 @@ def bundle_resources(
         return
     aliases: dict[str, str] = {}
     resources: list[Resource] = []
+    history = bundle.get("type") == "history"
+    # A history Bundle's DELETE entries (newest versions first, as FHIR orders history): the resource
+    # they name -> [the entry's index, whether an older version of it was found below and not read].
+    deleted: dict[str, list[Any]] = {}
     # Every entry is counted, whatever it is: "entry 3" is Bundle.entry[3] in the file.
     for index, entry in enumerate(items(listed)):
+        if entry.__class__ is dict and _method(entry) == "DELETE":
+            target = deleted_target(entry)
+            if target is not None and history:
+                deleted.setdefault(target, [index, False])
+            else:
+                _deletion_not_applied(quality, f"{origin} entry {index}", target, history)
+            continue
         problem = entry_problem(entry)
         if problem is not None:
             quality.add("warning", f"{origin} entry {index}", "not-fhir", f"{problem}; skipped")
@@ -914,7 +942,21 @@ def bundle_resources(
                 rid = resource["id"] = full_url.rstrip("/").rsplit("/", 1)[-1].rsplit(":", 1)[-1]
             if rid:
                 aliases[full_url] = f"{rtype}/{rid}"
+        if deleted:
+            gone = deleted.get(f"{rtype}/{resource.get('id')}")
+            if gone is not None:
+                gone[1] = True  # a version older than the deletion: not read
+                continue
         resources.append(resource)
+    for target, (index, applied) in deleted.items():
+        if applied:
+            quality.add(
+                "info", f"{origin} entry {index}", DELETED_ENTRY,
+                f"{target} was deleted (a DELETE in this history Bundle): its older versions here were "
+                "not read",
+            )
+        else:
+            _deletion_not_applied(quality, f"{origin} entry {index}", target, history)
     if prefilter is not None and prefilter.population is not None:
         for resource in resources:
             if resource["resourceType"] == "Condition":
@@ -946,6 +988,40 @@ def bundle_resources(
             if aliases:
                 _rewrite_references(medication, aliases)
             yield medication, origin
+
+
+def _method(entry: Mapping[str, Any]) -> object:
+    request = entry.get("request")
+    return request.get("method") if request.__class__ is dict else None
+
+
+def deleted_target(entry: Mapping[str, Any]) -> str | None:
+    """``Type/id`` of the resource a DELETE entry deletes (its ``request.url``, relative or absolute), or
+    None when that is not a plain ``Type/id`` (a conditional delete, a value that is no FHIR name or id)."""
+    request = entry.get("request")
+    url = request.get("url") if isinstance(request, Mapping) else None
+    if not isinstance(url, str) or "?" in url:
+        return None
+    parts = url.rstrip("/").split("/")
+    if len(parts) < 2 or not is_type_name(parts[-2]) or not is_fhir_id(parts[-1]):
+        return None
+    return f"{parts[-2]}/{parts[-1]}"
+
+
+def _deletion_not_applied(quality: DataQuality, where: str, target: str | None, history: bool) -> None:
+    """The ``deleted-entry`` warning of a deletion that was not applied (see ``bundle_resources``)."""
+    what = target or "a resource (its request.url is not Type/id)"
+    why = (
+        "no older version of it is in this history Bundle"
+        if history
+        else "a DELETE is applied only within a history Bundle"
+    )
+    quality.add(
+        "warning", where, DELETED_ENTRY,
+        f"{what} is deleted here (request.method DELETE) but the deletion was not applied ({why}): a "
+        "copy read from another Bundle or file still counts (a deleted exclusion keeps its patient out); "
+        "check the source",
+    )
 
 
 def _rewrite_references(node: dict[str, Any] | list[Any], aliases: Mapping[str, str]) -> None:

@@ -40,7 +40,7 @@ from requests.adapters import HTTPAdapter
 from urllib3 import exceptions as urllib3_exceptions
 
 from fhirscreen import __version__
-from fhirscreen.fhir.json_text import loads_finite
+from fhirscreen.fhir.json_text import loads_finite, may_underflow
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import ConfigurationError, SourceError
 from fhirscreen.sources.server_text import outcome_text
@@ -163,6 +163,8 @@ def parse_json(data: bytes) -> Any:
     if len(data) > ORJSON_MAX_BYTES:
         return loads_finite(data.decode("utf-8").removeprefix("\ufeff"))[0]
     try:
+        if may_underflow(data):  # orjson reads a nonzero number too small for a double as 0.0
+            raise orjson.JSONDecodeError("underflow", "", 0)
         return orjson.loads(data)
     except orjson.JSONDecodeError:
         text = data.decode("utf-8")  # UnicodeDecodeError (a ValueError) names the byte

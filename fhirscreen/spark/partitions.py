@@ -20,8 +20,8 @@ from typing import Any
 
 import orjson
 
-from fhirscreen.fhir.json_text import loads_finite, odd_numbers_message
-from fhirscreen.fhir.resources import Resource, is_usable, not_a_resource, reference_id
+from fhirscreen.fhir.json_text import loads_finite, may_underflow, odd_numbers_message
+from fhirscreen.fhir.resources import Resource, is_type_name, is_usable, not_a_resource, reference_id
 from fhirscreen.quality import DataQuality, Finding
 from fhirscreen.record import KEPT_TYPES, SHARED_TYPES, PopulationBuilder, patient_id
 from fhirscreen.report.facts import PatientFacts, patient_facts
@@ -33,7 +33,7 @@ Position = tuple[int, int, int]  # (file index, line number from 1, entry in a B
 Row = tuple[str, Any, Any]  # (kind, key, value); the kinds are listed in ``route_split``
 
 # As sources/files.py: the resourceType as the first member of a line, as every Bulk exporter writes it.
-_LEADING_TYPE = re.compile(r'\s*\{\s*"resourceType"\s*:\s*"([A-Za-z]{1,64})"')
+_LEADING_TYPE = re.compile(r'\s*\{\s*"resourceType"\s*:\s*"([A-Z][A-Za-z]{1,63})"')
 
 
 def leading_type(line: str) -> str | None:
@@ -53,9 +53,11 @@ def loads(text: str) -> Any:
 def loads_noting(text: str) -> tuple[Any, tuple[str, ...]]:
     """``loads``, and the numbers it read as no value (NaN, Infinity: ``loads_finite``)."""
     try:
-        return orjson.loads(text), ()
+        if not may_underflow(text):  # orjson reads a nonzero number too small for a double as 0.0
+            return orjson.loads(text), ()
     except orjson.JSONDecodeError:
-        return loads_finite(text)
+        pass
+    return loads_finite(text)
 
 
 class UnreadableFile(str):
@@ -88,7 +90,7 @@ _OPENED = KEPT_TYPES | frozenset({"Bundle"})
 
 def _resources_on_line(data: Any, origin: str, quality: DataQuality) -> tuple[list[Resource], bool]:
     """The resource(s) of one parsed line: itself, or a Bundle's entries (other types as stubs; True)."""
-    if not isinstance(data, dict) or not isinstance(data.get("resourceType"), str):
+    if not isinstance(data, dict) or not is_type_name(data.get("resourceType")):
         quality.add("error", origin, "not-fhir", f"{not_a_resource(data)}; skipped")  # as file mode
         return [], False
     if data["resourceType"] == "Bundle":
