@@ -197,6 +197,9 @@ class PopulationBuilder:
         # Usable resources of patients not kept, per patient; shared with the source's ``dropped``.
         self._dropped: dict[str, int] = {} if dropped is None else dropped.usable
         self._compactor = Compactor()
+        # Patient id -> its ``replaced-by`` / ``replaces`` links (merged records: ``_merge_linked``),
+        # noted for every Patient read, kept or not.
+        self._links: dict[str, list[tuple[str, str]]] = {}
 
     def add(self, resource: Resource, origin: str) -> None:
         rtype = resource.get("resourceType")
@@ -233,6 +236,7 @@ class PopulationBuilder:
         if rtype == "Patient":
             report_malformed(resource, f"Patient/{rid}", self.quality)  # a birth or death date it cannot read
             self._patients[rid] = resource
+            self._note_links(rid, resource)
             return
         if rtype in _SHARED:
             self._shared[rtype][rid] = resource
@@ -301,6 +305,7 @@ class PopulationBuilder:
                 self.quality.add("info", f"Patient/{rid}", "duplicate", message)
             else:
                 self._patients[rid] = {"resourceType": "Patient", "id": rid}
+            self._note_links(rid, resource)
             return True
         if rtype in _SHARED:
             return False  # kept whoever refers to it
@@ -316,7 +321,96 @@ class PopulationBuilder:
         for resource, origin in resources:
             self.add(resource, origin)
 
+    def _note_links(self, rid: str, patient: Resource) -> None:
+        links = merge_links(patient)
+        if links:
+            self._links[rid] = links
+        else:
+            self._links.pop(rid, None)  # a later version without them
+
+    def _merge_linked(self) -> None:
+        """Fold the records of replaced Patients into the record that replaced them (D14).
+
+        ``Patient.link`` of type ``replaced-by`` (on the replaced record) or ``replaces`` (on the
+        surviving one) says two Patient resources are one person: the replaced id's resources are moved
+        onto the survivor (at the end of a chain a -> b -> c), which alone is a record, with a
+        ``merged-patient`` info finding naming both ids. A link to a Patient that is not in the data, a
+        record said to be replaced by two different ones, or a loop is a ``patient-link`` warning, and the
+        records are kept separate (never merged into nothing). ``seealso`` / ``refer`` links are not
+        read: they do not say the records are the same person with certainty."""
+        if not self._links:
+            return
+        successor: dict[str, str] = {}
+        conflicting: set[str] = set()
+        for pid in sorted(self._links):
+            for kind, other in self._links[pid]:
+                old, new = (pid, other) if kind == "replaced-by" else (other, pid)
+                if other not in self._patients:
+                    self.quality.add(
+                        "warning", f"Patient/{pid}", "patient-link",
+                        f"Patient/{pid} is linked ({kind}) to Patient/{other}, which is not among the "
+                        "Patients read: the records are not merged",
+                    )
+                    continue
+                held = successor.setdefault(old, new)
+                if held != new:
+                    conflicting.add(old)
+        for old in sorted(conflicting):
+            self.quality.add(
+                "warning", f"Patient/{old}", "patient-link",
+                f"Patient/{old} is said to be replaced by more than one Patient: the records are not merged",
+            )
+            del successor[old]
+        targets: dict[str, str] = {}
+        for old in sorted(successor):
+            chain = [old]
+            current = old
+            while current in successor:
+                current = successor[current]
+                if current in chain:
+                    loop = chain[chain.index(current):]
+                    first = loop.index(min(loop))  # the same finding whichever member it is met from
+                    loop = loop[first:] + loop[:first]
+                    self.quality.add(
+                        "warning", f"Patient/{loop[0]}", "patient-link",
+                        "Patient.link replaced-by / replaces form a loop ("
+                        + " -> ".join(f"Patient/{p}" for p in [*loop, loop[0]])
+                        + "): the records are not merged",
+                    )
+                    break
+                chain.append(current)
+            else:
+                targets[old] = current
+        keep = self._keep
+        for old, survivor in sorted(targets.items()):
+            if keep is not None and (old in keep) != (survivor in keep):
+                # Only one of them was kept (``explain`` reads the patients asked for): the other's
+                # resources were not read, so merging would screen on part of the record.
+                self.quality.add(
+                    "warning", f"Patient/{old}", "patient-link",
+                    f"Patient/{old} was replaced by Patient/{survivor} (Patient.link), but only one of them "
+                    "was read for this run: the records are not merged",
+                )
+                continue
+            moved = self._by_patient.pop(old, None)
+            if moved:
+                into = self._by_patient[survivor]
+                for rtype, by_id in moved.items():
+                    into[rtype].update(by_id)
+                    for rid in by_id:
+                        self._owner[(rtype, rid)] = survivor
+            n = self._dropped.pop(old, 0)
+            if n:
+                self._dropped[survivor] = self._dropped.get(survivor, 0) + n
+            del self._patients[old]
+            self.quality.add(
+                "info", f"Patient/{survivor}", "merged-patient",
+                f"Patient/{old} was replaced by Patient/{survivor} (Patient.link): one person, screened as "
+                f"Patient/{survivor} on the resources of both ids",
+            )
+
     def build(self) -> Population:
+        self._merge_linked()
         records: dict[str, PatientRecord] = {}
         for pid, patient in self._patients.items():
             grouped = self._by_patient.get(pid, {})
@@ -364,6 +458,21 @@ class PopulationBuilder:
     def _in_population(self, held: Mapping[str, list[Resource]]) -> bool:
         vs = self._population
         return vs is not None and any(vs.match(c.get("code")) is not None for c in held.get("Condition", ()))
+
+
+# Patient.link types saying the two records are one person, one replacing the other.
+MERGE_LINKS = frozenset({"replaced-by", "replaces"})
+
+
+def merge_links(patient: Mapping[str, Any]) -> list[tuple[str, str]]:
+    """A Patient's ``replaced-by`` / ``replaces`` links, as (type, the other Patient's id)."""
+    out = []
+    for link in items(patient.get("link")):
+        if link.__class__ is dict and link.get("type") in MERGE_LINKS:
+            other = reference_id(link.get("other"), "Patient")
+            if other:
+                out.append((str(link["type"]), other))
+    return out
 
 
 def _content(resource: Resource) -> bytes:

@@ -72,7 +72,14 @@ from fhirscreen.fhir.resources import (
     reference_id,
 )
 from fhirscreen.quality import DATA_LOST, DataQuality
-from fhirscreen.record import KEPT_TYPES, Dropped, malformed_concept, patient_id, report_malformed
+from fhirscreen.record import (
+    KEPT_TYPES,
+    MERGE_LINKS,
+    Dropped,
+    malformed_concept,
+    patient_id,
+    report_malformed,
+)
 from fhirscreen.sources.base import NothingUsableError, QueryPlan, SourceError
 from fhirscreen.sources.line_ranges import line_ranges
 
@@ -454,6 +461,10 @@ class Prefilter:
         # (a second reading, whose findings were made the first time).
         self.dropped = dropped
         self.drop_others = drop_others or dropped is not None
+        # While the census runs: Patients linked as one person (``Patient.link`` replaced-by / replaces),
+        # both ways. When one of them is kept, all are, so the record builder can merge their records
+        # (``PopulationBuilder._merge_linked``) on the resources of every id.
+        self.links: dict[str, set[str]] = defaultdict(set)
 
     def start_file(self, index: int) -> None:
         self.index = index
@@ -470,6 +481,8 @@ class Prefilter:
             if pid is not None and pid not in self.keep:
                 self.keep.add(pid)  # type: ignore[attr-defined]
                 self.joined[pid] = (self.index, self.checked)
+                if pid in self.links:
+                    self._join_linked(pid, (self.index, self.checked))
         elif self.quality is not None and malformed_concept(resource.get("code")):
             # A diagnosis whose code cannot be read may be the one that would have brought its patient
             # in: said for every patient, not only the kept ones (whose resources the builder checks).
@@ -484,6 +497,8 @@ class Prefilter:
             pid = resource.get("id")
             if not isinstance(pid, str) or not pid:
                 return True
+            if self.population is not None and "link" in resource:
+                self._note_links(resource, pid, aliases)
         else:
             pid = _linked_patient(resource, aliases)
             if pid is None:
@@ -567,6 +582,39 @@ class Prefilter:
             return None
         rid = data.get("id")
         return pid if rid.__class__ is str and rid else None
+
+    def _note_links(self, patient: Resource, pid: str, aliases: Mapping[str, str]) -> None:
+        """Note a Patient's replaced-by / replaces links; when any of the linked ids is kept, all join
+        the kept set here (their resources read before are read again, as for any late joiner)."""
+        for link in items(patient.get("link")):
+            if link.__class__ is not dict or link.get("type") not in MERGE_LINKS:
+                continue
+            other = link.get("other")
+            value = other.get("reference") if other.__class__ is dict else None
+            if isinstance(value, str):
+                oid = reference_id({"reference": aliases.get(value, value)}, "Patient")
+                if oid and oid != pid:
+                    self.links[pid].add(oid)
+                    self.links[oid].add(pid)
+        if pid in self.links:
+            # the position of this Patient: it is kept now (``wants`` has counted it)
+            self._join_linked(pid, (self.index, self.checked - 1))
+
+    def _join_linked(self, pid: str, at: tuple[int, int]) -> None:
+        """When ``pid`` or any Patient linked to it (transitively) is kept, the others join at ``at``."""
+        group = {pid}
+        todo = [pid]
+        while todo:
+            for other in self.links.get(todo.pop(), ()):
+                if other not in group:
+                    group.add(other)
+                    todo.append(other)
+        if not any(member in self.keep for member in group):
+            return
+        for member in sorted(group):
+            if member not in self.keep:
+                self.keep.add(member)  # type: ignore[attr-defined]
+                self.joined[member] = at
 
     def pass_over(self, pid: str) -> None:
         """Note that the current file holds resources of ``pid`` while they are not kept (the census

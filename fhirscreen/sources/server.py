@@ -41,7 +41,7 @@ import orjson
 from fhirscreen.fhir.codes import ICD10, ICD10CM, Code
 from fhirscreen.fhir.resources import Resource, entry_problem, items
 from fhirscreen.quality import EMPTY_POPULATION, NO_CONDITIONS, DataQuality
-from fhirscreen.record import SCREENED_TYPES, SHARED_TYPES, is_later_version
+from fhirscreen.record import SCREENED_TYPES, SHARED_TYPES, is_later_version, merge_links
 from fhirscreen.sources import observation_plan
 from fhirscreen.sources.base import ConfigurationError, QueryPlan, Source, SourceError
 from fhirscreen.sources.factory import SourceOptions
@@ -84,6 +84,8 @@ TYPED_REFERENCE_PARAMS = frozenset({"actor", "subject"})
 # Without these the population cannot be screened at all; another type that cannot be searched by
 # patient is skipped with a warning (its criteria read what the other types show).
 REQUIRED_TYPES = frozenset({"Patient", "Condition"})
+# How many links away from a candidate merged records (Patient.link replaced-by / replaces) are read.
+LINK_ROUNDS = 5
 SLEDAI_TEXT = "sledai"
 # Observation search parameters that also match ``Observation.component.code`` (FHIR R4), best first.
 # ``code`` matches only ``Observation.code``, so an eGFR, an hCG or a SLEDAI total recorded as a
@@ -956,18 +958,40 @@ class ServerSource:
             quality.add("warning", self.client.base_url, "not-searchable", COMPONENT_GAP)
         medication_refs: set[str] = set()
         study_refs: set[str] = set()
-        for results in itertools.chain(probed, self._run(searches, quality, early, early_pool)):
-            for resource in results:
-                key = (str(resource.get("resourceType")), str(resource.get("id")))
-                if key in seen and not is_later_version(resource, seen[key]):
-                    continue  # the same resource from two pages/batches (an _include, a shifted page)
-                # A later version (updated while the run paged through) goes on: the builder keeps it.
-                seen[key] = resource
-                if key[0] in MEDICATION_HOLDERS:
-                    medication_refs |= medication_ids([resource])
-                elif key[0] == "ResearchSubject":
-                    study_refs |= study_ids([resource])
-                yield resource, self._origin(key)
+
+        def take(found: Iterable[list[Resource]]) -> Iterator[tuple[Resource, str]]:
+            nonlocal medication_refs, study_refs
+            for results in found:
+                for resource in results:
+                    key = (str(resource.get("resourceType")), str(resource.get("id")))
+                    if key in seen and not is_later_version(resource, seen[key]):
+                        continue  # the same resource from two pages/batches (an _include, a shifted page)
+                    # A later version (updated while the run paged through) goes on: the builder keeps it.
+                    seen[key] = resource
+                    if key[0] in MEDICATION_HOLDERS:
+                        medication_refs |= medication_ids([resource])
+                    elif key[0] == "ResearchSubject":
+                        study_refs |= study_ids([resource])
+                    yield resource, self._origin(key)
+
+        yield from take(itertools.chain(probed, self._run(searches, quality, early, early_pool)))
+        # Merged records (Patient.link replaced-by / replaces): the linked ids' Patients and resources
+        # are read too, as further batches, so that the record builder merges them onto the surviving
+        # id (``PopulationBuilder._merge_linked``); a chain is followed up to LINK_ROUNDS links away.
+        read = set(ids)
+        for _round in range(LINK_ROUNDS):
+            patients = [r for (rtype, _id), r in seen.items() if rtype == "Patient"]
+            linked = sorted({other for r in patients for _kind, other in merge_links(r)} - read)
+            if not linked:
+                break
+            log.info("reading the records of %d linked Patient(s) (Patient.link)", len(linked))
+            read.update(linked)
+            more = [
+                search
+                for batch in id_batches(linked)
+                for search in patient_searches(batch, plan, caps, self.notes, sledai_text)
+            ]
+            yield from take(self._run(with_extra(more), quality))
         for resource in population:  # only those the batch searches did not give (see above)
             key = (str(resource.get("resourceType")), str(resource.get("id")))
             if key in seen and not is_later_version(resource, seen[key]):
