@@ -219,7 +219,7 @@ class PopulationBuilder:
         if not is_fhir_id(rid):
             self.quality.add(
                 "warning", origin, INVALID_ID,
-                f"{rtype} whose id is not a FHIR id (1-64 letters, digits, '-' or '.') was skipped",
+                f"{rtype} whose id is not an id (1-128 letters, digits, '-', '.' or '_') was skipped",
             )
             return
         if self._keep is not None and self._add_unkept(resource, rtype, rid):

@@ -20,7 +20,9 @@ Resource = dict[str, Any]
 # not read, and never quoted: such a value may be a name or a birth date, or hold a line break that
 # would forge a line of the run's log.
 _TYPE_NAME = re.compile(r"[A-Z][A-Za-z]{1,63}")
-_FHIR_ID = re.compile(r"[A-Za-z0-9\-.]{1,64}")
+# FHIR's id is 1-64 of [A-Za-z0-9-.]; exports from other systems also use "_" and longer ids, which are
+# no risk (no space, quote or control character can hide a name or forge a log line), so they are read.
+_FHIR_ID = re.compile(r"[A-Za-z0-9\-._]{1,128}")
 # The names found valid so far: one set lookup per resource instead of a match (bounded: few types).
 _TYPE_NAMES: set[str] = set()
 # The text of the not-fhir finding for a resourceType that is not a type name (with "; skipped").
@@ -41,7 +43,8 @@ def is_type_name(value: object) -> TypeGuard[str]:
 
 
 def is_fhir_id(value: object) -> TypeGuard[str]:
-    """Whether ``value`` is a FHIR id: 1-64 letters, digits, '-' and '.'."""
+    """Whether ``value`` can be read as an id: 1-128 letters, digits, '-', '.' and '_' (FHIR's 1-64 of
+    letters, digits, '-' and '.', and what other systems' exports use)."""
     return isinstance(value, str) and _FHIR_ID.fullmatch(value) is not None
 
 # The element that links each resource type to its patient.
