@@ -531,7 +531,6 @@ class BulkExport:
         for resource, _origin in read_file(path, scratch):
             if resource.get("resourceType") != "OperationOutcome":
                 continue
-            log.debug("bulk export error file %d: %s", index, outcome_text(resource))
             for issue in items(resource.get("issue")):
                 if not isinstance(issue, Mapping):
                     continue
