@@ -27,7 +27,15 @@ from fhirscreen.store.incremental import IncrementalSource
 from fhirscreen.store.sqlite import SCHEMA_VERSION, ResourceStore, StoredResource, StoreState
 from fhirscreen.trial.loader import Trial
 from tests.builders import record
-from tests.unit.test_server_source import BASE, TYPES, FakeFhir, capability, population, read_all, source
+from tests.unit.test_server_source import (
+    TYPES,
+    FakeFhir,
+    capability,
+    mock_candidate_export,
+    population,
+    read_all,
+    source,
+)
 
 AS_OF = date(2026, 6, 1)
 RXNORM = "http://www.nlm.nih.gov/research/umls/rxnorm"
@@ -362,22 +370,8 @@ def test_bulk_fetches_the_studies_the_export_refers_to() -> None:
     exported ResearchSubjects refer to are fetched by id afterwards, as Medications are."""
     fake = FakeFhir(with_subject(population(2)), caps=capability(types=(*TYPES, "ResearchStudy")))
     exported = [r for r in fake.resources if r["resourceType"] not in ("Medication", "ResearchStudy")]
-    status = f"{BASE}/$export-poll-status?_jobId=1"
     with responses.RequestsMock(assert_all_requests_are_fired=False) as mock:
-        mock.add(responses.POST, f"{BASE}/Patient/$export", status=202, headers={"Content-Location": status})
-        mock.add(
-            responses.GET,
-            status,
-            json={
-                "transactionTime": "2026-06-01T00:00:00Z",
-                "request": f"{BASE}/Patient/$export",
-                "requiresAccessToken": False,
-                "output": [{"type": "Mixed", "url": f"{BASE}/Binary/out"}],
-                "error": [],
-            },
-        )
-        mock.add(responses.GET, f"{BASE}/Binary/out", body="".join(json.dumps(r) + "\n" for r in exported))
-        mock.add(responses.DELETE, status, status=202)
+        mock_candidate_export(mock, exported)
         fake.install(mock)
         resources, quality = read_all(source(bulk=True))
     assert {r["id"] for r in resources if r["resourceType"] == "ResearchStudy"} == {"abc"}

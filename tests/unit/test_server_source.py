@@ -972,6 +972,11 @@ def _export_without(fake: FakeFhir, mock: responses.RequestsMock, left_out: str)
         and r.get("id") != left_out
         and (r.get("subject") or {}).get("reference") != f"Patient/{left_out}"
     ]
+    mock_candidate_export(mock, kept)
+
+
+def mock_candidate_export(mock: responses.RequestsMock, exported: list[dict[str, Any]]) -> None:
+    """A candidate-only (``Patient/$export``) job whose one NDJSON file holds ``exported``."""
     status = f"{BASE}/$export-poll-status?_jobId=1"
     mock.add(responses.POST, f"{BASE}/Patient/$export", status=202, headers={"Content-Location": status})
     mock.add(
@@ -985,7 +990,7 @@ def _export_without(fake: FakeFhir, mock: responses.RequestsMock, left_out: str)
             "error": [],
         },
     )
-    mock.add(responses.GET, f"{BASE}/Binary/out", body="".join(json.dumps(r) + "\n" for r in kept))
+    mock.add(responses.GET, f"{BASE}/Binary/out", body="".join(json.dumps(r) + "\n" for r in exported))
     mock.add(responses.DELETE, status, status=202)
 
 
