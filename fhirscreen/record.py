@@ -147,6 +147,16 @@ class Dropped:
             self.usable[pid] = self.usable.get(pid, 0) + n
 
 
+class Prebuilt(str):
+    """The origin of a resource a reading process has already done the builder's own work on: it has no
+    malformed element (``report_malformed`` would say nothing) and it is compacted (``Compactor``). A
+    file read on several processes (``sources/ndjson_ranges``) sends its kept lines back so, instead
+    of as text to parse, check and compact again here: for a large export that was most of the main
+    process's reading."""
+
+    __slots__ = ()
+
+
 @dataclass
 class Population:
     """Patients and their records, built from a stream of resources from any source."""
@@ -255,11 +265,13 @@ class PopulationBuilder:
                 f"{rtype}/{rid} refers to a Patient whose id is not a FHIR id; skipped",
             )
             return
-        report_malformed(resource, f"{rtype}/{rid}", self.quality)
+        if origin.__class__ is not Prebuilt:
+            report_malformed(resource, f"{rtype}/{rid}", self.quality)
+            # the peak memory is these resources
+            if resource.__class__ is dict:
+                resource = self._compactor.compact(resource)
         # Kept even when not usable: a later version may be, and an unusable later version must
         # replace a usable earlier one. Hygiene is applied in build().
-        if resource.__class__ is dict:
-            resource = self._compactor.compact(resource)  # the peak memory is these resources
         self._by_patient[pid][rtype][rid] = resource
         self._owner[key] = pid
 

@@ -517,13 +517,13 @@ class Prefilter:
         here, counts included. At 50,000 people that is most lines, and handing each on cost more
         than parsing it. A Patient, or a resource without an id, or of a type the builder does not
         keep (findings, counts of skipped types) is handed on as before."""
-        link = _DROPPABLE.get(resource["resourceType"]) if self.drop_others else None
+        link = DROPPABLE.get(resource["resourceType"]) if self.drop_others else None
         if link is None:
             self.wants(resource, _NO_ALIASES)
             return False
         # ``wants`` inlined (it runs for every line): the plain ``Patient/<id>`` reference first.
         self.checked += 1
-        plain = _plain_patient(resource.get(link))
+        plain = plain_patient(resource.get(link))
         if plain is not None:
             pid: str = plain
         else:
@@ -552,10 +552,10 @@ class Prefilter:
         if data.__class__ is not dict:
             return False
         rtype: str = data.get("resourceType")  # type: ignore[assignment]  # a str when droppable
-        link = _DROPPABLE.get(rtype)
+        link = DROPPABLE.get(rtype)
         if link is None or rtype == "Condition":
             return False
-        pid = _plain_patient(data.get(link))
+        pid = plain_patient(data.get(link))
         if pid is None or pid in self.keep:
             return False
         rid = data.get("id")
@@ -574,10 +574,10 @@ class Prefilter:
         """The patient of a resource ``drop_line`` could drop (a Condition too), else None."""
         if data.__class__ is not dict:
             return None
-        link = _DROPPABLE.get(data.get("resourceType"))  # type: ignore[arg-type]
+        link = DROPPABLE.get(data.get("resourceType"))  # type: ignore[arg-type]
         if link is None:
             return None
-        pid = _plain_patient(data.get(link))
+        pid = plain_patient(data.get(link))
         if pid is None or pid in self.keep:
             return None
         rid = data.get("id")
@@ -655,7 +655,7 @@ class Prefilter:
         return True
 
 
-def _plain_patient(holder: object) -> str | None:
+def plain_patient(holder: object) -> str | None:
     """The id of a plain ``{"reference": "Patient/<id>"}``: what ``patient_id`` would return, without its
     general cases (absolute, versioned or contained references, which give None here)."""
     value = holder.get("reference") if holder.__class__ is dict else None
@@ -681,7 +681,7 @@ def _linked_patient(resource: Resource, aliases: Mapping[str, str]) -> str | Non
         if isinstance(value, str):
             if value in aliases:
                 value = holder["reference"] = aliases[value]
-            plain = _plain_patient(holder)
+            plain = plain_patient(holder)
             if plain is not None:
                 return plain
     return patient_id(resource)
@@ -756,7 +756,7 @@ def read_file(
 _PLAIN = frozenset(PATIENT_LINK) | {"Patient"}
 # Of those, the types whose resources of other patients ``Prefilter.drops`` may drop: kept by the
 # record builder (others are counted as skipped there) and linked by one element (so not Patient).
-_DROPPABLE = {rtype: link for rtype, link in PATIENT_LINK.items() if rtype in KEPT_TYPES}
+DROPPABLE = {rtype: link for rtype, link in PATIENT_LINK.items() if rtype in KEPT_TYPES}
 
 
 def _read_ndjson(

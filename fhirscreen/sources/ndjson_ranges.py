@@ -5,8 +5,11 @@ parsed, checked and counted, then dropped (``Prefilter.drop_line``). That part i
 cut into line ranges (``line_ranges``), this process reads the first while forked children read the
 others, and a child sends back only what this process must still do, in line order:
 
-- the lines it did not drop (the kept patients' lines, anything unusual), raw, to be read here as if
-  they had never left (findings included);
+- the kept patients' resources it could take all the way (a plain patient reference and id, nothing
+  malformed, no number too small for a double: nearly all of them), parsed and compacted, handed on
+  as ``Prebuilt`` (the record builder checks and compacts nothing again);
+- the other lines it did not drop (anything unusual), raw, to be read here as if they had never left
+  (findings included);
 - in a range of Conditions, one short entry per line it would drop, with the patient and whether the
   resource is usable. A Condition can add its patient to the kept set (the census), so whether a
   later line of that patient is dropped is decided here, in order: an entry whose patient joined in
@@ -27,16 +30,24 @@ from collections.abc import Collection, Iterator
 from dataclasses import dataclass, field
 from functools import partial
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 import orjson
 
 from fhirscreen.fhir.codes import ValueSet
+from fhirscreen.fhir.compact import Compactor
+from fhirscreen.fhir.json_text import may_underflow
 from fhirscreen.fhir.resources import Resource, is_usable
 from fhirscreen.parallel import Child, fork_call
 from fhirscreen.quality import DataQuality
-from fhirscreen.record import Dropped, malformed_concept
-from fhirscreen.sources.files import LEADING_TYPE, Prefilter, ndjson_lines
+from fhirscreen.record import (
+    Dropped,
+    Prebuilt,
+    malformed_concept,
+    malformed_elements,
+    malformed_values,
+)
+from fhirscreen.sources.files import DROPPABLE, LEADING_TYPE, Prefilter, ndjson_lines, plain_patient
 from fhirscreen.sources.line_ranges import NumberedLines
 
 log = logging.getLogger("fhirscreen")
@@ -52,8 +63,10 @@ _ENTRY_BYTES = 64  # about what an entry costs, pickled
 # A line sent back raw: (line number, start, end) of its bytes in ``RangeRead.blob``; one blob rather
 # than a bytes object a line, which left the main process's heap larger by their size once freed.
 # A Condition the child would drop: (line number, offset in the file, patient id, usable).
+# A kept patient's resource, parsed, checked and compacted there: (line number, resource).
 RawLine = tuple[int, int, int]
 DropEntry = tuple[int, int, str, bool]
+BuiltLine = tuple[int, Resource]
 
 
 @dataclass
@@ -66,7 +79,7 @@ class RangeRead:
     at: int
     lineno: int
     conditions: bool  # a range of Conditions: ``back`` holds entries, there are no counts
-    back: list[RawLine | DropEntry] = field(default_factory=list)
+    back: list[RawLine | DropEntry | BuiltLine] = field(default_factory=list)
     blob: bytes = b""  # the raw lines, one after the other
     checked: int = 0
     dropped: Dropped | None = None
@@ -97,8 +110,7 @@ def read_ranges(
                     done = None  # a patient joined since the child looked: its counts may be wrong
                 if done is not None:
                     base = lines.lineno  # the number of the range's first line
-                    replayed = _replayed(done, prefilter, fh, base)
-                    yield from ndjson_lines(replayed, shown, quality, wanted, prefilter)
+                    yield from _sent_back(done, prefilter, fh, base, shown, quality, wanted)
                     lines = NumberedLines(fh, done.at, end, base + done.lineno)
                 else:
                     if problem is not None:
@@ -116,8 +128,30 @@ def read_ranges(
                 child.stop()
 
 
-def _replayed(done: RangeRead, prefilter: Prefilter, fh: IO[bytes], base: int) -> Iterator[tuple[int, bytes]]:
-    """The lines a child sent back, in order and numbered from ``base``, for ``ndjson_lines``; its drops
+def _sent_back(
+    done: RangeRead,
+    prefilter: Prefilter,
+    fh: IO[bytes],
+    base: int,
+    shown: str,
+    quality: DataQuality,
+    wanted: Collection[str] | None,
+) -> Iterator[tuple[Resource, str]]:
+    """What a child sent back, in line order: raw lines read by ``ndjson_lines`` as if they had never
+    left, built resources handed on as they are (counted as read, their Medication noted, as
+    ``Prefilter.drops`` does for a kept patient's line)."""
+    for lineno, item in _replayed(done, prefilter, fh, base):
+        if isinstance(item, bytes):
+            yield from ndjson_lines(((lineno, item),), shown, quality, wanted, prefilter)
+        else:
+            prefilter.drops(item)  # False: its patient is kept
+            yield item, Prebuilt(f"{shown}:{lineno}")
+
+
+def _replayed(
+    done: RangeRead, prefilter: Prefilter, fh: IO[bytes], base: int
+) -> Iterator[tuple[int, bytes | Resource]]:
+    """The lines (or built resources) a child sent back, in order and numbered from ``base``; its drops
     are counted here as they come (a dropped Condition whose patient joined since is read from the file
     instead)."""
     if not done.conditions:
@@ -130,6 +164,9 @@ def _replayed(done: RangeRead, prefilter: Prefilter, fh: IO[bytes], base: int) -
     blob = done.blob
     keep = prefilter.keep
     for entry in done.back:
+        if len(entry) == 2:
+            yield base + entry[0], entry[1]
+            continue
         if len(entry) == 3:
             lineno, start, end = entry
             yield base + lineno, blob[start:end]
@@ -151,6 +188,7 @@ def _read_range(
     mine = Prefilter(prefilter.keep, population, dropped=Dropped() if prefilter.dropped is not None else None)
     mine.index = prefilter.index
     done = RangeRead(start, 0, conditions=False)
+    compactor = Compactor()
     back = done.back
     blob = bytearray()
     size = 0
@@ -176,6 +214,13 @@ def _read_range(
                 if not done.conditions:
                     if mine.drop_line(data):
                         continue
+                    built = _built(data, line, mine.keep, compactor)
+                    if built is not None:
+                        back.append((lineno - 1, built))
+                        size += len(line)  # about what it costs, pickled and unpickled
+                        if size >= MAX_SENT_BACK:
+                            break
+                        continue
                 elif (pid := mine.unkept_owner(data)) is not None and not _may_join(data, population):
                     back.append((lineno - 1, at - len(line), pid, is_usable(data)))
                     size += _ENTRY_BYTES
@@ -189,6 +234,25 @@ def _read_range(
     if not done.conditions:
         done.checked, done.dropped, done.passed_over = mine.checked, mine.dropped, list(mine.passed_over)
     return done
+
+
+def _built(data: Any, line: bytes, keep: Collection[str], compactor: Compactor) -> Resource | None:
+    """A kept patient's resource as the record builder would hold it, when nothing about it needs more
+    than the builder's plain path (a plain ``Patient/<id>`` reference and an id; no malformed element;
+    no number too small for a double); else None (the line goes back raw)."""
+    if data.__class__ is not dict:
+        return None
+    rtype = data.get("resourceType")
+    link = DROPPABLE.get(rtype)  # type: ignore[arg-type]
+    if link is None or rtype == "Condition":
+        return None
+    pid = plain_patient(data.get(link))
+    rid = data.get("id")
+    if pid is None or pid not in keep or rid.__class__ is not str:
+        return None  # (ids that are not FHIR ids the builder skips, with its finding, as ever)
+    if may_underflow(line) or malformed_elements(data) or malformed_values(data):
+        return None
+    return compactor.compact(data)
 
 
 def _may_join(condition: Resource, population: ValueSet | None) -> bool:

@@ -107,6 +107,31 @@ def _population(seed: int, people: int = 80) -> dict[str, list[str]]:
         "type": "collection",
         "entry": [{"resource": b.patient(joiner)}, {"resource": b.condition(*SLE, pid=joiner)}],
     }
+    # A kept patient's lines that a child cannot take all the way (built and compacted there) among
+    # ones it can: each must come out as the one reading process gives it, findings included.
+    kept = "kept-odd"
+    files["Patient"].append(_line(b.patient(kept)))
+    files["Condition"].append(_line(b.condition(*SLE, pid=kept)))
+    plain = [_line(b.observation("2160-0", pid=kept, value=1.0 + i / 10, unit="mg/dL")) for i in range(12)]
+    dated = {**b.observation("2160-0", pid=kept, id="o-versioned"), "meta": {"versionId": "1"}}
+    tiny = b.observation("2160-0", pid=kept, id="o-tiny", value=0.5, unit="mg/dL")
+    absolute = {"reference": f"https://x.org/fhir/Patient/{kept}"}
+    by_reference = {"medicationReference": {"reference": "Medication/m3"}}
+    odd = [
+        _line({**b.observation("2160-0", pid=kept, id="o-bad-date"), "effectiveDateTime": "yesterday"}),
+        _line(tiny).replace("0.5", "1e-400"),
+        _line({**b.observation("2160-0", pid=kept), "id": "not an id"}),
+        _line(b.observation("2160-0", pid=kept, id="o-url", subject=absolute)),
+        _line(dated),
+        _line({**dated, "meta": {"versionId": "2"}, "status": "entered-in-error"}),
+        _line(b.observation("2160-0", pid=kept, id="o-same")),
+        _line(b.observation("2160-0", pid=kept, id="o-same")),
+        _line({**b.medication_request("5521", pid=kept), **by_reference}),
+    ]
+    files["Observation-kept"] = plain + odd  # the odd ones late: in a child's range
+    files["Observation-kept"].append(
+        _line({"resourceType": "Medication", "id": "m3", "code": b.concept("rxnorm", "5521")})
+    )
     files["mixed-others"] = [
         *files["Observation"][40:60],
         _line({"resourceType": "Medication", "id": "m2", "code": b.concept("rxnorm", "5521")}),
@@ -159,6 +184,11 @@ def test_any_number_of_reading_processes_reads_what_one_reads(tmp_path, trial, s
     # the data exercise what they are meant to: kept patients, late joiners, findings of every kind
     sle = {pid for pid, r in one.records.items() if r.resources.get("Condition")}
     assert len(sle) >= 5 and len(one.records["joins-late"].resources["Observation"]) == 6
+    odd = one.records["kept-odd"].resources
+    ids = {o["id"] for o in odd["Observation"]}
+    # the latest version of o-versioned is entered-in-error (dropped); "not an id" is skipped
+    assert {"o-bad-date", "o-tiny", "o-url", "o-same"} <= ids and len(ids) == 16
+    assert len(odd["MedicationRequest"]) == 1 and "m3" in one.records["kept-odd"].medications
     problems = {f.problem for f in one.quality.findings}
     assert {"malformed-json", "invalid-utf8", "no-id", "missing-patient", "malformed-element"} <= problems
 
