@@ -139,6 +139,10 @@ def test_underflow_is_no_value() -> None:
     assert loads_finite("[1e-400, 0e-999, 0.0, 1e-5]")[0] == [None, 0.0, 0.0, 1e-5]
     assert may_underflow(b'{"value": 1e-400}') and may_underflow("0." + "0" * 400 + "1")
     assert not may_underflow(b'{"text": "pre-existing", "value": 1e-05}')
+    # words with "e-" before the number, in either case, and one after it
+    assert may_underflow(b'{"display": "creatinine-based", "value": 2.5e-400}')
+    assert may_underflow(b'{"display": "ONE-TWO", "value": 7E-0401, "text": "x e-1"}')
+    assert may_underflow(b'{"display": "e-"}, "value": 0.' + b"0" * 120 + b"3}")
 
 
 @pytest.mark.parametrize("ext", ["ndjson", "json"])
