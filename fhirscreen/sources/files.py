@@ -824,8 +824,11 @@ def ndjson_lines(
     """The resources of numbered NDJSON lines of the file ``shown``."""
     stubs: dict[bytes, Resource] = {}
     drop_others = prefilter is not None and prefilter.drop_others
+    # The leading bytes of the last wanted type seen (``{"resourceType":"Observation"``, the closing
+    # quote included): a line that starts with them is of a wanted type, without the regular expression.
+    wanted_prefix = b"\0"
     for lineno, line in numbered:
-        if wanted is not None:
+        if wanted is not None and not line.startswith(wanted_prefix):
             m = LEADING_TYPE.match(line)
             if m is not None and (line.endswith(b"}\n") or line.rstrip().endswith(b"}")):
                 rtype = m.group(1)
@@ -836,6 +839,7 @@ def ndjson_lines(
                 if stub:
                     yield dict(stub), f"{shown}:{lineno}"
                     continue
+                wanted_prefix = line[: m.end()]
         try:
             data = orjson.loads(line)
         except orjson.JSONDecodeError:

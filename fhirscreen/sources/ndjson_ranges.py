@@ -193,13 +193,18 @@ def _read_range(
     blob = bytearray()
     size = 0
     at, lineno = start, 0
+    # The leading bytes of the last line's type (``{"resourceType":"Observation"``, the closing quote
+    # included): a line that starts with them is of that type, without the regular expression.
+    prefix, rtype = b"\0", None
     with file.open("rb") as fh:
         fh.seek(start)
         for line in fh:
             if at >= end:
                 break
-            m = LEADING_TYPE.match(line)
-            rtype = m.group(1) if m is not None else None
+            if not line.startswith(prefix):
+                m = LEADING_TYPE.match(line)
+                rtype = m.group(1) if m is not None else None
+                prefix = line[: m.end()] if m is not None else b"\0"
             if at == start:
                 done.conditions = rtype == _CONDITION
             if rtype is None or rtype in _IN_ORDER_TYPES or (rtype == _CONDITION) != done.conditions:
