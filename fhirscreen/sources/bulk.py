@@ -94,6 +94,10 @@ _BOM = b"\xef\xbb\xbf"
 NOT_NDJSON_TRIES = 2
 # A Bulk file answered with these is gone (the server's files expire): the manifest is fetched again.
 GONE_STATUSES = (404, 410)
+# A Bulk file refused: an object store answers a signed link that has expired so (the IG lets a client
+# fetch the manifest again for new links). The status URL refused too is credentials refused (exit 3).
+REFUSED_STATUSES = (401, 403)
+FETCHED_AGAIN_STATUSES = GONE_STATUSES + REFUSED_STATUSES
 OUTPUT_KEYS = ("output",)
 ERROR_KEYS = ("error", "outcome")
 
@@ -341,10 +345,11 @@ class BulkExport:
     ) -> list[Path]:
         """Download the output files (returned, in manifest order) and the error files (reported).
 
-        A file lost after retries is data lost. A file gone (404/410: the server's files expire) is
-        asked for once more from the manifest fetched again from ``status_url`` (the IG lets a client
-        do that), found there by its type and its place among the files of that type; still gone: data
-        lost ("export files expired"), and the run goes on."""
+        A file lost after retries is data lost. A file gone (404/410: the server's files expire) or
+        refused (401/403: a signed link that expired) is asked for once more from the manifest fetched
+        again from ``status_url`` (the IG lets a client do that), found there by its type and its place
+        among the files of that type; still gone or refused: data lost ("export files expired"), and the
+        run goes on."""
         token_ok = bool(manifest.get("requiresAccessToken"))
         # ``output`` is a list here: the status poll refuses a manifest without one.
         outputs = _listed(manifest, OUTPUT_KEYS)
@@ -356,7 +361,7 @@ class BulkExport:
             try:
                 files[index] = self._download_one(item, index, workdir, token_ok, quality=quality)
             except SourceError as exc:
-                if exc.status in GONE_STATUSES:
+                if exc.status in FETCHED_AGAIN_STATUSES:
                     gone.append(("output", index, exc.status or 0))
                     continue
                 if not exc.transient:
@@ -366,7 +371,7 @@ class BulkExport:
             try:
                 error_files[index] = self._download_one(item, index, workdir, token_ok, prefix="error")
             except SourceError as exc:
-                if exc.status in GONE_STATUSES:
+                if exc.status in FETCHED_AGAIN_STATUSES:
                     gone.append(("error", index, exc.status or 0))
                     continue
                 if not exc.transient:
@@ -395,9 +400,12 @@ class BulkExport:
         workdir: Path,
         quality: DataQuality,
     ) -> None:
-        """The files that were gone (404/410), from the manifest fetched once more; else data lost."""
+        """The files that were gone (404/410) or refused (401/403), from the manifest fetched once more;
+        else data lost."""
         log.warning(
-            "%d export file(s) gone (HTTP 404/410: expired?); fetching the manifest again", len(gone)
+            "%d export file(s) gone or refused (HTTP %s: expired?); fetching the manifest again",
+            len(gone),
+            "/".join(str(s) for s in sorted({status for _kind, _index, status in gone})),
         )
         fresh = self._manifest_again(status_url)
         token_ok = bool(fresh.get("requiresAccessToken")) if fresh is not None else False
@@ -420,26 +428,28 @@ class BulkExport:
                         quality=quality if kind == "output" else None,
                     )
                 except SourceError as exc:
-                    if not (exc.transient or exc.status in GONE_STATUSES):
+                    if not (exc.transient or exc.status in FETCHED_AGAIN_STATUSES):
                         raise
                     why = (
-                        f"the file the manifest fetched again lists is gone too (HTTP {exc.status})"
-                        if exc.status in GONE_STATUSES
+                        f"the file the manifest fetched again lists is {_gone_or_refused(exc.status)} too "
+                        f"(HTTP {exc.status})"
+                        if exc.status in FETCHED_AGAIN_STATUSES
                         else f"the file the manifest fetched again lists could not be downloaded: {exc}"
                     )
                 else:
                     log.info("%s: downloaded from the manifest fetched again", _where(kind, index, item))
                     continue
             rtype = _type_of(item)
+            was = f"was {_gone_or_refused(status)} (HTTP {status})"
             if kind == "output":
                 message = (
-                    f"export files expired: the {rtype} file was gone (HTTP {status}) and {why}; its "
-                    f"{rtype} resources were not read"
+                    f"export files expired: the {rtype} file {was} and {why}; its {rtype} resources were "
+                    "not read"
                 )
             else:
                 message = (
-                    f"export files expired: the export's error file was gone (HTTP {status}) and {why}, "
-                    "so what the server could not export is unknown"
+                    f"export files expired: the export's error file {was} and {why}, so what the server "
+                    "could not export is unknown"
                 )
             quality.lost(_where(kind, index, item), message)
 
@@ -456,7 +466,12 @@ class BulkExport:
                 headers={"Accept": "application/json"},
             )
             manifest = response.json()
-        except (SourceError, ValueError) as exc:
+        except SourceError as exc:
+            if exc.status in REFUSED_STATUSES:
+                raise  # the status URL refused: the credentials are refused, not a link expired
+            log.warning("the manifest could not be fetched again: %s", exc)
+            return None
+        except ValueError as exc:
             log.warning("the manifest could not be fetched again: %s", exc)
             return None
         if not isinstance(manifest, dict) or not isinstance(manifest.get("output"), list):
@@ -783,3 +798,7 @@ def _alive(pid: int) -> bool:
     except PermissionError:
         return True  # another user's process
     return True
+
+
+def _gone_or_refused(status: int | None) -> str:
+    return "refused" if status in REFUSED_STATUSES else "gone"

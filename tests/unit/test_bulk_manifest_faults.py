@@ -440,6 +440,62 @@ def test_a_file_gone_and_the_job_gone_too_is_data_lost(golden: list[dict[str, An
     assert "the manifest could not be fetched again" in finding["message"]
 
 
+# An object store answers a signed link that has expired with 403 (some with 401): new links come with
+# the manifest fetched again. The status URL refused as well is credentials refused, not a link expired.
+XML = {"Content-Type": "application/xml"}
+REFUSED = {
+    401: (401, XML, "<Error><Code>AuthenticationFailed</Code></Error>"),
+    403: (403, XML, "<Error><Code>AccessDenied</Code><Message>Request has expired</Message></Error>"),
+}
+FORBIDDEN = (403, GONE[1], outcome({"severity": "error", "code": "forbidden"}))
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_file_refused_is_fetched_again_with_the_links_of_the_manifest_fetched_again(
+    golden: list[dict[str, Any]], tmp_path: Path, status: int
+) -> None:
+    def answer(rtype: str, n: int) -> Answer | None:
+        return REFUSED[status] if rtype == "Observation" and n == 1 else None
+
+    fake = BulkFake(golden, file_answer=answer)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 0, result.stderr[-2000:]  # it was exit 3: the whole night lost
+    assert fake.polls == 2 and fake.fetched["Observation"] == 2
+    assert statuses(tmp_path)["Patient/gp-eligible"] == "eligible"
+
+
+def test_a_file_refused_for_good_is_data_lost_and_the_run_goes_on(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    def answer(rtype: str, _n: int) -> Answer | None:
+        return REFUSED[403] if rtype == "Condition" else None
+
+    fake = BulkFake(golden, file_answer=answer)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 5, result.stderr[-2000:]
+    assert "eligible" not in statuses(tmp_path).values()
+    [finding] = lost(tmp_path)
+    assert finding["where"].endswith("(Condition)")
+    assert finding["message"].startswith("export files expired: the Condition file was refused (HTTP 403)")
+    assert "is refused too (HTTP 403)" in finding["message"]
+    assert "AccessDenied" not in everything_written(tmp_path, result)
+
+
+def test_a_file_refused_and_the_status_url_refused_too_is_credentials_refused(
+    golden: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    def answer(rtype: str, _n: int) -> Answer | None:
+        return REFUSED[403] if rtype == "Observation" else None
+
+    def poll(n: int) -> Answer | None:
+        return FORBIDDEN if n > 1 else None
+
+    fake = BulkFake(golden, file_answer=answer, poll_answer=poll)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 3, result.stderr[-2000:]
+    assert "403 Forbidden" in result.stderr and "Traceback" not in result.stderr
+
+
 def test_an_error_file_gone_for_good_touches_everyone(golden: list[dict[str, Any]], tmp_path: Path) -> None:
     def answer(rtype: str, _n: int) -> Answer | None:
         return GONE if rtype == "errors" else None
