@@ -383,7 +383,19 @@ class BulkExport:
                     f"export is unknown: {exc}",
                 )
         if gone:
-            self._fetch_gone_again(status_url, gone, outputs, errors, files, error_files, workdir, quality)
+            fresh = self._fetch_gone_again(
+                status_url, gone, outputs, errors, files, error_files, workdir, quality
+            )
+            if fresh is not None and fresh.get("transactionTime") != manifest.get("transactionTime"):
+                # The same job's manifest should not change: files from another export may be newer
+                # or older than the rest, so a record may mix two moments. Said, not lost.
+                quality.add(
+                    "warning",
+                    "bulk export",
+                    "export-changed",
+                    "the manifest fetched again for expired files has another transactionTime than the "
+                    "first: the files downloaded from it may come from another export than the others",
+                )
         for index in sorted(error_files):
             self._report_errors(error_files[index], index, quality)
         log.info("downloaded %d bulk file(s), %d error file(s)", len(files), len(error_files))
@@ -399,9 +411,9 @@ class BulkExport:
         error_files: dict[int, Path],
         workdir: Path,
         quality: DataQuality,
-    ) -> None:
-        """The files that were gone (404/410) or refused (401/403), from the manifest fetched once more;
-        else data lost."""
+    ) -> dict[str, Any] | None:
+        """The files that were gone (404/410) or refused (401/403), from the manifest fetched once more
+        (returned; None if it could not be fetched); else data lost."""
         log.warning(
             "%d export file(s) gone or refused (HTTP %s: expired?); fetching the manifest again",
             len(gone),
@@ -452,6 +464,7 @@ class BulkExport:
                     "could not export is unknown"
                 )
             quality.lost(_where(kind, index, item), message)
+        return fresh
 
     def _manifest_again(self, status_url: str | None) -> dict[str, Any] | None:
         """The completion manifest fetched once more from the status URL; None if it is not there."""

@@ -464,6 +464,28 @@ def test_a_file_refused_is_fetched_again_with_the_links_of_the_manifest_fetched_
     assert statuses(tmp_path)["Patient/gp-eligible"] == "eligible"
 
 
+@pytest.mark.parametrize("changed", [False, True])
+def test_a_manifest_fetched_again_from_another_export_is_said(
+    golden: list[dict[str, Any]], tmp_path: Path, changed: bool
+) -> None:
+    def answer(rtype: str, n: int) -> Answer | None:
+        return GONE if rtype == "Observation" and n == 1 else None
+
+    def poll(n: int) -> Answer | None:
+        if n == 1 or not changed:
+            return None
+        return 200, {"Content-Type": "application/json"}, json.dumps(
+            {**fake.manifest(), "transactionTime": "2026-06-02T00:00:00Z"}
+        )
+
+    fake = BulkFake(golden, file_answer=answer, poll_answer=poll)
+    result = bulk_screen(tmp_path, fake)
+    assert result.exit_code == 0, result.stderr[-2000:]
+    assert fake.polls == 2 and fake.fetched["Observation"] == 2
+    said = [f for f in candidates(tmp_path)["data_quality"] if f["problem"] == "export-changed"]
+    assert len(said) == (1 if changed else 0)
+
+
 def test_a_file_refused_for_good_is_data_lost_and_the_run_goes_on(
     golden: list[dict[str, Any]], tmp_path: Path
 ) -> None:
