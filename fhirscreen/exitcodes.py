@@ -16,6 +16,8 @@ documented in README.md ("Exit codes"); each code has a test.
 - 6 another run holds the lock on the output directory.
 - 7 the screening is whole and its outputs written, but posting the MeasureReport and Group back to the
   server (--post-report) failed: the downstream system did not get tonight's list.
+- 8 the work was done, but its outputs could not be written (a full disk, an I/O error): a run folder
+  is published whole or not at all, so ``latest`` still points to the run before.
 - 130 interrupted (SIGINT/SIGTERM); nothing partial is left behind.
 """
 
@@ -34,6 +36,7 @@ EXIT_NOTHING_USABLE = 4
 EXIT_PARTIAL = 5
 EXIT_LOCKED = 6
 EXIT_POST_FAILED = 7
+EXIT_OUTPUT_FAILED = 8
 EXIT_INTERRUPTED = 130
 
 EXIT_CODES: dict[int, str] = {
@@ -45,6 +48,7 @@ EXIT_CODES: dict[int, str] = {
     EXIT_PARTIAL: "partial data: outputs written, some files or pages lost",
     EXIT_LOCKED: "another run holds the output directory's lock",
     EXIT_POST_FAILED: "outputs written, but posting the MeasureReport back to the server failed",
+    EXIT_OUTPUT_FAILED: "outputs could not be written (a full disk, an I/O error)",
     EXIT_INTERRUPTED: "interrupted",
 }
 

@@ -25,13 +25,14 @@ from fhirscreen.exitcodes import (
     EXIT_INTERNAL,
     EXIT_INTERRUPTED,
     EXIT_NOTHING_USABLE,
+    EXIT_OUTPUT_FAILED,
     EXIT_PARTIAL,
     EXIT_SOURCE_UNREACHABLE,
     EXIT_USAGE,
     outcome_code,
 )
 from fhirscreen.quality import DATA_LOST, NO_CONDITIONS, DataQuality, lost_parts
-from fhirscreen.report.jsonio import OutputError
+from fhirscreen.report.jsonio import OutputError, OutputWriteError
 from fhirscreen.sources.base import ConfigurationError, NothingUsableError, SourceError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -136,6 +137,8 @@ def guarded(fn: F) -> F:
             fail(str(exc), EXIT_NOTHING_USABLE)
         except SourceError as exc:
             fail(str(exc), EXIT_SOURCE_UNREACHABLE)
+        except OutputWriteError as exc:
+            fail(str(exc), EXIT_OUTPUT_FAILED)
         except OutputError as exc:
             fail(str(exc), EXIT_USAGE)
         except KeyboardInterrupt as exc:

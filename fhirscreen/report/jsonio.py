@@ -18,6 +18,11 @@ class OutputError(Exception):
     """An output that cannot be written; the message names the path."""
 
 
+class OutputWriteError(OutputError):
+    """An output that could not be written once the work was done (a full disk, an I/O error), as opposed
+    to an output directory found unusable before any work (a configuration error)."""
+
+
 def plain(value: Any) -> Any:
     """JSON-ready data from evaluator details: mappings with sorted keys, sets sorted, dates as ISO text.
 
@@ -109,7 +114,7 @@ def write_atomic(path: Path, text: str) -> None:
     try:
         fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     except OSError as exc:
-        raise OutputError(f"{path.parent}: cannot write output here: {exc.strerror or exc}") from None
+        raise OutputWriteError(f"{path.parent}: cannot write output here: {exc.strerror or exc}") from None
     try:
         os.fchmod(fd, 0o644)  # mkstemp makes 0600 files; outputs are meant to be shared with the study team
         with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
@@ -117,4 +122,4 @@ def write_atomic(path: Path, text: str) -> None:
         os.replace(tmp, path)
     except OSError as exc:
         Path(tmp).unlink(missing_ok=True)
-        raise OutputError(f"{path}: cannot write output: {exc.strerror or exc}") from None
+        raise OutputWriteError(f"{path}: cannot write output: {exc.strerror or exc}") from None

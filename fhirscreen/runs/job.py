@@ -12,7 +12,7 @@ from typing import Any
 
 from fhirscreen.exitcodes import EXIT_CODES, EXIT_NOTHING_USABLE, EXIT_OK, EXIT_POST_FAILED
 from fhirscreen.report.html.render import IDENTITIES_FILE, REPORT_FILE, report_pieces
-from fhirscreen.report.jsonio import OutputError, dump_json, load_json
+from fhirscreen.report.jsonio import OutputWriteError, dump_json, load_json
 from fhirscreen.report.output import render_outputs
 from fhirscreen.runs.atomic import Content, write_file
 from fhirscreen.runs.changes import compute_changes
@@ -134,7 +134,7 @@ class RunOutput:
         try:
             folder = directory.commit(name, contents, switch_latest=usable, private=private)
         except OSError as exc:
-            raise OutputError(
+            raise OutputWriteError(
                 f"{directory.root}: cannot write the run {name}: {exc.strerror or exc}"
             ) from None
         self.folder = folder

@@ -48,7 +48,7 @@ def screen(*args: str | Path) -> Result:
 def test_the_table_is_one_code_per_class_never_reused() -> None:
     codes = [v for k, v in vars(exitcodes).items() if k.startswith("EXIT_") and isinstance(v, int)]
     assert len(codes) == len(set(codes)) == len(exitcodes.EXIT_CODES)
-    assert sorted(codes) == [0, 1, 2, 3, 4, 5, 6, 7, 130]
+    assert sorted(codes) == [0, 1, 2, 3, 4, 5, 6, 7, 8, 130]
 
 
 # -- 0 -------------------------------------------------------------------------------------------------
@@ -242,6 +242,40 @@ def stalled_server() -> Iterator[FaultProxy]:
     with StaticUpstream({}) as upstream, FaultProxy(upstream.base_url) as proxy:
         proxy.add("trickle", "/metadata", interval=0.1)
         yield proxy
+
+
+def _file_size_limit(limit: int) -> None:
+    """In the child before it runs: files cannot grow past ``limit`` bytes (the kernel refuses the write
+    with EFBIG, as a full disk refuses it with ENOSPC); the signal that would kill it is ignored."""
+    import resource
+
+    signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+    resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+
+def test_8_outputs_that_cannot_be_written_publish_nothing_and_say_so(tmp_path: Path) -> None:
+    """A real failed write (the kernel's file-size limit: report.html is larger than it allows) after the
+    screening: exit 8, not 2 ("usage or configuration error, found before any work"); the run before
+    stays the latest, nothing half-written is left."""
+    out = tmp_path / "out"
+    assert screen("--out", out).exit_code == 0
+    before = os.readlink(out / "latest")
+    assert (out / before / "report.html").stat().st_size > 20_000
+    root = Path(__file__).resolve().parents[2]
+    process = subprocess.run(
+        [sys.executable, "-m", "fhirscreen.cli", "screen", "--data", str(GOLDEN_DATA), "--as-of", AS_OF,
+         "--out", str(out)],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        preexec_fn=lambda: _file_size_limit(20_000),
+        env={**os.environ, "PYTHONPATH": str(root)},
+    )
+    assert process.returncode == 8, process.stderr
+    [line] = process.stderr.strip().splitlines()
+    assert line.startswith(f"fhirscreen: error: {out}: cannot write the run ") and "File too large" in line
+    assert os.readlink(out / "latest") == before
+    assert len(list((out / "runs").iterdir())) == 1 and list((out / ".in-progress").iterdir()) == []
 
 
 def test_130_on_ctrl_c(monkeypatch: pytest.MonkeyPatch) -> None:
