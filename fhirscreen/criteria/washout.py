@@ -138,7 +138,10 @@ def biologic_washout(record: PatientRecord, ctx: Context, params: BiologicWashou
             found = unrecorded or found
         washouts.append(found)
     washouts += undated
-    seen = [e for e in exposures(record) if e.seen_by(ctx.as_of)]
+    counted = {id(exp) for exp, drug in found_doses if drug is not None}
+    seen = [e for e in exposures(record) if e.seen_by(ctx.as_of) and id(e) not in counted]
+    # (a counted biologic whose name also reads as one reported, "lymphocyte immune globulin" for
+    # equine ATG, is counted only)
     reported = [e for e in seen if first_drug(e, params.report_only, ctx.value_sets)]
     extra = ""
     if reported:

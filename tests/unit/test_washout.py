@@ -175,6 +175,32 @@ def test_e6_denosumab_is_reported_not_counted(evaluate):
     assert "Not counted" in res.reason
 
 
+@pytest.mark.parametrize(
+    ("display", "system", "code"),
+    [
+        ("Thymoglobulin 25 MG Injection", "http://example.org/drugs", "0"),
+        ("anti-thymocyte globulin (rabbit) 1.5 mg/kg IV", "http://example.org/drugs", "0"),
+        # equine ATG's name holds "immune globulin": a biologic counted, not immune globulin reported
+        ("lymphocyte immune globulin, anti-thymocyte globulin (equine) 50 MG/ML", "http://example.org/drugs", "0"),
+        ("", "http://www.whocc.no/atc", "L04AA04"),
+    ],
+)
+@pytest.mark.parametrize(
+    ("days_ago", "expected"), [(30, Outcome.FAIL), (120, Outcome.UNKNOWN), (200, Outcome.PASS)]
+)
+def test_e6_anti_thymocyte_globulin_is_a_biologic_without_a_stated_half_life(
+    evaluate, display, system, code, days_ago, expected
+):
+    """ATG (a transplant induction or rejection drug a lupus nephritis patient may have had) is a commercially
+    available biologic that depletes lymphocytes: the unknown-half-life rule (labels state none that the
+    washout could use), never a pass within 90 days."""
+    given = medication_administration(code, ago(days_ago), system=system, display=display, id="atg")
+    res = evaluate("E6", record(given))
+    assert res.outcome is expected, res.reason
+    assert res.evidence == ("MedicationAdministration/atg",)
+    assert "Not counted" not in res.reason
+
+
 def test_e6_doses_after_screening_are_ignored(evaluate):
     assert evaluate("E6", record(medication_administration(BELIMUMAB, after(3)))).outcome is Outcome.PASS
 
