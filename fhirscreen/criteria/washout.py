@@ -18,8 +18,7 @@ from fhirscreen.criteria._medications import Drug, Exposure, exposures, first_dr
 from fhirscreen.criteria._research import is_this_study, participation, study_of, this_trial_dosing
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import canonical_system, codings, concept_label
-from fhirscreen.fhir.dates import span_of
-from fhirscreen.fhir.resources import condition_span, ref
+from fhirscreen.fhir.resources import condition_span, procedure_span, ref
 from fhirscreen.record import PatientRecord
 
 
@@ -175,7 +174,7 @@ def _infusion_procedures(
         ), None)
         if drug is None:
             continue
-        span = span_of(proc, "performed")
+        span = procedure_span(proc)
         start = (span.start or span.end) if span is not None else None
         end = (span.end or span.start) if span is not None else None
         given = Exposure(
