@@ -67,6 +67,7 @@ class _Washout:
     text: str
     refs: tuple[str, ...]
     ends: date | None  # None: ongoing or not datable
+    step: str | None = None  # for unknown: what settles it, when more than the criterion's next step
 
     def as_detail(self) -> dict[str, Any]:
         return {"what": self.text, "outcome": str(self.outcome), "washout_ends": _iso(self.ends)}
@@ -89,8 +90,9 @@ def _combine(
         hits = [w for w in washouts if w.outcome is outcome]
         if hits:
             text = "; ".join(w.text for w in hits)
+            steps = " ".join(dict.fromkeys(w.step or next_step for w in hits))
             return result(outcome, f"{text}.{extra}", evidence,
-                          next_step=next_step if outcome is Outcome.UNKNOWN else None, **details)
+                          next_step=steps if outcome is Outcome.UNKNOWN else None, **details)
     if not washouts:
         return result(Outcome.PASS, f"{none_text}.{extra}", **details)
     return result(Outcome.PASS, "; ".join(w.text for w in washouts) + f".{extra}", evidence, **details)
@@ -369,8 +371,9 @@ def _subject_washout(
                     "under the MSC washout criterion")
         kind, how, told = None, "", ""
     else:
-        kind, how = known.kind()
-        told = f"; {how}" if kind is None and how else ""
+        kind, how, contested = known.kind()
+        # Signs of both kinds: the reason says which decided (a code), or that none did.
+        told = f"; {how if kind == 'unclear' else f'{kind} {how}'}" if contested else ""
     if kind == "observational":
         by = f" {how}" if resource is not None else ""  # by name alone, as before the study was read
         return f"{study} (observational study{by}, no agent given)"
@@ -384,36 +387,45 @@ def _subject_washout(
         text = (f"Enrolled in another study from {start.isoformat()}, after the screening date, {where}: "
                 "its agent may be given before Day 0")
         return _Washout(Outcome.UNKNOWN, text, refs, None)
-    other = "This trial, dosed before (a re-screen)" if own else "Another study"
+    # A study whose signs disagree (criteria/_research.py ``Study.kind``): what would fail is a question.
+    unclear = kind == "unclear"
+    of_kind = " of unclear kind" if unclear else ""
+    fail = Outcome.UNKNOWN if unclear else Outcome.FAIL
+    step = (f"Ask whether {study} gives an investigational agent (an interventional study) and, if so, "
+            "the date of the last study dose.") if unclear else None
+    if_agent = "if it gives an agent, " if unclear else ""
+    other = "This trial, dosed before (a re-screen)" if own else f"Another study{of_kind}"
     days = timedelta(days=params.washout_days)
     if taking.exposure == "dosing":
         if end is None:
             earliest = day0 + days
-            text = (f"On another study, {where}: the washout starts after the last study dose (ends "
-                    f"{earliest.isoformat()} at the earliest, if the last dose is on {day0.isoformat()})")
-            return _Washout(Outcome.FAIL, text, refs, earliest)
-        outcome = Outcome.FAIL if day0 < end + days else Outcome.PASS
-        verb = "ends" if outcome is Outcome.FAIL else "ended"
-        text = f"{other}, {where}, ended {end.isoformat()}: washout {verb} {(end + days).isoformat()}"
-        return _Washout(outcome, text, refs, end + days)
+            text = (f"On another study{of_kind}, {where}: {if_agent}the washout starts after the last study "
+                    f"dose (ends {earliest.isoformat()} at the earliest, if the last dose is on "
+                    f"{day0.isoformat()})")
+            return _Washout(fail, text, refs, earliest, step)
+        outcome = fail if day0 < end + days else Outcome.PASS
+        verb = "ends" if outcome is not Outcome.PASS else "ended"
+        text = (f"{other}, {where}, ended {end.isoformat()}: {if_agent if outcome is fail else ''}washout "
+                f"{verb} {(end + days).isoformat()}")
+        return _Washout(outcome, text, refs, end + days, step if outcome is fail else None)
     if taking.exposure == "after-dosing":
         if end is not None and day0 >= end + days:
             ended = (end + days).isoformat()
             text = f"{other}, {where}, ended {end.isoformat()}: washout ended {ended}"
             return _Washout(Outcome.PASS, text, refs, end + days)
         bound = f"by {(end + days).isoformat()}" if end else "on an unknown date"
-        after = "This trial, dosed before (a re-screen)" if own else "After dosing in another study"
+        after = "This trial, dosed before (a re-screen)" if own else f"After dosing in another study{of_kind}"
         text = f"{after}, {where}: last study dose not recorded, washout ends {bound}"
         if taking.why.startswith("withdrawn after"):
             text += f" ({taking.why})"
-        return _Washout(Outcome.UNKNOWN, text, refs, end + days if end else None)
+        return _Washout(Outcome.UNKNOWN, text, refs, end + days if end else None, step)
     if taking.exposure == "pending":
-        return _Washout(Outcome.UNKNOWN, f"About to start another study, {where}", refs, None)
+        return _Washout(Outcome.UNKNOWN, f"About to start another study{of_kind}, {where}", refs, None, step)
     if taking.exposure == "unknown":
         if end is not None and day0 >= end + days:
             return f"{study} ({taking.why}; study period ended {end.isoformat()}, washout over)"
         text = f"{other}, {where}: {taking.why}"
-        return _Washout(Outcome.UNKNOWN, text, refs, end + days if end else None)
+        return _Washout(Outcome.UNKNOWN, text, refs, end + days if end else None, step)
     return f"{study} ({taking.why})"
 
 
