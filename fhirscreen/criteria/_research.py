@@ -27,6 +27,8 @@ This trial's own ResearchSubjects (``this_trial_dosing``, one rule for E5, E7 an
 (recruitment statuses, pending-on-study, a withdrawal before any intervention, a period that starts after
 the screening date) is this enrolment, not prior therapy; one dosed (follow-up, off-study, on-study with a
 period that ended, a withdrawal after the dose) received this single-dose trial's UC-MSC: a re-screen.
+Where the patient stands in this trial (``this_trial_standing``: enrolled, dosed, screened before, in
+recruitment) is what E5 says first and the reports show beside the patient's status.
 """
 
 from __future__ import annotations
@@ -500,3 +502,29 @@ def this_trial_dosing(taking: Participation, as_of: date) -> ThisTrialDosing:
     if taking.exposure == "dosing":
         return "enrolled"
     return "unknown"
+
+
+Standing = Literal["enrolled", "dosed", "screened-before", "in-recruitment", "unknown"]
+# Statuses that close a screening without enrolment (R4 research-subject-status).
+SCREENED_OUT = frozenset({"ineligible", "not-registered"})
+
+
+def this_trial_standing(taking: Participation, as_of: date) -> Standing:
+    """Where a patient stands in the trial being screened for, by one of its ResearchSubjects: what a
+    coordinator must know beside the status (E5 says it, and the reports show it with the patient).
+
+    - enrolled: on-study with an open period (``this_trial_dosing`` "enrolled": may have been dosed), or
+      enrolled from a day after the screening date;
+    - dosed: this trial's UC-MSC was given (a re-screen);
+    - screened-before: a screening that ended without a dose (ineligible, not-registered, withdrawn
+      before any intervention);
+    - in-recruitment: candidate, potential-candidate, screening, eligible, pending-on-study;
+    - unknown: a bare withdrawal or an unrecorded status (may have been dosed)."""
+    dosing = this_trial_dosing(taking, as_of)
+    if dosing == "enrolled" or dosing == "dosed" or dosing == "unknown":
+        return dosing
+    if taking.status in SCREENED_OUT or taking.status == WITHDRAWN:
+        return "screened-before"
+    if taking.exposure in ("dosing", "after-dosing"):  # a period from after the screening date
+        return "enrolled"
+    return "in-recruitment"

@@ -15,9 +15,26 @@ from datetime import date, timedelta
 from typing import Any
 
 from fhirscreen.criteria._medications import Drug, Exposure, exposures, first_drug
-from fhirscreen.criteria._research import is_this_study, participation, study_of, this_trial_dosing
-from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.criteria._research import (
+    Standing,
+    is_this_study,
+    participation,
+    study_of,
+    this_trial_dosing,
+    this_trial_standing,
+)
+from fhirscreen.criteria.base import (
+    PATIENT_NOTE,
+    Context,
+    CriterionResult,
+    Outcome,
+    Params,
+    ValueSetRef,
+    evaluator,
+    result,
+)
 from fhirscreen.fhir.codes import canonical_system, codings, concept_label
+from fhirscreen.fhir.dates import day
 from fhirscreen.fhir.resources import condition_span, procedure_span, ref
 from fhirscreen.record import PatientRecord
 
@@ -78,24 +95,30 @@ def _iso(d: date | None) -> str | None:
 
 
 def _combine(
-    washouts: Sequence[_Washout], day0: date, none_text: str, next_step: str, extra: str = ""
+    washouts: Sequence[_Washout], day0: date, none_text: str, next_step: str, extra: str = "",
+    first: str = "", **more: Any,
 ) -> CriterionResult:
-    """Fail if any washout is running, else unknown if any is undecided, else pass; always name end dates."""
+    """Fail if any washout is running, else unknown if any is undecided, else pass; always name end dates.
+    ``first``: a sentence that leads a passing reason and follows the others (E5: this trial's own
+    subjects); ``more``: further details."""
     evidence = [r for w in washouts for r in w.refs]
     ends = [w.ends for w in washouts if w.ends is not None]
     details: dict[str, Any] = {"day0": day0.isoformat(), "washouts": [w.as_detail() for w in washouts]}
     if ends:
         details["washout_ends"] = max(ends).isoformat()
+    details.update(more)
     for outcome in (Outcome.FAIL, Outcome.UNKNOWN):
         hits = [w for w in washouts if w.outcome is outcome]
         if hits:
             text = "; ".join(w.text for w in hits)
             steps = " ".join(dict.fromkeys(w.step or next_step for w in hits))
-            return result(outcome, f"{text}.{extra}", evidence,
+            after = f" {first}." if first else ""
+            return result(outcome, f"{text}.{extra}{after}", evidence,
                           next_step=steps if outcome is Outcome.UNKNOWN else None, **details)
+    lead = f"{first}. " if first else ""
     if not washouts:
-        return result(Outcome.PASS, f"{none_text}.{extra}", **details)
-    return result(Outcome.PASS, "; ".join(w.text for w in washouts) + f".{extra}", evidence, **details)
+        return result(Outcome.PASS, f"{lead}{none_text}.{extra}", **details)
+    return result(Outcome.PASS, lead + "; ".join(w.text for w in washouts) + f".{extra}", evidence, **details)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -303,6 +326,7 @@ def investigational_agent(
     day0 = ctx.as_of + timedelta(days=params.baseline_offset_days)
     washouts: list[_Washout] = []
     ignored: list[str] = []
+    mine = [m for s in record.of_type("ResearchSubject") if (m := _this_trial(s, record, ctx.as_of, params))]
     for subject in record.of_type("ResearchSubject"):
         found = _subject_washout(subject, record.study(subject), ctx.as_of, day0, params)
         if isinstance(found, _Washout):
@@ -327,10 +351,77 @@ def investigational_agent(
     extra = f" Not counted: {'; '.join(ignored)}." if ignored else ""
     caveat = (f" The {params.washout_days}-day floor is used; 5 half-lives of the agent may be longer "
               "(investigator to confirm).") if washouts else ""
+    own: dict[str, Any] = {}
+    if mine:
+        own = {
+            PATIENT_NOTE: "; ".join(m.note for m in mine),
+            "this_trial": [{"subject": m.ref, "standing": m.standing, "status": m.status} for m in mine],
+        }
     return _combine(
         washouts, day0, "No investigational agent or participation in another interventional study on record",
         "Ask the patient about other studies and the date of the last study dose.", extra + caveat,
+        first="; ".join(m.said for m in mine if m.said), **own,
     )
+
+
+@dataclass(frozen=True)
+class _OwnSubject:
+    """A ResearchSubject of the trial being screened for, as E5 says it: where the patient stands
+    (criteria/_research.py ``this_trial_standing``), the note the reports show beside the patient's
+    status, and the sentence E5's reason gives when the subject is not counted (an enrolment, a
+    screening, not another study; "" when it is counted as a washout: dosed, or unknown)."""
+
+    ref: str
+    status: str
+    standing: Standing
+    note: str
+    said: str
+
+
+_STANDING_WORDS: dict[Standing, str] = {
+    "enrolled": "Already enrolled in this trial",
+    "dosed": "Dosed in this trial before, a re-screen",
+    "screened-before": "Screened for this trial before, not dosed",
+    "in-recruitment": "In recruitment for this trial",
+    "unknown": "On record in this trial, whether dosed is not recorded",
+}
+
+
+def _this_trial(
+    subject: Mapping[str, Any], record: PatientRecord, as_of: date, params: InvestigationalParams
+) -> _OwnSubject | None:
+    """``subject`` as one of this trial's own (``_OwnSubject``), or None for another study's."""
+    known = study_of(subject, record.study(subject))
+    if not is_this_study(known.text(), params.this_study):
+        return None
+    taking = participation(
+        subject, as_of, dosing=params.dosing_statuses, after_dosing=params.after_dosing_statuses,
+        pending=params.pending_statuses,
+    )
+    standing = this_trial_standing(taking, as_of)
+    start, end = taking.start, _ended(subject)
+    later = start is not None and start > as_of
+    when = (f" {start.isoformat()} to {end.isoformat()}" if start and end else
+            f" from {start.isoformat()}" if start else f" to {end.isoformat()}" if end else "")
+    words = _STANDING_WORDS[standing]
+    note = f"{words} ({taking.ref}, {taking.status or 'no status'}{when})"
+    where = (f"{known.name() or 'its ResearchStudy'} ({taking.why}{',' + when if when else ''}"
+             f"{', after the screening date' if later else ''}; {taking.ref})")
+    said = {
+        "enrolled": (f"{words}: {where}; not dosed by the screening date, and not another study" if later else
+                     f"{words}: {where}; not another study, and whether its dose was already given is asked "
+                     "under the MSC washout criterion"),
+        "screened-before": f"{words}: {where}; not another study",
+        "in-recruitment": f"{words}: {where}; this enrolment, not another study",
+    }.get(standing, "")
+    return _OwnSubject(taking.ref, taking.status, standing, note, said)
+
+
+def _ended(subject: Mapping[str, Any]) -> date | None:
+    """The end of a ResearchSubject's period as recorded (``Participation.end`` drops one after the
+    screening date: still on study then)."""
+    period = subject.get("period")
+    return day(period.get("end")) if isinstance(period, Mapping) else None
 
 
 def _marketed(exp: Exposure, systems: Sequence[str]) -> bool:
@@ -350,9 +441,10 @@ def _subject_washout(
     it); a string when it is recorded but does not count.
 
     This trial's own ResearchSubjects (criteria/_research.py ``this_trial_dosing``, as E7 and E8 read
-    them): not dosed, nothing; an earlier dose of this trial's UC-MSC (a re-screen) is an interventional
-    agent, with the washout of any study's; an open on-study period is not counted here (whether its dose
-    was already given is asked under E7)."""
+    them): an earlier dose of this trial's UC-MSC (a re-screen) is an interventional agent, with the
+    washout of any study's, and a bare withdrawal a question; one not dosed, or on-study with an open
+    period (whether its dose was already given is asked under E7), is not counted here: None, and
+    ``_this_trial`` says where the patient stands."""
     known = study_of(subject, resource)
     study = known.name() or "an unnamed study"
     taking = participation(
@@ -362,13 +454,9 @@ def _subject_washout(
     start, end, status = taking.start, taking.end, taking.status
     own = is_this_study(known.text(), params.this_study)
     if own:
-        dosing = this_trial_dosing(taking, as_of)
-        if dosing == "not-dosed":
+        # Not dosed, or enrolled with its dose a question for E7: not counted, said first (``_this_trial``).
+        if this_trial_dosing(taking, as_of) in ("not-dosed", "enrolled"):
             return None
-        if dosing == "enrolled":
-            since = f", from {start.isoformat()}" if start else ""
-            return (f"this trial, {study} ({taking.why}{since}): whether its dose was already given is asked "
-                    "under the MSC washout criterion")
         kind, how, told = None, "", ""
     else:
         kind, how, contested = known.kind()
@@ -424,7 +512,8 @@ def _subject_washout(
     if taking.exposure == "unknown":
         if end is not None and day0 >= end + days:
             return f"{study} ({taking.why}; study period ended {end.isoformat()}, washout over)"
-        text = f"{other}, {where}: {taking.why}"
+        whether = "This trial, dosed or not (a re-screen if dosed)" if own else other
+        text = f"{whether}, {where}: {taking.why}"
         return _Washout(Outcome.UNKNOWN, text, refs, end + days if end else None, step)
     return f"{study} ({taking.why})"
 

@@ -473,8 +473,92 @@ def test_this_trial_s_enrolled_subject_may_have_been_dosed(evaluate):
     assert e7.next_step and "re-screen" in e7.next_step
     e5 = evaluate("E5", rec)
     assert e5.outcome is Outcome.PASS
+    assert e5.reason.startswith("Already enrolled in this trial: ")  # not a plain pass
     assert "asked under the MSC washout criterion" in e5.reason
     assert evaluate("E8", rec).outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize(
+    ("status", "extra", "standing", "said"),
+    [
+        ("on-study", {}, "enrolled", "Already enrolled in this trial: "),
+        ("on-study-intervention", {}, "enrolled", "Already enrolled in this trial: "),
+        ("on-study", {"period": {"start": "2026-06-10"}}, "enrolled", "Already enrolled in this trial: "),
+        ("candidate", {}, "in-recruitment", "In recruitment for this trial: "),
+        ("screening", {}, "in-recruitment", "In recruitment for this trial: "),
+        ("eligible", {}, "in-recruitment", "In recruitment for this trial: "),
+        ("pending-on-study", {}, "in-recruitment", "In recruitment for this trial: "),
+        ("ineligible", {}, "screened-before", "Screened for this trial before, not dosed: "),
+        ("not-registered", {}, "screened-before", "Screened for this trial before, not dosed: "),
+        ("withdrawn", {"note": [{"text": "Screen failure"}]}, "screened-before",
+         "Screened for this trial before, not dosed: "),
+    ],
+    ids=["on-study", "on-study-intervention", "on-study-later", "candidate", "screening", "eligible",
+         "pending", "ineligible", "not-registered", "screen-failure"],
+)
+def test_e5_says_where_the_patient_stands_in_this_trial(evaluate, status, extra, standing, said):
+    """This trial's own subject, not dosed (or with its dose asked under E7): not another study, so E5
+    passes, but its reason starts by saying so, naming the ResearchSubject, and the patient carries a
+    note the reports show beside the status."""
+    rec = record(subject(status, "ResearchStudy/uc-msc-sle", **extra), THIS_TRIAL)
+    res = evaluate("E5", rec)
+    assert res.outcome is Outcome.PASS, res.reason
+    assert res.reason.startswith(said), res.reason
+    assert "ResearchStudy/uc-msc-sle" in res.reason and "; ResearchSubject/rs1)" in res.reason
+    assert res.reason.endswith("No investigational agent or participation in another interventional study "
+                               "on record.")
+    assert res.evidence == ()  # named, not evidence against the patient
+    assert res.details["this_trial"] == [{"subject": "ResearchSubject/rs1", "standing": standing,
+                                          "status": status}]
+    note = res.details["patient_note"]
+    assert note.startswith(said.removesuffix(": ")) and f"(ResearchSubject/rs1, {status} from 2026-" in note
+    assert "UC-MSC" not in note  # the note is short: the reason names the study
+
+
+@pytest.mark.parametrize(
+    ("status", "extra", "outcome", "note"),
+    [
+        ("off-study", {"period": {"start": "2025-09-01", "end": "2026-01-01"}}, Outcome.PASS,
+         "Dosed in this trial before, a re-screen (ResearchSubject/rs1, off-study 2025-09-01 to 2026-01-01)"),
+        ("follow-up", {"period": {"start": "2025-09-01", "end": "2026-04-01"}}, Outcome.UNKNOWN,
+         "Dosed in this trial before, a re-screen (ResearchSubject/rs1, follow-up 2025-09-01 to 2026-04-01)"),
+        ("withdrawn", {}, Outcome.UNKNOWN,
+         "On record in this trial, whether dosed is not recorded (ResearchSubject/rs1, withdrawn from "
+         "2026-03-01)"),
+    ],
+    ids=["dosed-washed-out", "dosed-in-washout", "bare-withdrawal"],
+)
+def test_e5_notes_a_dose_of_this_trial_or_one_that_may_have_been_given(
+    evaluate, status, extra, outcome, note
+):
+    """A dose of this trial's UC-MSC (a re-screen) is an agent with the 90-day washout, as before; the
+    patient's note says so whatever E5's outcome; a bare withdrawal is not called a dose."""
+    res = evaluate("E5", record(subject(status, "ResearchStudy/uc-msc-sle", **extra), THIS_TRIAL))
+    assert res.outcome is outcome, res.reason
+    assert res.details["patient_note"] == note
+    assert res.details["this_trial"][0]["standing"] == ("unknown" if status == "withdrawn" else "dosed")
+    if status == "withdrawn":
+        assert res.reason.startswith("This trial, dosed or not (a re-screen if dosed), ")
+        assert "dosed before" not in res.reason
+
+
+def test_e5_another_study_fails_and_the_enrolment_in_this_trial_is_still_said(evaluate):
+    rec = record(
+        subject("on-study", "ResearchStudy/uc-msc-sle"), THIS_TRIAL,
+        subject("on-study", "ResearchStudy/other", rid="rs2"),
+        study("other", title="ABC-123 in SLE", phase={"coding": [{"system": PHASE, "code": "phase-2"}]}),
+    )
+    res = evaluate("E5", rec)
+    assert res.outcome is Outcome.FAIL
+    assert res.reason.startswith("On another study, ABC-123 in SLE ResearchStudy/other")
+    assert " Already enrolled in this trial: " in res.reason
+    assert res.evidence == ("ResearchSubject/rs2", "ResearchStudy/other")
+    assert res.details["patient_note"].startswith("Already enrolled in this trial (ResearchSubject/rs1")
+
+
+def test_e5_another_study_alone_gives_no_patient_note(evaluate):
+    res = evaluate("E5", record(subject("candidate")))
+    assert "patient_note" not in res.details and "this_trial" not in res.details
 
 
 @pytest.mark.parametrize(
