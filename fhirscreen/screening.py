@@ -11,7 +11,7 @@ from typing import TYPE_CHECKING, Literal
 
 from fhirscreen.criteria._partial_dates import over_partial_dates
 from fhirscreen.criteria._tentative import unconfirmed_only
-from fhirscreen.criteria.base import Context, CriterionResult, Outcome, result
+from fhirscreen.criteria.base import PATIENT_NOTE, Context, CriterionResult, Outcome, result
 from fhirscreen.fhir.memo import resources_unchanged
 from fhirscreen.fhir.resources import ref
 from fhirscreen.quality import DATA_LOST, DataQuality
@@ -42,6 +42,13 @@ class PatientScreen:
 
     def count(self, outcome: Outcome) -> int:
         return sum(1 for r in self.results.values() if r.outcome is outcome)
+
+    @property
+    def notes(self) -> tuple[str, ...]:
+        """What a coordinator must know beside the status, whatever it is (already enrolled in this trial,
+        screened for it before...): the criteria's ``PATIENT_NOTE`` details, in protocol order."""
+        found = (r.details.get(PATIENT_NOTE) for r in self.results.values())
+        return tuple(dict.fromkeys(str(note) for note in found if note))
 
 
 @dataclass

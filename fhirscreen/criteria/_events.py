@@ -23,7 +23,15 @@ from fhirscreen.criteria._research import (
 )
 from fhirscreen.fhir.codes import ValueSet, codings, concept_label
 from fhirscreen.fhir.dates import Span, day, span_of
-from fhirscreen.fhir.resources import Resource, condition_span, items, mapping, observation_day, ref
+from fhirscreen.fhir.resources import (
+    Resource,
+    condition_span,
+    items,
+    mapping,
+    observation_day,
+    procedure_span,
+    ref,
+)
 from fhirscreen.record import PatientRecord
 
 # Procedure.status values that describe something not yet done (R4 EventStatus); "preparation" is the
@@ -104,7 +112,7 @@ def procedures(record: PatientRecord, vs: ValueSet) -> list[Event]:
     for proc in record.of_type("Procedure"):
         label = vs.match(proc.get("code"))
         if label is not None:
-            out.append(Event(proc, label, span_of(proc, "performed")))
+            out.append(Event(proc, label, procedure_span(proc)))
     return out
 
 

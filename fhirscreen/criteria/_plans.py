@@ -88,20 +88,6 @@ def plans(record: PatientRecord) -> list[Plan]:
     return out
 
 
-# -- when a Procedure was done ----------------------------------------------------------------------
-
-def performed_span(procedure: Mapping[str, Any]) -> Span | None:
-    """``performed[x]`` as dateTime or Period, or a string that holds a (partial) date ("2026-05-01",
-    "2026-05"), read as performedDateTime is (a partial date is its first day here; screening reads it
-    over its whole range, criteria/_partial_dates.py). An Age or Range (a year of life or more) is left
-    undated: too coarse for a 90-day window, it is reported, not counted."""
-    span = span_of(procedure, "performed")
-    if span is not None:
-        return span
-    text = day(procedure.get("performedString"))
-    return Span(text, text) if text is not None else None
-
-
 # -- ServiceRequest ----------------------------------------------------------------------------------
 
 

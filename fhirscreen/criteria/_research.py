@@ -17,24 +17,27 @@ No status is dropped at load (fhir/resources.py): a withdrawal after dosing is s
 
 What the study is (``Study``): the reference's display, and the ResearchStudy it points at when the data
 hold it (``PatientRecord.study``; every source reads the studies that ResearchSubjects refer to). Its
-title, focus and keywords may name the product (E7, E8); its category, phase, primary purpose, arm types
-and names tell an interventional study from an observational one (``Study.kind``), and its identifiers
-this trial from another (E5). A study named only by a reference that the data do not hold cannot be read:
-the reasons say so.
+title, focus and keywords may name the product (E7, E8); its phase, primary purpose, arm types, study
+design, category and names tell an interventional study from an observational one (``Study.kind``: codes
+of the standard code systems decide over free text; signs of both kinds that no code settles leave it
+unclear, a question), and its identifiers this trial from another (E5). A study named only by a
+reference that the data do not hold cannot be read: the reasons say so.
 
 This trial's own ResearchSubjects (``this_trial_dosing``, one rule for E5, E7 and E8): a subject not dosed
 (recruitment statuses, pending-on-study, a withdrawal before any intervention, a period that starts after
 the screening date) is this enrolment, not prior therapy; one dosed (follow-up, off-study, on-study with a
 period that ended, a withdrawal after the dose) received this single-dose trial's UC-MSC: a re-screen.
+Where the patient stands in this trial (``this_trial_standing``: enrolled, dosed, screened before, in
+recruitment) is what E5 says first and the reports show beside the patient's status.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from fhirscreen.fhir.codes import codings
 from fhirscreen.fhir.dates import day
@@ -76,6 +79,10 @@ _DOSES_GIVEN = re.compile(
 )
 
 
+Kind = Literal["interventional", "observational"]
+# What ``Study.kind`` tells: unclear when its signs disagree and none decides (a question).
+StudyKind = Literal["interventional", "observational", "unclear"]
+
 # A study named as observational is not an intervention (protocol E5 says "interventional agent").
 # ("cohort" alone is not enough: interventional trials have dose-escalation cohorts.) A
 # "non-interventional study" is the European name of an observational one.
@@ -85,31 +92,53 @@ _OBSERVATIONAL = re.compile(
 )
 # "Interventional", but not in "non-interventional".
 _INTERVENTIONAL = re.compile(r"(?<!non)(?<!non-)(?<!non )\binterventional\b", re.IGNORECASE)
-# R4 research-study-phase codes of a trial phase (n-a is not one); phases are given to interventional
+# Research-study-phase codes of a trial phase (n-a is not one); phases are given to interventional
 # trials only (ClinicalTrials.gov).
 _TRIAL_PHASES = frozenset(
     {"early-phase-1", "phase-1", "phase-1-phase-2", "phase-2", "phase-2-phase-3", "phase-3", "phase-4"}
 )
 _PHASE_TEXT = re.compile(r"\bphase\s*(?:[1-4]|i{1,3}|iv)[ab]?\b", re.IGNORECASE)
-# Words only an interventional study's name uses ("Registry sub-study: randomized, placebo-controlled
-# trial of ABC-123" is a trial, whatever "registry" says).
+# Words only an interventional study's name uses ("randomized", "placebo", "trial").
 _TRIAL_WORDS = re.compile(
     r"\b(randomi[sz]ed|randomi[sz]ation|placebo|(double|single|triple)[- ]blind(ed)?|open[- ]label"
     r"|dose[- ](escalation|finding|ranging)|trials?)\b",
     re.IGNORECASE,
 )
-# R4 ResearchStudy.arm.type (research-study-arm-type): arms that give something. no-intervention is not.
+# Research-study-arm-type: arms that give something. no-intervention is not (an interventional trial may
+# have such an arm, and an observational study has no arms at all).
 _INTERVENTION_ARM = re.compile(
     r"^\s*(experimental|(active|placebo|sham)[- ]?comparator)\b", re.IGNORECASE
 )
-# R4 ResearchStudy.primaryPurposeType (research-study-prim-purp-type): ClinicalTrials.gov gives a primary
-# purpose to interventional studies only (observational ones have a model and a time perspective).
+# Research-study-prim-purp-type: ClinicalTrials.gov gives a primary purpose to interventional studies only
+# (observational ones have a model and a time perspective).
 _PURPOSES = frozenset({
     "treatment", "prevention", "diagnostic", "supportive-care", "screening", "health-services-research",
     "basic-science", "device-feasibility",
 })
 
-StudyKind = Literal["interventional", "observational"]
+# The standard code systems of the elements that tell a study's kind, R4 (terminology.hl7.org) and R5
+# (hl7.org/fhir). A code from one of them is decisive by FHIR semantics; the same words as text (a
+# concept's text, a display, a coding without a system or from a local one, the study's title) are not.
+_PHASE_SYSTEMS = frozenset({
+    "http://terminology.hl7.org/CodeSystem/research-study-phase", "http://hl7.org/fhir/research-study-phase",
+})
+_PURPOSE_SYSTEMS = frozenset({
+    "http://terminology.hl7.org/CodeSystem/research-study-prim-purp-type",
+    "http://hl7.org/fhir/research-study-prim-purp-type",
+})
+# R4's ResearchStudy.arm.type has no binding; R5's comparisonGroup.type is bound to this code system.
+_ARM_TYPE_SYSTEMS = frozenset({"http://hl7.org/fhir/research-study-arm-type"})
+# R5 ResearchStudy.studyDesign (study-design: SEVCO codes); an R4 export may carry them in category.
+_DESIGN_SYSTEMS = frozenset({
+    "http://hl7.org/fhir/study-design", "http://terminology.hl7.org/CodeSystem/study-design",
+    "https://fevir.net/sevco",
+})
+# SEVCO 01001 "Interventional research" and the assignment designs under it (randomized 01003 with its
+# kinds 01006-01009, non-randomized 01005); 01002 "Observational research".
+_DESIGN_KIND: dict[str, Kind] = {
+    **{f"SEVCO:0100{n}": "interventional" for n in (1, 3, 5, 6, 7, 8, 9)},
+    "SEVCO:01002": "observational",
+}
 
 
 def observational(study_text: str) -> bool:
@@ -127,34 +156,107 @@ def _concept_texts(concept: object) -> list[str]:
     return found
 
 
-def _purpose(concept: object) -> str | None:
+def _coded(concept: object, systems: frozenset[str]) -> list[str]:
+    """The codes of a CodeableConcept from one of ``systems`` (the standard code system of its element)."""
+    if not isinstance(concept, Mapping):
+        return []
+    return [code for system, code, _display in codings(concept) if system in systems]
+
+
+def _purpose(text: str) -> str | None:
     """The interventional primary purpose a primaryPurposeType names ("treatment"), by code or text."""
-    for text in _concept_texts(concept):
-        found = re.sub(r"[\s_]+", "-", text.strip().lower())
-        if found in _PURPOSES:
-            return found
-    return None
+    found = re.sub(r"[\s_]+", "-", text.strip().lower())
+    return found if found in _PURPOSES else None
 
 
-def _arm_type(arm: object) -> str | None:
-    """The intervention an arm's type names (Experimental, Placebo Comparator...); None for no-intervention
-    or none."""
-    if not isinstance(arm, Mapping):
-        return None
-    return next((t for t in _concept_texts(arm.get("type")) if _INTERVENTION_ARM.search(t)), None)
-
-
-def _trial_phase(phase: object) -> str | None:
-    """The trial phase a ResearchStudy.phase names ("phase-2", "Phase 2"); None for n-a or none."""
-    if not isinstance(phase, Mapping):
-        return None
-    for _system, code, display in codings(phase):
-        if code.lower() in _TRIAL_PHASES:
-            return display or code
-    text = phase.get("text")
-    if isinstance(text, str) and _PHASE_TEXT.search(text):
+def _phase(text: str) -> str | None:
+    """The trial phase a phase code or text names ("phase-2", "Phase 2"); None for n-a or none."""
+    if text.lower() in _TRIAL_PHASES or _PHASE_TEXT.search(text):
         return text
     return None
+
+
+def _design(code: str) -> Kind | None:
+    plain = code.strip().upper()
+    return _DESIGN_KIND.get(plain if plain.startswith("SEVCO:") else f"SEVCO:{plain}")
+
+
+@dataclass(frozen=True)
+class Sign:
+    """One thing a ResearchStudy says about its kind: which kind, in words for a reason, and whether it
+    is a code of the element's standard code system (decisive) or free text."""
+
+    kind: Kind
+    how: str
+    coded: bool
+
+
+def _first(texts: Sequence[str], read: Callable[[str], str | None]) -> str | None:
+    return next((found for t in texts if (found := read(t)) is not None), None)
+
+
+def _element_signs(resource: Mapping[str, Any]) -> list[Sign]:
+    """The signs of a ResearchStudy's coded elements: phase, primary purpose, arm types, study design
+    (R5 studyDesign, or category), each coded (its standard code system) or as text."""
+    signs: list[Sign] = []
+    phase = resource.get("phase")
+    coded = _first(_coded(phase, _PHASE_SYSTEMS), _phase)
+    if coded is not None:
+        signs.append(Sign("interventional", f"its phase coded {coded}", True))
+    elif (worded := _first(_concept_texts(phase), _phase)) is not None:
+        signs.append(Sign("interventional", f"its phase '{worded}' (not a research-study-phase code)", False))
+    purpose = resource.get("primaryPurposeType")
+    coded = _first(_coded(purpose, _PURPOSE_SYSTEMS), _purpose)
+    if coded is not None:
+        signs.append(Sign("interventional", f"its primary purpose coded {coded}", True))
+    elif (worded := _first(_concept_texts(purpose), _purpose)) is not None:
+        signs.append(Sign("interventional", f"its primary purpose '{worded}' (not a code)", False))
+    arms = [a.get("type") for a in items(resource.get("arm")) + items(resource.get("comparisonGroup"))
+            if isinstance(a, Mapping)]
+    coded = next((c for t in arms for c in _coded(t, _ARM_TYPE_SYSTEMS) if _INTERVENTION_ARM.search(c)), None)
+    if coded is not None:
+        signs.append(Sign("interventional", f"an arm coded {coded}", True))
+    elif (worded := next((t for a in arms for t in _concept_texts(a) if _INTERVENTION_ARM.search(t)), None)):
+        signs.append(Sign("interventional", f"an arm of type '{worded}' (not a research-study-arm-type code)",
+                          False))
+    designs = items(resource.get("category")) + items(resource.get("studyDesign"))
+    for kind in ("interventional", "observational"):
+        code = next((c for d in designs for c in _coded(d, _DESIGN_SYSTEMS) if _design(c) == kind), None)
+        if code is not None:
+            signs.append(Sign(kind, f"its study design coded {code} ({kind} research)", True))
+    return signs
+
+
+def _text_signs(categories: Sequence[str], names: Sequence[str]) -> list[Sign]:
+    """The signs of a study's free text: its category's text and its names (the reference's display, the
+    title, identifiers, keywords)."""
+    signs: list[Sign] = []
+    for where, texts in (("its category", categories), ("its name", names)):
+        said = next((m.group(0) for t in texts if (m := _INTERVENTIONAL.search(t))), None)
+        if said is not None:
+            signs.append(Sign("interventional", f"'{said}' in {where}", False))
+    worded = next((m.group(0) for t in names for m in (_PHASE_TEXT.search(t), _TRIAL_WORDS.search(t)) if m),
+                  None)
+    if worded is not None:
+        signs.append(Sign("interventional", f"'{worded}' in its name", False))
+    for where, texts in (("its category", categories), ("its name", names)):
+        said = next((m.group(0) for t in texts if (m := _OBSERVATIONAL.search(t))), None)
+        if said is not None:
+            signs.append(Sign("observational", f"'{said}' in {where}", False))
+    return signs
+
+
+def _said(signs: Sequence[Sign], kind: str) -> str:
+    return ", ".join(s.how for s in signs if s.kind == kind)
+
+
+class KindReading(NamedTuple):
+    """What ``Study.kind`` tells: the kind (None when nothing tells), how, in words for a reason, and
+    whether signs of the other kind were seen (overruled by a code, or leaving the kind unclear)."""
+
+    kind: StudyKind | None
+    how: str
+    contested: bool = False
 
 
 @dataclass(frozen=True)
@@ -223,51 +325,43 @@ class Study:
             return f"{named} (not in the data: the study could not be read)"
         return named
 
-    def kind(self) -> tuple[StudyKind | None, str]:
-        """("interventional" | "observational" | None, how it was told).
+    def kind(self) -> KindReading:
+        """("interventional" | "observational" | "unclear" | None, how it was told, contested).
 
-        Signs of an intervention: a category or name saying "interventional"; a trial phase (the phase
-        element, or "Phase 2" in a name: phases are given to interventional trials only); a primary
-        purpose (treatment, prevention, supportive-care...: given to interventional studies only); an arm
-        of type experimental or active-, placebo- or sham-comparator; trial words in a name (randomized,
-        placebo, double-blind, open-label, dose-escalation or dose-finding, trial). Signs of an
-        observational study: a category or name saying so (a registry, a cohort study, a
-        non-interventional study). Interventional when only the first are found; observational (not an
-        agent) only when every sign found is observational; when they conflict, not told (None, and how
-        says why): an exclusion counts a study it cannot tell, as it counts an interventional one."""
+        Signs of an intervention: a trial phase (the phase element, or "Phase 2" in a name: phases are
+        given to interventional trials only); a primary purpose (treatment, prevention,
+        supportive-care...: given to interventional studies only); an arm of type experimental or
+        active-, placebo- or sham-comparator; an interventional study design (SEVCO); "interventional" or
+        trial words (randomized, placebo, double-blind, open-label, dose-escalation or dose-finding,
+        trial) in its category's text or a name. Signs of an observational study: an observational
+        study design (SEVCO), or a category or name saying so (a registry, a cohort study, a
+        non-interventional study).
+
+        Precedence: a code of an element's standard code system (research-study-phase,
+        research-study-prim-purp-type, research-study-arm-type, study-design) is FHIR's own statement
+        and decides over free text (titles, category text, concept text, local codes). The coded signs
+        decide when they agree; when they disagree, or when there are none and the free-text signs
+        disagree, the kind is "unclear": a question for the coordinator, and ``how`` names both sides.
+        None (and "") when nothing tells."""
         resource = self.resource if self.resource is not None else {}
         categories = [t for c in items(resource.get("category")) for t in _concept_texts(c)]
         keywords = [t for c in items(resource.get("keyword")) for t in _concept_texts(c)]
-        names = [self.text(), *keywords]
-        signs: list[str] = []
-        if any(_INTERVENTIONAL.search(t) for t in categories):
-            signs.append("its category")
-        phase = _trial_phase(resource.get("phase"))
-        if phase is not None:
-            signs.append(phase)
-        purpose = _purpose(resource.get("primaryPurposeType"))
-        if purpose is not None:
-            signs.append(f"primary purpose {purpose}")
-        arms = [t for a in items(resource.get("arm")) if (t := _arm_type(a)) is not None]
-        if arms:
-            signs.append(f"an arm of type {arms[0]}")
-        if any(_INTERVENTIONAL.search(t) for t in names):
-            signs.append("its name")
-        worded = [m.group(0) for t in names for m in (_PHASE_TEXT.search(t), _TRIAL_WORDS.search(t)) if m]
-        if worded:
-            signs.append(f"'{worded[0]}' in its name")
-        seen = [
-            how for how, texts in (("its category", categories), ("its name", names))
-            if any(observational(t) for t in texts)
-        ]
-        if signs and seen:
-            return None, (f"observational by {' and '.join(seen)} but interventional by {', '.join(signs)}: "
-                          "counted as another interventional study")
-        if signs:
-            return "interventional", ", ".join(signs)
-        if seen:
-            return "observational", f"by {seen[0]}"
-        return None, ""
+        signs = _element_signs(resource) + _text_signs(categories, [self.text(), *keywords])
+        coded = [s for s in signs if s.coded]
+        decided = coded or signs
+        kinds = {s.kind for s in decided}
+        if len(kinds) > 1:
+            by = "its codes disagree" if coded else "free text only, no coded phase, purpose, arm or design"
+            return KindReading("unclear", f"observational by {_said(decided, 'observational')} but "
+                               f"interventional by {_said(decided, 'interventional')}: {by}", True)
+        if not kinds:
+            return KindReading(None, "")
+        kind = kinds.pop()
+        how = f"by {_said(decided, kind)}"
+        overruled = [s for s in signs if not s.coded and s.kind != kind]
+        if overruled:
+            how += f" (a code decides over {', '.join(s.how for s in overruled)})"
+        return KindReading(kind, how, bool(overruled))
 
 
 def _plain(text: str) -> str:
@@ -408,3 +502,29 @@ def this_trial_dosing(taking: Participation, as_of: date) -> ThisTrialDosing:
     if taking.exposure == "dosing":
         return "enrolled"
     return "unknown"
+
+
+Standing = Literal["enrolled", "dosed", "screened-before", "in-recruitment", "unknown"]
+# Statuses that close a screening without enrolment (R4 research-subject-status).
+SCREENED_OUT = frozenset({"ineligible", "not-registered"})
+
+
+def this_trial_standing(taking: Participation, as_of: date) -> Standing:
+    """Where a patient stands in the trial being screened for, by one of its ResearchSubjects: what a
+    coordinator must know beside the status (E5 says it, and the reports show it with the patient).
+
+    - enrolled: on-study with an open period (``this_trial_dosing`` "enrolled": may have been dosed), or
+      enrolled from a day after the screening date;
+    - dosed: this trial's UC-MSC was given (a re-screen);
+    - screened-before: a screening that ended without a dose (ineligible, not-registered, withdrawn
+      before any intervention);
+    - in-recruitment: candidate, potential-candidate, screening, eligible, pending-on-study;
+    - unknown: a bare withdrawal or an unrecorded status (may have been dosed)."""
+    dosing = this_trial_dosing(taking, as_of)
+    if dosing == "enrolled" or dosing == "dosed" or dosing == "unknown":
+        return dosing
+    if taking.status in SCREENED_OUT or taking.status == WITHDRAWN:
+        return "screened-before"
+    if taking.exposure in ("dosing", "after-dosing"):  # a period from after the screening date
+        return "enrolled"
+    return "in-recruitment"

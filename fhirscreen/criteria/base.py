@@ -29,6 +29,12 @@ class Outcome(str, Enum):
         return self.value
 
 
+# A key of ``CriterionResult.details``: a fact about the patient that a coordinator must see beside the
+# patient's status, whatever it is ("Already enrolled in this trial (ResearchSubject/x, on-study ...)").
+# The reports show it with the patient (``PatientScreen.notes``); resource ids only, as every reason.
+PATIENT_NOTE = "patient_note"
+
+
 @dataclass(frozen=True)
 class CriterionResult:
     """One criterion for one patient.

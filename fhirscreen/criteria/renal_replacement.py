@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import date
 from typing import Any
 
@@ -19,7 +19,6 @@ from fhirscreen.criteria import _events as ev
 from fhirscreen.criteria import _plans
 from fhirscreen.criteria._labs import Lab, possibly_latest, report_impossible, result_on, unit_key
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
-from fhirscreen.fhir.codes import ValueSet
 from fhirscreen.fhir.dates import days_before, months_before
 from fhirscreen.fhir.resources import is_active_on, unstated_status
 from fhirscreen.record import PatientRecord
@@ -64,20 +63,12 @@ def _newest_first(events: list[ev.Event], as_of: date) -> list[ev.Event]:
     return sorted(events, key=lambda e: e.last_day_by(as_of) or e.first_day or date.min, reverse=True)
 
 
-def _procedures(record: PatientRecord, vs: ValueSet) -> list[ev.Event]:
-    """``ev.procedures`` with every performed[x] encoding read (a date string; see _plans)."""
-    return [
-        e if e.span is not None else replace(e, span=_plans.performed_span(e.resource))
-        for e in ev.procedures(record, vs)
-    ]
-
-
 def _check_dialysis(record: PatientRecord, ctx: Context, params: DialysisParams, f: _Findings) -> None:
     """Dialysis sessions, dialysis-only labs and dialysis-dependence conditions in the window."""
     as_of = ctx.as_of
     first = months_before(as_of, params.window_months)
     f.details["dialysis_window_start"] = first.isoformat()
-    sessions = _procedures(record, ctx.vs(params.dialysis_procedures))
+    sessions = ev.procedures(record, ctx.vs(params.dialysis_procedures))
     # A session recorded with status "unknown" may not have happened: a question, not a fail.
     unsure = [
         e
@@ -133,8 +124,8 @@ def _check_expected_rrt(record: PatientRecord, ctx: Context, params: DialysisPar
         )
         f.cite(esrd, as_of)
     not_done = [
-        e for e in _procedures(record, ctx.vs(params.kidney_transplant))
-        + _procedures(record, ctx.vs(params.dialysis_procedures))
+        e for e in ev.procedures(record, ctx.vs(params.kidney_transplant))
+        + ev.procedures(record, ctx.vs(params.dialysis_procedures))
         if ev.is_planned(e, as_of)
     ]
     # As in E9: a plan is dated after screening; one in preparation or on hold dated on or before it, or
@@ -200,7 +191,7 @@ def _check_transplant_history(
     """A functioning kidney graft is not an exclusion by itself (criteria-codes.md E2); it is reported."""
     as_of = ctx.as_of
     history = [
-        e for e in _procedures(record, ctx.vs(params.kidney_transplant))
+        e for e in ev.procedures(record, ctx.vs(params.kidney_transplant))
         if not ev.is_planned(e, as_of) and ev.happened_by(e, as_of)
     ]
     if params.transplant_history:

@@ -24,6 +24,7 @@ from fhirscreen.criteria import _plans
 from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
 from fhirscreen.fhir.codes import CPT, ValueSet, codings
 from fhirscreen.fhir.dates import days_before
+from fhirscreen.fhir.resources import procedure_span
 from fhirscreen.record import PatientRecord
 
 MAJOR, ANAESTHESIA, POSSIBLE = "major", "anaesthesia", "possible"
@@ -89,7 +90,7 @@ def _minor_days(record: PatientRecord, minor: ValueSet) -> set[date]:
     """Days with a minor procedure: anaesthesia on such a day is taken to be for it."""
     days: set[date] = set()
     for proc in record.of_type("Procedure"):
-        span = _plans.performed_span(proc)
+        span = procedure_span(proc)
         if span is not None and span.start is not None and minor.match(proc.get("code")) is not None:
             days.add(span.start)
     return days
@@ -104,7 +105,7 @@ def _sort(record: PatientRecord, ctx: Context, rules: _Rules, first: date) -> _S
         if found is None:
             continue
         kind, label = found
-        event = ev.Event(proc, label, _plans.performed_span(proc))
+        event = ev.Event(proc, label, procedure_span(proc))
         if kind == ANAESTHESIA and event.first_day in minor_days:
             continue
         if event.status == "unknown" and kind == MAJOR:

@@ -15,11 +15,27 @@ from datetime import date, timedelta
 from typing import Any
 
 from fhirscreen.criteria._medications import Drug, Exposure, exposures, first_drug
-from fhirscreen.criteria._research import is_this_study, participation, study_of, this_trial_dosing
-from fhirscreen.criteria.base import Context, CriterionResult, Outcome, Params, ValueSetRef, evaluator, result
+from fhirscreen.criteria._research import (
+    Standing,
+    is_this_study,
+    participation,
+    study_of,
+    this_trial_dosing,
+    this_trial_standing,
+)
+from fhirscreen.criteria.base import (
+    PATIENT_NOTE,
+    Context,
+    CriterionResult,
+    Outcome,
+    Params,
+    ValueSetRef,
+    evaluator,
+    result,
+)
 from fhirscreen.fhir.codes import canonical_system, codings, concept_label
-from fhirscreen.fhir.dates import span_of
-from fhirscreen.fhir.resources import condition_span, ref
+from fhirscreen.fhir.dates import day
+from fhirscreen.fhir.resources import condition_span, procedure_span, ref
 from fhirscreen.record import PatientRecord
 
 
@@ -68,6 +84,7 @@ class _Washout:
     text: str
     refs: tuple[str, ...]
     ends: date | None  # None: ongoing or not datable
+    step: str | None = None  # for unknown: what settles it, when more than the criterion's next step
 
     def as_detail(self) -> dict[str, Any]:
         return {"what": self.text, "outcome": str(self.outcome), "washout_ends": _iso(self.ends)}
@@ -78,23 +95,30 @@ def _iso(d: date | None) -> str | None:
 
 
 def _combine(
-    washouts: Sequence[_Washout], day0: date, none_text: str, next_step: str, extra: str = ""
+    washouts: Sequence[_Washout], day0: date, none_text: str, next_step: str, extra: str = "",
+    first: str = "", **more: Any,
 ) -> CriterionResult:
-    """Fail if any washout is running, else unknown if any is undecided, else pass; always name end dates."""
+    """Fail if any washout is running, else unknown if any is undecided, else pass; always name end dates.
+    ``first``: a sentence that leads a passing reason and follows the others (E5: this trial's own
+    subjects); ``more``: further details."""
     evidence = [r for w in washouts for r in w.refs]
     ends = [w.ends for w in washouts if w.ends is not None]
     details: dict[str, Any] = {"day0": day0.isoformat(), "washouts": [w.as_detail() for w in washouts]}
     if ends:
         details["washout_ends"] = max(ends).isoformat()
+    details.update(more)
     for outcome in (Outcome.FAIL, Outcome.UNKNOWN):
         hits = [w for w in washouts if w.outcome is outcome]
         if hits:
             text = "; ".join(w.text for w in hits)
-            return result(outcome, f"{text}.{extra}", evidence,
-                          next_step=next_step if outcome is Outcome.UNKNOWN else None, **details)
+            steps = " ".join(dict.fromkeys(w.step or next_step for w in hits))
+            after = f" {first}." if first else ""
+            return result(outcome, f"{text}.{extra}{after}", evidence,
+                          next_step=steps if outcome is Outcome.UNKNOWN else None, **details)
+    lead = f"{first}. " if first else ""
     if not washouts:
-        return result(Outcome.PASS, f"{none_text}.{extra}", **details)
-    return result(Outcome.PASS, "; ".join(w.text for w in washouts) + f".{extra}", evidence, **details)
+        return result(Outcome.PASS, f"{lead}{none_text}.{extra}", **details)
+    return result(Outcome.PASS, lead + "; ".join(w.text for w in washouts) + f".{extra}", evidence, **details)
 
 
 # ----------------------------------------------------------------------------------------------
@@ -178,7 +202,7 @@ def _infusion_procedures(
         ), None)
         if drug is None:
             continue
-        span = span_of(proc, "performed")
+        span = procedure_span(proc)
         start = (span.start or span.end) if span is not None else None
         end = (span.end or span.start) if span is not None else None
         given = Exposure(
@@ -305,6 +329,7 @@ def investigational_agent(
     day0 = ctx.as_of + timedelta(days=params.baseline_offset_days)
     washouts: list[_Washout] = []
     ignored: list[str] = []
+    mine = [m for s in record.of_type("ResearchSubject") if (m := _this_trial(s, record, ctx.as_of, params))]
     for subject in record.of_type("ResearchSubject"):
         found = _subject_washout(subject, record.study(subject), ctx.as_of, day0, params)
         if isinstance(found, _Washout):
@@ -329,10 +354,77 @@ def investigational_agent(
     extra = f" Not counted: {'; '.join(ignored)}." if ignored else ""
     caveat = (f" The {params.washout_days}-day floor is used; 5 half-lives of the agent may be longer "
               "(investigator to confirm).") if washouts else ""
+    own: dict[str, Any] = {}
+    if mine:
+        own = {
+            PATIENT_NOTE: "; ".join(m.note for m in mine),
+            "this_trial": [{"subject": m.ref, "standing": m.standing, "status": m.status} for m in mine],
+        }
     return _combine(
         washouts, day0, "No investigational agent or participation in another interventional study on record",
         "Ask the patient about other studies and the date of the last study dose.", extra + caveat,
+        first="; ".join(m.said for m in mine if m.said), **own,
     )
+
+
+@dataclass(frozen=True)
+class _OwnSubject:
+    """A ResearchSubject of the trial being screened for, as E5 says it: where the patient stands
+    (criteria/_research.py ``this_trial_standing``), the note the reports show beside the patient's
+    status, and the sentence E5's reason gives when the subject is not counted (an enrolment, a
+    screening, not another study; "" when it is counted as a washout: dosed, or unknown)."""
+
+    ref: str
+    status: str
+    standing: Standing
+    note: str
+    said: str
+
+
+_STANDING_WORDS: dict[Standing, str] = {
+    "enrolled": "Already enrolled in this trial",
+    "dosed": "Dosed in this trial before, a re-screen",
+    "screened-before": "Screened for this trial before, not dosed",
+    "in-recruitment": "In recruitment for this trial",
+    "unknown": "On record in this trial, whether dosed is not recorded",
+}
+
+
+def _this_trial(
+    subject: Mapping[str, Any], record: PatientRecord, as_of: date, params: InvestigationalParams
+) -> _OwnSubject | None:
+    """``subject`` as one of this trial's own (``_OwnSubject``), or None for another study's."""
+    known = study_of(subject, record.study(subject))
+    if not is_this_study(known.text(), params.this_study):
+        return None
+    taking = participation(
+        subject, as_of, dosing=params.dosing_statuses, after_dosing=params.after_dosing_statuses,
+        pending=params.pending_statuses,
+    )
+    standing = this_trial_standing(taking, as_of)
+    start, end = taking.start, _ended(subject)
+    later = start is not None and start > as_of
+    when = (f" {start.isoformat()} to {end.isoformat()}" if start and end else
+            f" from {start.isoformat()}" if start else f" to {end.isoformat()}" if end else "")
+    words = _STANDING_WORDS[standing]
+    note = f"{words} ({taking.ref}, {taking.status or 'no status'}{when})"
+    where = (f"{known.name() or 'its ResearchStudy'} ({taking.why}{',' + when if when else ''}"
+             f"{', after the screening date' if later else ''}; {taking.ref})")
+    said = {
+        "enrolled": (f"{words}: {where}; not dosed by the screening date, and not another study" if later else
+                     f"{words}: {where}; not another study, and whether its dose was already given is asked "
+                     "under the MSC washout criterion"),
+        "screened-before": f"{words}: {where}; not another study",
+        "in-recruitment": f"{words}: {where}; this enrolment, not another study",
+    }.get(standing, "")
+    return _OwnSubject(taking.ref, taking.status, standing, note, said)
+
+
+def _ended(subject: Mapping[str, Any]) -> date | None:
+    """The end of a ResearchSubject's period as recorded (``Participation.end`` drops one after the
+    screening date: still on study then)."""
+    period = subject.get("period")
+    return day(period.get("end")) if isinstance(period, Mapping) else None
 
 
 def _marketed(exp: Exposure, systems: Sequence[str]) -> bool:
@@ -352,9 +444,10 @@ def _subject_washout(
     it); a string when it is recorded but does not count.
 
     This trial's own ResearchSubjects (criteria/_research.py ``this_trial_dosing``, as E7 and E8 read
-    them): not dosed, nothing; an earlier dose of this trial's UC-MSC (a re-screen) is an interventional
-    agent, with the washout of any study's; an open on-study period is not counted here (whether its dose
-    was already given is asked under E7)."""
+    them): an earlier dose of this trial's UC-MSC (a re-screen) is an interventional agent, with the
+    washout of any study's, and a bare withdrawal a question; one not dosed, or on-study with an open
+    period (whether its dose was already given is asked under E7), is not counted here: None, and
+    ``_this_trial`` says where the patient stands."""
     known = study_of(subject, resource)
     study = known.name() or "an unnamed study"
     taking = participation(
@@ -364,17 +457,14 @@ def _subject_washout(
     start, end, status = taking.start, taking.end, taking.status
     own = is_this_study(known.text(), params.this_study)
     if own:
-        dosing = this_trial_dosing(taking, as_of)
-        if dosing == "not-dosed":
+        # Not dosed, or enrolled with its dose a question for E7: not counted, said first (``_this_trial``).
+        if this_trial_dosing(taking, as_of) in ("not-dosed", "enrolled"):
             return None
-        if dosing == "enrolled":
-            since = f", from {start.isoformat()}" if start else ""
-            return (f"this trial, {study} ({taking.why}{since}): whether its dose was already given is asked "
-                    "under the MSC washout criterion")
         kind, how, told = None, "", ""
     else:
-        kind, how = known.kind()
-        told = f"; {how}" if kind is None and how else ""
+        kind, how, contested = known.kind()
+        # Signs of both kinds: the reason says which decided (a code), or that none did.
+        told = f"; {how if kind == 'unclear' else f'{kind} {how}'}" if contested else ""
     if kind == "observational":
         by = f" {how}" if resource is not None else ""  # by name alone, as before the study was read
         return f"{study} (observational study{by}, no agent given)"
@@ -388,36 +478,46 @@ def _subject_washout(
         text = (f"Enrolled in another study from {start.isoformat()}, after the screening date, {where}: "
                 "its agent may be given before Day 0")
         return _Washout(Outcome.UNKNOWN, text, refs, None)
-    other = "This trial, dosed before (a re-screen)" if own else "Another study"
+    # A study whose signs disagree (criteria/_research.py ``Study.kind``): what would fail is a question.
+    unclear = kind == "unclear"
+    of_kind = " of unclear kind" if unclear else ""
+    fail = Outcome.UNKNOWN if unclear else Outcome.FAIL
+    step = (f"Ask whether {study} gives an investigational agent (an interventional study) and, if so, "
+            "the date of the last study dose.") if unclear else None
+    if_agent = "if it gives an agent, " if unclear else ""
+    other = "This trial, dosed before (a re-screen)" if own else f"Another study{of_kind}"
     days = timedelta(days=params.washout_days)
     if taking.exposure == "dosing":
         if end is None:
             earliest = day0 + days
-            text = (f"On another study, {where}: the washout starts after the last study dose (ends "
-                    f"{earliest.isoformat()} at the earliest, if the last dose is on {day0.isoformat()})")
-            return _Washout(Outcome.FAIL, text, refs, earliest)
-        outcome = Outcome.FAIL if day0 < end + days else Outcome.PASS
-        verb = "ends" if outcome is Outcome.FAIL else "ended"
-        text = f"{other}, {where}, ended {end.isoformat()}: washout {verb} {(end + days).isoformat()}"
-        return _Washout(outcome, text, refs, end + days)
+            text = (f"On another study{of_kind}, {where}: {if_agent}the washout starts after the last study "
+                    f"dose (ends {earliest.isoformat()} at the earliest, if the last dose is on "
+                    f"{day0.isoformat()})")
+            return _Washout(fail, text, refs, earliest, step)
+        outcome = fail if day0 < end + days else Outcome.PASS
+        verb = "ends" if outcome is not Outcome.PASS else "ended"
+        text = (f"{other}, {where}, ended {end.isoformat()}: {if_agent if outcome is fail else ''}washout "
+                f"{verb} {(end + days).isoformat()}")
+        return _Washout(outcome, text, refs, end + days, step if outcome is fail else None)
     if taking.exposure == "after-dosing":
         if end is not None and day0 >= end + days:
             ended = (end + days).isoformat()
             text = f"{other}, {where}, ended {end.isoformat()}: washout ended {ended}"
             return _Washout(Outcome.PASS, text, refs, end + days)
         bound = f"by {(end + days).isoformat()}" if end else "on an unknown date"
-        after = "This trial, dosed before (a re-screen)" if own else "After dosing in another study"
+        after = "This trial, dosed before (a re-screen)" if own else f"After dosing in another study{of_kind}"
         text = f"{after}, {where}: last study dose not recorded, washout ends {bound}"
         if taking.why.startswith("withdrawn after"):
             text += f" ({taking.why})"
-        return _Washout(Outcome.UNKNOWN, text, refs, end + days if end else None)
+        return _Washout(Outcome.UNKNOWN, text, refs, end + days if end else None, step)
     if taking.exposure == "pending":
-        return _Washout(Outcome.UNKNOWN, f"About to start another study, {where}", refs, None)
+        return _Washout(Outcome.UNKNOWN, f"About to start another study{of_kind}, {where}", refs, None, step)
     if taking.exposure == "unknown":
         if end is not None and day0 >= end + days:
             return f"{study} ({taking.why}; study period ended {end.isoformat()}, washout over)"
-        text = f"{other}, {where}: {taking.why}"
-        return _Washout(Outcome.UNKNOWN, text, refs, end + days if end else None)
+        whether = "This trial, dosed or not (a re-screen if dosed)" if own else other
+        text = f"{whether}, {where}: {taking.why}"
+        return _Washout(Outcome.UNKNOWN, text, refs, end + days if end else None, step)
     return f"{study} ({taking.why})"
 
 

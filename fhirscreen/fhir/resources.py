@@ -257,6 +257,20 @@ def unstated_status(condition: Mapping[str, Any]) -> str:
     return "" if clinical_status(condition) else ", no clinical status (taken as active)"
 
 
+def _dated_choice(resource: Mapping[str, Any], prefix: str) -> Span | None:
+    """A choice element ``prefix[x]`` as dateTime, Period, or a string that holds a (partial) date
+    ("2026-05-01", "2026-05": read as its first day here; screening reads a partial date over its whole
+    range, criteria/_partial_dates.py). None for an Age, a Range or words ("in childhood"): no day.
+
+    One reading for every criterion: a date written as a string is a date, so one after the screening
+    date is after it (not an undated record, counted as if it could be any day)."""
+    span = span_of(resource, prefix)
+    if span is not None:
+        return span
+    text = day(resource.get(prefix + "String"))
+    return Span(text, text) if text is not None else None
+
+
 # abatement[x] choices that say the condition has abated without giving a day: an age or range of age
 # (the day would need the birth date), or words in abatementString ("in childhood").
 _ABATED_UNDATED = ("abatementAge", "abatementRange")
@@ -266,11 +280,7 @@ _ABATED_UNDATED = ("abatementAge", "abatementRange")
 def abated_on(condition: Mapping[str, Any]) -> Span | None:
     """When ``abatement[x]`` says the condition ended: abatementDateTime/Period, or abatementString holding
     a date. None when it says nothing of a day (see ``abated``)."""
-    span = span_of(condition, "abatement")
-    if span is not None:
-        return span
-    text = day(condition.get("abatementString"))
-    return Span(text, text) if text is not None else None
+    return _dated_choice(condition, "abatement")
 
 
 def abated(condition: Mapping[str, Any]) -> bool:
@@ -285,10 +295,16 @@ def abated(condition: Mapping[str, Any]) -> bool:
     return any(isinstance(condition.get(key), Mapping) for key in _ABATED_UNDATED)
 
 
+def onset_span(condition: Mapping[str, Any]) -> Span | None:
+    """When a condition began, by ``onset[x]`` (dateTime, Period or a string holding a date)."""
+    return _dated_choice(condition, "onset")
+
+
 @per_resource  # read by most criteria, for every value set they match
 def condition_span(condition: Mapping[str, Any]) -> Span:
-    """When a condition held: onset (else recordedDate) to abatement (open when still present)."""
-    onset = span_of(condition, "onset")
+    """When a condition held: onset (``onset_span``; else recordedDate) to abatement (open when still
+    present)."""
+    onset = onset_span(condition)
     start = onset.start if onset else day(condition.get("recordedDate"))
     abatement = abated_on(condition)
     end = abatement.latest if abatement else None
@@ -347,4 +363,7 @@ def observation_day(observation: Mapping[str, Any]) -> Any:
 
 
 def procedure_span(procedure: Mapping[str, Any]) -> Span | None:
-    return span_of(procedure, "performed")
+    """When a Procedure was done: ``performed[x]`` as dateTime, Period or a string holding a date
+    ("2026-05-01", "2026-05"). An Age or Range (a year of life or more) is left undated: too coarse for a
+    window, it is reported, not counted (E9)."""
+    return _dated_choice(procedure, "performed")

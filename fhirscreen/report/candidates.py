@@ -38,6 +38,8 @@ def patient_entry(screen: PatientScreen, facts: PatientFacts | None = None) -> d
     }
     if screen.caveat:
         entry["caveat"] = screen.caveat
+    if screen.notes:  # already enrolled in this trial...: shown with the patient whatever the status
+        entry["notes"] = list(screen.notes)
     if facts is not None:  # age and sex only: names and identifiers never go into candidates.json
         entry["sex"] = facts.sex
         entry["age"] = facts.age

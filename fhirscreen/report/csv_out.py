@@ -10,11 +10,12 @@ from fhirscreen.screening import PatientScreen, ScreeningRun
 
 
 def reasons_text(screen: PatientScreen) -> str:
-    """Failed criteria, then unknown ones, each in protocol order: "E3 fail: ...; I4 unknown: ...".
+    """The caveat and the patient's notes, then failed criteria, then unknown ones, each in protocol order:
+    "E3 fail: ...; I4 unknown: ...".
 
     Manual criteria are left out: their reason is the same for every patient.
     """
-    parts = [screen.caveat] if screen.caveat else []
+    parts = ([screen.caveat] if screen.caveat else []) + list(screen.notes)
     for outcome in (Outcome.FAIL, Outcome.UNKNOWN):
         parts += [
             # Reasons are sentences; their final full stop would sit before the "; " separator.

@@ -38,6 +38,8 @@ def header(screen: PatientScreen, record: PatientRecord, trial: Trial, as_of: da
     verdict = {"eligible": "is eligible for", "possible": "is a possible candidate for",
                "ineligible": "is not eligible for"}[screen.status]
     lines = wrap(f"{screen.ref} ({who}) {verdict} {trial.id} as of {as_of.isoformat()}.", width)
+    for note in screen.notes:
+        lines += wrap(f"Note: {note}.", width)
     counts = (f"Of the {len(screen.results)} criteria, {screen.count(Outcome.PASS)} pass, "
               f"{screen.count(Outcome.FAIL)} fail, {screen.count(Outcome.UNKNOWN)} are unknown and "
               f"{screen.count(Outcome.MANUAL)} are to be checked by hand; score {screen.score:.2f} "

@@ -14,17 +14,19 @@ INDENT = 4
 
 
 def why(screen: PatientScreen, width: int = 90) -> str:
-    """Ineligible: the failing ids and the first reason; possible: the unknown ids; eligible: nothing."""
+    """Ineligible: the failing ids and the first reason; possible: the unknown ids; eligible: nothing.
+    The patient's notes (already enrolled in this trial...) come first, whatever the status."""
+    noted = "".join(f"{note}; " for note in screen.notes)
     if screen.status == "ineligible":
         failed = [(cid, r) for cid, r in screen.results.items() if r.outcome is Outcome.FAIL]
-        return shorten(f"{', '.join(cid for cid, _ in failed)}: {failed[0][1].reason}", width)
+        return shorten(f"{noted}{', '.join(cid for cid, _ in failed)}: {failed[0][1].reason}", width)
     if screen.status == "possible":
         unknown = [cid for cid, r in screen.results.items() if r.outcome is Outcome.UNKNOWN]
         if screen.caveat:
             also = f"; unknown: {', '.join(unknown)}" if unknown else ""
-            return shorten(screen.caveat + also, width)
-        return shorten(f"unknown: {', '.join(unknown)}", width)
-    return ""
+            return shorten(noted + screen.caveat + also, width)
+        return shorten(f"{noted}unknown: {', '.join(unknown)}", width)
+    return shorten(noted.removesuffix("; "), width)
 
 
 def candidates_table(run: ScreeningRun, width: int) -> str:

@@ -22,6 +22,7 @@ from fhirscreen.report.candidates import candidates_document, render_json
 from fhirscreen.report.csv_out import reasons_text, render_csv
 from fhirscreen.report.describe import age_text, describe_resource
 from fhirscreen.report.group import group_resource
+from fhirscreen.report.html import render_report
 from fhirscreen.report.measure import MEASURE_POPULATION, measure_report
 from fhirscreen.report.table import why
 from fhirscreen.report.worklist import worklist
@@ -43,6 +44,7 @@ from tests.builders import (
     record,
     service_request,
 )
+from tests.unit.test_research_study import THIS_TRIAL, subject
 
 PROTOCOL_IDS = [f"I{i}" for i in range(1, 9)] + [f"E{i}" for i in range(1, 17)]
 P, F, U, M = Outcome.PASS, Outcome.FAIL, Outcome.UNKNOWN, Outcome.MANUAL
@@ -351,6 +353,36 @@ def test_table_why_names_failing_ids_with_the_first_reason_and_unknown_ids():
     assert why(bad) == "I1, E2: Age 80 on 2026-06-01 is outside 18-75."
     assert why(maybe) == "unknown: I4, I6"
     assert why(screen("z", {"I1": P})) == ""
+
+
+def test_a_patient_already_enrolled_in_this_trial_is_said_so_in_every_view(trial, evaluate):
+    """E5's note on this trial's own ResearchSubject (already enrolled, in recruitment...) goes with the
+    patient whatever the status: the ranked table, the CSV reasons, candidates.json, the explanation's
+    header and report.html's summary."""
+    enrolled_rec = record(subject("on-study", "ResearchStudy/uc-msc-sle"), THIS_TRIAL)
+    enrolled = trial_screen(
+        trial, "p1", E5=evaluate("E5", enrolled_rec), E7=evaluate("E7", enrolled_rec)
+    )
+    recruiting_rec = record(subject("eligible", "ResearchStudy/uc-msc-sle", pid="p2", rid="rs2"), THIS_TRIAL,
+                            pid="p2")
+    recruiting = trial_screen(trial, "p2", E5=evaluate("E5", recruiting_rec))
+    run = make_run(trial, [enrolled, recruiting, trial_screen(trial, "p3")])
+    note = "Already enrolled in this trial (ResearchSubject/rs1, on-study from 2026-03-01)"
+    assert (enrolled.status, enrolled.notes) == ("possible", (note,))
+    assert why(enrolled, 200) == f"{note}; unknown: E7"
+    assert recruiting.status == "eligible"
+    # Eligible: the note alone (the table says nothing else for an eligible patient).
+    assert why(recruiting, 200) == (
+        "In recruitment for this trial (ResearchSubject/rs2, eligible from 2026-03-01)"
+    )
+    assert reasons_text(enrolled).startswith(f"{note}; E7 unknown: ")
+    entries = {p["patient"]: p for p in candidates_document(run)["patients"]}
+    assert entries["Patient/p1"]["notes"] == [note]
+    assert "notes" not in entries["Patient/p3"]
+    text = report.render_explanation(enrolled, enrolled_rec, trial, AS_OF, width=200)
+    assert f"\nNote: {note}.\n" in text
+    page = render_report(candidates_document(run), trial)
+    assert f"{note}. To settle: E7 (" in page
 
 
 def test_render_run_table_has_candidates_attrition_and_worklist(run):

@@ -13,7 +13,7 @@ import pytest
 import requests
 import responses
 
-from fhirscreen.criteria._research import Study, is_this_study
+from fhirscreen.criteria._research import KindReading, Study, is_this_study
 from fhirscreen.criteria.base import Outcome
 from fhirscreen.pipeline import run_screening
 from fhirscreen.quality import DataQuality
@@ -147,28 +147,27 @@ def test_e5_an_observational_study_by_its_category_is_not_an_agent(evaluate):
     registry = study(title="SLE outcomes 2026", category=[{"text": "Observational"}])
     res = evaluate("E5", record(subject(), registry))
     assert res.outcome is Outcome.PASS
-    assert "SLE outcomes 2026 ResearchStudy/abc (observational study by its category" in res.reason
+    assert (
+        "SLE outcomes 2026 ResearchStudy/abc (observational study by 'Observational' in its category"
+        in res.reason
+    )
 
 
-@pytest.mark.parametrize(
-    "resolved",
-    [
-        study(title="SLE registry", phase={"coding": [{"system": PHASE, "code": "phase-3"}]}),
-        study(title="SLE outcomes", category=[{"text": "Observational"}, {"text": "Interventional"}]),
-    ],
-    ids=["phase", "category"],
-)
-def test_e5_any_sign_of_an_intervention_wins(evaluate, resolved):
-    res = evaluate("E5", record(subject(), resolved))
+def test_e5_a_coded_phase_wins_over_a_registry_name(evaluate):
+    """A research-study-phase code is FHIR's own statement: a trial phase, so an interventional study,
+    whatever its title says. The reason names what the code decided over."""
+    coded = study(title="SLE registry", phase={"coding": [{"system": PHASE, "code": "phase-3"}]})
+    res = evaluate("E5", record(subject(), coded))
     assert res.outcome is Outcome.FAIL
-    assert "ResearchStudy/abc" in res.reason
+    decided = "interventional by its phase coded phase-3 (a code decides over 'registry' in its name)"
+    assert decided in res.reason
     assert res.evidence == ("ResearchSubject/rs1", "ResearchStudy/abc")
 
 
 def test_e5_a_non_interventional_study_is_observational(evaluate):
     res = evaluate("E5", record(subject(), study(title="Non-interventional study of belimumab use")))
     assert res.outcome is Outcome.PASS
-    assert "observational study by its name" in res.reason
+    assert "observational study by 'Non-interventional' in its name" in res.reason
 
 
 def test_e5_this_trial_is_told_by_the_study_identifier(evaluate):
@@ -474,8 +473,92 @@ def test_this_trial_s_enrolled_subject_may_have_been_dosed(evaluate):
     assert e7.next_step and "re-screen" in e7.next_step
     e5 = evaluate("E5", rec)
     assert e5.outcome is Outcome.PASS
+    assert e5.reason.startswith("Already enrolled in this trial: ")  # not a plain pass
     assert "asked under the MSC washout criterion" in e5.reason
     assert evaluate("E8", rec).outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize(
+    ("status", "extra", "standing", "said"),
+    [
+        ("on-study", {}, "enrolled", "Already enrolled in this trial: "),
+        ("on-study-intervention", {}, "enrolled", "Already enrolled in this trial: "),
+        ("on-study", {"period": {"start": "2026-06-10"}}, "enrolled", "Already enrolled in this trial: "),
+        ("candidate", {}, "in-recruitment", "In recruitment for this trial: "),
+        ("screening", {}, "in-recruitment", "In recruitment for this trial: "),
+        ("eligible", {}, "in-recruitment", "In recruitment for this trial: "),
+        ("pending-on-study", {}, "in-recruitment", "In recruitment for this trial: "),
+        ("ineligible", {}, "screened-before", "Screened for this trial before, not dosed: "),
+        ("not-registered", {}, "screened-before", "Screened for this trial before, not dosed: "),
+        ("withdrawn", {"note": [{"text": "Screen failure"}]}, "screened-before",
+         "Screened for this trial before, not dosed: "),
+    ],
+    ids=["on-study", "on-study-intervention", "on-study-later", "candidate", "screening", "eligible",
+         "pending", "ineligible", "not-registered", "screen-failure"],
+)
+def test_e5_says_where_the_patient_stands_in_this_trial(evaluate, status, extra, standing, said):
+    """This trial's own subject, not dosed (or with its dose asked under E7): not another study, so E5
+    passes, but its reason starts by saying so, naming the ResearchSubject, and the patient carries a
+    note the reports show beside the status."""
+    rec = record(subject(status, "ResearchStudy/uc-msc-sle", **extra), THIS_TRIAL)
+    res = evaluate("E5", rec)
+    assert res.outcome is Outcome.PASS, res.reason
+    assert res.reason.startswith(said), res.reason
+    assert "ResearchStudy/uc-msc-sle" in res.reason and "; ResearchSubject/rs1)" in res.reason
+    assert res.reason.endswith("No investigational agent or participation in another interventional study "
+                               "on record.")
+    assert res.evidence == ()  # named, not evidence against the patient
+    assert res.details["this_trial"] == [{"subject": "ResearchSubject/rs1", "standing": standing,
+                                          "status": status}]
+    note = res.details["patient_note"]
+    assert note.startswith(said.removesuffix(": ")) and f"(ResearchSubject/rs1, {status} from 2026-" in note
+    assert "UC-MSC" not in note  # the note is short: the reason names the study
+
+
+@pytest.mark.parametrize(
+    ("status", "extra", "outcome", "note"),
+    [
+        ("off-study", {"period": {"start": "2025-09-01", "end": "2026-01-01"}}, Outcome.PASS,
+         "Dosed in this trial before, a re-screen (ResearchSubject/rs1, off-study 2025-09-01 to 2026-01-01)"),
+        ("follow-up", {"period": {"start": "2025-09-01", "end": "2026-04-01"}}, Outcome.UNKNOWN,
+         "Dosed in this trial before, a re-screen (ResearchSubject/rs1, follow-up 2025-09-01 to 2026-04-01)"),
+        ("withdrawn", {}, Outcome.UNKNOWN,
+         "On record in this trial, whether dosed is not recorded (ResearchSubject/rs1, withdrawn from "
+         "2026-03-01)"),
+    ],
+    ids=["dosed-washed-out", "dosed-in-washout", "bare-withdrawal"],
+)
+def test_e5_notes_a_dose_of_this_trial_or_one_that_may_have_been_given(
+    evaluate, status, extra, outcome, note
+):
+    """A dose of this trial's UC-MSC (a re-screen) is an agent with the 90-day washout, as before; the
+    patient's note says so whatever E5's outcome; a bare withdrawal is not called a dose."""
+    res = evaluate("E5", record(subject(status, "ResearchStudy/uc-msc-sle", **extra), THIS_TRIAL))
+    assert res.outcome is outcome, res.reason
+    assert res.details["patient_note"] == note
+    assert res.details["this_trial"][0]["standing"] == ("unknown" if status == "withdrawn" else "dosed")
+    if status == "withdrawn":
+        assert res.reason.startswith("This trial, dosed or not (a re-screen if dosed), ")
+        assert "dosed before" not in res.reason
+
+
+def test_e5_another_study_fails_and_the_enrolment_in_this_trial_is_still_said(evaluate):
+    rec = record(
+        subject("on-study", "ResearchStudy/uc-msc-sle"), THIS_TRIAL,
+        subject("on-study", "ResearchStudy/other", rid="rs2"),
+        study("other", title="ABC-123 in SLE", phase={"coding": [{"system": PHASE, "code": "phase-2"}]}),
+    )
+    res = evaluate("E5", rec)
+    assert res.outcome is Outcome.FAIL
+    assert res.reason.startswith("On another study, ABC-123 in SLE ResearchStudy/other")
+    assert " Already enrolled in this trial: " in res.reason
+    assert res.evidence == ("ResearchSubject/rs2", "ResearchStudy/other")
+    assert res.details["patient_note"].startswith("Already enrolled in this trial (ResearchSubject/rs1")
+
+
+def test_e5_another_study_alone_gives_no_patient_note(evaluate):
+    res = evaluate("E5", record(subject("candidate")))
+    assert "patient_note" not in res.details and "this_trial" not in res.details
 
 
 @pytest.mark.parametrize(
@@ -533,35 +616,120 @@ def test_this_trial_is_told_however_its_id_is_spaced_or_hyphenated(evaluate, wri
 # ------------------------------------------------------------------------------------ study kind (E5)
 
 
-def kind_of(**resource: Any) -> tuple[str | None, str]:
+def kind_of(**resource: Any) -> KindReading:
     return Study({}, study(**resource)).kind()
 
 
+ARM_TYPE = "http://hl7.org/fhir/research-study-arm-type"
+R5_PHASE = "http://hl7.org/fhir/research-study-phase"
+DESIGN = "http://hl7.org/fhir/study-design"
+
+
+def coded(system: str, code: str) -> dict[str, Any]:
+    return {"coding": [{"system": system, "code": code}]}
+
+
 @pytest.mark.parametrize(
-    ("resource", "how"),
+    ("resource", "observational", "interventional"),
     [
+        ({"title": "SLE registry", "phase": {"text": "Phase 2"}},
+         "'registry' in its name", "its phase 'Phase 2' (not a research-study-phase code)"),
+        ({"title": "SLE registry", "phase": {"coding": [{"code": "phase-2"}]}},  # no system: not decisive
+         "'registry' in its name", "its phase 'phase-2' (not a research-study-phase code)"),
+        ({"title": "Observational study of ABC-123", "arm": [{"name": "ABC-123 10 mg",
+                                                              "type": {"text": "Experimental"}}]},
+         "'Observational' in its name", "an arm of type 'Experimental'"),
         ({"category": [{"text": "Observational"}],
           "arm": [{"name": "ABC-123 10 mg", "type": {"text": "Experimental"}}]},
-         "an arm of type Experimental"),
+         "'Observational' in its category", "an arm of type 'Experimental'"),
         ({"title": "SLE Registry sub-study: randomized, placebo-controlled trial of ABC-123"},
-         "'randomized'"),
-        ({"title": "Obinutuzumab dose-finding cohort study in lupus nephritis",
-          "primaryPurposeType": {"coding": [{"system": PURPOSE, "code": "treatment"}]}},
-         "primary purpose treatment"),
-        ({"title": "A Phase 2 trial of ABC-123 using the Lupus Registry platform"}, "'Phase 2' in its name"),
+         "'Registry' in its name", "'randomized' in its name"),
+        ({"title": "A Phase 2 trial of ABC-123 using the Lupus Registry platform"},
+         "'Registry' in its name", "'Phase 2' in its name"),
         ({"title": "Lupus outcomes", "category": [{"text": "Observational"}],
-          "keyword": [{"text": "interventional"}]}, "interventional by its name"),
+          "keyword": [{"text": "interventional"}]},
+         "'Observational' in its category", "'interventional' in its name"),
+        ({"title": "SLE outcomes", "category": [{"text": "Observational"}, {"text": "Interventional"}]},
+         "'Observational' in its category", "'Interventional' in its category"),
+        ({"title": "Lupus cohort study", "primaryPurposeType": {"text": "Treatment"}},
+         "'cohort study' in its name", "its primary purpose 'treatment' (not a code)"),
+        # Codes that disagree: no code decides.
+        ({"title": "ABC-123", "studyDesign": [coded(DESIGN, "SEVCO:01002")],
+          "phase": coded(PHASE, "phase-2")},
+         "its study design coded SEVCO:01002 (observational research)", "its phase coded phase-2"),
     ],
-    ids=["arm-type", "trial-words", "primary-purpose", "phase-in-title", "keyword"],
+    ids=["registry-phase-text", "registry-phase-no-system", "observational-title-arm-text",
+         "observational-category-arm-text", "registry-trial-words", "registry-phase-in-title",
+         "category-keyword", "two-categories", "cohort-purpose-text", "codes-disagree"],
 )
-def test_observational_and_interventional_signs_conflict_so_the_kind_is_not_told(evaluate, resource, how):
-    """Any sign of an intervention makes a study interventional or not told, never observational; not told
-    is counted as another study (an on-study subject fails) and the reason names the conflict."""
-    kind, told = kind_of(**resource)
-    assert kind is None and how in told and told.startswith("observational by"), told
+def test_conflicting_signs_that_no_code_settles_are_a_question(
+    evaluate, resource, observational, interventional
+):
+    """Signs of both kinds and none decisive (free text only, or codes that disagree): the kind is
+    unclear, and an on-study subject is a question for the coordinator, not an exclusion. The reason and
+    the next step name the study; the reason names both sides."""
+    reading = kind_of(**resource)
+    assert reading.kind == "unclear" and reading.contested
+    assert f"observational by {observational}" in reading.how and interventional in reading.how, reading.how
     res = evaluate("E5", record(subject(), study(**resource)))
-    assert res.outcome is Outcome.FAIL, res.reason
-    assert "counted as another interventional study" in res.reason
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert res.reason.startswith("On another study of unclear kind, ")
+    assert "ResearchStudy/abc" in res.reason and reading.how in res.reason
+    assert "if it gives an agent, the washout starts after the last study dose" in res.reason
+    assert res.next_step and res.next_step.startswith("Ask whether ")
+    assert "ResearchStudy/abc gives an investigational agent" in res.next_step
+    assert res.evidence == ("ResearchSubject/rs1", "ResearchStudy/abc")
+    assert res.details["washout_ends"] == "2026-08-30"  # the date still told, should it be one
+
+
+@pytest.mark.parametrize(
+    ("resource", "kind", "decided_by", "overruled"),
+    [
+        ({"title": "SLE registry", "phase": coded(PHASE, "phase-2")},
+         "interventional", "its phase coded phase-2", "'registry' in its name"),
+        ({"title": "SLE registry", "phase": coded(R5_PHASE, "phase-2")},
+         "interventional", "its phase coded phase-2", "'registry' in its name"),
+        ({"title": "Obinutuzumab dose-finding cohort study in lupus nephritis",
+          "primaryPurposeType": coded(PURPOSE, "treatment")},
+         "interventional", "its primary purpose coded treatment", "'cohort study' in its name"),
+        ({"title": "Observational study of ABC-123", "arm": [{"type": coded(ARM_TYPE, "experimental")}]},
+         "interventional", "an arm coded experimental", "'Observational' in its name"),
+        ({"title": "Lupus registry", "studyDesign": [coded(DESIGN, "SEVCO:01001")]},
+         "interventional", "its study design coded SEVCO:01001 (interventional research)",
+         "'registry' in its name"),
+        ({"title": "Randomized-cohort registry of SLE flares", "category": [coded(DESIGN, "SEVCO:01002")]},
+         "observational", "its study design coded SEVCO:01002 (observational research)",
+         "'Randomized' in its name"),
+    ],
+    ids=["phase-r4", "phase-r5", "purpose", "arm-type-r5", "design-interventional", "design-observational"],
+)
+def test_a_standard_code_decides_over_free_text(evaluate, resource, kind, decided_by, overruled):
+    """Coded elements (research-study-phase, -prim-purp-type, -arm-type, study-design) are FHIR's own
+    statement of the study's kind: they decide over titles, category text and keywords, and the reason
+    says what they decided over."""
+    reading = kind_of(**resource)
+    assert (reading.kind, reading.contested) == (kind, True)
+    assert reading.how == f"by {decided_by} (a code decides over {overruled})"
+    res = evaluate("E5", record(subject(), study(**resource)))
+    if kind == "interventional":
+        assert res.outcome is Outcome.FAIL, res.reason
+        assert f"; interventional {reading.how})" in res.reason
+    else:
+        assert res.outcome is Outcome.PASS, res.reason
+        assert f"(observational study {reading.how}, no agent given)" in res.reason
+
+
+def test_an_unclear_study_whose_washout_is_over_passes(evaluate):
+    """Unclear or not, a study period that ended more than 90 days ago is washed out."""
+    resource = study(title="SLE registry", phase={"text": "Phase 2"})
+    old = subject(period={"start": "2025-01-01", "end": "2026-01-01"})
+    res = evaluate("E5", record(old, resource))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "washout ended 2026-04-01" in res.reason
+    recent = subject(period={"start": "2025-01-01", "end": "2026-05-01"})
+    res = evaluate("E5", record(recent, resource))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "if it gives an agent, washout ends 2026-07-30" in res.reason
 
 
 @pytest.mark.parametrize(

@@ -51,7 +51,7 @@ class PatientView:
     age: str
     counts: dict[str, int]
     criteria: tuple[CriterionView, ...]
-    summary: str  # why not eligible, in one line
+    summary: str  # why not eligible, in one line, after the patient's notes (already enrolled in this trial)
     name: str = ""
     mrn: str = ""
 
@@ -150,12 +150,13 @@ def _patient(entry: Mapping[str, Any], titles: Mapping[str, tuple[str, str]], ba
         ))
     counts = Counter(c.outcome for c in criteria)
     ref = str(entry["patient"])
+    noted = "".join(f"{note}. " for note in entry.get("notes") or ())
     return PatientView(
         rank=int(entry.get("rank", 0)), ref=ref, id=ref.removeprefix("Patient/"), anchor=anchor(ref),
         status=str(entry.get("status")), score=float(entry.get("score", 0.0)),
         sex=str(entry.get("sex") or "not recorded"), age=str(entry.get("age") or "unknown"),
         counts={o: counts.get(o, 0) for o in OUTCOMES}, criteria=tuple(criteria),
-        summary=_summary(str(entry.get("status")), criteria),
+        summary=noted + _summary(str(entry.get("status")), criteria),
         name=str(identity.get("name", "")), mrn=str(identity.get("mrn", "")),
     )
 

@@ -1,0 +1,236 @@
+"""Records dated after the screening date are not evidence at that date, however the date is written.
+
+A Condition's onset[x] and a Procedure's performed[x] may hold their date as dateTime, Period or a string
+("onsetString": "2026-07-01"). Every criterion reads them by one rule (fhir/resources.py ``onset_span``,
+``procedure_span``): a date written as a string is a date, so a cancer, a CAR-T infusion or an infection
+dated after the screening date does not count (a re-screen with --as-of in the past, or a date entered
+wrong), and one dated before it counts with its date rather than as an undated record.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator, Mapping
+from datetime import date, timedelta
+from typing import Any
+
+import pytest
+
+from fhirscreen.criteria.base import CriterionResult, Outcome
+from fhirscreen.paths import sample_data_dir
+from fhirscreen.pipeline import load_population
+from fhirscreen.quality import DataQuality
+from fhirscreen.record import PatientRecord, PopulationBuilder
+from fhirscreen.screening import screen_patient
+from fhirscreen.sources.files import FileSource
+from fhirscreen.trial.loader import Trial
+from tests.builders import AS_OF, condition, procedure, record
+
+BEFORE = "2026-05-01"  # a month before the screening date (AS_OF 2026-06-01)
+AFTER = "2026-07-01"  # a month after it
+LOCAL = "http://hospital.example/procedures"
+
+# (criterion, Condition code, outcome when dated before the screening date)
+CONDITIONS = [
+    ("E12", ("icd10cm", "C50.911"), Outcome.FAIL),  # breast cancer
+    ("E8", ("icd10cm", "Z92.850"), Outcome.FAIL),  # history of CAR-T therapy
+    ("E10", ("icd10cm", "B20"), Outcome.FAIL),  # HIV disease
+    ("E11", ("icd10cm", "J18.9"), Outcome.FAIL),  # pneumonia
+    ("E13", ("snomed", "72892002"), Outcome.FAIL),  # normal pregnancy
+    ("E2", ("icd10cm", "N18.6"), Outcome.FAIL),  # end-stage renal disease
+    ("E7", ("icd10cm", "Z92.858"), Outcome.UNKNOWN),  # history of other cellular therapy
+]
+# (criterion, Procedure code and text, outcome when dated before the screening date)
+PROCEDURES = [
+    ("E8", ("cpt", "38228", None), Outcome.FAIL),  # CAR-T administration
+    ("E7", (LOCAL, "x", "UC-MSC infusion"), Outcome.FAIL),
+    ("E6", ("hcpcs", "J9312", None), Outcome.FAIL),  # rituximab infusion
+    ("E2", ("snomed", "265764009", None), Outcome.FAIL),  # renal dialysis
+    ("E9", ("snomed", "609588000", None), Outcome.FAIL),  # total knee replacement
+]
+
+
+def onset(when: str) -> dict[str, dict[str, Any]]:
+    """Every way a Condition can date its start, each with ``when``."""
+    return {
+        "onsetDateTime": {"onsetDateTime": when},
+        "onsetPeriod": {"onsetPeriod": {"start": when}},
+        "onsetString": {"onsetString": when},
+        "recordedDate": {"recordedDate": when},  # no onset[x]: when it was recorded
+    }
+
+
+def performed(when: str) -> dict[str, dict[str, Any]]:
+    return {
+        "performedDateTime": {"performedDateTime": when},
+        "performedPeriod": {"performedPeriod": {"start": when, "end": when}},
+        "performedString": {"performedString": when},
+    }
+
+
+def condition_cases() -> list[Any]:
+    return [
+        pytest.param(cid, system, code, encoding, before, id=f"{cid}-{code}-{encoding}")
+        for cid, (system, code), before in CONDITIONS
+        for encoding in onset(AFTER)
+    ]
+
+
+def procedure_cases() -> list[Any]:
+    return [
+        pytest.param(cid, system, code, text, encoding, before, id=f"{cid}-{code}-{encoding}")
+        for cid, (system, code, text), before in PROCEDURES
+        for encoding in performed(AFTER)
+    ]
+
+
+Screen = Callable[..., CriterionResult]
+
+
+@pytest.mark.parametrize(("cid", "system", "code", "encoding", "before"), condition_cases())
+def test_a_condition_dated_after_the_screening_date_is_not_evidence(
+    screen: Screen, cid: str, system: str, code: str, encoding: str, before: Outcome
+) -> None:
+    nothing = screen(cid, record())
+    later = screen(cid, record(condition(system, code, None, id="c", **onset(AFTER)[encoding])))
+    assert later.outcome is nothing.outcome, later.reason
+    assert "Condition/c" not in later.evidence
+
+    earlier = screen(cid, record(condition(system, code, None, id="c", **onset(BEFORE)[encoding])))
+    assert earlier.outcome is before, earlier.reason
+    assert "Condition/c" in earlier.evidence
+    # Read with its date, not as an undated entry.
+    assert BEFORE in earlier.reason and "no onset date" not in earlier.reason, earlier.reason
+
+
+@pytest.mark.parametrize(("cid", "system", "code", "text", "encoding", "before"), procedure_cases())
+def test_a_procedure_dated_after_the_screening_date_is_not_evidence(
+    screen: Screen, cid: str, system: str, code: str, text: str | None, encoding: str, before: Outcome
+) -> None:
+    def done(when: str) -> dict[str, Any]:
+        return procedure(system, code, None, text=text, id="p", **performed(when)[encoding])
+
+    nothing = screen(cid, record())
+    later = screen(cid, record(done(AFTER)))
+    assert later.outcome is nothing.outcome, later.reason
+    assert "Procedure/p" not in later.evidence
+
+    earlier = screen(cid, record(done(BEFORE)))
+    assert earlier.outcome is before, earlier.reason
+    assert "Procedure/p" in earlier.evidence
+    assert "undated" not in earlier.reason and "without a date" not in earlier.reason, earlier.reason
+
+
+def test_a_delivery_dated_by_a_string_ends_a_pregnancy(screen: Screen) -> None:
+    """E13 reads the end of a pregnancy by the same rule: a delivery whose performedString holds a date."""
+    pregnant = condition("snomed", "72892002", "2025-09-01")  # never closed
+    delivery = procedure("snomed", "11466000", None, id="end", performedString="2026-05-22")
+    res = screen("E13", record(pregnant, delivery))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "2026-05-22" in res.reason and res.evidence == ("Procedure/end",)
+    later = procedure("snomed", "11466000", None, id="end", performedString=AFTER)
+    assert screen("E13", record(pregnant, later)).outcome is Outcome.FAIL
+
+
+def test_a_partial_onset_string_is_read_over_its_range(screen: Screen) -> None:
+    """A partial date "2026-06" may mean a day before the screening date or after it: unknown, as for a
+    partial onsetDateTime."""
+    res = screen("E12", record(condition("icd10cm", "C50.911", None, id="c", onsetString="2026-06")))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "2026-06" in res.reason
+
+
+# ------------------------------------------------------------------------ the whole class, on sample data
+
+# Dated after the screening date on purpose: plans, and enrolments in a study from a later day.
+_PLANS = frozenset({"ServiceRequest", "CarePlan", "Appointment", "ResearchSubject"})
+_NOT_DONE = frozenset({"preparation", "on-hold", "in-progress"})
+
+
+def _dates(node: object) -> Iterator[date]:
+    if isinstance(node, Mapping):
+        for key, value in node.items():
+            if key not in ("birthDate", "lastUpdated"):
+                yield from _dates(value)
+    elif isinstance(node, list):
+        for value in node:
+            yield from _dates(value)
+    elif isinstance(node, str) and len(node) >= 10 and node[4] == "-" and node[7] == "-":
+        with contextlib.suppress(ValueError):
+            yield date.fromisoformat(node[:10])
+
+
+def _moved(node: Any, by: timedelta) -> Any:
+    """``node`` with every full date moved by ``by`` (partial dates kept: they are a year or month)."""
+    if isinstance(node, Mapping):
+        return {k: v if k == "lastUpdated" else _moved(v, by) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_moved(v, by) for v in node]
+    if isinstance(node, str) and len(node) >= 10 and node[4] == "-" and node[7] == "-":
+        try:
+            return (date.fromisoformat(node[:10]) + by).isoformat() + node[10:]
+        except ValueError:
+            return node
+    return node
+
+
+def _as_strings(resource: dict[str, Any]) -> dict[str, Any]:
+    """onsetDateTime / performedDateTime written as onsetString / performedString."""
+    for prefix in ("onset", "performed"):
+        if isinstance(resource.get(prefix + "DateTime"), str):
+            resource[prefix + "String"] = resource.pop(prefix + "DateTime")[:10]
+    return resource
+
+
+def _later_copies(population: Mapping[str, PatientRecord], pid: str, strings: bool) -> list[dict[str, Any]]:
+    """Every sample patient's clinical records as ``pid``'s, each moved to start 3 days after the
+    screening date (the plans left out)."""
+    out = []
+    for rec in population.values():
+        for rtype, resources in rec.resources.items():
+            if rtype in _PLANS:
+                continue
+            for res in resources:
+                if rtype == "Procedure" and res.get("status") in _NOT_DONE:
+                    continue
+                days = list(_dates(res))
+                if not days:
+                    continue
+                copy = _moved(res, AS_OF - min(days) + timedelta(days=3))
+                copy["id"] = f"later-{len(out)}"
+                for link in ("subject", "patient", "individual"):
+                    if isinstance(copy.get(link), Mapping):
+                        copy[link] = {"reference": f"Patient/{pid}"}
+                out.append(_as_strings(copy) if strings else copy)
+    return out
+
+
+@pytest.mark.parametrize("strings", [False, True], ids=["dateTime", "string"])
+def test_every_sample_record_moved_after_the_screening_date_leaves_an_eligible_patient_eligible(
+    trial: Trial, strings: bool
+) -> None:
+    """Cancer, CAR-T, HIV, dialysis, infections, steroids, biologics... from every sample patient, dated
+    after the screening date and given to an eligible patient: nothing changes."""
+    population = load_population(FileSource(sample_data_dir()), trial).records
+    pid = "sle-eligible-01"
+    held = population[pid]
+    builder = PopulationBuilder(DataQuality())
+    for res in [held.patient, *(r for rs in held.resources.values() for r in rs)]:
+        builder.add(res, "sample")
+    for rec in population.values():  # the Medications and studies the copies refer to
+        for shared in [*rec.medications.values(), *rec.studies.values()]:
+            builder.add(dict(shared), "sample")
+    copies = _later_copies(population, pid, strings)
+    assert len(copies) > 300
+    for res in copies:
+        builder.add(res, "later")
+    with_later = builder.build().records[pid]
+    assert sum(len(rs) for rs in with_later.resources.values()) > len(copies)
+    before = screen_patient(held, trial, AS_OF)
+    after = screen_patient(with_later, trial, AS_OF)
+    assert before.status == "eligible"
+    changed = {
+        cid: r.reason for cid, r in after.results.items() if r.outcome is not before.results[cid].outcome
+    }
+    assert not changed
+    assert after.status == "eligible"
