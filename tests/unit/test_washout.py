@@ -175,13 +175,16 @@ def test_e6_denosumab_is_reported_not_counted(evaluate):
     assert "Not counted" in res.reason
 
 
+LOCAL = "http://example.org/drugs"
+
+
 @pytest.mark.parametrize(
     ("display", "system", "code"),
     [
-        ("Thymoglobulin 25 MG Injection", "http://example.org/drugs", "0"),
-        ("anti-thymocyte globulin (rabbit) 1.5 mg/kg IV", "http://example.org/drugs", "0"),
+        ("Thymoglobulin 25 MG Injection", LOCAL, "0"),
+        ("anti-thymocyte globulin (rabbit) 1.5 mg/kg IV", LOCAL, "0"),
         # equine ATG's name holds "immune globulin": a biologic counted, not immune globulin reported
-        ("lymphocyte immune globulin, anti-thymocyte globulin (equine) 50 MG/ML", "http://example.org/drugs", "0"),
+        ("lymphocyte immune globulin, anti-thymocyte globulin (equine) 50 MG/ML", LOCAL, "0"),
         ("", "http://www.whocc.no/atc", "L04AA04"),
     ],
 )
