@@ -37,7 +37,7 @@ from fhirscreen.report.facts import PatientFacts
 from fhirscreen.screening import PatientScreen, ScreeningRun, caution, rank
 from fhirscreen.sources.base import SourceError
 from fhirscreen.sources.files import EMPTY_FILE, empty_ndjson_message, how_empty
-from fhirscreen.spark.inputs import Inputs, java_error_summary, list_inputs
+from fhirscreen.spark.inputs import Inputs, java_error_summary, last_byte, list_inputs
 from fhirscreen.spark.partitions import (
     Position,
     add_pairs,
@@ -101,12 +101,14 @@ def spark_session() -> Any:
 
 @dataclass
 class Read:
-    """What the census counted: resources and Conditions in all, and lines that are not blank per file
-    (by index)."""
+    """What the census counted: resources and Conditions in all, lines and lines that are not blank per
+    file (by index), and where a split ends with a line that cannot be read (file index, line number)."""
 
     resources: int = 0
     conditions: int = 0
+    lines: Counter[int] = field(default_factory=Counter)
     filled: Counter[int] = field(default_factory=Counter)
+    damaged_ends: set[tuple[int, int]] = field(default_factory=set)
 
 
 class SparkScreening:
@@ -160,6 +162,7 @@ class SparkScreening:
 
         first_lines, joined, read = self._census(texts)
         self._report_empty(inputs, read)
+        cut_lines = self._cut_lines(inputs, read)
         log.info(
             "spark: census found %d patient(s) with an SLE diagnosis (%.1f s)",
             len(joined),
@@ -170,7 +173,7 @@ class SparkScreening:
         routed = self._tasks_of(
             [
                 text.mapPartitionsWithIndex(
-                    partial(_route, index, first_lines[index], shown[index], candidates)
+                    partial(_route, index, first_lines[index], shown[index], candidates, cut_lines[index])
                 )
                 for index, text in enumerate(texts)
             ]
@@ -207,6 +210,22 @@ class SparkScreening:
         if uri.lower().endswith(".gz"):
             return self.sc.binaryFiles(uri, 1).flatMap(gzip_lines)
         return self.sc.textFile(uri, self.min_partitions or 1)
+
+    def _cut_lines(self, inputs: Inputs, read: Read) -> list[int]:
+        """Per file, the number of its last line when that line cannot be read and the file does not end
+        with a newline (the file was not written or copied in full: the rest of it is lost, as in file
+        mode), else 0. Hadoop's lines have no ending, so the driver reads the last byte of such a file;
+        a file read in Python says it itself (``CutLine``)."""
+        cut = [0] * len(inputs.ndjson)
+        for index, line in sorted(read.damaged_ends):
+            file = inputs.ndjson[index]
+            if (
+                line == read.lines[index]
+                and not file.uri.lower().endswith(".gz")
+                and last_byte(file.uri, file.size, self.sc) != b"\n"
+            ):
+                cut[index] = line
+        return cut
 
     def _report_empty(self, inputs: Inputs, read: Read) -> None:
         """An NDJSON file without a line that is not blank: file mode's warning."""
@@ -245,12 +264,15 @@ class SparkScreening:
             population.unpersist()
         counts: dict[int, dict[int, int]] = defaultdict(dict)
         first: dict[str, tuple[int, int, int]] = {}
+        ends: list[tuple[tuple[int, int], int]] = []
         read = Read()
         for (kind, key), value in rows:
             if kind == "lines":
                 counts[key[0]][key[1]] = value
             elif kind == "filled":
                 read.filled[key[0]] += value
+            elif kind == "end":
+                ends.append((key, value))
             elif kind == "resources":
                 read.resources += value
             elif kind == "conditions":
@@ -264,7 +286,9 @@ class SparkScreening:
                 starts.append(line)
                 line += counts[index].get(split, 0)
             first_lines.append(starts)
+            read.lines[index] = line - 1
         joined = {pid: (f, first_lines[f][split] + offset, 0) for pid, (f, split, offset) in first.items()}
+        read.damaged_ends = {(f, first_lines[f][split] + offset) for (f, split), offset in ends}
         return first_lines, joined, read
 
     def _counts(self, routed: Any, candidates: Container[str]) -> tuple[dict[str, int], int]:
@@ -365,9 +389,15 @@ def _census(index: int, population: Any, split: int, lines: Iterable[str]) -> It
 
 
 def _route(
-    index: int, first_lines: list[int], shown: str, candidates: Any, split: int, lines: Iterable[str]
+    index: int,
+    first_lines: list[int],
+    shown: str,
+    candidates: Any,
+    cut_line: int,
+    split: int,
+    lines: Iterable[str],
 ) -> Iterator[Any]:
-    return route_split(lines, index, first_lines[split], shown, candidates.value)
+    return route_split(lines, index, first_lines[split], shown, candidates.value, cut_line)
 
 
 def _screen_groups(context: Any, groups: Iterable[tuple[str, Iterable[Any]]]) -> Iterator[Any]:

@@ -105,6 +105,25 @@ def _hadoop_listing(data: str, spark_context: Any) -> list[tuple[str, int]]:
 _SUFFIXES_READ = NDJSON_SUFFIXES + BUNDLE_SUFFIXES
 
 
+def last_byte(uri: str, size: int, spark_context: Any) -> bytes:
+    """The last byte of a file (b"" for an empty one), read through Hadoop's file system."""
+    if size <= 0:
+        return b""
+    return _read_at(uri, size - 1, 1, spark_context)
+
+
+def _read_at(uri: str, offset: int, length: int, spark_context: Any) -> bytes:
+    """Up to ``length`` bytes of a file from ``offset`` (fewer at its end)."""
+    path = spark_context._jvm.org.apache.hadoop.fs.Path(uri)
+    stream = path.getFileSystem(spark_context._jsc.hadoopConfiguration()).open(path)
+    try:
+        if offset:
+            stream.seek(offset)
+        return bytes(stream.readNBytes(length))
+    finally:
+        stream.close()
+
+
 def java_error_summary(exc: BaseException) -> str:
     """The first line of a Java exception's message: its class and text, no stack, no Python frames."""
     java = getattr(exc, "java_exception", None)

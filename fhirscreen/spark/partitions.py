@@ -20,13 +20,13 @@ from typing import Any
 
 import orjson
 
-from fhirscreen.fhir.json_text import loads_finite, may_underflow, odd_numbers_message
+from fhirscreen.fhir.json_text import may_underflow
 from fhirscreen.fhir.resources import Resource, is_type_name, is_usable, not_a_resource, reference_id
 from fhirscreen.quality import DataQuality, Finding
 from fhirscreen.record import KEPT_TYPES, SHARED_TYPES, PopulationBuilder, patient_id
 from fhirscreen.report.facts import PatientFacts, patient_facts
 from fhirscreen.screening import PatientScreen, population_evidence, screen_patient
-from fhirscreen.sources.files import bundle_resources
+from fhirscreen.sources.files import bundle_resources, loads_damaged, read_refused_line
 from fhirscreen.trial.loader import Trial
 
 Position = tuple[int, int, int]  # (file index, line number from 1, entry in a Bundle line)
@@ -46,37 +46,51 @@ def leading_type(line: str) -> str | None:
 
 
 def loads(text: str) -> Any:
-    """orjson, and for what orjson refuses the standard library decides (as file mode does)."""
-    return loads_noting(text)[0]
-
-
-def loads_noting(text: str) -> tuple[Any, tuple[str, ...]]:
-    """``loads``, and the numbers it read as no value (NaN, Infinity: ``loads_finite``)."""
+    """A line read again where it is used: orjson, and for what orjson refuses (or may read a number of
+    as 0.0: ``may_underflow``) file mode's slow path (``loads_damaged``; its findings were made when the
+    line was first read). Raises json.JSONDecodeError or RecursionError for a line that cannot be read."""
     try:
-        if not may_underflow(text):  # orjson reads a nonzero number too small for a double as 0.0
-            return orjson.loads(text), ()
+        if not may_underflow(text):
+            return orjson.loads(text)
     except orjson.JSONDecodeError:
         pass
-    return loads_finite(text)
+    return loads_damaged(text.encode(), "", DataQuality(), "line")
 
 
 class UnreadableFile(str):
     """Not a line: the end of a file that could not be read further (its text is the reason)."""
 
 
+class CutLine(str):
+    """The last line of a file read in Python (``gzip_lines``) that has no newline: the file was not
+    written or copied in full (``files.damaged_line``)."""
+
+
 def gzip_lines(item: tuple[str, bytes]) -> Iterator[str]:
-    """The lines of one gzipped file (from ``binaryFiles``), as Hadoop's text reader gives them. A
-    truncated or corrupt file ends with an ``UnreadableFile``: what was read before it is kept and the
-    file is reported, as file mode does, instead of failing the whole Spark job."""
+    """The lines of one gzipped file (from ``binaryFiles``), as Hadoop's text reader gives them; a last
+    line without a newline as a ``CutLine``. A truncated or corrupt file ends with an
+    ``UnreadableFile``: what was read before it is kept and the file is reported, as file mode does,
+    instead of failing the whole Spark job."""
     _uri, content = item
     try:
         with gzip.GzipFile(fileobj=io.BytesIO(content)) as fh:
             for raw in fh:
-                if raw.endswith(b"\n"):
-                    raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+                if not raw.endswith(b"\n"):
+                    yield CutLine(raw.decode("utf-8"))  # only the last line can lack one
+                    continue
+                raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
                 yield raw.decode("utf-8")
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         yield UnreadableFile(str(exc))
+
+
+def unreadable(line: str) -> bool:
+    """Whether a line that is not blank cannot be read at all (``loads`` fails): a damaged line."""
+    try:
+        loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        return True
+    return False
 
 
 def finding_row(finding: Finding) -> Row:
@@ -99,11 +113,18 @@ def _resources_on_line(data: Any, origin: str, quality: DataQuality) -> tuple[li
 
 
 def _parsed_lines(
-    lines: Iterable[str], first_line: int, shown: str, quality: DataQuality, wanted: frozenset[str] | None
+    lines: Iterable[str],
+    first_line: int,
+    shown: str,
+    quality: DataQuality,
+    wanted: frozenset[str] | None,
+    cut_line: int = 0,
 ) -> Iterator[tuple[int, str, str, tuple[list[Resource], bool], str | None]]:
     """(line number, origin, line, (resources, from a Bundle), skipped type) for each non-blank line.
     With ``wanted``, a line whose leading type is not wanted is not parsed: it comes with no resources
-    and its type."""
+    and its type. A line that cannot be read costs what file mode says it costs (``read_refused_line``):
+    the record of the patient it names, or, for the file's last line cut short (a ``CutLine``, or line
+    ``cut_line``, which the driver found without a newline), the rest of the file."""
     for offset, line in enumerate(lines):
         if isinstance(line, UnreadableFile):
             quality.add("error", shown, "unreadable-file", f"cannot read file: {line}; skipped")
@@ -117,14 +138,25 @@ def _parsed_lines(
                 yield lineno, origin, line, ([], False), rtype
                 continue
         try:
-            data, odd = loads_noting(line)
-        except json.JSONDecodeError as exc:
-            if line.strip():
-                quality.add("error", origin, "malformed-json", f"line is not valid JSON ({exc.msg}); skipped")
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            if not line.strip():
+                continue
+            # The line's bytes as file mode reads them: with a newline, unless it is a last line cut short.
+            ending = b"" if isinstance(line, CutLine) or lineno == cut_line else b"\n"
+            read, data = read_refused_line(line.encode() + ending, shown, lineno, quality)
+            if not read:
+                continue
+        else:
+            if may_underflow(line):  # orjson read a nonzero number too small for a double as 0.0
+                data = loads_damaged(line.encode(), origin, quality, "line")
+        try:
+            resources = _resources_on_line(data, origin, quality)
+        except RecursionError:
+            # As file mode: a Bundle nested too deeply to take its resources out.
+            quality.add("error", origin, "malformed-json", "JSON nested too deeply; line skipped")
             continue
-        if odd:
-            quality.add("warning", origin, "non-finite-number", odd_numbers_message(odd))
-        yield lineno, origin, line, _resources_on_line(data, origin, quality), None
+        yield lineno, origin, line, resources, None
 
 
 # ---------------------------------------------------------------------------------------- pass 1
@@ -136,19 +168,23 @@ def census_split(split: int, lines: Iterable[str], file_index: int, population: 
     line count, from which the driver numbers the lines of later splits), ``("filled", (file, split),
     n)`` (lines that are not blank: a file without any is an empty file, as in file mode),
     ``("resources", (file, split), n)`` and ``("conditions", (file, split), n)`` (how many resources, and
-    Conditions, were read: none at all is a finding, as in file mode). Only Condition lines (and lines
-    without a leading type) are parsed."""
+    Conditions, were read: none at all is a finding, as in file mode), and ``("end", (file, split),
+    offset)`` when the split's last line cannot be read (if it is its file's last, the driver looks at
+    whether the file ends with a newline: ``files.damaged_line``). Only Condition lines (and lines
+    without a leading type) are parsed, and the split's last line."""
     count = filled = 0
     read = conditions = 0
     scratch = DataQuality()  # findings are reported by the second pass
     first: dict[str, int] = {}
+    last = ""
 
     def counted() -> Iterator[str]:
-        nonlocal count, filled
+        nonlocal count, filled, last
         for line in lines:
             count += 1
             if line and not line.isspace():  # an UnreadableFile too: file mode reports that instead
                 filled += 1
+            last = line
             yield line
 
     for lineno, _origin, _line, (resources, _bundled), skipped in _parsed_lines(
@@ -168,6 +204,8 @@ def census_split(split: int, lines: Iterable[str], file_index: int, population: 
                 first[pid] = lineno
     for pid, offset in first.items():
         yield ("sle", pid, (file_index, split, offset))
+    if last.__class__ is str and last.strip() and unreadable(last):  # a CutLine says it itself
+        yield ("end", (file_index, split), count - 1)
     yield ("lines", (file_index, split), count)
     yield ("filled", (file_index, split), filled)
     yield ("resources", (file_index, split), read)
@@ -192,7 +230,12 @@ def _shared_keys(resource: Mapping[str, Any]) -> Iterator[str]:
 
 
 def route_split(
-    lines: Iterable[str], file_index: int, first_line: int, shown: str, candidates: Mapping[str, Any]
+    lines: Iterable[str],
+    file_index: int,
+    first_line: int,
+    shown: str,
+    candidates: Mapping[str, Any],
+    cut_line: int = 0,
 ) -> Iterator[Row]:
     """Every line of one split, routed. Rows:
 
@@ -205,13 +248,14 @@ def route_split(
     - ``("odd", None, (position, origin, json))``: a resource without a Patient subject (few; the driver's
       record builder reports them as file mode does);
     - ``("skip", type, n)``: resources of types screening does not read;
-    - ``("dq", None, finding)``: malformed lines, non-FHIR JSON, resources without an id.
+    - ``("dq", None, finding)``: malformed lines (and the records they cost: ``cut_line`` is the file's
+      last line when it has no newline), non-FHIR JSON, resources without an id.
     """
     quality = DataQuality()
     skipped: Counter[str] = Counter()
     usable: Counter[str] = Counter()
     for lineno, origin, line, (resources, bundled), skipped_type in _parsed_lines(
-        lines, first_line, shown, quality, _OPENED
+        lines, first_line, shown, quality, _OPENED, cut_line
     ):
         if skipped_type is not None:
             skipped[skipped_type] += 1

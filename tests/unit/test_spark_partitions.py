@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 
-from fhirscreen.spark.partitions import add_pairs, route_split, summarise, summary_pairs
+from fhirscreen.fhir.codes import ValueSet
+from fhirscreen.spark.partitions import add_pairs, census_split, route_split, summarise, summary_pairs
 
 
 def line(resource: dict[str, object]) -> str:
@@ -89,3 +90,23 @@ def test_summary_counts_patients_duplicates_and_missing_patients() -> None:
     assert ("skip", "Encounter", 5) in summary
     assert ("read", None, 2) in summary
     assert not any(kind == "missing" and key == "b" for kind, key, _ in summary)
+
+
+def test_a_damaged_line_costs_the_record_it_names_and_a_last_line_cut_short_its_file() -> None:
+    damaged = '{"resourceType":"Condition","id":"ca","subject":{"reference":"Patient/p1"},"code":{'
+    patient = '{"resourceType":"Patient","id":"p2","name":[{"family":"Te'
+    rows = list(route_split([damaged, patient, damaged], 0, 1, "x.ndjson", {}, cut_line=3))
+    lost = sorted(value[1] for kind, _key, value in rows if kind == "dq" and value[2] == "data-lost")
+    assert lost == ["Patient/p1", "Patient/p2", "x.ndjson"]  # line 3, the file's last, has no newline
+    rows = list(route_split([damaged], 0, 1, "x.ndjson", {}))
+    assert [value[1] for kind, _key, value in rows if kind == "dq" and value[2] == "data-lost"] == [
+        "Patient/p1"
+    ]
+
+
+def test_the_census_says_where_a_split_ends_with_a_line_that_cannot_be_read() -> None:
+    population = ValueSet("sle")
+    lines = ['{"resourceType":"Patient","id":"p"}', '{"resourceType":"Obs']
+    rows = list(census_split(2, lines, 0, population))
+    assert ("end", (0, 2), 1) in rows  # the offset of the split's last line
+    assert not [row for row in census_split(2, ["{}", "  "], 0, population) if row[0] == "end"]
