@@ -37,12 +37,13 @@ from fhirscreen.report.facts import PatientFacts
 from fhirscreen.screening import PatientScreen, ScreeningRun, caution, rank
 from fhirscreen.sources.base import SourceError
 from fhirscreen.sources.files import EMPTY_FILE, empty_ndjson_message, how_empty
-from fhirscreen.spark.inputs import Inputs, java_error_summary, last_byte, list_inputs
+from fhirscreen.spark.inputs import Inputs, java_error_summary, last_byte, list_inputs, reads_whole
 from fhirscreen.spark.partitions import (
+    DOCUMENT,
     Position,
     add_pairs,
     census_split,
-    gzip_lines,
+    file_lines,
     loads,
     medications_for,
     route_split,
@@ -150,7 +151,8 @@ class SparkScreening:
         shown = [f.shown for f in inputs.ndjson]
         # One split per file unless the file system splits it (large uncompressed files); small files
         # are then coalesced into fewer tasks (``_tasks``): a Python task costs a fixed overhead.
-        texts = [self._lines(f.uri) for f in inputs.ndjson]
+        self.whole = [reads_whole(f, self.sc) for f in inputs.ndjson]
+        texts = [self._lines(f.uri, whole) for f, whole in zip(inputs.ndjson, self.whole, strict=True)]
         self.tasks = _tasks(inputs, sum(t.getNumPartitions() for t in texts), self.sc.defaultParallelism)
         self.shuffle_partitions = max(2, self.sc.defaultParallelism)
         log.info(
@@ -204,11 +206,12 @@ class SparkScreening:
             facts=facts,
         )
 
-    def _lines(self, uri: str) -> Any:
-        """A file's lines. Gzipped files cannot be split anyway; they are decompressed in Python, so
-        that a truncated one is a finding (file mode's) rather than a failed job."""
-        if uri.lower().endswith(".gz"):
-            return self.sc.binaryFiles(uri, 1).flatMap(gzip_lines)
+    def _lines(self, uri: str, whole: bool) -> Any:
+        """A file's lines. A file read ``whole`` (``reads_whole``: gzipped, or one JSON document) is read
+        in Python, as file mode reads it (``file_lines``): a gzipped one cannot be split anyway, and a
+        truncated one is then a finding (file mode's) rather than a failed job."""
+        if whole:
+            return self.sc.binaryFiles(uri, 1).flatMap(file_lines)
         return self.sc.textFile(uri, self.min_partitions or 1)
 
     def _cut_lines(self, inputs: Inputs, read: Read) -> list[int]:
@@ -221,7 +224,7 @@ class SparkScreening:
             file = inputs.ndjson[index]
             if (
                 line == read.lines[index]
-                and not file.uri.lower().endswith(".gz")
+                and not self.whole[index]
                 and last_byte(file.uri, file.size, self.sc) != b"\n"
             ):
                 cut[index] = line
@@ -287,8 +290,13 @@ class SparkScreening:
                 line += counts[index].get(split, 0)
             first_lines.append(starts)
             read.lines[index] = line - 1
-        joined = {pid: (f, first_lines[f][split] + offset, 0) for pid, (f, split, offset) in first.items()}
-        read.damaged_ends = {(f, first_lines[f][split] + offset) for (f, split), offset in ends}
+
+        def numbered(file: int, split: int, line: int) -> int:
+            """The line number in its file of a split's ``line`` (from 1; ``DOCUMENT`` stays)."""
+            return line if line == DOCUMENT else first_lines[file][split] + line - 1
+
+        joined = {pid: (f, numbered(f, split, line), 0) for pid, (f, split, line) in first.items()}
+        read.damaged_ends = {(f, numbered(f, split, line)) for (f, split), line in ends}
         return first_lines, joined, read
 
     def _counts(self, routed: Any, candidates: Container[str]) -> tuple[dict[str, int], int]:

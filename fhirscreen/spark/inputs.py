@@ -3,6 +3,7 @@ hdfs://, abfss://, gs://...), listed recursively on the driver."""
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from urllib.parse import urlsplit
 
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import SourceError
-from fhirscreen.sources.files import FileSource
+from fhirscreen.sources.files import GZIP_MAGIC, FileSource, starts_as_document
 from fhirscreen.spark import SparkUsageError
 
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz")
@@ -103,6 +104,33 @@ def _hadoop_listing(data: str, spark_context: Any) -> list[tuple[str, int]]:
 
 
 _SUFFIXES_READ = NDJSON_SUFFIXES + BUNDLE_SUFFIXES
+
+
+def reads_whole(file: InputFile, spark_context: Any) -> bool:
+    """Whether a file is read whole in Python (``partitions.file_lines``) rather than as the lines
+    Hadoop's text reader splits: a gzipped file (named ``.gz``, or gzip bytes in a file named
+    ``.ndjson``), or an ``.ndjson`` file that holds one pretty-printed JSON document, both read as file
+    mode reads them. The driver reads the start of each ``.ndjson`` file to tell."""
+    if file.uri.lower().endswith(".gz"):
+        return True
+    if file.size <= 0:
+        return False
+    start = _start(file.uri, file.size, spark_context)
+    return start.startswith(GZIP_MAGIC) or starts_as_document(io.BytesIO(start))
+
+
+_CHUNK = 64 * 1024
+
+
+def _start(uri: str, size: int, spark_context: Any) -> bytes:
+    """The start of a file, up to the end of its first line that is not blank (or the whole file)."""
+    start = b""
+    while len(start) < size:
+        start += _read_at(uri, len(start), _CHUNK, spark_context)
+        content = start.lstrip()
+        if start.startswith(GZIP_MAGIC) or (content and b"\n" in content):
+            break
+    return start
 
 
 def last_byte(uri: str, size: int, spark_context: Any) -> bytes:

@@ -2,9 +2,11 @@
 resources of one candidate. No pyspark import here, so the logic is testable without a JVM.
 
 Positions: every line is placed by ``(file index, line number, entry)``, ``entry`` being the index of a
-resource inside a Bundle written on one NDJSON line (0 otherwise). Positions order the resources of a
-candidate exactly as file mode feeds them to the record builder, so that duplicates (the latest
-version wins, the first on a tie) and every list the evaluators see come out the same.
+resource inside a Bundle written on one NDJSON line (0 otherwise); an ``.ndjson`` file that holds one
+JSON document, read whole as file mode reads it, is line ``DOCUMENT`` (0: findings name the file alone).
+Positions order the resources of a candidate exactly as file mode feeds them to the record builder, so
+that duplicates (the latest version wins, the first on a tie) and every list the evaluators see come
+out the same.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import re
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from datetime import date
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
@@ -26,11 +28,28 @@ from fhirscreen.quality import DataQuality, Finding
 from fhirscreen.record import KEPT_TYPES, SHARED_TYPES, PopulationBuilder, patient_id
 from fhirscreen.report.facts import PatientFacts, patient_facts
 from fhirscreen.screening import PatientScreen, population_evidence, screen_patient
-from fhirscreen.sources.files import bundle_resources, loads_damaged, read_refused_line
+from fhirscreen.sources.files import (
+    GZIP_MAGIC,
+    bundle_resources,
+    how_empty,
+    loads_damaged,
+    not_ndjson,
+    read_document,
+    read_refused_line,
+    starts_as_document,
+    too_deep_to_process,
+)
 from fhirscreen.trial.loader import Trial
 
 Position = tuple[int, int, int]  # (file index, line number from 1, entry in a Bundle line)
 Row = tuple[str, Any, Any]  # (kind, key, value); the kinds are listed in ``route_split``
+# The line number of a file read as one JSON document (see the module docstring).
+DOCUMENT = 0
+
+
+def origin_of(shown: str, line: int) -> str:
+    """Where a resource was read, as findings name it: the file and line, or the document."""
+    return shown if line == DOCUMENT else f"{shown}:{line}"
 
 # As sources/files.py: the resourceType as the first member of a line, as every Bulk exporter writes it.
 _LEADING_TYPE = re.compile(r'\s*\{\s*"resourceType"\s*:\s*"([A-Z][A-Za-z]{1,63})"')
@@ -62,18 +81,35 @@ class UnreadableFile(str):
 
 
 class CutLine(str):
-    """The last line of a file read in Python (``gzip_lines``) that has no newline: the file was not
+    """The last line of a file read in Python (``file_lines``) that has no newline: the file was not
     written or copied in full (``files.damaged_line``)."""
 
 
-def gzip_lines(item: tuple[str, bytes]) -> Iterator[str]:
-    """The lines of one gzipped file (from ``binaryFiles``), as Hadoop's text reader gives them; a last
-    line without a newline as a ``CutLine``. A truncated or corrupt file ends with an
-    ``UnreadableFile``: what was read before it is kept and the file is reported, as file mode does,
-    instead of failing the whole Spark job."""
-    _uri, content = item
+class WholeFile(bytes):
+    """Not a line: the bytes (as stored: gzipped or not) of an ``.ndjson`` file that holds one JSON
+    document (``files.starts_as_document``), read as one document as file mode reads it."""
+
+
+def _opened(content: bytes, gzipped: bool) -> IO[bytes]:
+    raw = io.BytesIO(content)
+    return gzip.GzipFile(fileobj=raw) if gzipped else raw  # type: ignore[return-value]
+
+
+def file_lines(item: tuple[str, bytes]) -> Iterator[str | WholeFile]:
+    """The lines of one file read whole (from ``binaryFiles``), as Hadoop's text reader gives them; a
+    last line without a newline as a ``CutLine``. As file mode: a file named ``.gz`` or starting with
+    gzip's bytes is decompressed, and one that holds a pretty-printed JSON document is one
+    ``WholeFile``. A truncated or corrupt file ends with an ``UnreadableFile``: what was read before it
+    is kept and the file is reported, as file mode does, instead of failing the whole Spark job."""
+    uri, content = item
+    gzipped = uri.lower().endswith(".gz") or content.startswith(GZIP_MAGIC)
+    with _opened(content, gzipped) as fh:
+        document = starts_as_document(fh)
+    if document:
+        yield WholeFile(content)
+        return
     try:
-        with gzip.GzipFile(fileobj=io.BytesIO(content)) as fh:
+        with _opened(content, gzipped) as fh:
             for raw in fh:
                 if not raw.endswith(b"\n"):
                     yield CutLine(raw.decode("utf-8"))  # only the last line can lack one
@@ -91,6 +127,15 @@ def unreadable(line: str) -> bool:
     except (json.JSONDecodeError, RecursionError):
         return True
     return False
+
+
+def as_json(resource: Resource) -> str:
+    """A resource as JSON text (orjson; the standard library for an integer beyond 64 bits, which file
+    mode's slow path keeps)."""
+    try:
+        return orjson.dumps(resource).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(resource)
 
 
 def finding_row(finding: Finding) -> Row:
@@ -113,23 +158,30 @@ def _resources_on_line(data: Any, origin: str, quality: DataQuality) -> tuple[li
 
 
 def _parsed_lines(
-    lines: Iterable[str],
+    lines: Iterable[str | WholeFile],
     first_line: int,
     shown: str,
     quality: DataQuality,
     wanted: frozenset[str] | None,
     cut_line: int = 0,
-) -> Iterator[tuple[int, str, str, tuple[list[Resource], bool], str | None]]:
-    """(line number, origin, line, (resources, from a Bundle), skipped type) for each non-blank line.
-    With ``wanted``, a line whose leading type is not wanted is not parsed: it comes with no resources
-    and its type. A line that cannot be read costs what file mode says it costs (``read_refused_line``):
-    the record of the patient it names, or, for the file's last line cut short (a ``CutLine``, or line
-    ``cut_line``, which the driver found without a newline), the rest of the file."""
+) -> Iterator[tuple[int, str, str | None, tuple[list[Resource], bool], str | None]]:
+    """(line number, origin, line, (resources, rewritten), skipped type) for each non-blank line;
+    ``rewritten``: the resources are not the line's own text (a Bundle's entries, a document's
+    resources: the line is then None). With ``wanted``, a line whose leading type is not wanted is not
+    parsed: it comes with no resources and its type. A line that cannot be read costs what file mode
+    says it costs (``read_refused_line``): the record of the patient it names, or, for the file's last
+    line cut short (a ``CutLine``, or line ``cut_line``, which the driver found without a newline), the
+    rest of the file."""
     for offset, line in enumerate(lines):
         if isinstance(line, UnreadableFile):
             quality.add("error", shown, "unreadable-file", f"cannot read file: {line}; skipped")
             quality.lost(shown, "the file (or the rest of it) could not be read")  # as file mode: partial
             return
+        if isinstance(line, WholeFile):
+            held = _document(line, shown, quality)
+            if held is not None:
+                yield DOCUMENT, shown, None, (held, True), None
+            continue
         lineno = first_line + offset
         origin = f"{shown}:{lineno}"
         if wanted is not None:
@@ -159,26 +211,48 @@ def _parsed_lines(
         yield lineno, origin, line, resources, None
 
 
+def _document(content: WholeFile, shown: str, quality: DataQuality) -> list[Resource] | None:
+    """The resources of a file read as one JSON document, with file mode's findings
+    (``files.read_document``); None when the file could not be read."""
+    not_ndjson(quality, shown)
+    read, data = read_document(
+        lambda: _opened(content, content.startswith(GZIP_MAGIC)),
+        shown,
+        quality,
+        lambda: how_empty(shown, len(content)),
+    )
+    if not read:
+        return None
+    try:
+        return _resources_on_line(data, shown, quality)[0]
+    except RecursionError:
+        too_deep_to_process(quality, shown)
+        return None
+
+
 # ---------------------------------------------------------------------------------------- pass 1
 
 
-def census_split(split: int, lines: Iterable[str], file_index: int, population: Any) -> Iterator[Row]:
-    """The initial population in one split: ``("sle", patient id, (file, split, offset))`` for each
+def census_split(
+    split: int, lines: Iterable[str | WholeFile], file_index: int, population: Any
+) -> Iterator[Row]:
+    """The initial population in one split: ``("sle", patient id, (file, split, line))`` for each
     usable Condition coded in the population value set, and ``("lines", (file, split), n)`` (the split's
     line count, from which the driver numbers the lines of later splits), ``("filled", (file, split),
     n)`` (lines that are not blank: a file without any is an empty file, as in file mode),
     ``("resources", (file, split), n)`` and ``("conditions", (file, split), n)`` (how many resources, and
     Conditions, were read: none at all is a finding, as in file mode), and ``("end", (file, split),
-    offset)`` when the split's last line cannot be read (if it is its file's last, the driver looks at
-    whether the file ends with a newline: ``files.damaged_line``). Only Condition lines (and lines
-    without a leading type) are parsed, and the split's last line."""
+    line)`` when the split's last line cannot be read (if it is its file's last, the driver looks at
+    whether the file ends with a newline: ``files.damaged_line``). Lines are numbered from 1 in the
+    split (``DOCUMENT`` for a file read as one document). Only Condition lines (and lines without a
+    leading type) are parsed, and the split's last line."""
     count = filled = 0
     read = conditions = 0
     scratch = DataQuality()  # findings are reported by the second pass
     first: dict[str, int] = {}
-    last = ""
+    last: str | WholeFile = ""
 
-    def counted() -> Iterator[str]:
+    def counted() -> Iterator[str | WholeFile]:
         nonlocal count, filled, last
         for line in lines:
             count += 1
@@ -188,7 +262,7 @@ def census_split(split: int, lines: Iterable[str], file_index: int, population: 
             yield line
 
     for lineno, _origin, _line, (resources, _bundled), skipped in _parsed_lines(
-        counted(), 0, "", scratch, frozenset({"Condition", "Bundle"})
+        counted(), 1, "", scratch, frozenset({"Condition", "Bundle"})
     ):
         read += len(resources) if skipped is None else 1
         for resource in resources:
@@ -202,10 +276,10 @@ def census_split(split: int, lines: Iterable[str], file_index: int, population: 
             pid = patient_id(resource)
             if pid is not None and pid not in first:
                 first[pid] = lineno
-    for pid, offset in first.items():
-        yield ("sle", pid, (file_index, split, offset))
-    if last.__class__ is str and last.strip() and unreadable(last):  # a CutLine says it itself
-        yield ("end", (file_index, split), count - 1)
+    for pid, line in first.items():
+        yield ("sle", pid, (file_index, split, line))
+    if type(last) is str and last.strip() and unreadable(last):  # a CutLine says it itself
+        yield ("end", (file_index, split), count)
     yield ("lines", (file_index, split), count)
     yield ("filled", (file_index, split), filled)
     yield ("resources", (file_index, split), read)
@@ -230,7 +304,7 @@ def _shared_keys(resource: Mapping[str, Any]) -> Iterator[str]:
 
 
 def route_split(
-    lines: Iterable[str],
+    lines: Iterable[str | WholeFile],
     file_index: int,
     first_line: int,
     shown: str,
@@ -254,16 +328,16 @@ def route_split(
     quality = DataQuality()
     skipped: Counter[str] = Counter()
     usable: Counter[str] = Counter()
-    for lineno, origin, line, (resources, bundled), skipped_type in _parsed_lines(
+    for lineno, origin, line, (resources, rewritten), skipped_type in _parsed_lines(
         lines, first_line, shown, quality, _OPENED, cut_line
     ):
         if skipped_type is not None:
             skipped[skipped_type] += 1
             continue
         # A resource on its own line travels as that line; Bundle entries (rewritten) as new JSON.
-        as_line = not bundled
+        as_line = None if rewritten else line
         for entry, resource in enumerate(resources):
-            text = line if as_line else None
+            text = as_line
             rtype = resource["resourceType"]
             if rtype not in KEPT_TYPES:
                 skipped[rtype] += 1
@@ -276,16 +350,16 @@ def route_split(
             if rtype == "Patient":
                 yield ("pid", rid, 1)
                 if rid in candidates:
-                    yield ("R", rid, (position, text or orjson.dumps(resource).decode()))
+                    yield ("R", rid, (position, text or as_json(resource)))
                 continue
             if rtype in SHARED_TYPES:
-                yield ("M", f"{rtype}/{rid}", (position, text or orjson.dumps(resource).decode()))
+                yield ("M", f"{rtype}/{rid}", (position, text or as_json(resource)))
                 continue
             pid = patient_id(resource)
             if pid is None:
-                yield ("odd", None, (position, origin, text or orjson.dumps(resource).decode()))
+                yield ("odd", None, (position, origin, text or as_json(resource)))
             elif pid in candidates:
-                yield ("R", pid, (position, text or orjson.dumps(resource).decode()))
+                yield ("R", pid, (position, text or as_json(resource)))
                 for key in _shared_keys(resource):
                     yield ("ref", key, pid)
             elif is_usable(resource):
@@ -380,7 +454,7 @@ def screen_candidate(
     quality = DataQuality()
     builder = PopulationBuilder(quality, population=trial.population)
     for _kind, position, text in sorted(items, key=order):
-        builder.add(loads(text), f"{shown[position[0]]}:{position[1]}")
+        builder.add(loads(text), origin_of(shown[position[0]], position[1]))
     population = builder.build()
     record = population.records.get(pid)
     screened = None

@@ -2,11 +2,14 @@
 the exit code) as file mode on the same crafted NDJSON folder.
 
 - A damaged line that names its patient loses that patient's record; a last line cut short loses the
-  rest of its file (``files.damaged_line``)."""
+  rest of its file (``files.damaged_line``).
+- gzip bytes in a file named ``.ndjson`` are read decompressed; a pretty-printed JSON document in an
+  ``.ndjson`` file is read as one document (``not-ndjson``)."""
 
 from __future__ import annotations
 
 import gzip
+import json
 import shutil
 from datetime import date
 from pathlib import Path
@@ -121,3 +124,33 @@ def test_a_last_line_cut_short_loses_the_rest_of_its_file_as_in_file_mode(
     lost = [f for f in actual.quality.findings if f.problem == "data-lost"]
     assert [f.where for f in lost] == [str(data / name)] and "cut short" in lost[0].message
     assert "eligible" not in {s.status for s in actual.patients}
+
+
+# -- rule 2: gzip bytes and a pretty-printed document in a file named .ndjson -------------------------------
+
+
+@pytest.mark.parametrize("form", ["gzip-bytes", "document", "gzipped-document"])
+def test_an_ndjson_file_that_is_gzip_or_one_document_is_read_as_file_mode_reads_it(
+    spark: Any, trial: Trial, tmp_path: Path, form: str
+) -> None:
+    data = bulk_copy(tmp_path)
+    conditions = data / "Condition.ndjson"
+    text = conditions.read_bytes()
+    if form != "gzip-bytes":
+        entries = [{"resource": json.loads(raw)} for raw in text.splitlines() if raw.strip()]
+        # A resource whose id is no FHIR id: the finding names the document (no line), as file mode does.
+        odd = {"resourceType": "Condition", "id": "no id", "subject": {"reference": f"Patient/{ELIGIBLE_A}"}}
+        entries.append({"resource": odd})
+        bundle = {"resourceType": "Bundle", "type": "collection", "entry": entries}
+        text = json.dumps(bundle, indent=2).encode()
+    name = "Condition.ndjson.gz" if form == "gzipped-document" else "Condition.ndjson"
+    conditions.unlink()
+    (data / name).write_bytes(text if form == "document" else gzip.compress(text))
+    actual = spark_as_file_mode(data, trial, tmp_path, spark)
+    found = problems(actual, data)
+    assert not any(problem == "malformed-json" for problem, _where in found)
+    assert (("not-ndjson", f"/{name}") in found) == (form != "gzip-bytes")
+    assert (("invalid-id", f"/{name}") in found) == (form != "gzip-bytes")
+    assert {s.patient_id for s in actual.patients} == {
+        s.patient_id for s in run_screening(FileSource(BULK), trial, AS_OF).patients
+    }

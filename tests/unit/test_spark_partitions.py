@@ -2,10 +2,21 @@
 
 from __future__ import annotations
 
+import gzip
 import json
 
 from fhirscreen.fhir.codes import ValueSet
-from fhirscreen.spark.partitions import add_pairs, census_split, route_split, summarise, summary_pairs
+from fhirscreen.spark.partitions import (
+    DOCUMENT,
+    CutLine,
+    WholeFile,
+    add_pairs,
+    census_split,
+    file_lines,
+    route_split,
+    summarise,
+    summary_pairs,
+)
 
 
 def line(resource: dict[str, object]) -> str:
@@ -108,5 +119,19 @@ def test_the_census_says_where_a_split_ends_with_a_line_that_cannot_be_read() ->
     population = ValueSet("sle")
     lines = ['{"resourceType":"Patient","id":"p"}', '{"resourceType":"Obs']
     rows = list(census_split(2, lines, 0, population))
-    assert ("end", (0, 2), 1) in rows  # the offset of the split's last line
+    assert ("end", (0, 2), 2) in rows  # the number of the split's last line in the split
     assert not [row for row in census_split(2, ["{}", "  "], 0, population) if row[0] == "end"]
+
+
+def test_a_file_read_whole_is_gunzipped_whatever_its_name_or_is_one_document() -> None:
+    text = b'{"resourceType":"Patient","id":"p"}\n{"resourceType":"Pat'
+    lines = list(file_lines(("export/Patient.ndjson", gzip.compress(text))))
+    assert lines == ['{"resourceType":"Patient","id":"p"}', '{"resourceType":"Pat']
+    assert isinstance(lines[1], CutLine) and not isinstance(lines[0], CutLine)
+    document = b'\n{\n  "resourceType": "Patient",\n  "id": "p"\n}\n'
+    for content in (document, gzip.compress(document)):
+        [whole] = list(file_lines(("export/Patient.ndjson", content)))
+        assert isinstance(whole, WholeFile) and whole == content
+    rows = list(route_split([WholeFile(document)], 0, 1, "export/Patient.ndjson", {"p": "p"}))
+    assert ("R", "p", ((0, DOCUMENT, 0), '{"resourceType":"Patient","id":"p"}')) in rows
+    assert any(kind == "dq" and value[2] == "not-ndjson" for kind, _key, value in rows)
