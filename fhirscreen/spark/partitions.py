@@ -16,7 +16,7 @@ import io
 import json
 import re
 from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from datetime import date
 from typing import IO, Any
 
@@ -29,6 +29,7 @@ from fhirscreen.record import KEPT_TYPES, SHARED_TYPES, PopulationBuilder, patie
 from fhirscreen.report.facts import PatientFacts, patient_facts
 from fhirscreen.screening import PatientScreen, population_evidence, screen_patient
 from fhirscreen.sources.files import (
+    DROPPABLE,
     GZIP_MAGIC,
     bundle_resources,
     how_empty,
@@ -164,6 +165,7 @@ def _parsed_lines(
     quality: DataQuality,
     wanted: frozenset[str] | None,
     cut_line: int = 0,
+    handed_on: Callable[[Any], bool] | None = None,
 ) -> Iterator[tuple[int, str, str | None, tuple[list[Resource], bool], str | None]]:
     """(line number, origin, line, (resources, rewritten), skipped type) for each non-blank line;
     ``rewritten``: the resources are not the line's own text (a Bundle's entries, a document's
@@ -171,7 +173,8 @@ def _parsed_lines(
     parsed: it comes with no resources and its type. A line that cannot be read costs what file mode
     says it costs (``read_refused_line``): the record of the patient it names, or, for the file's last
     line cut short (a ``CutLine``, or line ``cut_line``, which the driver found without a newline), the
-    rest of the file."""
+    rest of the file. A number too small for a double, which orjson reads as 0.0, is looked for (and
+    said) only on the lines ``handed_on`` says file mode hands on (``route_split``)."""
     for offset, line in enumerate(lines):
         if isinstance(line, UnreadableFile):
             quality.add("error", shown, "unreadable-file", f"cannot read file: {line}; skipped")
@@ -200,7 +203,7 @@ def _parsed_lines(
             if not read:
                 continue
         else:
-            if may_underflow(line):  # orjson read a nonzero number too small for a double as 0.0
+            if handed_on is not None and may_underflow(line) and handed_on(data):
                 data = loads_damaged(line.encode(), origin, quality, "line")
         try:
             resources = _resources_on_line(data, origin, quality)
@@ -328,8 +331,19 @@ def route_split(
     quality = DataQuality()
     skipped: Counter[str] = Counter()
     usable: Counter[str] = Counter()
+
+    def handed_on(data: Any) -> bool:
+        """Whether file mode hands a parsed line on (``files.ndjson_lines``): all but a resource it drops
+        unread (``Prefilter.drops``), one with an id, of a type it drops, of a patient not kept."""
+        rtype = data.get("resourceType") if isinstance(data, dict) else None
+        if not isinstance(rtype, str) or rtype not in DROPPABLE:
+            return True
+        rid = data.get("id")
+        pid = patient_id(data)
+        return not isinstance(rid, str) or not rid or pid is None or pid in candidates
+
     for lineno, origin, line, (resources, rewritten), skipped_type in _parsed_lines(
-        lines, first_line, shown, quality, _OPENED, cut_line
+        lines, first_line, shown, quality, _OPENED, cut_line, handed_on
     ):
         if skipped_type is not None:
             skipped[skipped_type] += 1

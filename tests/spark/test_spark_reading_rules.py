@@ -4,7 +4,8 @@ the exit code) as file mode on the same crafted NDJSON folder.
 - A damaged line that names its patient loses that patient's record; a last line cut short loses the
   rest of its file (``files.damaged_line``).
 - gzip bytes in a file named ``.ndjson`` are read decompressed; a pretty-printed JSON document in an
-  ``.ndjson`` file is read as one document (``not-ndjson``)."""
+  ``.ndjson`` file is read as one document (``not-ndjson``).
+- A number too small for a double is looked for only on the lines handed on (not other patients')."""
 
 from __future__ import annotations
 
@@ -154,3 +155,20 @@ def test_an_ndjson_file_that_is_gzip_or_one_document_is_read_as_file_mode_reads_
     assert {s.patient_id for s in actual.patients} == {
         s.patient_id for s in run_screening(FileSource(BULK), trial, AS_OF).patients
     }
+
+
+# -- rule 4: a number too small for a double, on the lines handed on ----------------------------------------
+
+
+def test_a_number_too_small_for_a_double_is_said_only_on_the_lines_handed_on_as_in_file_mode(
+    spark: Any, trial: Trial, tmp_path: Path
+) -> None:
+    data = bulk_copy(tmp_path)
+    tiny = (
+        '{"resourceType":"Observation","id":"tiny-%s","status":"final","code":{"text":"x"},'
+        '"subject":{"reference":"Patient/%s"},"valueQuantity":{"value":1e-400}}\n'
+    )
+    append(data / "Observation.ndjson", tiny % ("a", ELIGIBLE_A) + tiny % ("b", "nonsle-hypertension"))
+    actual = spark_as_file_mode(data, trial, tmp_path, spark)
+    said = [f.where for f in actual.quality.findings if f.problem == "non-finite-number"]
+    assert said == [f"{data / 'Observation.ndjson'}:69"]  # the candidate's line, not the other patient's

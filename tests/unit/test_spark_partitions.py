@@ -135,3 +135,14 @@ def test_a_file_read_whole_is_gunzipped_whatever_its_name_or_is_one_document() -
     rows = list(route_split([WholeFile(document)], 0, 1, "export/Patient.ndjson", {"p": "p"}))
     assert ("R", "p", ((0, DOCUMENT, 0), '{"resourceType":"Patient","id":"p"}')) in rows
     assert any(kind == "dq" and value[2] == "not-ndjson" for kind, _key, value in rows)
+
+
+def test_a_number_too_small_for_a_double_is_looked_for_on_the_lines_handed_on_only() -> None:
+    def tiny(rid: str, pid: str) -> str:
+        subject = {"reference": f"Patient/{pid}"}
+        observation = line({"resourceType": "Observation", "id": rid, "status": "final", "subject": subject})
+        return observation.replace('"status"', '"valueQuantity": {"value": 1e-400}, "status"')
+
+    rows = list(route_split([tiny("o1", "sle"), tiny("o2", "other")], 0, 1, "x.ndjson", {"sle": "sle"}))
+    said = [value[1] for kind, _key, value in rows if kind == "dq" and value[2] == "non-finite-number"]
+    assert said == ["x.ndjson:1"]  # the other patient's line is dropped unread, as file mode drops it
