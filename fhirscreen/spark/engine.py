@@ -1,19 +1,29 @@
 """The Spark driver: two passes over the NDJSON text, one row per candidate back, the usual ScreeningRun.
 
-1. Census (narrow, one job): every split is read as text; only Condition lines are parsed; usable
-   Conditions in the trial's population value set give the candidates and, per candidate, the
-   position of their first SLE Condition. Each split's line count comes back too, so the second pass
-   can number lines across splits (findings name file and line, as in file mode) without a third read.
+0. The driver reads the start of each ``.ndjson`` file: one holding gzip bytes or a pretty-printed JSON
+   document is read whole in Python as file mode reads it (``reads_whole``); the others as text
+   lines, which Hadoop may split.
+1. Census (narrow, one job): every split is read as text; only Condition lines (and Patient lines
+   with a ``link``) are parsed; usable Conditions in the trial's population value set give the
+   candidates and, per candidate, the position of their first SLE Condition. Each split's line count
+   comes back too, so the second pass can number lines across splits (findings name file and line, as
+   in file mode) without a third read, and whether it ends with a line that cannot be read (the
+   driver then reads the file's last byte: a last line cut short loses the rest of its file). The
+   Patients' merge links (``Patient.link`` replaced-by / replaces, ids only) come back, and the driver
+   replays file mode's census on them (``linked_groups``): the Patients linked to a candidate are
+   screened with them, as one person.
 2. Route (one pass over the text again, results persisted): each line's leading type is checked
-   before parsing (other types are counted, never parsed); a resource of a candidate (the set is
-   broadcast) travels on as its JSON line, keyed by patient; Medications and ResearchStudies (outside
-   the Patient compartment) are keyed by ``Type/id`` and joined to the candidates that refer to them;
-   Patients and the non-candidates' usable resources are counted by patient id (patients read,
-   duplicate Patients, resources whose Patient is missing).
-3. Screen: the candidates' resources are grouped by patient and each group goes through the
-   existing ``PopulationBuilder`` and ``screen_patient`` in the Python workers. One row per candidate
-   (the pickled ``PatientScreen`` and its findings) comes back; the driver ranks them and the reports
-   are written by the same code as in file mode.
+   before parsing (other types are counted, never parsed); a resource of a candidate or of a Patient
+   linked to one (the groups are broadcast) travels on as its JSON line, keyed by group; Medications
+   and ResearchStudies (outside the Patient compartment) are keyed by ``Type/id`` and joined to the
+   candidates that refer to them; Patients and the non-candidates' usable resources are counted by
+   patient id (patients read, duplicate Patients, resources whose Patient is missing); the other
+   Patients' merge links come to the driver, which says what file mode says of them. A damaged line
+   costs the record it names (``files.damaged_line``).
+3. Screen: the groups' resources are grouped and each group goes through the existing
+   ``PopulationBuilder`` (which merges linked records) and ``screen_patient`` in the Python workers.
+   One row per group (the pickled ``PatientScreen``s and the findings) comes back; the driver ranks
+   them and the reports are written by the same code as in file mode.
 """
 
 from __future__ import annotations
@@ -44,10 +54,11 @@ from fhirscreen.spark.partitions import (
     add_pairs,
     census_split,
     file_lines,
+    linked_groups,
     loads,
     medications_for,
     route_split,
-    screen_candidate,
+    screen_group,
     summarise,
     summary_pairs,
 )
@@ -162,16 +173,18 @@ class SparkScreening:
             sum(t.getNumPartitions() for t in texts),
         )
 
-        first_lines, joined, read = self._census(texts)
+        first_lines, first, links, read = self._census(texts)
         self._report_empty(inputs, read)
         cut_lines = self._cut_lines(inputs, read)
         log.info(
             "spark: census found %d patient(s) with an SLE diagnosis (%.1f s)",
-            len(joined),
+            len(first),
             time.monotonic() - started,
         )
+        # The candidates and the Patients linked to them as one person, screened together.
+        groups, joined, linked = linked_groups(first, links)
 
-        candidates = self.sc.broadcast(joined)
+        candidates = self.sc.broadcast((groups, linked))
         routed = self._tasks_of(
             [
                 text.mapPartitionsWithIndex(
@@ -181,11 +194,12 @@ class SparkScreening:
             ]
         ).persist(_memory_and_disk())
         try:
-            skipped, patients_read = self._counts(routed, joined)
-            screens, facts = self._screen(routed, joined, shown)
+            skipped, patients_read = self._counts(routed, groups)
+            screens, facts, merged = self._screen(routed, joined, shown)
         finally:
             routed.unpersist()
             candidates.unpersist()
+        patients_read -= merged  # one person, not two, as file mode counts them
         log.info("spark: screened %d patient(s) in %.1f s", len(screens), time.monotonic() - started)
         say_what_the_population_rests_on(
             self.quality,
@@ -247,9 +261,12 @@ class SparkScreening:
                 "or screen this file in file mode; skipped",
             )
 
-    def _census(self, texts: list[Any]) -> tuple[list[list[int]], dict[str, Position], Read]:
-        """Per file, the first line number of each split; per candidate, their first SLE Condition; how
-        many resources and Conditions were read in all."""
+    def _census(
+        self, texts: list[Any]
+    ) -> tuple[list[list[int]], dict[str, Position], list[tuple[Position, str, tuple[str, ...]]], Read]:
+        """Per file, the first line number of each split; per candidate, their first SLE Condition; the
+        Patients' merge links (where read, the Patient's id, the linked ids); how many resources and
+        Conditions were read in all."""
         population = self.sc.broadcast(self.trial.population)
         try:
             rows = (
@@ -268,6 +285,7 @@ class SparkScreening:
         counts: dict[int, dict[int, int]] = defaultdict(dict)
         first: dict[str, tuple[int, int, int]] = {}
         ends: list[tuple[tuple[int, int], int]] = []
+        found_links: list[tuple[tuple[int, int, int, int, str], tuple[str, ...]]] = []
         read = Read()
         for (kind, key), value in rows:
             if kind == "lines":
@@ -276,6 +294,8 @@ class SparkScreening:
                 read.filled[key[0]] += value
             elif kind == "end":
                 ends.append((key, value))
+            elif kind == "link":
+                found_links.append((key, value))
             elif kind == "resources":
                 read.resources += value
             elif kind == "conditions":
@@ -297,11 +317,16 @@ class SparkScreening:
 
         joined = {pid: (f, numbered(f, split, line), 0) for pid, (f, split, line) in first.items()}
         read.damaged_ends = {(f, numbered(f, split, line)) for (f, split), line in ends}
-        return first_lines, joined, read
+        links = [
+            ((f, numbered(f, split, line), entry), pid, others)
+            for (f, split, line, entry, pid), others in found_links
+        ]
+        return first_lines, joined, links, read
 
     def _counts(self, routed: Any, candidates: Container[str]) -> tuple[dict[str, int], int]:
-        """Findings of the reading, skipped types, patients read, duplicate and missing Patients: one
-        job, whose only shuffle is one small row per patient id."""
+        """Findings of the reading, skipped types, patients read (as one for the Patients merged outside
+        the ``candidates``), duplicate and missing Patients: one job, whose only shuffle is one small row
+        per patient id."""
         rows = (
             routed.flatMap(summary_pairs)
             .reduceByKey(add_pairs, self.shuffle_partitions)
@@ -310,6 +335,7 @@ class SparkScreening:
         )
         skipped: dict[str, int] = defaultdict(int)
         odd: list[tuple[Position, str, str]] = []
+        stubs: list[tuple[Position, str, str]] = []
         duplicates: list[str] = []
         missing: list[tuple[str, int]] = []
         patients_read = 0
@@ -320,6 +346,8 @@ class SparkScreening:
                 skipped[key] += value
             elif kind == "odd":
                 odd.append(key)
+            elif kind == "P":
+                stubs.append(key)
             elif kind == "dup":
                 duplicates.append(key)
             elif kind == "missing":
@@ -341,13 +369,24 @@ class SparkScreening:
                 "missing-patient",
                 f"{n} resource(s) refer to Patient/{pid}, which is not in the data",
             )
-        return dict(skipped), patients_read
+        return dict(skipped), patients_read - self._merge_others(stubs)
+
+    def _merge_others(self, stubs: list[tuple[Position, str, str]]) -> int:
+        """What file mode's record builder says of the merge links of Patients outside the candidates'
+        groups (``_merge_linked``: merged, or a ``patient-link`` warning), from their ids and links read
+        in file order (``link_stub``); how many of them were merged into another."""
+        builder = PopulationBuilder(self.quality, keep_patients=frozenset())  # none kept, as in file mode
+        for _position, origin, text in sorted(stubs):
+            builder.add(loads(text), origin)
+        patients = {loads(text)["id"] for _position, _origin, text in stubs}
+        return len(patients) - len(builder.build().records)
 
     def _screen(
         self, routed: Any, joined: dict[str, Position], shown: list[str]
-    ) -> tuple[list[PatientScreen], dict[str, PatientFacts]]:
-        """Group each candidate's resources (and the Medications and ResearchStudies they refer to),
-        screen them in the workers."""
+    ) -> tuple[list[PatientScreen], dict[str, PatientFacts], int]:
+        """Group each candidate's resources, with those of the Patients linked to them (and the
+        Medications and ResearchStudies they refer to), screen them in the workers; how many Patients
+        were merged into another there."""
         resources = routed.filter(lambda row: row[0] == "R").map(lambda row: (row[1], ("R", *row[2])))
         medications = routed.filter(lambda row: row[0] == "M").map(lambda row: (row[1], row[2]))
         references = routed.filter(lambda row: row[0] == "ref").map(lambda row: (row[1], row[2]))
@@ -364,14 +403,15 @@ class SparkScreening:
             context.unpersist()
         screens = []
         facts: dict[str, PatientFacts] = {}
-        for pid, screened, findings, patient in rows:
+        merged = 0
+        for screened, findings, merges in rows:
             for finding in findings:
                 self.quality.add(*finding)
-            if screened is not None:
-                screens.append(screened)
-            if patient is not None:
-                facts[pid] = patient
-        return screens, facts
+            for screen, patient in screened:
+                screens.append(screen)
+                facts[screen.patient_id] = patient
+            merged += merges
+        return screens, facts, merged
 
     def _tasks_of(self, parts: list[Any]) -> Any:
         """The per-file RDDs as one, in at most ``self.tasks`` partitions (a narrow coalesce)."""
@@ -405,13 +445,14 @@ def _route(
     split: int,
     lines: Iterable[str],
 ) -> Iterator[Any]:
-    return route_split(lines, index, first_lines[split], shown, candidates.value, cut_line)
+    groups, linked = candidates.value
+    return route_split(lines, index, first_lines[split], shown, groups, cut_line, linked)
 
 
 def _screen_groups(context: Any, groups: Iterable[tuple[str, Iterable[Any]]]) -> Iterator[Any]:
     joined, shown, trial, as_of = context.value
-    for pid, items in groups:
-        yield screen_candidate(pid, items, joined[pid], shown, trial, as_of)
+    for _group, items in groups:
+        yield screen_group(items, joined, shown, trial, as_of)
 
 
 def _memory_and_disk() -> Any:

@@ -15,8 +15,8 @@ import gzip
 import io
 import json
 import re
-from collections import Counter
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from datetime import date
 from typing import IO, Any
 
@@ -25,7 +25,7 @@ import orjson
 from fhirscreen.fhir.json_text import may_underflow
 from fhirscreen.fhir.resources import Resource, is_type_name, is_usable, not_a_resource, reference_id
 from fhirscreen.quality import DataQuality, Finding
-from fhirscreen.record import KEPT_TYPES, SHARED_TYPES, PopulationBuilder, patient_id
+from fhirscreen.record import KEPT_TYPES, SHARED_TYPES, PopulationBuilder, merge_links, patient_id
 from fhirscreen.report.facts import PatientFacts, patient_facts
 from fhirscreen.screening import PatientScreen, population_evidence, screen_patient
 from fhirscreen.sources.files import (
@@ -246,9 +246,11 @@ def census_split(
     ``("resources", (file, split), n)`` and ``("conditions", (file, split), n)`` (how many resources, and
     Conditions, were read: none at all is a finding, as in file mode), and ``("end", (file, split),
     line)`` when the split's last line cannot be read (if it is its file's last, the driver looks at
-    whether the file ends with a newline: ``files.damaged_line``). Lines are numbered from 1 in the
-    split (``DOCUMENT`` for a file read as one document). Only Condition lines (and lines without a
-    leading type) are parsed, and the split's last line."""
+    whether the file ends with a newline: ``files.damaged_line``), and ``("link", (file, split, line,
+    entry, patient id), other ids)`` for each Patient linked as one person with others (``Patient.link``
+    replaced-by / replaces: ``linked_groups``). Lines are numbered from 1 in the split (``DOCUMENT`` for
+    a file read as one document). Only Condition lines (and lines without a leading type) are parsed,
+    Patient lines that have a ``link``, and the split's last line."""
     count = filled = 0
     read = conditions = 0
     scratch = DataQuality()  # findings are reported by the second pass
@@ -264,11 +266,20 @@ def census_split(
             last = line
             yield line
 
-    for lineno, _origin, _line, (resources, _bundled), skipped in _parsed_lines(
+    for lineno, _origin, line, (resources, _rewritten), skipped in _parsed_lines(
         counted(), 1, "", scratch, frozenset({"Condition", "Bundle"})
     ):
         read += len(resources) if skipped is None else 1
-        for resource in resources:
+        if skipped == "Patient" and line is not None and '"link"' in line:
+            try:
+                resources = [loads(line)]
+            except (json.JSONDecodeError, RecursionError):
+                continue  # reported by the second pass
+        for entry, resource in enumerate(resources):
+            if resource.get("resourceType") == "Patient":
+                rid, others = _linked(resource)
+                if others:
+                    yield ("link", (file_index, split, lineno, entry, rid), others)
             if resource.get("resourceType") != "Condition":
                 continue
             conditions += 1
@@ -279,14 +290,81 @@ def census_split(
             pid = patient_id(resource)
             if pid is not None and pid not in first:
                 first[pid] = lineno
-    for pid, line in first.items():
-        yield ("sle", pid, (file_index, split, line))
+    for pid, number in first.items():
+        yield ("sle", pid, (file_index, split, number))
     if type(last) is str and last.strip() and unreadable(last):  # a CutLine says it itself
         yield ("end", (file_index, split), count)
     yield ("lines", (file_index, split), count)
     yield ("filled", (file_index, split), filled)
     yield ("resources", (file_index, split), read)
     yield ("conditions", (file_index, split), conditions)
+
+
+def _linked(patient: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+    """A Patient's id and the ids it is linked to as one person (``record.merge_links``), as file mode's
+    census notes them (``Prefilter._note_links``: not itself; none without an id)."""
+    rid = patient.get("id")
+    if not isinstance(rid, str) or not rid:
+        return "", ()
+    return rid, tuple(sorted({other for _kind, other in merge_links(patient) if other != rid}))
+
+
+def linked_groups(
+    first: Mapping[str, Position], links: Iterable[tuple[Position, str, tuple[str, ...]]]
+) -> tuple[dict[str, str], dict[str, Position], frozenset[str]]:
+    """Who is screened together: file mode's census (``Prefilter``) replayed on the driver from what the
+    census found, the candidates' first SLE Conditions (``first``) and the Patients' merge links, in
+    the order file mode reads them. A candidate keeps every Patient linked to them (transitively:
+    ``Prefilter._join_linked``), so that the record builder can merge their records
+    (``PopulationBuilder._merge_linked``); a linked id joins where the link, or the candidate, was read.
+
+    Returns each kept id's group (the smallest id of its linked group: its resources are screened
+    together), each kept id's position from which file mode kept its resources (those read before are
+    read again at the end, so they are fed after: ``screen_group``), and the other ids that links name
+    (their Patients' links go to the driver, which says what file mode says of them)."""
+    events = sorted(
+        [(position, 0, pid, ()) for pid, position in first.items()]
+        + [(position, 1, pid, others) for position, pid, others in links]
+    )
+    graph: dict[str, set[str]] = defaultdict(set)
+    joined: dict[str, Position] = {}
+
+    def group(pid: str) -> set[str]:
+        found, todo = {pid}, [pid]
+        while todo:
+            for other in graph.get(todo.pop(), ()):
+                if other not in found:
+                    found.add(other)
+                    todo.append(other)
+        return found
+
+    for position, kind, pid, others in events:
+        if kind == 0:
+            if pid in joined:
+                continue
+            joined[pid] = position
+        for other in others:
+            graph[pid].add(other)
+            graph[other].add(pid)
+        if pid in graph:
+            members = group(pid)
+            if any(member in joined for member in members):
+                for member in members:
+                    joined.setdefault(member, position)
+    keys: dict[str, str] = {}
+    for pid in joined:
+        if pid not in keys:
+            members = group(pid)
+            key = min(members)
+            keys.update(dict.fromkeys(members, key))
+    return keys, joined, frozenset(graph) - joined.keys()
+
+
+def link_stub(patient: Mapping[str, Any]) -> str:
+    """A Patient as the driver needs it to say what file mode says of its links: its id and its merge
+    links (ids only), as JSON."""
+    links = [{"type": k, "other": {"reference": f"Patient/{other}"}} for k, other in merge_links(patient)]
+    return as_json({"resourceType": "Patient", "id": patient["id"], "link": links})
 
 
 # ---------------------------------------------------------------------------------------- pass 2
@@ -311,16 +389,21 @@ def route_split(
     file_index: int,
     first_line: int,
     shown: str,
-    candidates: Mapping[str, Any],
+    candidates: Mapping[str, str],
     cut_line: int = 0,
+    linked: Container[str] = frozenset(),
 ) -> Iterator[Row]:
-    """Every line of one split, routed. Rows:
+    """Every line of one split, routed. ``candidates``: the candidates, and the ids linked to them as one
+    person, each with their group (``linked_groups``); ``linked``: other ids that merge links name.
+    Rows:
 
-    - ``("R", patient id, (position, json))``: a resource (or the Patient) of a candidate;
+    - ``("R", group, (position, json))``: a resource (or the Patient) of a candidate or a linked id;
     - ``("M", "Type/id", (position, json))``: a shared resource (a Medication, a ResearchStudy), joined to
       the candidates that refer to it;
-    - ``("ref", "Type/id", patient id)``: a candidate's resource refers to that shared resource;
+    - ``("ref", "Type/id", group)``: a candidate's resource refers to that shared resource;
     - ``("pid", patient id, 1)``: a Patient (all of them: counted, duplicates reported);
+    - ``("P", None, (position, origin, json))``: the id and merge links of a Patient in ``linked``
+      (``link_stub``: the driver says what file mode says of its links);
     - ``("use", patient id, n)``: n usable resources of a non-candidate (for missing-Patient warnings);
     - ``("odd", None, (position, origin, json))``: a resource without a Patient subject (few; the driver's
       record builder reports them as file mode does);
@@ -363,8 +446,11 @@ def route_split(
             position = (file_index, lineno, entry)
             if rtype == "Patient":
                 yield ("pid", rid, 1)
-                if rid in candidates:
-                    yield ("R", rid, (position, text or as_json(resource)))
+                group = candidates.get(rid)
+                if group is not None:
+                    yield ("R", group, (position, text or as_json(resource)))
+                elif rid in linked:
+                    yield ("P", None, (position, origin, link_stub(resource)))
                 continue
             if rtype in SHARED_TYPES:
                 yield ("M", f"{rtype}/{rid}", (position, text or as_json(resource)))
@@ -372,10 +458,12 @@ def route_split(
             pid = patient_id(resource)
             if pid is None:
                 yield ("odd", None, (position, origin, text or as_json(resource)))
-            elif pid in candidates:
-                yield ("R", pid, (position, text or as_json(resource)))
+                continue
+            group = candidates.get(pid)
+            if group is not None:
+                yield ("R", group, (position, text or as_json(resource)))
                 for key in _shared_keys(resource):
-                    yield ("ref", key, pid)
+                    yield ("ref", key, group)
             elif is_usable(resource):
                 usable[pid] += 1
     for finding in quality.findings:
@@ -391,8 +479,8 @@ def route_split(
 
 def summary_pairs(row: Row) -> Iterator[tuple[tuple[str, Any], tuple[int, int]]]:
     """The routed rows that the driver summarises, keyed for one reduceByKey: per patient id
-    (Patients, usable resources), per skipped type, and the findings and subject-less resources
-    (unique keys; the same finding twice collapses, as in DataQuality)."""
+    (Patients, usable resources), per skipped type, and the findings, subject-less resources and other
+    linked Patients (unique keys; the same finding twice collapses, as in DataQuality)."""
     kind, key, value = row
     if kind == "pid":
         yield ("p", key), (1, 0)
@@ -400,7 +488,7 @@ def summary_pairs(row: Row) -> Iterator[tuple[tuple[str, Any], tuple[int, int]]]
         yield ("p", key), (0, value)
     elif kind == "skip":
         yield ("skip", key), (value, 0)
-    elif kind in ("dq", "odd"):
+    elif kind in ("dq", "odd", "P"):
         yield (kind, value), (1, 0)
 
 
@@ -428,8 +516,8 @@ def summarise(pairs: Iterable[tuple[tuple[str, Any], tuple[int, int]]]) -> Itera
 def medications_for(
     joined: tuple[str, tuple[Iterable[str], Iterable[tuple[Position, str]]]],
 ) -> Iterator[tuple[str, tuple[str, Position, str]]]:
-    """A shared resource (every copy of it: a Medication, a ResearchStudy) for each candidate that refers
-    to it, once per candidate."""
+    """A shared resource (every copy of it: a Medication, a ResearchStudy) for each candidate (group:
+    ``linked_groups``) that refers to it, once per candidate."""
     _key, (patients, medications) = joined
     copies = list(medications)
     for pid in sorted(set(patients)):
@@ -437,43 +525,54 @@ def medications_for(
             yield pid, ("M", position, text)
 
 
-# ------------------------------------------------------------------------------------ per candidate
+# ------------------------------------------------------------------------- per candidate (group)
 
 
-def screen_candidate(
-    pid: str,
+# What a group's screening sends back: each patient screened with their report facts, the findings
+# made on the way, and how many Patients were merged into another (not patients of their own any more).
+GroupScreen = tuple[list[tuple[PatientScreen, PatientFacts]], list[tuple[str, str, str, str]], int]
+
+
+def screen_group(
     items: Iterable[tuple[str, Position, str]],
-    joined: Position,
+    joined: Mapping[str, Position],
     shown: Sequence[str],
     trial: Trial,
     as_of: date,
-) -> tuple[str, PatientScreen | None, list[tuple[str, str, str, str]], PatientFacts | None]:
-    """One candidate through the existing record builder and screening core.
+) -> GroupScreen:
+    """One candidate, or the candidates and Patients linked as one person (``linked_groups``), through
+    the existing record builder (which merges linked records: ``PopulationBuilder._merge_linked``) and
+    screening core.
 
-    ``items`` are ``("R" | "M", position, json)``. They are fed in file mode's order: the candidate's
-    resources from the one that made them a candidate on, then those read before it (file mode reads
-    those again at the end), then the Medications and ResearchStudies they refer to. Returns the
-    screened patient (None when the record has no usable SLE Condition after versions and hygiene; one
-    without its Patient is screened on a stub, as in file mode) and the findings made on the way, and
-    the patient's facts for the reports (age, sex, evidence described), as file mode's pipeline
-    collects them.
+    ``items`` are ``("R" | "M", position, json)``. They are fed in file mode's order: each patient's
+    resources from where file mode kept them on (``joined``), then those read before it (file mode reads
+    those again at the end), then the Medications and ResearchStudies they refer to. Every record with
+    a usable SLE Condition after versions, hygiene and merges is screened (one without its Patient on a
+    stub, as in file mode), with the patient's facts for the reports (age, sex, evidence described), as
+    file mode's pipeline collects them.
     """
-
-    def order(item: tuple[str, Position, str]) -> tuple[int, Position]:
-        kind, position, _text = item
+    fed: list[tuple[tuple[int, Position], Resource, str]] = []
+    for kind, position, text in items:
+        resource = loads(text)
         if kind == "M":
-            return 2, position
-        return (1 if position < joined else 0), position
-
+            rank = 2
+        else:
+            owner = resource.get("id") if resource["resourceType"] == "Patient" else patient_id(resource)
+            kept_from = joined.get(owner) if isinstance(owner, str) else None
+            rank = 1 if kept_from is not None and position < kept_from else 0
+        fed.append(((rank, position), resource, origin_of(shown[position[0]], position[1])))
+    fed.sort(key=lambda item: item[0])
     quality = DataQuality()
     builder = PopulationBuilder(quality, population=trial.population)
-    for _kind, position, text in sorted(items, key=order):
-        builder.add(loads(text), origin_of(shown[position[0]], position[1]))
+    for _order, resource, origin in fed:
+        builder.add(resource, origin)
+    patients = {r.get("id") for _order, r, _origin in fed if r["resourceType"] == "Patient"}
+    del fed
     population = builder.build()
-    record = population.records.get(pid)
-    screened = None
-    facts = None
-    if record is not None and population_evidence(record, trial):
-        screened = screen_patient(record, trial, as_of, quality)
-        facts = patient_facts(record, screened, as_of)
-    return pid, screened, [(f.severity, f.where, f.problem, f.message) for f in quality.findings], facts
+    screened = []
+    for record in population.records.values():
+        if record.resources and population_evidence(record, trial):
+            screen = screen_patient(record, trial, as_of, quality)
+            screened.append((screen, patient_facts(record, screen, as_of)))
+    merged = len(patients - population.records.keys())
+    return screened, [(f.severity, f.where, f.problem, f.message) for f in quality.findings], merged

@@ -5,6 +5,8 @@ the exit code) as file mode on the same crafted NDJSON folder.
   rest of its file (``files.damaged_line``).
 - gzip bytes in a file named ``.ndjson`` are read decompressed; a pretty-printed JSON document in an
   ``.ndjson`` file is read as one document (``not-ndjson``).
+- Merged patients (``Patient.link`` replaced-by / replaces) are one candidate, screened as the survivor
+  on the resources of both ids.
 - A number too small for a double is looked for only on the lines handed on (not other patients')."""
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from fhirscreen.screening import ScreeningRun
 from fhirscreen.sources.files import FileSource
 from fhirscreen.spark.engine import run_spark_screening
 from fhirscreen.trial.loader import Trial
+from tests.unit.test_merged_patients import CANCER, LINKS, eligible, patient, split_record, write
 
 ROOT = Path(__file__).resolve().parents[2]
 BULK = ROOT / "sample_bundles" / "bulk"
@@ -155,6 +158,69 @@ def test_an_ndjson_file_that_is_gzip_or_one_document_is_read_as_file_mode_reads_
     assert {s.patient_id for s in actual.patients} == {
         s.patient_id for s in run_screening(FileSource(BULK), trial, AS_OF).patients
     }
+
+
+# -- rule 3: merged patients ------------------------------------------------------------------------------
+
+
+def scenario(name: str) -> list[dict[str, Any]]:
+    """The candidate side of a merge scenario (the ids of tests/unit/test_merged_patients.py)."""
+    if name in LINKS:
+        return split_record(*LINKS[name])
+    if name == "exclusion-under-replaced-id":
+        cancer = dict(CANCER, subject={"reference": "Patient/p1old"})
+        return [*eligible("p1"), patient("p1old", ("replaced-by", "p1"), active=False), cancer]
+    if name == "chain":
+        resources = [r for r in eligible("p1") if r["resourceType"] != "Patient"]
+        resources = json.loads(json.dumps(resources).replace('"Patient/p1"', '"Patient/pa"'))
+        return [
+            *resources,
+            patient("pa", ("replaced-by", "pb"), active=False),
+            patient("pb", ("replaced-by", "pc"), active=False),
+            patient("pc"),
+        ]
+    if name == "loop":
+        resources = [r for r in eligible("p1") + eligible("p1old") if r["resourceType"] != "Patient"]
+        return [*resources, patient("p1", ("replaced-by", "p1old")), patient("p1old", ("replaced-by", "p1"))]
+    assert name == "link-to-nobody"
+    resources = eligible("p1")
+    for r in resources:
+        if r["resourceType"] == "Patient":
+            r["link"] = [{"other": {"reference": "Patient/gone"}, "type": "replaces"}]
+    return resources
+
+
+# Patients outside the initial population with links of their own: merged, and one linked to nobody.
+OTHERS = [
+    patient("n1", ("replaced-by", "n2"), active=False),
+    patient("n2"),
+    patient("n3", ("replaced-by", "nowhere")),
+    {
+        "resourceType": "Observation",
+        "id": "n1-obs",
+        "status": "final",
+        "code": {"text": "x"},
+        "subject": {"reference": "Patient/n1"},
+    },
+]
+
+
+@pytest.mark.parametrize("name", [*LINKS, "exclusion-under-replaced-id", "chain", "loop", "link-to-nobody"])
+def test_merged_patients_are_one_candidate_as_in_file_mode(
+    spark: Any, trial: Trial, tmp_path: Path, name: str
+) -> None:
+    write(tmp_path / "d", [*scenario(name), *OTHERS], "ndjson")
+    actual = spark_as_file_mode(tmp_path / "d", trial, tmp_path, spark)
+    listed = statuses(actual)
+    survivors = {"loop": {"p1", "p1old"}, "chain": {"pc"}}.get(name, {"p1"})
+    assert set(listed) == survivors
+    found = problems(actual, tmp_path / "d")
+    assert ("merged-patient", "Patient/n2") in found and ("patient-link", "Patient/n3") in found
+    if name in LINKS:
+        assert listed["p1"] == ("eligible", False)
+        assert ("merged-patient", "Patient/p1") in found and ("patient-link", "Patient/p1") not in found
+    if name == "exclusion-under-replaced-id":
+        assert listed["p1"] == ("ineligible", False)
 
 
 # -- rule 4: a number too small for a double, on the lines handed on ----------------------------------------

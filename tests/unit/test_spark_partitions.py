@@ -13,6 +13,7 @@ from fhirscreen.spark.partitions import (
     add_pairs,
     census_split,
     file_lines,
+    linked_groups,
     route_split,
     summarise,
     summary_pairs,
@@ -63,7 +64,7 @@ def test_a_split_numbers_its_lines_from_where_it_starts_and_routes_by_candidate(
         ),
         line({"resourceType": "Patient", "id": "sle"}),
     ]
-    rows = list(route_split(lines, 4, 101, "export/Observation.ndjson", {"sle": (4, 1, 0)}))
+    rows = list(route_split(lines, 4, 101, "export/Observation.ndjson", {"sle": "sle"}))
     assert (
         "dq",
         None,
@@ -146,3 +147,28 @@ def test_a_number_too_small_for_a_double_is_looked_for_on_the_lines_handed_on_on
     rows = list(route_split([tiny("o1", "sle"), tiny("o2", "other")], 0, 1, "x.ndjson", {"sle": "sle"}))
     said = [value[1] for kind, _key, value in rows if kind == "dq" and value[2] == "non-finite-number"]
     assert said == ["x.ndjson:1"]  # the other patient's line is dropped unread, as file mode drops it
+
+
+def test_linked_patients_join_their_candidate_where_file_mode_keeps_them() -> None:
+    """File mode's census replayed: a linked id joins where the link, or its candidate, was read."""
+    first = {"c": (0, 1, 0), "r": (1, 5, 0)}
+    links = [
+        ((3, 2, 0), "p", ("c",)),  # read after c became a candidate: p joins here
+        ((0, 1, 0), "q", ("r",)),  # read before r became one: q joins with r
+        ((3, 4, 0), "n1", ("n2",)),  # nobody's candidate: the driver reports these links
+    ]
+    groups, joined, linked = linked_groups(first, links)
+    assert groups == {"c": "c", "p": "c", "q": "q", "r": "q"}
+    assert joined == {"c": (0, 1, 0), "p": (3, 2, 0), "r": (1, 5, 0), "q": (1, 5, 0)}
+    assert linked == {"n1", "n2"}
+
+
+def test_a_linked_patient_outside_the_candidates_is_routed_as_its_id_and_links_only() -> None:
+    patient = {
+        "resourceType": "Patient", "id": "n1", "birthDate": "1970-01-01",
+        "link": [{"type": "replaced-by", "other": {"reference": "Patient/n2"}}],
+    }
+    rows = list(route_split([line(patient)], 0, 1, "x.ndjson", {}, linked=frozenset({"n1"})))
+    [(position, origin, stub)] = [value for kind, _key, value in rows if kind == "P"]
+    assert (position, origin) == ((0, 1, 0), "x.ndjson:1") and "1970" not in stub
+    assert json.loads(stub)["link"] == patient["link"]
