@@ -119,37 +119,46 @@ def reads_whole(file: InputFile, spark_context: Any) -> bool:
     return start.startswith(GZIP_MAGIC) or starts_as_document(io.BytesIO(start))
 
 
-_CHUNK = 64 * 1024
+_CHUNK = 8 * 1024
 
 
 def _start(uri: str, size: int, spark_context: Any) -> bytes:
-    """The start of a file, up to the end of its first line that is not blank (or the whole file)."""
-    start = b""
-    while len(start) < size:
-        start += _read_at(uri, len(start), _CHUNK, spark_context)
-        content = start.lstrip()
-        if start.startswith(GZIP_MAGIC) or (content and b"\n" in content):
-            break
-    return start
+    """Enough of the start of a file to tell whether it is gzipped or its first line that is not blank is
+    a lone ``{`` or ``[``: up to a byte that is not blank after that line's first (a few bytes, as a
+    rule; the whole file at most)."""
+    stream = _open(uri, spark_context)
+    try:
+        start = b""
+        while len(start) < size:
+            chunk = bytes(stream.readNBytes(_CHUNK))
+            start += chunk
+            if not chunk or start.startswith(GZIP_MAGIC) or start.lstrip().rstrip(b" \t") not in _UNDECIDED:
+                break
+        return start
+    finally:
+        stream.close()
+
+
+# The start of a file's first line that is not blank, while it may still be a lone "{" or "[".
+_UNDECIDED = (b"", b"{", b"[")
 
 
 def last_byte(uri: str, size: int, spark_context: Any) -> bytes:
     """The last byte of a file (b"" for an empty one), read through Hadoop's file system."""
     if size <= 0:
         return b""
-    return _read_at(uri, size - 1, 1, spark_context)
-
-
-def _read_at(uri: str, offset: int, length: int, spark_context: Any) -> bytes:
-    """Up to ``length`` bytes of a file from ``offset`` (fewer at its end)."""
-    path = spark_context._jvm.org.apache.hadoop.fs.Path(uri)
-    stream = path.getFileSystem(spark_context._jsc.hadoopConfiguration()).open(path)
+    stream = _open(uri, spark_context)
     try:
-        if offset:
-            stream.seek(offset)
-        return bytes(stream.readNBytes(length))
+        stream.seek(size - 1)
+        return bytes(stream.readNBytes(1))
     finally:
         stream.close()
+
+
+def _open(uri: str, spark_context: Any) -> Any:
+    """A Hadoop input stream of the file (an FSDataInputStream, through py4j)."""
+    path = spark_context._jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(spark_context._jsc.hadoopConfiguration()).open(path)
 
 
 def java_error_summary(exc: BaseException) -> str:
