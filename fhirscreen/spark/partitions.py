@@ -277,9 +277,9 @@ def census_split(
                 continue  # reported by the second pass
         for entry, resource in enumerate(resources):
             if resource.get("resourceType") == "Patient":
-                rid, others = _linked(resource)
-                if others:
-                    yield ("link", (file_index, split, lineno, entry, rid), others)
+                linked = _linked(resource)
+                if linked is not None:
+                    yield ("link", (file_index, split, lineno, entry, linked[0]), linked[1])
             if resource.get("resourceType") != "Condition":
                 continue
             conditions += 1
@@ -300,13 +300,15 @@ def census_split(
     yield ("conditions", (file_index, split), conditions)
 
 
-def _linked(patient: Mapping[str, Any]) -> tuple[str, tuple[str, ...]]:
+def _linked(patient: Mapping[str, Any]) -> tuple[str, tuple[str, ...]] | None:
     """A Patient's id and the ids it is linked to as one person (``record.merge_links``), as file mode's
-    census notes them (``Prefilter._note_links``: not itself; none without an id)."""
+    census notes them (``Prefilter._note_links``: not itself); None for a Patient without an id or
+    merge links (one linked to itself only has none to note, but its link is still said)."""
     rid = patient.get("id")
-    if not isinstance(rid, str) or not rid:
-        return "", ()
-    return rid, tuple(sorted({other for _kind, other in merge_links(patient) if other != rid}))
+    links = merge_links(patient)
+    if not isinstance(rid, str) or not rid or not links:
+        return None
+    return rid, tuple(sorted({other for _kind, other in links if other != rid}))
 
 
 def linked_groups(
@@ -343,6 +345,8 @@ def linked_groups(
             if pid in joined:
                 continue
             joined[pid] = position
+        else:
+            graph.setdefault(pid, set())  # linked, if only to itself (its link is said all the same)
         for other in others:
             graph[pid].add(other)
             graph[other].add(pid)

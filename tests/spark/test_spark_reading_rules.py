@@ -190,11 +190,13 @@ def scenario(name: str) -> list[dict[str, Any]]:
     return resources
 
 
-# Patients outside the initial population with links of their own: merged, and one linked to nobody.
+# Patients outside the initial population with links of their own: merged, one linked to nobody, one
+# to itself (a loop).
 OTHERS = [
     patient("n1", ("replaced-by", "n2"), active=False),
     patient("n2"),
     patient("n3", ("replaced-by", "nowhere")),
+    patient("n4", ("replaced-by", "n4")),
     {
         "resourceType": "Observation",
         "id": "n1-obs",
@@ -216,6 +218,7 @@ def test_merged_patients_are_one_candidate_as_in_file_mode(
     assert set(listed) == survivors
     found = problems(actual, tmp_path / "d")
     assert ("merged-patient", "Patient/n2") in found and ("patient-link", "Patient/n3") in found
+    assert ("patient-link", "Patient/n4") in found
     if name in LINKS:
         assert listed["p1"] == ("eligible", False)
         assert ("merged-patient", "Patient/p1") in found and ("patient-link", "Patient/p1") not in found
