@@ -66,7 +66,7 @@ def leading_type(line: str) -> str | None:
 
 
 def loads(text: str) -> Any:
-    """A line read again where it is used: orjson, and for what orjson refuses (or may read a number of
+    """A line read again where it is used: orjson, and for what orjson refuses (or may read a number in
     as 0.0: ``may_underflow``) file mode's slow path (``loads_damaged``; its findings were made when the
     line was first read). Raises json.JSONDecodeError or RecursionError for a line that cannot be read."""
     try:
