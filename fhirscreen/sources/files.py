@@ -51,7 +51,7 @@ import re
 import stat
 import zlib
 from collections import defaultdict
-from collections.abc import Collection, Iterable, Iterator, Mapping
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import IO, Any
 
@@ -98,6 +98,12 @@ LEADING_TYPE = re.compile(rb'\s*\{\s*"resourceType"\s*:\s*"([A-Z][A-Za-z]{1,63})
 _NO_ALIASES: Mapping[str, str] = {}  # an NDJSON line is a resource on its own (never written to)
 
 
+# What a gzip file starts with: a compressed export saved without ``.gz`` is read decompressed.
+GZIP_MAGIC = b"\x1f\x8b"
+# The problem code (info) of an ``.ndjson`` file that holds one pretty-printed JSON document.
+NOT_NDJSON = "not-ndjson"
+
+
 def _open_binary(path: Path) -> IO[bytes]:
     if path.name.lower().endswith(".gz") or _gzipped(path):
         return gzip.open(path, "rb")  # type: ignore[return-value]
@@ -108,22 +114,39 @@ def _gzipped(path: Path) -> bool:
     """Whether a file starts with gzip's magic bytes (a compressed export saved without ``.gz``)."""
     try:
         with path.open("rb") as fh:
-            return fh.read(2) == b"\x1f\x8b"
+            return fh.read(2) == GZIP_MAGIC
     except OSError:
         return False  # the read that follows reports it
 
 
 def _one_document(path: Path) -> bool:
-    """Whether an ``.ndjson`` file holds one pretty-printed JSON document (its first line with content is
-    a lone ``{`` or ``[``) rather than one resource per line."""
+    """Whether an ``.ndjson`` file holds one pretty-printed JSON document (``starts_as_document``)."""
     try:
         with _open_binary(path) as fh:
-            for line in fh:
-                if not line.isspace():
-                    return line.strip() in (b"{", b"[")
-    except (OSError, EOFError, zlib.error):
+            return starts_as_document(fh)
+    except OSError:
         return False  # the read that follows reports it
+
+
+def starts_as_document(lines: Iterable[bytes]) -> bool:
+    """Whether the lines of an ``.ndjson`` file hold one pretty-printed JSON document (the first line with
+    content is a lone ``{`` or ``[``) rather than one resource per line. False when they cannot be read:
+    the read that follows reports it."""
+    try:
+        for line in lines:
+            if not line.isspace():
+                return line.strip() in (b"{", b"[")
+    except (OSError, EOFError, zlib.error):
+        return False
     return False
+
+
+def not_ndjson(quality: DataQuality, shown: str) -> None:
+    """The finding of an ``.ndjson`` file read as one document (``starts_as_document``)."""
+    quality.add(
+        "info", shown, NOT_NDJSON,
+        "one JSON document (pretty-printed), not one resource per line: read as a document",
+    )
 
 
 # Names of exports in a form not read here (JSON Lines, bzip2, zstd, a partial download...): a warning.
@@ -700,27 +723,42 @@ def read_file(
     ``shown``: how findings name the file (its path by default; a downloaded Bulk file, whose temporary
     path means nothing once it is gone, by what it was)."""
     shown = shown or str(file)
-    try:
-        if file.name.lower().endswith((".ndjson", ".ndjson.gz")):
-            if not _one_document(file):
+    if file.name.lower().endswith((".ndjson", ".ndjson.gz")):
+        if not _one_document(file):
+            try:
                 yield from _read_ndjson(file, quality, wanted, prefilter, workers, shown)
-                return
-            quality.add(
-                "info", shown, "not-ndjson",
-                "one JSON document (pretty-printed), not one resource per line: read as a document",
-            )
-        with _open_binary(file) as fh:
+            except _FILE_FAILURES as exc:
+                file_failed(exc, shown, quality)
+            return
+        not_ndjson(quality, shown)
+    read, data = read_document(lambda: _open_binary(file), shown, quality, lambda: emptiness(file))
+    if not read:
+        return
+    try:
+        yield from _resources_in(data, shown, quality, wanted, prefilter)
+    except RecursionError:
+        too_deep_to_process(quality, shown)
+
+
+def read_document(
+    opened: Callable[[], IO[bytes]], shown: str, quality: DataQuality, emptiness: Callable[[], str]
+) -> tuple[bool, Any]:
+    """A file read as one JSON document: (True, the parsed JSON), or (False, None) once the findings of
+    a file that cannot be (it is then lost). ``opened`` opens the file's bytes (decompressed);
+    ``emptiness`` says how an empty file is empty."""
+    try:
+        with opened() as fh:
             raw = fh.read()
         if not raw or raw.isspace():
             quality.add(
                 "error",
                 shown,
                 EMPTY_FILE,
-                f"{emptiness(file)}: not a JSON document, so nothing was read from it (a truncated "
+                f"{emptiness()}: not a JSON document, so nothing was read from it (a truncated "
                 "download or an interrupted copy is the usual cause); file skipped",
             )
             quality.lost(shown, "the whole file was skipped: it is empty")
-            return
+            return False, None
         try:
             data = orjson.loads(raw)
         except orjson.JSONDecodeError:
@@ -729,27 +767,36 @@ def read_file(
             if may_underflow(raw):  # orjson read a nonzero number too small for a double as 0.0
                 data = loads_damaged(raw, shown, quality, "file")
         del raw
-    except json.JSONDecodeError as exc:
+    except _FILE_FAILURES as exc:
+        file_failed(exc, shown, quality)
+        return False, None
+    return True, data
+
+
+# What reading a file may raise: its findings are ``file_failed``'s.
+_FILE_FAILURES = (json.JSONDecodeError, RecursionError, OSError, EOFError, zlib.error)
+
+
+def file_failed(exc: BaseException, shown: str, quality: DataQuality) -> None:
+    """The findings of a file whose reading raised ``exc`` (one of ``_FILE_FAILURES``): what could not be
+    read of it is lost."""
+    if isinstance(exc, json.JSONDecodeError):
         quality.add(
             "error", f"{shown}:{exc.lineno}", "malformed-json", f"not valid JSON ({exc.msg}); file skipped"
         )
         quality.lost(shown, "the whole file was skipped: it is not valid JSON")
-        return
-    except RecursionError:
+    elif isinstance(exc, RecursionError):
         quality.add("error", shown, "malformed-json", "JSON nested too deeply to read; file skipped")
         quality.lost(shown, "the whole file was skipped: its JSON is nested too deeply")
-        return
-    except (OSError, EOFError, zlib.error) as exc:
-        quality.add("error", shown, "unreadable-file", f"cannot read file: {exc}; skipped")
+    else:
+        quality.add("error", shown, UNREADABLE_FILE, f"cannot read file: {exc}; skipped")
         quality.lost(shown, "the file (or the rest of it) could not be read")
-        return
-    try:
-        yield from _resources_in(data, shown, quality, wanted, prefilter)
-    except RecursionError:
-        quality.add(
-            "error", shown, "malformed-json", "JSON nested too deeply to process; rest of file skipped"
-        )
-        quality.lost(shown, "the rest of the file was skipped: its JSON is nested too deeply")
+
+
+def too_deep_to_process(quality: DataQuality, shown: str) -> None:
+    """A document read, whose JSON was nested too deeply to take its resources out: the rest is lost."""
+    quality.add("error", shown, "malformed-json", "JSON nested too deeply to process; rest of file skipped")
+    quality.lost(shown, "the rest of the file was skipped: its JSON is nested too deeply")
 
 
 # Types whose NDJSON lines ``_read_ndjson`` hands on directly (not Bundles, not Medications).
@@ -845,22 +892,8 @@ def ndjson_lines(
         except orjson.JSONDecodeError:
             if not line.strip():
                 continue
-            try:
-                data = loads_damaged(line, f"{shown}:{lineno}", quality, "line")
-            except json.JSONDecodeError as exc:
-                quality.add(
-                    "error",
-                    f"{shown}:{lineno}",
-                    "malformed-json",
-                    f"line is not valid JSON ({exc.msg}); skipped",
-                )
-                damaged_line(line, shown, lineno, quality)
-                continue
-            except RecursionError:
-                quality.add(
-                    "error", f"{shown}:{lineno}", "malformed-json", "JSON nested too deeply; line skipped"
-                )
-                damaged_line(line, shown, lineno, quality)
+            read, data = read_refused_line(line, shown, lineno, quality)
+            if not read:
                 continue
         if drop_others and prefilter.drop_line(data):  # type: ignore[union-attr]
             continue
@@ -898,6 +931,21 @@ def ndjson_lines(
 _PATIENT_REFERENCE = re.compile(rb'"reference"\s*:\s*"(?:[^"]*/)?Patient/([A-Za-z0-9\-.]{1,64})["/]')
 _PATIENT_LINE = re.compile(rb'"resourceType"\s*:\s*"Patient"')
 _ID = re.compile(rb'"id"\s*:\s*"([A-Za-z0-9\-.]{1,64})"')
+
+
+def read_refused_line(line: bytes, shown: str, lineno: int, quality: DataQuality) -> tuple[bool, Any]:
+    """An NDJSON line orjson refused, read the slow way (``loads_damaged``): (True, the parsed JSON), or
+    (False, None) once the findings of a line that cannot be read and what it costs (``damaged_line``).
+    ``line``: its bytes as read, with its newline if it has one."""
+    where = f"{shown}:{lineno}"
+    try:
+        return True, loads_damaged(line, where, quality, "line")
+    except json.JSONDecodeError as exc:
+        quality.add("error", where, "malformed-json", f"line is not valid JSON ({exc.msg}); skipped")
+    except RecursionError:
+        quality.add("error", where, "malformed-json", "JSON nested too deeply; line skipped")
+    damaged_line(line, shown, lineno, quality)
+    return False, None
 
 
 def damaged_line(line: bytes, shown: str, lineno: int, quality: DataQuality) -> None:

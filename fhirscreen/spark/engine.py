@@ -1,19 +1,29 @@
 """The Spark driver: two passes over the NDJSON text, one row per candidate back, the usual ScreeningRun.
 
-1. Census (narrow, one job): every split is read as text; only Condition lines are parsed; usable
-   Conditions in the trial's population value set give the candidates and, per candidate, the
-   position of their first SLE Condition. Each split's line count comes back too, so the second pass
-   can number lines across splits (findings name file and line, as in file mode) without a third read.
+0. The driver reads the start of each ``.ndjson`` file: one holding gzip bytes or a pretty-printed JSON
+   document is read whole in Python as file mode reads it (``reads_whole``); the others as text
+   lines, which Hadoop may split.
+1. Census (narrow, one job): every split is read as text; only Condition lines (and Patient lines
+   with a ``link``) are parsed; usable Conditions in the trial's population value set give the
+   candidates and, per candidate, the position of their first SLE Condition. Each split's line count
+   comes back too, so the second pass can number lines across splits (findings name file and line, as
+   in file mode) without a third read, and whether it ends with a line that cannot be read (the
+   driver then reads the file's last byte: a last line cut short loses the rest of its file). The
+   Patients' merge links (``Patient.link`` replaced-by / replaces, ids only) come back, and the driver
+   replays file mode's census on them (``linked_groups``): the Patients linked to a candidate are
+   screened with them, as one person.
 2. Route (one pass over the text again, results persisted): each line's leading type is checked
-   before parsing (other types are counted, never parsed); a resource of a candidate (the set is
-   broadcast) travels on as its JSON line, keyed by patient; Medications and ResearchStudies (outside
-   the Patient compartment) are keyed by ``Type/id`` and joined to the candidates that refer to them;
-   Patients and the non-candidates' usable resources are counted by patient id (patients read,
-   duplicate Patients, resources whose Patient is missing).
-3. Screen: the candidates' resources are grouped by patient and each group goes through the
-   existing ``PopulationBuilder`` and ``screen_patient`` in the Python workers. One row per candidate
-   (the pickled ``PatientScreen`` and its findings) comes back; the driver ranks them and the reports
-   are written by the same code as in file mode.
+   before parsing (other types are counted, never parsed); a resource of a candidate or of a Patient
+   linked to one (the groups are broadcast) travels on as its JSON line, keyed by group; Medications
+   and ResearchStudies (outside the Patient compartment) are keyed by ``Type/id`` and joined to the
+   candidates that refer to them; Patients and the non-candidates' usable resources are counted by
+   patient id (patients read, duplicate Patients, resources whose Patient is missing); the other
+   Patients' merge links come to the driver, which says what file mode says of them. A damaged line
+   costs the record it names (``files.damaged_line``).
+3. Screen: the groups' resources are grouped and each group goes through the existing
+   ``PopulationBuilder`` (which merges linked records) and ``screen_patient`` in the Python workers.
+   One row per group (the pickled ``PatientScreen``s and the findings) comes back; the driver ranks
+   them and the reports are written by the same code as in file mode.
 """
 
 from __future__ import annotations
@@ -37,16 +47,18 @@ from fhirscreen.report.facts import PatientFacts
 from fhirscreen.screening import PatientScreen, ScreeningRun, caution, rank
 from fhirscreen.sources.base import SourceError
 from fhirscreen.sources.files import EMPTY_FILE, empty_ndjson_message, how_empty
-from fhirscreen.spark.inputs import Inputs, java_error_summary, list_inputs
+from fhirscreen.spark.inputs import Inputs, java_error_summary, last_byte, list_inputs, reads_whole
 from fhirscreen.spark.partitions import (
+    DOCUMENT,
     Position,
     add_pairs,
     census_split,
-    gzip_lines,
+    file_lines,
+    linked_groups,
     loads,
     medications_for,
     route_split,
-    screen_candidate,
+    screen_group,
     summarise,
     summary_pairs,
 )
@@ -101,12 +113,14 @@ def spark_session() -> Any:
 
 @dataclass
 class Read:
-    """What the census counted: resources and Conditions in all, and lines that are not blank per file
-    (by index)."""
+    """What the census counted: resources and Conditions in all, lines and lines that are not blank per
+    file (by index), and where a split ends with a line that cannot be read (file index, line number)."""
 
     resources: int = 0
     conditions: int = 0
+    lines: Counter[int] = field(default_factory=Counter)
     filled: Counter[int] = field(default_factory=Counter)
+    damaged_ends: set[tuple[int, int]] = field(default_factory=set)
 
 
 class SparkScreening:
@@ -148,7 +162,8 @@ class SparkScreening:
         shown = [f.shown for f in inputs.ndjson]
         # One split per file unless the file system splits it (large uncompressed files); small files
         # are then coalesced into fewer tasks (``_tasks``): a Python task costs a fixed overhead.
-        texts = [self._lines(f.uri) for f in inputs.ndjson]
+        self.whole = [reads_whole(f, self.sc) for f in inputs.ndjson]
+        texts = [self._lines(f.uri, whole) for f, whole in zip(inputs.ndjson, self.whole, strict=True)]
         self.tasks = _tasks(inputs, sum(t.getNumPartitions() for t in texts), self.sc.defaultParallelism)
         self.shuffle_partitions = max(2, self.sc.defaultParallelism)
         log.info(
@@ -158,29 +173,33 @@ class SparkScreening:
             sum(t.getNumPartitions() for t in texts),
         )
 
-        first_lines, joined, read = self._census(texts)
+        first_lines, first, links, read = self._census(texts)
         self._report_empty(inputs, read)
+        cut_lines = self._cut_lines(inputs, read)
         log.info(
             "spark: census found %d patient(s) with an SLE diagnosis (%.1f s)",
-            len(joined),
+            len(first),
             time.monotonic() - started,
         )
+        # The candidates and the Patients linked to them as one person, screened together.
+        groups, joined, linked = linked_groups(first, links)
 
-        candidates = self.sc.broadcast(joined)
+        candidates = self.sc.broadcast((groups, linked))
         routed = self._tasks_of(
             [
                 text.mapPartitionsWithIndex(
-                    partial(_route, index, first_lines[index], shown[index], candidates)
+                    partial(_route, index, first_lines[index], shown[index], candidates, cut_lines[index])
                 )
                 for index, text in enumerate(texts)
             ]
         ).persist(_memory_and_disk())
         try:
-            skipped, patients_read = self._counts(routed, joined)
-            screens, facts = self._screen(routed, joined, shown)
+            skipped, patients_read = self._counts(routed, groups)
+            screens, facts, merged = self._screen(routed, joined, shown)
         finally:
             routed.unpersist()
             candidates.unpersist()
+        patients_read -= merged  # one person, not two, as file mode counts them
         log.info("spark: screened %d patient(s) in %.1f s", len(screens), time.monotonic() - started)
         say_what_the_population_rests_on(
             self.quality,
@@ -201,12 +220,29 @@ class SparkScreening:
             facts=facts,
         )
 
-    def _lines(self, uri: str) -> Any:
-        """A file's lines. Gzipped files cannot be split anyway; they are decompressed in Python, so
-        that a truncated one is a finding (file mode's) rather than a failed job."""
-        if uri.lower().endswith(".gz"):
-            return self.sc.binaryFiles(uri, 1).flatMap(gzip_lines)
+    def _lines(self, uri: str, whole: bool) -> Any:
+        """A file's lines. A file read ``whole`` (``reads_whole``: gzipped, or one JSON document) is read
+        in Python, as file mode reads it (``file_lines``): a gzipped one cannot be split anyway, and a
+        truncated one is then a finding (file mode's) rather than a failed job."""
+        if whole:
+            return self.sc.binaryFiles(uri, 1).flatMap(file_lines)
         return self.sc.textFile(uri, self.min_partitions or 1)
+
+    def _cut_lines(self, inputs: Inputs, read: Read) -> list[int]:
+        """Per file, the number of its last line when that line cannot be read and the file does not end
+        with a newline (the file was not written or copied in full: the rest of it is lost, as in file
+        mode), else 0. Hadoop's lines have no ending, so the driver reads the last byte of such a file;
+        a file read in Python says it itself (``CutLine``)."""
+        cut = [0] * len(inputs.ndjson)
+        for index, line in sorted(read.damaged_ends):
+            file = inputs.ndjson[index]
+            if (
+                line == read.lines[index]
+                and not self.whole[index]
+                and last_byte(file.uri, file.size, self.sc) != b"\n"
+            ):
+                cut[index] = line
+        return cut
 
     def _report_empty(self, inputs: Inputs, read: Read) -> None:
         """An NDJSON file without a line that is not blank: file mode's warning."""
@@ -225,9 +261,12 @@ class SparkScreening:
                 "or screen this file in file mode; skipped",
             )
 
-    def _census(self, texts: list[Any]) -> tuple[list[list[int]], dict[str, Position], Read]:
-        """Per file, the first line number of each split; per candidate, their first SLE Condition; how
-        many resources and Conditions were read in all."""
+    def _census(
+        self, texts: list[Any]
+    ) -> tuple[list[list[int]], dict[str, Position], list[tuple[Position, str, tuple[str, ...]]], Read]:
+        """Per file, the first line number of each split; per candidate, their first SLE Condition; the
+        Patients' merge links (where read, the Patient's id, the linked ids); how many resources and
+        Conditions were read in all."""
         population = self.sc.broadcast(self.trial.population)
         try:
             rows = (
@@ -245,12 +284,18 @@ class SparkScreening:
             population.unpersist()
         counts: dict[int, dict[int, int]] = defaultdict(dict)
         first: dict[str, tuple[int, int, int]] = {}
+        ends: list[tuple[tuple[int, int], int]] = []
+        found_links: list[tuple[tuple[int, int, int, int, str], tuple[str, ...]]] = []
         read = Read()
         for (kind, key), value in rows:
             if kind == "lines":
                 counts[key[0]][key[1]] = value
             elif kind == "filled":
                 read.filled[key[0]] += value
+            elif kind == "end":
+                ends.append((key, value))
+            elif kind == "link":
+                found_links.append((key, value))
             elif kind == "resources":
                 read.resources += value
             elif kind == "conditions":
@@ -264,12 +309,24 @@ class SparkScreening:
                 starts.append(line)
                 line += counts[index].get(split, 0)
             first_lines.append(starts)
-        joined = {pid: (f, first_lines[f][split] + offset, 0) for pid, (f, split, offset) in first.items()}
-        return first_lines, joined, read
+            read.lines[index] = line - 1
+
+        def numbered(file: int, split: int, line: int) -> int:
+            """The line number in its file of a split's ``line`` (from 1; ``DOCUMENT`` stays)."""
+            return line if line == DOCUMENT else first_lines[file][split] + line - 1
+
+        joined = {pid: (f, numbered(f, split, line), 0) for pid, (f, split, line) in first.items()}
+        read.damaged_ends = {(f, numbered(f, split, line)) for (f, split), line in ends}
+        links = [
+            ((f, numbered(f, split, line), entry), pid, others)
+            for (f, split, line, entry, pid), others in found_links
+        ]
+        return first_lines, joined, links, read
 
     def _counts(self, routed: Any, candidates: Container[str]) -> tuple[dict[str, int], int]:
-        """Findings of the reading, skipped types, patients read, duplicate and missing Patients: one
-        job, whose only shuffle is one small row per patient id."""
+        """Findings of the reading, skipped types, patients read (as one for the Patients merged outside
+        the ``candidates``), duplicate and missing Patients: one job, whose only shuffle is one small row
+        per patient id."""
         rows = (
             routed.flatMap(summary_pairs)
             .reduceByKey(add_pairs, self.shuffle_partitions)
@@ -278,6 +335,7 @@ class SparkScreening:
         )
         skipped: dict[str, int] = defaultdict(int)
         odd: list[tuple[Position, str, str]] = []
+        stubs: list[tuple[Position, str, str]] = []
         duplicates: list[str] = []
         missing: list[tuple[str, int]] = []
         patients_read = 0
@@ -288,6 +346,8 @@ class SparkScreening:
                 skipped[key] += value
             elif kind == "odd":
                 odd.append(key)
+            elif kind == "P":
+                stubs.append(key)
             elif kind == "dup":
                 duplicates.append(key)
             elif kind == "missing":
@@ -309,13 +369,24 @@ class SparkScreening:
                 "missing-patient",
                 f"{n} resource(s) refer to Patient/{pid}, which is not in the data",
             )
-        return dict(skipped), patients_read
+        return dict(skipped), patients_read - self._merge_others(stubs)
+
+    def _merge_others(self, stubs: list[tuple[Position, str, str]]) -> int:
+        """What file mode's record builder says of the merge links of Patients outside the candidates'
+        groups (``_merge_linked``: merged, or a ``patient-link`` warning), from their ids and links read
+        in file order (``link_stub``); how many of them were merged into another."""
+        builder = PopulationBuilder(self.quality, keep_patients=frozenset())  # none kept, as in file mode
+        for _position, origin, text in sorted(stubs):
+            builder.add(loads(text), origin)
+        patients = {loads(text)["id"] for _position, _origin, text in stubs}
+        return len(patients) - len(builder.build().records)
 
     def _screen(
         self, routed: Any, joined: dict[str, Position], shown: list[str]
-    ) -> tuple[list[PatientScreen], dict[str, PatientFacts]]:
-        """Group each candidate's resources (and the Medications and ResearchStudies they refer to),
-        screen them in the workers."""
+    ) -> tuple[list[PatientScreen], dict[str, PatientFacts], int]:
+        """Group each candidate's resources, with those of the Patients linked to them (and the
+        Medications and ResearchStudies they refer to), screen them in the workers; how many Patients
+        were merged into another there."""
         resources = routed.filter(lambda row: row[0] == "R").map(lambda row: (row[1], ("R", *row[2])))
         medications = routed.filter(lambda row: row[0] == "M").map(lambda row: (row[1], row[2]))
         references = routed.filter(lambda row: row[0] == "ref").map(lambda row: (row[1], row[2]))
@@ -332,14 +403,15 @@ class SparkScreening:
             context.unpersist()
         screens = []
         facts: dict[str, PatientFacts] = {}
-        for pid, screened, findings, patient in rows:
+        merged = 0
+        for screened, findings, merges in rows:
             for finding in findings:
                 self.quality.add(*finding)
-            if screened is not None:
-                screens.append(screened)
-            if patient is not None:
-                facts[pid] = patient
-        return screens, facts
+            for screen, patient in screened:
+                screens.append(screen)
+                facts[screen.patient_id] = patient
+            merged += merges
+        return screens, facts, merged
 
     def _tasks_of(self, parts: list[Any]) -> Any:
         """The per-file RDDs as one, in at most ``self.tasks`` partitions (a narrow coalesce)."""
@@ -365,15 +437,22 @@ def _census(index: int, population: Any, split: int, lines: Iterable[str]) -> It
 
 
 def _route(
-    index: int, first_lines: list[int], shown: str, candidates: Any, split: int, lines: Iterable[str]
+    index: int,
+    first_lines: list[int],
+    shown: str,
+    candidates: Any,
+    cut_line: int,
+    split: int,
+    lines: Iterable[str],
 ) -> Iterator[Any]:
-    return route_split(lines, index, first_lines[split], shown, candidates.value)
+    groups, linked = candidates.value
+    return route_split(lines, index, first_lines[split], shown, groups, cut_line, linked)
 
 
 def _screen_groups(context: Any, groups: Iterable[tuple[str, Iterable[Any]]]) -> Iterator[Any]:
     joined, shown, trial, as_of = context.value
-    for pid, items in groups:
-        yield screen_candidate(pid, items, joined[pid], shown, trial, as_of)
+    for _group, items in groups:
+        yield screen_group(items, joined, shown, trial, as_of)
 
 
 def _memory_and_disk() -> Any:

@@ -3,6 +3,7 @@ hdfs://, abfss://, gs://...), listed recursively on the driver."""
 
 from __future__ import annotations
 
+import io
 import re
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,7 +12,7 @@ from urllib.parse import urlsplit
 
 from fhirscreen.quality import DataQuality
 from fhirscreen.sources.base import SourceError
-from fhirscreen.sources.files import FileSource
+from fhirscreen.sources.files import GZIP_MAGIC, FileSource, starts_as_document
 from fhirscreen.spark import SparkUsageError
 
 NDJSON_SUFFIXES = (".ndjson", ".ndjson.gz")
@@ -103,6 +104,61 @@ def _hadoop_listing(data: str, spark_context: Any) -> list[tuple[str, int]]:
 
 
 _SUFFIXES_READ = NDJSON_SUFFIXES + BUNDLE_SUFFIXES
+
+
+def reads_whole(file: InputFile, spark_context: Any) -> bool:
+    """Whether a file is read whole in Python (``partitions.file_lines``) rather than as the lines
+    Hadoop's text reader splits: a gzipped file (named ``.gz``, or gzip bytes in a file named
+    ``.ndjson``), or an ``.ndjson`` file that holds one pretty-printed JSON document, both read as file
+    mode reads them. The driver reads the start of each ``.ndjson`` file to tell."""
+    if file.uri.lower().endswith(".gz"):
+        return True
+    if file.size <= 0:
+        return False
+    start = _start(file.uri, file.size, spark_context)
+    return start.startswith(GZIP_MAGIC) or starts_as_document(io.BytesIO(start))
+
+
+_CHUNK = 8 * 1024
+
+
+def _start(uri: str, size: int, spark_context: Any) -> bytes:
+    """Enough of the start of a file to tell whether it is gzipped or its first line that is not blank is
+    a lone ``{`` or ``[``: up to a byte that is not blank after that line's first (a few bytes, as a
+    rule; the whole file at most)."""
+    stream = _open(uri, spark_context)
+    try:
+        start = b""
+        while len(start) < size:
+            chunk = bytes(stream.readNBytes(_CHUNK))
+            start += chunk
+            if not chunk or start.startswith(GZIP_MAGIC) or start.lstrip().rstrip(b" \t") not in _UNDECIDED:
+                break
+        return start
+    finally:
+        stream.close()
+
+
+# The start of a file's first line that is not blank, while it may still be a lone "{" or "[".
+_UNDECIDED = (b"", b"{", b"[")
+
+
+def last_byte(uri: str, size: int, spark_context: Any) -> bytes:
+    """The last byte of a file (b"" for an empty one), read through Hadoop's file system."""
+    if size <= 0:
+        return b""
+    stream = _open(uri, spark_context)
+    try:
+        stream.seek(size - 1)
+        return bytes(stream.readNBytes(1))
+    finally:
+        stream.close()
+
+
+def _open(uri: str, spark_context: Any) -> Any:
+    """A Hadoop input stream of the file (an FSDataInputStream, through py4j)."""
+    path = spark_context._jvm.org.apache.hadoop.fs.Path(uri)
+    return path.getFileSystem(spark_context._jsc.hadoopConfiguration()).open(path)
 
 
 def java_error_summary(exc: BaseException) -> str:

@@ -2,9 +2,11 @@
 resources of one candidate. No pyspark import here, so the logic is testable without a JVM.
 
 Positions: every line is placed by ``(file index, line number, entry)``, ``entry`` being the index of a
-resource inside a Bundle written on one NDJSON line (0 otherwise). Positions order the resources of a
-candidate exactly as file mode feeds them to the record builder, so that duplicates (the latest
-version wins, the first on a tie) and every list the evaluators see come out the same.
+resource inside a Bundle written on one NDJSON line (0 otherwise); an ``.ndjson`` file that holds one
+JSON document, read whole as file mode reads it, is line ``DOCUMENT`` (0: findings name the file alone).
+Positions order the resources of a candidate exactly as file mode feeds them to the record builder, so
+that duplicates (the latest version wins, the first on a tie) and every list the evaluators see come
+out the same.
 """
 
 from __future__ import annotations
@@ -13,24 +15,42 @@ import gzip
 import io
 import json
 import re
-from collections import Counter
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections import Counter, defaultdict
+from collections.abc import Callable, Container, Iterable, Iterator, Mapping, Sequence
 from datetime import date
-from typing import Any
+from typing import IO, Any
 
 import orjson
 
-from fhirscreen.fhir.json_text import loads_finite, may_underflow, odd_numbers_message
+from fhirscreen.fhir.json_text import may_underflow
 from fhirscreen.fhir.resources import Resource, is_type_name, is_usable, not_a_resource, reference_id
 from fhirscreen.quality import DataQuality, Finding
-from fhirscreen.record import KEPT_TYPES, SHARED_TYPES, PopulationBuilder, patient_id
+from fhirscreen.record import KEPT_TYPES, SHARED_TYPES, PopulationBuilder, merge_links, patient_id
 from fhirscreen.report.facts import PatientFacts, patient_facts
 from fhirscreen.screening import PatientScreen, population_evidence, screen_patient
-from fhirscreen.sources.files import bundle_resources
+from fhirscreen.sources.files import (
+    DROPPABLE,
+    GZIP_MAGIC,
+    bundle_resources,
+    how_empty,
+    loads_damaged,
+    not_ndjson,
+    read_document,
+    read_refused_line,
+    starts_as_document,
+    too_deep_to_process,
+)
 from fhirscreen.trial.loader import Trial
 
 Position = tuple[int, int, int]  # (file index, line number from 1, entry in a Bundle line)
 Row = tuple[str, Any, Any]  # (kind, key, value); the kinds are listed in ``route_split``
+# The line number of a file read as one JSON document (see the module docstring).
+DOCUMENT = 0
+
+
+def origin_of(shown: str, line: int) -> str:
+    """Where a resource was read, as findings name it: the file and line, or the document."""
+    return shown if line == DOCUMENT else f"{shown}:{line}"
 
 # As sources/files.py: the resourceType as the first member of a line, as every Bulk exporter writes it.
 _LEADING_TYPE = re.compile(r'\s*\{\s*"resourceType"\s*:\s*"([A-Z][A-Za-z]{1,63})"')
@@ -46,37 +66,77 @@ def leading_type(line: str) -> str | None:
 
 
 def loads(text: str) -> Any:
-    """orjson, and for what orjson refuses the standard library decides (as file mode does)."""
-    return loads_noting(text)[0]
-
-
-def loads_noting(text: str) -> tuple[Any, tuple[str, ...]]:
-    """``loads``, and the numbers it read as no value (NaN, Infinity: ``loads_finite``)."""
+    """A line read again where it is used: orjson, and for what orjson refuses (or may read a number in
+    as 0.0: ``may_underflow``) file mode's slow path (``loads_damaged``; its findings were made when the
+    line was first read). Raises json.JSONDecodeError or RecursionError for a line that cannot be read."""
     try:
-        if not may_underflow(text):  # orjson reads a nonzero number too small for a double as 0.0
-            return orjson.loads(text), ()
+        if not may_underflow(text):
+            return orjson.loads(text)
     except orjson.JSONDecodeError:
         pass
-    return loads_finite(text)
+    return loads_damaged(text.encode(), "", DataQuality(), "line")
 
 
 class UnreadableFile(str):
     """Not a line: the end of a file that could not be read further (its text is the reason)."""
 
 
-def gzip_lines(item: tuple[str, bytes]) -> Iterator[str]:
-    """The lines of one gzipped file (from ``binaryFiles``), as Hadoop's text reader gives them. A
-    truncated or corrupt file ends with an ``UnreadableFile``: what was read before it is kept and the
-    file is reported, as file mode does, instead of failing the whole Spark job."""
-    _uri, content = item
+class CutLine(str):
+    """The last line of a file read in Python (``file_lines``) that has no newline: the file was not
+    written or copied in full (``files.damaged_line``)."""
+
+
+class WholeFile(bytes):
+    """Not a line: the bytes (as stored: gzipped or not) of an ``.ndjson`` file that holds one JSON
+    document (``files.starts_as_document``), read as one document as file mode reads it."""
+
+
+def _opened(content: bytes, gzipped: bool) -> IO[bytes]:
+    raw = io.BytesIO(content)
+    return gzip.GzipFile(fileobj=raw) if gzipped else raw  # type: ignore[return-value]
+
+
+def file_lines(item: tuple[str, bytes]) -> Iterator[str | WholeFile]:
+    """The lines of one file read whole (from ``binaryFiles``), as Hadoop's text reader gives them; a
+    last line without a newline as a ``CutLine``. As file mode: a file named ``.gz`` or starting with
+    gzip's bytes is decompressed, and one that holds a pretty-printed JSON document is one
+    ``WholeFile``. A truncated or corrupt file ends with an ``UnreadableFile``: what was read before it
+    is kept and the file is reported, as file mode does, instead of failing the whole Spark job."""
+    uri, content = item
+    gzipped = uri.lower().endswith(".gz") or content.startswith(GZIP_MAGIC)
+    with _opened(content, gzipped) as fh:
+        document = starts_as_document(fh)
+    if document:
+        yield WholeFile(content)
+        return
     try:
-        with gzip.GzipFile(fileobj=io.BytesIO(content)) as fh:
+        with _opened(content, gzipped) as fh:
             for raw in fh:
-                if raw.endswith(b"\n"):
-                    raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
+                if not raw.endswith(b"\n"):
+                    yield CutLine(raw.decode("utf-8"))  # only the last line can lack one
+                    continue
+                raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
                 yield raw.decode("utf-8")
     except (OSError, EOFError, UnicodeDecodeError) as exc:
         yield UnreadableFile(str(exc))
+
+
+def unreadable(line: str) -> bool:
+    """Whether a line that is not blank cannot be read at all (``loads`` fails): a damaged line."""
+    try:
+        loads(line)
+    except (json.JSONDecodeError, RecursionError):
+        return True
+    return False
+
+
+def as_json(resource: Resource) -> str:
+    """A resource as JSON text (orjson; the standard library for an integer beyond 64 bits, which file
+    mode's slow path keeps)."""
+    try:
+        return orjson.dumps(resource).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(resource)
 
 
 def finding_row(finding: Finding) -> Row:
@@ -99,16 +159,32 @@ def _resources_on_line(data: Any, origin: str, quality: DataQuality) -> tuple[li
 
 
 def _parsed_lines(
-    lines: Iterable[str], first_line: int, shown: str, quality: DataQuality, wanted: frozenset[str] | None
-) -> Iterator[tuple[int, str, str, tuple[list[Resource], bool], str | None]]:
-    """(line number, origin, line, (resources, from a Bundle), skipped type) for each non-blank line.
-    With ``wanted``, a line whose leading type is not wanted is not parsed: it comes with no resources
-    and its type."""
+    lines: Iterable[str | WholeFile],
+    first_line: int,
+    shown: str,
+    quality: DataQuality,
+    wanted: frozenset[str] | None,
+    cut_line: int = 0,
+    handed_on: Callable[[Any], bool] | None = None,
+) -> Iterator[tuple[int, str, str | None, tuple[list[Resource], bool], str | None]]:
+    """(line number, origin, line, (resources, rewritten), skipped type) for each non-blank line;
+    ``rewritten``: the resources are not the line's own text (a Bundle's entries, a document's
+    resources: the line is then None). With ``wanted``, a line whose leading type is not wanted is not
+    parsed: it comes with no resources and its type. A line that cannot be read costs what file mode
+    says it costs (``read_refused_line``): the record of the patient it names, or, for the file's last
+    line cut short (a ``CutLine``, or line ``cut_line``, which the driver found without a newline), the
+    rest of the file. A number too small for a double, which orjson reads as 0.0, is looked for (and
+    said) only on the lines ``handed_on`` says file mode hands on (``route_split``)."""
     for offset, line in enumerate(lines):
         if isinstance(line, UnreadableFile):
             quality.add("error", shown, "unreadable-file", f"cannot read file: {line}; skipped")
             quality.lost(shown, "the file (or the rest of it) could not be read")  # as file mode: partial
             return
+        if isinstance(line, WholeFile):
+            held = _document(line, shown, quality)
+            if held is not None:
+                yield DOCUMENT, shown, None, (held, True), None
+            continue
         lineno = first_line + offset
         origin = f"{shown}:{lineno}"
         if wanted is not None:
@@ -117,45 +193,93 @@ def _parsed_lines(
                 yield lineno, origin, line, ([], False), rtype
                 continue
         try:
-            data, odd = loads_noting(line)
-        except json.JSONDecodeError as exc:
-            if line.strip():
-                quality.add("error", origin, "malformed-json", f"line is not valid JSON ({exc.msg}); skipped")
+            data = orjson.loads(line)
+        except orjson.JSONDecodeError:
+            if not line.strip():
+                continue
+            # The line's bytes as file mode reads them: with a newline, unless it is a last line cut short.
+            ending = b"" if isinstance(line, CutLine) or lineno == cut_line else b"\n"
+            read, data = read_refused_line(line.encode() + ending, shown, lineno, quality)
+            if not read:
+                continue
+        else:
+            if handed_on is not None and may_underflow(line) and handed_on(data):
+                data = loads_damaged(line.encode(), origin, quality, "line")
+        try:
+            resources = _resources_on_line(data, origin, quality)
+        except RecursionError:
+            # As file mode: a Bundle nested too deeply to take its resources out.
+            quality.add("error", origin, "malformed-json", "JSON nested too deeply; line skipped")
             continue
-        if odd:
-            quality.add("warning", origin, "non-finite-number", odd_numbers_message(odd))
-        yield lineno, origin, line, _resources_on_line(data, origin, quality), None
+        yield lineno, origin, line, resources, None
+
+
+def _document(content: WholeFile, shown: str, quality: DataQuality) -> list[Resource] | None:
+    """The resources of a file read as one JSON document, with file mode's findings
+    (``files.read_document``); None when the file could not be read."""
+    not_ndjson(quality, shown)
+    read, data = read_document(
+        lambda: _opened(content, content.startswith(GZIP_MAGIC)),
+        shown,
+        quality,
+        lambda: how_empty(shown, len(content)),
+    )
+    if not read:
+        return None
+    try:
+        return _resources_on_line(data, shown, quality)[0]
+    except RecursionError:
+        too_deep_to_process(quality, shown)
+        return None
 
 
 # ---------------------------------------------------------------------------------------- pass 1
 
 
-def census_split(split: int, lines: Iterable[str], file_index: int, population: Any) -> Iterator[Row]:
-    """The initial population in one split: ``("sle", patient id, (file, split, offset))`` for each
+def census_split(
+    split: int, lines: Iterable[str | WholeFile], file_index: int, population: Any
+) -> Iterator[Row]:
+    """The initial population in one split: ``("sle", patient id, (file, split, line))`` for each
     usable Condition coded in the population value set, and ``("lines", (file, split), n)`` (the split's
     line count, from which the driver numbers the lines of later splits), ``("filled", (file, split),
     n)`` (lines that are not blank: a file without any is an empty file, as in file mode),
     ``("resources", (file, split), n)`` and ``("conditions", (file, split), n)`` (how many resources, and
-    Conditions, were read: none at all is a finding, as in file mode). Only Condition lines (and lines
-    without a leading type) are parsed."""
+    Conditions, were read: none at all is a finding, as in file mode), and ``("end", (file, split),
+    line)`` when the split's last line cannot be read (if it is its file's last, the driver looks at
+    whether the file ends with a newline: ``files.damaged_line``), and ``("link", (file, split, line,
+    entry, patient id), other ids)`` for each Patient linked as one person with others (``Patient.link``
+    replaced-by / replaces: ``linked_groups``). Lines are numbered from 1 in the split (``DOCUMENT`` for
+    a file read as one document). Only Condition lines (and lines without a leading type) are parsed,
+    Patient lines that have a ``link``, and the split's last line."""
     count = filled = 0
     read = conditions = 0
     scratch = DataQuality()  # findings are reported by the second pass
     first: dict[str, int] = {}
+    last: str | WholeFile = ""
 
-    def counted() -> Iterator[str]:
-        nonlocal count, filled
+    def counted() -> Iterator[str | WholeFile]:
+        nonlocal count, filled, last
         for line in lines:
             count += 1
             if line and not line.isspace():  # an UnreadableFile too: file mode reports that instead
                 filled += 1
+            last = line
             yield line
 
-    for lineno, _origin, _line, (resources, _bundled), skipped in _parsed_lines(
-        counted(), 0, "", scratch, frozenset({"Condition", "Bundle"})
+    for lineno, _origin, line, (resources, _rewritten), skipped in _parsed_lines(
+        counted(), 1, "", scratch, frozenset({"Condition", "Bundle"})
     ):
         read += len(resources) if skipped is None else 1
-        for resource in resources:
+        if skipped == "Patient" and line is not None and '"link"' in line:
+            try:
+                resources = [loads(line)]
+            except (json.JSONDecodeError, RecursionError):
+                continue  # reported by the second pass
+        for entry, resource in enumerate(resources):
+            if resource.get("resourceType") == "Patient":
+                linked = _linked(resource)
+                if linked is not None:
+                    yield ("link", (file_index, split, lineno, entry, linked[0]), linked[1])
             if resource.get("resourceType") != "Condition":
                 continue
             conditions += 1
@@ -166,12 +290,85 @@ def census_split(split: int, lines: Iterable[str], file_index: int, population: 
             pid = patient_id(resource)
             if pid is not None and pid not in first:
                 first[pid] = lineno
-    for pid, offset in first.items():
-        yield ("sle", pid, (file_index, split, offset))
+    for pid, number in first.items():
+        yield ("sle", pid, (file_index, split, number))
+    if type(last) is str and last.strip() and unreadable(last):  # a CutLine says it itself
+        yield ("end", (file_index, split), count)
     yield ("lines", (file_index, split), count)
     yield ("filled", (file_index, split), filled)
     yield ("resources", (file_index, split), read)
     yield ("conditions", (file_index, split), conditions)
+
+
+def _linked(patient: Mapping[str, Any]) -> tuple[str, tuple[str, ...]] | None:
+    """A Patient's id and the ids it is linked to as one person (``record.merge_links``), as file mode's
+    census notes them (``Prefilter._note_links``: not itself); None for a Patient without an id or
+    merge links (one linked to itself only has none to note, but its link is still said)."""
+    rid = patient.get("id")
+    links = merge_links(patient)
+    if not isinstance(rid, str) or not rid or not links:
+        return None
+    return rid, tuple(sorted({other for _kind, other in links if other != rid}))
+
+
+def linked_groups(
+    first: Mapping[str, Position], links: Iterable[tuple[Position, str, tuple[str, ...]]]
+) -> tuple[dict[str, str], dict[str, Position], frozenset[str]]:
+    """Who is screened together: file mode's census (``Prefilter``) replayed on the driver from what the
+    census found, the candidates' first SLE Conditions (``first``) and the Patients' merge links, in
+    the order file mode reads them. A candidate keeps every Patient linked to them (transitively:
+    ``Prefilter._join_linked``), so that the record builder can merge their records
+    (``PopulationBuilder._merge_linked``); a linked id joins where the link, or the candidate, was read.
+
+    Returns each kept id's group (the smallest id of its linked group: its resources are screened
+    together), each kept id's position from which file mode kept its resources (those read before are
+    read again at the end, so they are fed after: ``screen_group``), and the other ids that links name
+    (their Patients' links go to the driver, which says what file mode says of them)."""
+    events = sorted(
+        [(position, 0, pid, ()) for pid, position in first.items()]
+        + [(position, 1, pid, others) for position, pid, others in links]
+    )
+    graph: dict[str, set[str]] = defaultdict(set)
+    joined: dict[str, Position] = {}
+
+    def group(pid: str) -> set[str]:
+        found, todo = {pid}, [pid]
+        while todo:
+            for other in graph.get(todo.pop(), ()):
+                if other not in found:
+                    found.add(other)
+                    todo.append(other)
+        return found
+
+    for position, kind, pid, others in events:
+        if kind == 0:
+            if pid in joined:
+                continue
+            joined[pid] = position
+        else:
+            graph.setdefault(pid, set())  # linked, if only to itself (its link is said all the same)
+        for other in others:
+            graph[pid].add(other)
+            graph[other].add(pid)
+        if pid in graph:
+            members = group(pid)
+            if any(member in joined for member in members):
+                for member in members:
+                    joined.setdefault(member, position)
+    keys: dict[str, str] = {}
+    for pid in joined:
+        if pid not in keys:
+            members = group(pid)
+            key = min(members)
+            keys.update(dict.fromkeys(members, key))
+    return keys, joined, frozenset(graph) - joined.keys()
+
+
+def link_stub(patient: Mapping[str, Any]) -> str:
+    """A Patient as the driver needs it to say what file mode says of its links: its id and its merge
+    links (ids only), as JSON."""
+    links = [{"type": k, "other": {"reference": f"Patient/{other}"}} for k, other in merge_links(patient)]
+    return as_json({"resourceType": "Patient", "id": patient["id"], "link": links})
 
 
 # ---------------------------------------------------------------------------------------- pass 2
@@ -192,34 +389,56 @@ def _shared_keys(resource: Mapping[str, Any]) -> Iterator[str]:
 
 
 def route_split(
-    lines: Iterable[str], file_index: int, first_line: int, shown: str, candidates: Mapping[str, Any]
+    lines: Iterable[str | WholeFile],
+    file_index: int,
+    first_line: int,
+    shown: str,
+    candidates: Mapping[str, str],
+    cut_line: int = 0,
+    linked: Container[str] = frozenset(),
 ) -> Iterator[Row]:
-    """Every line of one split, routed. Rows:
+    """Every line of one split, routed. ``candidates``: the candidates, and the ids linked to them as one
+    person, each with their group (``linked_groups``); ``linked``: other ids that merge links name.
+    Rows:
 
-    - ``("R", patient id, (position, json))``: a resource (or the Patient) of a candidate;
+    - ``("R", group, (position, json))``: a resource (or the Patient) of a candidate or a linked id;
     - ``("M", "Type/id", (position, json))``: a shared resource (a Medication, a ResearchStudy), joined to
       the candidates that refer to it;
-    - ``("ref", "Type/id", patient id)``: a candidate's resource refers to that shared resource;
+    - ``("ref", "Type/id", group)``: a candidate's resource refers to that shared resource;
     - ``("pid", patient id, 1)``: a Patient (all of them: counted, duplicates reported);
+    - ``("P", None, (position, origin, json))``: the id and merge links of a Patient in ``linked``
+      (``link_stub``: the driver says what file mode says of its links);
     - ``("use", patient id, n)``: n usable resources of a non-candidate (for missing-Patient warnings);
     - ``("odd", None, (position, origin, json))``: a resource without a Patient subject (few; the driver's
       record builder reports them as file mode does);
     - ``("skip", type, n)``: resources of types screening does not read;
-    - ``("dq", None, finding)``: malformed lines, non-FHIR JSON, resources without an id.
+    - ``("dq", None, finding)``: malformed lines (and the records they cost: ``cut_line`` is the file's
+      last line when it has no newline), non-FHIR JSON, resources without an id.
     """
     quality = DataQuality()
     skipped: Counter[str] = Counter()
     usable: Counter[str] = Counter()
-    for lineno, origin, line, (resources, bundled), skipped_type in _parsed_lines(
-        lines, first_line, shown, quality, _OPENED
+
+    def handed_on(data: Any) -> bool:
+        """Whether file mode hands a parsed line on (``files.ndjson_lines``): all but a resource it drops
+        unread (``Prefilter.drops``), one with an id, of a type it drops, of a patient not kept."""
+        rtype = data.get("resourceType") if isinstance(data, dict) else None
+        if not isinstance(rtype, str) or rtype not in DROPPABLE:
+            return True
+        rid = data.get("id")
+        pid = patient_id(data)
+        return not isinstance(rid, str) or not rid or pid is None or pid in candidates
+
+    for lineno, origin, line, (resources, rewritten), skipped_type in _parsed_lines(
+        lines, first_line, shown, quality, _OPENED, cut_line, handed_on
     ):
         if skipped_type is not None:
             skipped[skipped_type] += 1
             continue
         # A resource on its own line travels as that line; Bundle entries (rewritten) as new JSON.
-        as_line = not bundled
+        as_line = None if rewritten else line
         for entry, resource in enumerate(resources):
-            text = line if as_line else None
+            text = as_line
             rtype = resource["resourceType"]
             if rtype not in KEPT_TYPES:
                 skipped[rtype] += 1
@@ -231,19 +450,24 @@ def route_split(
             position = (file_index, lineno, entry)
             if rtype == "Patient":
                 yield ("pid", rid, 1)
-                if rid in candidates:
-                    yield ("R", rid, (position, text or orjson.dumps(resource).decode()))
+                group = candidates.get(rid)
+                if group is not None:
+                    yield ("R", group, (position, text or as_json(resource)))
+                elif rid in linked:
+                    yield ("P", None, (position, origin, link_stub(resource)))
                 continue
             if rtype in SHARED_TYPES:
-                yield ("M", f"{rtype}/{rid}", (position, text or orjson.dumps(resource).decode()))
+                yield ("M", f"{rtype}/{rid}", (position, text or as_json(resource)))
                 continue
             pid = patient_id(resource)
             if pid is None:
-                yield ("odd", None, (position, origin, text or orjson.dumps(resource).decode()))
-            elif pid in candidates:
-                yield ("R", pid, (position, text or orjson.dumps(resource).decode()))
+                yield ("odd", None, (position, origin, text or as_json(resource)))
+                continue
+            group = candidates.get(pid)
+            if group is not None:
+                yield ("R", group, (position, text or as_json(resource)))
                 for key in _shared_keys(resource):
-                    yield ("ref", key, pid)
+                    yield ("ref", key, group)
             elif is_usable(resource):
                 usable[pid] += 1
     for finding in quality.findings:
@@ -259,8 +483,8 @@ def route_split(
 
 def summary_pairs(row: Row) -> Iterator[tuple[tuple[str, Any], tuple[int, int]]]:
     """The routed rows that the driver summarises, keyed for one reduceByKey: per patient id
-    (Patients, usable resources), per skipped type, and the findings and subject-less resources
-    (unique keys; the same finding twice collapses, as in DataQuality)."""
+    (Patients, usable resources), per skipped type, and the findings, subject-less resources and other
+    linked Patients (unique keys; the same finding twice collapses, as in DataQuality)."""
     kind, key, value = row
     if kind == "pid":
         yield ("p", key), (1, 0)
@@ -268,7 +492,7 @@ def summary_pairs(row: Row) -> Iterator[tuple[tuple[str, Any], tuple[int, int]]]
         yield ("p", key), (0, value)
     elif kind == "skip":
         yield ("skip", key), (value, 0)
-    elif kind in ("dq", "odd"):
+    elif kind in ("dq", "odd", "P"):
         yield (kind, value), (1, 0)
 
 
@@ -296,8 +520,8 @@ def summarise(pairs: Iterable[tuple[tuple[str, Any], tuple[int, int]]]) -> Itera
 def medications_for(
     joined: tuple[str, tuple[Iterable[str], Iterable[tuple[Position, str]]]],
 ) -> Iterator[tuple[str, tuple[str, Position, str]]]:
-    """A shared resource (every copy of it: a Medication, a ResearchStudy) for each candidate that refers
-    to it, once per candidate."""
+    """A shared resource (every copy of it: a Medication, a ResearchStudy) for each candidate (group:
+    ``linked_groups``) that refers to it, once per candidate."""
     _key, (patients, medications) = joined
     copies = list(medications)
     for pid in sorted(set(patients)):
@@ -305,43 +529,54 @@ def medications_for(
             yield pid, ("M", position, text)
 
 
-# ------------------------------------------------------------------------------------ per candidate
+# ------------------------------------------------------------------------- per candidate (group)
 
 
-def screen_candidate(
-    pid: str,
+# What a group's screening sends back: each patient screened with their report facts, the findings
+# made on the way, and how many Patients were merged into another (not patients of their own any more).
+GroupScreen = tuple[list[tuple[PatientScreen, PatientFacts]], list[tuple[str, str, str, str]], int]
+
+
+def screen_group(
     items: Iterable[tuple[str, Position, str]],
-    joined: Position,
+    joined: Mapping[str, Position],
     shown: Sequence[str],
     trial: Trial,
     as_of: date,
-) -> tuple[str, PatientScreen | None, list[tuple[str, str, str, str]], PatientFacts | None]:
-    """One candidate through the existing record builder and screening core.
+) -> GroupScreen:
+    """One candidate, or the candidates and Patients linked as one person (``linked_groups``), through
+    the existing record builder (which merges linked records: ``PopulationBuilder._merge_linked``) and
+    screening core.
 
-    ``items`` are ``("R" | "M", position, json)``. They are fed in file mode's order: the candidate's
-    resources from the one that made them a candidate on, then those read before it (file mode reads
-    those again at the end), then the Medications and ResearchStudies they refer to. Returns the
-    screened patient (None when the record has no usable SLE Condition after versions and hygiene; one
-    without its Patient is screened on a stub, as in file mode) and the findings made on the way, and
-    the patient's facts for the reports (age, sex, evidence described), as file mode's pipeline
-    collects them.
+    ``items`` are ``("R" | "M", position, json)``. They are fed in file mode's order: each patient's
+    resources from where file mode kept them on (``joined``), then those read before it (file mode reads
+    those again at the end), then the Medications and ResearchStudies they refer to. Every record with
+    a usable SLE Condition after versions, hygiene and merges is screened (one without its Patient on a
+    stub, as in file mode), with the patient's facts for the reports (age, sex, evidence described), as
+    file mode's pipeline collects them.
     """
-
-    def order(item: tuple[str, Position, str]) -> tuple[int, Position]:
-        kind, position, _text = item
+    fed: list[tuple[tuple[int, Position], Resource, str]] = []
+    for kind, position, text in items:
+        resource = loads(text)
         if kind == "M":
-            return 2, position
-        return (1 if position < joined else 0), position
-
+            rank = 2
+        else:
+            owner = resource.get("id") if resource["resourceType"] == "Patient" else patient_id(resource)
+            kept_from = joined.get(owner) if isinstance(owner, str) else None
+            rank = 1 if kept_from is not None and position < kept_from else 0
+        fed.append(((rank, position), resource, origin_of(shown[position[0]], position[1])))
+    fed.sort(key=lambda item: item[0])
     quality = DataQuality()
     builder = PopulationBuilder(quality, population=trial.population)
-    for _kind, position, text in sorted(items, key=order):
-        builder.add(loads(text), f"{shown[position[0]]}:{position[1]}")
+    for _order, resource, origin in fed:
+        builder.add(resource, origin)
+    patients = {r.get("id") for _order, r, _origin in fed if r["resourceType"] == "Patient"}
+    del fed
     population = builder.build()
-    record = population.records.get(pid)
-    screened = None
-    facts = None
-    if record is not None and population_evidence(record, trial):
-        screened = screen_patient(record, trial, as_of, quality)
-        facts = patient_facts(record, screened, as_of)
-    return pid, screened, [(f.severity, f.where, f.problem, f.message) for f in quality.findings], facts
+    screened = []
+    for record in population.records.values():
+        if record.resources and population_evidence(record, trial):
+            screen = screen_patient(record, trial, as_of, quality)
+            screened.append((screen, patient_facts(record, screen, as_of)))
+    merged = len(patients - population.records.keys())
+    return screened, [(f.severity, f.where, f.problem, f.message) for f in quality.findings], merged

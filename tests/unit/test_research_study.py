@@ -292,7 +292,7 @@ def test_file_mode_bundle_of_studies_apart_from_the_patient_bundles(tmp_path: Pa
 
 def test_spark_routes_the_study_to_the_candidates_that_refer_to_it() -> None:
     lines = [json.dumps(MSC_STUDY), json.dumps(subject()), json.dumps(subject(pid="p2", rid="rs2"))]
-    rows = list(route_split(lines, 0, 1, "export/x.ndjson", {"p1": (0, 1, 0)}))
+    rows = list(route_split(lines, 0, 1, "export/x.ndjson", {"p1": "p1"}))
     assert ("M", "ResearchStudy/abc", ((0, 1, 0), lines[0])) in rows
     assert ("ref", "ResearchStudy/abc", "p1") in rows
     assert not any(kind == "ref" and value == "p2" for kind, _key, value in rows)
