@@ -199,18 +199,16 @@ def _element_signs(resource: Mapping[str, Any]) -> list[Sign]:
     """The signs of a ResearchStudy's coded elements: phase, primary purpose, arm types, study design
     (R5 studyDesign, or category), each coded (its standard code system) or as text."""
     signs: list[Sign] = []
-    phase = resource.get("phase")
-    coded = _first(_coded(phase, _PHASE_SYSTEMS), _phase)
-    if coded is not None:
-        signs.append(Sign("interventional", f"its phase coded {coded}", True))
-    elif (worded := _first(_concept_texts(phase), _phase)) is not None:
-        signs.append(Sign("interventional", f"its phase '{worded}' (not a research-study-phase code)", False))
-    purpose = resource.get("primaryPurposeType")
-    coded = _first(_coded(purpose, _PURPOSE_SYSTEMS), _purpose)
-    if coded is not None:
-        signs.append(Sign("interventional", f"its primary purpose coded {coded}", True))
-    elif (worded := _first(_concept_texts(purpose), _purpose)) is not None:
-        signs.append(Sign("interventional", f"its primary purpose '{worded}' (not a code)", False))
+    for key, systems, read, named, uncoded in (
+        ("phase", _PHASE_SYSTEMS, _phase, "its phase", "not a research-study-phase code"),
+        ("primaryPurposeType", _PURPOSE_SYSTEMS, _purpose, "its primary purpose", "not a code"),
+    ):
+        concept = resource.get(key)
+        coded = _first(_coded(concept, systems), read)
+        if coded is not None:
+            signs.append(Sign("interventional", f"{named} coded {coded}", True))
+        elif (worded := _first(_concept_texts(concept), read)) is not None:
+            signs.append(Sign("interventional", f"{named} '{worded}' ({uncoded})", False))
     arms = [a.get("type") for a in items(resource.get("arm")) + items(resource.get("comparisonGroup"))
             if isinstance(a, Mapping)]
     coded = next((c for t in arms for c in _coded(t, _ARM_TYPE_SYSTEMS) if _INTERVENTION_ARM.search(c)), None)
