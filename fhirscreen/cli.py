@@ -566,7 +566,7 @@ def explain(
     **kwargs: Any,
 ) -> None:
     """Explain every criterion for one patient, resource by resource."""
-    from fhirscreen.pipeline import load_population
+    from fhirscreen.pipeline import load_patient
     from fhirscreen.screening import population_evidence, screen_patient
 
     options = _options(kwargs)
@@ -575,7 +575,8 @@ def explain(
     trial = _load_trial(trial_file)
     pid = patient_id.removeprefix("Patient/")
     source = open_source(options)
-    population = load_population(source, trial, (pid,))
+    # A Patient merged into another (Patient.link) is explained as the survivor, on both ids' records.
+    population, pid = load_patient(source, trial, pid)
     record = population.records.get(pid)
     if record is None:
         _fail(f"no such patient: Patient/{pid} is not in {source.describe()}", EXIT_CONFIG)

@@ -126,6 +126,28 @@ def load_population(source: Source, trial: Trial, patient_ids: tuple[str, ...] |
     return population
 
 
+def load_patient(source: Source, trial: Trial, patient_id: str) -> tuple[Population, str]:
+    """``load_population`` for one patient (``explain``), with the Patients linked to them as one person
+    (``Patient.link`` replaced-by / replaces, transitively) read too, so their records merge as they do
+    in a screening; and the id the record is under (the surviving id of a merged person)."""
+    wanted = {patient_id}
+    population = load_population(source, trial, (patient_id,))
+    for _ in range(_MAX_LINK_ROUNDS):  # each round reads the ids the last one found linked
+        linked = {other for pid in wanted for other in population.unmerged.get(pid, ())} - wanted
+        if not linked:
+            break
+        wanted |= linked
+        population = load_population(source, trial, tuple(sorted(wanted)))
+    if patient_id in population.records:
+        return population, patient_id
+    merged = sorted(pid for pid in wanted if pid in population.records)
+    return population, merged[0] if merged else patient_id
+
+
+# Rounds of reading again for linked Patients: a chain of merges longer than this is read as far as this.
+_MAX_LINK_ROUNDS = 4
+
+
 def say_what_the_population_rests_on(
     quality: DataQuality, where: str, *, read: bool, conditions: bool, patients: int, screened: bool
 ) -> None:

@@ -167,6 +167,10 @@ class Population:
     # Records of kept patients whose Patient resource is not in the data (built on a stub): they are
     # screened, but were not read as patients.
     without_patient: int = 0
+    # Patients linked as one person (``Patient.link``) to a patient that was read without them
+    # (``explain`` reads only the patients asked for): that patient's id -> the linked ids not read. The
+    # caller may read again with them, so the records merge.
+    unmerged: dict[str, set[str]] = field(default_factory=dict)
 
 
 class PopulationBuilder:
@@ -210,6 +214,7 @@ class PopulationBuilder:
         # Patient id -> its ``replaced-by`` / ``replaces`` links (merged records: ``_merge_linked``),
         # noted for every Patient read, kept or not.
         self._links: dict[str, list[tuple[str, str]]] = {}
+        self._unmerged: dict[str, set[str]] = {}  # see ``Population.unmerged``
 
     def add(self, resource: Resource, origin: str) -> None:
         rtype = resource.get("resourceType")
@@ -398,6 +403,8 @@ class PopulationBuilder:
             if keep is not None and (old in keep) != (survivor in keep):
                 # Only one of them was kept (``explain`` reads the patients asked for): the other's
                 # resources were not read, so merging would screen on part of the record.
+                read, unread = (old, survivor) if old in keep else (survivor, old)
+                self._unmerged.setdefault(read, set()).add(unread)
                 self.quality.add(
                     "warning", f"Patient/{old}", "patient-link",
                     f"Patient/{old} was replaced by Patient/{survivor} (Patient.link), but only one of them "
@@ -463,7 +470,11 @@ class PopulationBuilder:
                 message = f"{n} resource(s) refer to Patient/{pid}, which is not in the data"
             self.quality.add("warning", f"Patient/{pid}", "missing-patient", message)
         return Population(
-            records=records, quality=self.quality, skipped=dict(self.skipped), without_patient=without_patient
+            records=records,
+            quality=self.quality,
+            skipped=dict(self.skipped),
+            without_patient=without_patient,
+            unmerged=self._unmerged,
         )
 
 

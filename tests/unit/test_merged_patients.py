@@ -182,6 +182,47 @@ def test_a_chain_resolves_to_its_end(tmp_path: Path) -> None:
     assert {f["message"].split()[0] for f in findings(doc, "merged-patient")} == {"Patient/pa", "Patient/pb"}
 
 
+def explain(data: Path, pid: str) -> dict[str, Any]:
+    args = ["explain", pid, "--data", str(data), "--as-of", "2026-06-01", "--format", "json"]
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code == 0, (result.exit_code, result.stderr)
+    assert "only one of them was read" not in result.stderr
+    doc: dict[str, Any] = json.loads(result.stdout)
+    return doc
+
+
+@pytest.mark.usefixtures("bundled_trial_in_cli")
+@pytest.mark.parametrize("asked", ["p1", "p1old", "Patient/p1old"])
+@pytest.mark.parametrize("links", list(LINKS))
+@pytest.mark.parametrize("fmt", ["ndjson", "bundle"])
+def test_explain_reads_the_linked_ids_too_and_explains_the_survivor_as_screening_does(
+    tmp_path: Path, fmt: str, links: str, asked: str
+) -> None:
+    """``explain`` reads only the patient asked for: a person merged from two ids was explained on half
+    the record (here: no SLE diagnosis, "not in the population") with a warning. Either id is explained
+    now as the survivor, on both ids' resources, as the screening lists them."""
+    write(tmp_path / "d", split_record(*LINKS[links]), fmt)
+    doc = explain(tmp_path / "d", asked)
+    assert doc["patient"] == "Patient/p1"
+    assert doc["status"] == "eligible"
+    evidence = {e for c in doc["criteria"].values() for e in c["evidence"]}
+    assert {"Condition/old-p1-sle", "Observation/p1-ana"} <= evidence
+
+
+@pytest.mark.usefixtures("bundled_trial_in_cli")
+def test_explain_follows_a_chain_to_its_end(tmp_path: Path) -> None:
+    resources = [r for r in eligible("p1") if r["resourceType"] != "Patient"]
+    resources = json.loads(json.dumps(resources).replace('"Patient/p1"', '"Patient/pa"'))
+    resources += [
+        patient("pa", ("replaced-by", "pb"), active=False),
+        patient("pb", ("replaced-by", "pc"), active=False),
+        patient("pc"),
+    ]
+    write(tmp_path / "d", resources, "ndjson")
+    doc = explain(tmp_path / "d", "pb")
+    assert doc["patient"] == "Patient/pc" and doc["status"] == "eligible"
+
+
 @pytest.mark.usefixtures("bundled_trial_in_cli")
 @pytest.mark.parametrize("fmt", ["ndjson", "bundle"])
 def test_a_link_loop_is_a_warning_and_the_records_stay_separate(tmp_path: Path, fmt: str) -> None:
