@@ -241,3 +241,47 @@ def test_a_number_too_small_for_a_double_is_said_only_on_the_lines_handed_on_as_
     actual = spark_as_file_mode(data, trial, tmp_path, spark)
     said = [f.where for f in actual.quality.findings if f.problem == "non-finite-number"]
     assert said == [f"{data / 'Observation.ndjson'}:69"]  # the candidate's line, not the other patient's
+
+
+# -- rule 5: invalid UTF-8 is replaced and said, the rest of the file read ---------------------------------
+
+
+@pytest.mark.parametrize("name", ["Observation.ndjson", "Observation.ndjson.gz"])
+def test_invalid_utf8_is_replaced_and_said_and_the_rest_of_the_file_read_as_in_file_mode(
+    spark: Any, trial: Trial, tmp_path: Path, name: str
+) -> None:
+    """A candidate's line with a byte that is not UTF-8 (0xE9: latin-1 'é'), among good lines of theirs:
+    the line is read with U+FFFD for the byte and said (``invalid-utf8``, file:line), nothing is lost."""
+    data = bulk_copy(tmp_path)
+    observations = data / "Observation.ndjson"
+    lines = observations.read_bytes().splitlines(keepends=True)
+    bad = (
+        b'{"resourceType":"Observation","id":"latin1","status":"final","code":{"text":"caf\xe9"},'
+        b'"subject":{"reference":"Patient/' + ELIGIBLE_A.encode() + b'"}}\n'
+    )
+    lines.insert(3, bad)  # line 4 of 69: good lines of the candidate before and after it
+    observations.write_bytes(b"".join(lines))
+    if name.endswith(".gz"):
+        (data / name).write_bytes(gzip.compress(observations.read_bytes()))
+        observations.unlink()
+    actual = spark_as_file_mode(data, trial, tmp_path, spark, min_partitions=3)
+    said = [f for f in actual.quality.findings if f.problem == "invalid-utf8"]
+    assert [(f.severity, f.where) for f in said] == [("warning", f"{data / name}:4")]
+    assert "at byte 80 of the line" in said[0].message
+    assert not any(f.problem in ("data-lost", "unreadable-file") for f in actual.quality.findings)
+    assert statuses(actual)[ELIGIBLE_A] == statuses(run_screening(FileSource(BULK), trial, AS_OF))[ELIGIBLE_A]
+
+
+def test_a_u_fffd_written_as_utf8_is_read_as_it_is_and_not_said_as_in_file_mode(
+    spark: Any, trial: Trial, tmp_path: Path
+) -> None:
+    """U+FFFD in a plain file (read by Hadoop's text reader) sends it to be read again from its bytes:
+    good UTF-8 there, so nothing is said, and the outcome is file mode's."""
+    data = bulk_copy(tmp_path)
+    append(
+        data / "Observation.ndjson",
+        '{"resourceType":"Observation","id":"fffd","status":"final","code":{"text":"caf\ufffd"},'
+        f'"subject":{{"reference":"Patient/{ELIGIBLE_A}"}}}}\n',
+    )
+    actual = spark_as_file_mode(data, trial, tmp_path, spark, min_partitions=3)
+    assert not any("utf8" in f.problem for f in actual.quality.findings)
