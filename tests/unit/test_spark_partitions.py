@@ -192,3 +192,20 @@ def test_a_byte_that_is_not_utf8_costs_its_value_only_and_is_said_as_in_file_mod
     replaced = [row for row in census_split(1, ['{"x":"caf\ufffd"}'], 4, population) if row[0] == "replaced"]
     assert replaced == [("replaced", (4, 1), 1)]
     assert not [row for row in census_split(1, ['{"x":"cafe"}'], 4, population) if row[0] == "replaced"]
+
+
+def test_a_file_with_u_fffd_too_large_to_read_again_keeps_hadoop_lines_and_is_said() -> None:
+    from fhirscreen.quality import DataQuality
+    from fhirscreen.spark.engine import Read, SparkScreening
+    from fhirscreen.spark.inputs import InputFile, Inputs
+
+    engine = object.__new__(SparkScreening)
+    engine.quality = DataQuality()
+    engine.whole = [False, False, True]
+    files = [
+        InputFile(f"file:///d/{n}.ndjson", f"/d/{n}.ndjson", size) for n, size in enumerate((10, 2**31, 5))
+    ]
+    read = Read(replaced={0, 1, 2})
+    assert engine._read_again(Inputs(files, []), read) == [0]  # 2 is read in Python already
+    said = [(f.severity, f.where, f.problem) for f in engine.quality.findings]
+    assert said == [("warning", "/d/1.ndjson", "unchecked-utf8")]
