@@ -2,7 +2,10 @@
 
 0. The driver reads the start of each ``.ndjson`` file: one holding gzip bytes or a pretty-printed JSON
    document is read whole in Python as file mode reads it (``reads_whole``); the others as text
-   lines, which Hadoop may split.
+   lines, which Hadoop may split. A file read in Python keeps a byte that is not UTF-8 for file
+   mode's slow path to say and replace (``partitions.raw_bytes``); Hadoop's text reader replaces it by
+   U+FFFD unsaid, so a file of its lines with U+FFFD in one is read again in Python and the census
+   taken again (rare: U+FFFD is seldom written).
 1. Census (narrow, one job): every split is read as text; only Condition lines (and Patient lines
    with a ``link``) are parsed; usable Conditions in the trial's population value set give the
    candidates and, per candidate, the position of their first SLE Condition. Each split's line count
@@ -121,6 +124,7 @@ class Read:
     lines: Counter[int] = field(default_factory=Counter)
     filled: Counter[int] = field(default_factory=Counter)
     damaged_ends: set[tuple[int, int]] = field(default_factory=set)
+    replaced: set[int] = field(default_factory=set)
 
 
 class SparkScreening:
@@ -174,6 +178,17 @@ class SparkScreening:
         )
 
         first_lines, first, links, read = self._census(texts)
+        # Hadoop's text reader replaces bytes that are not UTF-8 with U+FFFD without a word: a file of its
+        # lines with U+FFFD in it is read again in Python, from its bytes, as file mode reads it (its bad
+        # bytes said, file:line and byte), and the census is taken again.
+        again = self._read_again(inputs, read)
+        if again:
+            log.info("spark: %d file(s) with U+FFFD read again from their bytes", len(again))
+            for index in again:
+                self.whole[index] = True
+                texts[index] = self._lines(inputs.ndjson[index].uri, True)
+            self.tasks = _tasks(inputs, sum(t.getNumPartitions() for t in texts), self.sc.defaultParallelism)
+            first_lines, first, links, read = self._census(texts)
         self._report_empty(inputs, read)
         cut_lines = self._cut_lines(inputs, read)
         log.info(
@@ -227,6 +242,28 @@ class SparkScreening:
         if whole:
             return self.sc.binaryFiles(uri, 1).flatMap(file_lines)
         return self.sc.textFile(uri, self.min_partitions or 1)
+
+    def _read_again(self, inputs: Inputs, read: Read) -> list[int]:
+        """The files of Hadoop's lines with U+FFFD in a line, to be read again from their bytes. One too
+        large for that (``binaryFiles`` holds a file in one array) keeps Hadoop's lines, and a warning says
+        that a bad byte in it may have been replaced unsaid."""
+        again = []
+        for index in sorted(read.replaced):
+            file = inputs.ndjson[index]
+            if self.whole[index]:
+                continue
+            if file.size < _WHOLE_BYTES:
+                again.append(index)
+                continue
+            self.quality.add(
+                "warning",
+                file.shown,
+                "unchecked-utf8",
+                "U+FFFD in the file, which is too large (2 GB or more) to be read again from its bytes: "
+                "bytes that are not UTF-8 may have been replaced by U+FFFD without being said; file mode "
+                "says where",
+            )
+        return again
 
     def _cut_lines(self, inputs: Inputs, read: Read) -> list[int]:
         """Per file, the number of its last line when that line cannot be read and the file does not end
@@ -296,6 +333,8 @@ class SparkScreening:
                 ends.append((key, value))
             elif kind == "link":
                 found_links.append((key, value))
+            elif kind == "replaced":
+                read.replaced.add(key[0])
             elif kind == "resources":
                 read.resources += value
             elif kind == "conditions":
@@ -420,6 +459,8 @@ class SparkScreening:
 
 
 _TASK_BYTES = 128 * 1024 * 1024
+# A file read whole in Python (``binaryFiles``) is held in one Java byte array.
+_WHOLE_BYTES = 2**31 - 1024
 
 
 def _tasks(inputs: Inputs, splits: int, parallelism: int) -> int:

@@ -74,7 +74,20 @@ def loads(text: str) -> Any:
             return orjson.loads(text)
     except orjson.JSONDecodeError:
         pass
-    return loads_damaged(text.encode(), "", DataQuality(), "line")
+    return loads_damaged(raw_bytes(text), "", DataQuality(), "line")
+
+
+def raw_bytes(line: str) -> bytes:
+    """A line's bytes as stored: a line read in Python (``file_lines``) keeps a byte that is not UTF-8
+    as a lone surrogate (``surrogateescape``), so file mode's slow path (``loads_damaged``) sees the
+    bytes file mode sees, and says and replaces them as file mode does."""
+    return line.encode("utf-8", "surrogateescape")
+
+
+# A line of Hadoop's text reader with U+FFFD in it may have held bytes that are not UTF-8, which the
+# reader replaced without a word: the file is then read again in Python (``file_lines``), as file mode
+# reads it (the census says so: ``census_split``).
+REPLACED = "\ufffd"
 
 
 class UnreadableFile(str):
@@ -112,12 +125,14 @@ def file_lines(item: tuple[str, bytes]) -> Iterator[str | WholeFile]:
     try:
         with _opened(content, gzipped) as fh:
             for raw in fh:
+                # A byte that is not UTF-8 stays, as a lone surrogate, for file mode's slow path to
+                # say and replace (``raw_bytes``): it costs at most its value, never the file.
                 if not raw.endswith(b"\n"):
-                    yield CutLine(raw.decode("utf-8"))  # only the last line can lack one
+                    yield CutLine(raw.decode("utf-8", "surrogateescape"))  # only the last line can lack one
                     continue
                 raw = raw[:-2] if raw.endswith(b"\r\n") else raw[:-1]
-                yield raw.decode("utf-8")
-    except (OSError, EOFError, UnicodeDecodeError) as exc:
+                yield raw.decode("utf-8", "surrogateescape")
+    except (OSError, EOFError) as exc:
         yield UnreadableFile(str(exc))
 
 
@@ -199,12 +214,12 @@ def _parsed_lines(
                 continue
             # The line's bytes as file mode reads them: with a newline, unless it is a last line cut short.
             ending = b"" if isinstance(line, CutLine) or lineno == cut_line else b"\n"
-            read, data = read_refused_line(line.encode() + ending, shown, lineno, quality)
+            read, data = read_refused_line(raw_bytes(line) + ending, shown, lineno, quality)
             if not read:
                 continue
         else:
             if handed_on is not None and may_underflow(line) and handed_on(data):
-                data = loads_damaged(line.encode(), origin, quality, "line")
+                data = loads_damaged(raw_bytes(line), origin, quality, "line")
         try:
             resources = _resources_on_line(data, origin, quality)
         except RecursionError:
@@ -246,23 +261,28 @@ def census_split(
     ``("resources", (file, split), n)`` and ``("conditions", (file, split), n)`` (how many resources, and
     Conditions, were read: none at all is a finding, as in file mode), and ``("end", (file, split),
     line)`` when the split's last line cannot be read (if it is its file's last, the driver looks at
-    whether the file ends with a newline: ``files.damaged_line``), and ``("link", (file, split, line,
+    whether the file ends with a newline: ``files.damaged_line``), ``("replaced", (file, split), 1)``
+    when a line holds U+FFFD (``REPLACED``: the driver reads a file of Hadoop's lines again in Python),
+    and ``("link", (file, split, line,
     entry, patient id), other ids)`` for each Patient linked as one person with others (``Patient.link``
     replaced-by / replaces: ``linked_groups``). Lines are numbered from 1 in the split (``DOCUMENT`` for
     a file read as one document). Only Condition lines (and lines without a leading type) are parsed,
     Patient lines that have a ``link``, and the split's last line."""
     count = filled = 0
     read = conditions = 0
+    replaced = False
     scratch = DataQuality()  # findings are reported by the second pass
     first: dict[str, int] = {}
     last: str | WholeFile = ""
 
     def counted() -> Iterator[str | WholeFile]:
-        nonlocal count, filled, last
+        nonlocal count, filled, last, replaced
         for line in lines:
             count += 1
             if line and not line.isspace():  # an UnreadableFile too: file mode reports that instead
                 filled += 1
+                if not replaced and isinstance(line, str) and REPLACED in line:
+                    replaced = True
             last = line
             yield line
 
@@ -294,6 +314,8 @@ def census_split(
         yield ("sle", pid, (file_index, split, number))
     if type(last) is str and last.strip() and unreadable(last):  # a CutLine says it itself
         yield ("end", (file_index, split), count)
+    if replaced:
+        yield ("replaced", (file_index, split), 1)
     yield ("lines", (file_index, split), count)
     yield ("filled", (file_index, split), filled)
     yield ("resources", (file_index, split), read)

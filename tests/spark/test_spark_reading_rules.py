@@ -7,7 +7,9 @@ the exit code) as file mode on the same crafted NDJSON folder.
   ``.ndjson`` file is read as one document (``not-ndjson``).
 - Merged patients (``Patient.link`` replaced-by / replaces) are one candidate, screened as the survivor
   on the resources of both ids.
-- A number too small for a double is looked for only on the lines handed on (not other patients')."""
+- A number too small for a double is looked for only on the lines handed on (not other patients').
+- A byte that is not UTF-8 is replaced by U+FFFD and said (``invalid-utf8``, file:line and byte), in
+  plain and gzipped files: it costs at most its value, never the rest of the file."""
 
 from __future__ import annotations
 
@@ -241,3 +243,88 @@ def test_a_number_too_small_for_a_double_is_said_only_on_the_lines_handed_on_as_
     actual = spark_as_file_mode(data, trial, tmp_path, spark)
     said = [f.where for f in actual.quality.findings if f.problem == "non-finite-number"]
     assert said == [f"{data / 'Observation.ndjson'}:69"]  # the candidate's line, not the other patient's
+
+
+# -- rule 5: invalid UTF-8 is replaced and said, the rest of the file read ---------------------------------
+
+
+@pytest.mark.parametrize("name", ["Observation.ndjson", "Observation.ndjson.gz"])
+def test_invalid_utf8_is_replaced_and_said_and_the_rest_of_the_file_read_as_in_file_mode(
+    spark: Any, trial: Trial, tmp_path: Path, name: str
+) -> None:
+    """A candidate's line with a byte that is not UTF-8 (0xE9: latin-1 'é'), among good lines of theirs:
+    the line is read with U+FFFD for the byte and said (``invalid-utf8``, file:line), nothing is lost."""
+    data = bulk_copy(tmp_path)
+    observations = data / "Observation.ndjson"
+    lines = observations.read_bytes().splitlines(keepends=True)
+    bad = (
+        b'{"resourceType":"Observation","id":"latin1","status":"final","code":{"text":"caf\xe9"},'
+        b'"subject":{"reference":"Patient/' + ELIGIBLE_A.encode() + b'"}}\n'
+    )
+    lines.insert(3, bad)  # line 4 of 69: good lines of the candidate before and after it
+    observations.write_bytes(b"".join(lines))
+    if name.endswith(".gz"):
+        (data / name).write_bytes(gzip.compress(observations.read_bytes()))
+        observations.unlink()
+    actual = spark_as_file_mode(data, trial, tmp_path, spark, min_partitions=3)
+    said = [f for f in actual.quality.findings if f.problem == "invalid-utf8"]
+    assert [(f.severity, f.where) for f in said] == [("warning", f"{data / name}:4")]
+    assert "at byte 80 of the line" in said[0].message
+    assert not any(f.problem in ("data-lost", "unreadable-file") for f in actual.quality.findings)
+    assert statuses(actual)[ELIGIBLE_A] == statuses(run_screening(FileSource(BULK), trial, AS_OF))[ELIGIBLE_A]
+
+
+def test_a_u_fffd_written_as_utf8_is_read_as_it_is_and_not_said_as_in_file_mode(
+    spark: Any, trial: Trial, tmp_path: Path
+) -> None:
+    """U+FFFD in a plain file (read by Hadoop's text reader) sends it to be read again from its bytes:
+    good UTF-8 there, so nothing is said, and the outcome is file mode's."""
+    data = bulk_copy(tmp_path)
+    append(
+        data / "Observation.ndjson",
+        '{"resourceType":"Observation","id":"fffd","status":"final","code":{"text":"caf\ufffd"},'
+        f'"subject":{{"reference":"Patient/{ELIGIBLE_A}"}}}}\n',
+    )
+    actual = spark_as_file_mode(data, trial, tmp_path, spark, min_partitions=3)
+    assert not any("utf8" in f.problem for f in actual.quality.findings)
+
+
+@pytest.mark.parametrize("gzipped", [False, True])
+def test_bytes_that_are_not_utf8_anywhere_read_as_in_file_mode(
+    spark: Any, trial: Trial, tmp_path: Path, gzipped: bool
+) -> None:
+    """Bad bytes in a candidate's SLE Condition and Patient, another patient's line, a type screening
+    skips, and a line that cannot be read at all: file mode's findings and outcome."""
+    data = bulk_copy(tmp_path)
+    extra = {
+        "Condition.ndjson": b'{"resourceType":"Condition","id":"c-bad","subject":{"reference":"Patient/'
+        + ELIGIBLE_B.encode()
+        + b'"},"code":{"coding":[{"system":"http://snomed.info/sct","code":"55464009"}],"text":"\xff\xfe"}}\n',
+        "Patient.ndjson": b'{"resourceType":"Patient","id":"latin","name":[{"family":"M\xfcller"}]}\n',
+        "Observation.ndjson": b'{"resourceType":"Observation","id":"o-bad","status":"final",'
+        b'"code":{"text":"\xc3"},"subject":{"reference":"Patient/nonsle-hypertension"}}\n'
+        b'{"resourceType":"Observation","id":"o-cut","subject":{"reference":"Patient/'
+        + ELIGIBLE_C.encode()
+        + b'"},"x":"\xe9\n',
+        "Encounter.ndjson": b'{"resourceType":"Encounter","id":"e","reasonCode":[{"text":"\xe9"}]}\n',
+    }
+    for name, bad in extra.items():
+        file = data / name
+        lines = file.read_bytes().splitlines(keepends=True) if file.exists() else []
+        lines.insert(min(2, len(lines)), bad)
+        file.write_bytes(b"".join(lines))
+        if gzipped:
+            (data / f"{name}.gz").write_bytes(gzip.compress(file.read_bytes()))
+            file.unlink()
+    actual = spark_as_file_mode(data, trial, tmp_path, spark, min_partitions=3)
+    said = sorted(
+        f.where.replace(str(data), "") for f in actual.quality.findings if f.problem == "invalid-utf8"
+    )
+    gz = ".gz" if gzipped else ""
+    # The Encounter line is of a type screening skips unread (file mode's stubs): nothing said of it.
+    assert said == [
+        f"/{name}.ndjson{gz}:{line}"
+        for name, line in (("Condition", 3), ("Observation", 3), ("Observation", 4), ("Patient", 3))
+    ]
+    lost = {f.where for f in actual.quality.findings if f.problem == "data-lost"}
+    assert lost == {f"Patient/{ELIGIBLE_C}"}  # the line that cannot be read at all costs its record only

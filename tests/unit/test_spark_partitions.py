@@ -14,6 +14,7 @@ from fhirscreen.spark.partitions import (
     census_split,
     file_lines,
     linked_groups,
+    loads,
     route_split,
     summarise,
     summary_pairs,
@@ -172,3 +173,39 @@ def test_a_linked_patient_outside_the_candidates_is_routed_as_its_id_and_links_o
     [(position, origin, stub)] = [value for kind, _key, value in rows if kind == "P"]
     assert (position, origin) == ((0, 1, 0), "x.ndjson:1") and "1970" not in stub
     assert json.loads(stub)["link"] == patient["link"]
+
+
+def test_a_byte_that_is_not_utf8_costs_its_value_only_and_is_said_as_in_file_mode() -> None:
+    bad = b'{"resourceType":"Patient","id":"p","name":[{"text":"caf\xe9"}]}'
+    text = b'{"resourceType":"Patient","id":"a"}\n' + bad + b'\n{"resourceType":"Patient","id":"b"}\n'
+    lines = list(file_lines(("export/Patient.ndjson.gz", gzip.compress(text))))
+    assert len(lines) == 3  # the rest of the file is read
+    rows = list(route_split(lines, 0, 1, "export/Patient.ndjson", {"p": "p"}))
+    [said] = [value for kind, _key, value in rows if kind == "dq"]
+    assert said[:3] == ("warning", "export/Patient.ndjson:2", "invalid-utf8")
+    assert "at byte 55 of the line" in said[3]
+    [(_position, kept)] = [value for kind, _key, value in rows if kind == "R"]
+    assert loads(kept)["name"][0]["text"] == "caf\ufffd"  # as file mode: replaced
+    assert sorted(key for kind, key, _value in rows if kind == "pid") == ["a", "b", "p"]
+    # Hadoop's text reader gives U+FFFD for such a byte: the census says so, for the file to be read again.
+    population = ValueSet("sle")
+    replaced = [row for row in census_split(1, ['{"x":"caf\ufffd"}'], 4, population) if row[0] == "replaced"]
+    assert replaced == [("replaced", (4, 1), 1)]
+    assert not [row for row in census_split(1, ['{"x":"cafe"}'], 4, population) if row[0] == "replaced"]
+
+
+def test_a_file_with_u_fffd_too_large_to_read_again_keeps_hadoop_lines_and_is_said() -> None:
+    from fhirscreen.quality import DataQuality
+    from fhirscreen.spark.engine import Read, SparkScreening
+    from fhirscreen.spark.inputs import InputFile, Inputs
+
+    engine = object.__new__(SparkScreening)
+    engine.quality = DataQuality()
+    engine.whole = [False, False, True]
+    files = [
+        InputFile(f"file:///d/{n}.ndjson", f"/d/{n}.ndjson", size) for n, size in enumerate((10, 2**31, 5))
+    ]
+    read = Read(replaced={0, 1, 2})
+    assert engine._read_again(Inputs(files, []), read) == [0]  # 2 is read in Python already
+    said = [(f.severity, f.where, f.problem) for f in engine.quality.findings]
+    assert said == [("warning", "/d/1.ndjson", "unchecked-utf8")]
