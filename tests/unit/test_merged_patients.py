@@ -91,6 +91,18 @@ def split_record(old_links: Links, new_links: Links) -> list[dict[str, Any]]:
     return [*moved, patient("p1old", *old_links, active=False)]
 
 
+def chain_record() -> list[dict[str, Any]]:
+    """The eligible sample filed under ``pa``, replaced by ``pb``, replaced by ``pc``."""
+    resources = [r for r in eligible("p1") if r["resourceType"] != "Patient"]
+    chained: list[dict[str, Any]] = json.loads(json.dumps(resources).replace('"Patient/p1"', '"Patient/pa"'))
+    return [
+        *chained,
+        patient("pa", ("replaced-by", "pb"), active=False),
+        patient("pb", ("replaced-by", "pc"), active=False),
+        patient("pc"),
+    ]
+
+
 def write(folder: Path, resources: list[dict[str, Any]], fmt: str) -> None:
     folder.mkdir(parents=True, exist_ok=True)
     if fmt == "ndjson":
@@ -169,13 +181,7 @@ def test_an_exclusion_filed_under_the_replaced_id_counts_for_the_survivor(tmp_pa
 
 @pytest.mark.usefixtures("bundled_trial_in_cli")
 def test_a_chain_resolves_to_its_end(tmp_path: Path) -> None:
-    resources = [r for r in eligible("p1") if r["resourceType"] != "Patient"]
-    resources = json.loads(json.dumps(resources).replace('"Patient/p1"', '"Patient/pa"'))
-    resources += [
-        patient("pa", ("replaced-by", "pb"), active=False),
-        patient("pb", ("replaced-by", "pc"), active=False),
-        patient("pc"),
-    ]
+    resources = chain_record()
     write(tmp_path / "d", resources, "ndjson")
     doc = screen(tmp_path / "d", tmp_path / "out")
     assert [p["patient"] for p in doc["patients"]] == ["Patient/pc"]
@@ -211,13 +217,7 @@ def test_explain_reads_the_linked_ids_too_and_explains_the_survivor_as_screening
 
 @pytest.mark.usefixtures("bundled_trial_in_cli")
 def test_explain_follows_a_chain_to_its_end(tmp_path: Path) -> None:
-    resources = [r for r in eligible("p1") if r["resourceType"] != "Patient"]
-    resources = json.loads(json.dumps(resources).replace('"Patient/p1"', '"Patient/pa"'))
-    resources += [
-        patient("pa", ("replaced-by", "pb"), active=False),
-        patient("pb", ("replaced-by", "pc"), active=False),
-        patient("pc"),
-    ]
+    resources = chain_record()
     write(tmp_path / "d", resources, "ndjson")
     doc = explain(tmp_path / "d", "pb")
     assert doc["patient"] == "Patient/pc" and doc["status"] == "eligible"
