@@ -834,25 +834,26 @@ def test_e11_plain_prophylaxis_wording_still_does_not_count(evaluate, code, drug
     assert "MedicationRequest/rx) is prophylaxis (so its" in res.reason
 
 
-def test_e10_pep_course_in_a_note_is_still_not_antiretroviral_therapy(evaluate):
-    """E10 does not read E11's treatment signs: a PEP course ("x 28 days") is PEP, not HIV therapy."""
+def _hiv_screen_then_pep(note: str) -> tuple[Any, tuple[Any, ...]]:
+    """A reactive HIV screen whose confirmation found nothing, and dolutegravir with ``note``."""
     pep = medication_request("local", "2025-06-01", system="http://hospital.example/drugs",
-                             display="dolutegravir 50 MG", note=[{"text": "PEP x 28 days after needlestick"}])
+                             display="dolutegravir 50 MG", note=[{"text": note}])
     tests = (
         observation("56888-1", "2026-01-01", string="Reactive"),
         observation("25835-0", "2026-01-10", coded=NOT_DETECTED),
     )
+    return pep, tests
+
+
+def test_e10_pep_course_in_a_note_is_still_not_antiretroviral_therapy(evaluate):
+    """E10 does not read E11's treatment signs: a PEP course ("x 28 days") is PEP, not HIV therapy."""
+    pep, tests = _hiv_screen_then_pep("PEP x 28 days after needlestick")
     assert evaluate("E10", record(*tests, pep)).outcome is Outcome.UNKNOWN
 
 
 def test_e10_pep_written_in_a_note_is_not_antiretroviral_therapy(evaluate):
     """PEP in a note (no coded reason) read as therapy: a false-positive screen failed as treated HIV."""
-    prep = medication_request("local", "2025-06-01", system="http://hospital.example/drugs",
-                              display="dolutegravir 50 MG", note=[{"text": "PEP after needlestick injury"}])
-    tests = (
-        observation("56888-1", "2026-01-01", string="Reactive"),
-        observation("25835-0", "2026-01-10", coded=NOT_DETECTED),
-    )
+    prep, tests = _hiv_screen_then_pep("PEP after needlestick injury")
     res = evaluate("E10", record(*tests, prep))
     assert res.outcome is Outcome.UNKNOWN, res.reason
     assert "with no HIV diagnosis or antiretroviral therapy on record" in res.reason
