@@ -200,6 +200,9 @@ class BulkExport:
         self.caps = caps
         self.sledai_text = sledai_text
         self.level = level
+        # True once the server took the patient list (``POST Patient/$export``): the export then holds
+        # only those patients' records; False for an export of everyone (or a Group's).
+        self.for_patients = False
         self.timeout = timeout
         self.total_timeout = total_timeout
         self.poll_cap = poll_cap
@@ -249,6 +252,7 @@ class BulkExport:
         if self.patients is not None:
             response = self._kickoff_for_patients(plan, self.patients)
             if response is not None:
+                self.for_patients = True
                 return self._status_url(response, f"for {len(self.patients)} candidate(s)")
             self.level = "system"
         path = f"{self.kickoff_path()}?{kickoff_query(plan, self.since, self._caps(), self.sledai_text)}"

@@ -750,10 +750,13 @@ class ServerSource:
         seen: set[tuple[str, str]] = set()
         medication_refs: set[str] = set()
         study_refs: set[str] = set()
+        patients: list[Resource] = []  # the exported Patients, for their merge links
         for resource, origin in exporter.read(plan, quality):
             key = (str(resource.get("resourceType")), str(resource.get("id")))
             seen.add(key)
-            if key[0] in MEDICATION_HOLDERS:
+            if key[0] == "Patient":
+                patients.append(resource)
+            elif key[0] in MEDICATION_HOLDERS:
                 medication_refs |= medication_ids([resource])
             elif key[0] == "ResearchSubject":
                 study_refs |= study_ids([resource])
@@ -775,8 +778,94 @@ class ServerSource:
                     "the Bulk export did not return this candidate's Patient resource: the export may have "
                     "been cut short by the server, so this record may be incomplete",
                 )
+        if exporter.for_patients:  # an export of everyone (the fallback) holds the linked records already
+            read = set(ids) | {pid for rtype, pid in seen if rtype == "Patient"}
+            yield from self._read_linked(
+                patients, read, seen, plan, caps, quality, medication_refs, study_refs
+            )
         yield from self._fetch_medications(medication_refs, seen, caps, quality)
         yield from self._fetch_studies(study_refs, seen, caps, quality)
+
+    def _read_linked(
+        self,
+        patients: Sequence[Resource],
+        read: set[str],
+        seen: set[tuple[str, str]],
+        plan: QueryPlan,
+        caps: Capabilities,
+        quality: DataQuality,
+        medication_refs: set[str],
+        study_refs: set[str],
+    ) -> Iterator[tuple[Resource, str]]:
+        """Merged records after a candidate-only export: the ids that the exported ``patients`` link to
+        (Patient.link replaced-by / replaces) and that were not exported (``read``) are read by the
+        plan's patient searches, as ``_read_by_search`` reads them, so that the record builder merges
+        them onto the surviving id (``PopulationBuilder._merge_linked``); a chain is followed up to
+        LINK_ROUNDS links away. Searches, not a second ``Patient/$export``: the linked ids are few, a
+        search batch answers in a second where an export job is kicked off, polled and downloaded
+        (minutes on a busy server), and a search lost after its retries is lost for its patients
+        (partial) exactly as in search mode. ``seen``, ``read`` and the reference sets are updated in
+        place: the Medications and ResearchStudies the linked records refer to are fetched after."""
+        found: dict[tuple[str, str], Resource] = {}  # what these searches gave, for later versions
+        sledai_text: str | None = None
+        asked = False
+        unsearchable: set[str] = set()  # types warned of
+        for _round in range(LINK_ROUNDS):
+            linked = sorted({other for r in patients for _kind, other in merge_links(r)} - read)
+            if not linked:
+                return
+            log.info("reading the records of %d linked Patient(s) (Patient.link) by search", len(linked))
+            read.update(linked)
+            notes = PlanNotes()
+            try:
+                if not asked:  # the SLEDAI text probe, only for a run that has linked records to read
+                    sledai_text, asked = self._text_param(caps), True
+                searches = [
+                    search
+                    for batch in id_batches(linked)
+                    for search in patient_searches(batch, plan, caps, notes, sledai_text)
+                ]
+            except SourceError as exc:  # a failing probe, or Condition not searchable by patient
+                # Lost for the linked ids and for the Patients that link to them: unread, a linked
+                # Patient cannot be merged, and the id that links to it would be screened on part of
+                # the person's record.
+                log.error("%s; the linked records are not read, the run goes on without them (partial)", exc)
+                wanted = set(linked)
+                linking = {str(r.get("id")) for r in patients if any(o in wanted for _k, o in merge_links(r))}
+                for pid in sorted(set(linked) | linking):
+                    quality.lost(
+                        f"Patient/{pid}",
+                        "the records of Patients linked to this one (Patient.link) could not be read from "
+                        "the server; the merged record may be incomplete",
+                    )
+                return
+            for rtype in sorted(set(notes.unlinked_types) - unsearchable):
+                unsearchable.add(rtype)
+                quality.add(
+                    "warning",
+                    self.client.base_url,
+                    "type-not-searchable",
+                    f"the server cannot search {rtype} by patient: the {rtype} records of Patients linked "
+                    "to candidates (Patient.link) are not read; criteria using them may be unknown",
+                )
+            patients = []
+            for results in self._run(searches, quality):
+                for resource in results:
+                    key = (str(resource.get("resourceType")), str(resource.get("id")))
+                    if key in found:
+                        if not is_later_version(resource, found[key]):
+                            continue  # the same resource from two pages/batches (an _include)
+                    elif key in seen:
+                        continue  # exported already
+                    found[key] = resource
+                    seen.add(key)
+                    if key[0] == "Patient":
+                        patients.append(resource)
+                    elif key[0] in MEDICATION_HOLDERS:
+                        medication_refs |= medication_ids([resource])
+                    elif key[0] == "ResearchSubject":
+                        study_refs |= study_ids([resource])
+                    yield resource, self._origin(key)
 
     def _on_server(self, ids: Sequence[str]) -> list[str]:
         """Those of ``ids`` whose Patient the server has (a Condition may name a Patient that does not

@@ -42,7 +42,10 @@ def golden() -> list[dict[str, Any]]:
 
 class BulkFake(FakeFhir):
     """FakeFhir with a Patient/$export job: a manifest with one file per type (with ``count``), files
-    at ``/fhir/files/<Type>.ndjson``, an error file at ``/fhir/files/errors.ndjson`` when listed."""
+    at ``/fhir/files/<Type>.ndjson``, an error file at ``/fhir/files/errors.ndjson`` when listed. The
+    job exports the records of the patients the kick-off names (``patient`` parameters: their Patients
+    and the resources of their compartment), as a server does. ``patient_lists=False``: the server
+    refuses a patient list (404), and the system-level ``GET $export`` exports everything."""
 
     def __init__(
         self,
@@ -52,11 +55,13 @@ class BulkFake(FakeFhir):
         file_answer: Callable[[str, int], Answer | None] | None = None,
         count: Callable[[str, int], Any] = lambda _t, n: n,
         poll_answer: Callable[[int], Answer | None] | None = None,
+        patient_lists: bool = True,
     ) -> None:
         super().__init__(resources)
         self.by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
-        for r in resources:
-            self.by_type[r["resourceType"]].append(r)
+        self.export(None)
+        self.patient_lists = patient_lists
+        self.exported_for: list[list[str] | None] = []  # each kick-off's patient list (None: everyone)
         self.errors = errors
         self.file_answer = file_answer
         self.count = count
@@ -65,12 +70,32 @@ class BulkFake(FakeFhir):
         self.deleted = 0
         self.fetched: dict[str, int] = defaultdict(int)
 
+    def export(self, patients: list[str] | None) -> None:
+        """What the job's files hold: these patients' records (None: every resource)."""
+        self.by_type.clear()
+        wanted = {"patient": ",".join(patients)} if patients is not None else None
+        for r in self.resources:
+            if wanted is not None and not (
+                r["id"] in patients if r["resourceType"] == "Patient" else self.matches(r, wanted)
+            ):
+                continue
+            self.by_type[r["resourceType"]].append(r)
+
+    def kickoff(self, request: requests.PreparedRequest) -> Answer:
+        if not self.patient_lists:
+            return 404, {"Content-Type": "application/fhir+json"}, ""
+        body = json.loads(request.body or b"{}")
+        patients = [
+            p["valueReference"]["reference"].split("/")[-1]
+            for p in body.get("parameter", [])
+            if p.get("name") == "patient"
+        ]
+        self.exported_for.append(patients)
+        self.export(patients)
+        return 202, {"Content-Location": STATUS}, ""
+
     def install(self, mock: responses.RequestsMock) -> None:
-        mock.add_callback(
-            responses.POST,
-            f"{BASE}/Patient/$export",
-            callback=lambda _r: (202, {"Content-Location": STATUS}, ""),
-        )
+        mock.add_callback(responses.POST, f"{BASE}/Patient/$export", callback=self.kickoff)
         mock.add_callback(responses.DELETE, STATUS, callback=self.delete)
         super().install(mock)
 
@@ -82,6 +107,10 @@ class BulkFake(FakeFhir):
         path = urlsplit(str(request.url)).path
         if path.startswith("/fhir/files/"):
             return self.file(path.rsplit("/", 1)[1].split(".")[0])
+        if path == "/fhir/$export":  # the system-level kick-off: everyone
+            self.exported_for.append(None)
+            self.export(None)
+            return 202, {"Content-Location": STATUS}, ""
         if path == "/fhir/$export-poll-status":
             self.polls += 1
             answer = self.poll_answer(self.polls) if self.poll_answer is not None else None
