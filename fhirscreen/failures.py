@@ -49,7 +49,7 @@ def write_stdout(text: str | bytes) -> str | None:
     the interpreter's last flush as it exits cannot fail again with a traceback."""
     try:
         click.echo(text, nl=False)
-        click.get_text_stream("stdout").flush()
+        sys.stdout.flush()  # where click.echo wrote (a test runner's stream, when one is in place)
     except OSError as exc:
         _stdout_to_devnull()
         return exc.strerror or type(exc).__name__  # never the text being written
@@ -98,7 +98,7 @@ class ToolClickError(click.ClickException):
 
     def __init__(self, message: str, exit_code: int) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        _set_exit_code(self, exit_code)
 
     def show(self, file: IO[Any] | None = None) -> None:
         click.echo(error_line(self.format_message()), file=file, err=True)
@@ -114,7 +114,7 @@ def click_errors_in_tool_format() -> Iterator[None]:
         raise
     except click.UsageError as exc:
         usage = ToolUsageError(exc.format_message(), exc.ctx)
-        usage.exit_code = exc.exit_code
+        _set_exit_code(usage, exc.exit_code)
         raise usage from None
     except click.ClickException as exc:
         raise ToolClickError(exc.format_message(), exc.exit_code) from None
@@ -218,3 +218,9 @@ def _why_nothing_usable(quality: DataQuality, lost: int) -> str:
             f"; {lost_parts(lost)} and may hold them (findings '{DATA_LOST}')"
         )
     return missing
+
+
+def _set_exit_code(error: click.ClickException, code: int) -> None:
+    """Give one error its own exit code. Click 8.5 declares ``exit_code`` a class variable, so a typed
+    assignment on an instance is refused; click itself reads it from the instance, as before."""
+    setattr(error, "exit_code", code)  # noqa: B010  (a plain assignment fails the type check)

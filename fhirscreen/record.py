@@ -25,7 +25,7 @@ from fhirscreen.fhir.resources import (
     patient_id_of,
     reference_id,
 )
-from fhirscreen.quality import DataQuality
+from fhirscreen.quality import DATA_LOST, DataQuality
 
 T = TypeVar("T")
 # The problem code of a resource whose id, or whose patient reference's id, is not a FHIR id (letters,
@@ -357,6 +357,7 @@ class PopulationBuilder:
         read: they do not say the records are the same person with certainty."""
         if not self._links:
             return
+        self._lost_with_linked()
         successor: dict[str, str] = {}
         conflicting: set[str] = set()
         for pid in sorted(self._links):
@@ -427,6 +428,39 @@ class PopulationBuilder:
                 f"Patient/{old} was replaced by Patient/{survivor} (Patient.link): one person, screened as "
                 f"Patient/{survivor} on the resources of both ids",
             )
+
+    def _lost_with_linked(self) -> None:
+        """Data lost for one id of a person (a search that never came, a Patient the export left out)
+        is lost for every id linked to it as the same person (``Patient.link`` replaced-by / replaces,
+        transitively, whether or not the records can be merged): the record screened under the other id
+        is that person's, and may lack what was lost, so it must not be offered as eligible
+        (``screening.caution`` reads these findings by patient)."""
+        lost = {
+            f.where.removeprefix("Patient/")
+            for f in self.quality.findings
+            if f.problem == DATA_LOST and f.where.startswith("Patient/")
+        }
+        if not lost:
+            return
+        neighbours: dict[str, set[str]] = defaultdict(set)
+        for pid, links in self._links.items():
+            for _kind, other in links:
+                neighbours[pid].add(other)
+                neighbours[other].add(pid)
+        for origin in sorted(lost & neighbours.keys()):
+            todo, group = [origin], {origin}
+            while todo:
+                for other in neighbours[todo.pop()]:
+                    if other not in group:
+                        group.add(other)
+                        todo.append(other)
+            for pid in sorted(group - lost):
+                lost.add(pid)
+                self.quality.lost(
+                    f"Patient/{pid}",
+                    f"data of Patient/{origin}, linked to this Patient as the same person (Patient.link), "
+                    "were lost in this run: the record screened may be incomplete",
+                )
 
     def build(self) -> Population:
         self._merge_linked()

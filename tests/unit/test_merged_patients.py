@@ -314,3 +314,43 @@ def test_server_mode_reads_the_linked_patients_records_and_the_builder_merges_th
     assert [f.problem for f in quality.findings if f.problem.endswith("patient") or "link" in f.problem] == [
         "merged-patient"
     ]
+
+
+@pytest.mark.parametrize(
+    ("links", "lost_at"),
+    [
+        ([("new", "replaces", "old")], "old"),  # the survivor is the candidate, the replaced id's data lost
+        ([("old", "replaced-by", "new")], "new"),  # the candidate was replaced, the survivor's data lost
+        ([("old", "replaced-by", "gone")], "gone"),  # the lost id's Patient never came: no merge at all
+        ([("a", "replaced-by", "b"), ("b", "replaced-by", "new")], "a"),  # two links away
+    ],
+)
+def test_data_lost_for_one_id_of_a_person_is_lost_for_every_linked_id(
+    links: list[tuple[str, str, str]], lost_at: str
+) -> None:
+    """A search lost for the linked id (its Conditions may hold the exclusion) must keep the record
+    screened under the other id from being offered as eligible: ``screening.caution`` reads data-lost
+    findings by patient, so the builder says it for every id of the person."""
+    ids = sorted({pid for pid, _kind, other in links for pid in (pid, other)})
+    linked: dict[str, list[tuple[str, str]]] = {}
+    for pid, kind, other in links:
+        linked.setdefault(pid, []).append((kind, other))
+    quality = DataQuality()
+    quality.lost(f"Patient/{lost_at}", "a search page that never came")
+    builder = PopulationBuilder(quality)
+    for pid in ids:
+        if pid != "gone":
+            builder.add(patient(pid, *linked.get(pid, [])), "server")
+    builder.build()
+    lost = {f.where for f in quality.findings if f.problem == "data-lost"}
+    assert lost == {f"Patient/{pid}" for pid in ids}
+
+
+def test_data_lost_for_an_unlinked_patient_stays_theirs() -> None:
+    quality = DataQuality()
+    quality.lost("Patient/other", "a search page that never came")
+    builder = PopulationBuilder(quality)
+    for r in (patient("old", ("replaced-by", "new")), patient("new"), patient("other")):
+        builder.add(r, "server")
+    builder.build()
+    assert [f.where for f in quality.findings if f.problem == "data-lost"] == ["Patient/other"]
