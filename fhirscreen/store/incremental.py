@@ -100,7 +100,8 @@ class ReadSummary:
     since: str = ""
     not_stored: str = "the read did not finish"  # why the store was not updated, until it is
 
-    def text(self) -> str:
+    def text(self, final: bool = True) -> str:
+        """What the read did; ``final=False`` before the store is written (it says nothing of that yet)."""
         if self.full_reason is not None:
             line = f"full read: {self.full_reason}"
         else:
@@ -109,7 +110,9 @@ class ReadSummary:
                 f"{self.new_patients} new patients, {self.deleted} deleted"
                 + (f", {self.left} left the population" if self.left else "")
             )
-        return line if not self.not_stored else f"{line}; the store was NOT updated ({self.not_stored})"
+        if not final or not self.not_stored:
+            return line
+        return f"{line}; the store was NOT updated ({self.not_stored})"
 
 
 @dataclass
@@ -340,7 +343,8 @@ class IncrementalSource:
         self.summary.deleted = len(delta.removed)
         self.summary.new_patients = len(new & after)
         self.summary.left = len(left)
-        log.info("incremental read: %s", self.summary.text())
+        # Before the screening reads the stored population: the store is written after, when nothing was lost.
+        log.info("incremental read: %s", self.summary.text(final=False))
         for k in sorted(delta.resources):
             yield delta.resources[k].body, self._origin(k)
         upserts = {k: delta.resources[k] for k in delta.changed}
