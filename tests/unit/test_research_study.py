@@ -131,15 +131,58 @@ def test_e8_a_study_that_cannot_be_read_is_named_in_the_passing_reason(evaluate)
     assert "whether it gave a cellular therapy cannot be told: ResearchStudy/abc" in res.reason
 
 
-def test_the_description_is_not_read_for_products(evaluate):
-    """Prose may name a product only to exclude it: not a study of that product."""
-    resolved = study(
-        title="Anifrolumab in lupus nephritis", description="Prior MSC or CAR-T therapy excluded."
-    )
+UC_MSC_PROSE = (
+    "Participants receive a single infusion of umbilical cord mesenchymal stromal cells on Day 0 and are "
+    "followed for 52 weeks."
+)
+CAR_T_PROSE = "Participants receive anti-CD19 CAR-T cells after lymphodepletion."
+
+
+def test_e7_e8_read_the_description_in_plain_words(evaluate):
+    """A study whose title and keywords do not name the product, but whose description says it gives it."""
+    msc = study(title="Study XYZ-001 in refractory SLE", description=UC_MSC_PROSE)
+    res = evaluate("E7", record(subject(), msc))
+    assert res.outcome is Outcome.FAIL, res.reason
+    assert "ResearchStudy/abc" in res.reason and "its description naming" in res.reason
+    assert res.evidence == ("ResearchSubject/rs1", "ResearchStudy/abc")
+    assert evaluate("E7", record(subject("candidate"), msc)).outcome is Outcome.PASS  # not dosed
+    # E8 excepts it as MSC therapy, and fails a CAR-T study named so in its description.
+    assert evaluate("E8", record(subject(), msc)).outcome is Outcome.PASS
+    car_t = study(title="Study XYZ-002 in refractory SLE", description=CAR_T_PROSE)
+    res = evaluate("E8", record(subject(), car_t))
+    assert res.outcome is Outcome.FAIL, res.reason
+    assert "ResearchStudy/abc" in res.evidence
+    # A CAR-T study by its title whose description also names MSC is a CAR-T study: not excepted.
+    both = study(title="Anti-CD19 CAR-T in SLE", description=f"{UC_MSC_PROSE} {CAR_T_PROSE}")
+    assert evaluate("E8", record(subject(), both)).outcome is Outcome.FAIL
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "Prior MSC or CAR-T therapy excluded.",
+        "Anifrolumab every 4 weeks. Patients previously treated with MSCs or CAR-T cells are not eligible.",
+        "A study of anifrolumab in lupus nephritis.\nExclusion criteria:\n- mesenchymal stem cells\n"
+        "- CAR-T cell therapy",
+        "Open to patients with no prior mesenchymal stromal cell or CAR-T therapy.",
+    ],
+    ids=["excluded", "not-eligible", "eligibility-section", "negated"],
+)
+def test_a_description_naming_the_product_not_as_given_is_a_question(evaluate, description):
+    """Prose may name a product only to exclude it: not a study of that product, but not nothing either
+    (never a silent pass, never a fail): unknown, with the study named."""
+    resolved = study(title="Anifrolumab in lupus nephritis", description=description)
     for criterion in ("E7", "E8"):
         res = evaluate(criterion, record(subject(), resolved))
-        assert res.outcome is Outcome.PASS, res.reason
-        assert "not in the data" not in res.reason  # the study was read
+        assert res.outcome is Outcome.UNKNOWN, (criterion, res.reason)
+        assert "Anifrolumab in lupus nephritis" in res.reason and "do not say the study gave it" in res.reason
+        assert res.evidence == ("ResearchSubject/rs1", "ResearchStudy/abc")
+        assert res.next_step
+        # Not dosed in that study: nothing to ask.
+        assert evaluate(criterion, record(subject("candidate"), resolved)).outcome is Outcome.PASS
+    # E7: a study that ended before the 52 weeks is not a question.
+    old = subject("off-study", start="2020-01-01", period={"start": "2020-01-01", "end": "2020-06-01"})
+    assert evaluate("E7", record(old, resolved)).outcome is Outcome.PASS
 
 
 def test_e5_an_observational_study_by_its_category_is_not_an_agent(evaluate):
