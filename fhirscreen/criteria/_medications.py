@@ -92,6 +92,8 @@ class Exposure:
     # True when ``start`` is only the day the statement was asserted (no effective[x]): the drug was taken
     # then, and may have been for long before.
     start_asserted: bool = False
+    # The workflow-researchStudy extension's Reference ({} when it holds none), to read the study by.
+    study_reference: Mapping[str, Any] | None = None
 
     def matches(self, vs: ValueSet) -> str | None:
         """The display of the first concept that matches ``vs`` (codes first, then names)."""
@@ -259,6 +261,7 @@ def exposure_of(record: PatientRecord, res: Resource) -> Exposure:
         reason_codes=tuple(c for c in items(res.get("reasonCode")) if isinstance(c, Mapping)),
         reason_refs=tuple(_reference_strings(res.get("reasonReference"))),
         research_study=_research_study(res),
+        study_reference=_research_study_reference(res),
         dosing=read,
         links=tuple(_links(res)),
         group=_group(res),
@@ -332,6 +335,14 @@ def _reference_strings(references: object) -> Iterator[str]:
             parts = reference["reference"].split("/")
             if len(parts) >= 2:
                 yield f"{parts[-2]}/{parts[-1]}"
+
+
+def _research_study_reference(res: Resource) -> Mapping[str, Any] | None:
+    for ext in items(res.get("extension")):
+        if isinstance(ext, Mapping) and ext.get("url") == _RESEARCH_STUDY_EXT:
+            value = ext.get("valueReference")
+            return value if isinstance(value, Mapping) else {}
+    return None
 
 
 def _research_study(res: Resource) -> str | None:

@@ -26,7 +26,7 @@ from fhirscreen.store.delta import owner, referenced_shared
 from fhirscreen.store.incremental import IncrementalSource
 from fhirscreen.store.sqlite import SCHEMA_VERSION, ResourceStore, StoredResource, StoreState
 from fhirscreen.trial.loader import Trial
-from tests.builders import record
+from tests.builders import medication_statement, record
 from tests.unit.test_server_source import (
     TYPES,
     FakeFhir,
@@ -194,6 +194,42 @@ def test_e5_an_observational_study_by_its_category_is_not_an_agent(evaluate):
         "SLE outcomes 2026 ResearchStudy/abc (observational study by 'Observational' in its category"
         in res.reason
     )
+
+
+def _given_within(reference: dict[str, Any]) -> dict[str, Any]:
+    """Belimumab given on 2026-05-20, linked to a study by the standard extension."""
+    url = "http://hl7.org/fhir/StructureDefinition/workflow-researchStudy"
+    ext = [{"url": url, "valueReference": reference}]
+    return medication_statement(
+        "1092437", "2026-05-20", "2026-05-20", status="completed", display="belimumab", id="ms1",
+        extension=ext,
+    )
+
+
+def test_e5_a_drug_given_within_an_observational_study_is_not_an_agent(evaluate):
+    """The study a medication record is linked to (workflow-researchStudy) is read as a ResearchSubject's:
+    a drug given within an observational registry is not an interventional agent."""
+    registry = study(title="SLE outcomes 2026", category=[{"text": "Observational"}])
+    res = evaluate("E5", record(_given_within({"reference": "ResearchStudy/abc"}), registry))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "MedicationStatement/ms1" in res.reason and "observational study" in res.reason
+    by_display = _given_within({"display": "Lupus registry (non-interventional)"})
+    assert evaluate("E5", record(by_display)).outcome is Outcome.PASS
+    # An interventional study, or one that nothing tells (as for a ResearchSubject), gives an agent.
+    trial = study(title="Phase 2 study of XYZ", phase={"coding": [{"system": PHASE, "code": "phase-2"}]})
+    res = evaluate("E5", record(_given_within({"reference": "ResearchStudy/abc"}), trial))
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("MedicationStatement/ms1", "ResearchStudy/abc")
+    assert evaluate("E5", record(_given_within({"reference": "ResearchStudy/abc"}))).outcome is Outcome.FAIL
+
+
+def test_e5_a_drug_given_within_a_study_of_unclear_kind_is_a_question(evaluate):
+    unclear = study(title="Randomized registry of lupus care")
+    res = evaluate("E5", record(_given_within({"reference": "ResearchStudy/abc"}), unclear))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "MedicationStatement/ms1" in res.reason and "unclear kind" in res.reason
+    assert res.evidence == ("MedicationStatement/ms1", "ResearchStudy/abc")
+    assert res.next_step is not None and "Randomized registry of lupus care" in res.next_step
 
 
 def test_e5_a_coded_phase_wins_over_a_registry_name(evaluate):
