@@ -246,6 +246,20 @@ def _text_signs(categories: Sequence[str], names: Sequence[str]) -> list[Sign]:
     return signs
 
 
+def _description_signs(text: str) -> list[Sign]:
+    """The signs of a study's description said in plain words (``mention``), as free text."""
+    signs: list[Sign] = []
+    kinds: tuple[tuple[Kind, tuple[re.Pattern[str], ...]], ...] = (
+        ("interventional", (_INTERVENTIONAL, _PHASE_TEXT, _TRIAL_WORDS)),
+        ("observational", (_OBSERVATIONAL,)),
+    )
+    for kind, patterns in kinds:
+        said = mention(text, patterns)
+        if said is not None and said.conclusive:
+            signs.append(Sign(kind, f"'{said.said}' in its description", False))
+    return signs
+
+
 def _said(signs: Sequence[Sign], kind: str) -> str:
     return ", ".join(s.how for s in signs if s.kind == kind)
 
@@ -349,11 +363,16 @@ class Study:
         and decides over free text (titles, category text, concept text, local codes). The coded signs
         decide when they agree; when they disagree, or when there are none and the free-text signs
         disagree, the kind is "unclear": a question for the coordinator, and ``how`` names both sides.
-        None (and "") when nothing tells."""
+        The description is read last, only when nothing else gives a sign, and only where it says the
+        words in plain terms (``mention``: not in an eligibility section, not negated, not the
+        participants' past: "patients previously in randomized trials" is no sign). None (and "") when
+        nothing tells."""
         resource = self.resource if self.resource is not None else {}
         categories = [t for c in items(resource.get("category")) for t in _concept_texts(c)]
         keywords = [t for c in items(resource.get("keyword")) for t in _concept_texts(c)]
         signs = _element_signs(resource) + _text_signs(categories, [self.text(), *keywords])
+        if not signs:  # the description, last: prose, read only where nothing else tells
+            signs = _description_signs(self.description())
         coded = [s for s in signs if s.coded]
         decided = coded or signs
         kinds = {s.kind for s in decided}

@@ -232,6 +232,20 @@ def test_e5_a_drug_given_within_a_study_of_unclear_kind_is_a_question(evaluate):
     assert res.next_step is not None and "Randomized registry of lupus care" in res.next_step
 
 
+def test_e5_reads_the_description_for_the_kind_when_nothing_else_tells(evaluate):
+    """As E7 and E8 read it for the product: last, in plain words only."""
+    registry = study(title="SLE-2026 study", description="A prospective registry of adults with lupus.")
+    res = evaluate("E5", record(subject(), registry))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "observational study by 'registry' in its description" in res.reason
+    # Words about the participants' past, or an eligibility section, are no sign: counted as before.
+    past = study(title="SLE-2026 study", description="Patients previously enrolled in registries may join.")
+    assert evaluate("E5", record(subject(), past)).outcome is Outcome.FAIL
+    # A name or category that tells decides: the description is not read.
+    named = study(title="Phase 2 study of XYZ", description="Long-term observational follow-up.")
+    assert evaluate("E5", record(subject(), named)).outcome is Outcome.FAIL
+
+
 def test_e5_a_coded_phase_wins_over_a_registry_name(evaluate):
     """A research-study-phase code is FHIR's own statement: a trial phase, so an interventional study,
     whatever its title says. The reason names what the code decided over."""
