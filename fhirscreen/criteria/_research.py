@@ -254,7 +254,7 @@ def _description_signs(text: str) -> list[Sign]:
         ("observational", (_OBSERVATIONAL,)),
     )
     for kind, patterns in kinds:
-        said = mention(text, patterns)
+        said = mention(text, patterns, product=False)
         if said is not None and said.conclusive:
             signs.append(Sign(kind, f"'{said.said}' in its description", False))
     return signs
@@ -408,6 +408,21 @@ _NOT_GIVEN_HERE = re.compile(
 )
 # Right after the product: "MSC-naive", "CAR-T naive".
 _NAIVE = re.compile(r"^[\s-]*(na[i\u00ef]ve|free)\b", re.IGNORECASE)
+# Words that give a product, governing it from just before ("a single infusion of UC-MSC", "receive
+# CAR-T cells") or just after ("UC-MSC infusion", "CAR-T cell therapy", "MSCs are administered"): a
+# description says the study gives it only so. Elsewhere ("low-dose IL-2 to expand regulatory T cells",
+# "MSCs are immunomodulatory") the product is named as a mechanism or background: a question.
+_GIVING = re.compile(
+    r"\b(infus\w*|inject\w*|administ\w*|receiv\w*|given|dos(e|es|ed|ing)|transplant\w*|transfus\w*"
+    r"|treated|treatment|therap(y|ies)|implant\w*|delivered)\b",
+    re.IGNORECASE,
+)
+# Between a giving word and the product: the product is not what is given ("injections to expand Tregs").
+_MECHANISM = re.compile(
+    r"\b(expand\w*|increas\w*|induc\w*|promot\w*|restor\w*|boost\w*|enhanc\w*|modulat\w*|target\w*"
+    r"|deplet\w*|suppress\w*|activat\w*|levels?|counts?|numbers?|function\w*|effects?|mechanism\w*)\b",
+    re.IGNORECASE,
+)
 _SENTENCE = re.compile(r"(?<=[.;!?])\s+|\n+|\s+[\u2022*]\s+|\s+-\s+(?=[A-Z])")
 
 
@@ -421,12 +436,26 @@ class Mention(NamedTuple):
     conclusive: bool
 
 
-def mention(text: str, patterns: Sequence[re.Pattern[str]]) -> Mention | None:
+def _given(before: str, after: str) -> bool:
+    """Whether a giving word governs the product: in the six words before it with no mechanism word
+    between, or in the four words after it."""
+    tail = " ".join(before.split()[-6:])
+    found = list(_GIVING.finditer(tail))
+    last = found[-1] if found else None
+    if last is not None and not _MECHANISM.search(tail[last.end():]):
+        return True
+    head = " ".join(after.split()[:4])
+    first = _GIVING.search(head)
+    return first is not None and not _MECHANISM.search(head[: first.start()])
+
+
+def mention(text: str, patterns: Sequence[re.Pattern[str]], *, product: bool = True) -> Mention | None:
     """How a study's description (``Study.description``) names a product of ``patterns`` (a value set's
-    text patterns; codes are not prose): the first mention in plain words ("a single infusion of
-    umbilical cord mesenchymal stromal cells": conclusive), else the first in words that do not say the
-    study gives it ("Prior MSC therapy excluded", "no previous CAR-T"): not conclusive. None when the
-    description does not name it."""
+    text patterns; codes are not prose): the first mention in plain words that give it ("a single
+    infusion of umbilical cord mesenchymal stromal cells": conclusive), else the first in words that do
+    not say the study gives it ("Prior MSC therapy excluded", "no previous CAR-T", "IL-2 to expand
+    regulatory T cells"): not conclusive. None when the description does not name it. With ``product``
+    False (words that are no product: a study's kind), no giving word is asked for."""
     if not text or not patterns:
         return None
     heading = _ELIGIBILITY.search(text)
@@ -444,7 +473,7 @@ def mention(text: str, patterns: Sequence[re.Pattern[str]]) -> Mention | None:
                 plain = not (
                     start + found.start() >= eligibility_from or _EXCLUDING.search(sentence)
                     or _NOT_GIVEN_HERE.search(before) or _NAIVE.search(after)
-                )
+                ) and (not product or _given(before, after))
                 said = Mention(found.group(0), sentence.strip(), plain)
                 if plain:
                     return said

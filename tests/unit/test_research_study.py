@@ -180,6 +180,12 @@ def test_a_description_naming_the_product_not_as_given_is_a_question(evaluate, d
         assert res.next_step
         # Not dosed in that study: nothing to ask.
         assert evaluate(criterion, record(subject("candidate"), resolved)).outcome is Outcome.PASS
+    # E8: a study that names a cellular therapy only as a mechanism is a question, not a fail.
+    il2 = study(title="Low-dose IL-2 in SLE",
+                description="Participants receive low-dose IL-2 injections to expand regulatory T cells.")
+    res = evaluate("E8", record(subject(), il2))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "Low-dose IL-2 in SLE" in res.reason
     # E7: a study that ended before the 52 weeks is not a question.
     old = subject("off-study", start="2020-01-01", period={"start": "2020-01-01", "end": "2020-06-01"})
     assert evaluate("E7", record(old, resolved)).outcome is Outcome.PASS
