@@ -9,7 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
-from typing import Any
+from typing import Any, Literal
 
 from fhirscreen.criteria._labs import coded_observations
 from fhirscreen.criteria._medications import MEDICATION_TYPES, exposure_of, is_exposure
@@ -17,6 +17,7 @@ from fhirscreen.criteria._research import (
     Participation,
     ThisTrialDosing,
     is_this_study,
+    mention,
     participation,
     study_of,
     this_trial_dosing,
@@ -39,6 +40,8 @@ from fhirscreen.record import PatientRecord
 # is dated after the screening date.
 _PLANNED_STATUS = frozenset({"preparation", "on-hold"})
 
+Source = Literal["name", "description", "doubtful"]
+
 
 @dataclass(frozen=True)
 class Event:
@@ -48,6 +51,10 @@ class Event:
     label: str
     span: Span | None
     also: tuple[str, ...] = ()  # resources behind it besides its own (the ResearchStudy a subject is on)
+    # What named the therapy: a code or name (a study's title, focus, keywords), or only a study's
+    # description, in plain words ("description") or in words that do not say the study gave it
+    # ("doubtful": an exclusion, a negation; a question, never counted as the therapy given).
+    source: Source = "name"
 
     @property
     def ref(self) -> str:
@@ -205,8 +212,11 @@ def research_subjects(record: PatientRecord, vs: ValueSet, as_of: date | None = 
     """ResearchSubjects whose study names a matching product and whose status shows the patient was
     dosed (criteria/_research.py); screening, candidates, ineligible and not-registered are not exposure.
     What can match: the study reference's display, and the ResearchStudy's title, focus and keywords
-    when the data hold it (``Study.concepts``); the label then names that ResearchStudy."""
-    return [e for e, taking in _subjects(record, vs, as_of) if taking.exposed]
+    when the data hold it (``Study.concepts``), else its description in plain words (``mention``); the
+    label then names that ResearchStudy."""
+    return [
+        e for e, taking in _subjects(record, vs, as_of) if taking.exposed and e.source != "doubtful"
+    ]
 
 
 def research_questions(record: PatientRecord, vs: ValueSet, as_of: date) -> list[Event]:
@@ -215,7 +225,18 @@ def research_questions(record: PatientRecord, vs: ValueSet, as_of: date) -> list
     pending-on-study is)."""
     return [
         e for e, taking in _subjects(record, vs, as_of)
-        if taking.exposure in ("unknown", "pending") or (taking.exposed and e.starts_after(as_of))
+        if e.source != "doubtful"
+        and (taking.exposure in ("unknown", "pending") or (taking.exposed and e.starts_after(as_of)))
+    ]
+
+
+def research_doubts(record: PatientRecord, vs: ValueSet, as_of: date) -> list[Event]:
+    """ResearchSubjects whose study names the product only in its description, in words that do not say
+    the study gave it (an eligibility section, an exclusion, a negation: ``mention``), and whose status
+    does not rule out exposure: whether the study gave it is a question (never a pass, never a fail)."""
+    return [
+        e for e, taking in _subjects(record, vs, as_of)
+        if e.source == "doubtful" and taking.exposure != "not-dosed"
     ]
 
 
@@ -225,11 +246,19 @@ def _subjects(
     for subject in record.of_type("ResearchSubject"):
         study = study_of(subject, record.study(subject))
         label = next((found for c in study.concepts() if (found := vs.match(c)) is not None), None)
-        if label is not None:
-            taking = participation(subject, as_of or date.max)
-            read = (study.ref,) if study.resource is not None and study.ref else ()
-            why = ", ".join((*read, taking.why))
-            yield Event(subject, f"{label} ({why})", _period(subject), read), taking
+        source: Source = "name"
+        if label is None:
+            said = mention(study.description(), vs.text_patterns)
+            if said is None:
+                continue
+            source = "description" if said.conclusive else "doubtful"
+            sentence = said.sentence if len(said.sentence) <= 160 else said.sentence[:157] + "..."
+            label = f"{study.display or study.title or 'a study'}, its description naming '{said.said}': " \
+                f"'{sentence}'"
+        taking = participation(subject, as_of or date.max)
+        read = (study.ref,) if study.resource is not None and study.ref else ()
+        why = ", ".join((*read, taking.why))
+        yield Event(subject, f"{label} ({why})", _period(subject), read, source), taking
 
 
 def this_trial_subjects(

@@ -92,6 +92,11 @@ class Exposure:
     # True when ``start`` is only the day the statement was asserted (no effective[x]): the drug was taken
     # then, and may have been for long before.
     start_asserted: bool = False
+    # The workflow-researchStudy extension's Reference ({} when it holds none), to read the study by.
+    study_reference: Mapping[str, Any] | None = None
+    # The displays of reasonReference ("Condition/x", "UTI prophylaxis"); "" for a reference that names
+    # no resource: the reason's own words, read when the resource is not in the record.
+    reason_displays: tuple[tuple[str, str], ...] = ()
 
     def matches(self, vs: ValueSet) -> str | None:
         """The display of the first concept that matches ``vs`` (codes first, then names)."""
@@ -258,7 +263,9 @@ def exposure_of(record: PatientRecord, res: Resource) -> Exposure:
         dose=read.dose,
         reason_codes=tuple(c for c in items(res.get("reasonCode")) if isinstance(c, Mapping)),
         reason_refs=tuple(_reference_strings(res.get("reasonReference"))),
+        reason_displays=tuple(_reference_displays(res.get("reasonReference"))),
         research_study=_research_study(res),
+        study_reference=_research_study_reference(res),
         dosing=read,
         links=tuple(_links(res)),
         group=_group(res),
@@ -332,6 +339,25 @@ def _reference_strings(references: object) -> Iterator[str]:
             parts = reference["reference"].split("/")
             if len(parts) >= 2:
                 yield f"{parts[-2]}/{parts[-1]}"
+
+
+def _reference_displays(references: object) -> Iterator[tuple[str, str]]:
+    """(target as ``_reference_strings`` gives it, or "", display) of each Reference with a display."""
+    for reference in references if isinstance(references, list) else ():
+        if not isinstance(reference, Mapping) or not isinstance(reference.get("display"), str):
+            continue
+        display = reference["display"].strip()
+        target = next(_reference_strings([reference]), "")
+        if display:
+            yield target, display
+
+
+def _research_study_reference(res: Resource) -> Mapping[str, Any] | None:
+    for ext in items(res.get("extension")):
+        if isinstance(ext, Mapping) and ext.get("url") == _RESEARCH_STUDY_EXT:
+            value = ext.get("valueReference")
+            return value if isinstance(value, Mapping) else {}
+    return None
 
 
 def _research_study(res: Resource) -> str | None:
@@ -504,18 +530,42 @@ def _mg_per_ml(name: str) -> float | None:
 # Why: the indication.
 
 
-def reason_concepts(record: PatientRecord, exposure: Exposure) -> tuple[list[Mapping[str, Any]], list[str]]:
-    """The indication concepts (reasonCode and the codes of referenced Conditions/Observations), and the
-    references that could not be resolved in the record."""
-    concepts: list[Mapping[str, Any]] = list(exposure.reason_codes)
-    unresolved: list[str] = []
-    targets = list(exposure.reason_refs)
-    if not concepts and not targets:
-        # A fill, administration or statement states no reason of its own: the order it carries out does.
+def reason_concepts(
+    record: PatientRecord, exposure: Exposure, *, displays: bool = True
+) -> tuple[list[Mapping[str, Any]], list[str]]:
+    """The indication concepts (reasonCode, the codes of referenced Conditions/Observations), and the
+    references that could not be resolved in the record.
+
+    A reference the record does not hold is read as if it were not there: with ``displays``, its display,
+    when it has one, is the reason's text ({"text": display}); and a record whose own reasons give no
+    concept (none, or only references the record does not hold) takes those of the order it carries out
+    (a fill, an administration, a statement based on an order)."""
+    concepts, unresolved = _reasons(
+        record, exposure.reason_codes, exposure.reason_refs, exposure.reason_displays if displays else ()
+    )
+    if not concepts:
         for order in record.of_type("MedicationRequest"):
             if ref(order) in exposure.links:
-                concepts += [c for c in items(order.get("reasonCode")) if isinstance(c, Mapping)]
-                targets += _reference_strings(order.get("reasonReference"))
+                found, missing = _reasons(
+                    record,
+                    [c for c in items(order.get("reasonCode")) if isinstance(c, Mapping)],
+                    list(_reference_strings(order.get("reasonReference"))),
+                    list(_reference_displays(order.get("reasonReference"))) if displays else [],
+                )
+                concepts += found
+                unresolved += missing
+    return concepts, unresolved
+
+
+def _reasons(
+    record: PatientRecord,
+    codes: Sequence[Mapping[str, Any]],
+    targets: Sequence[str],
+    displays: Sequence[tuple[str, str]],
+) -> tuple[list[Mapping[str, Any]], list[str]]:
+    concepts: list[Mapping[str, Any]] = list(codes)
+    unresolved: list[str] = []
+    shown = dict(displays)
     for target in targets:
         rtype, _sep, rid = target.partition("/")
         found = next((r for r in record.of_type(rtype) if r.get("id") == rid), None)
@@ -523,6 +573,9 @@ def reason_concepts(record: PatientRecord, exposure: Exposure) -> tuple[list[Map
             concepts.append(found["code"])
         else:
             unresolved.append(target)
+            if shown.get(target):
+                concepts.append({"text": shown[target]})
+    concepts += [{"text": display} for target, display in displays if not target]
     return concepts, unresolved
 
 

@@ -19,6 +19,13 @@ they agree, the outcome stands (with the second reading's reason: the dates a co
 when they disagree, it is unknown, naming the partial date and what each reading gives. Several partial
 dates in one record are moved together (all first days, then all latest days), not in every combination.
 Records with complete dates only are screened once, exactly as before.
+
+A period written with an end only (a Condition's onsetPeriod, a Procedure's performedPeriod, a medication
+statement's or administration's effectivePeriod: "by 2026-07-01", its start not recorded) is read the
+same way, its start as any day up to its end (``open_start``): an end inside a window may be in it or
+before it, an end before a window is history, an end after the screening date may have started before it.
+It was read as undated (a Condition), or as on its end day only (a Procedure: one ended after the
+screening date was a silent pass).
 """
 
 from __future__ import annotations
@@ -67,6 +74,16 @@ _BY_TYPE: dict[str, tuple[str, ...]] = {
     "Appointment": ("start", "end", "requestedPeriod"),
     "ResearchSubject": ("period",),
 }
+# Periods that may be written with an end only ("by 2026-07-01": it happened, or held, on or before that
+# day; when it started is not recorded): a Condition's onset, a Procedure's performance, a medication
+# statement's or administration's effective period. Such a start is read as a range too, from
+# ``_EARLIEST`` to the end (``open_start``), so that a criterion decides only what every day it can mean
+# gives: an end inside a window is possibly in it (the start may be before), an end before the window is
+# history, an end after the screening date may have started before it. Observations are left out (their
+# day is the end of their effective period, fhir/resources.py ``observation_day``).
+_OPEN_START = frozenset({"onsetPeriod", "performedPeriod", "effectivePeriod"})
+_OPEN_START_TYPES = frozenset({"Condition", "Procedure", "MedicationStatement", "MedicationAdministration"})
+_EARLIEST = date(1900, 1, 1)
 # How many partial dates a reason names before "(+N more)".
 _NAMED = 3
 
@@ -82,6 +99,17 @@ class Partial:
         return f"{self.when.text} ({self.ref}: any day from {self.when.earliest} to {self.when.latest})"
 
 
+def open_start(period: object) -> PartialDate | None:
+    """The start of a Period written with an end only, as the range of days it can mean (``_EARLIEST`` to
+    the latest day the end can mean); None for any other Period."""
+    if not isinstance(period, Mapping) or period.get("start") is not None:
+        return None
+    end = parse_date(period.get("end"))
+    if end is None or end.latest < _EARLIEST:
+        return None
+    return PartialDate(_EARLIEST, end.latest, f"the unrecorded start of a period ended by {end.text}")
+
+
 def _partial(value: object) -> PartialDate | None:
     if not isinstance(value, str) or len(value.strip()) > 7:  # "YYYY-MM" at most; a full date is longer
         return None
@@ -89,9 +117,12 @@ def _partial(value: object) -> PartialDate | None:
     return parsed if parsed is not None and not parsed.exact else None
 
 
-def _find(element: object, found: list[PartialDate], keys: Iterable[str] | None = None) -> None:
+def _find(
+    element: object, found: list[PartialDate], keys: Iterable[str] | None = None, open_starts: bool = False
+) -> None:
     """Every partial date in ``element`` (a resource, an element of it, or a list of them); ``keys``: the
-    elements to look in, when known."""
+    elements to look in, when known; ``open_starts``: a resource whose end-only periods count too
+    (``open_start``)."""
     if element.__class__ is list:
         for value in element:
             _find(value, found)
@@ -111,6 +142,8 @@ def _find(element: object, found: list[PartialDate], keys: Iterable[str] | None 
         elif key in _DATE_LISTS:
             found += [p for p in map(_partial, value if value.__class__ is list else ()) if p is not None]
         else:
+            if open_starts and key in _OPEN_START and (start := open_start(value)) is not None:
+                found.append(start)
             _find(value, found)
 
 
@@ -125,8 +158,9 @@ def partial_dates(record: PatientRecord) -> tuple[Partial, ...]:
             if rtype == "Patient":
                 continue
             keys = _BY_TYPE.get(rtype)
+            open_starts = rtype in _OPEN_START_TYPES
             for resource in resources:
-                _find(resource, found, keys)
+                _find(resource, found, keys, open_starts)
                 if found:
                     out += [Partial(ref(resource), when) for when in dict.fromkeys(found)]
                     found = []
@@ -135,8 +169,9 @@ def partial_dates(record: PatientRecord) -> tuple[Partial, ...]:
     return record.memo("partial_dates", collect)
 
 
-def _rewrite(element: Any, read: Callable[[PartialDate], date]) -> Any:
-    """``element`` with each partial date replaced by the day ``read`` gives; unchanged parts are shared."""
+def _rewrite(element: Any, read: Callable[[PartialDate], date], open_starts: bool = False) -> Any:
+    """``element`` with each partial date replaced by the day ``read`` gives, and (``open_starts``) each
+    end-only period given the start ``read`` gives; unchanged parts are shared."""
     if element.__class__ is list:
         items = [_rewrite(value, read) for value in element]
         return items if any(a is not b for a, b in zip(items, element, strict=True)) else element
@@ -155,6 +190,8 @@ def _rewrite(element: Any, read: Callable[[PartialDate], date]) -> Any:
             new = new if new != value else value
         else:
             new = _rewrite(value, read)
+            if open_starts and key in _OPEN_START and (start := open_start(value)) is not None:
+                new = {**new, "start": read(start).isoformat()}
         if new is not value:
             out = out if out is not None else dict(element)
             out[key] = new
@@ -164,7 +201,10 @@ def _rewrite(element: Any, read: Callable[[PartialDate], date]) -> Any:
 def read_at(record: PatientRecord, read: Callable[[PartialDate], date]) -> PatientRecord:
     """The record with every partial date read as one day (a new record: derived views start afresh)."""
     resources: dict[str, list[Resource]] = {
-        rtype: [r if r.get("resourceType") == "Patient" else _rewrite(r, read) for r in held]
+        rtype: [
+            r if r.get("resourceType") == "Patient" else _rewrite(r, read, rtype in _OPEN_START_TYPES)
+            for r in held
+        ]
         for rtype, held in record.resources.items()
     }
     return PatientRecord(record.patient, resources, record.medications, studies=record.studies)
@@ -197,7 +237,10 @@ def over_partial_dates(
     latest = latest_known(as_of)
     # One rewritten record per reading, shared by every criterion (and so are its derived views).
     at_latest = record.memo(f"partial_dates:latest:{as_of.isoformat()}", lambda: read_at(record, latest))
-    readings = [(_first_day, evaluate(record)), (latest, evaluate(at_latest))]
+    at_first = record
+    if any(p.when.earliest == _EARLIEST for p in partials):  # an end-only period: its start is written in
+        at_first = record.memo("partial_dates:first", lambda: read_at(record, _first_day))
+    readings = [(_first_day, evaluate(at_first)), (latest, evaluate(at_latest))]
     if any(p.when.latest > as_of for p in partials):
         at_last = record.memo("partial_dates:last", lambda: read_at(record, _last_day))
         readings.append((_last_day, evaluate(at_last)))
@@ -247,6 +290,8 @@ def _name(partials: list[Partial], brief: bool = False) -> str:
     ]
     more = len(partials) - _NAMED
     words = "" if brief else "partial date " if len(partials) == 1 else "partial dates "
+    if all(p.when.earliest == _EARLIEST for p in partials):  # end-only periods (``open_start``) say so
+        words = ""
     return words + "; ".join(shown) + (f" (+{more} more)" if more > 0 else "")
 
 

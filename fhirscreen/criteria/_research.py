@@ -17,7 +17,9 @@ No status is dropped at load (fhir/resources.py): a withdrawal after dosing is s
 
 What the study is (``Study``): the reference's display, and the ResearchStudy it points at when the data
 hold it (``PatientRecord.study``; every source reads the studies that ResearchSubjects refer to). Its
-title, focus and keywords may name the product (E7, E8); its phase, primary purpose, arm types, study
+title, focus and keywords may name the product (E7, E8), and so may its description, in plain words or
+in words that leave it a question (``mention``: an eligibility section, an exclusion, a negation); its
+phase, primary purpose, arm types, study
 design, category and names tell an interventional study from an observational one (``Study.kind``: codes
 of the standard code systems decide over free text; signs of both kinds that no code settles leave it
 unclear, a question), and its identifiers this trial from another (E5). A study named only by a
@@ -244,6 +246,20 @@ def _text_signs(categories: Sequence[str], names: Sequence[str]) -> list[Sign]:
     return signs
 
 
+def _description_signs(text: str) -> list[Sign]:
+    """The signs of a study's description said in plain words (``mention``), as free text."""
+    signs: list[Sign] = []
+    kinds: tuple[tuple[Kind, tuple[re.Pattern[str], ...]], ...] = (
+        ("interventional", (_INTERVENTIONAL, _PHASE_TEXT, _TRIAL_WORDS)),
+        ("observational", (_OBSERVATIONAL,)),
+    )
+    for kind, patterns in kinds:
+        said = mention(text, patterns, product=False)
+        if said is not None and said.conclusive:
+            signs.append(Sign(kind, f"'{said.said}' in its description", False))
+    return signs
+
+
 def _said(signs: Sequence[Sign], kind: str) -> str:
     return ", ".join(s.how for s in signs if s.kind == kind)
 
@@ -288,8 +304,8 @@ class Study:
 
     def concepts(self) -> list[Mapping[str, Any]]:
         """What may name the study's product, for a value set: the reference's display, then the
-        study's title, focus and keywords (codes and text). Not its description: prose that may name a
-        product only to exclude it ("no prior CAR-T therapy")."""
+        study's title, focus and keywords (codes and text). Not its description, which is prose that may
+        name a product only to exclude it ("no prior CAR-T therapy"): ``description`` and ``mention``."""
         found: list[Mapping[str, Any]] = [{"text": self.display}] if self.display else []
         if self.title:
             found.append({"text": self.title})
@@ -297,6 +313,13 @@ class Study:
             for element in ("focus", "keyword"):
                 found += [c for c in items(self.resource.get(element)) if isinstance(c, Mapping)]
         return found
+
+    def description(self) -> str:
+        """The study's prose: its description (R4 markdown), and an R5 descriptionSummary."""
+        if self.resource is None:
+            return ""
+        found = [self.resource.get(k) for k in ("descriptionSummary", "description")]
+        return "\n".join(t for t in found if isinstance(t, str) and t.strip())
 
     def _reference_parts(self) -> list[str]:
         identifier = self.reference.get("identifier")
@@ -340,11 +363,16 @@ class Study:
         and decides over free text (titles, category text, concept text, local codes). The coded signs
         decide when they agree; when they disagree, or when there are none and the free-text signs
         disagree, the kind is "unclear": a question for the coordinator, and ``how`` names both sides.
-        None (and "") when nothing tells."""
+        The description is read last, only when nothing else gives a sign, and only where it says the
+        words in plain terms (``mention``: not in an eligibility section, not negated, not the
+        participants' past: "patients previously in randomized trials" is no sign). None (and "") when
+        nothing tells."""
         resource = self.resource if self.resource is not None else {}
         categories = [t for c in items(resource.get("category")) for t in _concept_texts(c)]
         keywords = [t for c in items(resource.get("keyword")) for t in _concept_texts(c)]
         signs = _element_signs(resource) + _text_signs(categories, [self.text(), *keywords])
+        if not signs:  # the description, last: prose, read only where nothing else tells
+            signs = _description_signs(self.description())
         coded = [s for s in signs if s.coded]
         decided = coded or signs
         kinds = {s.kind for s in decided}
@@ -360,6 +388,97 @@ class Study:
         if overruled:
             how += f" (a code decides over {', '.join(s.how for s in overruled)})"
         return KindReading(kind, how, bool(overruled))
+
+
+# A study description's eligibility section: what follows names the participants' history, not what the
+# study gives ("Exclusion criteria: prior MSC therapy").
+_ELIGIBILITY = re.compile(r"\b(inclusion|exclusion|eligibility)\s+criteria\b", re.IGNORECASE)
+# Anywhere in a sentence: the product is named as a reason to exclude ("Prior MSC therapy excluded").
+_EXCLUDING = re.compile(
+    r"\bexclu\w*|\bineligib\w*|\bnot\s+(be\s+)?eligible\b|\bnot\s+(allowed|permitted)\b|\bprohibit\w*"
+    r"|\bcontraindicat\w*",
+    re.IGNORECASE,
+)
+# Before the product in its sentence: a negation, or the participants' past ("no prior MSC", "patients
+# previously treated with CAR-T", "other than MSC").
+_NOT_GIVEN_HERE = re.compile(
+    r"\b(no|not|non|nor|neither|without|never|prior|previous(ly)?|history|other\s+than"
+    r"|except|excluding|unlike|instead\s+of|rather\s+than|failed|refractory\s+to)\b",
+    re.IGNORECASE,
+)
+# Right after the product: "MSC-naive", "CAR-T naive".
+_NAIVE = re.compile(r"^[\s-]*(na[i\u00ef]ve|free)\b", re.IGNORECASE)
+# Words that give a product, governing it from just before ("a single infusion of UC-MSC", "receive
+# CAR-T cells") or just after ("UC-MSC infusion", "CAR-T cell therapy", "MSCs are administered"): a
+# description says the study gives it only so. Elsewhere ("low-dose IL-2 to expand regulatory T cells",
+# "MSCs are immunomodulatory") the product is named as a mechanism or background: a question.
+_GIVING = re.compile(
+    r"\b(infus\w*|inject\w*|administ\w*|receiv\w*|given|dos(e|es|ed|ing)|transplant\w*|transfus\w*"
+    r"|treated|treatment|therap(y|ies)|implant\w*|delivered)\b",
+    re.IGNORECASE,
+)
+# Between a giving word and the product: the product is not what is given ("injections to expand Tregs").
+_MECHANISM = re.compile(
+    r"\b(expand\w*|increas\w*|induc\w*|promot\w*|restor\w*|boost\w*|enhanc\w*|modulat\w*|target\w*"
+    r"|deplet\w*|suppress\w*|activat\w*|levels?|counts?|numbers?|function\w*|effects?|mechanism\w*)\b",
+    re.IGNORECASE,
+)
+_SENTENCE = re.compile(r"(?<=[.;!?])\s+|\n+|\s+[\u2022*]\s+|\s+-\s+(?=[A-Z])")
+
+
+class Mention(NamedTuple):
+    """A product named in a study's description: the words that matched, their sentence, and whether the
+    sentence says the study gives it (conclusive) or names it only in words that do not (an eligibility
+    section, an exclusion, a negation, the participants' past treatment): then it is a question."""
+
+    said: str
+    sentence: str
+    conclusive: bool
+
+
+def _given(before: str, after: str) -> bool:
+    """Whether a giving word governs the product: in the six words before it with no mechanism word
+    between, or in the four words after it."""
+    tail = " ".join(before.split()[-6:])
+    found = list(_GIVING.finditer(tail))
+    last = found[-1] if found else None
+    if last is not None and not _MECHANISM.search(tail[last.end():]):
+        return True
+    head = " ".join(after.split()[:4])
+    first = _GIVING.search(head)
+    return first is not None and not _MECHANISM.search(head[: first.start()])
+
+
+def mention(text: str, patterns: Sequence[re.Pattern[str]], *, product: bool = True) -> Mention | None:
+    """How a study's description (``Study.description``) names a product of ``patterns`` (a value set's
+    text patterns; codes are not prose): the first mention in plain words that give it ("a single
+    infusion of umbilical cord mesenchymal stromal cells": conclusive), else the first in words that do
+    not say the study gives it ("Prior MSC therapy excluded", "no previous CAR-T", "IL-2 to expand
+    regulatory T cells"): not conclusive. None when the description does not name it. With ``product``
+    False (words that are no product: a study's kind), no giving word is asked for."""
+    if not text or not patterns:
+        return None
+    heading = _ELIGIBILITY.search(text)
+    eligibility_from = heading.start() if heading else len(text)
+    doubtful: Mention | None = None
+    offset = 0
+    for sentence in _SENTENCE.split(text):
+        start = text.find(sentence, offset)
+        offset = start + len(sentence) if start >= 0 else offset
+        if not sentence.strip():
+            continue
+        for pattern in patterns:
+            for found in pattern.finditer(sentence):
+                before, after = sentence[: found.start()], sentence[found.end():]
+                plain = not (
+                    start + found.start() >= eligibility_from or _EXCLUDING.search(sentence)
+                    or _NOT_GIVEN_HERE.search(before) or _NAIVE.search(after)
+                ) and (not product or _given(before, after))
+                said = Mention(found.group(0), sentence.strip(), plain)
+                if plain:
+                    return said
+                doubtful = doubtful or said
+    return doubtful
 
 
 def _plain(text: str) -> str:

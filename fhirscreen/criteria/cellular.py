@@ -188,16 +188,21 @@ def msc_therapy(record: PatientRecord, ctx: Context, params: MscParams) -> Crite
         )
     studies = [e for e in [*own.unsure, *ev.research_questions(record, ctx.vs(params.msc), as_of)]
                if e.span is None or e.span.latest is None or e.span.latest >= first]
-    if studies:
-        ask = "Ask whether the patient received the study's MSC product, and when."
+    doubts = [e for e in ev.research_doubts(record, ctx.vs(params.msc), as_of)
+              if e.span is None or e.span.latest is None or e.span.latest >= first]
+    if studies or doubts:
+        said, asks = [], []
+        if studies:
+            said.append(f"On record in an MSC study, exposure not clear: {ev.describe(studies)}.")
+            asks.append("Ask whether the patient received the study's MSC product, and when.")
         if own.unsure:
-            ask = ("Ask whether the patient already received this trial's UC-MSC dose (a re-screen), and "
-                   "when; if not, this is the enrolment being screened for.")
+            asks = ["Ask whether the patient already received this trial's UC-MSC dose (a re-screen), and "
+                    "when; if not, this is the enrolment being screened for."]
+        if doubts:
+            said.append(_doubt_words("MSC therapy", doubts))
+            asks.append("Ask whether that study gave the patient MSC therapy, and when.")
         return result(
-            Outcome.UNKNOWN,
-            f"On record in an MSC study, exposure not clear: {ev.describe(studies)}.",
-            ev.refs(studies),
-            next_step=ask,
+            Outcome.UNKNOWN, " ".join(said), ev.refs([*studies, *doubts]), next_step=" ".join(asks),
         )
     unspecified = _unspecified_in_window(record, ctx, params.unspecified_cellular, first)
     if unspecified:
@@ -229,6 +234,32 @@ def msc_therapy(record: PatientRecord, ctx: Context, params: MscParams) -> Crite
     )
 
 
+def _doubt_words(therapy: str, doubts: list[ev.Event]) -> str:
+    """The reason for studies whose description names the therapy only in words that do not say they
+    gave it (``_events.research_doubts``)."""
+    return (f"On record in a study whose description names {therapy} only in words that do not say the "
+            f"study gave it (an exclusion, a negation, the participants' past): {ev.describe(doubts)}.")
+
+
+# How firmly a record names a therapy (``Event.source``): a code or name, a study's description in plain
+# words, a description that does not say the study gave it.
+_FIRMNESS = {"name": 2, "description": 1, "doubtful": 0}
+
+
+def _excepted(msc: list[ev.Event]) -> dict[str, int]:
+    """The records E8 excepts as MSC, each with how firmly it names MSC: a record is excepted from the
+    wider class only when it names MSC at least as firmly as the other therapy (a CAR-T study whose
+    description also mentions MSC is a CAR-T study)."""
+    firm: dict[str, int] = {}
+    for e in msc:
+        firm[e.ref] = max(firm.get(e.ref, 0), _FIRMNESS[e.source])
+    return firm
+
+
+def _not_msc(events: list[ev.Event], excepted: dict[str, int]) -> list[ev.Event]:
+    return [e for e in events if excepted.get(e.ref, -1) < _FIRMNESS[e.source]]
+
+
 def _unspecified_in_window(
     record: PatientRecord, ctx: Context, name: str | None, first: date
 ) -> list[ev.Event]:
@@ -252,8 +283,9 @@ def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams
     # This trial's earlier dose is MSC therapy: excepted here, as any other MSC record.
     msc = _events(record, ctx.vs(params.msc), as_of) + own.dosed
     # Every MSC record is excepted, given or not: none of them is another cellular therapy.
-    msc_refs = {e.ref for e in _records(record, ctx.vs(params.msc), as_of)}
-    cellular = [e for e in _events(record, ctx.vs(params.cellular), as_of) if e.ref not in msc_refs]
+    excepted = _excepted(_records(record, ctx.vs(params.msc), as_of))
+    msc_refs = set(excepted)
+    cellular = _not_msc(_events(record, ctx.vs(params.cellular), as_of), excepted)
     if cellular:
         cellular = _newest_first(cellular, as_of)
         return result(
@@ -264,14 +296,14 @@ def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams
         )
     unknown: list[str] = []
     evidence: list[str] = []
-    unsure = [e for e in _unsure(record, ctx.vs(params.cellular), as_of) if e.ref not in msc_refs]
+    unsure = _not_msc(_unsure(record, ctx.vs(params.cellular), as_of), excepted)
     if unsure:
         unknown.append(
             f"Cellular therapy recorded with status unknown: {ev.describe(_newest_first(unsure, as_of))}; "
             "whether it was given is a question."
         )
         evidence += ev.refs(unsure)
-    hsct = [e for e in _possibly_given(record, ctx.vs(params.hsct), as_of) if e.ref not in msc_refs]
+    hsct = _not_msc(_possibly_given(record, ctx.vs(params.hsct), as_of), excepted)
     if hsct:
         unknown.append(
             f"Haematopoietic stem-cell transplant on record ({ev.describe(hsct)}): a cellular therapy the "
@@ -280,18 +312,21 @@ def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams
         evidence += ev.refs(hsct)
     if params.unspecified_cellular:
         unspecified = _possibly_given(record, ctx.vs(params.unspecified_cellular), as_of)
-        unspecified = [e for e in unspecified if e.ref not in msc_refs]
+        unspecified = _not_msc(unspecified, excepted)
         if unspecified:
             unknown.append(
                 f"Cellular therapy of unstated type on record ({ev.describe(unspecified)}); "
                 "only MSCs are excepted."
             )
             evidence += ev.refs(unspecified)
-    studies = ev.research_questions(record, ctx.vs(params.cellular), as_of)
-    studies = [e for e in studies if e.ref not in msc_refs]
+    studies = _not_msc(ev.research_questions(record, ctx.vs(params.cellular), as_of), excepted)
     if studies:
         unknown.append(f"On record in a cellular-therapy study, exposure not clear: {ev.describe(studies)}.")
         evidence += ev.refs(studies)
+    doubts = _not_msc(ev.research_doubts(record, ctx.vs(params.cellular), as_of), excepted)
+    if doubts:
+        unknown.append(_doubt_words("a cellular therapy", doubts))
+        evidence += ev.refs(doubts)
     if unknown:
         steps = []
         if unsure:

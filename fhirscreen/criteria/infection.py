@@ -535,12 +535,12 @@ def _prophylaxis_reason(record: PatientRecord, exp: Exposure, prophylaxis: Value
 def _reason_may_be_infection(
     record: PatientRecord, exp: Exposure, infections: ValueSet, prophylaxis: ValueSet | None
 ) -> bool:
-    """Whether the order's coded reason is (or, unresolved, may be) an infection: a reasonCode or a
-    referenced Condition of ``infections`` that does not itself say prophylaxis, or a reasonReference the
-    record does not hold. Then no free text can make the order prophylaxis."""
-    concepts, unresolved = reason_concepts(record, exp)
-    if unresolved:
-        return True
+    """Whether the order's reason is an infection: a reasonCode, a referenced Condition or the display of
+    a reference the record does not hold, of ``infections`` and not itself saying prophylaxis. Then no free
+    text can make the order prophylaxis. A reference to a Condition the record does not hold is read as
+    if it were not there (``reason_concepts``): an active infection would be in the record as a Condition,
+    which E11 reads on its own."""
+    concepts, _unresolved = reason_concepts(record, exp)
     return any(
         infections.match(c) is not None and (prophylaxis is None or prophylaxis.match(c) is None)
         for c in concepts

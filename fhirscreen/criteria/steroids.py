@@ -126,7 +126,9 @@ class _Indication:
 
 
 def _indication(record: PatientRecord, ctx: Context, exp: Exposure, sle_sets: Sequence[str]) -> _Indication:
-    concepts, unresolved = reason_concepts(record, exp)
+    # Codes only, not the display of a reference the record does not hold: the SLE value sets are codes,
+    # so "Systemic lupus erythematosus" as a display would read as a non-SLE reason (unreadable instead).
+    concepts, unresolved = reason_concepts(record, exp, displays=False)
     for concept in concepts:
         if any(ctx.vs(name).match(concept) is not None for name in sle_sets):
             return _Indication("sle", concept_label(concept))

@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, timedelta
 from typing import Any
 
@@ -340,15 +340,19 @@ def investigational_agent(
     for exp in exposures(record):
         if not exp.seen_by(ctx.as_of) and not (exp.start is None and exp.ongoing):
             continue  # later records, and undated ones unless "currently taking"
-        other_study = exp.research_study and not is_this_study(exp.research_study, params.this_study)
         hit = exp.matches(products)
         if hit is None and params.development_codes and not _marketed(exp, params.marketed_systems):
             hit = exp.matches(ctx.vs(params.development_codes))
-        if hit is not None or other_study:
-            what = hit or f"a product of {exp.research_study}"
+        if hit is not None:
             washouts.append(
-                _product_washout(exp, what, ctx.as_of, day0, params.washout_days, params.unstated_course_days)
+                _product_washout(exp, hit, ctx.as_of, day0, params.washout_days, params.unstated_course_days)
             )
+        elif exp.research_study:
+            found = _linked_study_washout(exp, record, ctx.as_of, day0, params)
+            if isinstance(found, _Washout):
+                washouts.append(found)
+            elif found:
+                ignored.append(found)
     if params.participation:
         washouts += _participation_codes(record, ctx, params.participation, day0, params.washout_days)
     extra = f" Not counted: {'; '.join(ignored)}." if ignored else ""
@@ -519,6 +523,37 @@ def _subject_washout(
         text = f"{whether}, {where}: {taking.why}"
         return _Washout(Outcome.UNKNOWN, text, refs, end + days if end else None, step)
     return f"{study} ({taking.why})"
+
+
+def _linked_study_washout(
+    exp: Exposure, record: PatientRecord, as_of: date, day0: date, params: InvestigationalParams
+) -> _Washout | str | None:
+    """A medication record linked to a study by the workflow-researchStudy extension, its drug not
+    named as an investigational product: the study is read as a ResearchSubject's is (``Study.kind``).
+    This trial's own study is not another's (None); an observational study gives no agent (a string, for
+    "Not counted"); a study whose signs disagree leaves what would fail a question; any other study
+    (interventional, or one nothing tells) gives an investigational agent."""
+    reference = exp.study_reference or {}
+    known = study_of({"study": reference}, record.study({"study": reference}) if reference else None)
+    if is_this_study(known.text() or exp.research_study or "", params.this_study):
+        return None
+    study = known.name() or exp.research_study or "an unnamed study"
+    kind, how, contested = known.kind()
+    if kind == "observational":
+        by = f" {how}" if known.resource is not None else ""
+        return f"{exp.label} ({exp.ref}) within {study} (observational study{by}, no agent given)"
+    what = f"{exp.label}, a product of {study}"
+    found = _product_washout(exp, what, as_of, day0, params.washout_days, params.unstated_course_days)
+    if known.resource is not None and known.ref:
+        found = replace(found, refs=(*found.refs, known.ref))
+    if kind == "unclear" and found.outcome is not Outcome.PASS:
+        step = (f"Ask whether {study} gives an investigational agent (an interventional study) and, if so, "
+                "the date of the last study dose.")
+        text = f"{found.text}; the study is of unclear kind ({how}): if it gives an agent, this is one"
+        return replace(found, outcome=Outcome.UNKNOWN, text=text, step=step)
+    if contested:
+        found = replace(found, text=f"{found.text}; {kind} {how}")
+    return found
 
 
 def _product_washout(

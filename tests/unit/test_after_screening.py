@@ -24,7 +24,7 @@ from fhirscreen.record import PatientRecord, PopulationBuilder
 from fhirscreen.screening import screen_patient
 from fhirscreen.sources.files import FileSource
 from fhirscreen.trial.loader import Trial
-from tests.builders import AS_OF, condition, procedure, record
+from tests.builders import AS_OF, concept, condition, medication_statement, procedure, record
 
 BEFORE = "2026-05-01"  # a month before the screening date (AS_OF 2026-06-01)
 AFTER = "2026-07-01"  # a month after it
@@ -138,6 +138,88 @@ def test_a_partial_onset_string_is_read_over_its_range(screen: Screen) -> None:
     res = screen("E12", record(condition("icd10cm", "C50.911", None, id="c", onsetString="2026-06")))
     assert res.outcome is Outcome.UNKNOWN, res.reason
     assert "2026-06" in res.reason
+
+
+# ------------------------------------------------- a period with an end only: "by 2026-05-01", start unknown
+
+LONG_BEFORE = "2020-01-01"  # before every window
+
+
+def _end_only_condition(system: str, code: str, end: str) -> dict[str, Any]:
+    return condition(system, code, None, id="c", onsetPeriod={"end": end})
+
+
+def _end_only_procedure(system: str, code: str, text: str | None, end: str) -> dict[str, Any]:
+    return procedure(system, code, None, text=text, id="p", performedPeriod={"end": end})
+
+
+# Conditions whose onset "by" a day inside the window may have been before it: unknown (the dated onset
+# is unknown too for E7's history code, a question either way).
+_POSSIBLY_IN_WINDOW = {"E11", "E7", "E13"}
+
+
+@pytest.mark.parametrize(("cid", "system", "code", "before"), [c[:1] + c[1] + c[2:] for c in CONDITIONS],
+                         ids=[f"{c[0]}-{c[1][1]}" for c in CONDITIONS])
+def test_a_condition_whose_onset_period_has_only_an_end_is_dated_by_it(
+    screen: Screen, cid: str, system: str, code: str, before: Outcome
+) -> None:
+    """onsetPeriod {end} says the condition began by that day: not an undated entry. Long before every
+    window it reads as history (as a dated onset that day); by a day in the window it is that outcome, or
+    unknown where the window decides (the start may be before it); by a day after the screening date it
+    may have begun before it: unknown, never a silent pass."""
+    nothing = screen(cid, record())
+    dated = screen(cid, record(condition(system, code, LONG_BEFORE, id="c")))
+    old = screen(cid, record(_end_only_condition(system, code, LONG_BEFORE)))
+    assert old.outcome is dated.outcome, old.reason
+    assert "Condition/c" in old.evidence or old.outcome is nothing.outcome
+    assert "no onset date" not in old.reason and "undated" not in old.reason, old.reason
+
+    recent = screen(cid, record(_end_only_condition(system, code, BEFORE)))
+    expected = Outcome.UNKNOWN if cid in _POSSIBLY_IN_WINDOW else before
+    assert recent.outcome is expected, recent.reason
+    assert "Condition/c" in recent.evidence
+    assert "no onset date" not in recent.reason and "undated" not in recent.reason, recent.reason
+
+    later = screen(cid, record(_end_only_condition(system, code, AFTER)))
+    assert later.outcome is Outcome.UNKNOWN, later.reason
+    assert "Condition/c" in later.evidence and "ended by 2026-07-01" in later.reason
+
+
+@pytest.mark.parametrize(("cid", "system", "code", "text", "before"),
+                         [c[:1] + c[1] + c[2:] for c in PROCEDURES], ids=[c[0] for c in PROCEDURES])
+def test_a_procedure_whose_performed_period_has_only_an_end(
+    screen: Screen, cid: str, system: str, code: str, text: str | None, before: Outcome
+) -> None:
+    """performedPeriod {end}: under way up to that day. Ended in the window: in it (washouts count from the
+    last day); long before: history, as a procedure that day; ended after the screening date: it may have
+    been under way before it, unknown (it was a silent pass, as if done after screening)."""
+    dated = screen(cid, record(procedure(system, code, LONG_BEFORE, text=text, id="p")))
+    old = screen(cid, record(_end_only_procedure(system, code, text, LONG_BEFORE)))
+    assert old.outcome is dated.outcome, old.reason
+    recent = screen(cid, record(_end_only_procedure(system, code, text, BEFORE)))
+    assert recent.outcome is before, recent.reason
+    assert "Procedure/p" in recent.evidence
+    later = screen(cid, record(_end_only_procedure(system, code, text, AFTER)))
+    assert later.outcome is Outcome.UNKNOWN, later.reason
+    assert "Procedure/p" in later.evidence and "ended by 2026-07-01" in later.reason
+    assert later.next_step is not None and "Procedure/p" in later.next_step
+
+
+def test_a_medication_taken_until_a_day_with_no_start_is_read_over_its_possible_start(screen: Screen) -> None:
+    """effectivePeriod {end}: taken until that day, since an unrecorded day. A steroid course for asthma
+    "until" last week may have lasted more than 14 days (E1: unknown, it read as one day); an MSC product
+    "until" after the screening date may have been given before it (E7: unknown, it was a silent pass)."""
+    asthma = concept("icd10cm", "J45.909", "Unspecified asthma, uncomplicated")
+    steroid = medication_statement("8640", None, "2026-05-25", status="completed", id="ms",
+                                   display="predniSONE 20 MG Oral Tablet", reasonCode=[asthma])
+    res = screen("E1", record(steroid))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "MedicationStatement/ms" in res.evidence
+    msc = medication_statement("x", None, AFTER, system="http://hospital.example/drugs", status="completed",
+                               display="UC-MSC infusion", id="msc")
+    res = screen("E7", record(msc))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "MedicationStatement/msc" in res.evidence
 
 
 # ------------------------------------------------------------------------ the whole class, on sample data

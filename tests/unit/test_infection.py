@@ -800,13 +800,48 @@ def test_e11_a_coded_infection_reason_wins_over_prophylaxis_in_the_note(evaluate
     order = tmp_smx(note=[{"text": "PJP prophylaxis"}], reasonCode=[pneumonia])
     res = evaluate("E11", record(order))
     assert res.outcome is Outcome.UNKNOWN, res.reason
-    # ... and so does a reason the record does not hold (it may be an infection).
-    gone = [{"reference": "Condition/gone"}]
+    # ... and so does the display of a reason the record does not hold.
+    gone = [{"reference": "Condition/gone", "display": "Pneumonia"}]
     unresolved = tmp_smx(note=[{"text": "PJP prophylaxis"}], reasonReference=gone)
     assert evaluate("E11", record(unresolved)).outcome is Outcome.UNKNOWN
     # A coded reason that itself says prophylaxis is still prophylaxis (the reason's own words).
     coded = tmp_smx(reasonCode=[concept("icd10cm", "B59", "Pneumocystosis", text="PJP prophylaxis")])
     assert evaluate("E11", record(coded)).outcome is Outcome.PASS
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        {"reasonReference": [{"reference": "Condition/gone", "display": "UTI prophylaxis"}]},
+        {"reasonReference": [{"display": "UTI prophylaxis"}]},
+        {"reasonReference": [{"reference": "Condition/gone"}], "note": [{"text": "UTI prophylaxis"}]},
+        {"reasonReference": [{"reference": "Condition/gone"}],
+         "dosageInstruction": [{"text": "nightly for UTI prophylaxis"}]},
+    ],
+    ids=["display", "display-only", "note", "dosage"],
+)
+def test_e11_a_reason_condition_not_in_the_record_does_not_hide_the_reason_s_words(evaluate, extra):
+    """A reasonReference to a Condition the record does not hold is read as if it were not there: the
+    reference's display, the order's note and dosage text say what the order is for."""
+    order = medication_request("2551", "2026-05-29", display="ciprofloxacin", id="rx", **extra)
+    res = evaluate("E11", record(order))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "ciprofloxacin (since 2026-05-29, MedicationRequest/rx) is prophylaxis" in res.reason
+    # Not when the reference's display is an infection: the question stays.
+    shown = dict(extra, reasonReference=[{"reference": "Condition/gone", "display": "Acute cystitis"}])
+    order = medication_request("2551", "2026-05-29", display="ciprofloxacin", id="rx", **shown)
+    assert evaluate("E11", record(order)).outcome is Outcome.UNKNOWN
+
+
+def test_e11_a_fill_whose_own_reason_is_not_in_the_record_reads_its_order(evaluate):
+    order = medication_request("6038", "2026-03-15", display="isoniazid", id="inh",
+                               reason=concept("icd10cm", "Z22.7", "Latent tuberculosis"))
+    fill = medication_dispense("6038", "2026-05-20", display="isoniazid", id="fill",
+                               authorizingPrescription=[{"reference": "MedicationRequest/inh"}],
+                               reasonReference=[{"reference": "Condition/gone"}])
+    res = evaluate("E11", record(order, fill))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "MedicationDispense/fill) is prophylaxis" in res.reason
 
 
 PROPHYLAXIS_WORDING = [
@@ -859,6 +894,16 @@ def test_e10_pep_written_in_a_note_is_not_antiretroviral_therapy(evaluate):
     assert "with no HIV diagnosis or antiretroviral therapy on record" in res.reason
     treatment = {**prep, "note": [{"text": "PEP stopped; HIV treatment since the diagnosis"}]}
     assert evaluate("E10", record(*tests, treatment)).outcome is Outcome.FAIL
+
+
+def test_e10_pep_named_by_a_reason_reference_the_record_does_not_hold(evaluate):
+    """The display of a reasonReference whose Condition is not in the record is the reason's words."""
+    pep, tests = _hiv_screen_then_pep("")
+    pep = {**pep, "note": [], "reasonReference": [{"reference": "Condition/gone",
+                                                   "display": "Post-exposure prophylaxis (needlestick)"}]}
+    res = evaluate("E10", record(*tests, pep))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "with no HIV diagnosis or antiretroviral therapy on record" in res.reason
 
 
 # --- abatement[x] ends a condition (criteria-codes.md 0.2) ----------------------------------------

@@ -26,7 +26,7 @@ from fhirscreen.store.delta import owner, referenced_shared
 from fhirscreen.store.incremental import IncrementalSource
 from fhirscreen.store.sqlite import SCHEMA_VERSION, ResourceStore, StoredResource, StoreState
 from fhirscreen.trial.loader import Trial
-from tests.builders import record
+from tests.builders import medication_statement, record
 from tests.unit.test_server_source import (
     TYPES,
     FakeFhir,
@@ -131,15 +131,64 @@ def test_e8_a_study_that_cannot_be_read_is_named_in_the_passing_reason(evaluate)
     assert "whether it gave a cellular therapy cannot be told: ResearchStudy/abc" in res.reason
 
 
-def test_the_description_is_not_read_for_products(evaluate):
-    """Prose may name a product only to exclude it: not a study of that product."""
-    resolved = study(
-        title="Anifrolumab in lupus nephritis", description="Prior MSC or CAR-T therapy excluded."
-    )
+UC_MSC_PROSE = (
+    "Participants receive a single infusion of umbilical cord mesenchymal stromal cells on Day 0 and are "
+    "followed for 52 weeks."
+)
+CAR_T_PROSE = "Participants receive anti-CD19 CAR-T cells after lymphodepletion."
+
+
+def test_e7_e8_read_the_description_in_plain_words(evaluate):
+    """A study whose title and keywords do not name the product, but whose description says it gives it."""
+    msc = study(title="Study XYZ-001 in refractory SLE", description=UC_MSC_PROSE)
+    res = evaluate("E7", record(subject(), msc))
+    assert res.outcome is Outcome.FAIL, res.reason
+    assert "ResearchStudy/abc" in res.reason and "its description naming" in res.reason
+    assert res.evidence == ("ResearchSubject/rs1", "ResearchStudy/abc")
+    assert evaluate("E7", record(subject("candidate"), msc)).outcome is Outcome.PASS  # not dosed
+    # E8 excepts it as MSC therapy, and fails a CAR-T study named so in its description.
+    assert evaluate("E8", record(subject(), msc)).outcome is Outcome.PASS
+    car_t = study(title="Study XYZ-002 in refractory SLE", description=CAR_T_PROSE)
+    res = evaluate("E8", record(subject(), car_t))
+    assert res.outcome is Outcome.FAIL, res.reason
+    assert "ResearchStudy/abc" in res.evidence
+    # A CAR-T study by its title whose description also names MSC is a CAR-T study: not excepted.
+    both = study(title="Anti-CD19 CAR-T in SLE", description=f"{UC_MSC_PROSE} {CAR_T_PROSE}")
+    assert evaluate("E8", record(subject(), both)).outcome is Outcome.FAIL
+
+
+@pytest.mark.parametrize(
+    "description",
+    [
+        "Prior MSC or CAR-T therapy excluded.",
+        "Anifrolumab every 4 weeks. Patients previously treated with MSCs or CAR-T cells are not eligible.",
+        "A study of anifrolumab in lupus nephritis.\nExclusion criteria:\n- mesenchymal stem cells\n"
+        "- CAR-T cell therapy",
+        "Open to patients with no prior mesenchymal stromal cell or CAR-T therapy.",
+    ],
+    ids=["excluded", "not-eligible", "eligibility-section", "negated"],
+)
+def test_a_description_naming_the_product_not_as_given_is_a_question(evaluate, description):
+    """Prose may name a product only to exclude it: not a study of that product, but not nothing either
+    (never a silent pass, never a fail): unknown, with the study named."""
+    resolved = study(title="Anifrolumab in lupus nephritis", description=description)
     for criterion in ("E7", "E8"):
         res = evaluate(criterion, record(subject(), resolved))
-        assert res.outcome is Outcome.PASS, res.reason
-        assert "not in the data" not in res.reason  # the study was read
+        assert res.outcome is Outcome.UNKNOWN, (criterion, res.reason)
+        assert "Anifrolumab in lupus nephritis" in res.reason and "do not say the study gave it" in res.reason
+        assert res.evidence == ("ResearchSubject/rs1", "ResearchStudy/abc")
+        assert res.next_step
+        # Not dosed in that study: nothing to ask.
+        assert evaluate(criterion, record(subject("candidate"), resolved)).outcome is Outcome.PASS
+    # E8: a study that names a cellular therapy only as a mechanism is a question, not a fail.
+    il2 = study(title="Low-dose IL-2 in SLE",
+                description="Participants receive low-dose IL-2 injections to expand regulatory T cells.")
+    res = evaluate("E8", record(subject(), il2))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "Low-dose IL-2 in SLE" in res.reason
+    # E7: a study that ended before the 52 weeks is not a question.
+    old = subject("off-study", start="2020-01-01", period={"start": "2020-01-01", "end": "2020-06-01"})
+    assert evaluate("E7", record(old, resolved)).outcome is Outcome.PASS
 
 
 def test_e5_an_observational_study_by_its_category_is_not_an_agent(evaluate):
@@ -151,6 +200,56 @@ def test_e5_an_observational_study_by_its_category_is_not_an_agent(evaluate):
         "SLE outcomes 2026 ResearchStudy/abc (observational study by 'Observational' in its category"
         in res.reason
     )
+
+
+def _given_within(reference: dict[str, Any]) -> dict[str, Any]:
+    """Belimumab given on 2026-05-20, linked to a study by the standard extension."""
+    url = "http://hl7.org/fhir/StructureDefinition/workflow-researchStudy"
+    ext = [{"url": url, "valueReference": reference}]
+    return medication_statement(
+        "1092437", "2026-05-20", "2026-05-20", status="completed", display="belimumab", id="ms1",
+        extension=ext,
+    )
+
+
+def test_e5_a_drug_given_within_an_observational_study_is_not_an_agent(evaluate):
+    """The study a medication record is linked to (workflow-researchStudy) is read as a ResearchSubject's:
+    a drug given within an observational registry is not an interventional agent."""
+    registry = study(title="SLE outcomes 2026", category=[{"text": "Observational"}])
+    res = evaluate("E5", record(_given_within({"reference": "ResearchStudy/abc"}), registry))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "MedicationStatement/ms1" in res.reason and "observational study" in res.reason
+    by_display = _given_within({"display": "Lupus registry (non-interventional)"})
+    assert evaluate("E5", record(by_display)).outcome is Outcome.PASS
+    # An interventional study, or one that nothing tells (as for a ResearchSubject), gives an agent.
+    trial = study(title="Phase 2 study of XYZ", phase={"coding": [{"system": PHASE, "code": "phase-2"}]})
+    res = evaluate("E5", record(_given_within({"reference": "ResearchStudy/abc"}), trial))
+    assert res.outcome is Outcome.FAIL
+    assert res.evidence == ("MedicationStatement/ms1", "ResearchStudy/abc")
+    assert evaluate("E5", record(_given_within({"reference": "ResearchStudy/abc"}))).outcome is Outcome.FAIL
+
+
+def test_e5_a_drug_given_within_a_study_of_unclear_kind_is_a_question(evaluate):
+    unclear = study(title="Randomized registry of lupus care")
+    res = evaluate("E5", record(_given_within({"reference": "ResearchStudy/abc"}), unclear))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "MedicationStatement/ms1" in res.reason and "unclear kind" in res.reason
+    assert res.evidence == ("MedicationStatement/ms1", "ResearchStudy/abc")
+    assert res.next_step is not None and "Randomized registry of lupus care" in res.next_step
+
+
+def test_e5_reads_the_description_for_the_kind_when_nothing_else_tells(evaluate):
+    """As E7 and E8 read it for the product: last, in plain words only."""
+    registry = study(title="SLE-2026 study", description="A prospective registry of adults with lupus.")
+    res = evaluate("E5", record(subject(), registry))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "observational study by 'registry' in its description" in res.reason
+    # Words about the participants' past, or an eligibility section, are no sign: counted as before.
+    past = study(title="SLE-2026 study", description="Patients previously enrolled in registries may join.")
+    assert evaluate("E5", record(subject(), past)).outcome is Outcome.FAIL
+    # A name or category that tells decides: the description is not read.
+    named = study(title="Phase 2 study of XYZ", description="Long-term observational follow-up.")
+    assert evaluate("E5", record(subject(), named)).outcome is Outcome.FAIL
 
 
 def test_e5_a_coded_phase_wins_over_a_registry_name(evaluate):

@@ -12,6 +12,7 @@ from tests.builders import (
     concept,
     condition,
     medication_administration,
+    medication_dispense,
     medication_request,
     observation,
     record,
@@ -111,6 +112,21 @@ def test_e1_sle_reason_code(evaluate):
 def test_e1_unresolvable_reason_reference_that_could_exceed_is_unknown(evaluate):
     rec = record(course(40, 30, reasonReference=[{"reference": "Condition/missing"}]))
     assert evaluate("E1", rec).outcome is Outcome.UNKNOWN
+
+
+def test_e1_a_fill_whose_own_reason_is_not_in_the_record_reads_its_order(evaluate):
+    """A reference the record does not hold is read as if it were not there: the order's reason counts."""
+    order = course(40, 30, reason=SLE, id="rx")
+    fill = medication_dispense(
+        PRED, ago(40), display="predniSONE 20 MG Oral Tablet", id="fill", days_supply=30,
+        authorizingPrescription=[{"reference": "MedicationRequest/rx"}],
+        reasonReference=[{"reference": "Condition/missing"}],
+    )
+    res = evaluate("E1", record(order, fill))
+    assert res.outcome is Outcome.PASS, res.reason
+    # A display alone is not read as the reason (the SLE value sets are codes): still a question.
+    sle = [{"reference": "Condition/missing", "display": "Systemic lupus erythematosus"}]
+    assert evaluate("E1", record(course(40, 30, reasonReference=sle))).outcome is Outcome.UNKNOWN
 
 
 def test_e1_order_without_duration_that_could_exceed_14_days_is_unknown(evaluate):
