@@ -49,8 +49,45 @@ SCREENED_TYPES: tuple[str, ...] = (
     "ResearchSubject",
 )
 # Resources outside the Patient compartment that patients' resources refer to: kept whatever patient is
-# read, and joined by reference (MedicationX.medicationReference, ResearchSubject.study).
+# read, and joined by reference (MedicationX.medicationReference, ResearchSubject.study, the
+# workflow-researchStudy extension: ``referenced_study_ids``).
 SHARED_TYPES: tuple[str, ...] = ("Medication", "ResearchStudy")
+# The standard extension that links a record to the ResearchStudy it belongs to (R5's
+# ``researchStudy`` element as an R4 extension): E5 reads it on medication records (criteria/_medications.py).
+RESEARCH_STUDY_EXTENSION = "http://hl7.org/fhir/StructureDefinition/workflow-researchStudy"
+
+
+def study_references(resource: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    """The References to ResearchStudies in a resource: a ResearchSubject's ``study``, and the
+    ``valueReference`` of each workflow-researchStudy extension (on any resource: the criteria read it on
+    medication records, and a study named so elsewhere costs one fetch at most)."""
+    found: list[Mapping[str, Any]] = []
+    if resource.get("resourceType") == "ResearchSubject":
+        study = resource.get("study")
+        if isinstance(study, Mapping):
+            found.append(study)
+    extensions = resource.get("extension")
+    if extensions:
+        for ext in items(extensions):
+            if isinstance(ext, Mapping) and ext.get("url") == RESEARCH_STUDY_EXTENSION:
+                value = ext.get("valueReference")
+                if isinstance(value, Mapping):
+                    found.append(value)
+    return found
+
+
+def referenced_study_ids(resource: Mapping[str, Any]) -> set[str]:
+    """Ids of the separate ResearchStudies a resource refers to (``study_references``, read by id as the
+    record resolves them: ``ResearchStudy/x``, an absolute or versioned URL); contained ones (``#id``)
+    travel with the resource and are not among them. The one rule for every reader that decides which
+    studies to fetch or keep (server search and bulk reads, the incremental store, Spark), so that each
+    holds every study file mode holds for the criteria."""
+    ids: set[str] = set()
+    for reference in study_references(resource):
+        sid = reference_id(reference, "ResearchStudy")
+        if sid and is_fhir_id(sid):
+            ids.add(sid)
+    return ids
 _SHARED = frozenset(SHARED_TYPES)
 # Every type the builder keeps; sources may pass other types on as ``{"resourceType": T}`` stubs.
 KEPT_TYPES: frozenset[str] = frozenset(SCREENED_TYPES + SHARED_TYPES)
@@ -88,6 +125,12 @@ class PatientRecord:
         """The ResearchStudy a ResearchSubject is on (``study``): contained (``#id``) or a separate
         resource; None when the data do not hold it."""
         return _resolve(subject, subject.get("study"), "ResearchStudy", self.studies)
+
+    def linked_study(self, holder: Mapping[str, Any], reference: object) -> Resource | None:
+        """The ResearchStudy a Reference in ``holder`` points at (a medication record's
+        workflow-researchStudy extension): contained in ``holder`` (``#id``) or a separate resource; None
+        when the data do not hold it."""
+        return _resolve(holder, reference, "ResearchStudy", self.studies)
 
     def forget_views(self) -> None:
         """Drop the derived views (``memo``) once the record is screened: they are rebuilt if asked again."""

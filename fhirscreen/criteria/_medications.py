@@ -25,7 +25,7 @@ from fhirscreen.criteria.base import Params, ValueSetRef
 from fhirscreen.fhir.codes import ValueSet, codings, concept_label, concept_signature
 from fhirscreen.fhir.dates import day, span_of
 from fhirscreen.fhir.resources import Resource, items, mapping, ref
-from fhirscreen.record import PatientRecord
+from fhirscreen.record import RESEARCH_STUDY_EXTENSION, PatientRecord
 
 MEDICATION_TYPES = (
     "MedicationStatement", "MedicationRequest", "MedicationAdministration", "MedicationDispense",
@@ -54,7 +54,7 @@ _UNIT_DOSE_FORMS = re.compile(
 _STRENGTH = re.compile(r"(\d+(?:\.\d+)?)\s*(MG|MCG|G)\b(?!\s*/)", re.IGNORECASE)
 _CONCENTRATION = re.compile(r"(\d+(?:\.\d+)?)\s*(MG|MCG|G)\s*/\s*(?:(\d+(?:\.\d+)?)\s*)?ML\b", re.IGNORECASE)
 _SOLID_FORM = re.compile(r"tablet|capsule|\bpill\b|lozenge", re.IGNORECASE)
-_RESEARCH_STUDY_EXT = "http://hl7.org/fhir/StructureDefinition/workflow-researchStudy"
+_RESEARCH_STUDY_EXT = RESEARCH_STUDY_EXTENSION
 # Elements that point at the order a record carries out: the same therapy, not another one.
 _ORDER_LINKS = ("basedOn", "request", "authorizingPrescription", "priorPrescription")
 
@@ -94,6 +94,9 @@ class Exposure:
     start_asserted: bool = False
     # The workflow-researchStudy extension's Reference ({} when it holds none), to read the study by.
     study_reference: Mapping[str, Any] | None = None
+    # The ResearchStudy that Reference points at, when the data hold it: contained in the record (``#id``)
+    # or a separate resource (``PatientRecord.linked_study``).
+    study: Mapping[str, Any] | None = None
     # The displays of reasonReference ("Condition/x", "UTI prophylaxis"); "" for a reference that names
     # no resource: the reason's own words, read when the resource is not in the record.
     reason_displays: tuple[tuple[str, str], ...] = ()
@@ -249,6 +252,7 @@ def exposure_of(record: PatientRecord, res: Resource) -> Exposure:
     anchor = _anchor(res)
     read = dosing(dosages, administration=rtype == "MedicationAdministration", anchor=anchor)
     start, end, end_stated, ongoing = _span(res, read)
+    study_reference = _research_study_reference(res)
     return Exposure(
         ref=ref(res),
         resource_type=rtype,
@@ -265,7 +269,8 @@ def exposure_of(record: PatientRecord, res: Resource) -> Exposure:
         reason_refs=tuple(_reference_strings(res.get("reasonReference"))),
         reason_displays=tuple(_reference_displays(res.get("reasonReference"))),
         research_study=_research_study(res),
-        study_reference=_research_study_reference(res),
+        study_reference=study_reference,
+        study=record.linked_study(res, study_reference) if study_reference else None,
         dosing=read,
         links=tuple(_links(res)),
         group=_group(res),

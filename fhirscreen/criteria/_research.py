@@ -16,7 +16,7 @@ Only some of them mean the patient received the study's intervention:
 No status is dropped at load (fhir/resources.py): a withdrawal after dosing is still exposure.
 
 What the study is (``Study``): the reference's display, and the ResearchStudy it points at when the data
-hold it (``PatientRecord.study``; every source reads the studies that ResearchSubjects refer to). Its
+hold it (``PatientRecord.study``; every source reads the studies that records refer to). Its
 title, focus and keywords may name the product (E7, E8), and so may its description, in plain words or
 in words that leave it a question (``mention``: an eligibility section, an exclusion, a negation); its
 phase, primary purpose, arm types, study

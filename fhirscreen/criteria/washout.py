@@ -348,7 +348,7 @@ def investigational_agent(
                 _product_washout(exp, hit, ctx.as_of, day0, params.washout_days, params.unstated_course_days)
             )
         elif exp.research_study:
-            found = _linked_study_washout(exp, record, ctx.as_of, day0, params)
+            found = _linked_study_washout(exp, ctx.as_of, day0, params)
             if isinstance(found, _Washout):
                 washouts.append(found)
             elif found:
@@ -526,15 +526,16 @@ def _subject_washout(
 
 
 def _linked_study_washout(
-    exp: Exposure, record: PatientRecord, as_of: date, day0: date, params: InvestigationalParams
+    exp: Exposure, as_of: date, day0: date, params: InvestigationalParams
 ) -> _Washout | str | None:
     """A medication record linked to a study by the workflow-researchStudy extension, its drug not
-    named as an investigational product: the study is read as a ResearchSubject's is (``Study.kind``).
+    named as an investigational product: the study (``Exposure.study``: contained in the record or a
+    separate resource) is read as a ResearchSubject's is (``Study.kind``).
     This trial's own study is not another's (None); an observational study gives no agent (a string, for
     "Not counted"); a study whose signs disagree leaves what would fail a question; any other study
     (interventional, or one nothing tells) gives an investigational agent."""
     reference = exp.study_reference or {}
-    known = study_of({"study": reference}, record.study({"study": reference}) if reference else None)
+    known = study_of({"study": reference}, exp.study)
     if is_this_study(known.text() or exp.research_study or "", params.this_study):
         return None
     study = known.name() or exp.research_study or "an unnamed study"

@@ -3,7 +3,7 @@
 - Kick-off, for the candidates only (Bulk Data 2.0): ``POST [base]/Patient/$export`` with a
   Parameters body naming each candidate (``patient``), ``_type`` = the screened types (Medication is
   not in the Patient compartment, and HAPI refuses it there: the source fetches the Medications the
-  export refers to by id afterwards, and the ResearchStudies its ResearchSubjects are on), and
+  export refers to by id afterwards, and the ResearchStudies its records refer to), and
   ``_typeFilter`` keeping Observations to the trial's LOINC codes (``combo-code`` where the server
   lists it, so that components count) and SLEDAI scores (repeated filters are ORed). A server without
   the ``patient`` parameter (an error answer to the kick-off) gets ``GET [base]/$export`` instead, a

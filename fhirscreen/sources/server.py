@@ -17,7 +17,8 @@ The plan (every search sends ``_count`` and ``Cache-Control: no-cache`` and foll
    ServiceRequest, CarePlan, Appointment (``patient``, else ``actor=Patient/x``) and ResearchSubject.
    Population and Observation codes are exact codes; ICD-10 prefixes are expanded (code_lists.py).
 4. Medications referenced but not included: ``Medication?_id=...`` in batches; the ResearchStudies that
-   ResearchSubjects refer to (outside the Patient compartment too): ``ResearchStudy?_id=...`` in batches.
+   ResearchSubjects and medication records (workflow-researchStudy extension) refer to
+   (``referenced_study_ids``; outside the Patient compartment too): ``ResearchStudy?_id=...`` in batches.
    A server that does not offer ResearchStudy, or refuses that search, costs only the studies (a
    warning): a study that cannot be read is an unknown study to the criteria, as before they were read.
 
@@ -41,7 +42,13 @@ import orjson
 from fhirscreen.fhir.codes import ICD10, ICD10CM, Code
 from fhirscreen.fhir.resources import Resource, entry_problem, items
 from fhirscreen.quality import EMPTY_POPULATION, NO_CONDITIONS, DataQuality
-from fhirscreen.record import SCREENED_TYPES, SHARED_TYPES, is_later_version, merge_links
+from fhirscreen.record import (
+    SCREENED_TYPES,
+    SHARED_TYPES,
+    is_later_version,
+    merge_links,
+    referenced_study_ids,
+)
 from fhirscreen.sources import observation_plan
 from fhirscreen.sources.base import ConfigurationError, QueryPlan, Source, SourceError
 from fhirscreen.sources.factory import SourceOptions
@@ -248,17 +255,11 @@ def medication_ids(resources: Iterable[Resource]) -> set[str]:
 
 
 def study_ids(resources: Iterable[Resource]) -> set[str]:
-    """Ids of the ResearchStudies that ResearchSubjects are on (``study``; not contained ones)."""
+    """Ids of the ResearchStudies that resources refer to (``referenced_study_ids``: a ResearchSubject's
+    ``study``, a medication record's workflow-researchStudy extension; not contained ones)."""
     ids: set[str] = set()
     for r in resources:
-        if r.get("resourceType") != "ResearchSubject":
-            continue
-        study = r.get("study")
-        value = study.get("reference") if isinstance(study, Mapping) else None
-        if isinstance(value, str) and value.startswith("ResearchStudy/"):
-            parts = value.split("/")
-            if len(parts) >= 2 and parts[1]:
-                ids.add(parts[1])
+        ids |= referenced_study_ids(r)
     return ids
 
 
@@ -758,8 +759,7 @@ class ServerSource:
                 patients.append(resource)
             elif key[0] in MEDICATION_HOLDERS:
                 medication_refs |= medication_ids([resource])
-            elif key[0] == "ResearchSubject":
-                study_refs |= study_ids([resource])
+            study_refs |= referenced_study_ids(resource)
             yield resource, origin
         # An export that leaves out candidates it was asked for is incomplete (a server's cap on the
         # results it fetches truncates a type silently): their records may lack anything, so say so.
@@ -863,8 +863,7 @@ class ServerSource:
                         patients.append(resource)
                     elif key[0] in MEDICATION_HOLDERS:
                         medication_refs |= medication_ids([resource])
-                    elif key[0] == "ResearchSubject":
-                        study_refs |= study_ids([resource])
+                    study_refs |= referenced_study_ids(resource)
                     yield resource, self._origin(key)
 
     def _on_server(self, ids: Sequence[str]) -> list[str]:
@@ -903,9 +902,10 @@ class ServerSource:
     def _fetch_studies(
         self, refs: set[str], read: Container[tuple[str, str]], caps: Capabilities, quality: DataQuality
     ) -> Iterator[tuple[Resource, str]]:
-        """ResearchStudies that ResearchSubjects refer to, not read yet: ``ResearchStudy?_id=...`` in
-        batches. Unlike a Medication's, a failure costs only the studies, with a warning: the criteria
-        read a study they cannot see as an unknown one, as they did before studies were read."""
+        """ResearchStudies that the records refer to (``referenced_study_ids``), not read yet:
+        ``ResearchStudy?_id=...`` in batches. Unlike a Medication's, a failure costs only the studies,
+        with a warning: the criteria read a study they cannot see as an unknown one, as they did before
+        studies were read."""
         missing = sorted(s for s in refs if ("ResearchStudy", s) not in read)
         if not missing:
             return
@@ -913,7 +913,7 @@ class ServerSource:
             quality.add(
                 "warning", self.client.base_url, "type-not-supported",
                 f"the server does not offer ResearchStudy: the {len(missing)} research stud"
-                f"{'y' if len(missing) == 1 else 'ies'} that ResearchSubjects refer to cannot be read; "
+                f"{'y' if len(missing) == 1 else 'ies'} that the records refer to cannot be read; "
                 "criteria using them may be unknown",
             )
             return
@@ -926,7 +926,7 @@ class ServerSource:
                 log.warning("%s; the run goes on without the research studies", exc)
                 quality.add(
                     "warning", self.client.base_url, "not-readable",
-                    f"the research studies that ResearchSubjects refer to could not be read ({exc}); "
+                    f"the research studies that the records refer to could not be read ({exc}); "
                     "criteria using them may be unknown",
                 )
                 return
@@ -1059,8 +1059,7 @@ class ServerSource:
                     seen[key] = resource
                     if key[0] in MEDICATION_HOLDERS:
                         medication_refs |= medication_ids([resource])
-                    elif key[0] == "ResearchSubject":
-                        study_refs |= study_ids([resource])
+                    study_refs |= referenced_study_ids(resource)
                     yield resource, self._origin(key)
 
         yield from take(itertools.chain(probed, self._run(searches, quality, early, early_pool)))

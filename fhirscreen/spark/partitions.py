@@ -25,7 +25,14 @@ import orjson
 from fhirscreen.fhir.json_text import may_underflow
 from fhirscreen.fhir.resources import Resource, is_type_name, is_usable, not_a_resource, reference_id
 from fhirscreen.quality import DataQuality, Finding
-from fhirscreen.record import KEPT_TYPES, SHARED_TYPES, PopulationBuilder, merge_links, patient_id
+from fhirscreen.record import (
+    KEPT_TYPES,
+    SHARED_TYPES,
+    PopulationBuilder,
+    merge_links,
+    patient_id,
+    referenced_study_ids,
+)
 from fhirscreen.report.facts import PatientFacts, patient_facts
 from fhirscreen.screening import PatientScreen, population_evidence, screen_patient
 from fhirscreen.sources.files import (
@@ -398,16 +405,15 @@ def link_stub(patient: Mapping[str, Any]) -> str:
 
 def _shared_keys(resource: Mapping[str, Any]) -> Iterator[str]:
     """``Type/id`` of the shared resources (SHARED_TYPES) a resource refers to: the Medication of a
-    MedicationX, the ResearchStudy of a ResearchSubject."""
+    MedicationX, the ResearchStudies a record refers to (``referenced_study_ids``: a ResearchSubject's
+    study, a medication record's workflow-researchStudy extension)."""
     holder = resource.get("medicationReference")
     if holder is not None:
         mid = reference_id(holder, "Medication")
         if mid:
             yield f"Medication/{mid}"
-    if resource["resourceType"] == "ResearchSubject":
-        sid = reference_id(resource.get("study"), "ResearchStudy")
-        if sid:
-            yield f"ResearchStudy/{sid}"
+    for sid in sorted(referenced_study_ids(resource)):
+        yield f"ResearchStudy/{sid}"
 
 
 def route_split(

@@ -11,7 +11,7 @@ from typing import Any
 
 from fhirscreen.fhir.codes import coding_items
 from fhirscreen.fhir.resources import Resource
-from fhirscreen.record import SHARED_TYPES, patient_id
+from fhirscreen.record import SHARED_TYPES, patient_id, referenced_study_ids
 from fhirscreen.store.sqlite import Key, StoredResource
 
 _VERSIONED = re.compile(r"(?:^|/)([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([^/?#]+))?/?$")
@@ -67,16 +67,12 @@ def referenced_medications(resources: Iterable[StoredResource]) -> set[str]:
 
 def referenced_shared(resources: Iterable[StoredResource]) -> set[Key]:
     """The shared resources (SHARED_TYPES) that stored resources point at: separate Medications, and the
-    ResearchStudies of ResearchSubjects."""
+    ResearchStudies that records refer to (``referenced_study_ids``: a ResearchSubject's study, a
+    medication record's workflow-researchStudy extension)."""
     held = list(resources)
     keys: set[Key] = {("Medication", mid) for mid in referenced_medications(held)}
     for r in held:
-        if r.body.get("resourceType") != "ResearchSubject":
-            continue
-        study = r.body.get("study")
-        value = study.get("reference") if isinstance(study, Mapping) else None
-        if isinstance(value, str) and value.startswith("ResearchStudy/"):
-            keys.add(("ResearchStudy", value.split("/")[1]))
+        keys.update(("ResearchStudy", sid) for sid in referenced_study_ids(r.body))
     return keys
 
 

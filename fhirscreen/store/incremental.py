@@ -238,6 +238,10 @@ class IncrementalSource:
             # The shared resources kept beside the records: a store from before ResearchStudies were
             # read holds none, so it is read in full once rather than kept.
             "shared": list(SHARED_TYPES),
+            # The studies kept are those records refer to by ResearchSubject.study or by the
+            # workflow-researchStudy extension (``referenced_study_ids``) since this key: a store from
+            # before lacks the studies named only by a medication record, so it is read in full once.
+            "studies": "subject-or-extension",
         }
         return json.dumps(described, sort_keys=True)
 
