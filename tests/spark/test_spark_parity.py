@@ -258,3 +258,46 @@ def test_empty_ndjson_files_are_reported_as_file_mode_reports_them(
     assert sorted(Path(f["where"]).name for f in empty) == [
         "Encounter.ndjson", "Immunization.ndjson.gz", "Procedure.ndjson",
     ]
+
+
+def test_a_study_named_only_by_a_medication_record_is_joined_as_file_mode_reads_it(
+    spark: Any, trial: Trial, tmp_path: Path
+) -> None:
+    """E5 reads the ResearchStudy a medication record names by the workflow-researchStudy extension
+    (no ResearchSubject refers to it): Spark routes it to the candidate, so an observational registry
+    is not counted, as in file mode."""
+    data = tmp_path / "bulk"
+    data.mkdir()
+    subject = {"reference": "Patient/p1"}
+    files = {
+        "Patient": {"resourceType": "Patient", "id": "p1", "birthDate": "1990-01-01", "gender": "female"},
+        "Condition": {
+            "resourceType": "Condition", "id": "c1", "subject": subject, "onsetDateTime": "2020-01-01",
+            "clinicalStatus": {"coding": [{"code": "active"}]},
+            "code": {"coding": [{"system": "http://snomed.info/sct", "code": "55464009"}]},
+        },
+        "MedicationStatement": {
+            "resourceType": "MedicationStatement", "id": "ms1", "status": "completed", "subject": subject,
+            "medicationCodeableConcept": {"coding": [{
+                "system": "http://www.nlm.nih.gov/research/umls/rxnorm", "code": "1092437",
+                "display": "belimumab",
+            }]},
+            "effectivePeriod": {"start": "2026-05-20", "end": "2026-05-20"},
+            "extension": [{
+                "url": "http://hl7.org/fhir/StructureDefinition/workflow-researchStudy",
+                "valueReference": {"reference": "ResearchStudy/reg"},
+            }],
+        },
+        "ResearchStudy": {
+            "resourceType": "ResearchStudy", "id": "reg", "status": "active", "title": "SLE outcomes 2026",
+            "category": [{"text": "Observational"}],
+        },
+    }
+    for rtype, resource in files.items():
+        (data / f"{rtype}.ndjson").write_text(json.dumps(resource) + "\n")
+    expected = run_screening(FileSource(data), trial, AS_OF)
+    actual = run_spark_screening(str(data), trial, AS_OF, spark)
+    [want] = [p.results["E5"] for p in expected.patients if p.patient_id == "p1"]
+    [got] = [p.results["E5"] for p in actual.patients if p.patient_id == "p1"]
+    assert want.outcome.value == "pass", want.reason
+    assert (got.outcome, got.reason, got.evidence) == (want.outcome, want.reason, want.evidence)
