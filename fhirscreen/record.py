@@ -88,6 +88,8 @@ def referenced_study_ids(resource: Mapping[str, Any]) -> set[str]:
         if sid and is_fhir_id(sid):
             ids.add(sid)
     return ids
+
+
 _SHARED = frozenset(SHARED_TYPES)
 # Every type the builder keeps; sources may pass other types on as ``{"resourceType": T}`` stubs.
 KEPT_TYPES: frozenset[str] = frozenset(SCREENED_TYPES + SHARED_TYPES)

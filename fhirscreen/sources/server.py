@@ -254,6 +254,14 @@ def medication_ids(resources: Iterable[Resource]) -> set[str]:
     return ids
 
 
+def note_shared(resource: Resource, rtype: str, medication_refs: set[str], study_refs: set[str]) -> None:
+    """Add the Medications and ResearchStudies ``resource`` refers to (outside the Patient compartment:
+    fetched by id once the patients' records are read) to the sets given."""
+    if rtype in MEDICATION_HOLDERS:
+        medication_refs.update(medication_ids([resource]))
+    study_refs.update(referenced_study_ids(resource))
+
+
 def study_ids(resources: Iterable[Resource]) -> set[str]:
     """Ids of the ResearchStudies that resources refer to (``referenced_study_ids``: a ResearchSubject's
     ``study``, a medication record's workflow-researchStudy extension; not contained ones)."""
@@ -757,9 +765,7 @@ class ServerSource:
             seen.add(key)
             if key[0] == "Patient":
                 patients.append(resource)
-            elif key[0] in MEDICATION_HOLDERS:
-                medication_refs |= medication_ids([resource])
-            study_refs |= referenced_study_ids(resource)
+            note_shared(resource, key[0], medication_refs, study_refs)
             yield resource, origin
         # An export that leaves out candidates it was asked for is incomplete (a server's cap on the
         # results it fetches truncates a type silently): their records may lack anything, so say so.
@@ -861,9 +867,7 @@ class ServerSource:
                     seen.add(key)
                     if key[0] == "Patient":
                         patients.append(resource)
-                    elif key[0] in MEDICATION_HOLDERS:
-                        medication_refs |= medication_ids([resource])
-                    study_refs |= referenced_study_ids(resource)
+                    note_shared(resource, key[0], medication_refs, study_refs)
                     yield resource, self._origin(key)
 
     def _on_server(self, ids: Sequence[str]) -> list[str]:
@@ -1049,7 +1053,6 @@ class ServerSource:
         study_refs: set[str] = set()
 
         def take(found: Iterable[list[Resource]]) -> Iterator[tuple[Resource, str]]:
-            nonlocal medication_refs, study_refs
             for results in found:
                 for resource in results:
                     key = (str(resource.get("resourceType")), str(resource.get("id")))
@@ -1057,9 +1060,7 @@ class ServerSource:
                         continue  # the same resource from two pages/batches (an _include, a shifted page)
                     # A later version (updated while the run paged through) goes on: the builder keeps it.
                     seen[key] = resource
-                    if key[0] in MEDICATION_HOLDERS:
-                        medication_refs |= medication_ids([resource])
-                    study_refs |= referenced_study_ids(resource)
+                    note_shared(resource, key[0], medication_refs, study_refs)
                     yield resource, self._origin(key)
 
         yield from take(itertools.chain(probed, self._run(searches, quality, early, early_pool)))
