@@ -21,11 +21,13 @@ dates in one record are moved together (all first days, then all latest days), n
 Records with complete dates only are screened once, exactly as before.
 
 A period written with an end only (a Condition's onsetPeriod, a Procedure's performedPeriod, a medication
-statement's or administration's effectivePeriod: "by 2026-07-01", its start not recorded) is read the
-same way, its start as any day up to its end (``open_start``): an end inside a window may be in it or
-before it, an end before a window is history, an end after the screening date may have started before it.
-It was read as undated (a Condition), or as on its end day only (a Procedure: one ended after the
-screening date was a silent pass).
+statement's or administration's effectivePeriod, a ResearchSubject's period, a medication's dosage
+``timing.repeat.boundsPeriod``: "by 2026-07-01", its start not recorded) is read the same way, its start
+as any day up to its end (``open_start``; a dosage's course from the day its record is anchored to, when
+it has one: ``_course_floor``): an end inside a window may be in it or before it, an end before a window
+is history, an end after the screening date may have started before it. It was read as undated (a
+Condition, an order dated by its course only), or as on its end day only (a Procedure: one ended after the
+screening date was a silent pass; an order "until" after it too).
 """
 
 from __future__ import annotations
@@ -81,9 +83,20 @@ _BY_TYPE: dict[str, tuple[str, ...]] = {
 # gives: an end inside a window is possibly in it (the start may be before), an end before the window is
 # history, an end after the screening date may have started before it. Observations are left out (their
 # day is the end of their effective period, fhir/resources.py ``observation_day``).
-_OPEN_START = frozenset({"onsetPeriod", "performedPeriod", "effectivePeriod"})
-_OPEN_START_TYPES = frozenset({"Condition", "Procedure", "MedicationStatement", "MedicationAdministration"})
+_OPEN_START = frozenset({"onsetPeriod", "performedPeriod", "effectivePeriod", "period"})
+_OPEN_START_TYPES = frozenset({
+    "Condition", "Procedure", "MedicationStatement", "MedicationAdministration", "ResearchSubject",
+})
+# A medication's dosage timing (``dosage[].timing.repeat.boundsPeriod``, at any depth of its dosages): the
+# days the course was to run, read the same way when only its end is written, its start from the day the
+# record's dosing is anchored to when it has one (``_course_floor``: an order's course does not start
+# before it was written, nor a fill's before it was handed over), else from ``_EARLIEST``. Not a plan's
+# timing (ServiceRequest, CarePlan): when a plan was for is read by its own rule (criteria/_plans.py).
+_OPEN_BOUNDS_TYPES = frozenset({
+    "MedicationRequest", "MedicationStatement", "MedicationAdministration", "MedicationDispense",
+})
 _EARLIEST = date(1900, 1, 1)
+_OPEN_TEXT = "the unrecorded start of a period ended by "
 # How many partial dates a reason names before "(+N more)".
 _NAMED = 3
 
@@ -99,15 +112,44 @@ class Partial:
         return f"{self.when.text} ({self.ref}: any day from {self.when.earliest} to {self.when.latest})"
 
 
-def open_start(period: object) -> PartialDate | None:
-    """The start of a Period written with an end only, as the range of days it can mean (``_EARLIEST`` to
-    the latest day the end can mean); None for any other Period."""
+def open_start(period: object, earliest: date = _EARLIEST) -> PartialDate | None:
+    """The start of a Period written with an end only, as the range of days it can mean (``earliest`` to
+    the latest day the end can mean); None for any other Period (or one that ends before ``earliest``)."""
     if not isinstance(period, Mapping) or period.get("start") is not None:
         return None
     end = parse_date(period.get("end"))
-    if end is None or end.latest < _EARLIEST:
+    if end is None or end.latest < earliest:
         return None
-    return PartialDate(_EARLIEST, end.latest, f"the unrecorded start of a period ended by {end.text}")
+    return PartialDate(earliest, end.latest, f"{_OPEN_TEXT}{end.text}")
+
+
+def _open_start_at(key: str, value: object, open_starts: bool, bounds: date | None) -> PartialDate | None:
+    """``open_start`` of element ``key`` when it is one read so (``_find``), else None."""
+    if open_starts and key in _OPEN_START:
+        return open_start(value)
+    if bounds is not None and key == "boundsPeriod":
+        return open_start(value, bounds)
+    return None
+
+
+def _is_open(partial: Partial) -> bool:
+    return partial.when.text.startswith(_OPEN_TEXT)
+
+
+def _course_floor(resource: Mapping[str, Any]) -> date:
+    """The earliest day an end-only dosage ``boundsPeriod`` of a medication record can start: the day its
+    dosing is anchored to (criteria/_medications.py ``_anchor``: the effective period's start, the day an
+    order was written or a fill handed over; the earliest it can mean, when partial), else ``_EARLIEST``.
+    A statement's ``dateAsserted`` is when it was said, not a floor: the course may have begun before."""
+    effective = resource.get("effectivePeriod")
+    for value in (
+        effective.get("start") if isinstance(effective, Mapping) else None,
+        resource.get("effectiveDateTime"), resource.get("authoredOn"), resource.get("whenHandedOver"),
+    ):
+        parsed = parse_date(value) if isinstance(value, str) else None
+        if parsed is not None:
+            return max(parsed.earliest, _EARLIEST)
+    return _EARLIEST
 
 
 def _partial(value: object) -> PartialDate | None:
@@ -118,14 +160,19 @@ def _partial(value: object) -> PartialDate | None:
 
 
 def _find(
-    element: object, found: list[PartialDate], keys: Iterable[str] | None = None, open_starts: bool = False
+    element: object,
+    found: list[PartialDate],
+    keys: Iterable[str] | None = None,
+    open_starts: bool = False,
+    bounds: date | None = None,
 ) -> None:
     """Every partial date in ``element`` (a resource, an element of it, or a list of them); ``keys``: the
     elements to look in, when known; ``open_starts``: a resource whose end-only periods count too
-    (``open_start``)."""
+    (``open_start``); ``bounds``: a medication's, whose end-only dosage ``boundsPeriod`` do at any depth,
+    starting on that day at the earliest (``_course_floor``)."""
     if element.__class__ is list:
         for value in element:
-            _find(value, found)
+            _find(value, found, bounds=bounds)
         return
     if not (element.__class__ is dict or isinstance(element, Mapping)):
         return
@@ -142,9 +189,9 @@ def _find(
         elif key in _DATE_LISTS:
             found += [p for p in map(_partial, value if value.__class__ is list else ()) if p is not None]
         else:
-            if open_starts and key in _OPEN_START and (start := open_start(value)) is not None:
+            if (start := _open_start_at(key, value, open_starts, bounds)) is not None:
                 found.append(start)
-            _find(value, found)
+            _find(value, found, bounds=None if key == "contained" else bounds)
 
 
 def partial_dates(record: PatientRecord) -> tuple[Partial, ...]:
@@ -158,9 +205,9 @@ def partial_dates(record: PatientRecord) -> tuple[Partial, ...]:
             if rtype == "Patient":
                 continue
             keys = _BY_TYPE.get(rtype)
-            open_starts = rtype in _OPEN_START_TYPES
+            open_starts, bounded = rtype in _OPEN_START_TYPES, rtype in _OPEN_BOUNDS_TYPES
             for resource in resources:
-                _find(resource, found, keys, open_starts)
+                _find(resource, found, keys, open_starts, _course_floor(resource) if bounded else None)
                 if found:
                     out += [Partial(ref(resource), when) for when in dict.fromkeys(found)]
                     found = []
@@ -169,11 +216,14 @@ def partial_dates(record: PatientRecord) -> tuple[Partial, ...]:
     return record.memo("partial_dates", collect)
 
 
-def _rewrite(element: Any, read: Callable[[PartialDate], date], open_starts: bool = False) -> Any:
-    """``element`` with each partial date replaced by the day ``read`` gives, and (``open_starts``) each
-    end-only period given the start ``read`` gives; unchanged parts are shared."""
+def _rewrite(
+    element: Any, read: Callable[[PartialDate], date], open_starts: bool = False, bounds: date | None = None
+) -> Any:
+    """``element`` with each partial date replaced by the day ``read`` gives, and (``open_starts``,
+    ``bounds``: as ``_find``) each end-only period given the start ``read`` gives; unchanged parts are
+    shared."""
     if element.__class__ is list:
-        items = [_rewrite(value, read) for value in element]
+        items = [_rewrite(value, read, bounds=bounds) for value in element]
         return items if any(a is not b for a, b in zip(items, element, strict=True)) else element
     if not (element.__class__ is dict or isinstance(element, Mapping)):
         return element
@@ -189,8 +239,8 @@ def _rewrite(element: Any, read: Callable[[PartialDate], date], open_starts: boo
             new = [read(p).isoformat() if (p := _partial(v)) is not None else v for v in value]
             new = new if new != value else value
         else:
-            new = _rewrite(value, read)
-            if open_starts and key in _OPEN_START and (start := open_start(value)) is not None:
+            new = _rewrite(value, read, bounds=None if key == "contained" else bounds)
+            if (start := _open_start_at(key, value, open_starts, bounds)) is not None:
                 new = {**new, "start": read(start).isoformat()}
         if new is not value:
             out = out if out is not None else dict(element)
@@ -202,7 +252,10 @@ def read_at(record: PatientRecord, read: Callable[[PartialDate], date]) -> Patie
     """The record with every partial date read as one day (a new record: derived views start afresh)."""
     resources: dict[str, list[Resource]] = {
         rtype: [
-            r if r.get("resourceType") == "Patient" else _rewrite(r, read, rtype in _OPEN_START_TYPES)
+            r if r.get("resourceType") == "Patient"
+            else _rewrite(
+                r, read, rtype in _OPEN_START_TYPES, _course_floor(r) if rtype in _OPEN_BOUNDS_TYPES else None
+            )
             for r in held
         ]
         for rtype, held in record.resources.items()
@@ -238,7 +291,7 @@ def over_partial_dates(
     # One rewritten record per reading, shared by every criterion (and so are its derived views).
     at_latest = record.memo(f"partial_dates:latest:{as_of.isoformat()}", lambda: read_at(record, latest))
     at_first = record
-    if any(p.when.earliest == _EARLIEST for p in partials):  # an end-only period: its start is written in
+    if any(_is_open(p) for p in partials):  # an end-only period: its start is written in
         at_first = record.memo("partial_dates:first", lambda: read_at(record, _first_day))
     readings = [(_first_day, evaluate(at_first)), (latest, evaluate(at_latest))]
     if any(p.when.latest > as_of for p in partials):
@@ -290,7 +343,7 @@ def _name(partials: list[Partial], brief: bool = False) -> str:
     ]
     more = len(partials) - _NAMED
     words = "" if brief else "partial date " if len(partials) == 1 else "partial dates "
-    if all(p.when.earliest == _EARLIEST for p in partials):  # end-only periods (``open_start``) say so
+    if all(_is_open(p) for p in partials):  # end-only periods (``open_start``) say so
         words = ""
     return words + "; ".join(shown) + (f" (+{more} more)" if more > 0 else "")
 

@@ -7,7 +7,7 @@ HCPCS, ICD-10-PCS, RxNorm) plus text patterns on procedure, medication and study
 
 from __future__ import annotations
 
-from collections.abc import Collection, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, replace
 from datetime import date
 
@@ -109,9 +109,13 @@ class _NotGiven:
     refs: list[str]
 
     @staticmethod
-    def of(record: PatientRecord, vs: ValueSet, as_of: date, excepted: Collection[str] = ()) -> _NotGiven:
+    def of(
+        record: PatientRecord, vs: ValueSet, as_of: date, excepted: Mapping[str, int] | None = None
+    ) -> _NotGiven:
         found = _records(record, vs, as_of)
-        planned = [e for e in found if ev.is_planned(e, as_of) and e.ref not in excepted]
+        planned = [e for e in found if ev.is_planned(e, as_of)]
+        if excepted is not None:  # E8: records excepted as MSC are not named (``_not_msc``)
+            planned = _not_msc(planned, excepted)
         if not planned:
             return _NotGiven("", [])
         return _NotGiven(
@@ -247,16 +251,23 @@ _FIRMNESS = {"name": 2, "description": 1, "doubtful": 0}
 
 
 def _excepted(msc: list[ev.Event]) -> dict[str, int]:
-    """The records E8 excepts as MSC, each with how firmly it names MSC: a record is excepted from the
-    wider class only when it names MSC at least as firmly as the other therapy (a CAR-T study whose
-    description also mentions MSC is a CAR-T study)."""
+    """The records naming MSC, each with how firmly it names it (``_not_msc`` decides which are excepted
+    from which class)."""
     firm: dict[str, int] = {}
     for e in msc:
         firm[e.ref] = max(firm.get(e.ref, 0), _FIRMNESS[e.source])
     return firm
 
 
-def _not_msc(events: list[ev.Event], excepted: dict[str, int]) -> list[ev.Event]:
+def _not_msc(events: list[ev.Event], excepted: Mapping[str, int], named: bool = True) -> list[ev.Event]:
+    """The events that are not excepted as MSC. Of the non-MSC cellular therapies (``named``, whose names
+    never name MSC), a record is excepted only when it names MSC more firmly than the other therapy: one
+    that names both as firmly is a combined therapy ("MSC and regulatory T cell co-infusion"), which
+    includes the other, and a CAR-T study whose description also mentions MSC is a CAR-T study. Of the
+    classes whose words an MSC record may use (HSCT: "mesenchymal stem cell transplant"; a history code
+    of unstated type), a record naming MSC at least as firmly is the MSC therapy it names."""
+    if named:
+        return [e for e in events if excepted.get(e.ref, -1) <= _FIRMNESS[e.source]]
     return [e for e in events if excepted.get(e.ref, -1) < _FIRMNESS[e.source]]
 
 
@@ -284,7 +295,6 @@ def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams
     msc = _events(record, ctx.vs(params.msc), as_of) + own.dosed
     # Every MSC record is excepted, given or not: none of them is another cellular therapy.
     excepted = _excepted(_records(record, ctx.vs(params.msc), as_of))
-    msc_refs = set(excepted)
     cellular = _not_msc(_events(record, ctx.vs(params.cellular), as_of), excepted)
     if cellular:
         cellular = _newest_first(cellular, as_of)
@@ -303,7 +313,7 @@ def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams
             "whether it was given is a question."
         )
         evidence += ev.refs(unsure)
-    hsct = _not_msc(_possibly_given(record, ctx.vs(params.hsct), as_of), excepted)
+    hsct = _not_msc(_possibly_given(record, ctx.vs(params.hsct), as_of), excepted, named=False)
     if hsct:
         unknown.append(
             f"Haematopoietic stem-cell transplant on record ({ev.describe(hsct)}): a cellular therapy the "
@@ -312,7 +322,7 @@ def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams
         evidence += ev.refs(hsct)
     if params.unspecified_cellular:
         unspecified = _possibly_given(record, ctx.vs(params.unspecified_cellular), as_of)
-        unspecified = _not_msc(unspecified, excepted)
+        unspecified = _not_msc(unspecified, excepted, named=False)
         if unspecified:
             unknown.append(
                 f"Cellular therapy of unstated type on record ({ev.describe(unspecified)}); "
@@ -338,7 +348,7 @@ def cellular_therapy(record: PatientRecord, ctx: Context, params: CellularParams
         return result(
             Outcome.UNKNOWN, " ".join(unknown), evidence, next_step=" ".join(steps), hsct=bool(hsct),
         )
-    planned = _NotGiven.of(record, ctx.vs(params.cellular), as_of, excepted=msc_refs)
+    planned = _NotGiven.of(record, ctx.vs(params.cellular), as_of, excepted=excepted)
     unread = _unread(record, as_of, "a cellular therapy")
     if msc:
         return result(

@@ -388,7 +388,7 @@ class FileSource:
         passed_over = prefilter.passed_over
         late = {pid: prefilter.joined[pid] for pid in passed_over if pid in keep}
         if late:
-            yield from self._read_again(files, prefilter, late, wanted or KEPT_TYPES)
+            yield from self._read_again(files, prefilter, late, wanted or KEPT_TYPES, quality)
         missing = prefilter.referenced - prefilter.delivered
         if missing and prefilter.medication_files:
             yield from self._read_medications(files, prefilter.medication_files, missing)
@@ -411,12 +411,15 @@ class FileSource:
         first: Prefilter,
         late: Mapping[str, tuple[int, int]],
         wanted: Collection[str],
+        quality: DataQuality,
     ) -> Iterator[tuple[Resource, str]]:
         """The resources of patients who joined the kept set after some of their files were read: those
         read before the patient joined (at ``late[pid]``, a file index and a position in that file).
 
-        Findings were reported on the first reading; only the late patients' own resources are passed
-        on (no stubs, no Medications), so nothing is counted twice."""
+        Findings were reported on the first reading, except those it makes only for the lines it hands
+        on (a number too small for a double: ``Prefilter.kept_quality``), which are reported now for the
+        lines passed on; only the late patients' own resources are passed on (no stubs, no
+        Medications), so nothing is counted twice."""
         passed_over = first.passed_over
         indices = sorted({i for pid in late for i in passed_over[pid] if i <= late[pid][0]})
         log.debug("reading %d file(s) again for %d patient(s) found late", len(indices), len(late))
@@ -425,6 +428,9 @@ class FileSource:
             frozenset(late), None, first.referenced, defer_medications=False, drop_others=True
         )
         scratch = DataQuality()
+        # The findings the first reading makes only for the lines it hands on (``kept_quality``): it
+        # dropped these lines unread, so theirs are made now, for the lines passed on below only.
+        kept = prefilter.kept_quality = DataQuality()
         for index in indices:
             prefilter.start_file(index)
             for resource, origin in read_file(files[index], scratch, wanted, prefilter):
@@ -435,7 +441,11 @@ class FileSource:
                     and (index, prefilter.checked - 1) < late[pid]
                     and resource["resourceType"] in wanted  # others were counted as skipped already
                 ):
+                    if kept.findings:
+                        quality.extend(kept)
                     yield resource, origin
+                if kept.findings:
+                    kept = prefilter.kept_quality = DataQuality()
 
 
 def _owner(resource: Resource) -> str | None:
@@ -465,6 +475,9 @@ class Prefilter:
         self.population = population
         # Where the census reports a Condition it cannot read (see ``census``).
         self.quality = quality
+        # Where ``ndjson_lines`` reports what it checks only in the lines it hands on (a number too
+        # small for a double), when not in the reading's own findings: a second reading's (``_read_again``).
+        self.kept_quality: DataQuality | None = None
         # Medications are shared, not linked to a patient: only those that kept resources refer to
         # (medicationReference) are passed on, in-bundle at once, the others from a last re-read.
         self.referenced: set[str] = set() if referenced is None else referenced
@@ -922,7 +935,8 @@ def ndjson_lines(
         # orjson reads a nonzero number too small for a double as 0.0: the text is looked at only for
         # the lines handed on (most lines of an export, other patients', were dropped above unread).
         if may_underflow(line):
-            data = loads_damaged(line, f"{shown}:{lineno}", quality, "line")
+            kept = prefilter.kept_quality
+            data = loads_damaged(line, f"{shown}:{lineno}", quality if kept is None else kept, "line")
         yield data, f"{shown}:{lineno}"
 
 

@@ -1323,7 +1323,7 @@ class ServerSource:
                 total = page.get("total")
                 expected = total if total.__class__ is int and total >= 0 else None
             matched += _entries_on(page)
-            found.extend(self._entries(page, label, quality, number, failures))
+            found.extend(self.entries(page, label, quality, number, failures))
         if failures:
             return found, None, f"the server said the search failed or is incomplete: {'; '.join(failures)}"
         if expected is not None and matched < expected:
@@ -1391,7 +1391,7 @@ class ServerSource:
     def _loop(label: str, page: int) -> NoReturn:
         raise SourceError(f"{label}: the server's next links loop (page {page}); stopping")
 
-    def _entries(
+    def entries(
         self,
         page: Mapping[str, Any],
         label: str,

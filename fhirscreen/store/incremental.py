@@ -44,9 +44,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
-from fhirscreen.fhir.resources import Resource, items
+from fhirscreen.fhir.resources import Resource, entry_problem, is_fhir_id, items
 from fhirscreen.quality import DataQuality
-from fhirscreen.record import SHARED_TYPES
+from fhirscreen.record import INVALID_ID, SHARED_TYPES
 from fhirscreen.sources import observation_plan
 from fhirscreen.sources.base import QueryPlan, SourceError
 from fhirscreen.sources.server import (
@@ -371,9 +371,10 @@ class IncrementalSource:
         for rtype in (*types, *shared):
             query = query_string([("_since", start), ("_count", str(self.server.page_size))])
             path = f"{rtype}/_history?{query}"
-            for page in self.server.pages(path, f"{rtype} history (changes since the last run)"):
-                for entry in items(page.get("entry")):
-                    parsed = history_entry(entry) if isinstance(entry, Mapping) else None
+            label = f"{rtype} history (changes since the last run)"
+            for number, page in enumerate(self.server.pages(path, label)):
+                for index, entry in enumerate(items(page.get("entry"))):
+                    parsed = _history_entry(entry, f"{label}, page {number + 1}, entry {index}", quality)
                     if parsed is None:
                         continue
                     key, resource, version = parsed
@@ -451,12 +452,11 @@ class IncrementalSource:
         new: set[str] = set()
         for search in population_searches(plan, caps):
             path = replace(search, params=(*search.params, updated)).path(self.server.page_size)
-            for page in self.server.pages(path, "Condition search (new population diagnoses)"):
-                for entry in items(page.get("entry")):
-                    resource = entry.get("resource") if isinstance(entry, Mapping) else None
-                    if isinstance(resource, dict):
-                        normalise_references(resource, self.server.client.base_url)
-                    patient = owner(resource) if isinstance(resource, dict) else None
+            label = "Condition search (new population diagnoses)"
+            for number, page in enumerate(self.server.pages(path, label)):
+                # As the server source reads a search page: a malformed entry is a finding naming it.
+                for resource in self.server.entries(page, label, quality, number):
+                    patient = owner(resource)
                     if patient is not None and patient not in population:
                         new.add(patient)
         if population:
@@ -471,11 +471,10 @@ class IncrementalSource:
                     query = query_string(
                         [("_id", ",".join(ids)), updated, ("_count", str(self.server.page_size))]
                     )
-                    for page in self.server.pages(f"{rtype}?{query}", f"{rtype} search (changes)"):
-                        for entry in items(page.get("entry")):
-                            resource = entry.get("resource") if isinstance(entry, Mapping) else None
-                            if isinstance(resource, dict) and resource.get("resourceType") == rtype:
-                                normalise_references(resource, self.server.client.base_url)
+                    label = f"{rtype} search (changes)"
+                    for number, page in enumerate(self.server.pages(f"{rtype}?{query}", label)):
+                        for resource in self.server.entries(page, label, quality, number):
+                            if resource["resourceType"] == rtype:
                                 delta.put(resource)
         if new:
             self._reread(plan, quality, caps, delta, population | new, new, list(plan.resource_types))
@@ -540,6 +539,47 @@ class IncrementalSource:
 
     def _origin(self, key: Key) -> str:
         return f"{self.server.client.base_url}/{key[0]}/{key[1]}"
+
+
+def _history_entry(
+    entry: object, where: str, quality: DataQuality
+) -> tuple[Key, Resource | None, str] | None:
+    """``history_entry`` of a ``_history`` page's entry, or None with a finding naming the page and entry
+    (``where``) when it cannot be applied: the wording and problem codes of a search page's entries
+    (``ServerSource.entries``) and of the record builder (an id missing or not an id).
+
+    A DELETE entry whose resource cannot be told (no ``request.url`` or ``fullUrl`` that is
+    ``Type/id``) is lost data: the store may keep a resource the server deleted, so it is not
+    updated (``_commit``) and the run is partial; the next run reads these changes again."""
+    if isinstance(entry, Mapping):
+        request = entry.get("request")
+        method = str(request.get("method", "")).upper() if isinstance(request, Mapping) else ""
+        if method == "DELETE":
+            parsed = history_entry(entry)
+            if parsed is None:
+                quality.lost(
+                    where,
+                    "a deletion whose resource cannot be told (its request.url is not Type/id): the store "
+                    "may still hold a resource the server deleted, so it is not updated from this read",
+                )
+            return parsed
+    problem = entry_problem(entry)
+    if problem is not None:
+        quality.add("warning", where, "not-fhir", f"{problem}; skipped")
+        return None
+    assert isinstance(entry, Mapping)
+    resource = entry["resource"]
+    rtype, rid = resource["resourceType"], resource.get("id")
+    if not isinstance(rid, str) or not rid:
+        quality.add("warning", where, "no-id", f"{rtype} without an id was skipped")
+        return None
+    if not is_fhir_id(rid):
+        quality.add(
+            "warning", where, INVALID_ID,
+            f"{rtype} whose id is not an id (1-128 letters, digits, '-', '.' or '_') was skipped",
+        )
+        return None
+    return history_entry(entry)
 
 
 def _union(groups: Mapping[str, set[str]]) -> set[str]:

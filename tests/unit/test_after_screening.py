@@ -24,7 +24,15 @@ from fhirscreen.record import PatientRecord, PopulationBuilder
 from fhirscreen.screening import screen_patient
 from fhirscreen.sources.files import FileSource
 from fhirscreen.trial.loader import Trial
-from tests.builders import AS_OF, concept, condition, medication_statement, procedure, record
+from tests.builders import (
+    AS_OF,
+    concept,
+    condition,
+    medication_request,
+    medication_statement,
+    procedure,
+    record,
+)
 
 BEFORE = "2026-05-01"  # a month before the screening date (AS_OF 2026-06-01)
 AFTER = "2026-07-01"  # a month after it
@@ -220,6 +228,67 @@ def test_a_medication_taken_until_a_day_with_no_start_is_read_over_its_possible_
     res = screen("E7", record(msc))
     assert res.outcome is Outcome.UNKNOWN, res.reason
     assert "MedicationStatement/msc" in res.evidence
+
+
+def _course_until(code: str, display: str, end: str, *, system: str = "rxnorm", authored: str | None = None,
+                  **extra: Any) -> dict[str, Any]:
+    """An order whose dosage timing gives only the day its course ends (``boundsPeriod`` {end})."""
+    order = medication_request(
+        code, authored, system=system, display=display, dose=20, bounds_end=end, id="mr", **extra
+    )
+    if authored is None:
+        del order["authoredOn"]
+    return order
+
+
+def test_a_course_bounded_by_an_end_only_is_read_over_its_possible_start(screen: Screen) -> None:
+    """dosage.timing.repeat.boundsPeriod {end}: the course ran until that day, from a day not recorded. An
+    order with no other date was read as undated or not yet given: a CAR-T or MSC product "until" after the
+    screening date was a silent pass (E8, E7), a steroid course for asthma "until" last week too (E1)."""
+    car_t = _course_until("x", "Carvykti", AFTER, system="http://hospital.example/drugs")
+    res = screen("E8", record(car_t))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "MedicationRequest/mr" in res.evidence and "ended by 2026-07-01" in res.reason
+    msc = _course_until("x", "UC-MSC infusion", AFTER, system="http://hospital.example/drugs")
+    assert screen("E7", record(msc)).outcome is Outcome.UNKNOWN
+    asthma = concept("icd10cm", "J45.909", "Unspecified asthma, uncomplicated")
+    steroid = _course_until("8640", "predniSONE 20 MG Oral Tablet", "2026-05-25", reasonCode=[asthma])
+    res = screen("E1", record(steroid))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert "MedicationRequest/mr" in res.evidence
+    # An order's course does not start before the order was written: with ``authoredOn``, the start is
+    # any day from it to the end, so a recent order stays recent (I5: under 12 weeks, as before).
+    hcq = _course_until("5521", "hydroxychloroquine", AFTER, authored="2026-05-20")
+    res = screen("I5", record(hcq))
+    assert res.outcome is Outcome.FAIL, res.reason
+    asthma = concept("icd10cm", "J45.909", "Unspecified asthma, uncomplicated")
+    short = _course_until("8640", "predniSONE 20 MG Oral Tablet", "2026-05-25", authored="2026-05-20",
+                          reasonCode=[asthma])
+    assert screen("E1", record(short)).outcome is Outcome.PASS
+
+
+def _study_subject(status: str, end: str, **extra: Any) -> list[dict[str, Any]]:
+    subject = {
+        "resourceType": "ResearchSubject", "id": "rs", "status": status, "period": {"end": end},
+        "study": {"reference": "ResearchStudy/car-t"}, "individual": {"reference": "Patient/p1"}, **extra,
+    }
+    study = {"resourceType": "ResearchStudy", "id": "car-t", "status": "completed",
+             "title": "Anti-CD19 CAR-T cell therapy in refractory SLE"}
+    return [subject, study]
+
+
+def test_a_study_participation_with_an_end_only_is_read_over_its_possible_start(screen: Screen) -> None:
+    """ResearchSubject.period {end}: on the study until that day, since a day not recorded. One withdrawn
+    after being assigned an arm, whose participation ended before screening, had started it (E8: as a
+    dated start before screening reads; it was unknown, as if it might not have started). One on study
+    until after the screening date may have joined before it or after: said so."""
+    subject, study = _study_subject("withdrawn", BEFORE, assignedArm="CAR-T")
+    withdrawn = screen("E8", record(subject, study))
+    dated = screen("E8", record({**subject, "period": {"start": LONG_BEFORE, "end": BEFORE}}, study))
+    assert withdrawn.outcome is dated.outcome is Outcome.FAIL, withdrawn.reason
+    later = screen("E8", record(*_study_subject("on-study", AFTER)))
+    assert later.outcome is Outcome.UNKNOWN, later.reason
+    assert "ResearchSubject/rs" in later.evidence and "ended by 2026-07-01" in later.reason
 
 
 # ------------------------------------------------------------------------ the whole class, on sample data

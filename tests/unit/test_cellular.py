@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import date
+
 import pytest
 
 from fhirscreen.criteria.base import Outcome
@@ -374,3 +376,80 @@ def test_msc_dated_by_a_year_that_may_be_in_the_washout_is_unknown(screen):
     res = screen("E7", record(msc_dose("2025", id="msc")))
     assert res.outcome is Outcome.UNKNOWN
     assert res.next_step == "Confirm the exact date of 2025 (MedicationAdministration/msc)."
+
+
+# --- E8: a combined therapy is not excepted as MSC ------------------------------------------------------
+
+COMBINED = "MSC and regulatory T cell co-infusion"
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        procedure(LOCAL, "x", "2022-01-01", text=COMBINED, id="c"),
+        medication_administration("x", "2022-01-01", system=LOCAL, display=COMBINED, id="c"),
+        medication_statement("x", "2022-01-01", system=LOCAL, display="UC-MSC plus CAR-T cells", id="c"),
+    ],
+    ids=["procedure", "administration", "statement"],
+)
+def test_a_combined_msc_and_other_cellular_therapy_is_not_excepted(evaluate, resource):
+    """A record naming MSC and another cellular therapy as firmly is a therapy that includes the other:
+    it fails as that therapy does, not excepted as MSC (E7 still counts it as MSC therapy)."""
+    res = evaluate("E8", record(resource))
+    assert res.outcome is Outcome.FAIL, res.reason
+    assert res.evidence == (f"{resource['resourceType']}/c",)
+    assert evaluate("E7", record(resource), as_of=date(2022, 6, 1)).outcome is Outcome.FAIL
+
+
+def test_a_combined_therapy_of_status_unknown_or_not_yet_given_is_said(evaluate):
+    unsure = procedure(LOCAL, "x", "2022-01-01", text=COMBINED, status="unknown", id="c")
+    res = evaluate("E8", record(unsure))
+    assert res.outcome is Outcome.UNKNOWN, res.reason
+    assert res.reason.startswith("Cellular therapy recorded with status unknown:")
+    planned = procedure(LOCAL, "x", "2026-05-20", text=COMBINED, status="preparation", id="c")
+    res = evaluate("E8", record(planned))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "Recorded as not yet given (not counted)" in res.reason and res.evidence == ("Procedure/c",)
+
+
+@pytest.mark.parametrize(
+    ("status", "outcome"),
+    [("on-study", Outcome.FAIL), ("pending-on-study", Outcome.UNKNOWN), ("candidate", Outcome.PASS)],
+)
+def test_a_study_whose_title_names_msc_and_another_cellular_therapy_is_not_excepted(
+    evaluate, status, outcome
+):
+    """As E8 reads a plain CAR-T or Treg study: given when the subject was on it, a question when that is
+    not clear; a study naming both in its description alone is read the same way."""
+    from tests.unit.test_research_study import study, subject
+
+    titled = study(title="MSC and regulatory T cell co-infusion in refractory SLE")
+    described = study(
+        title="Study XYZ-003 in refractory SLE",
+        description="Participants receive UC-MSCs and regulatory T cells on Day 0.",
+    )
+    for combined in (titled, described):
+        res = evaluate("E8", record(subject(status), combined))
+        assert res.outcome is outcome, (combined.get("description"), res.reason)
+        if outcome is not Outcome.PASS:
+            assert "ResearchStudy/abc" in res.evidence
+
+
+def test_an_msc_study_whose_description_mentions_tregs_is_still_excepted(evaluate):
+    """A study named by its title as MSC, whose description mentions another cellular therapy in plain
+    words, names MSC more firmly: excepted, as before."""
+    from tests.unit.test_research_study import study, subject
+
+    msc = study(
+        title="Umbilical cord mesenchymal stem cell infusion in refractory lupus",
+        description="MSCs are thought to expand regulatory T cells.",
+    )
+    res = evaluate("E8", record(subject(), msc))
+    assert res.outcome is Outcome.PASS, res.reason
+    assert "excepted" in res.reason
+
+
+def test_an_msc_transplant_is_still_not_a_haematopoietic_transplant(evaluate):
+    proc = procedure(LOCAL, "x", "2022-01-01", text="Mesenchymal stem cell transplant")
+    res = evaluate("E8", record(proc))
+    assert res.outcome is Outcome.PASS, res.reason

@@ -618,3 +618,62 @@ def test_ndjson_lines_of_json_that_is_not_an_object_each_say_what_they_are(
         (f"{file}:5", "the JSON is a boolean"),
         (f"{file}:6", "the JSON is an object without a resourceType"),
     ]
+
+
+# ------------------------------------------------------------------------------ late joiners' findings
+
+
+def _tiny(resource: dict[str, Any]) -> str:
+    """A line whose value is a number too small for a double (orjson reads it as 0.0)."""
+    return json.dumps(resource, separators=(",", ":")).replace('"value":75', '"value":1e-400')
+
+
+def late_joiner_files(root: Path, diagnosis_first: bool, bundle: bool = False) -> Path:
+    """A patient whose SLE diagnosis comes before or after their lines with a number too small for a
+    double and a malformed element (as the file names sort, or in a Bundle read last)."""
+    root.mkdir()
+    bad = {**observation("o-bad", "late"), "effectiveDateTime": "2026-13-45"}
+    asthma = {**condition("c-asthma", "late", ASTHMA), "extension": [{"valueQuantity": {"value": 75}}]}
+    lines = [
+        json.dumps(observation("o-other", "other"), separators=(",", ":")),
+        _tiny(observation("o-tiny", "late")),
+        _tiny(observation("o-other-tiny", "other")),  # never kept: dropped unread, as ever
+        json.dumps(bad, separators=(",", ":")),
+    ]
+    (root / "b-Observation.ndjson").write_text("\n".join(lines) + "\n")
+    (root / "b-Condition.ndjson").write_text(_tiny(asthma) + "\n")  # a Condition the census passes over
+    sle = condition("c-sle", "late", SLE)
+    if bundle:
+        doc = {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": sle}]}
+        (root / "z-Bundle.json").write_text(json.dumps(doc))
+    else:
+        name = "a-Diagnosis.ndjson" if diagnosis_first else "c-Diagnosis.ndjson"
+        ndjson(root / name, sle)
+    ndjson(root / "p-Patient.ndjson", patient("late"), patient("other"))
+    return root
+
+
+def _relative(population: Population, root: Path) -> list[tuple[str, str, str]]:
+    return [(where.replace(str(root), "<data>"), p, m) for where, p, m in findings(population)]
+
+
+@pytest.mark.parametrize("bundle", [False, True])
+def test_a_late_joiners_lines_read_again_get_the_findings_of_a_patient_kept_from_the_start(
+    tmp_path: Path, trial: Trial, bundle: bool
+) -> None:
+    """A number too small for a double is looked for only in the lines handed on: the lines of a
+    patient whose diagnosis comes later were dropped unread the first time, and are read again once the
+    patient joins; their finding is made then, as it would have been had the diagnosis come first."""
+    first = late_joiner_files(tmp_path / "first", diagnosis_first=True)
+    late = late_joiner_files(tmp_path / "late", diagnosis_first=False, bundle=bundle)
+    from_start = load_population(FileSource(first), trial)
+    joined_late = load_population(FileSource(late), trial)
+    assert kept_ids(joined_late)["late"] == kept_ids(from_start)["late"]
+    expected = _relative(from_start, first)
+    assert _relative(joined_late, late) == expected
+    tiny = [where for where, problem, _message in expected if problem == "non-finite-number"]
+    assert tiny == ["<data>/b-Condition.ndjson:1", "<data>/b-Observation.ndjson:2"]
+    assert [w for w, p, _m in expected if p == "malformed-element"] == ["Observation/o-bad"]
+    # read as no value, not 0.0, either way
+    (obs,) = [o for o in joined_late.records["late"].resources["Observation"] if o["id"] == "o-tiny"]
+    assert obs["valueQuantity"].get("value") is None

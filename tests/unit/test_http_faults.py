@@ -366,7 +366,7 @@ def test_a_deeply_nested_resource_on_a_page_does_not_crash_the_run() -> None:
     responses.get(f"{base}/Observation", body=page, content_type="application/fhir+json")
     client = FhirClient(base, sleep=lambda _s: None)
     source = ServerSource(SourceOptions(server=base), client)
-    [resource] = source._entries(client.get_resource("Observation"), "Observation search", _quality())
+    [resource] = source.entries(client.get_resource("Observation"), "Observation search", _quality())
     assert resource["subject"]["reference"] == "Patient/p1"  # references normalised without recursion
     responses.get(
         f"{base}/Condition", body=page.replace("[" * 1000, "[" * 5000).replace("]" * 1000, "]" * 5000)

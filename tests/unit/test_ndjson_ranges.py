@@ -323,3 +323,33 @@ def test_cli_output_is_the_same_for_any_number_of_reading_processes(tmp_path):
     one = run("--workers", "1")
     assert run("--workers", "3") == one
     assert len(json.loads(one)["patients"]) >= 5
+
+
+@pytest.mark.parametrize("diagnosis_first", [True, False])
+def test_a_late_joiners_numbers_too_small_for_a_double_are_reported_whatever_the_processes(
+    tmp_path, trial, diagnosis_first, forked
+):
+    """A line with a number too small for a double, of a patient whose diagnosis comes after it (in a
+    file read later), is dropped unread in whichever range it falls, and read again once the patient has
+    joined: its finding is made then, as when the diagnosis comes first, with one process or several."""
+    tiny = b.observation("2160-0", pid="late", value=1.0, unit="mg/dL")
+    lines = []
+    for i in range(60):
+        lines.append(_line(b.observation("2160-0", pid=f"other-{i}", value=1.0, unit="mg/dL")))
+        if i % 20 == 10:
+            lines.append(_line({**tiny, "id": f"o-tiny-{i}"}).replace('"value":1.0', '"value":1e-400'))
+    folder = tmp_path / "data"
+    folder.mkdir()
+    (folder / "b-Observation.ndjson").write_text("\n".join(lines) + "\n")
+    name = "a-Condition.ndjson" if diagnosis_first else "c-Condition.ndjson"
+    (folder / name).write_text(_line(b.condition(*SLE, pid="late")) + "\n")
+    (folder / "p-Patient.ndjson").write_text(_line(b.patient("late")) + "\n")
+    assert len(line_ranges(folder / "b-Observation.ndjson", 2)) == 2
+    for workers in (1, 2):
+        population, _counted = _read(folder, trial, workers)
+        tiny_lines = sorted(
+            f.where.rsplit(":", 1)[1] for f in population.quality.findings if f.problem == "non-finite-number"
+        )
+        assert tiny_lines == ["12", "33", "54"], workers
+        assert len(population.records["late"].resources["Observation"]) == 3
+    assert forked and all_reaped(forked)

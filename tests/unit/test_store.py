@@ -255,3 +255,127 @@ def test_a_server_that_tells_no_time_is_said_so_not_that_the_read_did_not_finish
     assert result.exit_code == 0, result.stderr
     assert "the server tells no time" in result.stderr
     assert "the read did not finish" not in result.stderr
+
+
+# -- malformed entries in the changes -----------------------------------------------------------------------
+
+NEW_MARK = "2026-12-02T02:30:00.000Z"
+HISTORY = "Observation history (changes since the last run)"
+
+
+def changes_read(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, pages: dict[str, list[dict[str, object]]], history: bool
+) -> tuple[object, object, list[tuple[str, str, str]]]:
+    """An incremental read of a store holding one SLE patient (and a Medication) against a server whose
+    change pages (by the start of their path) are ``pages``: (the source, the store, the findings)."""
+    from datetime import datetime, timezone
+
+    from fhirscreen.quality import DataQuality
+    from fhirscreen.sources.base import QueryPlan
+    from fhirscreen.store.incremental import IncrementalSource
+    from fhirscreen.trial.loader import load_trial
+
+    source = incremental_source(tmp_path)
+    assert isinstance(source, IncrementalSource)
+    source.use_history = history
+    plan = QueryPlan.for_trial(load_trial())
+    now = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.000Z")
+    resources = [
+        b.patient("p1"),
+        b.condition("snomed", "55464009", pid="p1", id="c1"),
+        b.observation("98979-8", pid="p1", id="o1", value=80),
+        {"resourceType": "Medication", "id": "m1"},
+        {**b.medication_request("5521", pid="p1"), "medicationReference": {"reference": "Medication/m1"}},
+    ]
+    state = StoreState(SCHEMA_VERSION, source.source_key(plan), STATE.high_water, now)
+    source.store.replace_all({(str(r["resourceType"]), str(r["id"])): stored(r) for r in resources}, state)
+    types = [*plan.resource_types, "Medication", "ResearchStudy"]
+    statement = {
+        "rest": [{"resource": [{"type": t, "interaction": [{"code": "history-type"}]} for t in types]}]
+    }
+    monkeypatch.setattr(source.server, "capability_statement", lambda: statement)
+    monkeypatch.setattr(source, "_server_clock", lambda: NEW_MARK)
+    monkeypatch.setattr(source.server, "read_patients", lambda *args, **kwargs: iter(()))
+
+    def served(path: str, label: str) -> list[dict[str, object]]:
+        return next((p for start, p in pages.items() if path.startswith(start)), [])
+
+    monkeypatch.setattr(source.server, "pages", served)
+    quality = DataQuality()
+    list(source.read(plan, quality))
+    return source, source.store, [(f.where, f.problem, f.severity) for f in quality.findings]
+
+
+def _page(*entries: object) -> dict[str, object]:
+    return {"resourceType": "Bundle", "type": "history", "entry": list(entries)}
+
+
+def test_malformed_history_entries_are_findings_naming_page_and_entry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each entry a ``_history`` page holds that cannot be applied is said, by page and entry, with the
+    search path's problem codes; the other changes are applied and the store is updated."""
+    changed = b.observation("98979-8", pid="p1", id="o1", value=20)
+    pages = {
+        "Observation/_history": [
+            _page({"resource": changed}),
+            _page(
+                5,
+                {"request": {"method": "PUT", "url": "Observation/o2"}},
+                {"resource": {"id": "o3"}},
+                {"resource": {"resourceType": "Observation", "status": "final"}},
+                {"resource": {"resourceType": "Observation", "id": "not an id"}},
+            ),
+        ]
+    }
+    source, store, found = changes_read(tmp_path, monkeypatch, pages, history=True)
+    assert found == [
+        (f"{HISTORY}, page 2, entry 0", "not-fhir", "warning"),
+        (f"{HISTORY}, page 2, entry 1", "not-fhir", "warning"),
+        (f"{HISTORY}, page 2, entry 2", "not-fhir", "warning"),
+        (f"{HISTORY}, page 2, entry 3", "no-id", "warning"),
+        (f"{HISTORY}, page 2, entry 4", "invalid-id", "warning"),
+    ]
+    assert store.state().high_water == NEW_MARK  # type: ignore[attr-defined]
+    assert source.summary.not_stored == ""  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        {"method": "DELETE"},
+        {"method": "DELETE", "url": "Observation?code=98979-8"},
+        {"method": "delete", "url": 7},
+    ],
+)
+def test_a_deletion_that_cannot_be_read_leaves_the_store_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, request_: dict[str, object]
+) -> None:
+    """A DELETE entry whose resource cannot be told may be the deletion of a stored resource: the delta
+    is not trusted (lost data: the run is partial, the store keeps its state and the next run reads
+    these changes again)."""
+    pages = {"Observation/_history": [_page({"request": request_})]}
+    source, store, found = changes_read(tmp_path, monkeypatch, pages, history=True)
+    assert found == [(f"{HISTORY}, page 1, entry 0", "data-lost", "error")]
+    assert store.state().high_water == STATE.high_water  # type: ignore[attr-defined]
+    assert "data was lost" in source.summary.not_stored  # type: ignore[attr-defined]
+
+
+def test_malformed_entries_of_last_updated_searches_are_findings(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without ``_history``: the population and shared-resource searches' malformed entries are said as a
+    full read's searches say them."""
+    pages = {
+        "Condition?": [{"resourceType": "Bundle", "type": "searchset", "entry": [{"search": {}}]}],
+        "Medication?": [
+            {"resourceType": "Bundle", "type": "searchset", "entry": [{}, {"resource": {"id": "m1"}}]}
+        ],
+    }
+    _source, store, found = changes_read(tmp_path, monkeypatch, pages, history=False)
+    assert found == [
+        ("Condition search (new population diagnoses), page 1, entry 0", "not-fhir", "warning"),
+        ("Medication search (changes), page 1, entry 0", "not-fhir", "warning"),
+        ("Medication search (changes), page 1, entry 1", "not-fhir", "warning"),
+    ]
+    assert store.state().high_water == NEW_MARK  # type: ignore[attr-defined]
