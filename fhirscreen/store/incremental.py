@@ -452,13 +452,10 @@ class IncrementalSource:
         new: set[str] = set()
         for search in population_searches(plan, caps):
             path = replace(search, params=(*search.params, updated)).path(self.server.page_size)
-            label = "Condition search (new population diagnoses)"
-            for number, page in enumerate(self.server.pages(path, label)):
-                # As the server source reads a search page: a malformed entry is a finding naming it.
-                for resource in self.server.entries(page, label, quality, number):
-                    patient = owner(resource)
-                    if patient is not None and patient not in population:
-                        new.add(patient)
+            for resource in self._searched(path, "Condition search (new population diagnoses)", quality):
+                patient = owner(resource)
+                if patient is not None and patient not in population:
+                    new.add(patient)
         if population:
             sub = replace(plan, patient_ids=tuple(sorted(population)))
             for resource, _origin in self.server.read_patients(sub, quality, caps, (updated,)):
@@ -471,11 +468,9 @@ class IncrementalSource:
                     query = query_string(
                         [("_id", ",".join(ids)), updated, ("_count", str(self.server.page_size))]
                     )
-                    label = f"{rtype} search (changes)"
-                    for number, page in enumerate(self.server.pages(f"{rtype}?{query}", label)):
-                        for resource in self.server.entries(page, label, quality, number):
-                            if resource["resourceType"] == rtype:
-                                delta.put(resource)
+                    for resource in self._searched(f"{rtype}?{query}", f"{rtype} search (changes)", quality):
+                        if resource["resourceType"] == rtype:
+                            delta.put(resource)
         if new:
             self._reread(plan, quality, caps, delta, population | new, new, list(plan.resource_types))
         return new
@@ -497,6 +492,22 @@ class IncrementalSource:
                 if "history-type" in codes:
                     history.add(str(res.get("type")))
         return Capabilities.parse(statement), history
+
+    def _searched(self, path: str, label: str, quality: DataQuality) -> Iterator[Resource]:
+        """The resources of every page of a change search, read as the server source reads a search page
+        (a malformed entry is a finding naming it). One the server says failed or did not give in full
+        is lost data: changes may be missing, so the read is partial and the store keeps the previous
+        run's state (``_commit``)."""
+        failures: list[str] = []
+        for number, page in enumerate(self.server.pages(path, label)):
+            yield from self.server.entries(page, label, quality, number, failures)
+        if failures:
+            log.error("%s: the server said it failed or is incomplete; the store is not updated", label)
+            quality.lost(
+                label,
+                f"the server said the search failed or is incomplete ({'; '.join(failures)}): changes "
+                "since the last run may be missing",
+            )
 
     def _server_clock(self) -> str | None:
         """The server's current time: the high-water mark of a read that starts now (None, with a

@@ -379,3 +379,27 @@ def test_malformed_entries_of_last_updated_searches_are_findings(
         ("Medication search (changes), page 1, entry 1", "not-fhir", "warning"),
     ]
     assert store.state().high_water == NEW_MARK  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize("search", ["Condition?", "Medication?"])
+def test_a_change_search_the_server_says_failed_leaves_the_store_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, search: str
+) -> None:
+    """Without ``_history``: a population or shared-resource change search whose page carries an error
+    OperationOutcome (the server's "this search did not give every match") may have missed changes, as a
+    full read's search would have: lost data, the store keeps its state, the next run reads them again."""
+    outcome = {
+        "resourceType": "OperationOutcome",
+        "issue": [{"severity": "error", "code": "too-costly", "diagnostics": "query timed out"}],
+    }
+    entry = {"resource": outcome, "search": {"mode": "outcome"}}
+    pages = {search: [{"resourceType": "Bundle", "type": "searchset", "entry": [entry]}]}
+    source, store, found = changes_read(tmp_path, monkeypatch, pages, history=False)
+    label = (
+        "Condition search (new population diagnoses)"
+        if search == "Condition?"
+        else "Medication search (changes)"
+    )
+    assert found == [(label, "data-lost", "error")]
+    assert store.state().high_water == STATE.high_water  # type: ignore[attr-defined]
+    assert "data was lost" in source.summary.not_stored  # type: ignore[attr-defined]
