@@ -45,6 +45,16 @@ def merged_with_cancer_under_the_other_id(direction: str) -> tuple[list[dict[str
     return [*resources, other, cancer], "p1other" if kind == "replaced-by" else "p1"
 
 
+def merged_screen(
+    tmp_path: Path, direction: str, fake_type: type[BulkFake], **options: Any
+) -> tuple[BulkFake, Any, str]:
+    """``screen --server --bulk`` of ``merged_with_cancer_under_the_other_id(direction)`` against a
+    ``fake_type`` server: (the server, the CLI result, the id that survives the merge)."""
+    resources, survivor = merged_with_cancer_under_the_other_id(direction)
+    fake = fake_type(resources, **options)
+    return fake, bulk_screen(tmp_path, fake), survivor
+
+
 def listed(tmp_path: Path) -> dict[str, dict[str, Any]]:
     return {p["patient"]: p for p in candidates(tmp_path)["patients"]}
 
@@ -66,9 +76,7 @@ def asked_for(fake: BulkFake, pid: str) -> list[str]:
 def test_an_exclusion_filed_under_the_linked_id_makes_the_survivor_ineligible(
     tmp_path: Path, direction: str
 ) -> None:
-    resources, survivor = merged_with_cancer_under_the_other_id(direction)
-    fake = BulkFake(resources)
-    result = bulk_screen(tmp_path, fake)
+    fake, result, survivor = merged_screen(tmp_path, direction, BulkFake)
     assert result.exit_code == 0, result.stderr[-2000:]
     assert fake.exported_for == [["p1"]]  # the export held the candidate's records only
     screened = listed(tmp_path)
@@ -99,9 +107,7 @@ def test_a_chain_of_two_links_is_followed_to_its_end(tmp_path: Path) -> None:
 def test_an_export_of_everyone_holds_the_linked_records_and_nothing_is_read_twice(
     tmp_path: Path, direction: str
 ) -> None:
-    resources, survivor = merged_with_cancer_under_the_other_id(direction)
-    fake = BulkFake(resources, patient_lists=False)
-    result = bulk_screen(tmp_path, fake)
+    fake, result, survivor = merged_screen(tmp_path, direction, BulkFake, patient_lists=False)
     assert result.exit_code == 0, result.stderr[-2000:]
     assert fake.exported_for == [None]  # the system-level fallback: everyone
     screened = listed(tmp_path)
@@ -128,9 +134,7 @@ class LinkedConditionsFail(BulkFake):
 def test_a_linked_ids_search_that_fails_is_lost_data_and_the_run_goes_on(
     tmp_path: Path, direction: str
 ) -> None:
-    resources, survivor = merged_with_cancer_under_the_other_id(direction)
-    fake = LinkedConditionsFail(resources)
-    result = bulk_screen(tmp_path, fake)
+    _fake, result, survivor = merged_screen(tmp_path, direction, LinkedConditionsFail)
     assert result.exit_code == 5, result.stderr[-2000:]  # partial, not a crash
     assert "Traceback" not in result.stderr
     by_where = {f["where"]: f["message"] for f in lost(tmp_path)}
