@@ -90,6 +90,16 @@ def referenced_study_ids(resource: Mapping[str, Any]) -> set[str]:
     return ids
 
 
+def referenced_medication_id(resource: Mapping[str, Any]) -> str | None:
+    """The id of the separate Medication a medication record points at (``medicationReference``, read by
+    id as ``PatientRecord.medication`` resolves it: ``Medication/x``, an absolute or versioned URL); None
+    for a contained one (``#id``), which travels with the record, or none at all. The one rule for every
+    reader that decides which Medications to fetch or keep (server search and bulk reads, the
+    incremental store, Spark)."""
+    mid = reference_id(resource.get("medicationReference"), "Medication")
+    return mid if mid and is_fhir_id(mid) else None
+
+
 _SHARED = frozenset(SHARED_TYPES)
 # Every type the builder keeps; sources may pass other types on as ``{"resourceType": T}`` stubs.
 KEPT_TYPES: frozenset[str] = frozenset(SCREENED_TYPES + SHARED_TYPES)

@@ -47,6 +47,7 @@ from fhirscreen.record import (
     SHARED_TYPES,
     is_later_version,
     merge_links,
+    referenced_medication_id,
     referenced_study_ids,
 )
 from fhirscreen.sources import observation_plan
@@ -244,14 +245,9 @@ def patient_ids_in(conditions: Iterable[Resource]) -> list[str]:
 
 
 def medication_ids(resources: Iterable[Resource]) -> set[str]:
-    """Ids of separate Medication resources that MedicationX resources point at (not contained ones)."""
-    ids: set[str] = set()
-    for r in resources:
-        ref = r.get("medicationReference")
-        value = ref.get("reference") if isinstance(ref, Mapping) else None
-        if isinstance(value, str) and value.startswith("Medication/"):
-            ids.add(value.split("/")[1])
-    return ids
+    """Ids of separate Medication resources that MedicationX resources point at (not contained ones:
+    ``referenced_medication_id``)."""
+    return {mid for r in resources if (mid := referenced_medication_id(r)) is not None}
 
 
 def note_shared(resource: Resource, rtype: str, medication_refs: set[str], study_refs: set[str]) -> None:

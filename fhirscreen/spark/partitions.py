@@ -23,7 +23,7 @@ from typing import IO, Any
 import orjson
 
 from fhirscreen.fhir.json_text import may_underflow
-from fhirscreen.fhir.resources import Resource, is_type_name, is_usable, not_a_resource, reference_id
+from fhirscreen.fhir.resources import Resource, is_type_name, is_usable, not_a_resource
 from fhirscreen.quality import DataQuality, Finding
 from fhirscreen.record import (
     KEPT_TYPES,
@@ -31,6 +31,7 @@ from fhirscreen.record import (
     PopulationBuilder,
     merge_links,
     patient_id,
+    referenced_medication_id,
     referenced_study_ids,
 )
 from fhirscreen.report.facts import PatientFacts, patient_facts
@@ -405,13 +406,12 @@ def link_stub(patient: Mapping[str, Any]) -> str:
 
 def _shared_keys(resource: Mapping[str, Any]) -> Iterator[str]:
     """``Type/id`` of the shared resources (SHARED_TYPES) a resource refers to: the Medication of a
-    MedicationX, the ResearchStudies a record refers to (``referenced_study_ids``: a ResearchSubject's
-    study, a medication record's workflow-researchStudy extension)."""
-    holder = resource.get("medicationReference")
-    if holder is not None:
-        mid = reference_id(holder, "Medication")
-        if mid:
-            yield f"Medication/{mid}"
+    MedicationX (``referenced_medication_id``), the ResearchStudies a record refers to
+    (``referenced_study_ids``: a ResearchSubject's study, a medication record's workflow-researchStudy
+    extension)."""
+    mid = referenced_medication_id(resource)
+    if mid is not None:
+        yield f"Medication/{mid}"
     for sid in sorted(referenced_study_ids(resource)):
         yield f"ResearchStudy/{sid}"
 

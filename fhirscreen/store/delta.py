@@ -11,7 +11,7 @@ from typing import Any
 
 from fhirscreen.fhir.codes import coding_items
 from fhirscreen.fhir.resources import Resource
-from fhirscreen.record import SHARED_TYPES, patient_id, referenced_study_ids
+from fhirscreen.record import SHARED_TYPES, patient_id, referenced_medication_id, referenced_study_ids
 from fhirscreen.store.sqlite import Key, StoredResource
 
 _VERSIONED = re.compile(r"(?:^|/)([A-Za-z]+)/([A-Za-z0-9\-.]{1,64})(?:/_history/([^/?#]+))?/?$")
@@ -55,14 +55,8 @@ def population_of(resources: Iterable[StoredResource], codes: Collection[str]) -
 
 
 def referenced_medications(resources: Iterable[StoredResource]) -> set[str]:
-    """Ids of separate Medications that stored resources point at."""
-    ids: set[str] = set()
-    for r in resources:
-        reference = r.body.get("medicationReference")
-        value = reference.get("reference") if isinstance(reference, Mapping) else None
-        if isinstance(value, str) and value.startswith("Medication/"):
-            ids.add(value.split("/")[1])
-    return ids
+    """Ids of separate Medications that stored resources point at (``referenced_medication_id``)."""
+    return {mid for r in resources if (mid := referenced_medication_id(r.body)) is not None}
 
 
 def referenced_shared(resources: Iterable[StoredResource]) -> set[Key]:
